@@ -1,0 +1,45 @@
+// swift-tools-version:6.0
+// mambaquant: post-training quantization of Mamba state-space language models (DESIGN.md).
+import PackageDescription
+
+let package = Package(
+    name: "mambaquant",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "mambaquant", targets: ["mambaquant"]),
+        .library(name: "MambaModel", targets: ["MambaModel"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // System libraries. Debian installs openblas.pc behind /etc/alternatives; pkg-config
+        // follows the link, so `apt-get install libopenblas-dev liblapacke-dev` is all a build needs.
+        .systemLibrary(
+            name: "COpenBLAS", pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(
+            name: "CLapacke", pkgConfig: "lapacke",
+            providers: [.apt(["liblapacke-dev"])]),
+
+        // Hot float kernels in C: AVX2+FMA chosen at run time, a scalar fallback (no unsafe flags).
+        .target(name: "CMambaKernels"),
+        // Tensors, dtypes, safetensors IO, BLAS wrappers, the thread budget.
+        .target(name: "MambaTensors", dependencies: ["COpenBLAS"]),
+        // Config, strict loader, the float forward over swappable ops, tokenizer, sampling.
+        .target(name: "MambaModel", dependencies: ["MambaTensors", "CMambaKernels"]),
+        // The thin command line.
+        .executableTarget(
+            name: "mambaquant",
+            dependencies: [
+                "MambaModel", "MambaTensors",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+
+        // Shared test helpers (fixture paths, seeded random data, error measures).
+        .target(name: "TestSupport", dependencies: ["MambaTensors", "MambaModel"], path: "Tests/TestSupport"),
+        .testTarget(name: "MambaTensorsTests", dependencies: ["MambaTensors", "TestSupport"]),
+        .testTarget(name: "MambaModelTests", dependencies: ["MambaModel", "TestSupport"]),
+        .testTarget(name: "mambaquantTests", dependencies: ["TestSupport"]),
+    ]
+)

@@ -1,0 +1,55 @@
+// Hot float kernels of the Mamba forward: the selective scan and the elementwise nonlinearities.
+// Each has a portable scalar path and an AVX2+FMA path chosen at run time (DESIGN.md section 3);
+// the Swift side keeps a plain reference of each and tests compare the two.
+#ifndef MAMBA_KERNELS_H
+#define MAMBA_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// 1 when the AVX2+FMA paths are in use on this CPU.
+int mq_has_avx2_fma(void);
+/// Forces the scalar paths (for tests of the fallback); 0 restores the automatic choice.
+void mq_force_scalar(int force);
+
+/// out[i] = x[i] * sigmoid(x[i]).
+void mq_silu_f32(const float *x, float *out, size_t n);
+
+/// out[i] = softplus(x[i]) = log(1 + exp(x)), and x itself above 20 (torch's threshold).
+void mq_softplus_f32(const float *x, float *out, size_t n);
+
+/// out[i] = exp(x[i]) (a polynomial to about 2 ulp; used where the scan needs exp).
+void mq_exp_f32(const float *x, float *out, size_t n);
+
+/// The selective scan of Mamba-1 (state-spaces/mamba selective_scan_ref) over channels
+/// [channel_begin, channel_end), time steps in order:
+///   dt = softplus(dt_raw[t, e]);  h[e, n] = exp(dt * A[e, n]) * h[e, n] + dt * B[t, n] * x[t, e]
+///   y[t, e] = sum_n h[e, n] * C[t, n] + D[e] * x[t, e]
+/// Activations are row-major [L, ...] with the given row strides (B and C may point into x_proj's
+/// output). h is float32 in and out: the decode state.
+typedef struct {
+    int length;          // L
+    int channels;        // E
+    int state;           // N
+    int channel_begin, channel_end;
+    const float *x;      // [L, E], row stride E
+    const float *dt_raw; // [L, E], row stride E, before softplus
+    const float *B;      // [L, N] with row stride ldb
+    const float *C;      // [L, N] with row stride ldc
+    int ldb, ldc;
+    const float *A;      // [E, N], already -exp(A_log)
+    const float *D;      // [E]
+    float *h;            // [E, N] state, updated
+    float *y;            // [L, E], row stride E
+} mq_scan_args;
+
+void mq_selective_scan_f32(const mq_scan_args *args);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,81 @@
+// The selective scan (state-spaces/mamba, mamba_ssm/ops/selective_scan_interface.py,
+// selective_scan_ref), time-major: for each step t the state h [E, N] of the channel range stays
+// in cache while B[t] and C[t] are reused by every channel.
+#include "mamba_kernels.h"
+#include "simd_math.h"
+#include <math.h>
+#include <stdlib.h>
+
+static void scan_scalar(const mq_scan_args *a) {
+    const int E = a->channels, N = a->state;
+    for (int t = 0; t < a->length; t++) {
+        const float *B = a->B + (size_t)t * a->ldb;
+        const float *C = a->C + (size_t)t * a->ldc;
+        for (int e = a->channel_begin; e < a->channel_end; e++) {
+            float v = a->dt_raw[(size_t)t * E + e];
+            float dt = v > 20.0f ? v : log1pf(expf(v));
+            float xv = a->x[(size_t)t * E + e];
+            float dtx = dt * xv;
+            float *h = a->h + (size_t)e * N;
+            const float *A = a->A + (size_t)e * N;
+            float acc = 0.0f;
+            for (int n = 0; n < N; n++) {
+                h[n] = expf(dt * A[n]) * h[n] + dtx * B[n];
+                acc += h[n] * C[n];
+            }
+            a->y[(size_t)t * E + e] = acc + a->D[e] * xv;
+        }
+    }
+}
+
+#if MQ_X86
+MQ_AVX2 static inline float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+MQ_AVX2 static void scan_avx2(const mq_scan_args *a) {
+    const int E = a->channels, N = a->state;
+    const int e0 = a->channel_begin, width = a->channel_end - a->channel_begin;
+    const int Nv = N - N % 8;
+    float *dt = malloc(sizeof(float) * (size_t)(width > 0 ? width : 1));
+    for (int t = 0; t < a->length; t++) {
+        const float *B = a->B + (size_t)t * a->ldb;
+        const float *C = a->C + (size_t)t * a->ldc;
+        const float *xrow = a->x + (size_t)t * E;
+        const float *dtrow = a->dt_raw + (size_t)t * E;
+        int i = 0;
+        for (; i + 8 <= width; i += 8) _mm256_storeu_ps(dt + i, mq_softplus256(_mm256_loadu_ps(dtrow + e0 + i)));
+        for (; i < width; i++) { float v = dtrow[e0 + i]; dt[i] = v > 20.0f ? v : log1pf(expf(v)); }
+        for (int e = e0; e < a->channel_end; e++) {
+            const float d = dt[e - e0], xv = xrow[e], dtx = d * xv;
+            const __m256 vd = _mm256_set1_ps(d), vdtx = _mm256_set1_ps(dtx);
+            float *h = a->h + (size_t)e * N;
+            const float *A = a->A + (size_t)e * N;
+            __m256 acc = _mm256_setzero_ps();
+            for (int n = 0; n < Nv; n += 8) {
+                __m256 decay = mq_exp256(_mm256_mul_ps(vd, _mm256_loadu_ps(A + n)));
+                __m256 hv = _mm256_fmadd_ps(decay, _mm256_loadu_ps(h + n), _mm256_mul_ps(vdtx, _mm256_loadu_ps(B + n)));
+                _mm256_storeu_ps(h + n, hv);
+                acc = _mm256_fmadd_ps(hv, _mm256_loadu_ps(C + n), acc);
+            }
+            float s = hsum256(acc);
+            for (int n = Nv; n < N; n++) {
+                h[n] = expf(d * A[n]) * h[n] + dtx * B[n];
+                s += h[n] * C[n];
+            }
+            a->y[(size_t)t * E + e] = s + a->D[e] * xv;
+        }
+    }
+    free(dt);
+}
+#endif
+
+void mq_selective_scan_f32(const mq_scan_args *args) {
+#if MQ_X86
+    if (mq_has_avx2_fma()) { scan_avx2(args); return; }
+#endif
+    scan_scalar(args);
+}

@@ -1,0 +1,80 @@
+// AVX2 exp/log/softplus on 8 floats (Cephes polynomials). Private to this target.
+#ifndef MQ_SIMD_MATH_H
+#define MQ_SIMD_MATH_H
+
+#if defined(__x86_64__) || defined(__i386__)
+#define MQ_X86 1
+#include <immintrin.h>
+#define MQ_AVX2 __attribute__((target("avx2,fma")))
+
+// exp(x): x = n*ln2 + r, |r| <= ln2/2; exp(r) by a degree-5 polynomial; 2^n through the exponent bits.
+MQ_AVX2 static inline __m256 mq_exp256(__m256 x) {
+    x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.3365447504f));
+    __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500E-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507E-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073E-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894E-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459E-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201E-1f));
+    __m256 r2 = _mm256_mul_ps(r, r);
+    p = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i n = _mm256_cvtps_epi32(fx);
+    n = _mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(n));
+}
+
+// log(x) for x > 0 (normal numbers): x = m * 2^e with m in [sqrt(1/2), sqrt(2)), log(m) by Cephes' polynomial.
+MQ_AVX2 static inline __m256 mq_log256(__m256 x) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    __m256i bits = _mm256_castps_si256(x);
+    __m256i expo = _mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(126));
+    __m256 m = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi32(0x007FFFFF)),
+                                                   _mm256_set1_epi32(0x3F000000))); // m in [0.5, 1)
+    __m256 e = _mm256_cvtepi32_ps(expo);
+    __m256 small = _mm256_cmp_ps(m, _mm256_set1_ps(0.707106781186547524f), _CMP_LT_OQ);
+    __m256 tmp = _mm256_and_ps(m, small);
+    m = _mm256_sub_ps(m, one);
+    e = _mm256_sub_ps(e, _mm256_and_ps(one, small));
+    m = _mm256_add_ps(m, tmp);
+    __m256 z = _mm256_mul_ps(m, m);
+    __m256 y = _mm256_set1_ps(7.0376836292E-2f);
+    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-1.1514610310E-1f));
+    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(1.1676998740E-1f));
+    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-1.2420140846E-1f));
+    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(1.4249322787E-1f));
+    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-1.6668057665E-1f));
+    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(2.0000714765E-1f));
+    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-2.4999993993E-1f));
+    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(3.3333331174E-1f));
+    y = _mm256_mul_ps(_mm256_mul_ps(y, m), z);
+    y = _mm256_fmadd_ps(e, _mm256_set1_ps(-2.12194440e-4f), y);
+    y = _mm256_fnmadd_ps(z, _mm256_set1_ps(0.5f), y);
+    __m256 r = _mm256_add_ps(m, y);
+    return _mm256_fmadd_ps(e, _mm256_set1_ps(0.693359375f), r);
+}
+
+// softplus(v) = max(v, 0) + log1p(exp(-|v|)), with log1p(u) = log(w) * u / (w - 1), w = 1 + u
+// (exact where w rounds to 1: there log1p(u) = u); v above 20 passes through as in torch.
+MQ_AVX2 static inline __m256 mq_softplus256(__m256 v) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    __m256 absv = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
+    __m256 u = mq_exp256(_mm256_sub_ps(_mm256_setzero_ps(), absv));
+    __m256 w = _mm256_add_ps(one, u);
+    __m256 wm1 = _mm256_sub_ps(w, one);
+    __m256 isone = _mm256_cmp_ps(wm1, _mm256_setzero_ps(), _CMP_EQ_OQ);
+    __m256 safe = _mm256_blendv_ps(wm1, one, isone);
+    __m256 l = _mm256_div_ps(_mm256_mul_ps(mq_log256(w), u), safe);
+    l = _mm256_blendv_ps(l, u, isone);
+    __m256 r = _mm256_add_ps(_mm256_max_ps(v, _mm256_setzero_ps()), l);
+    return _mm256_blendv_ps(r, v, _mm256_cmp_ps(v, _mm256_set1_ps(20.0f), _CMP_GT_OQ));
+}
+#else
+#define MQ_X86 0
+#endif
+
+#endif

@@ -1,0 +1,54 @@
+import Foundation
+import MambaTensors
+
+/// What a checkpoint directory is, for `inspect` and for commands that find their model.
+public struct CheckpointSummary: Sendable, Encodable {
+    public struct TensorInfo: Sendable, Encodable {
+        public let name: String
+        public let dtype: String
+        public let shape: [Int]
+        public let bytes: Int
+    }
+    public let directory: String
+    public let modelType: String
+    public let hiddenSize, numLayers, innerSize, stateSize, timeStepRank, convKernel, vocabSize: Int
+    public let tiedHead: Bool
+    public let parameters: Int
+    public let bytesOnDisk: Int
+    public let tensors: [TensorInfo]
+    public let tokenizer: String?
+    public let tokenizerVocabSize: Int?
+    public let quantization: JSONValue?
+
+    public static func describe(directory: String) throws -> CheckpointSummary {
+        let config = try MambaConfig.load(directory: directory)
+        let store = try TensorStore(directory: directory)
+        let tensors = try store.names.map { name in
+            let v = try store.view(name)
+            return TensorInfo(name: name, dtype: v.dtype.rawValue, shape: v.shape, bytes: v.bytes.count)
+        }
+        let tokenizerPath = directory + "/" + Tokenizer.fileName
+        let tokenizer = FileManager.default.fileExists(atPath: tokenizerPath) ? try Tokenizer(contentsOf: tokenizerPath) : nil
+        let isQuantized = config.json["quantization"] != nil
+        return CheckpointSummary(
+            directory: directory,
+            modelType: config.json["model_type"]?.string ?? "mamba (state-spaces config)",
+            hiddenSize: config.hiddenSize, numLayers: config.numLayers, innerSize: config.innerSize,
+            stateSize: config.stateSize, timeStepRank: config.timeStepRank, convKernel: config.convKernel,
+            vocabSize: config.vocabSize,
+            tiedHead: !tensors.contains { $0.name == ModelParameter.lmHead.name },
+            // Scales and other side tensors of a quantized checkpoint are not parameters.
+            parameters: tensors.filter { !isQuantized || !$0.name.hasSuffix("_scale") }.reduce(0) { $0 + $1.shape.reduce(1, *) },
+            bytesOnDisk: store.bytesOnDisk, tensors: tensors,
+            tokenizer: tokenizer == nil ? nil : tokenizerPath, tokenizerVocabSize: tokenizer?.vocabSize,
+            quantization: config.json["quantization"])
+    }
+}
+
+/// Loads `directory/tokenizer.json` when the checkpoint has one (a checkpoint without one still
+/// runs from token ids).
+public func loadTokenizer(modelDirectory: String) throws -> Tokenizer? {
+    let path = modelDirectory + "/" + Tokenizer.fileName
+    guard FileManager.default.fileExists(atPath: path) else { return nil }
+    return try Tokenizer(contentsOf: path)
+}

@@ -1,0 +1,32 @@
+import MambaTensors
+
+/// Greedy or sampled generation: one prefill over the prompt, then decode steps that carry the
+/// conv and SSM state (a step is the same forward on one token).
+public struct Generation {
+    public var model: MambaLM
+    public var parallelism: Parallelism
+
+    public init(model: MambaLM, parallelism: Parallelism) {
+        self.model = model
+        self.parallelism = parallelism
+    }
+
+    /// Runs the prompt, then up to `maxNewTokens` tokens, calling `onToken` with each new id. Stops
+    /// after `stop` is produced. Returns the prompt's logits [L, V] when asked for, else [0, V].
+    @discardableResult
+    public func run(
+        prompt: [Int], maxNewTokens: Int, sampler: inout Sampler, stop: Int?, promptLogits: Bool = false,
+        onToken: (Int) throws -> Void
+    ) throws -> Tensor {
+        var state = model.makeState()
+        let logits = try model.forward(prompt, state: &state, logits: promptLogits ? .all : .last, parallelism: parallelism)
+        var last = logits.rows((logits.rows - 1)..<logits.rows)
+        for _ in 0..<maxNewTokens {
+            let next = sampler.next(last.storage[...])
+            try onToken(next)
+            if next == stop { break }
+            last = try model.forward([next], state: &state, logits: .last, parallelism: parallelism)
+        }
+        return promptLogits ? logits : Tensor(zeros: [0, model.vocabSize])
+    }
+}

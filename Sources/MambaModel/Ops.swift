@@ -1,0 +1,196 @@
+import CMambaKernels
+import MambaTensors
+
+// The leaf ops of the forward. The float model uses the Float* ops below; a quantized model is the
+// same forward with these swapped for int8 ones (as mlx-swift swaps Linear for QuantizedLinear).
+
+/// y = x * W^T (+ b): [L, in] -> [L, out].
+public protocol LinearOp: Sendable {
+    var inFeatures: Int { get }
+    var outFeatures: Int { get }
+    func forward(_ x: Tensor, _ parallelism: Parallelism) -> Tensor
+}
+
+/// Causal depthwise conv over time with a rolling state of the last K-1 inputs: [L, E] -> [L, E],
+/// conv + bias, no activation. `state` is [K-1, E] row-major, updated.
+public protocol ConvOp: Sendable {
+    var kernelSize: Int { get }
+    func forward(_ x: Tensor, state: inout [Float], _ parallelism: Parallelism) -> Tensor
+}
+
+/// The gate: y * act(z), [L, E] x [L, E] -> [L, E]. Float Mamba uses SiLU; the smoothed model
+/// uses S-SiLU (DESIGN.md section 2).
+public protocol GateOp: Sendable {
+    func forward(y: Tensor, z: Tensor) -> Tensor
+}
+
+/// Token ids -> [L, D].
+public protocol EmbeddingOp: Sendable {
+    var vocabSize: Int { get }
+    func forward(_ tokens: [Int]) -> Tensor
+}
+
+/// What happens to a scan input (x, dt, B, C) before the scan: nothing in float; quantization
+/// in a quantized model.
+public protocol ScanInputOp: Sendable {
+    func forward(_ activation: inout Tensor, site: Site)
+}
+
+// MARK: - Float ops
+
+public struct FloatLinear: LinearOp {
+    public let weight: Tensor      // [out, in]
+    public let bias: Tensor?       // [out]
+
+    public init(weight: Tensor, bias: Tensor? = nil) {
+        self.weight = weight
+        self.bias = bias
+    }
+
+    public var inFeatures: Int { weight.cols }
+    public var outFeatures: Int { weight.rows }
+
+    public func forward(_ x: Tensor, _ parallelism: Parallelism) -> Tensor {
+        var y = BLAS.linear(x, weight)
+        if let bias { addRowVector(&y, bias) }
+        return y
+    }
+}
+
+public struct FloatConv: ConvOp {
+    /// [K, E]: transposed from the checkpoint's [E, K] so the channel loop is contiguous.
+    let weightKE: [Float]
+    let bias: [Float]              // [E] (zeros when the conv has no bias)
+    public let kernelSize: Int
+    public let channels: Int
+
+    public init(weight: Tensor, bias: Tensor?) {
+        let (e, k) = (weight.shape[0], weight.shape[1])
+        var t = [Float](repeating: 0, count: e * k)
+        for c in 0..<e { for j in 0..<k { t[j * e + c] = weight.storage[c * k + j] } }
+        weightKE = t
+        self.bias = bias?.storage ?? [Float](repeating: 0, count: e)
+        kernelSize = k
+        channels = e
+    }
+
+    public func forward(_ x: Tensor, state: inout [Float], _ parallelism: Parallelism) -> Tensor {
+        causalConv(x, state: &state, weightKE: weightKE, bias: bias, kernelSize: kernelSize)
+    }
+}
+
+/// out[t, e] = bias[e] + sum_k w[k, e] * [state; x][t + k, e]; the state becomes the last K-1 rows.
+func causalConv(_ x: Tensor, state: inout [Float], weightKE: [Float], bias: [Float], kernelSize k: Int) -> Tensor {
+    let (l, e) = (x.rows, x.cols)
+    let history = k - 1
+    precondition(state.count == history * e, "conv state has \(state.count) values, expected \(history * e)")
+    var padded = state                                     // [K-1+L, E]
+    padded.append(contentsOf: x.storage)
+    var out = Tensor(zeros: [l, e])
+    padded.withUnsafeBufferPointer { p in
+        weightKE.withUnsafeBufferPointer { w in
+            bias.withUnsafeBufferPointer { b in
+                out.storage.withUnsafeMutableBufferPointer { o in
+                    for t in 0..<l {
+                        let orow = o.baseAddress! + t * e
+                        orow.update(from: b.baseAddress!, count: e)
+                        for j in 0..<k {
+                            let prow = p.baseAddress! + (t + j) * e
+                            let wrow = w.baseAddress! + j * e
+                            for c in 0..<e { orow[c] += wrow[c] * prow[c] }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if history > 0 { state = Array(padded[(l * e)...]) }
+    return out
+}
+
+public struct SiLUGate: GateOp {
+    public init() {}
+    public func forward(y: Tensor, z: Tensor) -> Tensor {
+        var g = silu(z)
+        g.storage.withUnsafeMutableBufferPointer { gp in
+            y.storage.withUnsafeBufferPointer { yp in
+                for i in 0..<gp.count { gp[i] *= yp[i] }
+            }
+        }
+        return g
+    }
+}
+
+public struct FloatEmbedding: EmbeddingOp {
+    public let table: Tensor       // [V, D]
+    public init(table: Tensor) { self.table = table }
+    public var vocabSize: Int { table.rows }
+
+    public func forward(_ tokens: [Int]) -> Tensor {
+        let d = table.cols
+        var out = Tensor(zeros: [tokens.count, d])
+        table.storage.withUnsafeBufferPointer { src in
+            out.storage.withUnsafeMutableBufferPointer { dst in
+                for (i, t) in tokens.enumerated() {
+                    (dst.baseAddress! + i * d).update(from: src.baseAddress! + t * d, count: d)
+                }
+            }
+        }
+        return out
+    }
+}
+
+public struct IdentityScanInput: ScanInputOp {
+    public init() {}
+    public func forward(_ activation: inout Tensor, site: Site) {}
+}
+
+// MARK: - Elementwise helpers
+
+public func silu(_ x: Tensor) -> Tensor {
+    var out = Tensor(zeros: x.shape)
+    x.storage.withUnsafeBufferPointer { src in
+        out.storage.withUnsafeMutableBufferPointer { dst in
+            mq_silu_f32(src.baseAddress!, dst.baseAddress!, src.count)
+        }
+    }
+    return out
+}
+
+/// x[r, :] += v for every row.
+public func addRowVector(_ x: inout Tensor, _ v: Tensor) {
+    let c = x.cols
+    precondition(v.count == c)
+    x.storage.withUnsafeMutableBufferPointer { xp in
+        v.storage.withUnsafeBufferPointer { vp in
+            for r in 0..<(xp.count / max(c, 1)) {
+                for j in 0..<c { xp[r * c + j] += vp[j] }
+            }
+        }
+    }
+}
+
+/// RMSNorm (transformers MambaRMSNorm): w * x / sqrt(mean(x^2) + eps), per row; weight nil = ones.
+public func rmsNorm(_ x: Tensor, weight: Tensor?, eps: Float) -> Tensor {
+    let c = x.cols
+    var out = Tensor(zeros: x.shape)
+    x.storage.withUnsafeBufferPointer { xp in
+        out.storage.withUnsafeMutableBufferPointer { op in
+            for r in 0..<x.rows {
+                let row = xp.baseAddress! + r * c
+                var ss: Float = 0
+                for j in 0..<c { ss += row[j] * row[j] }
+                let inv = 1 / (ss / Float(c) + eps).squareRoot()
+                let o = op.baseAddress! + r * c
+                if let w = weight {
+                    w.storage.withUnsafeBufferPointer { wp in
+                        for j in 0..<c { o[j] = wp[j] * (row[j] * inv) }
+                    }
+                } else {
+                    for j in 0..<c { o[j] = row[j] * inv }
+                }
+            }
+        }
+    }
+    return out
+}

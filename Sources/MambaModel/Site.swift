@@ -1,0 +1,34 @@
+import MambaTensors
+
+/// An activation site of the forward (DESIGN.md section 2). Calibration keys its statistics on
+/// (layer, site) and quantization places its scales here: the one list of where tensors flow.
+public enum Site: String, CaseIterable, Sendable, Codable {
+    /// Block input normalized as u / rms(u), without the norm weight (the KLT R1 site).
+    case residual
+    /// RMSNorm output: in_proj's input.
+    case inProjInput = "in_proj_input"
+    /// in_proj output, x half: the conv input.
+    case x
+    /// in_proj output, z half: the gate.
+    case z
+    /// SiLU(conv(x) + bias): x_proj's input and the scan's x.
+    case convOutput = "conv_output"
+    /// x_proj's dt rows: dt_proj's input (the R5 site).
+    case dtLow = "dt_low"
+    /// x_proj's B and C rows: scan inputs.
+    case B, C
+    /// dt_proj output before softplus (softplus runs inside the scan).
+    case dt
+    /// Scan output before gating.
+    case y
+    /// y * SiLU(z): out_proj's input, where the outliers are.
+    case outProjInput = "out_proj_input"
+    /// norm_f output: lm_head's input (not per layer).
+    case lmHeadInput = "lm_head_input"
+}
+
+/// Sees activations as the forward produces them (calibration's observers, SQNR probes).
+/// `layer` is nil for sites outside the blocks.
+public protocol ActivationObserver: AnyObject {
+    func observe(_ activation: Tensor, site: Site, layer: Int?)
+}

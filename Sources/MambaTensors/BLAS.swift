@@ -1,0 +1,34 @@
+import COpenBLAS
+
+/// The few CBLAS calls the float path needs. Weights are [out, in] row-major (DESIGN.md section 1),
+/// so a linear layer is C = A * W^T: sgemm with W transposed, or sgemv for one row.
+public enum BLAS {
+    /// c[m, n] = a[m, k] * w[n, k]^T (+ c if accumulate).
+    public static func matmulTransposed(
+        _ a: UnsafePointer<Float>, rows m: Int, inner k: Int,
+        _ w: UnsafePointer<Float>, outputs n: Int,
+        into c: UnsafeMutablePointer<Float>, accumulate: Bool = false
+    ) {
+        guard m > 0, n > 0 else { return }
+        if m == 1 {
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(n), Int32(k), 1, w, Int32(k), a, 1, accumulate ? 1 : 0, c, 1)
+        } else {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k),
+                        1, a, Int32(k), w, Int32(k), accumulate ? 1 : 0, c, Int32(n))
+        }
+    }
+
+    /// x [m, k] * w[n, k]^T as a new tensor [m, n].
+    public static func linear(_ x: Tensor, _ w: Tensor) -> Tensor {
+        precondition(x.cols == w.cols, "linear: input has \(x.cols) columns, weight \(shapeString(w.shape))")
+        var out = Tensor(zeros: [x.rows, w.rows])
+        x.storage.withUnsafeBufferPointer { a in
+            w.storage.withUnsafeBufferPointer { b in
+                out.storage.withUnsafeMutableBufferPointer { c in
+                    matmulTransposed(a.baseAddress!, rows: x.rows, inner: x.cols, b.baseAddress!, outputs: w.rows, into: c.baseAddress!)
+                }
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,43 @@
+import COpenBLAS
+import Dispatch
+import Foundation
+
+/// The thread budget of one command (`--threads`, DESIGN.md section 5). OpenBLAS and the Swift
+/// loops run one after the other, never together, so each may use the whole budget in turn and
+/// the machine never runs threads x threads.
+public struct Parallelism: Sendable, Equatable {
+    public let threads: Int
+
+    public init(threads: Int? = nil) {
+        let available = ProcessInfo.processInfo.activeProcessorCount
+        self.threads = max(1, threads ?? available)
+        openblas_set_num_threads(Int32(self.threads))
+    }
+
+    public static var serial: Parallelism { Parallelism(threads: 1) }
+
+    /// Runs `body` over `0..<count` split into at most `threads` contiguous chunks.
+    public func forEachChunk(_ count: Int, minimumChunk: Int = 1, _ body: (Range<Int>) -> Void) {
+        let chunks = max(1, min(threads, count / max(1, minimumChunk)))
+        if chunks == 1 {
+            body(0..<count)
+            return
+        }
+        // The chunks are disjoint ranges: callers write disjoint parts of their buffers, which is
+        // what makes sharing the non-Sendable closure between threads sound.
+        withoutActuallyEscaping(body) { body in
+            let shared = UncheckedSendable(body)
+            DispatchQueue.concurrentPerform(iterations: chunks) { c in
+                let lo = count * c / chunks
+                let hi = count * (c + 1) / chunks
+                if lo < hi { shared.value(lo..<hi) }
+            }
+        }
+    }
+}
+
+/// A value handed across threads under a promise the compiler cannot check (see its use sites).
+public struct UncheckedSendable<Value>: @unchecked Sendable {
+    public let value: Value
+    public init(_ value: Value) { self.value = value }
+}

@@ -1,0 +1,279 @@
+import Foundation
+
+// The safetensors format (huggingface/safetensors, docs "Format"): an 8-byte little-endian header
+// length N, N bytes of JSON {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__":
+// {string: string}}, then the data; offsets are relative to the end of the header.
+
+/// One tensor inside a mapped safetensors file (no copy until asked).
+public struct TensorView: @unchecked Sendable {
+    public let name: String
+    public let dtype: DType
+    public let shape: [Int]
+    public let bytes: UnsafeRawBufferPointer
+    /// Keeps the mapping alive while a view exists.
+    let owner: MappedFile
+
+    public var count: Int { shape.reduce(1, *) }
+
+    /// Values converted to float32 (from F32, F16, BF16 or F64).
+    public func floats() throws -> [Float] {
+        let n = count
+        var out = [Float](repeating: 0, count: n)
+        out.withUnsafeMutableBufferPointer { dst in
+            let d = dst.baseAddress!
+            switch dtype {
+            case .f32:
+                if n > 0 { memcpy(d, bytes.baseAddress!, n * 4) }
+            case .f16:
+                for i in 0..<n { d[i] = Float(Float16(bitPattern: bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) }
+            case .bf16:
+                for i in 0..<n { d[i] = bf16ToFloat(bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) }
+            case .f64:
+                for i in 0..<n { d[i] = Float(bytes.loadUnaligned(fromByteOffset: 8 * i, as: Double.self)) }
+            default:
+                break
+            }
+        }
+        guard dtype.isFloatingPoint else {
+            throw MambaError(.dtypeMismatch, "tensor \(name) in \(owner.path) has dtype \(dtype.rawValue), expected a float type (F32, F16, BF16)")
+        }
+        return out
+    }
+
+    public func tensor() throws -> Tensor { Tensor(shape: shape, storage: try floats()) }
+
+    public func doubles() throws -> [Double] {
+        if dtype == .f64 { return (0..<count).map { bytes.loadUnaligned(fromByteOffset: 8 * $0, as: Double.self) } }
+        return try floats().map(Double.init)
+    }
+
+    /// Raw values of an integer tensor, widened to Int.
+    public func integers() throws -> [Int] {
+        switch dtype {
+        case .i8: return (0..<count).map { Int(bytes.loadUnaligned(fromByteOffset: $0, as: Int8.self)) }
+        case .u8: return (0..<count).map { Int(bytes.loadUnaligned(fromByteOffset: $0, as: UInt8.self)) }
+        case .i32: return (0..<count).map { Int(bytes.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self)) }
+        case .i64: return (0..<count).map { Int(bytes.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self)) }
+        default:
+            throw MambaError(.dtypeMismatch, "tensor \(name) in \(owner.path) has dtype \(dtype.rawValue), expected an integer type")
+        }
+    }
+
+    public func int8s() throws -> [Int8] {
+        guard dtype == .i8 else {
+            throw MambaError(.dtypeMismatch, "tensor \(name) in \(owner.path) has dtype \(dtype.rawValue), expected I8")
+        }
+        return Array(bytes.bindMemory(to: Int8.self))
+    }
+}
+
+/// A parsed, validated safetensors file.
+public final class SafeTensorsFile: @unchecked Sendable {
+    public let path: String
+    public let metadata: [String: String]
+    /// Tensor names in file order (by data offset).
+    public let names: [String]
+    private let views: [String: TensorView]
+    private let file: MappedFile
+
+    public init(path: String) throws {
+        let file = try MappedFile(path: path)
+        self.file = file
+        self.path = path
+        let raw = file.bytes
+        guard raw.count >= 8 else {
+            throw MambaError(.badFile, "\(path) is not a safetensors file: \(raw.count) bytes, too short for a header")
+        }
+        let headerLength = raw.loadUnaligned(as: UInt64.self).littleEndian
+        guard headerLength <= UInt64(raw.count - 8), headerLength >= 2 else {
+            throw MambaError(.badFile, "\(path): header length \(headerLength) exceeds the file (\(raw.count) bytes); the file is truncated or not safetensors")
+        }
+        let headerEnd = 8 + Int(headerLength)
+        let headerData = Data(raw[8..<headerEnd])
+        guard let json = try? JSONSerialization.jsonObject(with: headerData) as? [String: Any] else {
+            throw MambaError(.badFile, "\(path): the safetensors header is not a JSON object")
+        }
+        let dataSize = raw.count - headerEnd
+        var metadata: [String: String] = [:]
+        var parsed: [(begin: Int, view: TensorView)] = []
+        for (name, value) in json {
+            if name == "__metadata__" {
+                guard let dict = value as? [String: Any] else {
+                    throw MambaError(.badFile, "\(path): __metadata__ is not a JSON object")
+                }
+                for (k, v) in dict {
+                    guard let s = v as? String else {
+                        throw MambaError(.badFile, "\(path): __metadata__[\(k)] is not a string")
+                    }
+                    metadata[k] = s
+                }
+                continue
+            }
+            guard let entry = value as? [String: Any],
+                  let dtypeName = entry["dtype"] as? String,
+                  let shapeAny = entry["shape"] as? [Any],
+                  let offsetsAny = entry["data_offsets"] as? [Any], offsetsAny.count == 2
+            else {
+                throw MambaError(.badFile, "\(path): header entry for tensor \(name) lacks dtype, shape or data_offsets")
+            }
+            guard let dtype = DType(rawValue: dtypeName) else {
+                throw MambaError(.badFile, "\(path): tensor \(name) has unsupported dtype \(dtypeName)")
+            }
+            let shape = shapeAny.compactMap { ($0 as? NSNumber)?.intValue }
+            let offsets = offsetsAny.compactMap { ($0 as? NSNumber)?.intValue }
+            guard shape.count == shapeAny.count, offsets.count == 2, shape.allSatisfy({ $0 >= 0 }) else {
+                throw MambaError(.badFile, "\(path): tensor \(name) has a malformed shape or data_offsets")
+            }
+            let (begin, end) = (offsets[0], offsets[1])
+            let expected = shape.reduce(1, *) * dtype.byteSize
+            guard begin >= 0, begin <= end, end <= dataSize else {
+                throw MambaError(.badFile, "\(path): tensor \(name) data [\(begin), \(end)) lies outside the \(dataSize) data bytes; the file is truncated or corrupt")
+            }
+            guard end - begin == expected else {
+                throw MambaError(.badFile, "\(path): tensor \(name) \(dtype.rawValue) \(shapeString(shape)) needs \(expected) bytes, its offsets give \(end - begin)")
+            }
+            let bytes = UnsafeRawBufferPointer(rebasing: raw[(headerEnd + begin)..<(headerEnd + end)])
+            parsed.append((begin, TensorView(name: name, dtype: dtype, shape: shape, bytes: bytes, owner: file)))
+        }
+        parsed.sort { ($0.begin, $0.view.name) < ($1.begin, $1.view.name) }
+        var lastEnd = 0
+        for (begin, view) in parsed {
+            guard begin >= lastEnd || view.bytes.isEmpty else {
+                throw MambaError(.badFile, "\(path): tensor \(view.name) overlaps the tensor before it")
+            }
+            lastEnd = max(lastEnd, begin + view.bytes.count)
+        }
+        self.metadata = metadata
+        self.names = parsed.map(\.view.name)
+        self.views = Dictionary(uniqueKeysWithValues: parsed.map { ($0.view.name, $0.view) })
+    }
+
+    public func contains(_ name: String) -> Bool { views[name] != nil }
+
+    public func view(_ name: String) throws -> TensorView {
+        guard let v = views[name] else {
+            throw MambaError(.missingTensor, "\(path) has no tensor \(name)")
+        }
+        return v
+    }
+
+    public var fileSize: Int { file.bytes.count }
+}
+
+/// Builds a safetensors file in memory order and writes it atomically (temp file + rename).
+public struct SafeTensorsWriter {
+    private struct Entry { let name: String; let dtype: DType; let shape: [Int]; let bytes: [UInt8] }
+    private var entries: [Entry] = []
+    public var metadata: [String: String] = [:]
+
+    public init(metadata: [String: String] = [:]) { self.metadata = metadata }
+
+    public mutating func add(_ name: String, dtype: DType, shape: [Int], bytes: [UInt8]) {
+        precondition(bytes.count == shape.reduce(1, *) * dtype.byteSize, "\(name): \(bytes.count) bytes for \(dtype) \(shape)")
+        precondition(!entries.contains { $0.name == name }, "duplicate tensor \(name)")
+        entries.append(Entry(name: name, dtype: dtype, shape: shape, bytes: bytes))
+    }
+
+    public mutating func add(_ name: String, _ tensor: Tensor, as dtype: DType = .f32) {
+        add(name, dtype: dtype, shape: tensor.shape, floats: tensor.storage)
+    }
+
+    public mutating func add(_ name: String, dtype: DType = .f32, shape: [Int], floats: [Float]) {
+        switch dtype {
+        case .f32: add(name, dtype: dtype, shape: shape, bytes: littleEndianBytes(floats.map(\.bitPattern)))
+        case .f16: add(name, dtype: dtype, shape: shape, bytes: littleEndianBytes(floats.map { Float16($0).bitPattern }))
+        case .bf16: add(name, dtype: dtype, shape: shape, bytes: littleEndianBytes(floats.map(floatToBF16)))
+        case .f64: add(name, dtype: dtype, shape: shape, bytes: littleEndianBytes(floats.map { Double($0).bitPattern }))
+        default: preconditionFailure("\(dtype) is not a float type")
+        }
+    }
+
+    public mutating func add(_ name: String, shape: [Int], doubles: [Double]) {
+        add(name, dtype: .f64, shape: shape, bytes: littleEndianBytes(doubles.map(\.bitPattern)))
+    }
+
+    public mutating func add(_ name: String, shape: [Int], int8s: [Int8]) {
+        add(name, dtype: .i8, shape: shape, bytes: int8s.map { UInt8(bitPattern: $0) })
+    }
+
+    public mutating func add(_ name: String, shape: [Int], int32s: [Int32]) {
+        add(name, dtype: .i32, shape: shape, bytes: littleEndianBytes(int32s.map { UInt32(bitPattern: $0) }))
+    }
+
+    public mutating func add(_ name: String, shape: [Int], int64s: [Int64]) {
+        add(name, dtype: .i64, shape: shape, bytes: littleEndianBytes(int64s.map { UInt64(bitPattern: $0) }))
+    }
+
+    /// The header JSON, keys in a fixed order so that equal inputs give byte-identical files.
+    func headerBytes() -> [UInt8] {
+        var parts: [String] = []
+        if !metadata.isEmpty {
+            let items = metadata.keys.sorted().map { "\(jsonString($0)):\(jsonString(metadata[$0]!))" }
+            parts.append("\"__metadata__\":{\(items.joined(separator: ","))}")
+        }
+        var offset = 0
+        for e in entries {
+            let shape = e.shape.map(String.init).joined(separator: ",")
+            parts.append("\(jsonString(e.name)):{\"dtype\":\"\(e.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + e.bytes.count)]}")
+            offset += e.bytes.count
+        }
+        var header = Array(("{" + parts.joined(separator: ",") + "}").utf8)
+        // Pad with spaces so the data starts 8-byte aligned, as the reference writer does.
+        while (header.count % 8) != 0 { header.append(0x20) }
+        return header
+    }
+
+    /// Writes to `path` through a temporary file in the same directory and a rename, so a reader
+    /// never sees a half-written file and a failure leaves nothing behind.
+    public func write(to path: String) throws {
+        let header = headerBytes()
+        var out = Data(capacity: 8 + header.count + entries.reduce(0) { $0 + $1.bytes.count })
+        var length = UInt64(header.count).littleEndian
+        withUnsafeBytes(of: &length) { out.append(contentsOf: $0) }
+        out.append(contentsOf: header)
+        for e in entries { out.append(contentsOf: e.bytes) }
+        try writeAtomically(out, to: path)
+    }
+}
+
+/// Temp file beside the target, then rename: the target is either the old file or the whole new one.
+public func writeAtomically(_ data: Data, to path: String) throws {
+    let url = URL(fileURLWithPath: path)
+    let dir = url.deletingLastPathComponent().path
+    guard FileManager.default.fileExists(atPath: dir) else {
+        throw MambaError(.missingFile, "cannot write \(path): directory \(dir) does not exist")
+    }
+    let temp = dir + "/.\(url.lastPathComponent).tmp-\(ProcessInfo.processInfo.processIdentifier)"
+    guard FileManager.default.createFile(atPath: temp, contents: data) else {
+        throw MambaError(.io, "cannot write \(temp)")
+    }
+    if rename(temp, path) != 0 {
+        let reason = String(cString: strerror(errno))
+        unlink(temp)
+        throw MambaError(.io, "cannot move \(temp) to \(path): \(reason)")
+    }
+}
+
+private func littleEndianBytes<T: FixedWidthInteger>(_ values: [T]) -> [UInt8] {
+    var out = [UInt8](repeating: 0, count: values.count * MemoryLayout<T>.size)
+    out.withUnsafeMutableBytes { dst in
+        for (i, v) in values.enumerated() { dst.storeBytes(of: v.littleEndian, toByteOffset: i * MemoryLayout<T>.size, as: T.self) }
+    }
+    return out
+}
+
+func jsonString(_ s: String) -> String {
+    var out = "\""
+    for scalar in s.unicodeScalars {
+        switch scalar {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
+        default: out.unicodeScalars.append(scalar)
+        }
+    }
+    return out + "\""
+}

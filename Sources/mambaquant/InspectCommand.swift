@@ -1,0 +1,34 @@
+import ArgumentParser
+import Foundation
+import MambaModel
+import MambaTensors
+
+struct InspectCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "inspect", abstract: "Describe a checkpoint: model type, dims, tensors, tokenizer, quantization recipe.")
+
+    @Argument(help: "Checkpoint directory.")
+    var directory: String
+    @Flag(help: "Print JSON.")
+    var json = false
+    @OptionGroup var runtime: RuntimeOptions
+
+    func run() throws {
+        let s = try CheckpointSummary.describe(directory: directory)
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            print(String(decoding: try encoder.encode(s), as: UTF8.self))
+            return
+        }
+        print("\(s.directory): \(s.modelType)")
+        print("  D \(s.hiddenSize), layers \(s.numLayers), E \(s.innerSize), N \(s.stateSize), R \(s.timeStepRank), K \(s.convKernel), V \(s.vocabSize), head \(s.tiedHead ? "tied" : "untied")")
+        print("  \(s.parameters) parameters, \(s.bytesOnDisk) bytes on disk")
+        if let t = s.tokenizer { print("  tokenizer \(t) (\(s.tokenizerVocabSize ?? 0) ids)") } else { print("  no tokenizer.json (runs from token ids)") }
+        if let q = s.quantization { print("  quantization \(q)") }
+        print("  tensors:")
+        for t in s.tensors {
+            print("    \(t.name)  \(t.dtype) \(shapeString(t.shape))  \(t.bytes) bytes")
+        }
+    }
+}

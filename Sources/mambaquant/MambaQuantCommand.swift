@@ -1,0 +1,9 @@
+import ArgumentParser
+
+@main
+struct MambaQuantCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mambaquant",
+        abstract: "Post-training W8A8 quantization of Mamba language models (MambaQuant), with a real int8 CPU runtime.",
+        subcommands: [GenerateCommand.self, TokenizeCommand.self, InspectCommand.self])
+}

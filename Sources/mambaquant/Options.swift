@@ -1,0 +1,39 @@
+import ArgumentParser
+import Foundation
+import MambaModel
+import MambaTensors
+
+/// `--threads`, on every command (DESIGN.md section 5).
+struct RuntimeOptions: ParsableArguments {
+    @Option(help: "Threads for OpenBLAS and mambaquant's own loops (default: all cores).")
+    var threads: Int?
+
+    func validate() throws {
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
+    }
+
+    var parallelism: Parallelism { Parallelism(threads: threads) }
+}
+
+/// Reads the whole of a text file, or says which file is missing.
+func readText(_ path: String) throws -> String {
+    guard let data = FileManager.default.contents(atPath: path) else {
+        throw MambaError(.missingFile, "file \(path) not found")
+    }
+    return String(decoding: data, as: UTF8.self)
+}
+
+/// Prints to stderr (progress and summaries; stdout is for results).
+func printError(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}
+
+/// Comma-separated token ids.
+func parseTokenList(_ text: String) throws -> [Int] {
+    try text.split(separator: ",").map { part in
+        guard let id = Int(part.trimmingCharacters(in: .whitespaces)) else {
+            throw ValidationError("--tokens must be comma-separated integers, found \"\(part)\"")
+        }
+        return id
+    }
+}
