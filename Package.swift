@@ -28,18 +28,20 @@ let package = Package(
         .target(name: "MambaTensors", dependencies: ["COpenBLAS"]),
         // Config, strict loader, the float forward over swappable ops, tokenizer, sampling.
         .target(name: "MambaModel", dependencies: ["MambaTensors", "CMambaKernels"]),
+        // Metrics, timing and reports.
+        .target(name: "MambaEvaluation", dependencies: ["MambaModel", "MambaTensors"]),
         // The thin command line.
         .executableTarget(
             name: "mambaquant",
             dependencies: [
-                "MambaModel", "MambaTensors",
+                "MambaModel", "MambaTensors", "MambaEvaluation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
         // Shared test helpers (fixture paths, seeded random data, error measures).
         .target(name: "TestSupport", dependencies: ["MambaTensors", "MambaModel"], path: "Tests/TestSupport"),
-        .testTarget(name: "MambaTensorsTests", dependencies: ["MambaTensors", "TestSupport"]),
+        .testTarget(name: "MambaTensorsTests", dependencies: ["MambaTensors", "MambaModel", "TestSupport"]),
         .testTarget(name: "MambaModelTests", dependencies: ["MambaModel", "TestSupport"]),
-        .testTarget(name: "mambaquantTests", dependencies: ["TestSupport"]),
+        .testTarget(name: "mambaquantTests", dependencies: ["TestSupport", "mambaquant"]),
     ]
 )

@@ -5,5 +5,5 @@ struct MambaQuantCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mambaquant",
         abstract: "Post-training W8A8 quantization of Mamba language models (MambaQuant), with a real int8 CPU runtime.",
-        subcommands: [GenerateCommand.self, TokenizeCommand.self, InspectCommand.self])
+        subcommands: [GenerateCommand.self, TokenizeCommand.self, InspectCommand.self, BenchCommand.self])
 }

@@ -32,7 +32,7 @@ func printError(_ text: String) {
 func parseTokenList(_ text: String) throws -> [Int] {
     try text.split(separator: ",").map { part in
         guard let id = Int(part.trimmingCharacters(in: .whitespaces)) else {
-            throw ValidationError("--tokens must be comma-separated integers, found \"\(part)\"")
+            throw MambaError(.badInput, "--tokens must be comma-separated integers, found \"\(part)\"")
         }
         return id
     }

@@ -1,0 +1,50 @@
+import Dispatch
+import MambaModel
+import MambaTensors
+
+/// Seconds of one call of `body`.
+public func measureSeconds(_ body: () throws -> Void) rethrows -> Double {
+    let start = DispatchTime.now().uptimeNanoseconds
+    try body()
+    return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+}
+
+public func median(_ values: [Double]) -> Double {
+    precondition(!values.isEmpty)
+    let s = values.sorted()
+    return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+}
+
+/// Prefill and decode throughput of one model (medians over `runs`).
+public struct ThroughputResult: Sendable, Encodable {
+    public let prefillTokens: Int
+    public let prefillTokensPerSecond: Double
+    public let decodeSteps: Int
+    public let decodeTokensPerSecond: Double
+    public let prefillRuns: [Double]
+    public let decodeRuns: [Double]
+}
+
+/// Prefill: `tokens` from a fresh state with logits at every position (what a perplexity
+/// evaluation needs, and what transformers' forward returns). Decode: `decodeSteps` single-token
+/// steps after a short prompt, logits of the last position only.
+public func measureThroughput(
+    _ model: MambaLM, tokens: Int, decodeSteps: Int = 64, runs: Int, parallelism: Parallelism, seed: UInt64 = 0
+) throws -> ThroughputResult {
+    var rng = SeededRandom(seed: seed)
+    let ids = (0..<tokens).map { _ in Int(rng.next() % UInt64(model.vocabSize)) }
+    _ = try model.logits(Array(ids.prefix(16)), parallelism: parallelism)   // warm-up
+    var prefill: [Double] = [], decode: [Double] = []
+    for _ in 0..<runs {
+        prefill.append(Double(tokens) / (try measureSeconds { _ = try model.logits(ids, parallelism: parallelism) }))
+        var state = model.makeState()
+        _ = try model.forward(Array(ids.prefix(8)), state: &state, logits: .last, parallelism: parallelism)
+        let steps = ids.prefix(decodeSteps)
+        decode.append(Double(steps.count) / (try measureSeconds {
+            for t in steps { _ = try model.forward([t], state: &state, logits: .last, parallelism: parallelism) }
+        }))
+    }
+    return ThroughputResult(
+        prefillTokens: tokens, prefillTokensPerSecond: median(prefill), decodeSteps: decodeSteps,
+        decodeTokensPerSecond: median(decode), prefillRuns: prefill, decodeRuns: decode)
+}

