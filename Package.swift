@@ -25,7 +25,7 @@ let package = Package(
         // Hot float kernels in C: AVX2+FMA chosen at run time, a scalar fallback (no unsafe flags).
         .target(name: "CMambaKernels"),
         // Tensors, dtypes, safetensors IO, BLAS wrappers, the thread budget.
-        .target(name: "MambaTensors", dependencies: ["COpenBLAS"]),
+        .target(name: "MambaTensors", dependencies: ["COpenBLAS", "CMambaKernels"]),
         // Config, strict loader, the float forward over swappable ops, tokenizer, sampling.
         .target(name: "MambaModel", dependencies: ["MambaTensors", "CMambaKernels"]),
         // Metrics, timing and reports.

@@ -43,12 +43,12 @@ struct BenchCommand: ParsableCommand {
         }
         let r = try measureThroughput(lm, tokens: tokens, decodeSteps: decodeSteps, runs: runs, parallelism: par)
         if json {
-            struct Report: Encodable { let model: String; let threads: Int; let float32: ThroughputResult }
+            struct Report: Encodable { let model: String; let threads: Int; let blasCore: String; let float32: ThroughputResult }
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try encoder.encode(Report(model: name, threads: par.threads, float32: r)), as: UTF8.self))
+            print(String(decoding: try encoder.encode(Report(model: name, threads: par.threads, blasCore: BLASCore.current, float32: r)), as: UTF8.self))
         } else {
-            print("\(name), \(par.threads) threads, medians of \(runs) runs")
+            print("\(name), \(par.threads) threads, OpenBLAS core \(BLASCore.current), medians of \(runs) runs")
             print(String(format: "  float32 prefill %d tokens: %.1f tokens/s", tokens, r.prefillTokensPerSecond))
             print(String(format: "  float32 decode: %.1f tokens/s", r.decodeTokensPerSecond))
         }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import MambaTensors
 
 @main
 struct MambaQuantCommand: ParsableCommand {
@@ -6,4 +7,9 @@ struct MambaQuantCommand: ParsableCommand {
         commandName: "mambaquant",
         abstract: "Post-training W8A8 quantization of Mamba language models (MambaQuant), with a real int8 CPU runtime.",
         subcommands: [GenerateCommand.self, TokenizeCommand.self, InspectCommand.self, BenchCommand.self])
+
+    static func main() {
+        BLASCore.reexecWithBetterCoreIfNeeded()
+        main(nil)
+    }
 }

@@ -16,6 +16,10 @@ int mq_has_avx2_fma(void);
 /// Forces the scalar paths (for tests of the fallback); 0 restores the automatic choice.
 void mq_force_scalar(int force);
 
+/// The OpenBLAS core (OPENBLAS_CORETYPE) whose kernels this CPU runs: "SkylakeX" with AVX-512
+/// F/BW/VL/DQ, "Haswell" with AVX2+FMA, NULL otherwise (or off x86-64).
+const char *mq_blas_core_for_cpu(void);
+
 /// out[i] = x[i] * sigmoid(x[i]).
 void mq_silu_f32(const float *x, float *out, size_t n);
 
