@@ -28,13 +28,15 @@ let package = Package(
         .target(name: "MambaTensors", dependencies: ["COpenBLAS", "CMambaKernels"]),
         // Config, strict loader, the float forward over swappable ops, tokenizer, sampling.
         .target(name: "MambaModel", dependencies: ["MambaTensors", "CMambaKernels"]),
+        // Observers, the stats file, running calibration windows through a model.
+        .target(name: "MambaCalibration", dependencies: ["MambaModel", "MambaTensors"]),
         // Metrics, timing and reports.
         .target(name: "MambaEvaluation", dependencies: ["MambaModel", "MambaTensors"]),
         // The thin command line.
         .executableTarget(
             name: "mambaquant",
             dependencies: [
-                "MambaModel", "MambaTensors", "MambaEvaluation",
+                "MambaModel", "MambaTensors", "MambaCalibration", "MambaEvaluation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
@@ -42,6 +44,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["MambaTensors", "MambaModel"], path: "Tests/TestSupport"),
         .testTarget(name: "MambaTensorsTests", dependencies: ["MambaTensors", "MambaModel", "TestSupport"]),
         .testTarget(name: "MambaModelTests", dependencies: ["MambaModel", "TestSupport"]),
-        .testTarget(name: "mambaquantTests", dependencies: ["TestSupport", "mambaquant"]),
+        .testTarget(name: "MambaCalibrationTests", dependencies: ["MambaCalibration", "TestSupport"]),
+        .testTarget(name: "mambaquantTests", dependencies: ["TestSupport", "MambaCalibration", "mambaquant"]),
     ]
 )

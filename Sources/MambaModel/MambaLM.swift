@@ -149,7 +149,10 @@ public struct MambaLM: Sendable {
         state.position += tokens.count
         let rows: Tensor
         switch positions {
-        case .none: return Tensor(zeros: [0, v])
+        case .none:
+            // No logits, but an observer still sees lm_head's input (calibration needs it).
+            if let observer { observer.observe(rmsNorm(u, weight: normF, eps: eps), site: .lmHeadInput, layer: nil) }
+            return Tensor(zeros: [0, v])
         case .last: rows = u.rows((u.rows - 1)..<u.rows)
         case .all: rows = u
         }

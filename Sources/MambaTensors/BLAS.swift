@@ -32,3 +32,12 @@ public enum BLAS {
         return out
     }
 }
+
+extension BLAS {
+    /// s[c, c] += x[l, c]^T * x[l, c] in Double, upper triangle only (dsyrk): the second-moment
+    /// sums of calibration. The lower triangle is left as it was.
+    public static func accumulateGramUpper(_ x: UnsafePointer<Double>, rows l: Int, cols c: Int, into s: UnsafeMutablePointer<Double>) {
+        guard l > 0, c > 0 else { return }
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, Int32(c), Int32(l), 1, x, Int32(c), 1, s, Int32(c))
+    }
+}

@@ -11,7 +11,13 @@ public struct Parallelism: Sendable, Equatable {
     public init(threads: Int? = nil) {
         let available = ProcessInfo.processInfo.activeProcessorCount
         self.threads = max(1, threads ?? available)
-        openblas_set_num_threads(Int32(self.threads))
+        applyToBLAS()
+    }
+
+    /// Sets OpenBLAS's (process-wide) thread count to this budget again, after code that ran
+    /// with another one.
+    public func applyToBLAS() {
+        openblas_set_num_threads(Int32(threads))
     }
 
     public static var serial: Parallelism { Parallelism(threads: 1) }

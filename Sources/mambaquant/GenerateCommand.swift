@@ -87,15 +87,3 @@ struct GenerateCommand: ParsableCommand {
         printError(String(format: "[%d prompt tokens, %d generated, %.2f s, %d threads]", ids.count, generated.count, seconds, par.threads))
     }
 }
-
-/// The tool never overwrites its input (DESIGN.md section 5).
-func refuseOverwritingInput(_ output: String, inputs: [String]) throws {
-    let out = URL(fileURLWithPath: output).standardizedFileURL.resolvingSymlinksInPath().path
-    for input in inputs {
-        let inPath = URL(fileURLWithPath: input).standardizedFileURL.resolvingSymlinksInPath().path
-        let insideAndExisting = out.hasPrefix(inPath + "/") && FileManager.default.fileExists(atPath: out)
-        if out == inPath || insideAndExisting {
-            throw MambaError(.badInput, "refusing to write \(output): it would overwrite the input \(input)")
-        }
-    }
-}

@@ -1,0 +1,147 @@
+import Foundation
+import MambaModel
+import MambaTensors
+
+/// The stats file of `calibrate` (DESIGN.md section 5, format version 1): safetensors with
+/// `layers.{i}.{site}.{stat}` and `{site}.{stat}` tensors, the pooled residual moments as
+/// `residual.{sum,sumsq_matrix,count}`, the token windows as `calibration.tokens` I32
+/// [samples, seq_len], and metadata tying it to the checkpoint and data it came from.
+public struct StatsFile: Sendable, Equatable {
+    public static let formatVersion = "1"
+    public static let kind = "mambaquant-calibration"
+
+    public struct Provenance: Sendable, Equatable {
+        public var checkpointSHA256: String
+        public var dataSHA256: String
+        public var dataFiles: [String]
+        public var seed: UInt64
+
+        public init(checkpointSHA256: String, dataSHA256: String, dataFiles: [String], seed: UInt64) {
+            self.checkpointSHA256 = checkpointSHA256; self.dataSHA256 = dataSHA256; self.dataFiles = dataFiles; self.seed = seed
+        }
+    }
+
+    public var stats: CalibrationStats
+    public var windows: CalibrationWindows
+    public var provenance: Provenance
+
+    public init(stats: CalibrationStats, windows: CalibrationWindows, provenance: Provenance) {
+        self.stats = stats; self.windows = windows; self.provenance = provenance
+    }
+
+    static let pooledPrefix = "residual"
+    static let tokensName = "calibration.tokens"
+
+    public func write(to path: String) throws {
+        var w = SafeTensorsWriter()
+        for key in stats.sites.keys.sorted() {
+            let s = stats.sites[key]!
+            let p = key.description
+            w.add("\(p).absmax", shape: [s.channels], floats: s.range.absmax)
+            w.add("\(p).min", shape: [s.channels], floats: s.range.min)
+            w.add("\(p).max", shape: [s.channels], floats: s.range.max)
+            w.add("\(p).hist", shape: [MagnitudeHistogram.bins], doubles: s.histogram.counts)
+            w.add("\(p).sum", shape: [s.channels], doubles: s.sum)
+            w.add("\(p).count", shape: [], int64s: [Int64(s.count)])
+            if let m = s.moments {
+                w.add("\(p).sumsq_matrix", shape: [m.channels, m.channels], doubles: m.symmetrized.sumOfProducts)
+            }
+        }
+        let m = stats.pooledResidual
+        w.add("\(Self.pooledPrefix).sum", shape: [m.channels], doubles: m.sum)
+        w.add("\(Self.pooledPrefix).sumsq_matrix", shape: [m.channels, m.channels], doubles: m.symmetrized.sumOfProducts)
+        w.add("\(Self.pooledPrefix).count", shape: [], int64s: [Int64(m.count)])
+        w.add(Self.tokensName, shape: [windows.windows.count, windows.seqLength], int32s: windows.windows.flatMap { $0.map { Int32($0) } })
+        let sites = stats.sites.keys.sorted().map(\.description)
+        w.metadata = [
+            "format": Self.kind, "format_version": Self.formatVersion, "tool_version": MambaQuantVersion.current,
+            "checkpoint_sha256": provenance.checkpointSHA256, "data_sha256": provenance.dataSHA256,
+            "data_files": jsonArray(provenance.dataFiles), "samples": String(windows.windows.count),
+            "seq_len": String(windows.seqLength), "seed": String(provenance.seed), "sites": jsonArray(sites),
+            "histogram": "4096 bins of |x| by float exponent and top 4 mantissa bits (16 per octave)",
+        ]
+        try w.write(to: path)
+    }
+
+    public static func read(path: String) throws -> StatsFile {
+        guard FileManager.default.fileExists(atPath: path) else { throw MambaError(.missingFile, "stats file \(path) not found") }
+        let f = try SafeTensorsFile(path: path)
+        guard f.metadata["format"] == kind else {
+            throw MambaError(.badFile, "\(path) is not a mambaquant stats file (made by `mambaquant calibrate`)")
+        }
+        guard f.metadata["format_version"] == formatVersion else {
+            throw MambaError(.badFile, "\(path) has stats format version \(f.metadata["format_version"] ?? "none"); this mambaquant reads version \(formatVersion)")
+        }
+        func need(_ key: String) throws -> String {
+            guard let v = f.metadata[key] else { throw MambaError(.badFile, "\(path): metadata lacks \(key)") }
+            return v
+        }
+        var sites: [SiteKey: SiteStatistics] = [:]
+        for name in f.names where name.hasSuffix(".absmax") {
+            let p = String(name.dropLast(".absmax".count))
+            guard let key = SiteKey(prefix: p) else { throw MambaError(.badFile, "\(path): unknown site \(p)") }
+            let absmax = try f.view(name).floats()
+            let c = absmax.count
+            func vector(_ stat: String, _ n: Int) throws -> TensorView {
+                let v = try f.view("\(p).\(stat)")
+                guard v.shape == [n] else { throw MambaError(.shapeMismatch, "\(path): \(p).\(stat) has shape \(shapeString(v.shape)), expected \(shapeString([n]))") }
+                return v
+            }
+            var moments: Moments?
+            if f.contains("\(p).sumsq_matrix") {
+                let sq = try f.view("\(p).sumsq_matrix")
+                guard sq.shape == [c, c] else { throw MambaError(.shapeMismatch, "\(path): \(p).sumsq_matrix has shape \(shapeString(sq.shape)), expected \(shapeString([c, c]))") }
+                moments = Moments(sum: try vector("sum", c).doubles(), sumOfProducts: try sq.doubles(), count: try f.view("\(p).count").integers()[0])
+            }
+            sites[key] = SiteStatistics(
+                range: ChannelRange(absmax: absmax, min: try vector("min", c).floats(), max: try vector("max", c).floats()),
+                histogram: MagnitudeHistogram(counts: try vector("hist", MagnitudeHistogram.bins).doubles()),
+                sum: try vector("sum", c).doubles(), count: try f.view("\(p).count").integers()[0], moments: moments)
+        }
+        let pooled = Moments(
+            sum: try f.view("\(pooledPrefix).sum").doubles(), sumOfProducts: try f.view("\(pooledPrefix).sumsq_matrix").doubles(),
+            count: try f.view("\(pooledPrefix).count").integers()[0])
+        let tokens = try f.view(tokensName)
+        guard tokens.shape.count == 2 else { throw MambaError(.badFile, "\(path): \(tokensName) is not [samples, seq_len]") }
+        let ids = try tokens.integers()
+        let (n, l) = (tokens.shape[0], tokens.shape[1])
+        let windows = CalibrationWindows(seqLength: l, windows: (0..<n).map { Array(ids[($0 * l)..<(($0 + 1) * l)]) })
+        let dataFiles = (try? JSONSerialization.jsonObject(with: Data(try need("data_files").utf8))) as? [String] ?? []
+        return StatsFile(
+            stats: CalibrationStats(sites: sites, pooledResidual: pooled), windows: windows,
+            provenance: Provenance(checkpointSHA256: try need("checkpoint_sha256"), dataSHA256: try need("data_sha256"),
+                                   dataFiles: dataFiles, seed: UInt64(try need("seed")) ?? 0))
+    }
+
+    /// Refuses statistics gathered on another checkpoint.
+    public func checkBelongs(toCheckpointSHA256 sha: String, checkpoint: String) throws {
+        guard provenance.checkpointSHA256 == sha else {
+            throw MambaError(.mismatchedInputs, "the stats file was made from another checkpoint (sha256 \(provenance.checkpointSHA256.prefix(12))…), not \(checkpoint) (sha256 \(sha.prefix(12))…): run `mambaquant calibrate` on this model")
+        }
+    }
+}
+
+extension SiteKey {
+    /// Parses `layers.{i}.{site}` or `{site}`.
+    init?(prefix: String) {
+        let parts = prefix.split(separator: ".", omittingEmptySubsequences: false)
+        if parts.count == 3, parts[0] == "layers", let i = Int(parts[1]), let s = Site(rawValue: String(parts[2])) {
+            self.init(layer: i, site: s)
+        } else if parts.count == 1, let s = Site(rawValue: prefix), s == .lmHeadInput {
+            self.init(layer: nil, site: s)
+        } else {
+            return nil
+        }
+    }
+}
+
+/// The sha256 of a checkpoint's weight files in index order (DESIGN.md section 5).
+public func checkpointSHA256(directory: String) throws -> String {
+    let store = try TensorStore(directory: directory)
+    return try SHA256.hex(ofFiles: store.files.map(\.path))
+}
+
+private func jsonArray(_ items: [String]) -> String {
+    let data = try! JSONSerialization.data(withJSONObject: items, options: [.sortedKeys, .withoutEscapingSlashes])
+    return String(decoding: data, as: UTF8.self)
+}

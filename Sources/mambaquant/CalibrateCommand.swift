@@ -1,0 +1,65 @@
+import ArgumentParser
+import Foundation
+import MambaCalibration
+import MambaEvaluation
+import MambaModel
+import MambaTensors
+
+struct CalibrateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "calibrate",
+        abstract: "Run calibration text through a float model and save activation statistics at every quantization site.")
+
+    @Option(help: "Float checkpoint directory (default: the bundled model named by calibration/manifest.json).")
+    var model: String?
+    @Option(help: "Calibration text file (repeatable; default: the manifest's calib split).")
+    var data: [String] = []
+    @Option(help: "Token windows to draw.")
+    var samples = 128
+    @Option(help: "Tokens per window.")
+    var seqLen = 512
+    @Option(help: "Seed of the window draw.")
+    var seed: UInt64 = 0
+    @Option(help: "Output stats file (safetensors).")
+    var out: String
+    @Flag(help: "No progress bar.")
+    var quiet = false
+    @OptionGroup var runtime: RuntimeOptions
+
+    func validate() throws {
+        if samples < 1 { throw ValidationError("--samples must be at least 1, got \(samples)") }
+        if seqLen < 1 { throw ValidationError("--seq-len must be at least 1, got \(seqLen)") }
+    }
+
+    func run() throws {
+        let par = runtime.parallelism
+        let manifest = (model == nil || data.isEmpty) ? try CorpusManifest() : nil
+        let modelDir = try model ?? manifest!.defaultModel
+        let dataFiles = data.isEmpty ? try manifest!.files("calib") : data
+        try refuseOverwritingInput(out, inputs: [modelDir] + dataFiles)
+        let outDir = URL(fileURLWithPath: out).deletingLastPathComponent().path
+        guard FileManager.default.fileExists(atPath: outDir) else {
+            throw MambaError(.missingFile, "cannot write \(out): directory \(outDir) does not exist")
+        }
+
+        let lm = try MambaLM.load(directory: modelDir)
+        guard let tokenizer = try loadTokenizer(modelDirectory: modelDir) else {
+            throw MambaError(.missingFile, "\(modelDir) has no tokenizer.json: calibration text cannot be tokenized")
+        }
+        let texts = try dataFiles.map { path -> (name: String, tokens: [Int]) in (path, tokenizer.encode(try readText(path))) }
+        let windows = try CalibrationWindows.draw(from: texts, samples: samples, seqLength: seqLen, seed: seed)
+        if let bad = windows.windows.joined().first(where: { $0 >= lm.vocabSize }) {
+            throw MambaError(.mismatchedInputs, "the tokenizer of \(modelDir) gives id \(bad), outside the model's vocabulary [0, \(lm.vocabSize))")
+        }
+
+        let bar = ProgressBar("calibrate", unit: "tok", unitsPerStep: seqLen, quiet: quiet)
+        var stats: CalibrationStats!
+        let seconds = try measureSeconds { stats = try Calibrator.run(model: lm, windows: windows, parallelism: par, progress: bar.update) }
+        let provenance = StatsFile.Provenance(
+            checkpointSHA256: try checkpointSHA256(directory: modelDir), dataSHA256: try SHA256.hex(ofFiles: dataFiles),
+            dataFiles: dataFiles.map { URL(fileURLWithPath: $0).lastPathComponent }, seed: seed)
+        try StatsFile(stats: stats, windows: windows, provenance: provenance).write(to: out)
+        printError(String(format: "calibrated %@ on %d x %d tokens (%d sites) in %.1f s (%.0f tokens/s, %d threads) -> %@",
+                          modelDir, samples, seqLen, stats.sites.count, seconds, Double(windows.tokenCount) / seconds, par.threads, out))
+    }
+}
