@@ -30,13 +30,15 @@ let package = Package(
         .target(name: "MambaModel", dependencies: ["MambaTensors", "CMambaKernels"]),
         // Observers, the stats file, running calibration windows through a model.
         .target(name: "MambaCalibration", dependencies: ["MambaModel", "MambaTensors"]),
+        // Hadamard and KLT rotations, smoothing, norm folding: the function-preserving transforms.
+        .target(name: "MambaTransforms", dependencies: ["MambaModel", "MambaTensors", "MambaCalibration", "CLapacke"]),
         // Metrics, timing and reports.
         .target(name: "MambaEvaluation", dependencies: ["MambaModel", "MambaTensors"]),
         // The thin command line.
         .executableTarget(
             name: "mambaquant",
             dependencies: [
-                "MambaModel", "MambaTensors", "MambaCalibration", "MambaEvaluation",
+                "MambaModel", "MambaTensors", "MambaCalibration", "MambaTransforms", "MambaEvaluation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
@@ -45,6 +47,7 @@ let package = Package(
         .testTarget(name: "MambaTensorsTests", dependencies: ["MambaTensors", "MambaModel", "TestSupport"]),
         .testTarget(name: "MambaModelTests", dependencies: ["MambaModel", "TestSupport"]),
         .testTarget(name: "MambaCalibrationTests", dependencies: ["MambaCalibration", "TestSupport"]),
+        .testTarget(name: "MambaTransformsTests", dependencies: ["MambaTransforms", "MambaCalibration", "TestSupport"]),
         .testTarget(name: "mambaquantTests", dependencies: ["TestSupport", "MambaCalibration", "mambaquant"]),
     ]
 )

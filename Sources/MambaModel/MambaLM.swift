@@ -16,6 +16,12 @@ public struct MambaMixer: Sendable {
     public var gate: any GateOp
     public var outProj: any LinearOp       // [D, E]
 
+    public init(inProj: any LinearOp, conv: any ConvOp, xProj: any LinearOp, dtProj: any LinearOp, scanInput: any ScanInputOp,
+                scan: SelectiveScan, gate: any GateOp, outProj: any LinearOp) {
+        self.inProj = inProj; self.conv = conv; self.xProj = xProj; self.dtProj = dtProj
+        self.scanInput = scanInput; self.scan = scan; self.gate = gate; self.outProj = outProj
+    }
+
     public var innerSize: Int { scan.channels }
     public var stateSize: Int { scan.stateSize }
     public var timeStepRank: Int { dtProj.inFeatures }
@@ -55,6 +61,11 @@ public struct MambaMixer: Sendable {
 public struct MambaBlock: Sendable {
     public var norm: Tensor?               // [D]; nil once folded into in_proj (all ones)
     public var mixer: MambaMixer
+
+    public init(norm: Tensor?, mixer: MambaMixer) {
+        self.norm = norm
+        self.mixer = mixer
+    }
 }
 
 /// Per-layer decode state: the last K-1 conv inputs and the SSM state.

@@ -41,3 +41,12 @@ extension BLAS {
         cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, Int32(c), Int32(l), 1, x, Int32(c), 1, s, Int32(c))
     }
 }
+
+extension BLAS {
+    /// c[m, n] = a[m, k] * b[k, n] in Double (the offline transforms' arithmetic).
+    public static func dgemm(_ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>, into c: UnsafeMutablePointer<Double>, m: Int, k: Int, n: Int, transposeA: Bool = false) {
+        guard m > 0, n > 0, k > 0 else { return }
+        cblas_dgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k),
+                    1, a, Int32(transposeA ? m : k), b, Int32(n), 0, c, Int32(n))
+    }
+}

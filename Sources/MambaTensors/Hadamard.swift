@@ -1,0 +1,167 @@
+import MambaTensors
+
+/// Normalized Hadamard transforms of size m * 2^k, m in {1, 12, 20, 28} (40 * 2^k = 20 * 2^(k+1)):
+/// H_n = H_m (x) H_{2^k} / sqrt(n), applied as a fast Walsh-Hadamard transform over the 2^k factor
+/// and a small dense product over the m factor (QuaRot's hadamard_utils does the same with
+/// tabulated matrices; here the small factors are constructed, never pasted).
+public struct Hadamard: Sendable, Equatable {
+    public let size: Int
+    /// The small factor (m x m, entries +-1, row-major), m = 1 for a pure power of two.
+    public let factor: [Double]
+    public let factorSize: Int
+    public var powerOfTwo: Int { size / factorSize }
+
+    /// The Hadamard matrix of `size`, or nil when no construction here covers it.
+    public init?(size n: Int) {
+        guard n > 0 else { return nil }
+        for m in [1, 12, 20, 28] where n % m == 0 {
+            let p = n / m
+            if p & (p - 1) == 0, let f = Hadamard.smallFactor(m) {
+                size = n
+                factor = f
+                factorSize = m
+                return
+            }
+        }
+        return nil
+    }
+
+    /// Applies H_n / sqrt(n) to `x` in place (length n).
+    public func apply(_ x: UnsafeMutablePointer<Double>) {
+        let (m, p) = (factorSize, powerOfTwo)
+        for a in 0..<m { fwht(x + a * p, p) }
+        if m > 1 {
+            var column = [Double](repeating: 0, count: m)
+            for b in 0..<p {
+                for i in 0..<m {
+                    var s = 0.0
+                    for j in 0..<m { s += factor[i * m + j] * x[j * p + b] }
+                    column[i] = s
+                }
+                for i in 0..<m { x[i * p + b] = column[i] }
+            }
+        }
+        let norm = 1 / Double(size).squareRoot()
+        for i in 0..<size { x[i] *= norm }
+    }
+
+    /// The same for float activations (the online rotation).
+    public func apply(_ x: UnsafeMutablePointer<Float>, scratch: inout [Double]) {
+        if scratch.count < size { scratch = [Double](repeating: 0, count: size) }
+        scratch.withUnsafeMutableBufferPointer { s in
+            for i in 0..<size { s[i] = Double(x[i]) }
+            apply(s.baseAddress!)
+            for i in 0..<size { x[i] = Float(s[i]) }
+        }
+    }
+
+    /// The orthogonal matrix R (row-major) with x R = apply(x) for a row vector x: row j of R is
+    /// apply(e_j). (R = H^T / sqrt(n); the Paley I factors are not symmetric, so the side matters.)
+    public var matrix: [Double] {
+        var out = [Double](repeating: 0, count: size * size)
+        var e = [Double](repeating: 0, count: size)
+        for j in 0..<size {
+            for i in 0..<size { e[i] = i == j ? 1 : 0 }
+            e.withUnsafeMutableBufferPointer { apply($0.baseAddress!) }
+            for i in 0..<size { out[j * size + i] = e[i] }
+        }
+        return out
+    }
+
+    private func fwht(_ x: UnsafeMutablePointer<Double>, _ n: Int) {
+        var h = 1
+        while h < n {
+            var i = 0
+            while i < n {
+                for j in i..<(i + h) {
+                    let (a, b) = (x[j], x[j + h])
+                    x[j] = a + b
+                    x[j + h] = a - b
+                }
+                i += 2 * h
+            }
+            h *= 2
+        }
+    }
+
+    // MARK: small factors
+
+    static func smallFactor(_ m: Int) -> [Double]? {
+        switch m {
+        case 1: return [1]
+        case 12: return paleyI(q: 11)
+        case 20: return paleyI(q: 19)
+        case 28: return paleyII(q: 13)
+        default: return nil
+        }
+    }
+
+    /// Quadratic character of GF(q), q prime: 0, 1 for squares, -1 otherwise.
+    static func chi(_ a: Int, _ q: Int) -> Double {
+        let r = ((a % q) + q) % q
+        if r == 0 { return 0 }
+        for x in 1..<q where (x * x) % q == r { return 1 }
+        return -1
+    }
+
+    /// Paley construction I (q prime, q = 3 mod 4): H = I + S, S = [[0, 1^T], [-1, Q]] with the
+    /// Jacobsthal matrix Q[i][j] = chi(j - i). Order q + 1.
+    static func paleyI(q: Int) -> [Double] {
+        let n = q + 1
+        var h = [Double](repeating: 0, count: n * n)
+        for j in 1..<n { h[j] = 1; h[j * n] = -1 }
+        for i in 0..<q { for j in 0..<q { h[(i + 1) * n + (j + 1)] = chi(j - i, q) } }
+        for i in 0..<n { h[i * n + i] += 1 }
+        return h
+    }
+
+    /// Paley construction II (q prime, q = 1 mod 4): the symmetric conference matrix
+    /// C = [[0, 1^T], [1, Q]], then H = C (x) [[1, 1], [1, -1]] + I (x) [[1, -1], [-1, -1]]. Order 2(q + 1).
+    static func paleyII(q: Int) -> [Double] {
+        let c1 = q + 1
+        var c = [Double](repeating: 0, count: c1 * c1)
+        for j in 1..<c1 { c[j] = 1; c[j * c1] = 1 }
+        for i in 0..<q { for j in 0..<q { c[(i + 1) * c1 + (j + 1)] = chi(j - i, q) } }
+        var identity = [Double](repeating: 0, count: c1 * c1)
+        for i in 0..<c1 { identity[i * c1 + i] = 1 }
+        let a = kronecker(c, c1, [1, 1, 1, -1], 2)
+        let b = kronecker(identity, c1, [1, -1, -1, -1], 2)
+        return zip(a, b).map { $0 + $1 }
+    }
+
+    static func kronecker(_ a: [Double], _ na: Int, _ b: [Double], _ nb: Int) -> [Double] {
+        let n = na * nb
+        var out = [Double](repeating: 0, count: n * n)
+        for i in 0..<na { for j in 0..<na { for k in 0..<nb { for l in 0..<nb {
+            out[(i * nb + k) * n + (j * nb + l)] = a[i * na + j] * b[k * nb + l]
+        } } } }
+        return out
+    }
+}
+
+/// A randomized Hadamard rotation: x -> (x * signs) H / sqrt(n), i.e. R = diag(signs) H (QuaRot's
+/// random_hadamard_matrix). Orthogonal; `signs` drawn from the seed.
+public struct RandomizedHadamard: Sendable, Equatable {
+    public let hadamard: Hadamard
+    public let signs: [Double]
+
+    public init?(size: Int, seed: UInt64) {
+        guard let h = Hadamard(size: size) else { return nil }
+        hadamard = h
+        var rng = SeededRandom(seed: seed)
+        signs = (0..<size).map { _ in rng.next() & 1 == 0 ? 1 : -1 }
+    }
+
+    public init(hadamard: Hadamard, signs: [Double]) {
+        self.hadamard = hadamard
+        self.signs = signs
+    }
+
+    /// The matrix R (row-major) with x R = (x * signs) H.
+    public var matrix: [Double] {
+        let n = hadamard.size
+        var h = hadamard.matrix
+        for i in 0..<n { for j in 0..<n { h[i * n + j] *= signs[i] } }
+        return h
+    }
+}

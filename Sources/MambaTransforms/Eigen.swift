@@ -1,0 +1,32 @@
+import CLapacke
+import MambaTensors
+
+/// The one file that calls LAPACKE (DESIGN.md section 4).
+public enum Eigen {
+    /// Eigendecomposition of a symmetric n x n matrix (row-major) by LAPACKE_dsyevd: eigenvalues in
+    /// descending order and the eigenvectors as the columns of a row-major n x n matrix.
+    public static func symmetric(_ a: [Double], n: Int) throws -> (values: [Double], vectors: [Double]) {
+        precondition(a.count == n * n)
+        var m = a
+        var w = [Double](repeating: 0, count: n)
+        let info = m.withUnsafeMutableBufferPointer { mp in
+            w.withUnsafeMutableBufferPointer { wp in
+                LAPACKE_dsyevd(LAPACK_ROW_MAJOR, CChar(UInt8(ascii: "V")), CChar(UInt8(ascii: "U")), Int32(n), mp.baseAddress!, Int32(n), wp.baseAddress!)
+            }
+        }
+        guard info == 0 else { throw MambaError(.badInput, "eigendecomposition failed (LAPACKE_dsyevd info \(info)); the statistics may hold NaN or Inf") }
+        // dsyevd returns ascending values: reverse to descending, with their columns.
+        var vectors = [Double](repeating: 0, count: n * n)
+        for i in 0..<n { for j in 0..<n { vectors[i * n + j] = m[i * n + (n - 1 - j)] } }
+        return (w.reversed(), vectors)
+    }
+
+    /// A seeded random orthogonal matrix (the eigenvectors of a random symmetric Gaussian matrix,
+    /// Haar-like), for sizes with no Hadamard construction.
+    public static func randomOrthogonal(n: Int, seed: UInt64) throws -> [Double] {
+        var rng = SeededRandom(seed: seed)
+        var g = [Double](repeating: 0, count: n * n)
+        for i in 0..<n { for j in 0...i { let v = rng.nextGaussian(); g[i * n + j] = v; g[j * n + i] = v } }
+        return try symmetric(g, n: n).vectors
+    }
+}

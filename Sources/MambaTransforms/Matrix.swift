@@ -1,0 +1,111 @@
+import MambaTensors
+
+/// A row-major Double matrix: the offline transforms do all weight arithmetic in Double and cast
+/// to Float once at the end (DESIGN.md section 2).
+public struct Matrix: Sendable, Equatable {
+    public let rows: Int
+    public let cols: Int
+    public var data: [Double]
+
+    public init(rows: Int, cols: Int, data: [Double]) {
+        precondition(data.count == rows * cols, "Matrix: \(data.count) values for [\(rows), \(cols)]")
+        self.rows = rows; self.cols = cols; self.data = data
+    }
+
+    public init(_ t: Tensor) {
+        self.init(rows: t.rows, cols: t.cols, data: t.storage.map(Double.init))
+    }
+
+    public static func identity(_ n: Int) -> Matrix {
+        var m = Matrix(rows: n, cols: n, data: [Double](repeating: 0, count: n * n))
+        for i in 0..<n { m.data[i * n + i] = 1 }
+        return m
+    }
+
+    public var tensor: Tensor { Tensor(shape: [rows, cols], storage: data.map(Float.init)) }
+
+    public subscript(_ i: Int, _ j: Int) -> Double {
+        get { data[i * cols + j] }
+        set { data[i * cols + j] = newValue }
+    }
+
+    /// self * b.
+    public func times(_ b: Matrix) -> Matrix {
+        precondition(cols == b.rows, "Matrix product [\(rows), \(cols)] x [\(b.rows), \(b.cols)]")
+        var out = [Double](repeating: 0, count: rows * b.cols)
+        data.withUnsafeBufferPointer { a in
+            b.data.withUnsafeBufferPointer { bp in
+                out.withUnsafeMutableBufferPointer { c in
+                    BLAS.dgemm(a.baseAddress!, bp.baseAddress!, into: c.baseAddress!, m: rows, k: cols, n: b.cols)
+                }
+            }
+        }
+        return Matrix(rows: rows, cols: b.cols, data: out)
+    }
+
+    /// self^T * b.
+    public func transposedTimes(_ b: Matrix) -> Matrix {
+        precondition(rows == b.rows, "Matrix product [\(cols), \(rows)] x [\(b.rows), \(b.cols)]")
+        var out = [Double](repeating: 0, count: cols * b.cols)
+        data.withUnsafeBufferPointer { a in
+            b.data.withUnsafeBufferPointer { bp in
+                out.withUnsafeMutableBufferPointer { c in
+                    BLAS.dgemm(a.baseAddress!, bp.baseAddress!, into: c.baseAddress!, m: cols, k: rows, n: b.cols, transposeA: true)
+                }
+            }
+        }
+        return Matrix(rows: cols, cols: b.cols, data: out)
+    }
+
+    public var transposed: Matrix {
+        var out = [Double](repeating: 0, count: rows * cols)
+        for i in 0..<rows { for j in 0..<cols { out[j * rows + i] = data[i * cols + j] } }
+        return Matrix(rows: cols, cols: rows, data: out)
+    }
+
+    /// Rows `range` as a new matrix, and writing them back.
+    public func rowBlock(_ range: Range<Int>) -> Matrix {
+        Matrix(rows: range.count, cols: cols, data: Array(data[(range.lowerBound * cols)..<(range.upperBound * cols)]))
+    }
+
+    public mutating func setRowBlock(_ range: Range<Int>, _ m: Matrix) {
+        precondition(m.rows == range.count && m.cols == cols)
+        data.replaceSubrange((range.lowerBound * cols)..<(range.upperBound * cols), with: m.data)
+    }
+
+    /// Row i scaled by s[i - range.lowerBound] for i in range (all rows by default).
+    public mutating func scaleRows(_ s: [Double], in range: Range<Int>? = nil) {
+        let r = range ?? 0..<rows
+        precondition(s.count == r.count)
+        for (k, i) in r.enumerated() { for j in 0..<cols { data[i * cols + j] *= s[k] } }
+    }
+
+    /// Column j scaled by s[j].
+    public mutating func scaleColumns(_ s: [Double]) {
+        precondition(s.count == cols)
+        for i in 0..<rows { for j in 0..<cols { data[i * cols + j] *= s[j] } }
+    }
+
+    /// max_i |self[i, j]| per column j (the input channel's weight range).
+    public var columnAbsMax: [Double] {
+        var m = [Double](repeating: 0, count: cols)
+        for i in 0..<rows { for j in 0..<cols { m[j] = max(m[j], abs(data[i * cols + j])) } }
+        return m
+    }
+
+    /// max |self^T self - I| (0 for an orthogonal matrix).
+    public var orthogonalityError: Double {
+        let g = transposedTimes(self)
+        var e = 0.0
+        for i in 0..<cols { for j in 0..<cols { e = max(e, abs(g[i, j] - (i == j ? 1 : 0))) } }
+        return e
+    }
+}
+
+/// v * m for a row vector v (a bias rotated with its output).
+public func rowTimes(_ v: [Double], _ m: Matrix) -> [Double] {
+    precondition(v.count == m.rows)
+    var out = [Double](repeating: 0, count: m.cols)
+    for i in 0..<m.rows { for j in 0..<m.cols { out[j] += v[i] * m[i, j] } }
+    return out
+}

@@ -1,0 +1,48 @@
+import MambaTensors
+import MambaTransforms
+import TestSupport
+import XCTest
+
+final class HadamardTests: XCTestCase {
+    func testSmallFactorsAreHadamard() {
+        for m in [12, 20, 28] {
+            let h = Hadamard(size: m)!
+            XCTAssertEqual(h.factorSize, m)
+            // H H^T = m I on the +-1 factor itself.
+            for i in 0..<m {
+                for j in 0..<m {
+                    let dot = (0..<m).reduce(0.0) { $0 + h.factor[i * m + $1] * h.factor[j * m + $1] }
+                    XCTAssertEqual(dot, i == j ? Double(m) : 0, "m \(m) rows \(i), \(j)")
+                }
+                XCTAssertTrue(h.factor[(i * m)..<((i + 1) * m)].allSatisfy { $0 == 1 || $0 == -1 })
+            }
+        }
+    }
+
+    func testFastTransformIsTheOrthogonalMatrix() {
+        for n in [1, 2, 16, 24, 40, 48, 80, 112, 160, 384, 768] {
+            guard let h = Hadamard(size: n) else { return XCTFail("no Hadamard of size \(n)") }
+            let r = Matrix(rows: n, cols: n, data: h.matrix)
+            XCTAssertLessThan(r.orthogonalityError, 1e-12, "n \(n)")
+            // apply(x) == x R on a random vector.
+            var rng = SeededRandom(seed: UInt64(n) &* 7919 &+ UInt64.random(in: 0...1000))
+            var x = (0..<n).map { _ in rng.nextGaussian() }
+            let expected = rowTimes(x, r)
+            x.withUnsafeMutableBufferPointer { h.apply($0.baseAddress!) }
+            XCTAssertLessThan(zip(x, expected).map { abs($0 - $1) }.max()!, 1e-12)
+            // Every entry has magnitude 1/sqrt(n): it spreads every channel over all of them.
+            XCTAssertTrue(r.data.allSatisfy { abs(abs($0) - 1 / Double(n).squareRoot()) < 1e-12 })
+        }
+    }
+
+    func testSizesWithoutConstructionAreNil() {
+        for n in [0, 3, 5, 7, 36, 44] { XCTAssertNil(Hadamard(size: n), "\(n)") }
+    }
+
+    func testRandomizedHadamardIsSeededAndOrthogonal() {
+        let a = RandomizedHadamard(size: 48, seed: 1)!, b = RandomizedHadamard(size: 48, seed: 1)!, c = RandomizedHadamard(size: 48, seed: 2)!
+        XCTAssertEqual(a, b)
+        XCTAssertNotEqual(a.signs, c.signs)
+        XCTAssertLessThan(Matrix(rows: 48, cols: 48, data: a.matrix).orthogonalityError, 1e-12)
+    }
+}
