@@ -32,13 +32,15 @@ let package = Package(
         .target(name: "MambaCalibration", dependencies: ["MambaModel", "MambaTensors"]),
         // Hadamard and KLT rotations, smoothing, norm folding: the function-preserving transforms.
         .target(name: "MambaTransforms", dependencies: ["MambaModel", "MambaTensors", "MambaCalibration", "CLapacke"]),
+        // Quantizers, the quantized ops and checkpoint, the quantize pipeline.
+        .target(name: "MambaQuantization", dependencies: ["MambaModel", "MambaTensors", "MambaCalibration", "MambaTransforms"]),
         // Metrics, timing and reports.
         .target(name: "MambaEvaluation", dependencies: ["MambaModel", "MambaTensors"]),
         // The thin command line.
         .executableTarget(
             name: "mambaquant",
             dependencies: [
-                "MambaModel", "MambaTensors", "MambaCalibration", "MambaTransforms", "MambaEvaluation",
+                "MambaModel", "MambaTensors", "MambaCalibration", "MambaTransforms", "MambaQuantization", "MambaEvaluation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
@@ -48,6 +50,7 @@ let package = Package(
         .testTarget(name: "MambaModelTests", dependencies: ["MambaModel", "TestSupport"]),
         .testTarget(name: "MambaCalibrationTests", dependencies: ["MambaCalibration", "TestSupport"]),
         .testTarget(name: "MambaTransformsTests", dependencies: ["MambaTransforms", "MambaCalibration", "TestSupport"]),
+        .testTarget(name: "MambaQuantizationTests", dependencies: ["MambaQuantization", "MambaCalibration", "TestSupport"]),
         .testTarget(name: "mambaquantTests", dependencies: ["TestSupport", "MambaCalibration", "mambaquant"]),
     ]
 )

@@ -14,12 +14,13 @@ public struct MambaMixer: Sendable {
     public var scanInput: any ScanInputOp  // x, dt, B, C before the scan
     public var scan: SelectiveScan         // A [E, N], D [E]
     public var gate: any GateOp
+    public var outProjRotation: OnlineHadamard?  // R2, applied to g before out_proj (nil: none)
     public var outProj: any LinearOp       // [D, E]
 
     public init(inProj: any LinearOp, conv: any ConvOp, xProj: any LinearOp, dtProj: any LinearOp, scanInput: any ScanInputOp,
-                scan: SelectiveScan, gate: any GateOp, outProj: any LinearOp) {
+                scan: SelectiveScan, gate: any GateOp, outProjRotation: OnlineHadamard? = nil, outProj: any LinearOp) {
         self.inProj = inProj; self.conv = conv; self.xProj = xProj; self.dtProj = dtProj
-        self.scanInput = scanInput; self.scan = scan; self.gate = gate; self.outProj = outProj
+        self.scanInput = scanInput; self.scan = scan; self.gate = gate; self.outProjRotation = outProjRotation; self.outProj = outProj
     }
 
     public var innerSize: Int { scan.channels }
@@ -52,7 +53,8 @@ public struct MambaMixer: Sendable {
         observer?.observe(c, site: .C, layer: layer)
         let y = scan.forward(x: xc, dtRaw: dt, b: b, c: c, h: &state.ssm, par) // [L, E]
         observer?.observe(y, site: .y, layer: layer)
-        let g = gate.forward(y: y, z: z)                       // [L, E]
+        var g = gate.forward(y: y, z: z)                       // [L, E]
+        if let r = outProjRotation { g = r.rotate(g) }
         observer?.observe(g, site: .outProjInput, layer: layer)
         return outProj.forward(g, par)                         // [L, D]
     }

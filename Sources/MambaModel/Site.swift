@@ -21,7 +21,7 @@ public enum Site: String, CaseIterable, Sendable, Codable {
     case dt
     /// Scan output before gating.
     case y
-    /// y * SiLU(z): out_proj's input, where the outliers are.
+    /// y * SiLU(z) (after the online rotation, where there is one): out_proj's input, where the outliers are.
     case outProjInput = "out_proj_input"
     /// norm_f output: lm_head's input (not per layer).
     case lmHeadInput = "lm_head_input"

@@ -33,35 +33,32 @@ public struct SmoothSiLUGate: GateOp {
     }
 }
 
-/// An online rotation of a linear layer's input: x -> (x * signs) H / sqrt(n) (a randomized
-/// Hadamard by the fast transform), then the layer, whose weight was multiplied by the same
-/// rotation offline (DESIGN.md section 2, R2 at out_proj's input).
-public struct HadamardInputLinear: LinearOp {
+/// The online rotation of out_proj's input (DESIGN.md section 2, R2): g -> (g * signs) H / sqrt(n)
+/// by the fast transform; out_proj's weight was multiplied by the same rotation offline.
+public struct OnlineHadamard: Sendable {
     public let signs: [Float]
     public let hadamard: Hadamard
-    public let inner: any LinearOp
 
-    public init(signs: [Float], hadamard: Hadamard, inner: any LinearOp) {
-        precondition(signs.count == hadamard.size && inner.inFeatures == hadamard.size)
-        self.signs = signs; self.hadamard = hadamard; self.inner = inner
+    public init(signs: [Float], hadamard: Hadamard) {
+        precondition(signs.count == hadamard.size)
+        self.signs = signs
+        self.hadamard = hadamard
     }
 
-    public var inFeatures: Int { inner.inFeatures }
-    public var outFeatures: Int { inner.outFeatures }
-
-    public func forward(_ x: Tensor, _ parallelism: Parallelism) -> Tensor {
-        inner.forward(rotate(x), parallelism)
-    }
+    public var size: Int { hadamard.size }
 
     public func rotate(_ x: Tensor) -> Tensor {
+        precondition(x.cols == size)
         var r = x
-        let n = hadamard.size
+        let n = size
         var scratch = [Double](repeating: 0, count: n)
         r.storage.withUnsafeMutableBufferPointer { p in
-            for row in 0..<x.rows {
-                let base = p.baseAddress! + row * n
-                for j in 0..<n { base[j] *= signs[j] }
-                hadamard.apply(base, scratch: &scratch)
+            signs.withUnsafeBufferPointer { sg in
+                for row in 0..<x.rows {
+                    let base = p.baseAddress! + row * n
+                    for j in 0..<n { base[j] *= sg[j] }
+                    hadamard.apply(base, scratch: &scratch)
+                }
             }
         }
         return r

@@ -61,10 +61,6 @@ public struct ModelParameters: Sendable {
     public func floatModel() -> MambaLM {
         MambaLM(config: config, embedding: FloatEmbedding(table: embedding.tensor), blocks: blocks.map { b in
             let m = b.mixer
-            var outProj: any LinearOp = FloatLinear(weight: m.outProj.tensor, bias: m.outProjBias.map(floatVector))
-            if let r = m.outProjRotation {
-                outProj = HadamardInputLinear(signs: r.signs.map(Float.init), hadamard: r.hadamard, inner: outProj)
-            }
             return MambaBlock(norm: b.norm.map(floatVector), mixer: MambaMixer(
                 inProj: FloatLinear(weight: m.inProj.tensor, bias: m.inProjBias.map(floatVector)),
                 conv: FloatConv(weight: m.conv.tensor, bias: m.convBias.map(floatVector)),
@@ -73,7 +69,8 @@ public struct ModelParameters: Sendable {
                 scanInput: IdentityScanInput(),
                 scan: SelectiveScan(aLog: m.aLog, dSkip: m.dSkip),
                 gate: m.gateSmoothing.map { SmoothSiLUGate(s: $0.map(Float.init)) } ?? SiLUGate(),
-                outProj: outProj))
+                outProjRotation: m.outProjRotation.map { OnlineHadamard(signs: $0.signs.map(Float.init), hadamard: $0.hadamard) },
+                outProj: FloatLinear(weight: m.outProj.tensor, bias: m.outProjBias.map(floatVector))))
         }, normF: normF.map(floatVector), lmHead: FloatLinear(weight: (lmHead ?? embedding).tensor))
     }
 }

@@ -38,7 +38,7 @@ struct BenchCommand: ParsableCommand {
             lm = MambaLM(weights: MambaWeights.random(preset.config, seed: 1))
             name = preset.rawValue
         } else {
-            lm = try MambaLM.load(directory: model!)
+            lm = try loadAnyModel(directory: model!)
             name = model!
         }
         let r = try measureThroughput(lm, tokens: tokens, decodeSteps: decodeSteps, runs: runs, parallelism: par)

@@ -1,0 +1,122 @@
+import MambaTensors
+import MambaTransforms
+
+/// Symmetric integer quantization (DESIGN.md section 2): round half away from zero, then clamp to
+/// [-qmax, qmax]; -qmax - 1 (e.g. -128) is never produced.
+@inline(__always)
+public func quantizeSymmetric(_ x: Float, inverseScale: Float, qmax: Float) -> Float {
+    let v = (x * inverseScale).rounded(.toNearestOrAwayFromZero)
+    return min(max(v, -qmax), qmax)
+}
+
+public func qmax(bits: Int) -> Int { (1 << (bits - 1)) - 1 }
+
+/// A weight matrix [rows, cols] as integers with one scale per row (per output channel) or per
+/// group of `groupSize` columns within a row. Values of int4 weights are stored one per byte in
+/// [-7, 7] (format version 1).
+public struct QuantizedMatrix: Sendable, Equatable {
+    public let rows: Int
+    public let cols: Int
+    public let bits: Int
+    public let groupSize: Int?            // nil: one scale per row
+    public var values: [Int8]             // [rows, cols]
+    public var scales: [Float]            // [rows] or [rows, cols / groupSize]
+
+    public init(rows: Int, cols: Int, bits: Int, groupSize: Int?, values: [Int8], scales: [Float]) {
+        self.rows = rows; self.cols = cols; self.bits = bits; self.groupSize = groupSize; self.values = values; self.scales = scales
+    }
+
+    public var groupsPerRow: Int { groupSize.map { (cols + $0 - 1) / $0 } ?? 1 }
+    public var scaleShape: [Int] { groupSize == nil ? [rows] : [rows, groupsPerRow] }
+
+    /// Quantizes `w` (Double). At 4 bits or fewer a per-scale clipping search picks the range
+    /// (a fraction of the absmax) that minimizes the squared error of that row or group.
+    public init(quantizing w: Matrix, bits: Int, groupSize: Int? = nil) {
+        precondition(bits >= 2 && bits <= 8)
+        if let g = groupSize { precondition(g > 0) }
+        let q = Double(qmax(bits: bits))
+        let group = groupSize ?? w.cols
+        let groups = (w.cols + group - 1) / group
+        var values = [Int8](repeating: 0, count: w.rows * w.cols)
+        var scales = [Float](repeating: 0, count: w.rows * groups)
+        let ratios: [Double] = bits <= 4 ? stride(from: 1.0, through: 0.5, by: -0.025).map { $0 } : [1.0]
+        for r in 0..<w.rows {
+            for gi in 0..<groups {
+                let range = (gi * group)..<min(w.cols, (gi + 1) * group)
+                var absmax = 0.0
+                for j in range { absmax = max(absmax, abs(w[r, j])) }
+                var best = (error: Double.infinity, scale: Float(0))
+                for ratio in ratios {
+                    let scale = Float(absmax * ratio / q)
+                    guard scale > 0 else { best = (0, 0); break }
+                    let inv = 1 / scale
+                    var err = 0.0
+                    for j in range {
+                        let v = Double(quantizeSymmetric(Float(w[r, j]), inverseScale: inv, qmax: Float(q))) * Double(scale)
+                        err += (v - w[r, j]) * (v - w[r, j])
+                    }
+                    if err < best.error { best = (err, scale) }
+                }
+                scales[r * groups + gi] = best.scale
+                let inv: Float = best.scale > 0 ? 1 / best.scale : 0
+                for j in range { values[r * w.cols + j] = Int8(quantizeSymmetric(Float(w[r, j]), inverseScale: inv, qmax: Float(q))) }
+            }
+        }
+        self.init(rows: w.rows, cols: w.cols, bits: bits, groupSize: groupSize, values: values, scales: scales)
+    }
+
+    /// The float matrix the integers stand for.
+    public func dequantized() -> Tensor {
+        let group = groupSize ?? cols
+        let groups = groupsPerRow
+        var out = [Float](repeating: 0, count: rows * cols)
+        for r in 0..<rows {
+            for j in 0..<cols { out[r * cols + j] = Float(values[r * cols + j]) * scales[r * groups + j / group] }
+        }
+        return Tensor(shape: [rows, cols], storage: out)
+    }
+}
+
+/// How a layer's input is quantized: a static per-tensor scale from calibration, or a dynamic
+/// scale per token (row) computed at run time.
+public enum ActivationScale: Sendable, Equatable {
+    case `static`(Float)
+    case dynamic
+
+    public var staticScale: Float? {
+        if case .static(let s) = self { return s }
+        return nil
+    }
+}
+
+/// Quantize-dequantize of activations (the reference path; the int8 kernels keep the integers).
+public struct ActivationQuantizer: Sendable, Equatable {
+    public let bits: Int
+    public let scale: ActivationScale
+
+    public init(bits: Int, scale: ActivationScale) {
+        self.bits = bits
+        self.scale = scale
+    }
+
+    public func fakeQuantize(_ x: inout Tensor) {
+        let q = Float(qmax(bits: bits))
+        let (rows, c) = (x.rows, x.cols)
+        x.storage.withUnsafeMutableBufferPointer { p in
+            for r in 0..<rows {
+                let row = p.baseAddress! + r * c
+                let s: Float
+                switch scale {
+                case .static(let v): s = v
+                case .dynamic:
+                    var m: Float = 0
+                    for j in 0..<c { m = max(m, abs(row[j])) }
+                    s = m / q
+                }
+                guard s > 0 else { for j in 0..<c { row[j] = 0 }; continue }
+                let inv = 1 / s
+                for j in 0..<c { row[j] = quantizeSymmetric(row[j], inverseScale: inv, qmax: q) * s }
+            }
+        }
+    }
+}

@@ -1,0 +1,65 @@
+import MambaTensors
+
+/// The four methods of DESIGN.md section 2's table, run by the same pipeline.
+public enum QuantizationMethod: String, CaseIterable, Sendable, Codable {
+    case rtn, smoothquant, hadamard, mambaquant
+}
+
+/// `--bits wXaY`: X in {4, 8} weight bits, Y in 4...8 activation bits.
+public struct BitWidths: Sendable, Equatable, CustomStringConvertible {
+    public let weight: Int
+    public let activation: Int
+
+    public init(weight: Int, activation: Int) {
+        self.weight = weight
+        self.activation = activation
+    }
+
+    public init(parsing text: String) throws {
+        let t = text.lowercased()
+        guard t.hasPrefix("w"), let a = t.firstIndex(of: "a"),
+              let w = Int(t[t.index(after: t.startIndex)..<a]), let x = Int(t[t.index(after: a)...]) else {
+            throw MambaError(.badInput, "bits \"\(text)\" is not of the form wXaY (e.g. w8a8, w4a8, w8a6)")
+        }
+        guard [4, 8].contains(w) else { throw MambaError(.badInput, "weight bits \(w) in \"\(text)\": 4 or 8 are supported") }
+        guard (4...8).contains(x) else { throw MambaError(.badInput, "activation bits \(x) in \"\(text)\": 4 to 8 are supported") }
+        self.init(weight: w, activation: x)
+    }
+
+    public var description: String { "w\(weight)a\(activation)" }
+}
+
+/// Where static activation scales clip: the maximum seen in calibration or a percentile of |x|.
+public enum ActivationClip: String, CaseIterable, Sendable, Codable {
+    case max, p99_9 = "p99.9", p99_99 = "p99.99", p99_999 = "p99.999"
+
+    /// The quantile (nil for the maximum).
+    public var quantile: Double? {
+        switch self {
+        case .max: nil
+        case .p99_9: 0.999
+        case .p99_99: 0.9999
+        case .p99_999: 0.99999
+        }
+    }
+}
+
+/// Everything that decides a quantized checkpoint besides its inputs.
+public struct QuantizationRecipe: Sendable, Equatable {
+    public var method: QuantizationMethod
+    public var bits: BitWidths
+    public var groupSize: Int?
+    public var dynamicActivations: Bool
+    public var clip: ActivationClip
+    public var seed: UInt64
+    /// Module names kept in float (e.g. "lm_head", "backbone.layers.0.mixer.out_proj").
+    public var keepFloat: Set<String>
+    /// SmoothQuant's migration strength.
+    public var alpha: Double
+
+    public init(method: QuantizationMethod, bits: BitWidths = BitWidths(weight: 8, activation: 8), groupSize: Int? = nil,
+                dynamicActivations: Bool = false, clip: ActivationClip = .max, seed: UInt64 = 0, keepFloat: Set<String> = [], alpha: Double = 0.5) {
+        self.method = method; self.bits = bits; self.groupSize = groupSize; self.dynamicActivations = dynamicActivations
+        self.clip = clip; self.seed = seed; self.keepFloat = keepFloat; self.alpha = alpha
+    }
+}

@@ -1,0 +1,79 @@
+import ArgumentParser
+import Foundation
+import MambaCalibration
+import MambaEvaluation
+import MambaModel
+import MambaQuantization
+import MambaTensors
+
+extension ActivationClip: ExpressibleByArgument {}
+
+struct QuantizeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "quantize",
+        abstract: "Apply a quantization method (MambaQuant's rotations and smoothing, or a baseline) and write a quantized checkpoint.")
+
+    @Option(help: "Float checkpoint directory.")
+    var model: String
+    @Option(help: "Stats file from `mambaquant calibrate` on this checkpoint.")
+    var stats: String
+    @Option(help: "rtn, smoothquant, hadamard or mambaquant.")
+    var method = "mambaquant"
+    @Option(help: "Weight and activation bits, wXaY: X in {4, 8}, Y in 4...8.")
+    var bits = "w8a8"
+    @Option(help: "Weight scales per group of this many input columns (default: one per output channel).")
+    var groupSize: Int?
+    @Option(help: "Static activation scales clip at: max, p99.9, p99.99 or p99.999 of |x| in calibration.")
+    var actClip: ActivationClip = .max
+    @Option(help: "static (calibrated per-tensor scales) or dynamic (per-token scales at run time).")
+    var actScale = "static"
+    @Option(help: "Comma-separated modules kept in float, e.g. lm_head,backbone.layers.0.mixer.out_proj.")
+    var keepFloat: String?
+    @Option(help: "Seed of the randomized Hadamard signs and fallback rotations.")
+    var seed: UInt64 = 0
+    @Option(help: "Output checkpoint directory.")
+    var out: String
+    @Flag(help: "No progress bar.")
+    var quiet = false
+    @OptionGroup var runtime: RuntimeOptions
+
+    func validate() throws {
+        if !["static", "dynamic"].contains(actScale) { throw ValidationError("--act-scale must be static or dynamic, got \(actScale)") }
+        if let g = groupSize, g < 1 { throw ValidationError("--group-size must be at least 1") }
+    }
+
+    func run() throws {
+        let par = runtime.parallelism
+        guard let method = QuantizationMethod(rawValue: method) else {
+            throw MambaError(.badInput, "unknown method \"\(method)\": use one of \(QuantizationMethod.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        let recipe = QuantizationRecipe(
+            method: method, bits: try BitWidths(parsing: bits), groupSize: groupSize, dynamicActivations: actScale == "dynamic",
+            clip: actClip, seed: seed,
+            keepFloat: Set((keepFloat ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }))
+        try refuseOverwritingInput(out, inputs: [model, stats])
+        if QuantizedModel.isQuantized(directory: model) {
+            throw MambaError(.badInput, "\(model) is already a quantized checkpoint: quantize its float source")
+        }
+        let weights = try MambaWeights.load(directory: model)
+        let statsFile = try StatsFile.read(path: stats)
+        let sha = try checkpointSHA256(directory: model)
+        try statsFile.checkBelongs(toCheckpointSHA256: sha, checkpoint: model)
+        let known = Set(["lm_head"] + (0..<weights.config.numLayers).flatMap { i in
+            ["in_proj", "conv1d", "x_proj", "dt_proj", "out_proj"].map { "backbone.layers.\(i).mixer.\($0)" } })
+        if let bad = recipe.keepFloat.first(where: { !known.contains($0) }) {
+            throw MambaError(.badInput, "--keep-float names \(bad), which is not a quantized module (lm_head or backbone.layers.N.mixer.{in_proj,conv1d,x_proj,dt_proj,out_proj})")
+        }
+        let bar = ProgressBar("recalibrate", unit: "tok", unitsPerStep: statsFile.windows.seqLength, quiet: quiet)
+        var q: QuantizedModel!
+        let seconds = try measureSeconds {
+            q = try QuantizedModel.quantize(weights: weights, stats: statsFile, recipe: recipe, parallelism: par, progress: bar.update)
+        }
+        try q.write(directory: out, sourceDirectory: model,
+                    provenance: QuantizationProvenance(sourceSHA256: sha, statsSHA256: try SHA256.hex(ofFiles: [stats])))
+        for t in q.transforms { printError("  " + (t.layer.map { "layer \($0): " } ?? "") + t.step + ": " + t.detail) }
+        printError(String(format: "quantized %@ with %@ %@ in %.1f s -> %@ (%.2f MB of weights, float32 %.2f MB)",
+                          model, method.rawValue, recipe.bits.description, seconds, out,
+                          Double(q.weightBytes) / 1e6, Double(4 * weights.parameterCount) / 1e6))
+    }
+}

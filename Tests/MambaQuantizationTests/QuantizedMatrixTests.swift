@@ -1,0 +1,118 @@
+import MambaQuantization
+import MambaTensors
+import MambaTransforms
+import TestSupport
+import XCTest
+
+/// The quantizers against their definitions (DESIGN.md section 2): symmetric, round half away
+/// from zero, [-qmax, qmax], one scale per row or per group.
+final class QuantizedMatrixTests: XCTestCase {
+    func randomMatrix(_ rows: Int, _ cols: Int, seed: UInt64) -> Matrix {
+        var rng = SeededRandom(seed: seed)
+        var m = Matrix(rows: rows, cols: cols, data: [Double](repeating: 0, count: rows * cols))
+        for r in 0..<rows { for c in 0..<cols { m[r, c] = rng.nextGaussian() * Double(r % 3 + 1) } }
+        return m
+    }
+
+    func testRoundingIsHalfAwayFromZeroAndClamped() {
+        XCTAssertEqual(quantizeSymmetric(2.5, inverseScale: 1, qmax: 127), 3)
+        XCTAssertEqual(quantizeSymmetric(-2.5, inverseScale: 1, qmax: 127), -3)
+        XCTAssertEqual(quantizeSymmetric(2.49, inverseScale: 1, qmax: 127), 2)
+        XCTAssertEqual(quantizeSymmetric(1000, inverseScale: 1, qmax: 127), 127)
+        XCTAssertEqual(quantizeSymmetric(-1000, inverseScale: 1, qmax: 127), -127)   // never -128
+        XCTAssertEqual(quantizeSymmetric(-9, inverseScale: 1, qmax: 7), -7)
+        XCTAssertEqual(qmax(bits: 8), 127)
+        XCTAssertEqual(qmax(bits: 4), 7)
+        XCTAssertEqual(qmax(bits: 6), 31)
+    }
+
+    func testPerRowInt8ErrorIsAtMostHalfAStep() {
+        let seed = UInt64.random(in: 0...1_000_000)
+        let w = randomMatrix(7, 37, seed: seed)
+        let q = QuantizedMatrix(quantizing: w, bits: 8)
+        XCTAssertEqual(q.scaleShape, [7])
+        let d = q.dequantized()
+        for r in 0..<7 {
+            var absmax = 0.0
+            for c in 0..<37 { absmax = max(absmax, abs(w[r, c])) }
+            XCTAssertEqual(Double(q.scales[r]), absmax / 127, accuracy: 1e-6 * absmax, "seed \(seed)")
+            XCTAssertTrue((0..<37).contains { abs(q.values[r * 37 + $0]) == 127 }, "row \(r): absmax maps to 127")
+            for c in 0..<37 {
+                XCTAssertLessThanOrEqual(abs(Double(d.storage[r * 37 + c]) - w[r, c]), Double(q.scales[r]) * 0.5 * (1 + 1e-5), "seed \(seed)")
+            }
+        }
+        XCTAssertFalse(q.values.contains(-128))
+    }
+
+    func testGroupsHaveTheirOwnScales() {
+        let w = randomMatrix(3, 13, seed: 21)
+        let q = QuantizedMatrix(quantizing: w, bits: 8, groupSize: 5)
+        XCTAssertEqual(q.scaleShape, [3, 3])             // 5 + 5 + 3 columns
+        for r in 0..<3 {
+            for (g, cols) in [0..<5, 5..<10, 10..<13].enumerated() {
+                let absmax = cols.map { abs(w[r, $0]) }.max()!
+                XCTAssertEqual(Double(q.scales[r * 3 + g]), absmax / 127, accuracy: 1e-6 * absmax)
+            }
+        }
+    }
+
+    func testInt4ClippingSearchNeverLosesToPlainAbsmax() {
+        var rng = SeededRandom(seed: UInt64.random(in: 0...1_000_000))
+        var w = randomMatrix(9, 41, seed: rng.next())
+        w[2, 3] = 25                                      // an outlier makes clipping pay
+        let q = QuantizedMatrix(quantizing: w, bits: 4)
+        XCTAssertTrue(q.values.allSatisfy { (-7...7).contains($0) })
+        let d = q.dequantized()
+        for r in 0..<9 {
+            let absmax = (0..<41).map { abs(w[r, $0]) }.max()!
+            let plainScale = absmax / 7
+            var plain = 0.0, searched = 0.0
+            for c in 0..<41 {
+                let p = Double(quantizeSymmetric(Float(w[r, c]), inverseScale: Float(1 / plainScale), qmax: 7)) * plainScale
+                plain += (p - w[r, c]) * (p - w[r, c])
+                searched += (Double(d.storage[r * 41 + c]) - w[r, c]) * (Double(d.storage[r * 41 + c]) - w[r, c])
+            }
+            XCTAssertLessThanOrEqual(searched, plain * (1 + 1e-6), "row \(r)")
+        }
+    }
+
+    func testZeroRowGetsZeroScale() {
+        var w = randomMatrix(2, 5, seed: 3)
+        for c in 0..<5 { w[1, c] = 0 }
+        let q = QuantizedMatrix(quantizing: w, bits: 8)
+        XCTAssertEqual(q.scales[1], 0)
+        XCTAssertEqual(Array(q.dequantized().storage[5...]), [0, 0, 0, 0, 0])
+    }
+
+    func testActivationFakeQuantization() {
+        var rng = SeededRandom(seed: UInt64.random(in: 0...1_000_000))
+        let x = Tensor(shape: [3, 11], storage: (0..<33).map { _ in Float(rng.nextGaussian()) * 3 })
+        // Dynamic: each row's absmax is exact, every value on that row's grid.
+        var d = x
+        ActivationQuantizer(bits: 8, scale: .dynamic).fakeQuantize(&d)
+        for r in 0..<3 {
+            let row = Array(x.storage[(r * 11)..<(r * 11 + 11)])
+            let s = row.map(abs).max()! / 127
+            for j in 0..<11 {
+                let v = d.storage[r * 11 + j]
+                XCTAssertEqual((v / s).rounded(), v / s, accuracy: 1e-3)
+                XCTAssertLessThanOrEqual(abs(v - row[j]), s * 0.5 * 1.0001)
+            }
+        }
+        // Static: values beyond the clip saturate at +-qmax * scale.
+        var st = x
+        ActivationQuantizer(bits: 6, scale: .static(0.05)).fakeQuantize(&st)
+        for (v, o) in zip(st.storage, x.storage) {
+            XCTAssertLessThanOrEqual(abs(v), 31 * 0.05 * 1.0001)
+            if abs(o) < 31 * 0.05 { XCTAssertLessThanOrEqual(abs(v - o), 0.025 * 1.0001) }
+        }
+    }
+
+    func testBitsParsing() throws {
+        XCTAssertEqual(try BitWidths(parsing: "w4a8"), BitWidths(weight: 4, activation: 8))
+        XCTAssertEqual(try BitWidths(parsing: "W8A6").description, "w8a6")
+        for bad in ["w3a8", "w8a9", "8/8", "w8", "wxa8"] {
+            XCTAssertThrowsError(try BitWidths(parsing: bad), bad)
+        }
+    }
+}

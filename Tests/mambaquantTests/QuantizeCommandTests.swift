@@ -1,0 +1,73 @@
+import Foundation
+import MambaCalibration
+import TestSupport
+import XCTest
+
+/// `mambaquant quantize` end to end on the fixture checkpoints, and its refusals: one line,
+/// non-zero exit, nothing written.
+final class QuantizeCommandTests: XCTestCase {
+    let tiny = Fixtures.model("tiny-tied")
+
+    func calibrate(_ model: String, _ dir: String, _ name: String) throws -> String {
+        let text = dir + "/d.txt"
+        if !FileManager.default.fileExists(atPath: text) {
+            try String(repeating: "Now is the winter of our discontent made glorious summer. ", count: 20).write(toFile: text, atomically: true, encoding: .utf8)
+        }
+        let out = dir + "/" + name
+        let r = try CLI.run(["calibrate", "--model", model, "--data", text, "--samples", "3", "--seq-len", "32", "--quiet", "--out", out])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        return out
+    }
+
+    func testQuantizeThenGenerateAndInspect() throws {
+        let dir = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let stats = try calibrate(tiny, dir, "s.safetensors")
+        let q = dir + "/q"
+        let r = try CLI.run(["quantize", "--model", tiny, "--stats", stats, "--method", "mambaquant", "--bits", "w8a8", "--quiet", "--out", q])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("quantized"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("R1: klt+hadamard"), r.stderr)
+        let g = try CLI.run(["generate", "--model", q, "--tokens", "1,2,3", "--max-new-tokens", "4"])
+        XCTAssertEqual(g.status, 0, g.stderr)
+        let i = try CLI.run(["inspect", q, "--json"])
+        XCTAssertEqual(i.status, 0, i.stderr)
+        XCTAssertTrue(i.stdout.contains("mambaquant"), i.stdout)
+        // Quantizing over an earlier quantized output is allowed (it is ours); a float input is not.
+        XCTAssertEqual(try CLI.run(["quantize", "--model", tiny, "--stats", stats, "--method", "rtn", "--quiet", "--out", q]).status, 0)
+    }
+
+    func testRefusals() throws {
+        let dir = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let stats = try calibrate(tiny, dir, "s.safetensors")
+        // Another checkpoint: the fixture with one byte of a weight changed.
+        let other = dir + "/other"
+        try FileManager.default.copyItem(atPath: tiny, toPath: other)
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: other + "/model.safetensors"))
+        bytes[bytes.count - 1] ^= 1
+        try bytes.write(to: URL(fileURLWithPath: other + "/model.safetensors"))
+        let foreign = try calibrate(other, dir, "other.safetensors")
+        let q = dir + "/q"
+        XCTAssertEqual(try CLI.run(["quantize", "--model", tiny, "--stats", stats, "--quiet", "--out", q]).status, 0)
+        let out = dir + "/new"
+        let cases: [([String], String)] = [
+            (["--model", tiny, "--stats", foreign, "--out", out], "another checkpoint"),
+            (["--model", tiny, "--stats", dir + "/missing.safetensors", "--out", out], "missing.safetensors"),
+            (["--model", tiny, "--stats", stats, "--method", "gptq", "--out", out], "gptq"),
+            (["--model", tiny, "--stats", stats, "--bits", "w3a8", "--out", out], "w3a8"),
+            (["--model", tiny, "--stats", stats, "--keep-float", "backbone.norm_f", "--out", out], "norm_f"),
+            (["--model", tiny, "--stats", stats, "--out", tiny], "overwrite"),
+            (["--model", q, "--stats", stats, "--out", out], "already a quantized"),
+            (["--model", tiny, "--stats", tiny + "/config.json", "--out", out], "config.json"),
+        ]
+        for (args, mention) in cases {
+            let r = try CLI.run(["quantize", "--quiet"] + args)
+            XCTAssertNotEqual(r.status, 0, "\(args)")
+            XCTAssertTrue(r.stderr.contains(mention), "\(args): \(r.stderr)")
+            XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, "\(args): \(r.stderr)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+        XCTAssertEqual(try MambaWeights.load(directory: tiny).config.numLayers, 2, "the input survives")
+    }
+}
