@@ -51,6 +51,7 @@ let package = Package(
         .testTarget(name: "MambaCalibrationTests", dependencies: ["MambaCalibration", "TestSupport"]),
         .testTarget(name: "MambaTransformsTests", dependencies: ["MambaTransforms", "MambaCalibration", "TestSupport"]),
         .testTarget(name: "MambaQuantizationTests", dependencies: ["MambaQuantization", "MambaCalibration", "TestSupport"]),
+        .testTarget(name: "MambaEvaluationTests", dependencies: ["MambaEvaluation", "TestSupport"]),
         .testTarget(name: "mambaquantTests", dependencies: ["TestSupport", "MambaCalibration", "mambaquant"]),
     ]
 )
