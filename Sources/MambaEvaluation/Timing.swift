@@ -1,4 +1,5 @@
 import Dispatch
+import Foundation
 import MambaModel
 import MambaTensors
 
@@ -47,4 +48,29 @@ public func measureThroughput(
     return ThroughputResult(
         prefillTokens: tokens, prefillTokensPerSecond: median(prefill), decodeSteps: decodeSteps,
         decodeTokensPerSecond: median(decode), prefillRuns: prefill, decodeRuns: decode)
+}
+
+/// Resident memory of this process from /proc/self/status (Linux). The peak (VmHWM) can be reset
+/// by writing 5 to /proc/self/clear_refs (Linux 4.0+), which lets one process measure the peak of
+/// several models in turn.
+public enum ResidentMemory {
+    public static func current() -> Int? { field("VmRSS:") }
+    public static func peak() -> Int? { field("VmHWM:") }
+
+    /// Resets the peak to the current resident size; false where the kernel does not allow it.
+    @discardableResult
+    public static func resetPeak() -> Bool {
+        guard let h = FileHandle(forWritingAtPath: "/proc/self/clear_refs") else { return false }
+        defer { try? h.close() }
+        return (try? h.write(contentsOf: Data("5".utf8))) != nil
+    }
+
+    private static func field(_ name: String) -> Int? {
+        guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix(name) {
+            let kb = line.dropFirst(name.count).split(separator: " ").first.flatMap { Int($0) }
+            return kb.map { $0 * 1024 }
+        }
+        return nil
+    }
 }

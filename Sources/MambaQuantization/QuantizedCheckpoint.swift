@@ -136,6 +136,15 @@ extension QuantizedModel {
         (try? MambaConfig.load(directory: directory))?.json["quantization"] != nil
     }
 
+    /// The source checkpoint and stats file a quantized checkpoint was made from.
+    public static func provenance(directory: String) throws -> QuantizationProvenance {
+        let q = try MambaConfig.load(directory: directory).json["quantization"]
+        guard let source = q?["source_sha256"]?.string, let stats = q?["stats_sha256"]?.string else {
+            throw MambaError(.badConfig, "\(directory)/config.json: no \"quantization\" object with source_sha256 and stats_sha256")
+        }
+        return QuantizationProvenance(sourceSHA256: source, statsSHA256: stats)
+    }
+
     /// Reads a quantized checkpoint; every tensor is checked for presence, dtype and shape.
     public static func load(directory: String) throws -> QuantizedModel {
         let config = try MambaConfig.load(directory: directory)

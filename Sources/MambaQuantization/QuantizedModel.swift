@@ -84,6 +84,15 @@ extension QuantizedModel {
         weights: MambaWeights, stats: StatsFile, recipe: QuantizationRecipe, parallelism: Parallelism,
         progress: Calibrator.Progress? = nil
     ) throws -> QuantizedModel {
+        try quantizeKeepingTransformed(weights: weights, stats: stats, recipe: recipe, parallelism: parallelism, progress: progress).quantized
+    }
+
+    /// `quantize`, also returning the transformed float model before rounding (what per-site SQNR
+    /// compares the quantized model with).
+    public static func quantizeKeepingTransformed(
+        weights: MambaWeights, stats: StatsFile, recipe: QuantizationRecipe, parallelism: Parallelism,
+        progress: Calibrator.Progress? = nil
+    ) throws -> (quantized: QuantizedModel, transformed: MambaLM) {
         var p = ModelParameters(weights: weights)
         let log = try applyPlan(recipe.method, to: &p, stats: stats.stats, seed: recipe.seed, alpha: recipe.alpha)
         let transformed = p.floatModel()
@@ -119,9 +128,10 @@ extension QuantizedModel {
         }
         var config = p.config
         config.json["tie_word_embeddings"] = .bool(false)
-        return QuantizedModel(
+        let q = QuantizedModel(
             config: config, recipe: recipe, embedding: QuantizedMatrix(quantizing: p.embedding, bits: 8),
             blocks: blocks, lmHead: layer("lm_head", p.lmHead!, bias: nil, input: try activation(nil, .lmHeadInput)),
             transforms: log)
+        return (q, transformed)
     }
 }

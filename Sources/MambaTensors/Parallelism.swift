@@ -47,3 +47,39 @@ public struct UncheckedSendable<Value>: @unchecked Sendable {
     public let value: Value
     public init(_ value: Value) { self.value = value }
 }
+
+extension Parallelism {
+    /// `body(i)` for every i in `0..<count`, `threads` at a time, each on one thread with OpenBLAS
+    /// single-threaded (independent work items such as evaluation windows parallelize better than
+    /// small matrix products do); results in index order, so the outcome never depends on the
+    /// thread count. The first error thrown is rethrown after the batch.
+    public func concurrentMap<T>(_ count: Int, _ body: (Int) throws -> T, afterBatch: ((Int) -> Void)? = nil) throws -> [T] {
+        var out: [T] = []
+        out.reserveCapacity(count)
+        if threads == 1 {
+            for i in 0..<count { out.append(try body(i)); afterBatch?(i + 1) }
+            return out
+        }
+        openblas_set_num_threads(1)
+        defer { applyToBLAS() }
+        var done = 0
+        try withoutActuallyEscaping(body) { body in
+            let shared = UncheckedSendable(body)
+            while done < count {
+                let n = min(threads, count - done)
+                var results = [Result<T, Error>?](repeating: nil, count: n)
+                results.withUnsafeMutableBufferPointer { slots in
+                    let slotsShared = UncheckedSendable(slots)   // each iteration writes its own slot
+                    let base = done
+                    DispatchQueue.concurrentPerform(iterations: n) { k in
+                        slotsShared.value[k] = Result { try shared.value(base + k) }
+                    }
+                }
+                for r in results { out.append(try r!.get()) }
+                done += n
+                afterBatch?(done)
+            }
+        }
+        return out
+    }
+}

@@ -43,23 +43,36 @@ struct CalibrateCommand: ParsableCommand {
         }
 
         let lm = try MambaLM.load(directory: modelDir)
-        guard let tokenizer = try loadTokenizer(modelDirectory: modelDir) else {
-            throw MambaError(.missingFile, "\(modelDir) has no tokenizer.json: calibration text cannot be tokenized")
-        }
-        let texts = try dataFiles.map { path -> (name: String, tokens: [Int]) in (path, tokenizer.encode(try readText(path))) }
-        let windows = try CalibrationWindows.draw(from: texts, samples: samples, seqLength: seqLen, seed: seed)
-        if let bad = windows.windows.joined().first(where: { $0 >= lm.vocabSize }) {
-            throw MambaError(.mismatchedInputs, "the tokenizer of \(modelDir) gives id \(bad), outside the model's vocabulary [0, \(lm.vocabSize))")
-        }
-
         let bar = ProgressBar("calibrate", unit: "tok", unitsPerStep: seqLen, quiet: quiet)
-        var stats: CalibrationStats!
-        let seconds = try measureSeconds { stats = try Calibrator.run(model: lm, windows: windows, parallelism: par, progress: bar.update) }
-        let provenance = StatsFile.Provenance(
-            checkpointSHA256: try checkpointSHA256(directory: modelDir), dataSHA256: try SHA256.hex(ofFiles: dataFiles),
-            dataFiles: dataFiles.map { URL(fileURLWithPath: $0).lastPathComponent }, seed: seed)
-        try StatsFile(stats: stats, windows: windows, provenance: provenance).write(to: out)
+        var file: StatsFile!
+        let seconds = try measureSeconds {
+            file = try calibrateStats(lm, modelDirectory: modelDir, dataFiles: dataFiles, samples: samples, seqLen: seqLen, seed: seed,
+                                      parallelism: par, progress: bar.update)
+        }
+        try file.write(to: out)
+        let (stats, windows) = (file.stats, file.windows)
         printError(String(format: "calibrated %@ on %d x %d tokens (%d sites) in %.1f s (%.0f tokens/s, %d threads) -> %@",
                           modelDir, samples, seqLen, stats.sites.count, seconds, Double(windows.tokenCount) / seconds, par.threads, out))
     }
+}
+
+/// Tokenizes the data, draws the seeded windows, runs the float model over them and ties the
+/// result to the checkpoint and data it came from (shared by `calibrate` and `compare`).
+func calibrateStats(
+    _ lm: MambaLM, modelDirectory modelDir: String, dataFiles: [String], samples: Int, seqLen: Int, seed: UInt64,
+    parallelism par: Parallelism, progress: Calibrator.Progress?
+) throws -> StatsFile {
+    guard let tokenizer = try loadTokenizer(modelDirectory: modelDir) else {
+        throw MambaError(.missingFile, "\(modelDir) has no tokenizer.json: calibration text cannot be tokenized")
+    }
+    let texts = try dataFiles.map { path -> (name: String, tokens: [Int]) in (path, tokenizer.encode(try readText(path))) }
+    let windows = try CalibrationWindows.draw(from: texts, samples: samples, seqLength: seqLen, seed: seed)
+    if let bad = windows.windows.joined().first(where: { $0 >= lm.vocabSize }) {
+        throw MambaError(.mismatchedInputs, "the tokenizer of \(modelDir) gives id \(bad), outside the model's vocabulary [0, \(lm.vocabSize))")
+    }
+    let stats = try Calibrator.run(model: lm, windows: windows, parallelism: par, progress: progress)
+    let provenance = StatsFile.Provenance(
+        checkpointSHA256: try checkpointSHA256(directory: modelDir), dataSHA256: try SHA256.hex(ofFiles: dataFiles),
+        dataFiles: dataFiles.map { URL(fileURLWithPath: $0).lastPathComponent }, seed: seed)
+    return StatsFile(stats: stats, windows: windows, provenance: provenance)
 }

@@ -1,0 +1,137 @@
+import Foundation
+
+/// The `compare` report (schema version 1): what a user reads to decide whether to ship a
+/// quantized model. Keys are snake_case in JSON.
+public struct ComparisonReport: Sendable, Codable {
+    public static let schemaVersion = 1
+
+    public struct DataInfo: Sendable, Codable {
+        public var files: [String]
+        public var tokens: Int               // positions scored, all files
+        public var seqLen: Int
+        public var windows: Int
+    }
+
+    public struct TaskSizes: Sendable, Codable, Equatable {
+        public var lastWord: Int
+        public var choice: Int
+    }
+
+    public struct Intervals: Sendable, Codable, Equatable {
+        /// Paired bootstrap over windows of (model - float) bits per token / per byte.
+        public var bitsPerTokenDelta: Interval?
+        public var bitsPerByteDelta: Interval?
+        /// Wilson intervals of the task accuracies.
+        public var lastWordAccuracy: Interval
+        public var choiceAccuracy: Interval
+    }
+
+    /// Mean and standard deviation over rotation seeds (`--seeds N`, N > 1).
+    public struct SeedSpread: Sendable, Codable, Equatable {
+        public var seeds: Int
+        public var bitsPerTokenStd: Double
+        public var klStd: Double
+    }
+
+    public struct Row: Sendable, Codable {
+        public var name: String
+        public var method: String            // "none" for the float model
+        public var bits: String              // "fp32" for the float model
+        public var file: String              // an evaluation file, or "total"
+        public var runtime: String
+        public var tokens: Int
+        public var perplexity: Double
+        public var bitsPerToken: Double
+        public var bitsPerByte: Double
+        public var kl: Double
+        public var top1Agreement: Double
+        public var lastWordAccuracy: Double
+        public var choiceAccuracy: Double
+        public var taskSizes: TaskSizes
+        public var confidenceIntervals: Intervals
+        public var seedSpread: SeedSpread?
+        public var prefillTokensPerS: Double?
+        public var decodeTokensPerS: Double?
+        public var weightBytes: Int
+        public var peakMemoryBytes: Int?
+    }
+
+    public struct SiteRow: Sendable, Codable {
+        public var layer: Int?
+        public var site: String
+        public var method: String
+        public var bits: String
+        public var sqnrDb: Double
+    }
+
+    public var schemaVersion = ComparisonReport.schemaVersion
+    public var model: String
+    public var data: DataInfo
+    public var threads: Int
+    public var results: [Row]
+    public var sites: [SiteRow]
+    public var notes: [String]
+
+    public func json() throws -> String {
+        let e = JSONEncoder()
+        e.keyEncodingStrategy = .convertToSnakeCase
+        e.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return String(decoding: try e.encode(self), as: UTF8.self)
+    }
+
+    /// One Markdown table per evaluation file and one for the total, then speed and memory, then
+    /// the SQNR summary.
+    public func markdown() -> String {
+        var out = "# mambaquant compare: \(model)\n\n"
+        out += "Text: \(data.files.joined(separator: ", ")); \(data.tokens) positions scored in \(data.windows) windows of \(data.seqLen) tokens (fresh state each).\n"
+        out += "Δ is the paired difference from float with its 95% bootstrap interval over windows; task accuracies carry Wilson 95% intervals.\n"
+        let files = results.map(\.file).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
+        for file in files {
+            let rows = results.filter { $0.file == file }
+            out += "\n## \(file == "total" ? "All text" : file)\n\n"
+            out += "| model | bits | ppl | bits/token | Δ bits/token [95% CI] | bits/byte | KL (nats) | top-1 agree | last word (n=\(rows.first?.taskSizes.lastWord ?? 0)) | choice of 4 (n=\(rows.first?.taskSizes.choice ?? 0)) |\n"
+            out += "|---|---|---:|---:|---|---:|---:|---:|---|---|\n"
+            for r in rows {
+                let floatBPT = rows.first { $0.method == "none" }?.bitsPerToken ?? r.bitsPerToken
+                let delta = r.confidenceIntervals.bitsPerTokenDelta.map {
+                    String(format: "%+.4f [%+.4f, %+.4f]", r.bitsPerToken - floatBPT, $0.low, $0.high)
+                } ?? "-"
+                let spread = r.seedSpread.map { String(format: " ±%.4f", $0.bitsPerTokenStd) } ?? ""
+                out += "| \(r.name) | \(r.bits) | " + String(format: "%.4f | %.4f%@ | %@ | %.4f | %.5f | %.2f%% | %@ | %@ |\n",
+                    r.perplexity, r.bitsPerToken, spread, delta, r.bitsPerByte, r.kl, 100 * r.top1Agreement,
+                    percent(r.lastWordAccuracy, r.confidenceIntervals.lastWordAccuracy), percent(r.choiceAccuracy, r.confidenceIntervals.choiceAccuracy))
+            }
+        }
+        let totals = results.filter { $0.file == files.last }
+        out += "\n## Speed and memory (\(threads) threads)\n\n| model | bits | runtime | prefill tok/s | decode tok/s | weights MB | peak RSS MB |\n|---|---|---|---:|---:|---:|---:|\n"
+        for r in totals {
+            out += "| \(r.name) | \(r.bits) | \(r.runtime) | " + String(format: "%@ | %@ | %.2f | %@ |\n",
+                opt(r.prefillTokensPerS, "%.0f"), opt(r.decodeTokensPerS, "%.1f"), Double(r.weightBytes) / 1e6,
+                opt(r.peakMemoryBytes.map { Double($0) / 1e6 }, "%.1f"))
+        }
+        if !sites.isEmpty {
+            out += "\n## SQNR (dB) against the transformed float model, lowest site per layer\n\n"
+            let models = sites.map { "\($0.method) \($0.bits)" }.reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
+            let layers = Set(sites.compactMap(\.layer)).sorted()
+            out += "| model | " + layers.map { "layer \($0)" }.joined(separator: " | ") + " | lm_head input |\n"
+            out += "|---|" + String(repeating: "---|", count: layers.count + 1) + "\n"
+            for m in models {
+                let rows = sites.filter { "\($0.method) \($0.bits)" == m }
+                let cells = layers.map { l -> String in
+                    guard let worst = rows.filter({ $0.layer == l }).min(by: { $0.sqnrDb < $1.sqnrDb }) else { return "-" }
+                    return String(format: "%.1f (%@)", worst.sqnrDb, worst.site)
+                }
+                let head = rows.first { $0.layer == nil }.map { String(format: "%.1f", $0.sqnrDb) } ?? "-"
+                out += "| \(m) | " + cells.joined(separator: " | ") + " | \(head) |\n"
+            }
+        }
+        if !notes.isEmpty { out += "\n" + notes.map { "- " + $0 }.joined(separator: "\n") + "\n" }
+        return out
+    }
+}
+
+private func percent(_ p: Double, _ ci: Interval) -> String {
+    String(format: "%.1f%% [%.1f, %.1f]", 100 * p, 100 * ci.low, 100 * ci.high)
+}
+
+private func opt(_ v: Double?, _ format: String) -> String { v.map { String(format: format, $0) } ?? "-" }

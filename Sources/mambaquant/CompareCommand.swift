@@ -1,0 +1,176 @@
+import ArgumentParser
+import Foundation
+import MambaCalibration
+import MambaEvaluation
+import MambaModel
+import MambaQuantization
+import MambaTensors
+
+struct CompareCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "compare",
+        abstract: "Float and quantized models on the same text: accuracy, tasks, per-site SQNR, speed and memory.",
+        discussion: "With no options: the demo on the bundled model and corpus (all four methods at w8a8, w4a8 and w8a6).")
+
+    @Option(help: "Float checkpoint (default: the bundled model named by calibration/manifest.json).")
+    var model: String?
+    @Option(help: "A quantized checkpoint of that model (repeatable).")
+    var quantized: [String] = []
+    @Option(help: "Methods to quantize on the fly (default with no --quantized: rtn,smoothquant,hadamard,mambaquant).")
+    var methods: String?
+    @Option(help: "Bit widths for --methods.")
+    var bits = "w8a8,w4a8,w8a6"
+    @Option(help: "Evaluation text (repeatable; default: the manifest's test and ood-test splits).")
+    var data: [String] = []
+    @Option(help: "Calibration text (repeatable; default: the manifest's calib split).")
+    var calibData: [String] = []
+    @Option(help: "Calibration windows and their length.")
+    var calibSamples = 128
+    @Option(help: "Tokens per calibration window.")
+    var calibSeqLen = 512
+    @Option(help: "Tokens per evaluation window.")
+    var seqLen = 512
+    @Option(help: "Score at most this many tokens per evaluation file (0: all).")
+    var maxTokens = 32768
+    @Option(help: "Items per zero-shot task and file.")
+    var taskItems = 100
+    @Option(help: "Rotation seeds per quantized model: mean and spread are reported.")
+    var seeds = 1
+    @Option(help: "md or json.")
+    var format = "md"
+    @Option(help: "Write the report here instead of stdout.")
+    var out: String?
+    @Option(help: "Also write an SVG: per-layer SQNR per method, and bits per token per model.")
+    var plot: String?
+    @Option(help: "Where calibration results are cached.")
+    var cacheDir = ".mambaquant-cache"
+    @Flag(help: "Skip the speed and memory measurements.")
+    var noSpeed = false
+    @Flag(help: "No progress bars.")
+    var quiet = false
+    @OptionGroup var runtime: RuntimeOptions
+
+    func validate() throws {
+        if !["md", "json"].contains(format) { throw ValidationError("--format must be md or json, got \(format)") }
+        if seqLen < 2 { throw ValidationError("--seq-len must be at least 2, got \(seqLen)") }
+        if seeds < 1 || taskItems < 0 || maxTokens < 0 || calibSamples < 1 || calibSeqLen < 1 {
+            throw ValidationError("--seeds, --calib-samples and --calib-seq-len must be at least 1; --task-items and --max-tokens not negative")
+        }
+    }
+
+    func run() throws {
+        let par = runtime.parallelism
+        let manifest = (model == nil || data.isEmpty || calibData.isEmpty) ? try? CorpusManifest() : nil
+        func fromManifest(_ what: String, _ get: (CorpusManifest) throws -> [String]) throws -> [String] {
+            guard let manifest else { throw MambaError(.missingFile, "no \(CorpusManifest.defaultPath) here: give \(what) (or run from the project directory)") }
+            return try get(manifest)
+        }
+        let modelDir = try model ?? fromManifest("--model") { [$0.defaultModel] }[0]
+        let evalFiles = data.isEmpty ? try fromManifest("--data") { try $0.files("test") + $0.files("ood-test") } : data
+        let calibFiles = calibData.isEmpty ? try fromManifest("--calib-data") { try $0.files("calib") } : calibData
+        if QuantizedModel.isQuantized(directory: modelDir) {
+            throw MambaError(.badInput, "--model \(modelDir) is a quantized checkpoint: give its float source, and the quantized one with --quantized")
+        }
+        for path in [out, plot].compactMap({ $0 }) { try refuseOverwritingInput(path, inputs: [modelDir] + quantized + evalFiles + calibFiles) }
+        let methodList = try (methods ?? (quantized.isEmpty ? QuantizationMethod.allCases.map(\.rawValue).joined(separator: ",") : ""))
+            .split(separator: ",").map { name -> QuantizationMethod in
+                guard let m = QuantizationMethod(rawValue: String(name)) else {
+                    throw MambaError(.badInput, "unknown method \"\(name)\": use one of \(QuantizationMethod.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                return m
+            }
+        let bitList = try bits.split(separator: ",").map { try BitWidths(parsing: String($0)) }
+
+        let weights = try MambaWeights.load(directory: modelDir)
+        guard let tokenizer = try loadTokenizer(modelDirectory: modelDir) else {
+            throw MambaError(.missingFile, "\(modelDir) has no tokenizer.json: evaluation text cannot be tokenized")
+        }
+        let sha = try checkpointSHA256(directory: modelDir)
+        let files = try evalFiles.map { path -> EvaluationFile in
+            let text = try readText(path)
+            return EvaluationFile(name: path, text: text, tokens: tokenizer.encode(text))
+        }
+        let float = MambaLM(weights: weights)
+        var contenders = [Contender(name: "float", method: "none", bits: "fp32", seed: nil, model: float, transformedFloat: nil,
+                                    weightBytes: 4 * weights.parameterCount, runtime: "float32 (OpenBLAS)")]
+        let referencePath = "int8 reference (dequantized float32)"
+        for dir in quantized {
+            let p = try QuantizedModel.provenance(directory: dir)
+            guard p.sourceSHA256 == sha else {
+                throw MambaError(.mismatchedInputs, "\(dir) was quantized from another checkpoint (sha256 \(p.sourceSHA256.prefix(12))…), not \(modelDir) (sha256 \(sha.prefix(12))…)")
+            }
+            let q = try QuantizedModel.load(directory: dir)
+            contenders.append(Contender(name: (dir as NSString).lastPathComponent, method: q.recipe.method.rawValue, bits: q.recipe.bits.description,
+                                        seed: q.recipe.seed, model: q.model(), transformedFloat: nil, weightBytes: q.weightBytes, runtime: referencePath))
+        }
+        if !methodList.isEmpty {
+            let stats = try cachedStats(float, modelDir: modelDir, sha: sha, calibFiles: calibFiles, parallelism: par)
+            for m in methodList {
+                for b in bitList {
+                    for s in 0..<UInt64(seeds) {
+                        let recipe = QuantizationRecipe(method: m, bits: b, seed: s)
+                        let (q, transformed) = try QuantizedModel.quantizeKeepingTransformed(weights: weights, stats: stats, recipe: recipe, parallelism: par)
+                        contenders.append(Contender(name: m.rawValue, method: m.rawValue, bits: b.description, seed: s, model: q.model(),
+                                                    transformedFloat: transformed, weightBytes: q.weightBytes, runtime: referencePath))
+                        log("quantized \(m.rawValue) \(b)" + (seeds > 1 ? " seed \(s)" : ""))
+                    }
+                }
+            }
+        }
+
+        var options = CompareOptions()
+        options.seqLen = seqLen
+        options.maxTokens = maxTokens == 0 ? nil : maxTokens
+        options.taskItems = taskItems
+        options.measureSpeed = !noSpeed
+        var bar: (label: String, bar: ProgressBar)?
+        var report: ComparisonReport!
+        let seconds = try measureSeconds {
+            report = try runComparison(
+                modelName: modelDir, contenders: contenders, files: files, tokenizer: tokenizer, options: options, parallelism: par,
+                note: log, progress: { label, done, total in
+                    if bar?.label != label { bar = (label, ProgressBar(label, unit: "step", unitsPerStep: 1, quiet: quiet)) }
+                    bar!.bar.update(done, total)
+                })
+        }
+        report.notes.append("int8 models run on the reference path (integer weights and activation grids, arithmetic in float32) until the int8 kernels land: their speed and memory are not yet the int8 runtime's.")
+        report.notes.append(String(format: "compare took %.0f s on %d threads; calibration: %d x %d tokens of %@.", seconds, par.threads, calibSamples, calibSeqLen,
+                                   calibFiles.map { ($0 as NSString).lastPathComponent }.joined(separator: ", ")))
+        let text = format == "json" ? try report.json() : report.markdown()
+        if let out { try writeAtomically(text, to: out) } else { print(text) }
+        if let plot { try writeAtomically(ComparisonPlot.svg(report), to: plot) }
+        log(String(format: "compared %d models on %d files in %.0f s", contenders.count, files.count, seconds))
+    }
+
+    func log(_ line: String) { if !quiet { printError(line) } }
+
+    /// Calibration of `model` on `calibFiles`, cached under `cacheDir` by checkpoint, data and
+    /// settings (DESIGN.md section 5): compare's second run starts at quantization.
+    func cachedStats(_ model: MambaLM, modelDir: String, sha: String, calibFiles: [String], parallelism: Parallelism) throws -> StatsFile {
+        let dataSHA = try SHA256.hex(ofFiles: calibFiles)
+        let key = SHA256.hex(of: Array("\(sha) \(dataSHA) \(calibSamples) \(calibSeqLen) 0 \(StatsFile.formatVersion)".utf8))
+        let path = cacheDir + "/stats-" + key.prefix(24) + ".safetensors"
+        if FileManager.default.fileExists(atPath: path), let cached = try? StatsFile.read(path: path), cached.provenance.checkpointSHA256 == sha {
+            log("calibration from cache \(path)")
+            return cached
+        }
+        let bar = ProgressBar("calibrate", unit: "tok", unitsPerStep: calibSeqLen, quiet: quiet)
+        let stats = try calibrateStats(model, modelDirectory: modelDir, dataFiles: calibFiles, samples: calibSamples, seqLen: calibSeqLen,
+                                       seed: 0, parallelism: parallelism, progress: bar.update)
+        try FileManager.default.createDirectory(atPath: cacheDir, withIntermediateDirectories: true)
+        try stats.write(to: path)
+        return stats
+    }
+}
+
+/// Writes text through a temporary file and a rename, so a reader never sees half a report.
+func writeAtomically(_ text: String, to path: String) throws {
+    let dir = URL(fileURLWithPath: path).deletingLastPathComponent().path
+    guard FileManager.default.fileExists(atPath: dir) else { throw MambaError(.missingFile, "cannot write \(path): directory \(dir) does not exist") }
+    let tmp = path + ".tmp-\(getpid())"
+    try Data(text.utf8).write(to: URL(fileURLWithPath: tmp))
+    if rename(tmp, path) != 0 {
+        try? FileManager.default.removeItem(atPath: tmp)
+        throw MambaError(.badInput, "cannot write \(path): rename failed (errno \(errno))")
+    }
+}

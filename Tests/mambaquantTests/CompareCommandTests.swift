@@ -1,0 +1,65 @@
+import Foundation
+import TestSupport
+import XCTest
+
+/// `mambaquant compare` on the tiny fixture: the JSON schema, the cache, the plot, the refusals.
+final class CompareCommandTests: XCTestCase {
+    let tiny = Fixtures.model("tiny-tied")
+
+    func testJSONReportOnTheFixture() throws {
+        let dir = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let text = String(repeating: "The quality of mercy is not strained.\nIt droppeth as the gentle rain from heaven\n", count: 12)
+        try text.write(toFile: dir + "/eval.txt", atomically: true, encoding: .utf8)
+        try text.write(toFile: dir + "/calib.txt", atomically: true, encoding: .utf8)
+        let args = ["compare", "--model", tiny, "--methods", "rtn,mambaquant", "--bits", "w8a8,w4a8", "--data", dir + "/eval.txt",
+                    "--calib-data", dir + "/calib.txt", "--calib-samples", "2", "--calib-seq-len", "24", "--seq-len", "32",
+                    "--max-tokens", "160", "--task-items", "6", "--no-speed", "--quiet", "--cache-dir", dir + "/cache"]
+        let r = try CLI.run(args + ["--format", "json", "--out", dir + "/report.json", "--plot", dir + "/plot.svg"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/report.json"))) as! [String: Any]
+        XCTAssertEqual(json["schema_version"] as? Int, 1)
+        let data = json["data"] as! [String: Any]
+        XCTAssertEqual(data["files"] as? [String], [dir + "/eval.txt"])
+        XCTAssertEqual(data["tokens"] as? Int, 155)                  // 5 windows of 32 tokens, 31 scored each
+        let results = json["results"] as! [[String: Any]]
+        XCTAssertEqual(results.map { "\($0["method"]!) \($0["bits"]!)" }, ["none fp32", "rtn w8a8", "rtn w4a8", "mambaquant w8a8", "mambaquant w4a8"])
+        for key in ["name", "perplexity", "bits_per_token", "bits_per_byte", "kl", "top1_agreement", "last_word_accuracy", "choice_accuracy",
+                    "task_sizes", "confidence_intervals", "weight_bytes"] {
+            XCTAssertNotNil(results[1][key], key)
+        }
+        XCTAssertEqual(results[0]["kl"] as? Double, 0)
+        XCTAssertGreaterThan(results[2]["kl"] as! Double, 0)
+        XCTAssertLessThan(results[1]["weight_bytes"] as! Int, results[0]["weight_bytes"] as! Int)
+        let sites = json["sites"] as! [[String: Any]]
+        XCTAssertFalse(sites.isEmpty)
+        XCTAssertNotNil(sites[0]["sqnr_db"] as? Double)
+        XCTAssertTrue(try String(contentsOfFile: dir + "/plot.svg", encoding: .utf8).hasPrefix("<svg"))
+        // The second run finds the calibration in the cache and prints Markdown.
+        let md = try CLI.run(Array(args.filter { $0 != "--quiet" }))
+        XCTAssertEqual(md.status, 0, md.stderr)
+        XCTAssertTrue(md.stderr.contains("calibration from cache"), md.stderr)
+        XCTAssertTrue(md.stdout.contains("| mambaquant | w8a8 |"), md.stdout)
+    }
+
+    func testRefusals() throws {
+        let dir = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "some text here\n".write(toFile: dir + "/t.txt", atomically: true, encoding: .utf8)
+        let base = ["compare", "--model", tiny, "--data", dir + "/t.txt", "--calib-data", dir + "/t.txt", "--no-speed", "--quiet"]
+        let cases: [([String], String)] = [
+            (["--methods", "gptq"], "gptq"),
+            (["--methods", "rtn", "--bits", "w2a8"], "w2a8"),
+            (["--quantized", tiny], "quantization"),
+            (["--data", dir + "/missing.txt"], "missing.txt"),
+            (["--out", dir + "/t.txt"], "overwrite"),
+        ]
+        for (args, mention) in cases {
+            let r = try CLI.run(base + args)
+            XCTAssertNotEqual(r.status, 0, "\(args)")
+            XCTAssertTrue(r.stderr.contains(mention), "\(args): \(r.stderr)")
+            XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, "\(args): \(r.stderr)")
+        }
+        XCTAssertEqual(try String(contentsOfFile: dir + "/t.txt", encoding: .utf8), "some text here\n")
+    }
+}
