@@ -12,8 +12,13 @@ public struct QuantizedLayer: Sendable {
     public var bias: Tensor?
     public var input: ActivationQuantizer?
 
-    public func linear() -> any LinearOp {
-        if let weight, let input { return ReferenceQuantizedLinear(weight: weight, bias: bias, input: input) }
+    /// The int8 GEMM where the weights have one scale per output channel; group-wise weights (w4
+    /// with --group-size) run on the reference path.
+    public func linear(_ runtime: QuantizedRuntime = .int8) -> any LinearOp {
+        if let weight, let input {
+            if runtime == .int8 && weight.groupSize == nil { return Int8Linear(weight: weight, bias: bias, input: input) }
+            return ReferenceQuantizedLinear(weight: weight, bias: bias, input: input)
+        }
         return FloatLinear(weight: floatWeight!, bias: bias)
     }
 
@@ -49,18 +54,20 @@ public struct QuantizedModel: Sendable {
     public var lmHead: QuantizedLayer
     public var transforms: [AppliedTransform]
 
-    /// The model with its leaf ops swapped for quantized ones (the same forward as float).
-    public func model() -> MambaLM {
+    /// The model with its leaf ops swapped for quantized ones (the same forward as float). On the
+    /// int8 runtime the linears run int8 GEMMs; the conv and the scan inputs are quantized to the
+    /// same integers on both runtimes and then computed in float32 (quantize-dequantize).
+    public func model(runtime: QuantizedRuntime = .int8) -> MambaLM {
         MambaLM(config: config, embedding: QuantizedEmbedding(table: embedding), blocks: blocks.map { b in
             let m = b.mixer
             return MambaBlock(norm: b.norm, mixer: MambaMixer(
-                inProj: m.inProj.linear(), conv: m.conv.conv(), xProj: m.xProj.linear(), dtProj: m.dtProj.linear(),
+                inProj: m.inProj.linear(runtime), conv: m.conv.conv(), xProj: m.xProj.linear(runtime), dtProj: m.dtProj.linear(runtime),
                 scanInput: ReferenceQuantizedScanInput(quantizers: m.scanInputs),
                 scan: SelectiveScan(aLog: m.aLog, dSkip: m.dSkip),
                 gate: m.gateSmoothing.map { SmoothSiLUGate(s: $0) } ?? SiLUGate(),
                 outProjRotation: m.hadamardSigns.map { OnlineHadamard(signs: $0, hadamard: Hadamard(size: $0.count)!) },
-                outProj: m.outProj.linear()))
-        }, normF: nil, lmHead: lmHead.linear())
+                outProj: m.outProj.linear(runtime)))
+        }, normF: nil, lmHead: lmHead.linear(runtime))
     }
 
     /// Bytes of the weights as stored (integers one per byte, scales, float tensors).

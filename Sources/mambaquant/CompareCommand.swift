@@ -93,7 +93,7 @@ struct CompareCommand: ParsableCommand {
         let float = MambaLM(weights: weights)
         var contenders = [Contender(name: "float", method: "none", bits: "fp32", seed: nil, model: float, transformedFloat: nil,
                                     weightBytes: 4 * weights.parameterCount, runtime: "float32 (OpenBLAS)")]
-        let referencePath = "int8 reference (dequantized float32)"
+        let int8Path = runtime.kernels.description
         for dir in quantized {
             let p = try QuantizedModel.provenance(directory: dir)
             guard p.sourceSHA256 == sha else {
@@ -101,7 +101,7 @@ struct CompareCommand: ParsableCommand {
             }
             let q = try QuantizedModel.load(directory: dir)
             contenders.append(Contender(name: (dir as NSString).lastPathComponent, method: q.recipe.method.rawValue, bits: q.recipe.bits.description,
-                                        seed: q.recipe.seed, model: q.model(), transformedFloat: nil, weightBytes: q.weightBytes, runtime: referencePath))
+                                        seed: q.recipe.seed, model: q.model(runtime: runtime.kernels), transformedFloat: nil, weightBytes: q.weightBytes, runtime: int8Path))
         }
         if !methodList.isEmpty {
             let stats = try cachedStats(float, modelDir: modelDir, sha: sha, calibFiles: calibFiles, parallelism: par)
@@ -110,8 +110,8 @@ struct CompareCommand: ParsableCommand {
                     for s in 0..<UInt64(seeds) {
                         let recipe = QuantizationRecipe(method: m, bits: b, seed: s)
                         let (q, transformed) = try QuantizedModel.quantizeKeepingTransformed(weights: weights, stats: stats, recipe: recipe, parallelism: par)
-                        contenders.append(Contender(name: m.rawValue, method: m.rawValue, bits: b.description, seed: s, model: q.model(),
-                                                    transformedFloat: transformed, weightBytes: q.weightBytes, runtime: referencePath))
+                        contenders.append(Contender(name: m.rawValue, method: m.rawValue, bits: b.description, seed: s, model: q.model(runtime: runtime.kernels),
+                                                    transformedFloat: transformed, weightBytes: q.weightBytes, runtime: int8Path))
                         log("quantized \(m.rawValue) \(b)" + (seeds > 1 ? " seed \(s)" : ""))
                     }
                 }
@@ -133,7 +133,9 @@ struct CompareCommand: ParsableCommand {
                     bar!.bar.update(done, total)
                 })
         }
-        report.notes.append("int8 models run on the reference path (integer weights and activation grids, arithmetic in float32) until the int8 kernels land: their speed and memory are not yet the int8 runtime's.")
+        if runtime.kernels == .int8 {
+            report.notes.append("Quantized models run int8 GEMMs (\(int8Path)) for every per-channel linear; conv1d and the SSM inputs use the same integer grids in float32.")
+        }
         report.notes.append(String(format: "compare took %.0f s on %d threads; calibration: %d x %d tokens of %@.", seconds, par.threads, calibSamples, calibSeqLen,
                                    calibFiles.map { ($0 as NSString).lastPathComponent }.joined(separator: ", ")))
         let text = format == "json" ? try report.json() : report.markdown()

@@ -33,7 +33,7 @@ struct EvaluateCommand: ParsableCommand {
         let manifest = (model == nil || data.isEmpty) ? try CorpusManifest() : nil
         let modelDir = try model ?? manifest!.defaultModel
         let files = data.isEmpty ? try manifest!.files("test") : data
-        let lm = try loadAnyModel(directory: modelDir)
+        let lm = try loadAnyModel(directory: modelDir, kernels: runtime.kernels)
         guard let tokenizer = try loadTokenizer(modelDirectory: modelDir) else {
             throw MambaError(.missingFile, "\(modelDir) has no tokenizer.json: evaluation text cannot be tokenized")
         }
@@ -62,6 +62,7 @@ struct EvaluateCommand: ParsableCommand {
 }
 
 /// A float or a quantized checkpoint, by its config.
-func loadAnyModel(directory: String) throws -> MambaLM {
-    QuantizedModel.isQuantized(directory: directory) ? try QuantizedModel.load(directory: directory).model() : try MambaLM.load(directory: directory)
+func loadAnyModel(directory: String, kernels: QuantizedRuntime = .int8) throws -> MambaLM {
+    QuantizedModel.isQuantized(directory: directory)
+        ? try QuantizedModel.load(directory: directory).model(runtime: kernels) : try MambaLM.load(directory: directory)
 }

@@ -55,7 +55,7 @@ struct GenerateCommand: ParsableCommand {
                 throw MambaError(.missingFile, "cannot write \(logitsOut): directory \(dir) does not exist")
             }
         }
-        let lm = try loadAnyModel(directory: model)
+        let lm = try loadAnyModel(directory: model, kernels: runtime.kernels)
         if let bad = ids.first(where: { $0 < 0 || $0 >= lm.vocabSize }) {
             throw MambaError(.badInput, "token id \(bad) is outside the model's vocabulary [0, \(lm.vocabSize))")
         }

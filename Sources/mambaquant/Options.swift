@@ -1,12 +1,17 @@
 import ArgumentParser
 import Foundation
 import MambaModel
+import MambaQuantization
 import MambaTensors
+
+extension QuantizedRuntime: ExpressibleByArgument {}
 
 /// `--threads`, on every command (DESIGN.md section 5).
 struct RuntimeOptions: ParsableArguments {
     @Option(help: "Threads for OpenBLAS and mambaquant's own loops (default: all cores).")
     var threads: Int?
+    @Option(help: "Kernels of quantized models: int8 (int8 GEMMs) or reference (quantize-dequantize in float32).")
+    var kernels: QuantizedRuntime = .int8
 
     func validate() throws {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }

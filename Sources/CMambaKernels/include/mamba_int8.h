@@ -1,0 +1,68 @@
+// Int8 kernels of the quantized runtime (DESIGN.md section 3): activation quantization and an
+// int8 x int8 -> int32 GEMM with a float epilogue. Three paths chosen at run time, all exact in
+// int32: AVX-512 VNNI (vpdpbusd on a+128 with a column-sum correction), AVX2 (the sign trick:
+// vpsignb + vpmaddubsw + vpmaddwd), and portable scalar code. mq_gemm_s8_reference is the plain
+// definition the tests compare every path with.
+#ifndef MAMBA_INT8_H
+#define MAMBA_INT8_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Output columns per packed panel; K is padded to a multiple of MQ_S8_KSTEP.
+#define MQ_S8_PANEL 16
+#define MQ_S8_KSTEP 4
+
+/// 0 scalar, 1 AVX2, 2 AVX-512 VNNI: the best path this CPU has, capped by mq_s8_set_max_level.
+int mq_s8_level(void);
+/// Caps the path (tests run every path on the same data); -1 removes the cap.
+void mq_s8_set_max_level(int level);
+
+/// K rounded up to MQ_S8_KSTEP: the row stride of quantized activations.
+int mq_s8_padded_k(int k);
+/// Bytes of a packed [n, k] weight matrix.
+size_t mq_s8_packed_bytes(int n, int k);
+/// Packs w [n, k] (row stride ldw) into panels of 16 output rows:
+/// packed[panel][k / 4][16 rows][4 k], zero padded in n and k. col_sums[n] = sum_k w[n, k].
+void mq_s8_pack(const int8_t *w, int n, int k, int ldw, int8_t *packed, int32_t *col_sums);
+
+/// q[i, j] = clamp(round_half_away(x[i, j] * inv_scale[i]), -qmax, qmax) for j < k and 0 for
+/// k <= j < ldq (the padding the GEMM reads). Equal to quantizeSymmetric in Swift.
+void mq_quantize_rows_s8(const float *x, int m, int k, int ldx, const float *inv_scale,
+                         int qmax, int8_t *q, int ldq);
+
+/// absmax[i] = max_j |x[i, j]| over j < k.
+void mq_absmax_rows_f32(const float *x, int m, int k, int ldx, float *absmax);
+
+typedef struct {
+    int m, n, k;
+    const int8_t *a;          // [m, lda], lda = mq_s8_padded_k(k), zero padded
+    int lda;
+    const int8_t *packed;     // from mq_s8_pack
+    const int32_t *col_sums;  // from mq_s8_pack
+    int panel_begin, panel_end; // panels [begin, end) of ceil(n / 16): the unit of threading
+    // Float epilogue: c[i, j] = acc * a_scale[i] * w_scale[j] + (bias ? bias[j] : 0).
+    const float *a_scale;     // [m]
+    const float *w_scale;     // [n]
+    const float *bias;        // [n] or NULL
+    float *c;                 // [m, ldc]
+    int ldc;
+    int32_t *acc;             // if not NULL, the raw int32 sums are written here ([m, ldacc]) instead
+    int ldacc;
+} mq_gemm_s8_args;
+
+/// The packed GEMM over the panels [panel_begin, panel_end).
+void mq_gemm_s8(const mq_gemm_s8_args *args);
+
+/// The definition: acc[i, j] = sum_k a[i, k] * w[j, k], w row-major [n, k] (row stride ldw).
+void mq_gemm_s8_reference(int m, int n, int k, const int8_t *a, int lda, const int8_t *w, int ldw,
+                          int32_t *acc, int ldacc);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

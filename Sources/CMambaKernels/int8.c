@@ -1,0 +1,323 @@
+// Int8 GEMM and activation quantization (see mamba_int8.h). The weight matrix is packed once into
+// panels of 16 output rows x 4 k-values, so that one k-step of a panel is 64 contiguous bytes: a
+// single zmm for vpdpbusd, two ymm for the AVX2 sign trick, and the whole matrix is one forward
+// stream (what a memory-bound decode step wants). Every path accumulates the same integers exactly.
+#include "mamba_int8.h"
+#include "simd_math.h"
+#include <math.h>
+#include <string.h>
+
+// MARK: - Dispatch
+
+static int max_level = -1;
+
+static int detected_level(void) {
+#if MQ_X86
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        int vnni = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                   __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+        cached = vnni ? 2 : (avx2 ? 1 : 0);
+    }
+    return cached;
+#else
+    return 0;
+#endif
+}
+
+int mq_s8_level(void) {
+    int level = detected_level();
+    return (max_level >= 0 && max_level < level) ? max_level : level;
+}
+
+void mq_s8_set_max_level(int level) { max_level = level; }
+
+// MARK: - Packing
+
+int mq_s8_padded_k(int k) { return (k + MQ_S8_KSTEP - 1) / MQ_S8_KSTEP * MQ_S8_KSTEP; }
+
+static int panel_count(int n) { return (n + MQ_S8_PANEL - 1) / MQ_S8_PANEL; }
+
+size_t mq_s8_packed_bytes(int n, int k) {
+    return (size_t)panel_count(n) * MQ_S8_PANEL * (size_t)mq_s8_padded_k(k);
+}
+
+void mq_s8_pack(const int8_t *w, int n, int k, int ldw, int8_t *packed, int32_t *col_sums) {
+    const int kp = mq_s8_padded_k(k);
+    const int panels = panel_count(n);
+    memset(packed, 0, mq_s8_packed_bytes(n, k));
+    for (int p = 0; p < panels; p++) {
+        int8_t *dst = packed + (size_t)p * MQ_S8_PANEL * kp;
+        for (int r = 0; r < MQ_S8_PANEL; r++) {
+            const int row = p * MQ_S8_PANEL + r;
+            if (row >= n) break;
+            const int8_t *src = w + (size_t)row * ldw;
+            int32_t sum = 0;
+            for (int j = 0; j < k; j++) {
+                dst[(size_t)(j / MQ_S8_KSTEP) * (MQ_S8_PANEL * MQ_S8_KSTEP) + r * MQ_S8_KSTEP + j % MQ_S8_KSTEP] = src[j];
+                sum += src[j];
+            }
+            col_sums[row] = sum;
+        }
+    }
+}
+
+// MARK: - Activation quantization
+
+// Round half away from zero, then clamp: quantizeSymmetric in MambaQuantization/QuantizedMatrix.swift.
+static inline int8_t quantize_one(float x, float inv, float q) {
+    float v = roundf(x * inv);
+    return (int8_t)fminf(fmaxf(v, -q), q);
+}
+
+#if MQ_X86
+// 8 floats -> 8 int32 rounded half away from zero and clamped. _mm256_round_ps rounds ties to even;
+// where |v - r| is exactly 0.5 (v a half-integer, so v +- 0.5 is exact) the tie goes away from 0.
+MQ_AVX2 static inline __m256i quantize8(__m256 x, __m256 inv, __m256 q) {
+    __m256 v = _mm256_mul_ps(x, inv);
+    v = _mm256_min_ps(_mm256_max_ps(v, _mm256_sub_ps(_mm256_setzero_ps(), q)), q);
+    __m256 r = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 sign = _mm256_set1_ps(-0.0f), half = _mm256_set1_ps(0.5f);
+    __m256 tie = _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_sub_ps(v, r)), half, _CMP_EQ_OQ);
+    __m256 away = _mm256_add_ps(v, _mm256_or_ps(half, _mm256_and_ps(sign, v)));
+    return _mm256_cvtps_epi32(_mm256_blendv_ps(r, away, tie));
+}
+
+MQ_AVX2 static void quantize_row_avx2(const float *x, int k, float inv_scale, float q, int8_t *out) {
+    const __m256 inv = _mm256_set1_ps(inv_scale), qv = _mm256_set1_ps(q);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    int j = 0;
+    for (; j + 32 <= k; j += 32) {
+        __m256i a = quantize8(_mm256_loadu_ps(x + j), inv, qv);
+        __m256i b = quantize8(_mm256_loadu_ps(x + j + 8), inv, qv);
+        __m256i c = quantize8(_mm256_loadu_ps(x + j + 16), inv, qv);
+        __m256i d = quantize8(_mm256_loadu_ps(x + j + 24), inv, qv);
+        // packs works within 128-bit lanes: the permute puts the 4-byte groups back in order.
+        __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
+        _mm256_storeu_si256((__m256i *)(out + j), _mm256_permutevar8x32_epi32(bytes, order));
+    }
+    for (; j < k; j++) out[j] = quantize_one(x[j], inv_scale, q);
+}
+
+MQ_AVX2 static float absmax_row_avx2(const float *x, int k) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 m = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 8 <= k; j += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)));
+    float lanes[8];
+    _mm256_storeu_ps(lanes, m);
+    float r = 0;
+    for (int i = 0; i < 8; i++) r = fmaxf(r, lanes[i]);
+    for (; j < k; j++) r = fmaxf(r, fabsf(x[j]));
+    return r;
+}
+#endif
+
+void mq_quantize_rows_s8(const float *x, int m, int k, int ldx, const float *inv_scale, int qmax,
+                         int8_t *q, int ldq) {
+    const float qf = (float)qmax;
+    for (int i = 0; i < m; i++) {
+        const float *row = x + (size_t)i * ldx;
+        int8_t *out = q + (size_t)i * ldq;
+#if MQ_X86
+        if (mq_s8_level() >= 1) quantize_row_avx2(row, k, inv_scale[i], qf, out);
+        else
+#endif
+            for (int j = 0; j < k; j++) out[j] = quantize_one(row[j], inv_scale[i], qf);
+        if (ldq > k) memset(out + k, 0, (size_t)(ldq - k));
+    }
+}
+
+void mq_absmax_rows_f32(const float *x, int m, int k, int ldx, float *absmax) {
+    for (int i = 0; i < m; i++) {
+        const float *row = x + (size_t)i * ldx;
+#if MQ_X86
+        if (mq_s8_level() >= 1) { absmax[i] = absmax_row_avx2(row, k); continue; }
+#endif
+        float r = 0;
+        for (int j = 0; j < k; j++) r = fmaxf(r, fabsf(row[j]));
+        absmax[i] = r;
+    }
+}
+
+// MARK: - GEMM
+
+void mq_gemm_s8_reference(int m, int n, int k, const int8_t *a, int lda, const int8_t *w, int ldw,
+                          int32_t *acc, int ldacc) {
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            int32_t s = 0;
+            for (int t = 0; t < k; t++) s += (int32_t)a[(size_t)i * lda + t] * (int32_t)w[(size_t)j * ldw + t];
+            acc[(size_t)i * ldacc + j] = s;
+        }
+}
+
+// Writes an mr x 16 block of sums (rows i0.., output columns j0..) as raw int32 or through the
+// float epilogue, dropping the columns past n that the zero padding produced.
+static inline void store_block(const mq_gemm_s8_args *g, int i0, int mr, int j0, int32_t sums[][MQ_S8_PANEL]) {
+    const int cols = g->n - j0 < MQ_S8_PANEL ? g->n - j0 : MQ_S8_PANEL;
+    for (int r = 0; r < mr; r++) {
+        const int i = i0 + r;
+        if (g->acc) {
+            memcpy(g->acc + (size_t)i * g->ldacc + j0, sums[r], sizeof(int32_t) * (size_t)cols);
+            continue;
+        }
+        float *c = g->c + (size_t)i * g->ldc + j0;
+        const float as = g->a_scale[i];
+        for (int j = 0; j < cols; j++) {
+            float v = (float)sums[r][j] * as * g->w_scale[j0 + j];
+            c[j] = g->bias ? v + g->bias[j0 + j] : v;
+        }
+    }
+}
+
+static void gemm_scalar(const mq_gemm_s8_args *g) {
+    const int kp = mq_s8_padded_k(g->k);
+    int32_t sums[1][MQ_S8_PANEL];
+    for (int p = g->panel_begin; p < g->panel_end; p++) {
+        const int8_t *panel = g->packed + (size_t)p * MQ_S8_PANEL * kp;
+        for (int i = 0; i < g->m; i++) {
+            const int8_t *a = g->a + (size_t)i * g->lda;
+            memset(sums, 0, sizeof sums);
+            for (int s = 0; s < kp / MQ_S8_KSTEP; s++) {
+                const int8_t *wk = panel + (size_t)s * MQ_S8_PANEL * MQ_S8_KSTEP;
+                const int8_t *ak = a + s * MQ_S8_KSTEP;
+                for (int r = 0; r < MQ_S8_PANEL; r++)
+                    for (int t = 0; t < MQ_S8_KSTEP; t++) sums[0][r] += (int32_t)ak[t] * wk[r * MQ_S8_KSTEP + t];
+            }
+            store_block(g, i, 1, p * MQ_S8_PANEL, sums);
+        }
+    }
+}
+
+#if MQ_X86
+static inline int32_t load4(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+// AVX2: an MR x 16 block. Per k-step each row's 4 bytes are broadcast; vpsignb moves a's sign onto
+// the weights so vpmaddubsw can take |a| as its unsigned operand (|a| <= 127, so the int16 pair sums
+// stay below 2 * 127 * 127 and never saturate); vpmaddwd with ones widens to int32.
+MQ_AVX2 __attribute__((always_inline)) static inline void block_avx2(
+    const mq_gemm_s8_args *g, const int8_t *panel, int kp, int i0, int j0, const int MR) {
+    __m256i acc[4][2];
+    for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    const __m256i ones = _mm256_set1_epi16(1);
+    const int8_t *a = g->a + (size_t)i0 * g->lda;
+    for (int s = 0; s < kp / MQ_S8_KSTEP; s++) {
+        const __m256i w0 = _mm256_loadu_si256((const __m256i *)(panel + (size_t)s * 64));
+        const __m256i w1 = _mm256_loadu_si256((const __m256i *)(panel + (size_t)s * 64 + 32));
+        for (int r = 0; r < MR; r++) {
+            const __m256i ar = _mm256_set1_epi32(load4(a + (size_t)r * g->lda + s * MQ_S8_KSTEP));
+            const __m256i abs = _mm256_abs_epi8(ar);
+            const __m256i p0 = _mm256_maddubs_epi16(abs, _mm256_sign_epi8(w0, ar));
+            const __m256i p1 = _mm256_maddubs_epi16(abs, _mm256_sign_epi8(w1, ar));
+            acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(p0, ones));
+            acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(p1, ones));
+        }
+    }
+    int32_t sums[4][MQ_S8_PANEL];
+    for (int r = 0; r < MR; r++) {
+        _mm256_storeu_si256((__m256i *)sums[r], acc[r][0]);
+        _mm256_storeu_si256((__m256i *)(sums[r] + 8), acc[r][1]);
+    }
+    store_block(g, i0, MR, j0, sums);
+}
+
+MQ_AVX2 static void gemm_avx2(const mq_gemm_s8_args *g) {
+    const int kp = mq_s8_padded_k(g->k);
+    for (int p = g->panel_begin; p < g->panel_end; p++) {
+        const int8_t *panel = g->packed + (size_t)p * MQ_S8_PANEL * kp;
+        int i = 0;
+        for (; i + 4 <= g->m; i += 4) block_avx2(g, panel, kp, i, p * MQ_S8_PANEL, 4);
+        switch (g->m - i) {
+        case 3: block_avx2(g, panel, kp, i, p * MQ_S8_PANEL, 3); break;
+        case 2: block_avx2(g, panel, kp, i, p * MQ_S8_PANEL, 2); break;
+        case 1: block_avx2(g, panel, kp, i, p * MQ_S8_PANEL, 1); break;
+        }
+    }
+}
+
+#define MQ_VNNI __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")))
+
+// AVX-512 VNNI: vpdpbusd multiplies unsigned by signed bytes, so a is shifted to a + 128 (a xor
+// 0x80) and 128 * col_sum is subtracted at the end. An MR x (16 * NP) block: NP panels share each
+// broadcast of a.
+MQ_VNNI __attribute__((always_inline)) static inline void block_vnni(
+    const mq_gemm_s8_args *g, const int8_t *panel, size_t panel_stride, int kp, int i0, int j0,
+    const int MR, const int NP) {
+    __m512i acc[6][2];
+    for (int r = 0; r < MR; r++)
+        for (int q = 0; q < NP; q++) acc[r][q] = _mm512_setzero_si512();
+    const __m512i flip = _mm512_set1_epi32((int32_t)0x80808080u);
+    const int8_t *a = g->a + (size_t)i0 * g->lda;
+    const int steps = kp / MQ_S8_KSTEP;
+    for (int s = 0; s < steps; s++) {
+        __m512i w[2];
+        for (int q = 0; q < NP; q++) w[q] = _mm512_loadu_si512((const void *)(panel + q * panel_stride + (size_t)s * 64));
+        for (int r = 0; r < MR; r++) {
+            const __m512i ar = _mm512_xor_si512(_mm512_set1_epi32(load4(a + (size_t)r * g->lda + s * MQ_S8_KSTEP)), flip);
+            for (int q = 0; q < NP; q++) acc[r][q] = _mm512_dpbusd_epi32(acc[r][q], ar, w[q]);
+        }
+    }
+    for (int q = 0; q < NP; q++) {
+        const int j = j0 + q * MQ_S8_PANEL;
+        int32_t sums[6][MQ_S8_PANEL];
+        __m512i bias;
+        if (j + MQ_S8_PANEL <= g->n) {
+            bias = _mm512_slli_epi32(_mm512_loadu_si512((const void *)(g->col_sums + j)), 7);
+        } else {
+            int32_t tail[MQ_S8_PANEL] = {0};
+            for (int t = 0; j + t < g->n; t++) tail[t] = g->col_sums[j + t] * 128;
+            bias = _mm512_loadu_si512((const void *)tail);
+        }
+        for (int r = 0; r < MR; r++) _mm512_storeu_si512((void *)sums[r], _mm512_sub_epi32(acc[r][q], bias));
+        store_block(g, i0, MR, j, sums);
+    }
+}
+
+#define MQ_VNNI_ROWS(NP)                                                                            \
+    do {                                                                                            \
+        int i = 0;                                                                                  \
+        for (; i + 6 <= g->m; i += 6) block_vnni(g, panel, stride, kp, i, j0, 6, NP);              \
+        switch (g->m - i) {                                                                         \
+        case 5: block_vnni(g, panel, stride, kp, i, j0, 5, NP); break;                             \
+        case 4: block_vnni(g, panel, stride, kp, i, j0, 4, NP); break;                             \
+        case 3: block_vnni(g, panel, stride, kp, i, j0, 3, NP); break;                             \
+        case 2: block_vnni(g, panel, stride, kp, i, j0, 2, NP); break;                             \
+        case 1: block_vnni(g, panel, stride, kp, i, j0, 1, NP); break;                             \
+        }                                                                                           \
+    } while (0)
+
+MQ_VNNI static void gemm_vnni(const mq_gemm_s8_args *g) {
+    const int kp = mq_s8_padded_k(g->k);
+    const size_t stride = (size_t)MQ_S8_PANEL * kp;
+    int p = g->panel_begin;
+    for (; p + 2 <= g->panel_end; p += 2) {
+        const int8_t *panel = g->packed + p * stride;
+        const int j0 = p * MQ_S8_PANEL;
+        MQ_VNNI_ROWS(2);
+    }
+    if (p < g->panel_end) {
+        const int8_t *panel = g->packed + p * stride;
+        const int j0 = p * MQ_S8_PANEL;
+        MQ_VNNI_ROWS(1);
+    }
+}
+#endif
+
+void mq_gemm_s8(const mq_gemm_s8_args *args) {
+    if (args->m <= 0 || args->panel_begin >= args->panel_end) return;
+#if MQ_X86
+    switch (mq_s8_level()) {
+    case 2: gemm_vnni(args); return;
+    case 1: gemm_avx2(args); return;
+    default: break;
+    }
+#endif
+    gemm_scalar(args);
+}

@@ -1,0 +1,174 @@
+import CMambaKernels
+import MambaModel
+import MambaTensors
+
+// The quantized model's ops on the int8 runtime (DESIGN.md section 3): activations quantized to
+// int8 rows, weights packed once at load, an int8 x int8 -> int32 GEMM with a float epilogue
+// (CMambaKernels/int8.c). They compute the same integers as the reference ops in ReferenceOps.swift
+// and differ from them only by float rounding (tested in Int8OpsTests).
+
+/// Which kernels a quantized model runs on.
+public enum QuantizedRuntime: String, Sendable, CaseIterable {
+    /// int8 GEMM for the per-channel linears (the default).
+    case int8
+    /// Quantize-dequantize in float32 (the definition the int8 path is tested against).
+    case reference
+}
+
+/// A weight matrix packed for mq_gemm_s8: panels of 16 output rows, K padded to 4.
+public struct PackedInt8Matrix: Sendable {
+    public let rows: Int
+    public let cols: Int
+    let packed: [Int8]
+    let columnSums: [Int32]
+    let scales: [Float]
+
+    public init(_ w: QuantizedMatrix) {
+        precondition(w.groupSize == nil, "the int8 GEMM takes one scale per output channel")
+        rows = w.rows
+        cols = w.cols
+        var packed = [Int8](repeating: 0, count: mq_s8_packed_bytes(Int32(w.rows), Int32(w.cols)))
+        var sums = [Int32](repeating: 0, count: w.rows)
+        w.values.withUnsafeBufferPointer { v in
+            packed.withUnsafeMutableBufferPointer { p in
+                sums.withUnsafeMutableBufferPointer { s in
+                    mq_s8_pack(v.baseAddress, Int32(w.rows), Int32(w.cols), Int32(w.cols), p.baseAddress, s.baseAddress)
+                }
+            }
+        }
+        self.packed = packed
+        columnSums = sums
+        scales = w.scales
+    }
+
+    public var panels: Int { (rows + Int(MQ_S8_PANEL) - 1) / Int(MQ_S8_PANEL) }
+    public var bytes: Int { packed.count + 4 * (columnSums.count + scales.count) }
+}
+
+/// Activations quantized to int8 rows (zero padded to the GEMM's K) with one scale per row.
+public struct Int8Rows {
+    public let rows: Int
+    public let cols: Int
+    public let stride: Int
+    public var values: [Int8]
+    public var scales: [Float]
+
+    /// Quantizes x [rows, cols] with the quantizer's static scale or a dynamic one per row, exactly
+    /// as ActivationQuantizer.fakeQuantize rounds (half away from zero, clamp to +-qmax).
+    public init(quantizing x: Tensor, with quantizer: ActivationQuantizer, _ parallelism: Parallelism) {
+        rows = x.rows
+        cols = x.cols
+        stride = Int(mq_s8_padded_k(Int32(x.cols)))
+        let q = qmax(bits: quantizer.bits)
+        var scales = [Float](repeating: 0, count: rows)
+        var inverse = [Float](repeating: 0, count: rows)
+        var values = [Int8](repeating: 0, count: rows * stride)
+        let (m, k, ldq) = (rows, cols, stride)
+        x.storage.withUnsafeBufferPointer { xp in
+            scales.withUnsafeMutableBufferPointer { sp in
+                switch quantizer.scale {
+                case .static(let s): sp.update(repeating: s)
+                case .dynamic:
+                    mq_absmax_rows_f32(xp.baseAddress, Int32(m), Int32(k), Int32(k), sp.baseAddress)
+                    for i in 0..<m { sp[i] /= Float(q) }
+                }
+                inverse.withUnsafeMutableBufferPointer { ip in
+                    for i in 0..<m { ip[i] = sp[i] > 0 ? 1 / sp[i] : 0 }
+                    let (src, inv) = (UncheckedSendable(xp.baseAddress!), UncheckedSendable(ip.baseAddress!))
+                    values.withUnsafeMutableBufferPointer { vp in
+                        let dst = UncheckedSendable(vp.baseAddress!)
+                        parallelism.forEachChunk(m, minimumChunk: 64) { r in
+                            mq_quantize_rows_s8(src.value + r.lowerBound * k, Int32(r.count), Int32(k), Int32(k),
+                                                inv.value + r.lowerBound, Int32(q), dst.value + r.lowerBound * ldq, Int32(ldq))
+                        }
+                    }
+                }
+            }
+        }
+        self.scales = scales
+        self.values = values
+    }
+}
+
+/// y = dequant(quant(x) * W_q^T) + b with int32 accumulation: the W8A8 linear.
+public struct Int8Linear: LinearOp {
+    public let weight: PackedInt8Matrix
+    public let bias: Tensor?
+    public let input: ActivationQuantizer
+
+    public init(weight: QuantizedMatrix, bias: Tensor?, input: ActivationQuantizer) {
+        self.weight = PackedInt8Matrix(weight)
+        self.bias = bias
+        self.input = input
+    }
+
+    public var inFeatures: Int { weight.cols }
+    public var outFeatures: Int { weight.rows }
+
+    public func forward(_ x: Tensor, _ parallelism: Parallelism) -> Tensor {
+        precondition(x.cols == weight.cols, "int8 linear expects \(weight.cols) input features, got \(x.cols)")
+        let a = Int8Rows(quantizing: x, with: input, parallelism)
+        var y = Tensor(zeros: [x.rows, weight.rows])
+        Self.gemm(a, weight, bias: bias?.storage, into: &y.storage, parallelism)
+        return y
+    }
+
+    /// y[i, j] = acc[i, j] * a.scales[i] * w.scales[j] + bias[j], the panels split between threads
+    /// (at one row, the decode step, each thread streams its own part of the weights).
+    static func gemm(_ a: Int8Rows, _ w: PackedInt8Matrix, bias: [Float]?, into y: inout [Float], _ parallelism: Parallelism) {
+        let (m, n, k, lda) = (Int32(a.rows), Int32(w.rows), Int32(w.cols), Int32(a.stride))
+        // Below ~2^21 multiply-adds a second thread costs more to wake than it saves.
+        let minimumPanels = max(1, (1 << 21) / max(1, a.rows * w.cols * Int(MQ_S8_PANEL)))
+        withPointers(a.values, a.scales, w.packed, w.columnSums, w.scales, bias) { av, asc, wp, cs, ws, b in
+            y.withUnsafeMutableBufferPointer { yp in
+                let out = UncheckedSendable(yp.baseAddress!)
+                parallelism.forEachChunk(w.panels, minimumChunk: minimumPanels) { panels in
+                    var args = mq_gemm_s8_args(
+                        m: m, n: n, k: k, a: av.value, lda: lda, packed: wp.value, col_sums: cs.value,
+                        panel_begin: Int32(panels.lowerBound), panel_end: Int32(panels.upperBound),
+                        a_scale: asc.value, w_scale: ws.value, bias: b?.value, c: out.value, ldc: n, acc: nil, ldacc: 0)
+                    mq_gemm_s8(&args)
+                }
+            }
+        }
+    }
+}
+
+/// Base addresses of the GEMM's read-only inputs, wrapped for the worker threads (which only read).
+private func withPointers<R>(
+    _ a: [Int8], _ aScale: [Float], _ packed: [Int8], _ sums: [Int32], _ wScale: [Float], _ bias: [Float]?,
+    _ body: (UncheckedSendable<UnsafePointer<Int8>>, UncheckedSendable<UnsafePointer<Float>>, UncheckedSendable<UnsafePointer<Int8>>,
+             UncheckedSendable<UnsafePointer<Int32>>, UncheckedSendable<UnsafePointer<Float>>, UncheckedSendable<UnsafePointer<Float>>?) -> R
+) -> R {
+    a.withUnsafeBufferPointer { ap in
+        aScale.withUnsafeBufferPointer { asp in
+            packed.withUnsafeBufferPointer { pp in
+                sums.withUnsafeBufferPointer { sp in
+                    wScale.withUnsafeBufferPointer { wsp in
+                        func run(_ b: UnsafePointer<Float>?) -> R {
+                            body(UncheckedSendable(ap.baseAddress!), UncheckedSendable(asp.baseAddress!), UncheckedSendable(pp.baseAddress!),
+                                 UncheckedSendable(sp.baseAddress!), UncheckedSendable(wsp.baseAddress!), b.map { UncheckedSendable($0) })
+                        }
+                        guard let bias else { return run(nil) }
+                        return bias.withUnsafeBufferPointer { run($0.baseAddress!) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+extension QuantizedRuntime: CustomStringConvertible {
+    /// What runs, for reports: the int8 kernel path this CPU takes.
+    public var description: String {
+        switch self {
+        case .reference: return "reference (dequantized float32)"
+        case .int8:
+            switch mq_s8_level() {
+            case 2: return "int8 (AVX-512 VNNI)"
+            case 1: return "int8 (AVX2)"
+            default: return "int8 (scalar)"
+            }
+        }
+    }
+}

@@ -1,0 +1,149 @@
+import CMambaKernels
+import Foundation
+import MambaCalibration
+import MambaQuantization
+import MambaTransforms
+import TestSupport
+import XCTest
+
+/// The int8 kernels (CMambaKernels/int8.c) against their plain definitions on random data, every
+/// path this CPU has (scalar, AVX2, AVX-512 VNNI), and the int8 model against the reference path.
+final class Int8OpsTests: XCTestCase {
+    override func tearDown() { mq_s8_set_max_level(-1) }
+
+    /// Paths to test: 0 scalar, 1 AVX2, 2 VNNI, up to what this CPU has.
+    var levels: [Int32] { mq_s8_set_max_level(-1); return Array(0...mq_s8_level()) }
+
+    func randomInt8(_ count: Int, _ rng: inout SeededRandom, limit: Int = 127) -> [Int8] {
+        (0..<count).map { _ in Int8(Int(rng.next() % UInt64(2 * limit + 1)) - limit) }
+    }
+
+    /// Exact int32 sums on odd shapes (M = 1, 3, 17; K not a multiple of 32; N not of 16).
+    func testGEMMAccumulatorsEqualTheReferenceOnEveryPath() {
+        var rng = SeededRandom(seed: UInt64.random(in: 0...UInt64.max))
+        for (m, n, k) in [(1, 37, 45), (3, 16, 32), (17, 33, 67), (17, 100, 129), (7, 64, 258), (13, 48, 3), (2, 1, 1)] {
+            let kp = Int(mq_s8_padded_k(Int32(k)))
+            var a = [Int8](repeating: 0, count: m * kp)
+            let values = randomInt8(m * k, &rng)
+            for i in 0..<m { for j in 0..<k { a[i * kp + j] = values[i * k + j] } }
+            let w = randomInt8(n * k, &rng)
+            var reference = [Int32](repeating: 0, count: m * n)
+            mq_gemm_s8_reference(Int32(m), Int32(n), Int32(k), a, Int32(kp), w, Int32(k), &reference, Int32(n))
+            var packed = [Int8](repeating: 0, count: mq_s8_packed_bytes(Int32(n), Int32(k)))
+            var sums = [Int32](repeating: 0, count: n)
+            mq_s8_pack(w, Int32(n), Int32(k), Int32(k), &packed, &sums)
+            for r in 0..<n { XCTAssertEqual(sums[r], w[(r * k)..<((r + 1) * k)].reduce(0) { $0 + Int32($1) }) }
+            let panels = Int32((n + 15) / 16)
+            for level in levels {
+                mq_s8_set_max_level(level)
+                var got = [Int32](repeating: -1, count: m * n)
+                // Two calls over disjoint panel ranges, as the threads make them.
+                for (lo, hi) in [(Int32(0), panels / 2), (panels / 2, panels)] {
+                    var args = mq_gemm_s8_args(m: Int32(m), n: Int32(n), k: Int32(k), a: a, lda: Int32(kp), packed: packed, col_sums: sums,
+                                               panel_begin: lo, panel_end: hi, a_scale: nil, w_scale: nil, bias: nil, c: nil, ldc: 0,
+                                               acc: &got, ldacc: Int32(n))
+                    mq_gemm_s8(&args)
+                }
+                XCTAssertEqual(got, reference, "m \(m) n \(n) k \(k) level \(level)")
+            }
+        }
+    }
+
+    /// The extremes of the range: -127 * -127 summed over a long K must not saturate any int16 step.
+    func testExtremeValuesDoNotSaturate() {
+        let (m, n, k) = (3, 20, 1001)
+        let kp = Int(mq_s8_padded_k(Int32(k)))
+        var a = [Int8](repeating: 0, count: m * kp)
+        for i in 0..<m { for j in 0..<k { a[i * kp + j] = (i == 1 && j % 2 == 0) ? 127 : -127 } }
+        let w = (0..<(n * k)).map { Int8($0 % 3 == 0 ? 127 : -127) }
+        var reference = [Int32](repeating: 0, count: m * n)
+        mq_gemm_s8_reference(Int32(m), Int32(n), Int32(k), a, Int32(kp), w, Int32(k), &reference, Int32(n))
+        var packed = [Int8](repeating: 0, count: mq_s8_packed_bytes(Int32(n), Int32(k)))
+        var sums = [Int32](repeating: 0, count: n)
+        mq_s8_pack(w, Int32(n), Int32(k), Int32(k), &packed, &sums)
+        for level in levels {
+            mq_s8_set_max_level(level)
+            var got = [Int32](repeating: 0, count: m * n)
+            var args = mq_gemm_s8_args(m: Int32(m), n: Int32(n), k: Int32(k), a: a, lda: Int32(kp), packed: packed, col_sums: sums,
+                                       panel_begin: 0, panel_end: 2, a_scale: nil, w_scale: nil, bias: nil, c: nil, ldc: 0, acc: &got, ldacc: Int32(n))
+            mq_gemm_s8(&args)
+            XCTAssertEqual(got, reference, "level \(level)")
+        }
+    }
+
+    /// Row quantization equals quantizeSymmetric element for element, ties and clamping included.
+    func testQuantizeRowsEqualsQuantizeSymmetric() {
+        var rng = SeededRandom(seed: UInt64.random(in: 0...UInt64.max))
+        let (m, k) = (5, 77)
+        var x = (0..<(m * k)).map { _ in Float(rng.nextGaussian() * 60) }
+        // Exact ties (x * inv lands on n + 0.5) and values past the clamp.
+        for j in 0..<10 { x[j] = Float(j) - 4.5; x[k + j] = 200 * (j % 2 == 0 ? 1 : -1) }
+        let inverse: [Float] = [1, 0.37, 2.5, 0, 1.0 / 3]
+        let ldq = Int(mq_s8_padded_k(Int32(k))) + 4
+        for (bits, level) in [8, 6, 4].flatMap({ b in levels.map { (b, $0) } }) {
+            mq_s8_set_max_level(level)
+            let q = qmax(bits: bits)
+            var out = [Int8](repeating: 99, count: m * ldq)
+            mq_quantize_rows_s8(x, Int32(m), Int32(k), Int32(k), inverse, Int32(q), &out, Int32(ldq))
+            for i in 0..<m {
+                for j in 0..<ldq {
+                    let want = j < k ? Int8(quantizeSymmetric(x[i * k + j], inverseScale: inverse[i], qmax: Float(q))) : 0
+                    XCTAssertEqual(out[i * ldq + j], want, "bits \(bits) level \(level) [\(i), \(j)] x \(j < k ? x[i * k + j] : 0)")
+                }
+            }
+            var absmax = [Float](repeating: -1, count: m)
+            mq_absmax_rows_f32(x, Int32(m), Int32(k), Int32(k), &absmax)
+            for i in 0..<m { XCTAssertEqual(absmax[i], x[(i * k)..<((i + 1) * k)].map(abs).max()!) }
+        }
+    }
+
+    /// Int8Linear against ReferenceQuantizedLinear (quantize-dequantize in float): the same integers,
+    /// so the outputs differ only by float rounding; static and dynamic scales, bias, 1 and 2 threads.
+    func testInt8LinearMatchesTheReferenceLinear() {
+        var rng = SeededRandom(seed: UInt64.random(in: 0...UInt64.max))
+        for (m, n, k) in [(1, 50, 70), (3, 33, 45), (17, 130, 96)] {
+            let w = Matrix(rows: n, cols: k, data: (0..<(n * k)).map { _ in rng.nextGaussian() * 0.1 })
+            let qw = QuantizedMatrix(quantizing: w, bits: 8)
+            let x = Tensor(shape: [m, k], storage: (0..<(m * k)).map { _ in Float(rng.nextGaussian()) })
+            let bias = Tensor(shape: [n], storage: (0..<n).map { _ in Float(rng.nextGaussian()) })
+            for input in [ActivationQuantizer(bits: 8, scale: .static(x.absMax / 127 * 0.8)), ActivationQuantizer(bits: 8, scale: .dynamic),
+                          ActivationQuantizer(bits: 6, scale: .static(0.05))] {
+                let reference = ReferenceQuantizedLinear(weight: qw, bias: bias, input: input).forward(x, .serial)
+                for level in levels {
+                    mq_s8_set_max_level(level)
+                    for threads in [1, 2] {
+                        let got = Int8Linear(weight: qw, bias: bias, input: input).forward(x, Parallelism(threads: threads))
+                        XCTAssertEqual(got.shape, reference.shape)
+                        XCTAssertLessThanOrEqual(maxAbsDifference(got.storage, reference.storage), 1e-5 * max(1, reference.absMax),
+                                                 "m \(m) n \(n) k \(k) \(input.scale) level \(level) threads \(threads)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// The whole quantized model on the int8 runtime gives the reference path's logits up to float
+    /// rounding, prefill and decode alike.
+    func testInt8ModelMatchesTheReferenceModel() throws {
+        let w = try MambaWeights.load(directory: Fixtures.model("tiny-untied-k3"))
+        let text = (0..<300).map { ($0 * 7 + $0 / 9) % 50 }
+        let windows = try CalibrationWindows.draw(from: [("t", text)], samples: 4, seqLength: 24, seed: 1)
+        let stats = try Calibrator.run(model: MambaLM(weights: w), windows: windows, parallelism: .serial)
+        let file = StatsFile(stats: stats, windows: windows, provenance: .init(checkpointSHA256: "t", dataSHA256: "t", dataFiles: ["t"], seed: 1))
+        let tokens = (0..<29).map { ($0 * 11 + 3) % 50 }
+        for method in [QuantizationMethod.rtn, .mambaquant] {
+            let q = try QuantizedModel.quantize(weights: w, stats: file, recipe: .init(method: method), parallelism: .serial)
+            let reference = try q.model(runtime: .reference).logits(tokens)
+            let int8 = q.model(runtime: .int8)
+            let got = try int8.logits(tokens)
+            XCTAssertLessThanOrEqual(maxAbsDifference(got.storage, reference.storage), 1e-3 * reference.absMax, "\(method)")
+            XCTAssertGreaterThan(reference.absMax, 0)
+            // Decode: a prefill of all but the last token, then one step, equals the last row.
+            var state = int8.makeState()
+            _ = try int8.forward(Array(tokens.dropLast()), state: &state, logits: .none)
+            let step = try int8.forward([tokens.last!], state: &state, logits: .all)
+            let last = Array(got.storage[((tokens.count - 1) * got.cols)...])
+            XCTAssertLessThanOrEqual(maxAbsDifference(step.storage, last), 1e-4 * reference.absMax, "\(method) decode")
+        }
+    }
+}
