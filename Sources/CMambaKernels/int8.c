@@ -101,6 +101,15 @@ MQ_AVX2 static void quantize_row_avx2(const float *x, int k, float inv_scale, fl
     for (; j < k; j++) out[j] = quantize_one(x[j], inv_scale, q);
 }
 
+MQ_AVX2 static void fake_quantize_row_avx2(float *x, int k, float scale, float q) {
+    const float inv_scale = 1.0f / scale;
+    const __m256 inv = _mm256_set1_ps(inv_scale), qv = _mm256_set1_ps(q), s = _mm256_set1_ps(scale);
+    int j = 0;
+    for (; j + 8 <= k; j += 8)
+        _mm256_storeu_ps(x + j, _mm256_mul_ps(_mm256_cvtepi32_ps(quantize8(_mm256_loadu_ps(x + j), inv, qv)), s));
+    for (; j < k; j++) x[j] = (float)quantize_one(x[j], inv_scale, q) * scale;
+}
+
 MQ_AVX2 static float absmax_row_avx2(const float *x, int k) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     __m256 m = _mm256_setzero_ps();
@@ -127,6 +136,20 @@ void mq_quantize_rows_s8(const float *x, int m, int k, int ldx, const float *inv
 #endif
             for (int j = 0; j < k; j++) out[j] = quantize_one(row[j], inv_scale[i], qf);
         if (ldq > k) memset(out + k, 0, (size_t)(ldq - k));
+    }
+}
+
+void mq_fake_quantize_rows_f32(float *x, int m, int k, int ldx, const float *scales, int per_row, int qmax) {
+    const float qf = (float)qmax;
+    for (int i = 0; i < m; i++) {
+        float *row = x + (size_t)i * ldx;
+        const float s = scales[per_row ? i : 0];
+        if (!(s > 0)) { memset(row, 0, sizeof(float) * (size_t)k); continue; }
+#if MQ_X86
+        if (mq_s8_level() >= 1) { fake_quantize_row_avx2(row, k, s, qf); continue; }
+#endif
+        const float inv = 1.0f / s;
+        for (int j = 0; j < k; j++) row[j] = (float)quantize_one(row[j], inv, qf) * s;
     }
 }
 

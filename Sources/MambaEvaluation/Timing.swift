@@ -32,22 +32,35 @@ public struct ThroughputResult: Sendable, Encodable {
 public func measureThroughput(
     _ model: MambaLM, tokens: Int, decodeSteps: Int = 64, runs: Int, parallelism: Parallelism, seed: UInt64 = 0
 ) throws -> ThroughputResult {
+    try measureThroughputSideBySide([model], tokens: tokens, decodeSteps: decodeSteps, runs: runs, parallelism: parallelism, seed: seed)[0]
+}
+
+/// `measureThroughput` of several models with their runs interleaved (run r of every model, then
+/// run r + 1), so that a noisy stretch of a shared machine hits all of them alike.
+public func measureThroughputSideBySide(
+    _ models: [MambaLM], tokens: Int, decodeSteps: Int = 64, runs: Int, parallelism: Parallelism, seed: UInt64 = 0
+) throws -> [ThroughputResult] {
+    precondition(!models.isEmpty && models.allSatisfy { $0.vocabSize == models[0].vocabSize })
     var rng = SeededRandom(seed: seed)
-    let ids = (0..<tokens).map { _ in Int(rng.next() % UInt64(model.vocabSize)) }
-    _ = try model.logits(Array(ids.prefix(16)), parallelism: parallelism)   // warm-up
-    var prefill: [Double] = [], decode: [Double] = []
+    let ids = (0..<tokens).map { _ in Int(rng.next() % UInt64(models[0].vocabSize)) }
+    for model in models { _ = try model.logits(Array(ids.prefix(16)), parallelism: parallelism) }   // warm-up
+    var prefill = [[Double]](repeating: [], count: models.count), decode = prefill
     for _ in 0..<runs {
-        prefill.append(Double(tokens) / (try measureSeconds { _ = try model.logits(ids, parallelism: parallelism) }))
-        var state = model.makeState()
-        _ = try model.forward(Array(ids.prefix(8)), state: &state, logits: .last, parallelism: parallelism)
-        let steps = ids.prefix(decodeSteps)
-        decode.append(Double(steps.count) / (try measureSeconds {
-            for t in steps { _ = try model.forward([t], state: &state, logits: .last, parallelism: parallelism) }
-        }))
+        for (i, model) in models.enumerated() {
+            prefill[i].append(Double(tokens) / (try measureSeconds { _ = try model.logits(ids, parallelism: parallelism) }))
+            var state = model.makeState()
+            _ = try model.forward(Array(ids.prefix(8)), state: &state, logits: .last, parallelism: parallelism)
+            let steps = ids.prefix(decodeSteps)
+            decode[i].append(Double(steps.count) / (try measureSeconds {
+                for t in steps { _ = try model.forward([t], state: &state, logits: .last, parallelism: parallelism) }
+            }))
+        }
     }
-    return ThroughputResult(
-        prefillTokens: tokens, prefillTokensPerSecond: median(prefill), decodeSteps: decodeSteps,
-        decodeTokensPerSecond: median(decode), prefillRuns: prefill, decodeRuns: decode)
+    return models.indices.map { i in
+        ThroughputResult(
+            prefillTokens: tokens, prefillTokensPerSecond: median(prefill[i]), decodeSteps: decodeSteps,
+            decodeTokensPerSecond: median(decode[i]), prefillRuns: prefill[i], decodeRuns: decode[i])
+    }
 }
 
 /// Resident memory of this process from /proc/self/status (Linux). The peak (VmHWM) can be reset

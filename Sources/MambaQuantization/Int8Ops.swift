@@ -117,7 +117,8 @@ public struct Int8Linear: LinearOp {
     /// (at one row, the decode step, each thread streams its own part of the weights).
     static func gemm(_ a: Int8Rows, _ w: PackedInt8Matrix, bias: [Float]?, into y: inout [Float], _ parallelism: Parallelism) {
         let (m, n, k, lda) = (Int32(a.rows), Int32(w.rows), Int32(w.cols), Int32(a.stride))
-        // Below ~2^21 multiply-adds a second thread costs more to wake than it saves.
+        // Below ~2^21 multiply-adds a second thread costs more to wake than it saves (measured: one
+        // decode row of in_proj ran at 115 GOP/s on one thread, 72 split over two).
         let minimumPanels = max(1, (1 << 21) / max(1, a.rows * w.cols * Int(MQ_S8_PANEL)))
         withPointers(a.values, a.scales, w.packed, w.columnSums, w.scales, bias) { av, asc, wp, cs, ws, b in
             y.withUnsafeMutableBufferPointer { yp in

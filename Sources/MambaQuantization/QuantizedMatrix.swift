@@ -1,3 +1,4 @@
+import CMambaKernels
 import MambaTensors
 import MambaTransforms
 
@@ -99,7 +100,26 @@ public struct ActivationQuantizer: Sendable, Equatable {
         self.scale = scale
     }
 
+    /// x -> clamp(round(x / scale)) * scale in place (CMambaKernels' mq_fake_quantize_rows_f32).
     public func fakeQuantize(_ x: inout Tensor) {
+        let q = qmax(bits: bits)
+        let (rows, c) = (x.rows, x.cols)
+        x.storage.withUnsafeMutableBufferPointer { p in
+            switch scale {
+            case .static(let s):
+                var s = s
+                mq_fake_quantize_rows_f32(p.baseAddress, Int32(rows), Int32(c), Int32(c), &s, 0, Int32(q))
+            case .dynamic:
+                var scales = [Float](repeating: 0, count: rows)
+                mq_absmax_rows_f32(p.baseAddress, Int32(rows), Int32(c), Int32(c), &scales)
+                for r in 0..<rows { scales[r] /= Float(q) }
+                mq_fake_quantize_rows_f32(p.baseAddress, Int32(rows), Int32(c), Int32(c), scales, 1, Int32(q))
+            }
+        }
+    }
+
+    /// The plain definition of fakeQuantize (tests compare the kernel with it).
+    public func fakeQuantizeReference(_ x: inout Tensor) {
         let q = Float(qmax(bits: bits))
         let (rows, c) = (x.rows, x.cols)
         x.storage.withUnsafeMutableBufferPointer { p in

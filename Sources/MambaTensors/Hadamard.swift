@@ -28,30 +28,40 @@ public struct Hadamard: Sendable, Equatable {
 
     /// Applies H_n / sqrt(n) to `x` in place (length n).
     public func apply(_ x: UnsafeMutablePointer<Double>) {
+        var scratch = [Double](repeating: 0, count: size)
+        scratch.withUnsafeMutableBufferPointer { apply(x, product: $0.baseAddress!) }
+    }
+
+    /// H_{m * 2^k} = H_m (x) H_{2^k}: a fast transform on each of the m blocks of 2^k, then the m x m
+    /// factor applied across blocks as whole-block axpys (contiguous, so they vectorize).
+    private func apply(_ x: UnsafeMutablePointer<Double>, product: UnsafeMutablePointer<Double>) {
         let (m, p) = (factorSize, powerOfTwo)
         for a in 0..<m { fwht(x + a * p, p) }
         if m > 1 {
-            var column = [Double](repeating: 0, count: m)
-            for b in 0..<p {
+            factor.withUnsafeBufferPointer { f in
                 for i in 0..<m {
-                    var s = 0.0
-                    for j in 0..<m { s += factor[i * m + j] * x[j * p + b] }
-                    column[i] = s
+                    let out = product + i * p
+                    out.update(repeating: 0, count: p)
+                    for j in 0..<m where f[i * m + j] != 0 {
+                        let (c, src) = (f[i * m + j], x + j * p)
+                        for b in 0..<p { out[b] += c * src[b] }
+                    }
                 }
-                for i in 0..<m { x[i * p + b] = column[i] }
             }
+            x.update(from: product, count: size)
         }
         let norm = 1 / Double(size).squareRoot()
         for i in 0..<size { x[i] *= norm }
     }
 
-    /// The same for float activations (the online rotation).
+    /// The same for float activations (the online rotation), in double; `scratch` grows to 2n.
     public func apply(_ x: UnsafeMutablePointer<Float>, scratch: inout [Double]) {
-        if scratch.count < size { scratch = [Double](repeating: 0, count: size) }
+        if scratch.count < 2 * size { scratch = [Double](repeating: 0, count: 2 * size) }
         scratch.withUnsafeMutableBufferPointer { s in
-            for i in 0..<size { s[i] = Double(x[i]) }
-            apply(s.baseAddress!)
-            for i in 0..<size { x[i] = Float(s[i]) }
+            let v = s.baseAddress!
+            for i in 0..<size { v[i] = Double(x[i]) }
+            apply(v, product: v + size)
+            for i in 0..<size { x[i] = Float(v[i]) }
         }
     }
 

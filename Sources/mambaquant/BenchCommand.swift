@@ -1,56 +1,149 @@
 import ArgumentParser
+import CMambaKernels
 import Foundation
+import MambaCalibration
 import MambaEvaluation
 import MambaModel
+import MambaQuantization
 import MambaTensors
 
 extension ModelPreset: ExpressibleByArgument {}
 
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bench", abstract: "Time prefill and decode of a model (a preset shape with random weights, or a checkpoint).")
+        commandName: "bench",
+        abstract: "Time float32 and int8 side by side: prefill, decode, weight bytes, and int8 GEMM vs sgemm at the model's shapes.",
+        discussion: """
+            With --preset the weights are random; the int8 model is a mambaquant w8a8 quantization of them, \
+            calibrated on a few random token windows (online Hadamard and S-SiLU included). int4 checkpoints \
+            given with --quantized are unpacked to one byte per weight at load.
+            """)
 
     @Option(help: "A model shape with random weights: \(ModelPreset.allCases.map(\.rawValue).joined(separator: ", ")).")
     var preset: ModelPreset?
-    @Option(help: "A checkpoint directory instead of a preset.")
+    @Option(help: "A float checkpoint directory instead of a preset.")
     var model: String?
+    @Option(help: "A quantized checkpoint of --model to time instead of quantizing on the fly.")
+    var quantized: String?
     @Option(help: "Prompt length of the prefill measurement.")
     var tokens = 512
     @Option(help: "Single-token steps of the decode measurement.")
     var decodeSteps = 64
     @Option(help: "Repetitions; medians are reported.")
     var runs = 5
+    @Option(help: "Row counts of the kernel-level GEMM comparison (comma-separated; empty to skip).")
+    var gemmRows = "1,16,64,512"
     @Flag(help: "Print JSON.")
     var json = false
     @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
         if (preset == nil) == (model == nil) { throw ValidationError("give exactly one of --preset and --model") }
+        if quantized != nil && model == nil { throw ValidationError("--quantized needs the float --model it was made from") }
         if tokens < 1 || runs < 1 || decodeSteps < 1 { throw ValidationError("--tokens, --runs and --decode-steps must be at least 1") }
+        if gemmRowList == nil { throw ValidationError("--gemm-rows must be positive integers separated by commas, got \(gemmRows)") }
+    }
+
+    var gemmRowList: [Int]? {
+        let parts = gemmRows.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        return parts.contains { $0 == nil || $0! < 1 } ? nil : parts.map { $0! }
     }
 
     func run() throws {
         let par = runtime.parallelism
-        let lm: MambaLM
+        let weights: MambaWeights
         let name: String
         if let preset {
             printError("building random \(preset.rawValue) weights")
-            lm = MambaLM(weights: MambaWeights.random(preset.config, seed: 1))
+            weights = MambaWeights.random(preset.config, seed: 1)
             name = preset.rawValue
         } else {
-            lm = try loadAnyModel(directory: model!)
+            weights = try MambaWeights.load(directory: model!)
             name = model!
         }
-        let r = try measureThroughput(lm, tokens: tokens, decodeSteps: decodeSteps, runs: runs, parallelism: par)
+        let float = MambaLM(weights: weights)
+        let q = try quantizedModel(weights, float, par)
+        let int8 = q.model(runtime: runtime.kernels)
+
+        printError("timing prefill (\(tokens) tokens) and decode (\(decodeSteps) steps), \(runs) runs each, interleaved")
+        let t = try measureThroughputSideBySide([float, int8], tokens: tokens, decodeSteps: decodeSteps, runs: runs, parallelism: par)
+        let c = weights.config
+        let shapes = [("in_proj", 2 * c.innerSize, c.hiddenSize), ("out_proj", c.hiddenSize, c.innerSize)]
+        var gemm: [LinearBenchmarkResult] = []
+        for (shape, n, k) in shapes {
+            for m in gemmRowList! {
+                printError("timing \(shape) [\(m) x \(k)] x [\(k) x \(n)]")
+                gemm.append(benchmarkLinear(shape: shape, m: m, n: n, k: k, runs: runs, parallelism: par))
+            }
+        }
+        let report = BenchReport(
+            model: name, threads: par.threads, blasCore: BLASCore.current, int8Kernels: runtime.kernels.description, runs: runs,
+            quantization: "\(q.recipe.method.rawValue) \(q.recipe.bits)" + (q.recipe.dynamicActivations ? " dynamic" : ", static scales"), float32: t[0], int8: t[1],
+            prefillSpeedup: t[1].prefillTokensPerSecond / t[0].prefillTokensPerSecond,
+            decodeSpeedup: t[1].decodeTokensPerSecond / t[0].decodeTokensPerSecond,
+            weightBytesFloat32: 4 * weights.parameterCount, weightBytesInt8: q.weightBytes,
+            weightBytesRatio: Double(4 * weights.parameterCount) / Double(q.weightBytes), gemm: gemm,
+            notes: ["int8 GEMM timings include the quantization of the activations and the float epilogue; sgemm is OpenBLAS through the float model's own linear (sgemv at one row).",
+                    "int4 weights are unpacked to one byte per weight at load (no packed int4 kernel yet)."])
         if json {
-            struct Report: Encodable { let model: String; let threads: Int; let blasCore: String; let float32: ThroughputResult }
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try encoder.encode(Report(model: name, threads: par.threads, blasCore: BLASCore.current, float32: r)), as: UTF8.self))
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
         } else {
-            print("\(name), \(par.threads) threads, OpenBLAS core \(BLASCore.current), medians of \(runs) runs")
-            print(String(format: "  float32 prefill %d tokens: %.1f tokens/s", tokens, r.prefillTokensPerSecond))
-            print(String(format: "  float32 decode: %.1f tokens/s", r.decodeTokensPerSecond))
+            print(report.text)
         }
+    }
+
+    /// The given quantized checkpoint, or mambaquant w8a8 calibrated on a few random token windows.
+    func quantizedModel(_ weights: MambaWeights, _ float: MambaLM, _ par: Parallelism) throws -> QuantizedModel {
+        if let quantized { return try QuantizedModel.load(directory: quantized) }
+        printError("calibrating on 4 random windows of 128 tokens and quantizing (mambaquant w8a8)")
+        var rng = SeededRandom(seed: 7)
+        let ids = (0..<4096).map { _ in Int(rng.next() % UInt64(float.vocabSize)) }
+        let windows = try CalibrationWindows.draw(from: [("random", ids)], samples: 4, seqLength: 128, seed: 7)
+        let stats = try Calibrator.run(model: float, windows: windows, parallelism: par)
+        let file = StatsFile(stats: stats, windows: windows, provenance: .init(checkpointSHA256: "random", dataSHA256: "random", dataFiles: ["random"], seed: 7))
+        return try QuantizedModel.quantize(weights: weights, stats: file, recipe: QuantizationRecipe(method: .mambaquant), parallelism: par)
+    }
+}
+
+struct BenchReport: Encodable {
+    let model: String
+    let threads: Int
+    let blasCore: String
+    let int8Kernels: String
+    let runs: Int
+    let quantization: String
+    let float32: ThroughputResult
+    let int8: ThroughputResult
+    let prefillSpeedup: Double
+    let decodeSpeedup: Double
+    let weightBytesFloat32: Int
+    let weightBytesInt8: Int
+    let weightBytesRatio: Double
+    let gemm: [LinearBenchmarkResult]
+    let notes: [String]
+
+    enum CodingKeys: String, CodingKey {
+        case model, threads, runs, quantization, float32, int8, gemm, notes
+        case blasCore = "blas_core", int8Kernels = "int8_kernels"
+        case prefillSpeedup = "prefill_speedup", decodeSpeedup = "decode_speedup"
+        case weightBytesFloat32 = "weight_bytes_float32", weightBytesInt8 = "weight_bytes_int8", weightBytesRatio = "weight_bytes_ratio"
+    }
+
+    var text: String {
+        var s = "\(model), \(threads) threads, OpenBLAS core \(blasCore), \(int8Kernels), medians of \(runs) interleaved runs\n"
+        s += "int8 model: \(quantization)\n\n"
+        s += "|                    | float32 | int8 | int8 / float32 |\n|---|---:|---:|---:|\n"
+        s += String(format: "| prefill %d tok/s | %.1f | %.1f | %.2fx |\n", float32.prefillTokens, float32.prefillTokensPerSecond, int8.prefillTokensPerSecond, prefillSpeedup)
+        s += String(format: "| decode tok/s | %.1f | %.1f | %.2fx |\n", float32.decodeTokensPerSecond, int8.decodeTokensPerSecond, decodeSpeedup)
+        s += String(format: "| weight MB | %.2f | %.2f | %.2fx smaller |\n", Double(weightBytesFloat32) / 1e6, Double(weightBytesInt8) / 1e6, weightBytesRatio)
+        if !gemm.isEmpty {
+            s += "\n| linear | M | N | K | sgemm GFLOP/s | int8 GOP/s | speedup |\n|---|---:|---:|---:|---:|---:|---:|\n"
+            for g in gemm {
+                s += String(format: "| %@ | %d | %d | %d | %.1f | %.1f | %.2fx |\n", g.shape, g.m, g.n, g.k, g.sgemmGflops, g.int8Gops, g.gemmSpeedup)
+            }
+        }
+        return s + "\n" + notes.map { "note: " + $0 }.joined(separator: "\n")
     }
 }

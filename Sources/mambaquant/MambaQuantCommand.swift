@@ -9,7 +9,7 @@ struct MambaQuantCommand: ParsableCommand {
         subcommands: [CalibrateCommand.self, QuantizeCommand.self, EvaluateCommand.self, CompareCommand.self, GenerateCommand.self, TokenizeCommand.self, InspectCommand.self, BenchCommand.self])
 
     static func main() {
-        BLASCore.reexecWithBetterCoreIfNeeded()
+        BLASCore.reexecWithBLASEnvironmentIfNeeded()
         main(nil)
     }
 }

@@ -97,6 +97,25 @@ final class Int8OpsTests: XCTestCase {
         }
     }
 
+    /// The fake-quantize kernel (conv and SSM inputs) equals its plain definition bit for bit.
+    func testFakeQuantizeEqualsItsDefinition() {
+        var rng = SeededRandom(seed: UInt64.random(in: 0...UInt64.max))
+        let (m, k) = (6, 53)
+        var x = Tensor(shape: [m, k], storage: (0..<(m * k)).map { _ in Float(rng.nextGaussian() * 3) })
+        for j in 0..<8 { x.storage[j] = (Float(j) - 3.5) * 0.25 }      // ties at scale 0.25
+        for j in 0..<k { x.storage[5 * k + j] = 0 }                      // an all-zero row (dynamic scale 0)
+        for level in levels {
+            mq_s8_set_max_level(level)
+            for quantizer in [ActivationQuantizer(bits: 8, scale: .static(0.25)), ActivationQuantizer(bits: 4, scale: .static(0.3)),
+                              ActivationQuantizer(bits: 8, scale: .dynamic), ActivationQuantizer(bits: 8, scale: .static(0))] {
+                var (got, want) = (x, x)
+                quantizer.fakeQuantize(&got)
+                quantizer.fakeQuantizeReference(&want)
+                XCTAssertEqual(got.storage, want.storage, "\(quantizer.scale) \(quantizer.bits) bits, level \(level)")
+            }
+        }
+    }
+
     /// Int8Linear against ReferenceQuantizedLinear (quantize-dequantize in float): the same integers,
     /// so the outputs differ only by float rounding; static and dynamic scales, bias, 1 and 2 threads.
     func testInt8LinearMatchesTheReferenceLinear() {

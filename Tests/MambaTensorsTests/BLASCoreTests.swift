@@ -4,6 +4,8 @@ import XCTest
 final class BLASCoreTests: XCTestCase {
     func testAUserChoiceIsNeverOverridden() {
         XCTAssertNil(BLASCore.betterCore(environment: ["OPENBLAS_CORETYPE": "Prescott"]))
+        XCTAssertNil(BLASCore.threadTimeout(environment: ["OPENBLAS_THREAD_TIMEOUT": "28"]))
+        XCTAssertEqual(BLASCore.threadTimeout(environment: [:]), "4")
     }
 
     func testBetterCoreOnlyReplacesAGenericOne() {

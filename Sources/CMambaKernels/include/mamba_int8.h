@@ -35,6 +35,11 @@ void mq_s8_pack(const int8_t *w, int n, int k, int ldw, int8_t *packed, int32_t 
 void mq_quantize_rows_s8(const float *x, int m, int k, int ldx, const float *inv_scale,
                          int qmax, int8_t *q, int ldq);
 
+/// In place: x[i, j] = clamp(round_half_away(x[i, j] * (1 / scale)), -qmax, qmax) * scale, with
+/// scale = scales[i] (per_row != 0) or scales[0], and 0 where scale is 0. The integer grid of an
+/// activation that is consumed in float (conv input, SSM inputs): ActivationQuantizer.fakeQuantize.
+void mq_fake_quantize_rows_f32(float *x, int m, int k, int ldx, const float *scales, int per_row, int qmax);
+
 /// absmax[i] = max_j |x[i, j]| over j < k.
 void mq_absmax_rows_f32(const float *x, int m, int k, int ldx, float *absmax);
 

@@ -1,0 +1,48 @@
+import Dispatch
+import MambaModel
+import MambaTensors
+
+/// One shape of the kernel-level comparison: the float32 linear (OpenBLAS sgemm, sgemv at one
+/// row) against the int8 linear (row quantization + int8 GEMM + float epilogue) on the same
+/// random data, runs interleaved, medians.
+public struct LinearBenchmarkResult: Sendable, Encodable {
+    public let shape: String
+    public let m, n, k: Int
+    public let sgemmGflops: Double
+    public let int8Gops: Double
+    public let gemmSpeedup: Double
+
+    enum CodingKeys: String, CodingKey {
+        case shape, m, n, k
+        case sgemmGflops = "sgemm_gflops", int8Gops = "int8_gops", gemmSpeedup = "gemm_speedup"
+    }
+}
+
+public func benchmarkLinear(
+    shape: String, m: Int, n: Int, k: Int, runs: Int, parallelism: Parallelism, seed: UInt64 = 1
+) -> LinearBenchmarkResult {
+    var rng = SeededRandom(seed: seed)
+    let w = (0..<(n * k)).map { _ in Float(rng.nextGaussian()) * 0.05 }
+    let x = Tensor(shape: [m, k], storage: (0..<(m * k)).map { _ in Float(rng.nextGaussian()) })
+    let float = FloatLinear(weight: Tensor(shape: [n, k], storage: w))
+    let int8 = Int8Linear(weight: QuantizedMatrix(quantizing: .init(Tensor(shape: [n, k], storage: w)), bits: 8), bias: nil,
+                          input: ActivationQuantizer(bits: 8, scale: .static(x.absMax / 127)))
+    // Enough repetitions that one timing is about 20 ms at 100 GFLOP/s.
+    let reps = max(1, Int(2e9 / Double(2 * m * n * k)))
+    func seconds(_ op: any LinearOp) -> Double {
+        let start = DispatchTime.now().uptimeNanoseconds
+        for _ in 0..<reps { _ = op.forward(x, parallelism) }
+        return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 / Double(reps)
+    }
+    _ = seconds(float); _ = seconds(int8)
+    var f: [Double] = [], q: [Double] = []
+    for _ in 0..<runs { f.append(seconds(float)); q.append(seconds(int8)) }
+    let ops = 2 * Double(m * n * k)
+    let (fs, qs) = (medianOf(f), medianOf(q))
+    return LinearBenchmarkResult(shape: shape, m: m, n: n, k: k, sgemmGflops: ops / fs / 1e9, int8Gops: ops / qs / 1e9, gemmSpeedup: fs / qs)
+}
+
+private func medianOf(_ v: [Double]) -> Double {
+    let s = v.sorted()
+    return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+}
