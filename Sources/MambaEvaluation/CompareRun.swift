@@ -77,10 +77,11 @@ public func runComparison(
         for (i, c) in contenders.enumerated() {
             progress?("speed", i, contenders.count)
             let canReset = ResidentMemory.resetPeak()
+            let before = ResidentMemory.current()
             speed[i] = try measureThroughput(c.model, tokens: o.seqLen, decodeSteps: o.decodeSteps, runs: o.speedRuns, parallelism: par)
             // The process holds every model at once; a model's peak is its own weights plus the
             // growth of resident memory while it alone ran.
-            if canReset, let before = ResidentMemory.current(), let high = ResidentMemory.peak() {
+            if canReset, let before, let high = ResidentMemory.peak() {
                 peak[i] = c.weightBytes + max(0, high - before)
             }
         }

@@ -73,15 +73,16 @@ public enum ResidentMemory {
     /// Resets the peak to the current resident size; false where the kernel does not allow it.
     @discardableResult
     public static func resetPeak() -> Bool {
-        guard let h = FileHandle(forWritingAtPath: "/proc/self/clear_refs") else { return false }
-        defer { try? h.close() }
-        return (try? h.write(contentsOf: Data("5".utf8))) != nil
+        let fd = open("/proc/self/clear_refs", O_WRONLY)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        return write(fd, "5", 1) == 1
     }
 
     private static func field(_ name: String) -> Int? {
         guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return nil }
         for line in text.split(separator: "\n") where line.hasPrefix(name) {
-            let kb = line.dropFirst(name.count).split(separator: " ").first.flatMap { Int($0) }
+            let kb = line.dropFirst(name.count).split(whereSeparator: { $0 == " " || $0 == "\t" }).first.flatMap { Int($0) }
             return kb.map { $0 * 1024 }
         }
         return nil

@@ -36,6 +36,7 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Print JSON.")
     var json = false
     @OptionGroup var runtime: RuntimeOptions
+    @OptionGroup var kernelOptions: KernelOptions
 
     func validate() throws {
         if (preset == nil) == (model == nil) { throw ValidationError("give exactly one of --preset and --model") }
@@ -63,7 +64,7 @@ struct BenchCommand: ParsableCommand {
         }
         let float = MambaLM(weights: weights)
         let q = try quantizedModel(weights, float, par)
-        let int8 = q.model(runtime: runtime.kernels)
+        let int8 = q.model(runtime: kernelOptions.kernels)
 
         printError("timing prefill (\(tokens) tokens) and decode (\(decodeSteps) steps), \(runs) runs each, interleaved")
         let t = try measureThroughputSideBySide([float, int8], tokens: tokens, decodeSteps: decodeSteps, runs: runs, parallelism: par)
@@ -77,7 +78,7 @@ struct BenchCommand: ParsableCommand {
             }
         }
         let report = BenchReport(
-            model: name, threads: par.threads, blasCore: BLASCore.current, int8Kernels: runtime.kernels.description, runs: runs,
+            model: name, threads: par.threads, blasCore: BLASCore.current, int8Kernels: kernelOptions.kernels.description, runs: runs,
             quantization: "\(q.recipe.method.rawValue) \(q.recipe.bits)" + (q.recipe.dynamicActivations ? " dynamic" : ", static scales"), float32: t[0], int8: t[1],
             prefillSpeedup: t[1].prefillTokensPerSecond / t[0].prefillTokensPerSecond,
             decodeSpeedup: t[1].decodeTokensPerSecond / t[0].decodeTokensPerSecond,

@@ -49,6 +49,7 @@ struct CompareCommand: ParsableCommand {
     @Flag(help: "No progress bars.")
     var quiet = false
     @OptionGroup var runtime: RuntimeOptions
+    @OptionGroup var kernelOptions: KernelOptions
 
     func validate() throws {
         if !["md", "json"].contains(format) { throw ValidationError("--format must be md or json, got \(format)") }
@@ -93,7 +94,7 @@ struct CompareCommand: ParsableCommand {
         let float = MambaLM(weights: weights)
         var contenders = [Contender(name: "float", method: "none", bits: "fp32", seed: nil, model: float, transformedFloat: nil,
                                     weightBytes: 4 * weights.parameterCount, runtime: "float32 (OpenBLAS)")]
-        let int8Path = runtime.kernels.description
+        let int8Path = kernelOptions.kernels.description
         for dir in quantized {
             let p = try QuantizedModel.provenance(directory: dir)
             guard p.sourceSHA256 == sha else {
@@ -101,7 +102,7 @@ struct CompareCommand: ParsableCommand {
             }
             let q = try QuantizedModel.load(directory: dir)
             contenders.append(Contender(name: (dir as NSString).lastPathComponent, method: q.recipe.method.rawValue, bits: q.recipe.bits.description,
-                                        seed: q.recipe.seed, model: q.model(runtime: runtime.kernels), transformedFloat: nil, weightBytes: q.weightBytes, runtime: int8Path))
+                                        seed: q.recipe.seed, model: q.model(runtime: kernelOptions.kernels), transformedFloat: nil, weightBytes: q.weightBytes, runtime: int8Path))
         }
         if !methodList.isEmpty {
             let stats = try cachedStats(float, modelDir: modelDir, sha: sha, calibFiles: calibFiles, parallelism: par)
@@ -110,7 +111,7 @@ struct CompareCommand: ParsableCommand {
                     for s in 0..<UInt64(seeds) {
                         let recipe = QuantizationRecipe(method: m, bits: b, seed: s)
                         let (q, transformed) = try QuantizedModel.quantizeKeepingTransformed(weights: weights, stats: stats, recipe: recipe, parallelism: par)
-                        contenders.append(Contender(name: m.rawValue, method: m.rawValue, bits: b.description, seed: s, model: q.model(runtime: runtime.kernels),
+                        contenders.append(Contender(name: m.rawValue, method: m.rawValue, bits: b.description, seed: s, model: q.model(runtime: kernelOptions.kernels),
                                                     transformedFloat: transformed, weightBytes: q.weightBytes, runtime: int8Path))
                         log("quantized \(m.rawValue) \(b)" + (seeds > 1 ? " seed \(s)" : ""))
                     }
@@ -133,7 +134,7 @@ struct CompareCommand: ParsableCommand {
                     bar!.bar.update(done, total)
                 })
         }
-        if runtime.kernels == .int8 {
+        if kernelOptions.kernels == .int8 {
             report.notes.append("Quantized models run int8 GEMMs (\(int8Path)) for every per-channel linear; conv1d and the SSM inputs use the same integer grids in float32.")
         }
         report.notes.append(String(format: "compare took %.0f s on %d threads; calibration: %d x %d tokens of %@.", seconds, par.threads, calibSamples, calibSeqLen,

@@ -23,6 +23,7 @@ struct EvaluateCommand: ParsableCommand {
     @Flag(help: "No progress bar.")
     var quiet = false
     @OptionGroup var runtime: RuntimeOptions
+    @OptionGroup var kernelOptions: KernelOptions
 
     func validate() throws {
         if seqLen < 2 { throw ValidationError("--seq-len must be at least 2, got \(seqLen)") }
@@ -33,7 +34,7 @@ struct EvaluateCommand: ParsableCommand {
         let manifest = (model == nil || data.isEmpty) ? try CorpusManifest() : nil
         let modelDir = try model ?? manifest!.defaultModel
         let files = data.isEmpty ? try manifest!.files("test") : data
-        let lm = try loadAnyModel(directory: modelDir, kernels: runtime.kernels)
+        let lm = try loadAnyModel(directory: modelDir, kernels: kernelOptions.kernels)
         guard let tokenizer = try loadTokenizer(modelDirectory: modelDir) else {
             throw MambaError(.missingFile, "\(modelDir) has no tokenizer.json: evaluation text cannot be tokenized")
         }

@@ -26,6 +26,7 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Write the logits at the prompt's positions to this safetensors file (tensor `logits`, F32 [L, V]).")
     var logitsOut: String?
     @OptionGroup var runtime: RuntimeOptions
+    @OptionGroup var kernelOptions: KernelOptions
 
     func validate() throws {
         if (prompt == nil) == (tokens == nil) { throw ValidationError("give exactly one of --prompt and --tokens") }
@@ -55,7 +56,7 @@ struct GenerateCommand: ParsableCommand {
                 throw MambaError(.missingFile, "cannot write \(logitsOut): directory \(dir) does not exist")
             }
         }
-        let lm = try loadAnyModel(directory: model, kernels: runtime.kernels)
+        let lm = try loadAnyModel(directory: model, kernels: kernelOptions.kernels)
         if let bad = ids.first(where: { $0 < 0 || $0 >= lm.vocabSize }) {
             throw MambaError(.badInput, "token id \(bad) is outside the model's vocabulary [0, \(lm.vocabSize))")
         }

@@ -10,14 +10,18 @@ extension QuantizedRuntime: ExpressibleByArgument {}
 struct RuntimeOptions: ParsableArguments {
     @Option(help: "Threads for OpenBLAS and mambaquant's own loops (default: all cores).")
     var threads: Int?
-    @Option(help: "Kernels of quantized models: int8 (int8 GEMMs) or reference (quantize-dequantize in float32).")
-    var kernels: QuantizedRuntime = .int8
 
     func validate() throws {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
     }
 
     var parallelism: Parallelism { Parallelism(threads: threads) }
+}
+
+/// `--kernels`, on the commands that run a quantized model.
+struct KernelOptions: ParsableArguments {
+    @Option(help: "Kernels of quantized models: int8 (int8 GEMMs) or reference (quantize-dequantize in float32).")
+    var kernels: QuantizedRuntime = .int8
 }
 
 /// Reads the whole of a text file, or says which file is missing.

@@ -1,0 +1,44 @@
+import Foundation
+import MambaQuantization
+import TestSupport
+import XCTest
+
+/// The committed quantized checkpoint (Tests/Fixtures/quantized, made by
+/// scripts/fixtures/make_quantized_fixture.sh) in format version 1: it loads, both runtimes give its
+/// committed logits, and writing it again gives the same tensor file byte for byte (FORMAT.md
+/// cannot drift from the code unnoticed).
+final class QuantizedFixtureTests: XCTestCase {
+    let directory = Fixtures.root + "/quantized/tiny-tied-mambaquant-w8a8"
+    let tokens = [5, 17, 200, 3, 99, 42, 7, 130, 64, 250, 1, 18]
+
+    func testLoadsWithItsRecipe() throws {
+        let q = try QuantizedModel.load(directory: directory)
+        XCTAssertEqual(q.recipe.method, .mambaquant)
+        XCTAssertEqual(q.recipe.bits, BitWidths(weight: 8, activation: 8))
+        XCTAssertNil(q.recipe.groupSize)
+        XCTAssertEqual(q.blocks.count, 2)
+        XCTAssertNotNil(q.blocks[0].mixer.hadamardSigns)
+        XCTAssertNotNil(q.blocks[0].mixer.gateSmoothing)
+        XCTAssertEqual(q.lmHead.input?.scale.staticScale.map { $0 > 0 }, true)
+    }
+
+    func testBothRuntimesGiveTheCommittedLogits() throws {
+        let q = try QuantizedModel.load(directory: directory)
+        let committed = try SafeTensorsFile(path: Fixtures.root + "/quantized/tiny-tied-mambaquant-w8a8-logits.safetensors").view("logits").tensor()
+        XCTAssertEqual(committed.shape, [tokens.count, 260])
+        for (runtime, tolerance) in [(QuantizedRuntime.reference, Float(1e-4)), (.int8, 1e-3)] {
+            let logits = try q.model(runtime: runtime).logits(tokens)
+            XCTAssertLessThanOrEqual(maxAbsDifference(logits.storage, committed.storage), tolerance * committed.absMax, "\(runtime)")
+        }
+    }
+
+    func testRewritingGivesTheSameTensorFile() throws {
+        let q = try QuantizedModel.load(directory: directory)
+        let out = try makeTemporaryDirectory() + "/again"
+        defer { try? FileManager.default.removeItem(atPath: (out as NSString).deletingLastPathComponent) }
+        try q.write(directory: out, sourceDirectory: directory, provenance: try QuantizedModel.provenance(directory: directory))
+        XCTAssertTrue(FileManager.default.contentsEqual(atPath: out + "/model.safetensors", andPath: directory + "/model.safetensors"))
+        let again = try QuantizedModel.load(directory: out)
+        XCTAssertTrue(again.recipe == q.recipe)
+    }
+}
