@@ -1,12 +1,31 @@
 #!/usr/bin/env bash
-# The README's main job: installs the system libraries if missing, builds a release binary and runs
-# the bundled model (models/bard-mamba, the default of calibration/manifest.json).
+# The README's main job on the bundled model (models/bard-mamba, the default of
+# calibration/manifest.json) and corpus: installs the system libraries if missing, builds a release
+# binary, then calibrate -> quantize (MambaQuant W8A8) -> generate with the int8 model, and the
+# compare report of all four methods at w8a8, w4a8 and w8a6 against float32. Outputs go to
+# demo-output/ (report.md, report.svg, the stats file and the quantized checkpoint).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
-swift build -c release --product mambaquant 2>&1 | grep -v "^\[" || true
+echo "building (release)..." >&2
+swift build -c release --product mambaquant 2>&1 | grep -Ev "^\[|^Building|^Compiling|^Write|^Planning" || true
 BIN=.build/release/mambaquant
-MODEL=${MODEL:-$(sed -n 's/.*"default_model": *"\([^"]*\)".*/\1/p' calibration/manifest.json)}
-"$BIN" inspect "$MODEL"
+MODEL=$(sed -n 's/.*"default_model": *"\([^"]*\)".*/\1/p' calibration/manifest.json)
+OUT=demo-output
+mkdir -p "$OUT"
+
+"$BIN" inspect "$MODEL" | head -4
 echo
-"$BIN" generate --model "$MODEL" --prompt "ROMEO:" --max-new-tokens 300 --temperature 0.8 --top-k 40 --seed 1
+"$BIN" calibrate --model "$MODEL" --out "$OUT/stats.safetensors"
+"$BIN" quantize --model "$MODEL" --stats "$OUT/stats.safetensors" --method mambaquant --bits w8a8 --out "$OUT/bard-mamba-w8a8"
+echo
+echo "== float32 =="
+"$BIN" generate --model "$MODEL" --prompt "ROMEO:" --max-new-tokens 200 --temperature 0.8 --top-k 40 --seed 1
+echo
+echo "== int8 (MambaQuant W8A8) =="
+"$BIN" generate --model "$OUT/bard-mamba-w8a8" --prompt "ROMEO:" --max-new-tokens 200 --temperature 0.8 --top-k 40 --seed 1
+echo
+"$BIN" compare --out "$OUT/report.md" --plot "$OUT/report.svg"
+cat "$OUT/report.md"
+echo
+echo "report: $OUT/report.md, plot: $OUT/report.svg" >&2

@@ -38,16 +38,30 @@ public struct SmoothSiLUGate: GateOp {
 public struct OnlineHadamard: Sendable {
     public let signs: [Float]
     public let hadamard: Hadamard
+    let factor: [Float]
 
     public init(signs: [Float], hadamard: Hadamard) {
         precondition(signs.count == hadamard.size)
         self.signs = signs
         self.hadamard = hadamard
+        factor = hadamard.factor.map(Float.init)
     }
 
     public var size: Int { hadamard.size }
 
+    /// In float32 (CMambaKernels/hadamard.c); `rotateReference` is the double-precision definition.
     public func rotate(_ x: Tensor) -> Tensor {
+        precondition(x.cols == size)
+        var r = x
+        var scratch = [Float](repeating: 0, count: size)
+        r.storage.withUnsafeMutableBufferPointer { p in
+            mq_hadamard_rows_f32(p.baseAddress, Int32(x.rows), Int32(size), Int32(hadamard.powerOfTwo), Int32(hadamard.factorSize),
+                                 factor, signs, &scratch)
+        }
+        return r
+    }
+
+    public func rotateReference(_ x: Tensor) -> Tensor {
         precondition(x.cols == size)
         var r = x
         let n = size

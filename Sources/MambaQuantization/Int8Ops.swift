@@ -135,6 +135,75 @@ public struct Int8Linear: LinearOp {
     }
 }
 
+/// The depthwise causal conv on integers: out[t, e] = acc[t, e] * s_x * s_w[e] + bias[e] with
+/// acc = sum_j w_q[j, e] * x_q[t + j, e] in int32. Static input scale only (one scale must hold
+/// across the K time steps a sum mixes; dynamic scales run the reference conv). The state holds
+/// the last K-1 quantized inputs as integer-valued floats.
+public struct Int8Conv: ConvOp {
+    let weightKE: [Int32]      // [K, E], transposed so the channel loop is contiguous
+    let outScale: [Float]      // [E]: s_x * s_w[e]
+    let bias: [Float]          // [E]
+    let inputScale: Float
+    let bits: Int
+    public let kernelSize: Int
+    public let channels: Int
+
+    public init(weight: QuantizedMatrix, bias: Tensor?, input: ActivationQuantizer) {
+        guard let s = input.scale.staticScale else { preconditionFailure("Int8Conv needs a static input scale") }
+        precondition(weight.groupSize == nil)
+        let (e, k) = (weight.rows, weight.cols)
+        var t = [Int32](repeating: 0, count: e * k)
+        for c in 0..<e { for j in 0..<k { t[j * e + c] = Int32(weight.values[c * k + j]) } }
+        weightKE = t
+        outScale = weight.scales.map { $0 * s }
+        self.bias = bias?.storage ?? [Float](repeating: 0, count: e)
+        inputScale = s
+        bits = input.bits
+        kernelSize = k
+        channels = e
+    }
+
+    public func forward(_ x: Tensor, state: inout [Float], _ parallelism: Parallelism) -> Tensor {
+        let (l, e, k) = (x.rows, x.cols, kernelSize)
+        precondition(e == channels && state.count == (k - 1) * e, "int8 conv expects \(channels) channels and a state of \(k - 1) rows")
+        // [K-1+L, E] integers: the state's rows, then this call's inputs quantized.
+        var q = [Int32](repeating: 0, count: (k - 1 + l) * e)
+        let qmax = Float(MambaQuantization.qmax(bits: bits))
+        let inv: Float = inputScale > 0 ? 1 / inputScale : 0
+        for i in 0..<((k - 1) * e) { q[i] = Int32(state[i]) }
+        x.storage.withUnsafeBufferPointer { xp in
+            q.withUnsafeMutableBufferPointer { qp in
+                for i in 0..<(l * e) { qp[(k - 1) * e + i] = Int32(quantizeSymmetric(xp[i], inverseScale: inv, qmax: qmax)) }
+            }
+        }
+        var out = Tensor(zeros: [l, e])
+        q.withUnsafeBufferPointer { qp in
+            weightKE.withUnsafeBufferPointer { w in
+                outScale.withUnsafeBufferPointer { os in
+                    bias.withUnsafeBufferPointer { b in
+                        out.storage.withUnsafeMutableBufferPointer { o in
+                            var acc = [Int32](repeating: 0, count: e)
+                            acc.withUnsafeMutableBufferPointer { a in
+                                for t in 0..<l {
+                                    a.update(repeating: 0)
+                                    for j in 0..<k {
+                                        let (row, wr) = (qp.baseAddress! + (t + j) * e, w.baseAddress! + j * e)
+                                        for c in 0..<e { a[c] &+= wr[c] &* row[c] }
+                                    }
+                                    let orow = o.baseAddress! + t * e
+                                    for c in 0..<e { orow[c] = Float(a[c]) * os[c] + b[c] }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if k > 1 { state = q[(l * e)...].map(Float.init) }
+        return out
+    }
+}
+
 /// Base addresses of the GEMM's read-only inputs, wrapped for the worker threads (which only read).
 private func withPointers<R>(
     _ a: [Int8], _ aScale: [Float], _ packed: [Int8], _ sums: [Int32], _ wScale: [Float], _ bias: [Float]?,

@@ -22,8 +22,13 @@ public struct QuantizedLayer: Sendable {
         return FloatLinear(weight: floatWeight!, bias: bias)
     }
 
-    public func conv() -> any ConvOp {
-        if let weight, let input { return ReferenceQuantizedConv(weight: weight, bias: bias, input: input) }
+    public func conv(_ runtime: QuantizedRuntime = .int8) -> any ConvOp {
+        if let weight, let input {
+            if runtime == .int8 && input.scale.staticScale != nil && weight.groupSize == nil {
+                return Int8Conv(weight: weight, bias: bias, input: input)
+            }
+            return ReferenceQuantizedConv(weight: weight, bias: bias, input: input)
+        }
         return FloatConv(weight: floatWeight!, bias: bias)
     }
 
@@ -55,13 +60,13 @@ public struct QuantizedModel: Sendable {
     public var transforms: [AppliedTransform]
 
     /// The model with its leaf ops swapped for quantized ones (the same forward as float). On the
-    /// int8 runtime the linears run int8 GEMMs; the conv and the scan inputs are quantized to the
-    /// same integers on both runtimes and then computed in float32 (quantize-dequantize).
+    /// int8 runtime the linears run int8 GEMMs and the conv sums integers; the SSM inputs take the
+    /// same integer grids on both runtimes and the recurrence runs in float32.
     public func model(runtime: QuantizedRuntime = .int8) -> MambaLM {
         MambaLM(config: config, embedding: QuantizedEmbedding(table: embedding), blocks: blocks.map { b in
             let m = b.mixer
             return MambaBlock(norm: b.norm, mixer: MambaMixer(
-                inProj: m.inProj.linear(runtime), conv: m.conv.conv(), xProj: m.xProj.linear(runtime), dtProj: m.dtProj.linear(runtime),
+                inProj: m.inProj.linear(runtime), conv: m.conv.conv(runtime), xProj: m.xProj.linear(runtime), dtProj: m.dtProj.linear(runtime),
                 scanInput: ReferenceQuantizedScanInput(quantizers: m.scanInputs),
                 scan: SelectiveScan(aLog: m.aLog, dSkip: m.dSkip),
                 gate: m.gateSmoothing.map { SmoothSiLUGate(s: $0) } ?? SiLUGate(),

@@ -141,6 +141,24 @@ final class Int8OpsTests: XCTestCase {
         }
     }
 
+    /// Int8Conv against ReferenceQuantizedConv, across two calls that hand the state on.
+    func testInt8ConvMatchesTheReferenceConv() {
+        var rng = SeededRandom(seed: UInt64.random(in: 0...UInt64.max))
+        for (e, k) in [(37, 4), (64, 3), (5, 1)] {
+            let w = Matrix(rows: e, cols: k, data: (0..<(e * k)).map { _ in rng.nextGaussian() * 0.5 })
+            let qw = QuantizedMatrix(quantizing: w, bits: 8)
+            let bias = Tensor(shape: [e], storage: (0..<e).map { _ in Float(rng.nextGaussian()) })
+            let input = ActivationQuantizer(bits: 8, scale: .static(0.03))
+            let (int8, reference) = (Int8Conv(weight: qw, bias: bias, input: input), ReferenceQuantizedConv(weight: qw, bias: bias, input: input))
+            var (s1, s2) = ([Float](repeating: 0, count: (k - 1) * e), [Float](repeating: 0, count: (k - 1) * e))
+            for l in [7, 1, 2] {
+                let x = Tensor(shape: [l, e], storage: (0..<(l * e)).map { _ in Float(rng.nextGaussian()) })
+                let (got, want) = (int8.forward(x, state: &s1, .serial), reference.forward(x, state: &s2, .serial))
+                XCTAssertLessThanOrEqual(maxAbsDifference(got.storage, want.storage), 1e-5 * max(1, want.absMax), "e \(e) k \(k) l \(l)")
+            }
+        }
+    }
+
     /// The whole quantized model on the int8 runtime gives the reference path's logits up to float
     /// rounding, prefill and decode alike.
     func testInt8ModelMatchesTheReferenceModel() throws {

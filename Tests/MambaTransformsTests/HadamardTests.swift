@@ -1,6 +1,8 @@
+import MambaModel
 import MambaTensors
 import MambaTransforms
 import TestSupport
+import CMambaKernels
 import XCTest
 
 final class HadamardTests: XCTestCase {
@@ -44,5 +46,27 @@ final class HadamardTests: XCTestCase {
         XCTAssertEqual(a, b)
         XCTAssertNotEqual(a.signs, c.signs)
         XCTAssertLessThan(Matrix(rows: 48, cols: 48, data: a.matrix).orthogonalityError, 1e-12)
+    }
+}
+
+/// The float32 online rotation (CMambaKernels/hadamard.c) against its double definition.
+final class OnlineHadamardTests: XCTestCase {
+    override func tearDown() { mq_force_scalar(0) }
+
+    func testFloatKernelMatchesTheDoubleDefinition() {
+        var rng = SeededRandom(seed: UInt64.random(in: 0...UInt64.max))
+        for n in [1, 8, 28, 40, 64, 96, 1536] {
+            let h = Hadamard(size: n)!
+            let signs = (0..<n).map { _ in Float(rng.next() % 2 == 0 ? 1 : -1) }
+            let op = OnlineHadamard(signs: signs, hadamard: h)
+            let rows = 3
+            let x = Tensor(shape: [rows, n], storage: (0..<(rows * n)).map { _ in Float(rng.nextGaussian()) })
+            let want = op.rotateReference(x)
+            for scalar in [Int32(0), 1] {
+                mq_force_scalar(scalar)
+                let got = op.rotate(x)
+                XCTAssertLessThanOrEqual(maxAbsDifference(got.storage, want.storage), 1e-5 * max(1, want.absMax), "n \(n) scalar \(scalar)")
+            }
+        }
     }
 }

@@ -29,6 +29,11 @@ void mq_softplus_f32(const float *x, float *out, size_t n);
 /// out[i] = exp(x[i]) (a polynomial to about 2 ulp; used where the scan needs exp).
 void mq_exp_f32(const float *x, float *out, size_t n);
 
+/// In place on each of `rows` rows of n = m * p floats (row stride ld): x = (x * signs) H / sqrt(n)
+/// with H = H_m (x) H_p, p a power of two, `factor` the m x m matrix H_m (row-major, +-1).
+/// `scratch` holds n floats.
+void mq_hadamard_rows_f32(float *x, int rows, int ld, int p, int m, const float *factor, const float *signs, float *scratch);
+
 /// The selective scan of Mamba-1 (state-spaces/mamba selective_scan_ref) over channels
 /// [channel_begin, channel_end), time steps in order:
 ///   dt = softplus(dt_raw[t, e]);  h[e, n] = exp(dt * A[e, n]) * h[e, n] + dt * B[t, n] * x[t, e]
