@@ -316,16 +316,22 @@ MQ_VNNI __attribute__((always_inline)) static inline void block_vnni(
         }                                                                                           \
     } while (0)
 
+#ifndef MQ_VNNI_SINGLE_PANEL_ROWS
+#define MQ_VNNI_SINGLE_PANEL_ROWS 4
+#endif
+
 MQ_VNNI static void gemm_vnni(const mq_gemm_s8_args *g) {
     const int kp = mq_s8_padded_k(g->k);
     const size_t stride = (size_t)MQ_S8_PANEL * kp;
     int p = g->panel_begin;
-    for (; p + 2 <= g->panel_end; p += 2) {
+    // Pairs of panels share each broadcast of a (compute-bound prefill); a few rows (decode) are
+    // memory-bound and stream faster from one panel at a time.
+    for (; g->m > MQ_VNNI_SINGLE_PANEL_ROWS && p + 2 <= g->panel_end; p += 2) {
         const int8_t *panel = g->packed + p * stride;
         const int j0 = p * MQ_S8_PANEL;
         MQ_VNNI_ROWS(2);
     }
-    if (p < g->panel_end) {
+    for (; p < g->panel_end; p++) {
         const int8_t *panel = g->packed + p * stride;
         const int j0 = p * MQ_S8_PANEL;
         MQ_VNNI_ROWS(1);

@@ -33,6 +33,8 @@ struct BenchCommand: ParsableCommand {
     var runs = 5
     @Option(help: "Row counts of the kernel-level GEMM comparison (comma-separated; empty to skip).")
     var gemmRows = "1,16,64,512"
+    @Option(help: "int8 kernel path: auto (the best this CPU has), avx2 or scalar (to measure a CPU without VNNI; pair with OPENBLAS_CORETYPE=Haswell for an AVX2 sgemm).")
+    var int8Path = "auto"
     @Flag(help: "Print JSON.")
     var json = false
     @OptionGroup var runtime: RuntimeOptions
@@ -42,6 +44,7 @@ struct BenchCommand: ParsableCommand {
         if (preset == nil) == (model == nil) { throw ValidationError("give exactly one of --preset and --model") }
         if quantized != nil && model == nil { throw ValidationError("--quantized needs the float --model it was made from") }
         if tokens < 1 || runs < 1 || decodeSteps < 1 { throw ValidationError("--tokens, --runs and --decode-steps must be at least 1") }
+        if !["auto", "avx2", "scalar"].contains(int8Path) { throw ValidationError("--int8-path must be auto, avx2 or scalar, got \(int8Path)") }
         if gemmRowList == nil { throw ValidationError("--gemm-rows must be positive integers separated by commas, got \(gemmRows)") }
     }
 
@@ -52,6 +55,7 @@ struct BenchCommand: ParsableCommand {
 
     func run() throws {
         let par = runtime.parallelism
+        mq_s8_set_max_level(["avx2": 1, "scalar": 0][int8Path] ?? -1)
         let weights: MambaWeights
         let name: String
         if let preset {

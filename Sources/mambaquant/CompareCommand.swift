@@ -135,7 +135,7 @@ struct CompareCommand: ParsableCommand {
                 })
         }
         if kernelOptions.kernels == .int8 {
-            report.notes.append("Quantized models run int8 GEMMs (\(int8Path)) for every per-channel linear; conv1d and the SSM inputs use the same integer grids in float32.")
+            report.notes.append("Quantized models run int8 GEMMs (\(int8Path)) for every per-channel linear and an integer conv1d; the SSM recurrence runs in float32 on the quantized x, dt, B and C.")
         }
         report.notes.append(String(format: "compare took %.0f s on %d threads; calibration: %d x %d tokens of %@.", seconds, par.threads, calibSamples, calibSeqLen,
                                    calibFiles.map { ($0 as NSString).lastPathComponent }.joined(separator: ", ")))
