@@ -1,5 +1,3 @@
-import MambaTensors
-
 /// Normalized Hadamard transforms of size m * 2^k, m in {1, 12, 20, 28} (40 * 2^k = 20 * 2^(k+1)):
 /// H_n = H_m (x) H_{2^k} / sqrt(n), applied as a fast Walsh-Hadamard transform over the 2^k factor
 /// and a small dense product over the m factor (QuaRot's hadamard_utils does the same with
