@@ -5,6 +5,7 @@
 #include "mamba_int8.h"
 #include "simd_math.h"
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 // MARK: - Dispatch
@@ -251,18 +252,62 @@ MQ_AVX2 __attribute__((always_inline)) static inline void block_avx2(
     store_block(g, i0, MR, j0, sums);
 }
 
-MQ_AVX2 static void gemm_avx2(const mq_gemm_s8_args *g) {
-    const int kp = mq_s8_padded_k(g->k);
-    for (int p = g->panel_begin; p < g->panel_end; p++) {
-        const int8_t *panel = g->packed + (size_t)p * MQ_S8_PANEL * kp;
-        int i = 0;
-        for (; i + 4 <= g->m; i += 4) block_avx2(g, panel, kp, i, p * MQ_S8_PANEL, 4);
-        switch (g->m - i) {
-        case 3: block_avx2(g, panel, kp, i, p * MQ_S8_PANEL, 3); break;
-        case 2: block_avx2(g, panel, kp, i, p * MQ_S8_PANEL, 2); break;
-        case 1: block_avx2(g, panel, kp, i, p * MQ_S8_PANEL, 1); break;
+// AVX2, int16 form for prefill: each 16-byte quarter of a panel's k-step (4 rows x 4 k) is sign-
+// extended to int16 once and shared by MR rows; a row's 4 activations, already int16, are
+// broadcast as one qword, and vpmaddwd leaves two partial sums per output (k0+k1, k2+k3), added
+// at the end. Four multiplies per 64 multiply-adds and no sign/abs fix-ups, where the sign trick
+// needs 2 vpsignb + vpabsb + 2 vpmaddubsw + 2 vpmaddwd.
+MQ_AVX2 __attribute__((always_inline)) static inline void block_avx2_i16(
+    const mq_gemm_s8_args *g, const int8_t *panel, int kp, const int16_t *a16, int i0, int j0, const int MR) {
+    __m256i acc[3][4];
+    for (int r = 0; r < MR; r++)
+        for (int q = 0; q < 4; q++) acc[r][q] = _mm256_setzero_si256();
+    for (int s = 0; s < kp / MQ_S8_KSTEP; s++) {
+        __m256i w[4];
+        for (int q = 0; q < 4; q++) w[q] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(panel + (size_t)s * 64 + q * 16)));
+        for (int r = 0; r < MR; r++) {
+            int64_t a4;
+            memcpy(&a4, a16 + (size_t)(i0 + r) * kp + s * MQ_S8_KSTEP, 8);
+            const __m256i ar = _mm256_set1_epi64x(a4);
+            for (int q = 0; q < 4; q++) acc[r][q] = _mm256_add_epi32(acc[r][q], _mm256_madd_epi16(w[q], ar));
         }
     }
+    int32_t sums[3][MQ_S8_PANEL];
+    for (int r = 0; r < MR; r++) {
+        int32_t pairs[32];
+        for (int q = 0; q < 4; q++) _mm256_storeu_si256((__m256i *)(pairs + 8 * q), acc[r][q]);
+        for (int j = 0; j < MQ_S8_PANEL; j++) sums[r][j] = pairs[2 * j] + pairs[2 * j + 1];
+    }
+    store_block(g, i0, MR, j0, sums);
+}
+
+// Rows at or below this count take the sign trick on int8 (decode is memory-bound and needs no
+// int16 copy of the activations); above it, the int16 form.
+#define MQ_AVX2_I16_MIN_ROWS 4
+
+MQ_AVX2 static void gemm_avx2(const mq_gemm_s8_args *g) {
+    const int kp = mq_s8_padded_k(g->k);
+    int16_t *a16 = g->m > MQ_AVX2_I16_MIN_ROWS ? malloc(sizeof(int16_t) * (size_t)g->m * kp) : NULL;
+    if (a16)
+        for (int i = 0; i < g->m; i++)
+            for (int t = 0; t < kp; t++) a16[(size_t)i * kp + t] = g->a[(size_t)i * g->lda + t];
+    for (int p = g->panel_begin; p < g->panel_end; p++) {
+        const int8_t *panel = g->packed + (size_t)p * MQ_S8_PANEL * kp;
+        const int j0 = p * MQ_S8_PANEL;
+        int i = 0;
+        if (a16) {
+            for (; i + 2 <= g->m; i += 2) block_avx2_i16(g, panel, kp, a16, i, j0, 2);
+            if (i < g->m) block_avx2_i16(g, panel, kp, a16, i, j0, 1);
+            continue;
+        }
+        for (; i + 4 <= g->m; i += 4) block_avx2(g, panel, kp, i, j0, 4);
+        switch (g->m - i) {
+        case 3: block_avx2(g, panel, kp, i, j0, 3); break;
+        case 2: block_avx2(g, panel, kp, i, j0, 2); break;
+        case 1: block_avx2(g, panel, kp, i, j0, 1); break;
+        }
+    }
+    free(a16);
 }
 
 #define MQ_VNNI __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")))

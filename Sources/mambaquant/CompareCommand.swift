@@ -137,8 +137,12 @@ struct CompareCommand: ParsableCommand {
         if kernelOptions.kernels == .int8 {
             report.notes.append("Quantized models run int8 GEMMs (\(int8Path)) for every per-channel linear and an integer conv1d; the SSM recurrence runs in float32 on the quantized x, dt, B and C.")
         }
-        report.notes.append(String(format: "compare took %.0f s on %d threads; calibration: %d x %d tokens of %@.", seconds, par.threads, calibSamples, calibSeqLen,
-                                   calibFiles.map { ($0 as NSString).lastPathComponent }.joined(separator: ", ")))
+        var took = String(format: "compare took %.0f s on %d threads", seconds, par.threads)
+        if !methodList.isEmpty {
+            took += String(format: "; calibration: %d x %d tokens of %@", calibSamples, calibSeqLen,
+                           calibFiles.map { ($0 as NSString).lastPathComponent }.joined(separator: ", "))
+        }
+        report.notes.append(took + ".")
         let text = format == "json" ? try report.json() : report.markdown()
         if let out { try writeAtomically(text, to: out) } else { print(text) }
         if let plot { try writeAtomically(ComparisonPlot.svg(report), to: plot) }

@@ -51,10 +51,15 @@ final class Int8OpsTests: XCTestCase {
 
     /// The extremes of the range: -127 * -127 summed over a long K must not saturate any int16 step.
     func testExtremeValuesDoNotSaturate() {
-        let (m, n, k) = (3, 20, 1001)
+        // m = 3 takes the AVX2 sign trick, m = 9 its int16 form.
+        for m in [3, 9] { checkExtremeValues(m: m) }
+    }
+
+    func checkExtremeValues(m: Int) {
+        let (n, k) = (20, 1001)
         let kp = Int(mq_s8_padded_k(Int32(k)))
         var a = [Int8](repeating: 0, count: m * kp)
-        for i in 0..<m { for j in 0..<k { a[i * kp + j] = (i == 1 && j % 2 == 0) ? 127 : -127 } }
+        for i in 0..<m { for j in 0..<k { a[i * kp + j] = (i % 2 == 1 && j % 2 == 0) ? 127 : -127 } }
         let w = (0..<(n * k)).map { Int8($0 % 3 == 0 ? 127 : -127) }
         var reference = [Int32](repeating: 0, count: m * n)
         mq_gemm_s8_reference(Int32(m), Int32(n), Int32(k), a, Int32(kp), w, Int32(k), &reference, Int32(n))
@@ -67,7 +72,7 @@ final class Int8OpsTests: XCTestCase {
             var args = mq_gemm_s8_args(m: Int32(m), n: Int32(n), k: Int32(k), a: a, lda: Int32(kp), packed: packed, col_sums: sums,
                                        panel_begin: 0, panel_end: 2, a_scale: nil, w_scale: nil, bias: nil, c: nil, ldc: 0, acc: &got, ldacc: Int32(n))
             mq_gemm_s8(&args)
-            XCTAssertEqual(got, reference, "level \(level)")
+            XCTAssertEqual(got, reference, "m \(m) level \(level)")
         }
     }
 
