@@ -34,7 +34,7 @@ struct CalibrateCommand: ParsableCommand {
     func run() throws {
         let par = runtime.parallelism
         let manifest = (model == nil || data.isEmpty) ? try CorpusManifest() : nil
-        let modelDir = try model ?? manifest!.defaultModel
+        let modelDir = model ?? manifest!.defaultModel
         let dataFiles = data.isEmpty ? try manifest!.files("calib") : data
         try refuseOverwritingInput(out, inputs: [modelDir] + dataFiles)
         let outDir = URL(fileURLWithPath: out).deletingLastPathComponent().path

@@ -32,7 +32,7 @@ struct EvaluateCommand: ParsableCommand {
     func run() throws {
         let par = runtime.parallelism
         let manifest = (model == nil || data.isEmpty) ? try CorpusManifest() : nil
-        let modelDir = try model ?? manifest!.defaultModel
+        let modelDir = model ?? manifest!.defaultModel
         let files = data.isEmpty ? try manifest!.files("test") : data
         let lm = try loadAnyModel(directory: modelDir, kernels: kernelOptions.kernels)
         guard let tokenizer = try loadTokenizer(modelDirectory: modelDir) else {
