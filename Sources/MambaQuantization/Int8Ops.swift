@@ -167,13 +167,13 @@ public struct Int8Conv: ConvOp {
         let (l, e, k) = (x.rows, x.cols, kernelSize)
         precondition(e == channels && state.count == (k - 1) * e, "int8 conv expects \(channels) channels and a state of \(k - 1) rows")
         // [K-1+L, E] integers: the state's rows, then this call's inputs quantized.
-        var q = [Int32](repeating: 0, count: (k - 1 + l) * e)
-        let qmax = Float(MambaQuantization.qmax(bits: bits))
-        let inv: Float = inputScale > 0 ? 1 / inputScale : 0
-        for i in 0..<((k - 1) * e) { q[i] = Int32(state[i]) }
+        var q = [Int8](repeating: 0, count: (k - 1 + l) * e)
+        let inverse = [Float](repeating: inputScale > 0 ? 1 / inputScale : 0, count: l)
+        for i in 0..<((k - 1) * e) { q[i] = Int8(state[i]) }
         x.storage.withUnsafeBufferPointer { xp in
             q.withUnsafeMutableBufferPointer { qp in
-                for i in 0..<(l * e) { qp[(k - 1) * e + i] = Int32(quantizeSymmetric(xp[i], inverseScale: inv, qmax: qmax)) }
+                mq_quantize_rows_s8(xp.baseAddress, Int32(l), Int32(e), Int32(e), inverse, Int32(MambaQuantization.qmax(bits: bits)),
+                                    qp.baseAddress! + (k - 1) * e, Int32(e))
             }
         }
         var out = Tensor(zeros: [l, e])
@@ -188,7 +188,7 @@ public struct Int8Conv: ConvOp {
                                     a.update(repeating: 0)
                                     for j in 0..<k {
                                         let (row, wr) = (qp.baseAddress! + (t + j) * e, w.baseAddress! + j * e)
-                                        for c in 0..<e { a[c] &+= wr[c] &* row[c] }
+                                        for c in 0..<e { a[c] &+= wr[c] &* Int32(row[c]) }
                                     }
                                     let orow = o.baseAddress! + t * e
                                     for c in 0..<e { orow[c] = Float(a[c]) * os[c] + b[c] }
