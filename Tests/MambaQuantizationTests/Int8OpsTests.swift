@@ -18,6 +18,27 @@ final class Int8OpsTests: XCTestCase {
         (0..<count).map { _ in Int8(Int(rng.next() % UInt64(2 * limit + 1)) - limit) }
     }
 
+    /// The raw int32 sums of mq_gemm_s8 over the given panel ranges (a has row stride padded K).
+    func accumulators(m: Int, n: Int, k: Int, a: [Int8], packed: [Int8], sums: [Int32], panels: [Range<Int32>]) -> [Int32] {
+        var got = [Int32](repeating: -1, count: m * n)
+        a.withUnsafeBufferPointer { ap in
+            packed.withUnsafeBufferPointer { pp in
+                sums.withUnsafeBufferPointer { sp in
+                    got.withUnsafeMutableBufferPointer { gp in
+                        for r in panels {
+                            var args = mq_gemm_s8_args(
+                                m: Int32(m), n: Int32(n), k: Int32(k), a: ap.baseAddress, lda: mq_s8_padded_k(Int32(k)), packed: pp.baseAddress,
+                                col_sums: sp.baseAddress, panel_begin: r.lowerBound, panel_end: r.upperBound, a_scale: nil, w_scale: nil,
+                                bias: nil, c: nil, ldc: 0, acc: gp.baseAddress, ldacc: Int32(n))
+                            mq_gemm_s8(&args)
+                        }
+                    }
+                }
+            }
+        }
+        return got
+    }
+
     /// Exact int32 sums on odd shapes (M = 1, 3, 17; K not a multiple of 32; N not of 16).
     func testGEMMAccumulatorsEqualTheReferenceOnEveryPath() {
         var rng = SeededRandom(seed: UInt64.random(in: 0...UInt64.max))
@@ -36,14 +57,8 @@ final class Int8OpsTests: XCTestCase {
             let panels = Int32((n + 15) / 16)
             for level in levels {
                 mq_s8_set_max_level(level)
-                var got = [Int32](repeating: -1, count: m * n)
                 // Two calls over disjoint panel ranges, as the threads make them.
-                for (lo, hi) in [(Int32(0), panels / 2), (panels / 2, panels)] {
-                    var args = mq_gemm_s8_args(m: Int32(m), n: Int32(n), k: Int32(k), a: a, lda: Int32(kp), packed: packed, col_sums: sums,
-                                               panel_begin: lo, panel_end: hi, a_scale: nil, w_scale: nil, bias: nil, c: nil, ldc: 0,
-                                               acc: &got, ldacc: Int32(n))
-                    mq_gemm_s8(&args)
-                }
+                let got = accumulators(m: m, n: n, k: k, a: a, packed: packed, sums: sums, panels: [0..<(panels / 2), (panels / 2)..<panels])
                 XCTAssertEqual(got, reference, "m \(m) n \(n) k \(k) level \(level)")
             }
         }
@@ -68,10 +83,7 @@ final class Int8OpsTests: XCTestCase {
         mq_s8_pack(w, Int32(n), Int32(k), Int32(k), &packed, &sums)
         for level in levels {
             mq_s8_set_max_level(level)
-            var got = [Int32](repeating: 0, count: m * n)
-            var args = mq_gemm_s8_args(m: Int32(m), n: Int32(n), k: Int32(k), a: a, lda: Int32(kp), packed: packed, col_sums: sums,
-                                       panel_begin: 0, panel_end: 2, a_scale: nil, w_scale: nil, bias: nil, c: nil, ldc: 0, acc: &got, ldacc: Int32(n))
-            mq_gemm_s8(&args)
+            let got = accumulators(m: m, n: n, k: k, a: a, packed: packed, sums: sums, panels: [0..<2])
             XCTAssertEqual(got, reference, "m \(m) level \(level)")
         }
     }
