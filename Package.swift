@@ -33,7 +33,7 @@ let package = Package(
         // Hadamard and KLT rotations, smoothing, norm folding: the function-preserving transforms.
         .target(name: "MambaTransforms", dependencies: ["MambaModel", "MambaTensors", "MambaCalibration", "CLapacke"]),
         // Quantizers, the quantized ops and checkpoint, the quantize pipeline.
-        .target(name: "MambaQuantization", dependencies: ["MambaModel", "MambaTensors", "MambaCalibration", "MambaTransforms", "CMambaKernels"]),
+        .target(name: "MambaQuantization", dependencies: ["MambaModel", "MambaTensors", "MambaCalibration", "MambaTransforms", "MambaEvaluation", "CMambaKernels"]),
         // Metrics, timing and reports.
         .target(name: "MambaEvaluation", dependencies: ["MambaModel", "MambaTensors"]),
         // The thin command line.

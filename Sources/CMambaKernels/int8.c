@@ -361,9 +361,7 @@ MQ_VNNI __attribute__((always_inline)) static inline void block_vnni(
         }                                                                                           \
     } while (0)
 
-#ifndef MQ_VNNI_SINGLE_PANEL_ROWS
 #define MQ_VNNI_SINGLE_PANEL_ROWS 4
-#endif
 
 MQ_VNNI static void gemm_vnni(const mq_gemm_s8_args *g) {
     const int kp = mq_s8_padded_k(g->k);

@@ -60,27 +60,18 @@ public struct Int8Rows {
         cols = x.cols
         stride = Int(mq_s8_padded_k(Int32(x.cols)))
         let q = qmax(bits: quantizer.bits)
-        var scales = [Float](repeating: 0, count: rows)
-        var inverse = [Float](repeating: 0, count: rows)
+        let scales = quantizer.rowScales(x)
+        let inverse = scales.map { $0 > 0 ? 1 / $0 : 0 }
         var values = [Int8](repeating: 0, count: rows * stride)
         let (m, k, ldq) = (rows, cols, stride)
         x.storage.withUnsafeBufferPointer { xp in
-            scales.withUnsafeMutableBufferPointer { sp in
-                switch quantizer.scale {
-                case .static(let s): sp.update(repeating: s)
-                case .dynamic:
-                    mq_absmax_rows_f32(xp.baseAddress, Int32(m), Int32(k), Int32(k), sp.baseAddress)
-                    for i in 0..<m { sp[i] /= Float(q) }
-                }
-                inverse.withUnsafeMutableBufferPointer { ip in
-                    for i in 0..<m { ip[i] = sp[i] > 0 ? 1 / sp[i] : 0 }
-                    let (src, inv) = (UncheckedSendable(xp.baseAddress!), UncheckedSendable(ip.baseAddress!))
-                    values.withUnsafeMutableBufferPointer { vp in
-                        let dst = UncheckedSendable(vp.baseAddress!)
-                        parallelism.forEachChunk(m, minimumChunk: 64) { r in
-                            mq_quantize_rows_s8(src.value + r.lowerBound * k, Int32(r.count), Int32(k), Int32(k),
-                                                inv.value + r.lowerBound, Int32(q), dst.value + r.lowerBound * ldq, Int32(ldq))
-                        }
+            inverse.withUnsafeBufferPointer { ip in
+                let (src, inv) = (UncheckedSendable(xp.baseAddress!), UncheckedSendable(ip.baseAddress!))
+                values.withUnsafeMutableBufferPointer { vp in
+                    let dst = UncheckedSendable(vp.baseAddress!)
+                    parallelism.forEachChunk(m, minimumChunk: 64) { r in
+                        mq_quantize_rows_s8(src.value + r.lowerBound * k, Int32(r.count), Int32(k), Int32(k),
+                                            inv.value + r.lowerBound, Int32(q), dst.value + r.lowerBound * ldq, Int32(ldq))
                     }
                 }
             }

@@ -1,4 +1,4 @@
-import Dispatch
+import MambaEvaluation
 import MambaModel
 import MambaTensors
 
@@ -30,19 +30,13 @@ public func benchmarkLinear(
     // Enough repetitions that one timing is about 20 ms at 100 GFLOP/s.
     let reps = max(1, Int(2e9 / Double(2 * m * n * k)))
     func seconds(_ op: any LinearOp) -> Double {
-        let start = DispatchTime.now().uptimeNanoseconds
-        for _ in 0..<reps { _ = op.forward(x, parallelism) }
-        return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 / Double(reps)
+        measureSeconds { for _ in 0..<reps { _ = op.forward(x, parallelism) } } / Double(reps)
     }
     _ = seconds(float); _ = seconds(int8)
     var f: [Double] = [], q: [Double] = []
     for _ in 0..<runs { f.append(seconds(float)); q.append(seconds(int8)) }
     let ops = 2 * Double(m * n * k)
-    let (fs, qs) = (medianOf(f), medianOf(q))
+    let (fs, qs) = (median(f), median(q))
     return LinearBenchmarkResult(shape: shape, m: m, n: n, k: k, sgemmGflops: ops / fs / 1e9, int8Gops: ops / qs / 1e9, gemmSpeedup: fs / qs)
 }
 
-private func medianOf(_ v: [Double]) -> Double {
-    let s = v.sorted()
-    return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
-}

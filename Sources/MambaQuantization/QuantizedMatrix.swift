@@ -100,21 +100,25 @@ public struct ActivationQuantizer: Sendable, Equatable {
         self.scale = scale
     }
 
+    /// The scale of each row of x [rows, cols]: the static scale, or absmax / qmax per row.
+    public func rowScales(_ x: Tensor) -> [Float] {
+        switch scale {
+        case .static(let s): return [Float](repeating: s, count: x.rows)
+        case .dynamic:
+            var scales = [Float](repeating: 0, count: x.rows)
+            mq_absmax_rows_f32(x.storage, Int32(x.rows), Int32(x.cols), Int32(x.cols), &scales)
+            let q = Float(qmax(bits: bits))
+            for r in scales.indices { scales[r] /= q }
+            return scales
+        }
+    }
+
     /// x -> clamp(round(x / scale)) * scale in place (CMambaKernels' mq_fake_quantize_rows_f32).
     public func fakeQuantize(_ x: inout Tensor) {
-        let q = qmax(bits: bits)
+        let scales = rowScales(x)
         let (rows, c) = (x.rows, x.cols)
         x.storage.withUnsafeMutableBufferPointer { p in
-            switch scale {
-            case .static(let s):
-                var s = s
-                mq_fake_quantize_rows_f32(p.baseAddress, Int32(rows), Int32(c), Int32(c), &s, 0, Int32(q))
-            case .dynamic:
-                var scales = [Float](repeating: 0, count: rows)
-                mq_absmax_rows_f32(p.baseAddress, Int32(rows), Int32(c), Int32(c), &scales)
-                for r in 0..<rows { scales[r] /= Float(q) }
-                mq_fake_quantize_rows_f32(p.baseAddress, Int32(rows), Int32(c), Int32(c), scales, 1, Int32(q))
-            }
+            mq_fake_quantize_rows_f32(p.baseAddress, Int32(rows), Int32(c), Int32(c), scales, 1, Int32(qmax(bits: bits)))
         }
     }
 
