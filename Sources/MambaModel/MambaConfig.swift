@@ -19,13 +19,15 @@ public struct MambaConfig: Sendable, Equatable {
     public var useBias: Bool            // in_proj / out_proj biases
     public var useConvBias: Bool
     public var tieWordEmbeddings: Bool
+    /// The mixer every layer runs (one kind per model until a hybrid config names one per layer).
+    public var mixer: MixerKind = .mamba1
     /// The config file as read, so that a quantized checkpoint can carry it forward unchanged.
     public var json: [String: JSONValue]
 
     public init(
         hiddenSize: Int, numLayers: Int, stateSize: Int = 16, expand: Int = 2, convKernel: Int = 4,
         timeStepRank: Int? = nil, vocabSize: Int, layerNormEpsilon: Float = 1e-5, useBias: Bool = false,
-        useConvBias: Bool = true, tieWordEmbeddings: Bool = true
+        useConvBias: Bool = true, tieWordEmbeddings: Bool = true, mixer: MixerKind = .mamba1
     ) {
         self.hiddenSize = hiddenSize
         self.numLayers = numLayers
@@ -39,6 +41,7 @@ public struct MambaConfig: Sendable, Equatable {
         self.useBias = useBias
         self.useConvBias = useConvBias
         self.tieWordEmbeddings = tieWordEmbeddings
+        self.mixer = mixer
         self.json = [:]
         self.json = hfJSON()
     }

@@ -1,27 +1,20 @@
 import Foundation
 import MambaTensors
 
-/// Float weights of one mixer, in the shapes the forward uses (DESIGN.md section 1).
+/// Float tensors of one mixer, keyed as its description names them (memory shapes: a depthwise
+/// conv's weight is [C, K]).
 public struct MixerWeights: Sendable {
-    public var inProj: Tensor          // [2E, D]
-    public var inProjBias: Tensor?     // [2E]
-    public var convWeight: Tensor      // [E, K]
-    public var convBias: Tensor?       // [E]
-    public var xProj: Tensor           // [R + 2N, E]
-    public var dtProj: Tensor          // [E, R]
-    public var dtProjBias: Tensor      // [E]
-    public var aLog: Tensor            // [E, N]
-    public var dSkip: Tensor           // [E]
-    public var outProj: Tensor         // [D, E]
-    public var outProjBias: Tensor?    // [D]
+    public var kind: MixerKind
+    public var tensors: [String: Tensor]
 
-    public init(
-        inProj: Tensor, inProjBias: Tensor?, convWeight: Tensor, convBias: Tensor?, xProj: Tensor, dtProj: Tensor,
-        dtProjBias: Tensor, aLog: Tensor, dSkip: Tensor, outProj: Tensor, outProjBias: Tensor?
-    ) {
-        (self.inProj, self.inProjBias, self.convWeight, self.convBias) = (inProj, inProjBias, convWeight, convBias)
-        (self.xProj, self.dtProj, self.dtProjBias) = (xProj, dtProj, dtProjBias)
-        (self.aLog, self.dSkip, self.outProj, self.outProjBias) = (aLog, dSkip, outProj, outProjBias)
+    public init(kind: MixerKind, tensors: [String: Tensor]) {
+        self.kind = kind
+        self.tensors = tensors
+    }
+
+    public subscript(key: String) -> Tensor? {
+        get { tensors[key] }
+        set { tensors[key] = newValue }
     }
 }
 
@@ -35,7 +28,7 @@ public struct BlockWeights: Sendable {
     }
 }
 
-/// All float weights of a Mamba-1 language model.
+/// All float weights of a Mamba language model.
 public struct MambaWeights: Sendable {
     public var config: MambaConfig
     public var embedding: Tensor       // [V, D]
@@ -72,26 +65,23 @@ public struct MambaWeights: Sendable {
             unused.remove(name)
             return try view.tensor()
         }
-        func block(_ p: BlockParameter, _ layer: Int) throws -> Tensor? {
-            guard let shape = p.shape(c) else { return nil }
-            return try take(p.name(layer: layer), shape)
-        }
 
         let embeddingName = store.contains(ModelParameter.embedding.name) || !store.contains(ModelParameter.legacyEmbeddingName)
             ? ModelParameter.embedding.name : ModelParameter.legacyEmbeddingName
         let embedding = try take(embeddingName, ModelParameter.embedding.shape(c))
         var layers: [BlockWeights] = []
         for i in 0..<c.numLayers {
-            let mixer = MixerWeights(
-                inProj: try block(.inProj, i)!, inProjBias: try block(.inProjBias, i),
-                convWeight: sanitizeConv(try block(.convWeight, i)!), convBias: try block(.convBias, i),
-                xProj: try block(.xProj, i)!, dtProj: try block(.dtProj, i)!, dtProjBias: try block(.dtProjBias, i)!,
-                aLog: try block(.aLog, i)!, dSkip: try block(.dSkip, i)!,
-                outProj: try block(.outProj, i)!, outProjBias: try block(.outProjBias, i))
-            layers.append(BlockWeights(norm: try block(.norm, i)!, mixer: mixer))
+            let kind = c.mixer
+            let prefix = BlockNames.mixerPrefix(layer: i)
+            var tensors: [String: Tensor] = [:]
+            for (spec, shape) in kind.spec.presentParameters(c) {
+                // The memory shape has the disk shape's element count (a conv's [C, 1, K] is [C, K]).
+                tensors[spec.key] = try take(prefix + spec.key, spec.diskShape(c)!).reshaped(shape)
+            }
+            layers.append(BlockWeights(norm: try take(BlockNames.norm(layer: i), [c.hiddenSize]), mixer: MixerWeights(kind: kind, tensors: tensors)))
         }
         let normF = try take(ModelParameter.normF.name, ModelParameter.normF.shape(c))
-        // The head is tied unless the checkpoint carries its own (DESIGN.md section 1).
+        // The head is tied unless the checkpoint carries its own.
         var lmHead: Tensor? = nil
         if store.contains(ModelParameter.lmHead.name) {
             lmHead = try take(ModelParameter.lmHead.name, ModelParameter.lmHead.shape(c))
@@ -100,26 +90,21 @@ public struct MambaWeights: Sendable {
         }
         if let extra = unused.sorted().first {
             let more = unused.count > 1 ? " (and \(unused.count - 1) more)" : ""
-            throw MambaError(.unusedTensor, "checkpoint \(store.directory) has tensor \(extra)\(more), which a Mamba-1 model with this config does not use")
+            throw MambaError(.unusedTensor, "checkpoint \(store.directory) has tensor \(extra)\(more), which a \(c.mixer.spec.name) model with this config does not use")
         }
         return MambaWeights(config: c, embedding: embedding, layers: layers, normF: normF, lmHead: lmHead)
     }
-
-    /// torch stores the depthwise conv as [E, 1, K]; the forward wants [E, K].
-    static func sanitizeConv(_ w: Tensor) -> Tensor { w.reshaped([w.shape[0], w.shape[2]]) }
 
     /// The tensors as a Hugging Face checkpoint names them, in a fixed order (for writing).
     public func namedTensors() -> [(String, Tensor)] {
         var out: [(String, Tensor)] = [(ModelParameter.embedding.name, embedding)]
         for (i, l) in layers.enumerated() {
-            let m = l.mixer
-            let entries: [(BlockParameter, Tensor?)] = [
-                (.norm, l.norm), (.inProj, m.inProj), (.inProjBias, m.inProjBias),
-                (.convWeight, m.convWeight.reshaped([m.convWeight.shape[0], 1, m.convWeight.shape[1]])),
-                (.convBias, m.convBias), (.xProj, m.xProj), (.dtProj, m.dtProj), (.dtProjBias, m.dtProjBias),
-                (.aLog, m.aLog), (.dSkip, m.dSkip), (.outProj, m.outProj), (.outProjBias, m.outProjBias),
-            ]
-            for (p, t) in entries { if let t { out.append((p.name(layer: i), t)) } }
+            out.append((BlockNames.norm(layer: i), l.norm))
+            let prefix = BlockNames.mixerPrefix(layer: i)
+            for (spec, _) in l.mixer.kind.spec.presentParameters(config) {
+                guard let t = l.mixer[spec.key] else { continue }
+                out.append((prefix + spec.key, t.reshaped(spec.diskShape(config)!)))
+            }
         }
         out.append((ModelParameter.normF.name, normF))
         if let lmHead { out.append((ModelParameter.lmHead.name, lmHead)) }
@@ -138,4 +123,28 @@ public struct MambaWeights: Sendable {
 
     /// Number of parameters (the tied head counted once).
     public var parameterCount: Int { namedTensors().reduce(0) { $0 + $1.1.count } }
+}
+
+/// Float ops over a checkpoint's tensors: the original model.
+struct FloatOpSource: MixerOpSource {
+    let weights: MixerWeights
+
+    init(_ weights: MixerWeights) { self.weights = weights }
+
+    func linear(_ module: String) -> any LinearOp {
+        FloatLinear(weight: tensor(module + ".weight"), bias: weights[module + ".bias"])
+    }
+
+    func conv(_ module: String) -> any ConvOp {
+        FloatConv(weight: tensor(module + ".weight"), bias: weights[module + ".bias"])
+    }
+
+    func tensor(_ key: String) -> Tensor {
+        guard let t = weights[key] else { preconditionFailure("\(weights.kind.spec.name) mixer has no tensor \(key)") }
+        return t
+    }
+
+    func scanInput() -> any ScanInputOp { IdentityScanInput() }
+    func gate() -> any GateOp { SiLUGate() }
+    func onlineRotation(before module: String) -> OnlineHadamard? { nil }
 }

@@ -4,7 +4,8 @@ import MambaTensors
 
 // The quantized checkpoint, format version 1 (DESIGN.md section 5 and FORMAT.md): config.json with a
 // "quantization" object, model.safetensors with the float names plus suffixes, the source's
-// tokenizer files. The tensor names of a quantized model live in this file.
+// tokenizer files. The names outside the mixers live in this file; each mixer's come from its
+// description (MixerDescription.swift) plus the suffixes below.
 
 /// Where a quantized checkpoint came from (written into its config).
 public struct QuantizationProvenance: Sendable, Equatable {
@@ -21,10 +22,11 @@ enum QuantizedNames {
     static let formatVersion = 1
     static let embedding = "backbone.embeddings"
     static let lmHead = "lm_head"
-    static func mixer(_ i: Int) -> String { "backbone.layers.\(i).mixer" }
-    static func norm(_ i: Int) -> String { "backbone.layers.\(i).norm.weight" }
     static let normF = "backbone.norm_f.weight"
-    static let scanInputs: [(Site, String)] = [(.convOutput, "x_scale"), (.dt, "dt_scale"), (.B, "B_scale"), (.C, "C_scale")]
+    /// S-SiLU's s, under the mixer's prefix.
+    static let gateSmoothing = "gate_smooth"
+    /// The online Hadamard's signs, after the name of the module whose input it rotates.
+    static func hadamardSigns(_ module: String) -> String { module + ".hadamard_signs" }
     static let tokenizerFiles = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
 }
 
@@ -46,20 +48,22 @@ extension QuantizedModel {
         w.add(QuantizedNames.embedding + ".weight_scale", shape: [embedding.rows], floats: embedding.scales)
         let d = config.hiddenSize
         for (i, b) in blocks.enumerated() {
-            let m = b.mixer, p = QuantizedNames.mixer(i)
-            w.add(QuantizedNames.norm(i), b.norm ?? Tensor(repeating: 1, shape: [d]))
-            layer(p + ".in_proj", m.inProj)
-            layer(p + ".conv1d", m.conv, shape: [config.innerSize, 1, config.convKernel])
-            layer(p + ".x_proj", m.xProj)
-            layer(p + ".dt_proj", m.dtProj)
-            w.add(p + ".A_log", m.aLog)
-            w.add(p + ".D", m.dSkip)
-            layer(p + ".out_proj", m.outProj)
-            for (site, name) in QuantizedNames.scanInputs {
-                if let s = m.scanInputs[site]?.scale.staticScale { w.add(p + "." + name, shape: [], floats: [s]) }
+            let m = b.mixer, p = BlockNames.mixerPrefix(layer: i)
+            w.add(BlockNames.norm(layer: i), b.norm ?? Tensor(repeating: 1, shape: [d]))
+            for (spec, _) in m.spec.presentParameters(config) {
+                switch spec.role {
+                case .weight(let module): layer(p + module, m.modules[module]!, shape: spec.diskShape(config))
+                case .bias: break   // written with its module
+                case .vector: w.add(p + spec.key, m.tensors[spec.key]!)
+                }
             }
-            if let s = m.gateSmoothing { w.add(p + ".gate_smooth", shape: [s.count], floats: s) }
-            if let s = m.hadamardSigns { w.add(p + ".out_proj.hadamard_signs", shape: [s.count], floats: s) }
+            for (site, key) in m.spec.scanInputs {
+                if let s = m.scanInputs[site]?.scale.staticScale { w.add(p + key, shape: [], floats: [s]) }
+            }
+            if let s = m.gateSmoothing { w.add(p + QuantizedNames.gateSmoothing, shape: [s.count], floats: s) }
+            for module in m.spec.modules {
+                if let s = m.hadamardSigns[module.name] { w.add(p + QuantizedNames.hadamardSigns(module.name), shape: [s.count], floats: s) }
+            }
         }
         w.add(QuantizedNames.normF, Tensor(repeating: 1, shape: [d]))
         layer(QuantizedNames.lmHead, lmHead)
@@ -146,8 +150,10 @@ extension QuantizedModel {
     }
 
     /// Reads a quantized checkpoint; every tensor is checked for presence, dtype and shape.
-    public static func load(directory: String) throws -> QuantizedModel {
-        let config = try MambaConfig.load(directory: directory)
+    /// `mixer` overrides the mixer that config.json's model_type implies (a caller's own mixer type).
+    public static func load(directory: String, mixer: MixerKind? = nil) throws -> QuantizedModel {
+        var config = try MambaConfig.load(directory: directory)
+        if let mixer { config.mixer = mixer }
         guard let q = config.json["quantization"]?.object else {
             throw MambaError(.badConfig, "\(directory)/config.json has no \"quantization\" object: not a quantized checkpoint")
         }
@@ -193,33 +199,51 @@ extension QuantizedModel {
             return QuantizedLayer(weight: try matrix(prefix, rows: rows, cols: cols, diskShape: diskShape, groups: groups), floatWeight: nil, bias: b, input: input)
         }
 
-        let (d, e, n, r, k, v) = (config.hiddenSize, config.innerSize, config.stateSize, config.timeStepRank, config.convKernel, config.vocabSize)
+        let (d, v) = (config.hiddenSize, config.vocabSize)
         let embValues = try view(QuantizedNames.embedding + ".weight", .i8, [v, d]).int8s()
         let embedding = QuantizedMatrix(rows: v, cols: d, bits: 8, groupSize: nil, values: embValues,
                                         scales: try floats(QuantizedNames.embedding + ".weight_scale", [v]).storage)
         var blocks: [QuantizedBlock] = []
         for i in 0..<config.numLayers {
-            let p = QuantizedNames.mixer(i)
-            let norm = try floats(QuantizedNames.norm(i), [d])
-            var scan: [Site: ActivationQuantizer] = [:]
-            for (site, name) in QuantizedNames.scanInputs {
-                scan[site] = ActivationQuantizer(bits: ab, scale: dynamic ? .dynamic : .static(try scalar(p + "." + name)))
+            let kind = config.mixer, spec = kind.spec, p = BlockNames.mixerPrefix(layer: i)
+            let norm = try floats(BlockNames.norm(layer: i), [d])
+            let present = spec.presentParameters(config)
+            let hasBias = Set(present.compactMap { if case .bias(let m) = $0.spec.role { m } else { nil } })
+            var modules: [String: QuantizedLayer] = [:]
+            var tensors: [String: Tensor] = [:]
+            for (param, shape) in present {
+                switch param.role {
+                case .weight(let module):
+                    modules[module] = try layer(p + module, rows: shape[0], cols: shape[1], bias: hasBias.contains(module),
+                                                diskShape: param.diskShape(config), groups: spec.module(module)!.allowsGroups)
+                case .bias: break   // read with its module
+                case .vector: tensors[param.key] = try floats(p + param.key, shape)
+                }
             }
-            let gate = store.contains(p + ".gate_smooth") ? try floats(p + ".gate_smooth", [e]).storage : nil
-            let signs = store.contains(p + ".out_proj.hadamard_signs") ? try floats(p + ".out_proj.hadamard_signs", [e]).storage : nil
-            if signs != nil && Hadamard(size: e) == nil {
-                throw MambaError(.badFile, "\(directory): layer \(i) has an online rotation of size \(e), for which there is no Hadamard transform")
+            var scan: [Site: ActivationQuantizer] = [:]
+            for (site, key) in spec.scanInputs {
+                scan[site] = ActivationQuantizer(bits: ab, scale: dynamic ? .dynamic : .static(try scalar(p + key)))
+            }
+            // S-SiLU scales the gate's input z channel by channel.
+            let gateName = p + QuantizedNames.gateSmoothing
+            var gate: [Float]? = nil
+            if store.contains(gateName) {
+                guard let z = spec.producer(of: .z, config) else {
+                    throw MambaError(.unusedTensor, "\(directory) has tensor \(gateName), but a \(spec.name) mixer has no SiLU gate")
+                }
+                gate = try floats(gateName, [z.rows.count]).storage
+            }
+            var signs: [String: [Float]] = [:]
+            for module in spec.modules where store.contains(p + QuantizedNames.hadamardSigns(module.name)) {
+                let n = modules[module.name]!.inFeatures
+                if Hadamard(size: n) == nil {
+                    throw MambaError(.badFile, "\(directory): layer \(i) has an online rotation of size \(n), for which there is no Hadamard transform")
+                }
+                signs[module.name] = try floats(p + QuantizedNames.hadamardSigns(module.name), [n]).storage
             }
             blocks.append(QuantizedBlock(
                 norm: norm.storage.allSatisfy { $0 == 1 } ? nil : norm,
-                mixer: QuantizedMixer(
-                    inProj: try layer(p + ".in_proj", rows: 2 * e, cols: d, bias: config.useBias),
-                    conv: try layer(p + ".conv1d", rows: e, cols: k, bias: config.useConvBias, diskShape: [e, 1, k], groups: false),
-                    xProj: try layer(p + ".x_proj", rows: r + 2 * n, cols: e, bias: false),
-                    dtProj: try layer(p + ".dt_proj", rows: e, cols: r, bias: true),
-                    outProj: try layer(p + ".out_proj", rows: d, cols: e, bias: config.useBias),
-                    aLog: try floats(p + ".A_log", [e, n]), dSkip: try floats(p + ".D", [e]),
-                    scanInputs: scan, gateSmoothing: gate, hadamardSigns: signs)))
+                mixer: QuantizedMixer(kind: kind, modules: modules, tensors: tensors, scanInputs: scan, gateSmoothing: gate, hadamardSigns: signs)))
         }
         _ = try floats(QuantizedNames.normF, [d])
         let lmHead = try layer(QuantizedNames.lmHead, rows: v, cols: d, bias: false)

@@ -32,17 +32,27 @@ public struct QuantizedLayer: Sendable {
         return FloatConv(weight: floatWeight!, bias: bias)
     }
 
+    /// Input channels: a linear's columns, a depthwise conv's taps.
+    public var inFeatures: Int { weight?.cols ?? floatWeight!.cols }
+
     public var weightBytes: Int { weight.map { $0.values.count + 4 * $0.scales.count } ?? 4 * (floatWeight?.count ?? 0) }
 }
 
+/// One quantized mixer, keyed by its description's names.
 public struct QuantizedMixer: Sendable {
-    public var inProj, conv, xProj, dtProj, outProj: QuantizedLayer
-    public var aLog: Tensor
-    public var dSkip: Tensor
-    /// Static quantizers of the SSM inputs x (conv output), dt, B, C.
+    public var kind: MixerKind
+    /// Quantized (or kept-float) modules by name.
+    public var modules: [String: QuantizedLayer]
+    /// Role .vector tensors (A_log, D, ...) in float32.
+    public var tensors: [String: Tensor]
+    /// Static quantizers of the scan inputs, by site.
     public var scanInputs: [Site: ActivationQuantizer]
+    /// S-SiLU's per-channel s (nil: plain SiLU).
     public var gateSmoothing: [Float]?
-    public var hadamardSigns: [Float]?
+    /// The online Hadamard's signs, by the module whose input it rotates.
+    public var hadamardSigns: [String: [Float]]
+
+    public var spec: any MixerDescription { kind.spec }
 }
 
 public struct QuantizedBlock: Sendable {
@@ -63,15 +73,8 @@ public struct QuantizedModel: Sendable {
     /// int8 runtime the linears run int8 GEMMs and the conv sums integers; the SSM inputs take the
     /// same integer grids on both runtimes and the recurrence runs in float32.
     public func model(runtime: QuantizedRuntime = .int8) -> MambaLM {
-        MambaLM(config: config, embedding: QuantizedEmbedding(table: embedding), blocks: blocks.map { b in
-            let m = b.mixer
-            return MambaBlock(norm: b.norm, mixer: MambaMixer(
-                inProj: m.inProj.linear(runtime), conv: m.conv.conv(runtime), xProj: m.xProj.linear(runtime), dtProj: m.dtProj.linear(runtime),
-                scanInput: ReferenceQuantizedScanInput(quantizers: m.scanInputs),
-                scan: SelectiveScan(aLog: m.aLog, dSkip: m.dSkip),
-                gate: m.gateSmoothing.map { SmoothSiLUGate(s: $0) } ?? SiLUGate(),
-                outProjRotation: m.hadamardSigns.map { OnlineHadamard(signs: $0, hadamard: Hadamard(size: $0.count)!) },
-                outProj: m.outProj.linear(runtime)))
+        MambaLM(config: config, embedding: QuantizedEmbedding(table: embedding), blocks: blocks.enumerated().map { i, b in
+            MambaBlock(norm: b.norm, mixer: b.mixer.spec.makeMixer(QuantizedOpSource(mixer: b.mixer, runtime: runtime), config, layer: i))
         }, normF: nil, lmHead: lmHead.linear(runtime))
     }
 
@@ -80,11 +83,52 @@ public struct QuantizedModel: Sendable {
         var n = embedding.values.count + 4 * embedding.scales.count + lmHead.weightBytes
         for b in blocks {
             let m = b.mixer
-            n += [m.inProj, m.conv, m.xProj, m.dtProj, m.outProj].reduce(0) { $0 + $1.weightBytes }
-            n += 4 * (m.aLog.count + m.dSkip.count + (b.norm?.count ?? 0) + (m.gateSmoothing?.count ?? 0) + (m.hadamardSigns?.count ?? 0))
-            n += 4 * ([m.inProj.bias, m.conv.bias, m.dtProj.bias, m.outProj.bias].compactMap { $0?.count }.reduce(0, +))
+            n += m.modules.values.reduce(0) { $0 + $1.weightBytes + 4 * ($1.bias?.count ?? 0) }
+            n += 4 * (m.tensors.values.reduce(0) { $0 + $1.count } + (b.norm?.count ?? 0) + (m.gateSmoothing?.count ?? 0))
+            n += 4 * m.hadamardSigns.values.reduce(0) { $0 + $1.count }
         }
         return n + 4 * config.hiddenSize
+    }
+
+    /// Every module name `--keep-float` may list for this config: lm_head and each layer's
+    /// quantizable modules (backbone.layers.N.mixer.NAME).
+    public static func quantizableModules(_ c: MambaConfig) -> [String] {
+        [QuantizedNames.lmHead] + (0..<c.numLayers).flatMap { i in c.mixer.spec.modules.map { BlockNames.mixerPrefix(layer: i) + $0.name } }
+    }
+
+    /// Refuses a keep-float name that is not a quantizable module (a typo would otherwise quantize everything).
+    public static func checkKeepFloat(_ names: Set<String>, _ c: MambaConfig) throws {
+        let known = Set(quantizableModules(c))
+        if let bad = names.sorted().first(where: { !known.contains($0) }) {
+            let modules = c.mixer.spec.modules.map(\.name).joined(separator: ",")
+            throw MambaError(.badInput, "keep-float names \(bad), which is not a quantized module (lm_head or backbone.layers.N.mixer.{\(modules)} with N < \(c.numLayers))")
+        }
+    }
+}
+
+/// Quantized ops over one quantized mixer, on the chosen runtime.
+struct QuantizedOpSource: MixerOpSource {
+    let mixer: QuantizedMixer
+    let runtime: QuantizedRuntime
+
+    func module(_ name: String) -> QuantizedLayer {
+        guard let m = mixer.modules[name] else { preconditionFailure("\(mixer.spec.name) mixer has no module \(name)") }
+        return m
+    }
+
+    func linear(_ name: String) -> any LinearOp { module(name).linear(runtime) }
+    func conv(_ name: String) -> any ConvOp { module(name).conv(runtime) }
+
+    func tensor(_ key: String) -> Tensor {
+        guard let t = mixer.tensors[key] else { preconditionFailure("\(mixer.spec.name) mixer has no tensor \(key)") }
+        return t
+    }
+
+    func scanInput() -> any ScanInputOp { ReferenceQuantizedScanInput(quantizers: mixer.scanInputs) }
+    func gate() -> any GateOp { mixer.gateSmoothing.map { SmoothSiLUGate(s: $0) } ?? SiLUGate() }
+
+    func onlineRotation(before module: String) -> OnlineHadamard? {
+        mixer.hadamardSigns[module].map { OnlineHadamard(signs: $0, hadamard: Hadamard(size: $0.count)!) }
     }
 }
 
@@ -105,6 +149,7 @@ extension QuantizedModel {
         weights: MambaWeights, stats: StatsFile, recipe: QuantizationRecipe, parallelism: Parallelism,
         progress: Calibrator.Progress? = nil
     ) throws -> (quantized: QuantizedModel, transformed: MambaLM) {
+        try checkKeepFloat(recipe.keepFloat, weights.config)
         var p = ModelParameters(weights: weights)
         let log = try applyPlan(recipe.method, to: &p, stats: stats.stats, seed: recipe.seed, alpha: recipe.alpha)
         let transformed = p.floatModel()
@@ -124,19 +169,20 @@ extension QuantizedModel {
 
         var blocks: [QuantizedBlock] = []
         for (i, b) in p.blocks.enumerated() {
-            let m = b.mixer
-            let prefix = "backbone.layers.\(i).mixer."
-            let xq = try activation(i, .convOutput)
-            blocks.append(QuantizedBlock(norm: b.norm.map { Tensor(shape: [$0.count], storage: $0.map(Float.init)) }, mixer: QuantizedMixer(
-                inProj: layer(prefix + "in_proj", m.inProj, bias: m.inProjBias, input: try activation(i, .inProjInput)),
-                conv: layer(prefix + "conv1d", m.conv, bias: m.convBias, input: try activation(i, .x), groups: false),
-                xProj: layer(prefix + "x_proj", m.xProj, bias: nil, input: xq),
-                dtProj: layer(prefix + "dt_proj", m.dtProj, bias: m.dtProjBias, input: try activation(i, .dtLow)),
-                outProj: layer(prefix + "out_proj", m.outProj, bias: m.outProjBias, input: try activation(i, .outProjInput)),
-                aLog: m.aLog, dSkip: m.dSkip,
-                scanInputs: [.convOutput: xq, .dt: try activation(i, .dt), .B: try activation(i, .B), .C: try activation(i, .C)],
-                gateSmoothing: m.gateSmoothing.map { $0.map(Float.init) },
-                hadamardSigns: m.outProjRotation.map { $0.signs.map(Float.init) })))
+            let m = b.mixer, spec = m.spec, prefix = BlockNames.mixerPrefix(layer: i)
+            var modules: [String: QuantizedLayer] = [:]
+            for module in spec.modules {
+                modules[module.name] = layer(prefix + module.name, m.weight(module.name), bias: m.biases[module.name],
+                                             input: try activation(i, module.input), groups: module.allowsGroups)
+            }
+            var scanInputs: [Site: ActivationQuantizer] = [:]
+            for (site, _) in spec.scanInputs { scanInputs[site] = try activation(i, site) }
+            blocks.append(QuantizedBlock(
+                norm: b.norm.map { Tensor(shape: [$0.count], storage: $0.map(Float.init)) },
+                mixer: QuantizedMixer(
+                    kind: m.kind, modules: modules, tensors: m.tensors, scanInputs: scanInputs,
+                    gateSmoothing: m.gateSmoothing.map { $0.map(Float.init) },
+                    hadamardSigns: m.onlineRotations.mapValues { $0.signs.map(Float.init) })))
         }
         var config = p.config
         config.json["tie_word_embeddings"] = .bool(false)

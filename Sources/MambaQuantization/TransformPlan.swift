@@ -24,15 +24,26 @@ public func applyPlan(_ method: QuantizationMethod, to p: inout ModelParameters,
         break
     case .smoothquant:
         for i in layers {
+            let reader = p.blocks[i].mixer.spec.residualReader
             let sIn = smoothingFactors(activationAbsMax: try stats.site(i, .residual).range.absmax,
-                                       weightColumnAbsMax: p.blocks[i].mixer.inProj.columnAbsMax, alpha: alpha)
+                                       weightColumnAbsMax: p.blocks[i].mixer.weight(reader).columnAbsMax, alpha: alpha)
             p.smoothInProjInput(layer: i, sIn)
-            try smoothConv(&p, i, stats)
-            let sDt = smoothingFactors(activationAbsMax: try stats.site(i, .dtLow).range.absmax,
-                                       weightColumnAbsMax: p.blocks[i].mixer.dtProj.columnAbsMax, alpha: alpha)
-            p.smoothDtPath(layer: i, sDt)
-            try smoothOut(&p, i, stats, alpha)
-            log.append(.init(step: "smooth", layer: i, detail: "in_proj input (norm), conv input (alpha 1), dt path, out_proj input (S-SiLU), alpha \(alpha)"))
+            var steps = ["\(reader) input (norm)"]
+            if p.hasPath(through: .x, layer: i) {
+                try smoothConv(&p, i, stats)
+                steps.append("conv input (alpha 1)")
+            }
+            if p.hasPath(through: .dtLow, layer: i) {
+                let sDt = smoothingFactors(activationAbsMax: try stats.site(i, .dtLow).range.absmax,
+                                           weightColumnAbsMax: p.consumerColumnAbsMax(.dtLow, layer: i), alpha: alpha)
+                p.smoothDtPath(layer: i, sDt)
+                steps.append("dt path")
+            }
+            if p.hasSmoothableGate(layer: i) {
+                try smoothOut(&p, i, stats, alpha)
+                steps.append("out_proj input (S-SiLU)")
+            }
+            log.append(.init(step: "smooth", layer: i, detail: steps.joined(separator: ", ") + ", alpha \(alpha)"))
         }
     case .hadamard, .mambaquant:
         let klt = method == .mambaquant
@@ -45,29 +56,37 @@ public func applyPlan(_ method: QuantizationMethod, to p: inout ModelParameters,
         p.rotateResidual(r1)
         log.append(.init(step: "R1", layer: nil, detail: "\(kind1.rawValue) \(d)x\(d) on the residual stream"))
         for i in layers {
-            let rank = p.timeStepRank
-            var sigma: [Double]? = nil
-            if klt {
-                guard let m = try stats.site(i, .dtLow).moments else {
-                    throw MambaError(.missingTensor, "the statistics lack layers.\(i).dt_low.sumsq_matrix, which the KLT of R5 needs")
+            var steps: [String] = []
+            if p.hasPath(through: .dtLow, layer: i) {
+                let rank = p.blocks[i].mixer.spec.producer(of: .dtLow, p.config)!.rows.count
+                var sigma: [Double]? = nil
+                if klt {
+                    guard let m = try stats.site(i, .dtLow).moments else {
+                        throw MambaError(.missingTensor, "the statistics lack layers.\(i).dt_low.sumsq_matrix, which the KLT of R5 needs")
+                    }
+                    sigma = m.secondMoment
                 }
-                sigma = m.secondMoment
+                let (r5, kind5) = try offlineRotation(n: rank, secondMoment: sigma, seed: seed &+ 1000 &+ UInt64(i))
+                p.rotateDtPath(layer: i, r5)
+                steps.append("R5 \(kind5.rawValue) \(rank)x\(rank)")
             }
-            let (r5, kind5) = try offlineRotation(n: rank, secondMoment: sigma, seed: seed &+ 1000 &+ UInt64(i))
-            p.rotateDtPath(layer: i, r5)
-            var detail = "R5 \(kind5.rawValue) \(rank)x\(rank)"
-            if klt {
+            if klt && p.hasPath(through: .x, layer: i) {
                 try smoothConv(&p, i, stats)
+                steps.append("conv input smoothing (alpha 1)")
+            }
+            if klt && p.hasSmoothableGate(layer: i) {
                 try smoothOut(&p, i, stats, alpha)
-                detail += "; conv input smoothing (alpha 1); S-SiLU smoothing of out_proj input (alpha \(alpha))"
+                steps.append("S-SiLU smoothing of out_proj input (alpha \(alpha))")
             }
-            if let h = RandomizedHadamard(size: p.innerSize, seed: seed &+ 2000 &+ UInt64(i)) {
-                p.rotateOutProjInput(layer: i, h)
-                detail += "; R2 online Hadamard \(p.innerSize) (\(h.hadamard.factorSize) x \(h.hadamard.powerOfTwo))"
-            } else {
-                detail += "; no online Hadamard of size \(p.innerSize): R2 skipped"
+            if let n = p.blocks[i].mixer.spec.consumer(of: .outProjInput).map({ p.blocks[i].mixer.weight($0.name).cols }) {
+                if let h = RandomizedHadamard(size: n, seed: seed &+ 2000 &+ UInt64(i)) {
+                    p.rotateOutProjInput(layer: i, h)
+                    steps.append("R2 online Hadamard \(n) (\(h.hadamard.factorSize) x \(h.hadamard.powerOfTwo))")
+                } else {
+                    steps.append("no online Hadamard of size \(n): R2 skipped")
+                }
             }
-            log.append(.init(step: "rotate", layer: i, detail: detail))
+            log.append(.init(step: "rotate", layer: i, detail: steps.joined(separator: "; ")))
         }
     }
     return log
@@ -82,5 +101,5 @@ private func smoothConv(_ p: inout ModelParameters, _ i: Int, _ stats: Calibrati
 /// out_proj's input through S-SiLU, against out_proj's current column ranges.
 private func smoothOut(_ p: inout ModelParameters, _ i: Int, _ stats: CalibrationStats, _ alpha: Double) throws {
     let g = try stats.site(i, .outProjInput).range.absmax
-    p.smoothOutProjInput(layer: i, smoothingFactors(activationAbsMax: g, weightColumnAbsMax: p.blocks[i].mixer.outProj.columnAbsMax, alpha: alpha))
+    p.smoothOutProjInput(layer: i, smoothingFactors(activationAbsMax: g, weightColumnAbsMax: p.consumerColumnAbsMax(.outProjInput, layer: i), alpha: alpha))
 }

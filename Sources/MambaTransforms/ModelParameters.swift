@@ -1,28 +1,67 @@
 import MambaModel
 import MambaTensors
 
-/// A Mamba model's parameters in Double, as the transforms change them: folded norms (nil),
-/// rotated weights, the S-SiLU smoothing of the gate and the online rotation of out_proj's input.
+/// One mixer's parameters in Double, as the transforms change them, keyed by its description's
+/// module names: weights (a depthwise conv's as [C, K]), biases, the tensors no transform touches,
+/// S-SiLU's smoothing of the gate and the online rotations of module inputs.
 public struct MixerParameters: Sendable {
-    public var inProj: Matrix             // [2E, D]: rows 0..<E make x, E..<2E make z
-    public var inProjBias: [Double]?
-    public var conv: Matrix               // [E, K]
-    public var convBias: [Double]?
-    public var xProj: Matrix              // [R + 2N, E]: dt rows, then B, then C
-    public var dtProj: Matrix             // [E, R]
-    public var dtProjBias: [Double]
-    public var aLog: Tensor
-    public var dSkip: Tensor
-    public var outProj: Matrix            // [D, E]
-    public var outProjBias: [Double]?
+    public var kind: MixerKind
+    /// [out, in] per module ([C, K] for a depthwise conv).
+    public var weights: [String: Matrix]
+    /// [out] per module that has a bias.
+    public var biases: [String: [Double]]
+    /// Role .vector tensors (A_log, D, ...), unchanged by every transform.
+    public var tensors: [String: Tensor]
     /// S-SiLU's per-channel s (nil: plain SiLU).
     public var gateSmoothing: [Double]?
-    /// The online rotation of out_proj's input (nil: none).
-    public var outProjRotation: RandomizedHadamard?
+    /// Online rotations of module inputs (R2), by module name.
+    public var onlineRotations: [String: RandomizedHadamard]
+
+    public init(_ w: MixerWeights) {
+        kind = w.kind
+        (weights, biases, tensors) = ([:], [:], [:])
+        for p in w.kind.spec.parameters {
+            guard let t = w[p.key] else { continue }
+            switch p.role {
+            case .weight(let m): weights[m] = Matrix(t)
+            case .bias(let m): biases[m] = t.storage.map(Double.init)
+            case .vector: tensors[p.key] = t
+            }
+        }
+        gateSmoothing = nil
+        onlineRotations = [:]
+    }
+
+    public var spec: any MixerDescription { kind.spec }
+
+    /// The weight of `module`; a description's own module names are always present.
+    public func weight(_ module: String) -> Matrix {
+        guard let w = weights[module] else { preconditionFailure("\(spec.name) mixer has no module \(module)") }
+        return w
+    }
+
+    /// Multiplies rows `slice.rows` of the producing module (weight and bias) by `s`.
+    mutating func scaleOutputs(_ slice: OutputSlice, _ s: [Double]) {
+        precondition(s.count == slice.rows.count)
+        weights[slice.module]!.scaleRows(s, in: slice.rows)
+        if var b = biases[slice.module] {
+            for (j, r) in slice.rows.enumerated() { b[r] *= s[j] }
+            biases[slice.module] = b
+        }
+    }
+
+    /// Multiplies the input channels of `module` by `s`: a linear's columns, a depthwise conv's
+    /// rows (channel c of its input is row c).
+    mutating func scaleInputs(_ module: ModuleSpec, _ s: [Double]) {
+        switch module.kind {
+        case .linear: weights[module.name]!.scaleColumns(s)
+        case .depthwiseConv: weights[module.name]!.scaleRows(s)
+        }
+    }
 }
 
 public struct BlockParameters: Sendable {
-    /// RMSNorm weight; nil once folded into in_proj (then all ones).
+    /// RMSNorm weight; nil once folded into the residual reader (then all ones).
     public var norm: [Double]?
     public var mixer: MixerParameters
 }
@@ -38,16 +77,7 @@ public struct ModelParameters: Sendable {
     public init(weights w: MambaWeights) {
         config = w.config
         embedding = Matrix(w.embedding)
-        blocks = w.layers.map { l in
-            let m = l.mixer
-            return BlockParameters(norm: l.norm.storage.map(Double.init), mixer: MixerParameters(
-                inProj: Matrix(m.inProj), inProjBias: m.inProjBias.map { $0.storage.map(Double.init) },
-                conv: Matrix(m.convWeight), convBias: m.convBias.map { $0.storage.map(Double.init) },
-                xProj: Matrix(m.xProj), dtProj: Matrix(m.dtProj), dtProjBias: m.dtProjBias.storage.map(Double.init),
-                aLog: m.aLog, dSkip: m.dSkip,
-                outProj: Matrix(m.outProj), outProjBias: m.outProjBias.map { $0.storage.map(Double.init) },
-                gateSmoothing: nil, outProjRotation: nil))
-        }
+        blocks = w.layers.map { BlockParameters(norm: $0.norm.storage.map(Double.init), mixer: MixerParameters($0.mixer)) }
         normF = w.normF.storage.map(Double.init)
         lmHead = w.lmHead.map(Matrix.init)
     }
@@ -59,19 +89,37 @@ public struct ModelParameters: Sendable {
     /// The float model these parameters define (ops: S-SiLU where smoothed, the online rotation
     /// where rotated). Its logits equal the original model's up to float rounding.
     public func floatModel() -> MambaLM {
-        MambaLM(config: config, embedding: FloatEmbedding(table: embedding.tensor), blocks: blocks.map { b in
-            let m = b.mixer
-            return MambaBlock(norm: b.norm.map(floatVector), mixer: MambaMixer(
-                inProj: FloatLinear(weight: m.inProj.tensor, bias: m.inProjBias.map(floatVector)),
-                conv: FloatConv(weight: m.conv.tensor, bias: m.convBias.map(floatVector)),
-                xProj: FloatLinear(weight: m.xProj.tensor),
-                dtProj: FloatLinear(weight: m.dtProj.tensor, bias: floatVector(m.dtProjBias)),
-                scanInput: IdentityScanInput(),
-                scan: SelectiveScan(aLog: m.aLog, dSkip: m.dSkip),
-                gate: m.gateSmoothing.map { SmoothSiLUGate(s: $0.map(Float.init)) } ?? SiLUGate(),
-                outProjRotation: m.outProjRotation.map { OnlineHadamard(signs: $0.signs.map(Float.init), hadamard: $0.hadamard) },
-                outProj: FloatLinear(weight: m.outProj.tensor, bias: m.outProjBias.map(floatVector))))
+        MambaLM(config: config, embedding: FloatEmbedding(table: embedding.tensor), blocks: blocks.enumerated().map { i, b in
+            MambaBlock(norm: b.norm.map(floatVector), mixer: b.mixer.spec.makeMixer(ParametersOpSource(b.mixer), config, layer: i))
         }, normF: normF.map(floatVector), lmHead: FloatLinear(weight: (lmHead ?? embedding).tensor))
+    }
+}
+
+/// Float ops over the transformed parameters.
+struct ParametersOpSource: MixerOpSource {
+    let p: MixerParameters
+
+    init(_ p: MixerParameters) { self.p = p }
+
+    func linear(_ module: String) -> any LinearOp {
+        FloatLinear(weight: p.weight(module).tensor, bias: p.biases[module].map(floatVector))
+    }
+
+    func conv(_ module: String) -> any ConvOp {
+        FloatConv(weight: p.weight(module).tensor, bias: p.biases[module].map(floatVector))
+    }
+
+    func tensor(_ key: String) -> Tensor {
+        guard let t = p.tensors[key] else { preconditionFailure("\(p.spec.name) mixer has no tensor \(key)") }
+        return t
+    }
+
+    func scanInput() -> any ScanInputOp { IdentityScanInput() }
+
+    func gate() -> any GateOp { p.gateSmoothing.map { SmoothSiLUGate(s: $0.map(Float.init)) } ?? SiLUGate() }
+
+    func onlineRotation(before module: String) -> OnlineHadamard? {
+        p.onlineRotations[module].map { OnlineHadamard(signs: $0.signs.map(Float.init), hadamard: $0.hadamard) }
     }
 }
 

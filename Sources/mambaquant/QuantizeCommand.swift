@@ -59,11 +59,7 @@ struct QuantizeCommand: ParsableCommand {
         let statsFile = try StatsFile.read(path: stats)
         let sha = try checkpointSHA256(directory: model)
         try statsFile.checkBelongs(toCheckpointSHA256: sha, checkpoint: model)
-        let known = Set(["lm_head"] + (0..<weights.config.numLayers).flatMap { i in
-            ["in_proj", "conv1d", "x_proj", "dt_proj", "out_proj"].map { "backbone.layers.\(i).mixer.\($0)" } })
-        if let bad = recipe.keepFloat.first(where: { !known.contains($0) }) {
-            throw MambaError(.badInput, "--keep-float names \(bad), which is not a quantized module (lm_head or backbone.layers.N.mixer.{in_proj,conv1d,x_proj,dt_proj,out_proj})")
-        }
+        try QuantizedModel.checkKeepFloat(recipe.keepFloat, weights.config)
         let bar = ProgressBar("recalibrate", unit: "tok", unitsPerStep: statsFile.windows.seqLength, quiet: quiet)
         var q: QuantizedModel!
         let seconds = try measureSeconds {

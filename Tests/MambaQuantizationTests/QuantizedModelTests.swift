@@ -71,7 +71,7 @@ final class QuantizedModelTests: XCTestCase {
         let q = try QuantizedModel.quantize(weights: w, stats: stats, recipe: .init(method: .rtn, dynamicActivations: true, keepFloat: ["lm_head"]), parallelism: .serial)
         XCTAssertNil(q.lmHead.weight)
         XCTAssertNotNil(q.lmHead.floatWeight)
-        XCTAssertEqual(q.blocks[0].mixer.inProj.input?.scale, .dynamic)
+        XCTAssertEqual(q.blocks[0].mixer.modules["in_proj"]?.input?.scale, .dynamic)
         XCTAssertLessThan(relativeError(try q.model().logits(tokens), reference), 0.05)
     }
 

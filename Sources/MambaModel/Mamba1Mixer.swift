@@ -1,0 +1,154 @@
+import Foundation
+import MambaTensors
+
+// The Mamba-1 mixer: its description (every tensor named once, its modules and sites) and its
+// forward. Upstream: transformers models/mamba/modeling_mamba.py (MambaMixer.slow_forward) and
+// state-spaces mamba_ssm/modules/mamba_simple.py. Shapes: D hidden, E inner, N state, R dt rank,
+// K conv kernel, L tokens.
+
+/// The Mamba-1 mixer's description.
+public struct Mamba1Mixer: MixerDescription {
+    public init() {}
+
+    public var name: String { "mamba1" }
+
+    public var parameters: [ParameterSpec] {
+        [
+            ParameterSpec("in_proj.weight", .weight(module: "in_proj")) { c in [2 * c.innerSize, c.hiddenSize] },
+            ParameterSpec("in_proj.bias", .bias(module: "in_proj")) { c in c.useBias ? [2 * c.innerSize] : nil },
+            // torch's Conv1d(groups=E) layout; the forward uses [E, K].
+            ParameterSpec("conv1d.weight", .weight(module: "conv1d")) { c in [c.innerSize, 1, c.convKernel] },
+            ParameterSpec("conv1d.bias", .bias(module: "conv1d")) { c in c.useConvBias ? [c.innerSize] : nil },
+            ParameterSpec("x_proj.weight", .weight(module: "x_proj")) { c in [c.timeStepRank + 2 * c.stateSize, c.innerSize] },
+            ParameterSpec("dt_proj.weight", .weight(module: "dt_proj")) { c in [c.innerSize, c.timeStepRank] },
+            ParameterSpec("dt_proj.bias", .bias(module: "dt_proj")) { c in [c.innerSize] },
+            ParameterSpec("A_log", .vector) { c in [c.innerSize, c.stateSize] },
+            ParameterSpec("D", .vector) { c in [c.innerSize] },
+            ParameterSpec("out_proj.weight", .weight(module: "out_proj")) { c in [c.hiddenSize, c.innerSize] },
+            ParameterSpec("out_proj.bias", .bias(module: "out_proj")) { c in c.useBias ? [c.hiddenSize] : nil },
+        ]
+    }
+
+    public var modules: [ModuleSpec] {
+        [
+            ModuleSpec("in_proj", .linear, input: .inProjInput),
+            ModuleSpec("conv1d", .depthwiseConv, input: .x, allowsGroups: false),
+            // x_proj reads the conv output, the same quantized values the scan takes as x.
+            ModuleSpec("x_proj", .linear, input: .convOutput),
+            ModuleSpec("dt_proj", .linear, input: .dtLow),
+            ModuleSpec("out_proj", .linear, input: .outProjInput),
+        ]
+    }
+
+    public var scanInputs: [(site: Site, scaleKey: String)] {
+        [(.convOutput, "x_scale"), (.dt, "dt_scale"), (.B, "B_scale"), (.C, "C_scale")]
+    }
+
+    public func producer(of site: Site, _ c: MambaConfig) -> OutputSlice? {
+        let (e, n, r) = (c.innerSize, c.stateSize, c.timeStepRank)
+        switch site {
+        case .x: return OutputSlice(module: "in_proj", rows: 0..<e)
+        case .z: return OutputSlice(module: "in_proj", rows: e..<(2 * e))
+        case .dtLow: return OutputSlice(module: "x_proj", rows: 0..<r)
+        case .B: return OutputSlice(module: "x_proj", rows: r..<(r + n))
+        case .C: return OutputSlice(module: "x_proj", rows: (r + n)..<(r + 2 * n))
+        case .dt: return OutputSlice(module: "dt_proj", rows: 0..<e)
+        default: return nil
+        }
+    }
+
+    public var residualReader: String { "in_proj" }
+    public var residualWriter: String { "out_proj" }
+
+    public func makeMixer(_ ops: any MixerOpSource, _ c: MambaConfig, layer: Int) -> any MixerOp {
+        MambaMixer(
+            inProj: ops.linear("in_proj"), conv: ops.conv("conv1d"), xProj: ops.linear("x_proj"),
+            dtProj: ops.linear("dt_proj"), scanInput: ops.scanInput(),
+            scan: SelectiveScan(aLog: ops.tensor("A_log"), dSkip: ops.tensor("D")),
+            gate: ops.gate(), outProjRotation: ops.onlineRotation(before: "out_proj"), outProj: ops.linear("out_proj"))
+    }
+
+    /// A_log = log(1..N) plus noise, dt bias the inverse softplus of dt in [1e-3, 1e-1], so tests
+    /// exercise real decay rates rather than zeros.
+    public func randomTensors(_ c: MambaConfig, next: () -> UInt64) -> [String: Tensor] {
+        let (d, e, n, r, k) = (c.hiddenSize, c.innerSize, c.stateSize, c.timeStepRank, c.convKernel)
+        func w(_ shape: [Int]) -> Tensor { randomTensor(shape, seed: next(), scale: 1 / Double(shape.last!).squareRoot()) }
+        var rng = SeededRandom(seed: next())
+        var t: [String: Tensor] = [:]
+        t["A_log"] = Tensor(shape: [e, n], storage: (0..<(e * n)).map { i in Float(log(Double(i % n + 1)) + 0.1 * rng.nextGaussian()) })
+        t["dt_proj.bias"] = Tensor(shape: [e], storage: (0..<e).map { _ in
+            let dt = exp(log(1e-3) + rng.nextUnit() * (log(1e-1) - log(1e-3)))
+            return Float(dt + log(-expm1(-dt)))
+        })
+        t["in_proj.weight"] = w([2 * e, d])
+        if c.useBias { t["in_proj.bias"] = randomTensor([2 * e], seed: next(), scale: 0.1) }
+        t["conv1d.weight"] = randomTensor([e, k], seed: next(), scale: 0.5)
+        if c.useConvBias { t["conv1d.bias"] = randomTensor([e], seed: next(), scale: 0.1) }
+        t["x_proj.weight"] = w([r + 2 * n, e])
+        t["dt_proj.weight"] = randomTensor([e, r], seed: next(), scale: 1 / Double(r).squareRoot())
+        t["D"] = randomTensor([e], seed: next(), scale: 0.2, offset: 1)
+        t["out_proj.weight"] = w([d, e])
+        if c.useBias { t["out_proj.bias"] = randomTensor([d], seed: next(), scale: 0.1) }
+        return t
+    }
+}
+
+/// The Mamba-1 forward over swappable leaf ops (Ops.swift).
+public struct MambaMixer: MixerOp {
+    public var inProj: any LinearOp        // [2E, D]
+    public var conv: any ConvOp            // [E, K]
+    public var xProj: any LinearOp         // [R + 2N, E]
+    public var dtProj: any LinearOp        // [E, R] + bias
+    public var scanInput: any ScanInputOp  // x, dt, B, C before the scan
+    public var scan: SelectiveScan         // A [E, N], D [E]
+    public var gate: any GateOp
+    public var outProjRotation: OnlineHadamard?  // R2, applied to g before out_proj (nil: none)
+    public var outProj: any LinearOp       // [D, E]
+
+    public init(inProj: any LinearOp, conv: any ConvOp, xProj: any LinearOp, dtProj: any LinearOp, scanInput: any ScanInputOp,
+                scan: SelectiveScan, gate: any GateOp, outProjRotation: OnlineHadamard? = nil, outProj: any LinearOp) {
+        self.inProj = inProj; self.conv = conv; self.xProj = xProj; self.dtProj = dtProj
+        self.scanInput = scanInput; self.scan = scan; self.gate = gate; self.outProjRotation = outProjRotation; self.outProj = outProj
+    }
+
+    public var innerSize: Int { scan.channels }
+    public var stateSize: Int { scan.stateSize }
+    public var timeStepRank: Int { dtProj.inFeatures }
+
+    public func makeState() -> LayerState {
+        LayerState(conv: [Float](repeating: 0, count: (conv.kernelSize - 1) * innerSize),
+                   ssm: [Float](repeating: 0, count: innerSize * stateSize))
+    }
+
+    /// u: normalized block input [L, D] -> mixer output [L, D]; `state` is this layer's decode state.
+    public func forward(_ u: Tensor, state: inout LayerState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
+        let (e, n, r) = (innerSize, stateSize, timeStepRank)
+        observer?.observe(u, site: .inProjInput, layer: layer)
+        let xz = inProj.forward(u, par)                        // [L, 2E]
+        let x = xz.columns(0..<e)                              // [L, E]
+        let z = xz.columns(e..<(2 * e))                        // [L, E]
+        observer?.observe(x, site: .x, layer: layer)
+        observer?.observe(z, site: .z, layer: layer)
+        var xc = silu(conv.forward(x, state: &state.conv, par)) // [L, E]
+        scanInput.forward(&xc, site: .convOutput)
+        observer?.observe(xc, site: .convOutput, layer: layer)
+        let xdbl = xProj.forward(xc, par)                      // [L, R + 2N]
+        let dtLow = xdbl.columns(0..<r)                        // [L, R]
+        var b = xdbl.columns(r..<(r + n))                      // [L, N]
+        var c = xdbl.columns((r + n)..<(r + 2 * n))            // [L, N]
+        observer?.observe(dtLow, site: .dtLow, layer: layer)
+        var dt = dtProj.forward(dtLow, par)                    // [L, E], before softplus
+        scanInput.forward(&dt, site: .dt)
+        scanInput.forward(&b, site: .B)
+        scanInput.forward(&c, site: .C)
+        observer?.observe(dt, site: .dt, layer: layer)
+        observer?.observe(b, site: .B, layer: layer)
+        observer?.observe(c, site: .C, layer: layer)
+        let y = scan.forward(x: xc, dtRaw: dt, b: b, c: c, h: &state.ssm, par) // [L, E]
+        observer?.observe(y, site: .y, layer: layer)
+        var g = gate.forward(y: y, z: z)                       // [L, E]
+        if let r = outProjRotation { g = r.rotate(g) }
+        observer?.observe(g, site: .outProjInput, layer: layer)
+        return outProj.forward(g, par)                         // [L, D]
+    }
+}

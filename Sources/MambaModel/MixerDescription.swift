@@ -1,0 +1,168 @@
+import MambaTensors
+
+// One description per mixer type (docs: README "How it works"): its tensors, its linear modules
+// and where their inputs are quantized, the scan inputs it quantizes, which module rows produce
+// which site, and how its forward is built from leaf ops. Loading, the transforms' Double view,
+// the quantized checkpoint's names, keep-float validation, weight bytes and the float/int8 op
+// construction all read it, so adding a layer type means one description and its ops. The layout
+// follows mlx-swift-lm's one-declaration-per-field module keys (a tensor is named once, here).
+
+/// What a mixer tensor is, for the loader, the transforms and the quantizer.
+public enum ParameterRole: Sendable, Equatable {
+    /// A module's weight: [out, in] for a linear, [C, 1, K] on disk ([C, K] in memory) for a
+    /// depthwise conv. Quantized per output channel unless kept float.
+    case weight(module: String)
+    /// A module's bias: kept float, stored beside the module.
+    case bias(module: String)
+    /// Any other float tensor (A_log, D, ...): never quantized.
+    case vector
+}
+
+/// One tensor of a mixer, named once: its key under `backbone.layers.N.mixer.`, its role and its
+/// shape on disk for a config (nil when the config leaves it out).
+public struct ParameterSpec: Sendable {
+    public let key: String
+    public let role: ParameterRole
+    public let diskShape: @Sendable (MambaConfig) -> [Int]?
+
+    public init(_ key: String, _ role: ParameterRole, _ diskShape: @escaping @Sendable (MambaConfig) -> [Int]?) {
+        self.key = key
+        self.role = role
+        self.diskShape = diskShape
+    }
+
+    /// The shape the forward uses: a depthwise conv's [C, 1, K] becomes [C, K].
+    public func shape(_ c: MambaConfig, kind: ModuleKind?) -> [Int]? {
+        guard let s = diskShape(c) else { return nil }
+        return kind == .depthwiseConv ? [s[0], s[2]] : s
+    }
+}
+
+public enum ModuleKind: Sendable, Equatable {
+    /// y = x W^T (+ b).
+    case linear
+    /// Causal depthwise conv over time, one K-tap filter per channel (+ b).
+    case depthwiseConv
+}
+
+/// A quantizable module: a linear or a depthwise conv whose input is quantized at `input`.
+public struct ModuleSpec: Sendable {
+    public let name: String
+    public let kind: ModuleKind
+    /// The activation site whose scale quantizes the module's input.
+    public let input: Site
+    /// Whether group-wise weight scales (`--group-size`) apply; a conv's K taps are too few.
+    public let allowsGroups: Bool
+
+    public init(_ name: String, _ kind: ModuleKind, input: Site, allowsGroups: Bool = true) {
+        self.name = name
+        self.kind = kind
+        self.input = input
+        self.allowsGroups = allowsGroups
+    }
+
+    public var weightKey: String { name + ".weight" }
+    public var biasKey: String { name + ".bias" }
+}
+
+/// Rows `rows` of module `module`'s output are the activation at one site (e.g. in_proj's first
+/// E rows are x): what the transforms address instead of hard-coded row ranges.
+public struct OutputSlice: Sendable, Equatable {
+    public let module: String
+    public let rows: Range<Int>
+
+    public init(module: String, rows: Range<Int>) {
+        self.module = module
+        self.rows = rows
+    }
+}
+
+/// A mixer type. Implementations are value types with no state beyond their options.
+public protocol MixerDescription: Sendable {
+    /// Short name for messages and `inspect` ("mamba1").
+    var name: String { get }
+    /// Every tensor of the mixer in checkpoint order.
+    var parameters: [ParameterSpec] { get }
+    /// Quantizable modules in checkpoint order.
+    var modules: [ModuleSpec] { get }
+    /// Activation sites quantized before the scan (not module inputs): the site and the scalar
+    /// tensor name of its static scale in a quantized checkpoint.
+    var scanInputs: [(site: Site, scaleKey: String)] { get }
+    /// The module rows that produce `site` (nil: no module output is that site).
+    func producer(of site: Site, _ c: MambaConfig) -> OutputSlice?
+    /// The module reading the block's normalized input (the residual stream, R1's left side) and
+    /// the module writing the block's output (R1's right side).
+    var residualReader: String { get }
+    var residualWriter: String { get }
+    /// The forward, built from leaf ops that `ops` provides (float, transformed or quantized).
+    func makeMixer(_ ops: any MixerOpSource, _ c: MambaConfig, layer: Int) -> any MixerOp
+    /// Random tensors with a trained model's value ranges (benchmarks and tests), keyed as
+    /// `parameters`, in the memory shapes; `next` hands out seeds.
+    func randomTensors(_ c: MambaConfig, next: () -> UInt64) -> [String: Tensor]
+}
+
+extension MixerDescription {
+    public func module(_ name: String) -> ModuleSpec? { modules.first { $0.name == name } }
+    /// The module whose input is `site` (the consumer a transform scales or rotates).
+    public func consumer(of site: Site) -> ModuleSpec? { modules.first { $0.input == site } }
+    /// Tensors present for this config, with their memory shapes.
+    public func presentParameters(_ c: MambaConfig) -> [(spec: ParameterSpec, shape: [Int])] {
+        parameters.compactMap { p in
+            let kind: ModuleKind? = if case .weight(let m) = p.role { module(m)?.kind } else { nil }
+            return p.shape(c, kind: kind).map { (p, $0) }
+        }
+    }
+}
+
+/// Which mixer a layer runs. Equality is by name (the description is a value with no state).
+public struct MixerKind: Sendable, Equatable {
+    public let spec: any MixerDescription
+
+    public init(_ spec: any MixerDescription) { self.spec = spec }
+
+    public static func == (a: MixerKind, b: MixerKind) -> Bool { a.spec.name == b.spec.name }
+
+    public static let mamba1 = MixerKind(Mamba1Mixer())
+}
+
+/// The block-level checkpoint names (outside the mixer).
+public enum BlockNames {
+    public static func mixerPrefix(layer: Int) -> String { "backbone.layers.\(layer).mixer." }
+    public static func norm(layer: Int) -> String { "backbone.layers.\(layer).norm.weight" }
+}
+
+/// Leaf ops by module or tensor name: the float checkpoint, the transformed Double parameters and
+/// the quantized model each provide them, and a description builds the same forward from any.
+/// Every name a description asks for was checked when its tensors were loaded or made, so a
+/// missing one is a bug in the description, not bad input.
+public protocol MixerOpSource {
+    func linear(_ module: String) -> any LinearOp
+    func conv(_ module: String) -> any ConvOp
+    /// A float tensor of the mixer (role .vector), in its memory shape.
+    func tensor(_ key: String) -> Tensor
+    /// What happens to the scan inputs (identity in float, quantization in a quantized model).
+    func scanInput() -> any ScanInputOp
+    /// SiLU gating, or S-SiLU where the transforms smoothed the gate's output.
+    func gate() -> any GateOp
+    /// The online rotation applied to `module`'s input at run time (nil: none).
+    func onlineRotation(before module: String) -> OnlineHadamard?
+}
+
+/// A mixer's forward with its own decode state.
+public protocol MixerOp: Sendable {
+    /// A fresh (all zero) decode state for this mixer.
+    func makeState() -> LayerState
+    /// u: normalized block input [L, D] -> mixer output [L, D].
+    func forward(_ u: Tensor, state: inout LayerState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor
+}
+
+/// Per-layer decode state of a recurrent mixer: the last K-1 conv inputs and the SSM state.
+public struct LayerState: Sendable, Equatable {
+    public var conv: [Float]               // [K-1, channels]
+    public var ssm: [Float]                // the recurrence's state
+
+    public init(conv: [Float], ssm: [Float]) {
+        self.conv = conv
+        self.ssm = ssm
+    }
+}
