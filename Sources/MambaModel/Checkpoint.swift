@@ -11,6 +11,10 @@ public struct CheckpointSummary: Sendable, Encodable {
     }
     public let directory: String
     public let modelType: String
+    /// The mixer family the layers run ("mamba1", "falcon_mamba").
+    public let family: String
+    /// Settings taken from defaults rather than config.json.
+    public let notes: [String]
     public let hiddenSize, numLayers, innerSize, stateSize, timeStepRank, convKernel, vocabSize: Int
     public let tiedHead: Bool
     public let parameters: Int
@@ -33,6 +37,7 @@ public struct CheckpointSummary: Sendable, Encodable {
         return CheckpointSummary(
             directory: directory,
             modelType: config.json["model_type"]?.string ?? "mamba (state-spaces config)",
+            family: config.mixer.spec.name, notes: config.defaultedSettings,
             hiddenSize: config.hiddenSize, numLayers: config.numLayers, innerSize: config.innerSize,
             stateSize: config.stateSize, timeStepRank: config.timeStepRank, convKernel: config.convKernel,
             vocabSize: config.vocabSize,

@@ -3,14 +3,25 @@ import MambaTensors
 
 // The Mamba-1 mixer: its description (every tensor named once, its modules and sites) and its
 // forward. Upstream: transformers models/mamba/modeling_mamba.py (MambaMixer.slow_forward) and
-// state-spaces mamba_ssm/modules/mamba_simple.py. Shapes: D hidden, E inner, N state, R dt rank,
-// K conv kernel, L tokens.
+// state-spaces mamba_ssm/modules/mamba_simple.py. Falcon-Mamba is the same mixer with weightless
+// RMSNorms on dt_low, B and C after x_proj's split (transformers
+// models/falcon_mamba/modeling_falcon_mamba.py, FalconMambaMixer: dt_layernorm, b_layernorm,
+// c_layernorm). Shapes: D hidden, E inner, N state, R dt rank, K conv kernel, L tokens.
 
-/// The Mamba-1 mixer's description.
+/// The Mamba-1 (and Falcon-Mamba) mixer's description.
 public struct Mamba1Mixer: MixerDescription {
-    public init() {}
+    /// Falcon-Mamba's mixer_rms_eps: weightless RMSNorms on dt_low, B and C (nil: plain Mamba-1).
+    public let ssmNormEpsilon: Float?
 
-    public var name: String { "mamba1" }
+    public init(ssmNormEpsilon: Float? = nil) { self.ssmNormEpsilon = ssmNormEpsilon }
+
+    public var name: String { ssmNormEpsilon == nil ? "mamba1" : "falcon_mamba" }
+
+    /// dt_low passes through Falcon-Mamba's weightless RMSNorm: RMS(a R) = RMS(a) for an orthogonal
+    /// R, so R5 still crosses it exactly, but a per-channel smoothing would change the RMS.
+    public func isNormalized(_ site: Site) -> Bool {
+        ssmNormEpsilon != nil && [.dtLow, .B, .C].contains(site)
+    }
 
     public var parameters: [ParameterSpec] {
         [
@@ -65,7 +76,8 @@ public struct Mamba1Mixer: MixerDescription {
             inProj: ops.linear("in_proj"), conv: ops.conv("conv1d"), xProj: ops.linear("x_proj"),
             dtProj: ops.linear("dt_proj"), scanInput: ops.scanInput(),
             scan: SelectiveScan(aLog: ops.tensor("A_log"), dSkip: ops.tensor("D")),
-            gate: ops.gate(), outProjRotation: ops.onlineRotation(before: "out_proj"), outProj: ops.linear("out_proj"))
+            gate: ops.gate(), outProjRotation: ops.onlineRotation(before: "out_proj"), outProj: ops.linear("out_proj"),
+            ssmNormEpsilon: ssmNormEpsilon)
     }
 
     /// A_log = log(1..N) plus noise, dt bias the inverse softplus of dt in [1e-3, 1e-1], so tests
@@ -104,11 +116,15 @@ public struct MambaMixer: MixerOp {
     public var gate: any GateOp
     public var outProjRotation: OnlineHadamard?  // R2, applied to g before out_proj (nil: none)
     public var outProj: any LinearOp       // [D, E]
+    /// Falcon-Mamba's weightless RMSNorm on dt_low, B and C (nil: none).
+    public var ssmNormEpsilon: Float?
 
     public init(inProj: any LinearOp, conv: any ConvOp, xProj: any LinearOp, dtProj: any LinearOp, scanInput: any ScanInputOp,
-                scan: SelectiveScan, gate: any GateOp, outProjRotation: OnlineHadamard? = nil, outProj: any LinearOp) {
+                scan: SelectiveScan, gate: any GateOp, outProjRotation: OnlineHadamard? = nil, outProj: any LinearOp,
+                ssmNormEpsilon: Float? = nil) {
         self.inProj = inProj; self.conv = conv; self.xProj = xProj; self.dtProj = dtProj
         self.scanInput = scanInput; self.scan = scan; self.gate = gate; self.outProjRotation = outProjRotation; self.outProj = outProj
+        self.ssmNormEpsilon = ssmNormEpsilon
     }
 
     public var innerSize: Int { scan.channels }
@@ -133,9 +149,14 @@ public struct MambaMixer: MixerOp {
         scanInput.forward(&xc, site: .convOutput)
         observer?.observe(xc, site: .convOutput, layer: layer)
         let xdbl = xProj.forward(xc, par)                      // [L, R + 2N]
-        let dtLow = xdbl.columns(0..<r)                        // [L, R]
+        var dtLow = xdbl.columns(0..<r)                        // [L, R]
         var b = xdbl.columns(r..<(r + n))                      // [L, N]
         var c = xdbl.columns((r + n)..<(r + 2 * n))            // [L, N]
+        if let eps = ssmNormEpsilon {                          // Falcon-Mamba: before dt_proj and the B, C quantizers
+            dtLow = rmsNorm(dtLow, weight: nil, eps: eps)
+            b = rmsNorm(b, weight: nil, eps: eps)
+            c = rmsNorm(c, weight: nil, eps: eps)
+        }
         observer?.observe(dtLow, site: .dtLow, layer: layer)
         var dt = dtProj.forward(dtLow, par)                    // [L, E], before softplus
         scanInput.forward(&dt, site: .dt)

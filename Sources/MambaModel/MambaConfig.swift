@@ -69,13 +69,11 @@ public struct MambaConfig: Sendable, Equatable {
         }
         let modelType = json["model_type"]?.string
         switch modelType {
-        case "mamba", nil: break
-        case "falcon_mamba":
-            throw MambaError(.unsupportedModel, "\(source): model_type falcon_mamba is not supported (it adds RMS norms on B, C and dt that mambaquant does not implement yet); only Mamba-1 (model_type \"mamba\") is")
+        case "mamba", "falcon_mamba", nil: break
         case "mamba2":
-            throw MambaError(.unsupportedModel, "\(source): model_type mamba2 is not supported yet; only Mamba-1 (model_type \"mamba\") is")
+            throw MambaError(.unsupportedModel, "\(source): model_type mamba2 is not supported yet; only Mamba-1 (model_type \"mamba\" or \"falcon_mamba\") is")
         case let other?:
-            throw MambaError(.unsupportedModel, "\(source): model_type \(other) is not a Mamba-1 model; only model_type \"mamba\" is supported")
+            throw MambaError(.unsupportedModel, "\(source): model_type \(other) is not a Mamba-1 model; only model_type \"mamba\" and \"falcon_mamba\" are supported")
         }
         // An original state-spaces config nests the SSM settings in ssm_cfg.
         let ssm = json["ssm_cfg"]?.object ?? [:]
@@ -133,14 +131,32 @@ public struct MambaConfig: Sendable, Equatable {
             useBias: json["use_bias"]?.bool ?? ssm["bias"]?.bool ?? false,
             useConvBias: json["use_conv_bias"]?.bool ?? ssm["conv_bias"]?.bool ?? true,
             tieWordEmbeddings: json["tie_word_embeddings"]?.bool ?? json["tie_embeddings"]?.bool ?? true)
+        if modelType == "falcon_mamba" {
+            // transformers' FalconMambaConfig default when the key is absent (inspect says so).
+            let eps = json["mixer_rms_eps"]?.double ?? Self.defaultMixerRMSEpsilon
+            guard eps >= 0, eps.isFinite else { throw MambaError(.badConfig, "\(source): mixer_rms_eps must be a finite non-negative number, found \(eps)") }
+            config.mixer = .falconMamba(ssmNormEpsilon: Float(eps))
+        }
         config.json = json
         return config
+    }
+
+    /// Falcon-Mamba's mixer_rms_eps when config.json leaves it out (transformers' default).
+    public static let defaultMixerRMSEpsilon = 1e-6
+
+    /// A line about settings taken from defaults rather than config.json (for `inspect`).
+    public var defaultedSettings: [String] {
+        if mixer.spec.name == "falcon_mamba" && json["mixer_rms_eps"] == nil {
+            return ["mixer_rms_eps absent from config.json: using transformers' default \(Self.defaultMixerRMSEpsilon)"]
+        }
+        return []
     }
 
     /// A Hugging Face MambaConfig-style JSON for this configuration (for checkpoints we write).
     public func hfJSON() -> [String: JSONValue] {
         [
-            "model_type": .string("mamba"), "architectures": .array([.string("MambaForCausalLM")]),
+            "model_type": .string(mixer.spec.name == "falcon_mamba" ? "falcon_mamba" : "mamba"),
+            "architectures": .array([.string(mixer.spec.name == "falcon_mamba" ? "FalconMambaForCausalLM" : "MambaForCausalLM")]),
             "hidden_size": .number(Double(hiddenSize)), "num_hidden_layers": .number(Double(numLayers)),
             "state_size": .number(Double(stateSize)), "expand": .number(Double(expand)),
             "intermediate_size": .number(Double(innerSize)), "conv_kernel": .number(Double(convKernel)),
@@ -148,6 +164,6 @@ public struct MambaConfig: Sendable, Equatable {
             "layer_norm_epsilon": .number(Double(layerNormEpsilon)), "use_bias": .bool(useBias),
             "use_conv_bias": .bool(useConvBias), "tie_word_embeddings": .bool(tieWordEmbeddings),
             "residual_in_fp32": .bool(true),
-        ]
+        ].merging((mixer.spec as? Mamba1Mixer)?.ssmNormEpsilon.map { ["mixer_rms_eps": .number(Double($0))] } ?? [:]) { a, _ in a }
     }
 }

@@ -94,6 +94,9 @@ public protocol MixerDescription: Sendable {
     /// the module writing the block's output (R1's right side).
     var residualReader: String { get }
     var residualWriter: String { get }
+    /// Whether a weightless RMSNorm sits between `site`'s producing rows and its consumer:
+    /// orthogonal rotations cross it exactly, per-channel smoothing does not.
+    func isNormalized(_ site: Site) -> Bool
     /// The forward, built from leaf ops that `ops` provides (float, transformed or quantized).
     func makeMixer(_ ops: any MixerOpSource, _ c: MambaConfig, layer: Int) -> any MixerOp
     /// Random tensors with a trained model's value ranges (benchmarks and tests), keyed as
@@ -102,6 +105,7 @@ public protocol MixerDescription: Sendable {
 }
 
 extension MixerDescription {
+    public func isNormalized(_ site: Site) -> Bool { false }
     public func module(_ name: String) -> ModuleSpec? { modules.first { $0.name == name } }
     /// The module whose input is `site` (the consumer a transform scales or rotates).
     public func consumer(of site: Site) -> ModuleSpec? { modules.first { $0.input == site } }
@@ -114,15 +118,17 @@ extension MixerDescription {
     }
 }
 
-/// Which mixer a layer runs. Equality is by name (the description is a value with no state).
+/// Which mixer a layer runs. Equality is by name and options (a description is a value).
 public struct MixerKind: Sendable, Equatable {
     public let spec: any MixerDescription
 
     public init(_ spec: any MixerDescription) { self.spec = spec }
 
-    public static func == (a: MixerKind, b: MixerKind) -> Bool { a.spec.name == b.spec.name }
+    public static func == (a: MixerKind, b: MixerKind) -> Bool { String(describing: a.spec) == String(describing: b.spec) }
 
     public static let mamba1 = MixerKind(Mamba1Mixer())
+    /// Falcon-Mamba: Mamba-1 with weightless RMSNorms on dt_low, B and C.
+    public static func falconMamba(ssmNormEpsilon: Float) -> MixerKind { MixerKind(Mamba1Mixer(ssmNormEpsilon: ssmNormEpsilon)) }
 }
 
 /// The block-level checkpoint names (outside the mixer).

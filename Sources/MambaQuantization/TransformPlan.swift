@@ -29,11 +29,11 @@ public func applyPlan(_ method: QuantizationMethod, to p: inout ModelParameters,
                                        weightColumnAbsMax: p.blocks[i].mixer.weight(reader).columnAbsMax, alpha: alpha)
             p.smoothInProjInput(layer: i, sIn)
             var steps = ["\(reader) input (norm)"]
-            if p.hasPath(through: .x, layer: i) {
+            if p.canSmooth(site: .x, layer: i) {
                 try smoothConv(&p, i, stats)
                 steps.append("conv input (alpha 1)")
             }
-            if p.hasPath(through: .dtLow, layer: i) {
+            if p.canSmooth(site: .dtLow, layer: i) {
                 let sDt = smoothingFactors(activationAbsMax: try stats.site(i, .dtLow).range.absmax,
                                            weightColumnAbsMax: p.consumerColumnAbsMax(.dtLow, layer: i), alpha: alpha)
                 p.smoothDtPath(layer: i, sDt)
@@ -70,7 +70,7 @@ public func applyPlan(_ method: QuantizationMethod, to p: inout ModelParameters,
                 p.rotateDtPath(layer: i, r5)
                 steps.append("R5 \(kind5.rawValue) \(rank)x\(rank)")
             }
-            if klt && p.hasPath(through: .x, layer: i) {
+            if klt && p.canSmooth(site: .x, layer: i) {
                 try smoothConv(&p, i, stats)
                 steps.append("conv input smoothing (alpha 1)")
             }

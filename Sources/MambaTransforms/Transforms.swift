@@ -33,6 +33,12 @@ extension ModelParameters {
         return spec.producer(of: site, config) != nil && spec.consumer(of: site) != nil
     }
 
+    /// Whether a per-channel smoothing between `site`'s producer and consumer is exact in layer `i`
+    /// (a path exists and no weightless RMSNorm sits on it).
+    public func canSmooth(site: Site, layer i: Int) -> Bool {
+        hasPath(through: site, layer: i) && !blocks[i].mixer.spec.isNormalized(site)
+    }
+
     /// Whether layer `i`'s mixer gates with SiLU(z) before a module reading .outProjInput, so that
     /// S-SiLU can smooth that module's input.
     public func hasSmoothableGate(layer i: Int) -> Bool {
@@ -75,7 +81,8 @@ extension ModelParameters {
     }
 
     /// An orthogonal rotation between the rows producing `site` and the linear consuming it
-    /// (offline): a -> a R, producer rows W -> R^T W, consumer W -> W R.
+    /// (offline): a -> a R, producer rows W -> R^T W, consumer W -> W R. Exact across a weightless
+    /// RMSNorm on the site too, since RMS(a R) = RMS(a).
     public mutating func rotate(site: Site, layer i: Int, _ r: Matrix) {
         let (slice, reader) = (producer(site, layer: i), consumer(site, layer: i))
         precondition(r.rows == slice.rows.count && r.cols == slice.rows.count && reader.kind == .linear)
@@ -94,6 +101,7 @@ extension ModelParameters {
     public mutating func smooth(site: Site, layer i: Int, _ s: [Double]) {
         let (slice, reader) = (producer(site, layer: i), consumer(site, layer: i))
         precondition(s.count == slice.rows.count)
+        precondition(!blocks[i].mixer.spec.isNormalized(site), "a per-channel smoothing does not cross the RMSNorm at \(site.rawValue)")
         blocks[i].mixer.scaleOutputs(slice, s.map { 1 / $0 })
         blocks[i].mixer.scaleInputs(reader, s)
     }

@@ -33,7 +33,7 @@ final class MambaConfigTests: XCTestCase {
 
     func testRefusals() {
         let cases: [(String, String)] = [
-            (#"{"model_type": "falcon_mamba", "hidden_size": 8, "num_hidden_layers": 1, "vocab_size": 4}"#, "falcon_mamba"),
+            (#"{"model_type": "falcon_mamba", "hidden_size": 8, "num_hidden_layers": 1, "vocab_size": 4, "mixer_rms_eps": -1}"#, "mixer_rms_eps"),
             (#"{"model_type": "mamba2", "hidden_size": 8, "num_hidden_layers": 1, "vocab_size": 4}"#, "mamba2"),
             (#"{"model_type": "llama"}"#, "llama"),
             (#"{"hidden_size": 8, "vocab_size": 4}"#, "num_hidden_layers"),

@@ -4,11 +4,12 @@ import MambaTensors
 import TestSupport
 import XCTest
 
-/// The float forward against transformers' MambaForCausalLM: Tests/Fixtures/models/*/reference.safetensors
-/// were written by scripts/reference/make_fixtures.py (tied/untied heads, conv_kernel 4 and 3,
-/// state_size 16 and 8, explicit and "auto" dt rank, biases, F32/F16/BF16, a sharded state-spaces layout).
+/// The float forward against transformers' MambaForCausalLM and FalconMambaForCausalLM:
+/// Tests/Fixtures/models/*/reference.safetensors were written by scripts/reference/make_fixtures.py
+/// (tied/untied heads, conv_kernel 4 and 3, state_size 16 and 8, explicit and "auto" dt rank,
+/// biases, F32/F16/BF16, a sharded state-spaces layout, Falcon-Mamba with and without mixer_rms_eps).
 final class ReferenceLogitsTests: XCTestCase {
-    static let models = ["tiny-tied", "tiny-untied-k3", "tiny-statespaces"]
+    static let models = ["tiny-tied", "tiny-untied-k3", "tiny-statespaces", "tiny-falcon", "tiny-falcon-untied-bf16"]
 
     struct Reference {
         let inputIds: [Int]
@@ -63,5 +64,27 @@ final class ReferenceLogitsTests: XCTestCase {
         XCTAssertEqual(c.vocabSize, 56)   // 50 padded to a multiple of 8, as MambaLMHeadModel does
         XCTAssertEqual(c.hiddenSize, 16)
         XCTAssertEqual(c.timeStepRank, 1) // "auto": ceil(16 / 16)
+    }
+
+    func testFalconMambaConfigsPickTheNormedMixer() throws {
+        let withEps = try MambaConfig.load(directory: Fixtures.model("tiny-falcon"))
+        XCTAssertEqual(withEps.mixer, .falconMamba(ssmNormEpsilon: 1e-6))
+        XCTAssertTrue(withEps.defaultedSettings.isEmpty)
+        let without = try MambaConfig.load(directory: Fixtures.model("tiny-falcon-untied-bf16"))
+        XCTAssertEqual(without.mixer, .falconMamba(ssmNormEpsilon: 1e-6))
+        XCTAssertEqual(without.defaultedSettings.count, 1)
+        XCTAssertTrue(without.defaultedSettings[0].contains("mixer_rms_eps"))
+        XCTAssertNotEqual(without.mixer, .mamba1)
+        XCTAssertEqual(try MambaConfig.load(directory: Fixtures.model("tiny-tied")).mixer, .mamba1)
+    }
+
+    /// The norms matter: the same weights run as plain Mamba-1 give other logits.
+    func testFalconNormsChangeTheForward() throws {
+        var w = try MambaWeights.load(directory: Fixtures.model("tiny-falcon"))
+        let ref = try reference("tiny-falcon")
+        w.config.mixer = .mamba1
+        for i in w.layers.indices { w.layers[i].mixer.kind = .mamba1 }
+        let plain = try MambaLM(weights: w).logits(ref.inputIds)
+        XCTAssertGreaterThan(maxAbsDifference(plain.storage, ref.logits.storage), 0.01 * ref.logits.absMax)
     }
 }

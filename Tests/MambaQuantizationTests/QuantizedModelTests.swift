@@ -19,7 +19,7 @@ final class QuantizedModelTests: XCTestCase {
     }
 
     func fixtures() throws -> [(String, MambaWeights)] {
-        try ["tiny-tied", "tiny-untied-k3"].map { ($0, try MambaWeights.load(directory: Fixtures.model($0))) }
+        try ["tiny-tied", "tiny-untied-k3", "tiny-falcon-untied-bf16"].map { ($0, try MambaWeights.load(directory: Fixtures.model($0))) }
     }
 
     func testEveryMethodsPlanKeepsTheFloatLogits() throws {

@@ -37,7 +37,11 @@ final class KLTTests: XCTestCase {
         XCTAssertLessThan(worst, 1e-9 * values[0])
     }
 
-    /// absmax/rms of x K H on held-out activations is no worse than x H (DESIGN.md section 2).
+    /// x K H spreads the energy over channels no worse than x H on held-out activations
+    /// (DESIGN.md section 2): for an orthonormal H, diag(H^T Λ H) is flat, so x K H's per-channel mean
+    /// squares are equal up to sampling noise while x H keeps Σ's uneven diagonal. The measure is the
+    /// worst channel's mean square over the average one; a sample absmax was too noisy to compare
+    /// (a fresh seed once gave peak/rms 4.057 for K H against 4.042 for H).
     func testKLTThenHadamardFlattensNoWorseThanHadamard() throws {
         let n = 24
         let seed = UInt64.random(in: 1...1000)
@@ -50,17 +54,15 @@ final class KLTTests: XCTestCase {
         let (kh, kind) = try offlineRotation(n: n, secondMoment: m.secondMoment, seed: 3)
         let (h, _) = try offlineRotation(n: n, secondMoment: nil, seed: 3)
         XCTAssertEqual(kind, .kltHadamard)
-        func peakToRMS(_ r: Matrix) -> Double {
+        func channelMeanSquares(_ r: Matrix) -> [Double] {
             let y = Matrix(held).times(r)
-            // per-channel mean squares: the worst channel's absmax over the overall rms
-            let rms = (y.data.reduce(0) { $0 + $1 * $1 } / Double(y.data.count)).squareRoot()
-            return y.data.map(abs).max()! / rms
+            return (0..<n).map { j in (0..<y.rows).reduce(0.0) { $0 + y[$1, j] * y[$1, j] } / Double(y.rows) }
         }
-        XCTAssertLessThanOrEqual(peakToRMS(kh), peakToRMS(h) * 1.05)
+        func spread(_ ms: [Double]) -> Double { ms.max()! / (ms.reduce(0, +) / Double(ms.count)) }
+        let (msKH, msH) = (channelMeanSquares(kh), channelMeanSquares(h))
+        XCTAssertLessThanOrEqual(spread(msKH), spread(msH) * 1.05, "seed \(seed)")
         // And the KLT equalizes per-channel mean squares of x K H (within sampling noise).
-        let y = Matrix(held).times(kh)
-        let ms = (0..<n).map { j in (0..<y.rows).reduce(0.0) { $0 + y[$1, j] * y[$1, j] } / Double(y.rows) }
-        XCTAssertLessThan(ms.max()! / ms.min()!, 1.6)
+        XCTAssertLessThan(msKH.max()! / msKH.min()!, 1.6, "seed \(seed)")
     }
 
     func testRandomOrthogonalFallback() throws {

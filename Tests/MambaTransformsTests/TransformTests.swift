@@ -12,7 +12,9 @@ final class TransformTests: XCTestCase {
     func models() throws -> [(String, MambaWeights)] {
         [("tiny-tied", try MambaWeights.load(directory: Fixtures.model("tiny-tied"))),
          ("tiny-untied-k3", try MambaWeights.load(directory: Fixtures.model("tiny-untied-k3"))),
-         ("random-bias", randomWeights(MambaConfig(hiddenSize: 24, numLayers: 2, stateSize: 6, convKernel: 4, timeStepRank: 3, vocabSize: 60, useBias: true), seed: 9))]
+         ("random-bias", randomWeights(MambaConfig(hiddenSize: 24, numLayers: 2, stateSize: 6, convKernel: 4, timeStepRank: 3, vocabSize: 60, useBias: true), seed: 9)),
+         // Falcon-Mamba: the weightless RMSNorm on dt_low sits inside R5's path.
+         ("tiny-falcon-untied-bf16", try MambaWeights.load(directory: Fixtures.model("tiny-falcon-untied-bf16")))]
     }
 
     func positive(_ n: Int, seed: UInt64) -> [Double] {
@@ -79,9 +81,35 @@ final class TransformTests: XCTestCase {
             p.foldNorms()
             for i in p.blocks.indices {
                 p.smoothInProjInput(layer: i, positive(p.hiddenSize, seed: UInt64(i + 3)))
-                p.smoothDtPath(layer: i, positive(p.timeStepRank, seed: UInt64(i + 5)))
+                // Not across Falcon-Mamba's RMSNorm (below); the plan skips it there.
+                if p.canSmooth(site: .dtLow, layer: i) { p.smoothDtPath(layer: i, positive(p.timeStepRank, seed: UInt64(i + 5))) }
             }
         }
+    }
+
+    /// Why R5 may cross Falcon-Mamba's weightless RMSNorm on dt_low and a smoothing may not: the
+    /// same per-channel scaling of x_proj's dt rows and dt_proj's columns that is exact on Mamba-1
+    /// changes Falcon-Mamba's logits, while the rotation keeps them (testDtPathRotationR5).
+    func testFalconDtNormAdmitsRotationNotSmoothing() throws {
+        let w = try MambaWeights.load(directory: Fixtures.model("tiny-falcon-untied-bf16"))
+        let reference = try MambaLM(weights: w).logits(tokens)
+        let p = ModelParameters(weights: w)
+        XCTAssertTrue(p.hasPath(through: .dtLow, layer: 0))
+        XCTAssertFalse(p.canSmooth(site: .dtLow, layer: 0))
+        XCTAssertTrue(p.canSmooth(site: .x, layer: 0))
+        var scaled = w
+        let r = w.config.timeStepRank
+        for i in scaled.layers.indices {
+            let s = positive(r, seed: UInt64(i + 5)).map(Float.init)
+            var xProj = scaled.layers[i].mixer["x_proj.weight"]!
+            var dtProj = scaled.layers[i].mixer["dt_proj.weight"]!
+            for row in 0..<r { for c in 0..<xProj.cols { xProj.storage[row * xProj.cols + c] /= s[row] } }
+            for row in 0..<dtProj.rows { for c in 0..<r { dtProj.storage[row * r + c] *= s[c] } }
+            scaled.layers[i].mixer["x_proj.weight"] = xProj
+            scaled.layers[i].mixer["dt_proj.weight"] = dtProj
+        }
+        let err = maxAbsDifference(try MambaLM(weights: scaled).logits(tokens).storage, reference.storage)
+        XCTAssertGreaterThan(err, 1e-3 * reference.absMax)
     }
 
     func testAllTogether() throws {

@@ -52,13 +52,22 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(obj?["tiedHead"] as? Bool, false)
     }
 
+    func testInspectNamesTheFamilyAndDefaultedSettings() throws {
+        let r = try CLI.run(["inspect", Fixtures.model("tiny-falcon-untied-bf16")])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("falcon_mamba (falcon_mamba mixers)"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("note: mixer_rms_eps absent from config.json"), r.stdout)
+        let plain = try CLI.run(["inspect", Fixtures.model("tiny-falcon")])
+        XCTAssertFalse(plain.stdout.contains("note:"), plain.stdout)
+    }
+
     func testBadInputFailsWithOneLine() throws {
         let dir = try makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let cases: [([String], String)] = [
             (["generate", "--model", "/no/such/model", "--tokens", "1"], "/no/such/model"),
             (["generate", "--model", Fixtures.bad("truncated"), "--tokens", "1"], "model.safetensors"),
-            (["generate", "--model", Fixtures.bad("falcon-mamba"), "--tokens", "1"], "falcon_mamba"),
+            (["generate", "--model", Fixtures.bad("mamba2"), "--tokens", "1"], "mamba2"),
             (["generate", "--model", tiny, "--tokens", "1,999"], "999"),
             (["generate", "--model", tiny, "--tokens", "1,x"], "x"),
             (["generate", "--model", Fixtures.model("tiny-untied-k3"), "--prompt", "hi"], "tokenizer.json"),

@@ -4,7 +4,7 @@ implementation nobody here wrote (transformers' MambaForCausalLM), token ids fro
 library, and malformed checkpoints for the loader's error paths.
 
     pip install -r scripts/requirements.txt   # torch 2.13.0+cpu comes from the machine's local wheel
-    python3 scripts/reference/make_fixtures.py
+    python3 scripts/reference/make_fixtures.py [MODEL ...]   # all fixtures, or just the named models
 
 Deterministic: every random draw is seeded, safetensors headers are written by the `safetensors`
 library (sorted keys), so re-running leaves git clean unless a library version changed the numbers.
@@ -31,7 +31,7 @@ GREEDY_NEW = 8
 # name -> (MambaConfig kwargs, storage dtype, layout). Together they cover tied and untied heads,
 # conv_kernel 4 and 3, state_size 16 and 8, time_step_rank "auto" and explicit, biases on and off,
 # F32/F16/BF16, a vocab padded past the tokenizer's size, state-spaces' original config keys and
-# embedding name, and a sharded checkpoint.
+# embedding name, a sharded checkpoint, and Falcon-Mamba with and without mixer_rms_eps.
 MODELS = {
     "tiny-tied": (dict(vocab_size=260, hidden_size=32, state_size=16, num_hidden_layers=2, conv_kernel=4,
                        expand=2, time_step_rank="auto", use_bias=False, use_conv_bias=True,
@@ -42,6 +42,14 @@ MODELS = {
     "tiny-statespaces": (dict(vocab_size=56, hidden_size=16, state_size=16, num_hidden_layers=2, conv_kernel=4,
                               expand=2, time_step_rank="auto", use_bias=False, use_conv_bias=True,
                               tie_word_embeddings=True), torch.bfloat16, "statespaces"),
+    # Falcon-Mamba (FalconMambaForCausalLM): weightless RMSNorms on dt, B and C. The second one's
+    # config.json drops mixer_rms_eps, as some published configs do (the default 1e-6 applies).
+    "tiny-falcon": (dict(vocab_size=96, hidden_size=32, state_size=16, num_hidden_layers=2, conv_kernel=4,
+                         expand=2, time_step_rank="auto", use_bias=False, use_conv_bias=True,
+                         tie_word_embeddings=True, mixer_rms_eps=1e-6), torch.float32, "falcon"),
+    "tiny-falcon-untied-bf16": (dict(vocab_size=70, hidden_size=24, state_size=8, num_hidden_layers=3, conv_kernel=3,
+                                     expand=2, time_step_rank=6, use_bias=True, use_conv_bias=True,
+                                     tie_word_embeddings=False, mixer_rms_eps=1e-6), torch.bfloat16, "falcon-no-eps"),
 }
 
 
@@ -103,14 +111,17 @@ def state_dict_for_disk(model, dtype, layout):
 
 
 def write_model(name, kwargs, dtype, layout, seed):
-    from transformers import MambaConfig, MambaForCausalLM
+    if layout.startswith("falcon"):
+        from transformers import FalconMambaConfig as Config, FalconMambaForCausalLM as Model
+    else:
+        from transformers import MambaConfig as Config, MambaForCausalLM as Model
     d = os.path.join(OUT, "models", name)
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
     torch.manual_seed(seed)
-    cfg = MambaConfig(layer_norm_epsilon=1e-5, residual_in_fp32=True, bos_token_id=0, eos_token_id=0,
-                      pad_token_id=0, **kwargs)
-    model = MambaForCausalLM(cfg).float().eval()
+    cfg = Config(layer_norm_epsilon=1e-5, residual_in_fp32=True, bos_token_id=0, eos_token_id=0,
+                 pad_token_id=0, **kwargs)
+    model = Model(cfg).float().eval()
     randomize(model, seed)
     if cfg.tie_word_embeddings:
         model.tie_weights()
@@ -140,6 +151,11 @@ def write_model(name, kwargs, dtype, layout, seed):
             json.dump({"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}, f, indent=2)
     else:
         cfg.to_json_file(os.path.join(d, "config.json"))
+        if layout == "falcon-no-eps":
+            j = json.load(open(os.path.join(d, "config.json")))
+            del j["mixer_rms_eps"]
+            with open(os.path.join(d, "config.json"), "w") as f:
+                json.dump(j, f, indent=2, sort_keys=True)
         save_file(sd, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
     if name == "tiny-tied":
         byte_tokenizer(os.path.join(d, "tokenizer.json"))
@@ -153,7 +169,7 @@ def write_model(name, kwargs, dtype, layout, seed):
     save_file({"input_ids": ids.to(torch.int64), "logits": logits.contiguous(),
                "greedy_prompt": ids[:GREEDY_PROMPT].clone().to(torch.int64),
                "greedy_ids": torch.tensor(gids, dtype=torch.int64)},
-              os.path.join(d, "reference.safetensors"), metadata={"source": "transformers MambaForCausalLM (slow path)"})
+              os.path.join(d, "reference.safetensors"), metadata={"source": f"transformers {type(model).__name__} (slow path)"})
     print(f"{name}: vocab {kwargs['vocab_size']} max|logit| {logits.abs().max():.3f} greedy {gids}")
     return d
 
@@ -182,7 +198,6 @@ def write_bad(src):
     make("wrong-shape", sd={**sd, "backbone.layers.1.mixer.conv1d.weight": torch.zeros(64, 1, 3)})
     make("missing-tensor", sd={k: v for k, v in sd.items() if k != "backbone.layers.0.mixer.x_proj.weight"})
     make("extra-tensor", sd={**sd, "backbone.layers.0.mixer.extra.weight": torch.zeros(3)})
-    make("falcon-mamba", cfg={**cfg, "model_type": "falcon_mamba", "mixer_rms_eps": 1e-6})
     make("mamba2", cfg={**cfg, "model_type": "mamba2", "num_heads": 4, "head_dim": 16})
     header = b'{"backbone.norm_f.weight": {"dtype": "F32", "shape": [32], "data_offsets": [0, 128]'  # no closing brace
     make("bad-header", raw=struct.pack("<Q", len(header)) + header + b"\0" * 128)
@@ -227,11 +242,14 @@ def main():
     import transformers
     torch.set_num_threads(1)
     print(f"torch {torch.__version__} transformers {transformers.__version__}")
+    only = set(sys.argv[1:])   # e.g. `make_fixtures.py tiny-falcon`: just those models
     made = {}
     for i, (name, (kw, dtype, layout)) in enumerate(MODELS.items()):
-        made[name] = write_model(name, kw, dtype, layout, seed=100 + i)
-    write_bad(made["tiny-tied"])
-    write_tokenizer_cases()
+        if not only or name in only:
+            made[name] = write_model(name, kw, dtype, layout, seed=100 + i)
+    if not only:
+        write_bad(made["tiny-tied"])
+        write_tokenizer_cases()
 
 
 if __name__ == "__main__":
