@@ -2,7 +2,7 @@ import Dispatch
 import MambaModel
 import MambaTensors
 
-/// The observer of one forward pass: every site the forward reports goes into its statistics.
+/// The observer of one window's pass through one layer: every site it reports goes into its statistics.
 final class SiteRecorder: ActivationObserver {
     var stats: CalibrationStats
 
@@ -21,39 +21,107 @@ final class SiteRecorder: ActivationObserver {
     }
 }
 
-/// Runs calibration windows through a float model (the original or a transformed one, in memory)
-/// and gathers every site's statistics.
+/// Where a layer-streamed pass gets its float model, one part at a time: an in-memory model, a
+/// memory-mapped checkpoint widened a layer at a time, or the quantize pipeline's transformed layers.
+public protocol LayerSource {
+    var config: MambaConfig { get }
+    /// The residual stream's start for each window: [tokens, D] each.
+    func embed(_ windows: [[Int]]) throws -> [Tensor]
+    /// Layer `i`'s float block (asked once per layer, in order; free to build it on demand).
+    func block(_ i: Int) throws -> MambaBlock
+    /// norm_f's weight (nil: folded into the head).
+    func finalNorm() throws -> Tensor?
+}
+
+extension MambaLM: LayerSource {
+    public func embed(_ windows: [[Int]]) throws -> [Tensor] { windows.map { embedding.forward($0) } }
+    public func block(_ i: Int) throws -> MambaBlock { blocks[i] }
+    public func finalNorm() throws -> Tensor? { normF }
+}
+
+/// The float checkpoint, widened a layer at a time.
+extension CheckpointWeights: LayerSource {
+    public func embed(_ windows: [[Int]]) throws -> [Tensor] {
+        let table = FloatEmbedding(table: try readEmbedding())   // widened once, dropped after the lookups
+        return windows.map { table.forward($0) }
+    }
+    public func block(_ i: Int) throws -> MambaBlock { MambaBlock(float: try readLayer(i), config: config, layer: i) }
+    public func finalNorm() throws -> Tensor? { try readNormF() }
+}
+
+/// Runs calibration windows through a float model and gathers every site's statistics.
 public enum Calibrator {
-    /// Progress after each finished window: (windows done, windows in all).
+    /// Progress after each finished (layer, window batch): (steps done, steps in all), one step
+    /// per window per layer.
     public typealias Progress = (Int, Int) -> Void
 
-    /// Windows run `threads` at a time, one thread each (both cores busy without 2 x 2 threads);
-    /// each window's statistics are merged into the total in window order, so the result does not
-    /// depend on the thread count and memory holds `threads` windows' activations at most.
     public static func run(
         model: MambaLM, windows: CalibrationWindows, parallelism: Parallelism, progress: Progress? = nil
     ) throws -> CalibrationStats {
-        var total = CalibrationStats(sites: [:], pooledResidual: Moments(channels: model.config.hiddenSize))
+        try run(source: model, windows: windows, parallelism: parallelism, progress: progress)
+    }
+
+    /// Layer by layer (as GPTQ-style pipelines do): the residual streams of all windows are held,
+    /// [windows x tokens, D] in float32; layer i is built once, every window advances through it
+    /// (`threads` windows at a time, one thread each), its sites are recorded and it is released
+    /// before layer i + 1 is built. Each site's per-window statistics merge in window order, so
+    /// the result does not depend on the thread count; the pooled residual moments add up layer by
+    /// layer. `afterLayer` sees the statistics once layer i's sites are complete.
+    public static func run(
+        source: some LayerSource, windows: CalibrationWindows, parallelism: Parallelism, progress: Progress? = nil,
+        afterLayer: (Int, CalibrationStats) throws -> Void = { _, _ in }
+    ) throws -> CalibrationStats {
+        let c = source.config
+        let (d, eps, layers) = (c.hiddenSize, c.layerNormEpsilon, c.numLayers)
+        var total = CalibrationStats(sites: [:], pooledResidual: Moments(channels: d))
+        var residual = try source.embed(windows.windows)
         let serial = Parallelism(threads: 1)
-        let all = windows.windows
+        let steps = layers * residual.count
         var done = 0
-        while done < all.count {
-            let batch = Array(all[done..<min(all.count, done + parallelism.threads)])
-            var results = [Result<CalibrationStats, Error>?](repeating: nil, count: batch.count)
-            results.withUnsafeMutableBufferPointer { slots in
-                let out = UncheckedSendable(slots)   // each iteration writes its own slot
-                DispatchQueue.concurrentPerform(iterations: batch.count) { i in
-                    out.value[i] = Result {
-                        let recorder = SiteRecorder(hiddenSize: model.config.hiddenSize)
-                        var state = model.makeState()
-                        _ = try model.forward(batch[i], state: &state, logits: .none, parallelism: serial, observer: recorder)
-                        return recorder.stats
+
+        /// Runs `body` for every window, `threads` at a time, merging each window's recorder in window order.
+        func forEachWindow(_ body: @escaping @Sendable (Int, inout Tensor, SiteRecorder) throws -> Void) throws {
+            var start = 0
+            while start < residual.count {
+                let batch = start..<min(residual.count, start + parallelism.threads)
+                var results = [Result<CalibrationStats, Error>?](repeating: nil, count: batch.count)
+                results.withUnsafeMutableBufferPointer { slots in
+                    residual.withUnsafeMutableBufferPointer { streams in
+                        let (out, u) = (UncheckedSendable(slots), UncheckedSendable(streams))   // each iteration its own slots
+                        DispatchQueue.concurrentPerform(iterations: batch.count) { k in
+                            out.value[k] = Result {
+                                let recorder = SiteRecorder(hiddenSize: d)
+                                try body(batch.lowerBound + k, &u.value[batch.lowerBound + k], recorder)
+                                return recorder.stats
+                            }
+                        }
+                    }
+                }
+                for r in results { total.merge(try r!.get()) }
+                start = batch.upperBound
+            }
+        }
+
+        for i in 0..<layers {
+            let block = try source.block(i)
+            try forEachWindow { _, u, recorder in
+                recorder.observe(rmsNorm(u, weight: nil, eps: eps), site: .residual, layer: i)
+                let normed = rmsNorm(u, weight: block.norm, eps: eps)
+                var state = block.mixer.makeState()
+                let out = block.mixer.forward(normed, state: &state, layer: i, serial, observer: recorder)
+                u.storage.withUnsafeMutableBufferPointer { up in
+                    out.storage.withUnsafeBufferPointer { op in
+                        for j in 0..<up.count { up[j] += op[j] }
                     }
                 }
             }
-            for r in results { total.merge(try r!.get()) }
-            done += batch.count
-            progress?(done, all.count)
+            done += residual.count
+            progress?(done, steps)
+            try afterLayer(i, total)
+        }
+        let normF = try source.finalNorm()
+        try forEachWindow { _, u, recorder in
+            recorder.observe(rmsNorm(u, weight: normF, eps: eps), site: .lmHeadInput, layer: nil)
         }
         parallelism.applyToBLAS()
         return total

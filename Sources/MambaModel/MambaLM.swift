@@ -14,6 +14,11 @@ public struct MambaBlock: Sendable {
         self.norm = norm
         self.mixer = mixer
     }
+
+    /// The float block of one layer's weights: its description builds the forward from float ops.
+    public init(float w: BlockWeights, config: MambaConfig, layer: Int) {
+        self.init(norm: w.norm, mixer: w.mixer.kind.spec.makeMixer(FloatOpSource(w.mixer), config, layer: layer))
+    }
 }
 
 public struct MambaState: Sendable, Equatable {
@@ -39,9 +44,7 @@ public struct MambaLM: Sendable {
     public init(weights w: MambaWeights) {
         config = w.config
         embedding = FloatEmbedding(table: w.embedding)
-        blocks = w.layers.enumerated().map { i, l in
-            MambaBlock(norm: l.norm, mixer: l.mixer.kind.spec.makeMixer(FloatOpSource(l.mixer), w.config, layer: i))
-        }
+        blocks = w.layers.enumerated().map { i, l in MambaBlock(float: l, config: w.config, layer: i) }
         normF = w.normF
         lmHead = FloatLinear(weight: w.lmHead ?? w.embedding)
     }

@@ -42,57 +42,13 @@ public struct MambaWeights: Sendable {
     }
 
     /// Loads `directory` strictly: every expected tensor present with its shape, float dtype, and
-    /// no tensor left unused. Errors name the tensor and both shapes.
+    /// no tensor left unused (CheckpointWeights checks), then every tensor widened to float32.
     public static func load(directory: String) throws -> MambaWeights {
-        let config = try MambaConfig.load(directory: directory)
-        let store = try TensorStore(directory: directory)
-        return try load(store: store, config: config)
+        try CheckpointWeights(directory: directory).all()
     }
 
     public static func load(store: TensorStore, config c: MambaConfig) throws -> MambaWeights {
-        var unused = Set(store.names)
-        func take(_ name: String, _ shape: [Int]) throws -> Tensor {
-            guard store.contains(name) else {
-                throw MambaError(.missingTensor, "checkpoint \(store.directory) lacks tensor \(name) (expected shape \(shapeString(shape)))")
-            }
-            let view = try store.view(name)
-            guard view.shape == shape else {
-                throw MambaError(.shapeMismatch, "tensor \(name) has shape \(shapeString(view.shape)), expected \(shapeString(shape)) for this config")
-            }
-            guard view.dtype.isFloatingPoint else {
-                throw MambaError(.dtypeMismatch, "tensor \(name) has dtype \(view.dtype.rawValue); a float checkpoint needs F32, F16 or BF16")
-            }
-            unused.remove(name)
-            return try view.tensor()
-        }
-
-        let embeddingName = store.contains(ModelParameter.embedding.name) || !store.contains(ModelParameter.legacyEmbeddingName)
-            ? ModelParameter.embedding.name : ModelParameter.legacyEmbeddingName
-        let embedding = try take(embeddingName, ModelParameter.embedding.shape(c))
-        var layers: [BlockWeights] = []
-        for i in 0..<c.numLayers {
-            let kind = c.mixer
-            let prefix = BlockNames.mixerPrefix(layer: i)
-            var tensors: [String: Tensor] = [:]
-            for (spec, shape) in kind.spec.presentParameters(c) {
-                // The memory shape has the disk shape's element count (a conv's [C, 1, K] is [C, K]).
-                tensors[spec.key] = try take(prefix + spec.key, spec.diskShape(c)!).reshaped(shape)
-            }
-            layers.append(BlockWeights(norm: try take(BlockNames.norm(layer: i), [c.hiddenSize]), mixer: MixerWeights(kind: kind, tensors: tensors)))
-        }
-        let normF = try take(ModelParameter.normF.name, ModelParameter.normF.shape(c))
-        // The head is tied unless the checkpoint carries its own.
-        var lmHead: Tensor? = nil
-        if store.contains(ModelParameter.lmHead.name) {
-            lmHead = try take(ModelParameter.lmHead.name, ModelParameter.lmHead.shape(c))
-        } else if !c.tieWordEmbeddings {
-            throw MambaError(.missingTensor, "checkpoint \(store.directory) lacks tensor lm_head.weight (tie_word_embeddings is false)")
-        }
-        if let extra = unused.sorted().first {
-            let more = unused.count > 1 ? " (and \(unused.count - 1) more)" : ""
-            throw MambaError(.unusedTensor, "checkpoint \(store.directory) has tensor \(extra)\(more), which a \(c.mixer.spec.name) model with this config does not use")
-        }
-        return MambaWeights(config: c, embedding: embedding, layers: layers, normF: normF, lmHead: lmHead)
+        try CheckpointWeights(store: store, config: c).all()
     }
 
     /// The tensors as a Hugging Face checkpoint names them, in a fixed order (for writing).

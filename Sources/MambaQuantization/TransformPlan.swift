@@ -14,51 +14,83 @@ public struct AppliedTransform: Sendable, Codable, Equatable {
 /// parameters. Every decision reads statistics that the transforms before it leave unchanged
 /// (norm folding and R1 do not change x, z, dtLow or g; smoothing factors use the current weights),
 /// so the original stats serve; the scales of the final model come from a second calibration pass.
-public func applyPlan(_ method: QuantizationMethod, to p: inout ModelParameters, stats: CalibrationStats, seed: UInt64, alpha: Double) throws -> [AppliedTransform] {
-    var log: [AppliedTransform] = []
-    p.foldNorms()
-    log.append(.init(step: "fold_norms", layer: nil, detail: "block norms into in_proj, norm_f into an untied lm_head"))
-    let layers = p.blocks.indices
-    switch method {
-    case .rtn:
-        break
-    case .smoothquant:
-        for i in layers {
-            let reader = p.blocks[i].mixer.spec.residualReader
-            let sIn = smoothingFactors(activationAbsMax: try stats.site(i, .residual).range.absmax,
-                                       weightColumnAbsMax: p.blocks[i].mixer.weight(reader).columnAbsMax, alpha: alpha)
-            p.smoothInProjInput(layer: i, sIn)
+///
+/// The plan acts a layer at a time: R1 (the only decision spanning layers, from the pooled
+/// residual moments) is fixed up front, then each block is folded, rotated and smoothed on its own
+/// (`apply(layer:to:)`), and the embedding and head outside the blocks (`applyOutside`). Every
+/// matrix goes through the same operations in the same order as when the whole model is
+/// transformed at once, so both give the same bits.
+public struct MethodPlan: Sendable {
+    public let method: QuantizationMethod
+    public let seed: UInt64
+    public let alpha: Double
+    /// R1 and how it was built (nil: the method does not rotate the residual stream).
+    public let residualRotation: (matrix: Matrix, kind: RotationKind)?
+    /// The log entries that concern the whole model (norm folding, R1).
+    public let globalLog: [AppliedTransform]
+
+    public init(_ method: QuantizationMethod, stats: CalibrationStats, config: MambaConfig, seed: UInt64, alpha: Double) throws {
+        (self.method, self.seed, self.alpha) = (method, seed, alpha)
+        var log: [AppliedTransform] = [.init(step: "fold_norms", layer: nil, detail: "block norms into in_proj, norm_f into an untied lm_head")]
+        switch method {
+        case .rtn, .smoothquant:
+            residualRotation = nil
+        case .hadamard, .mambaquant:
+            let d = config.hiddenSize
+            let pooled = stats.pooledResidual
+            guard pooled.channels == d else {
+                throw MambaError(.mismatchedInputs, "the stats' residual moments have \(pooled.channels) channels, the model \(d)")
+            }
+            let (r1, kind1) = try offlineRotation(n: d, secondMoment: method == .mambaquant ? pooled.secondMoment : nil, seed: seed)
+            residualRotation = (r1, kind1)
+            log.append(.init(step: "R1", layer: nil, detail: "\(kind1.rawValue) \(d)x\(d) on the residual stream"))
+        }
+        globalLog = log
+    }
+
+    /// The head (lm_head, or a copy of the original embedding when tied): norm_f folded in, then R1.
+    public func transformHead(_ head: inout Matrix, normF: inout [Double]?) {
+        if let w = normF { head.scaleColumns(w) }
+        normF = nil
+        if let (r, _) = residualRotation { head = head.times(r) }
+    }
+
+    /// The embedding: R1.
+    public func transformEmbedding(_ embedding: inout Matrix) {
+        if let (r, _) = residualRotation { embedding = embedding.times(r) }
+    }
+
+    /// Layer `i`'s transforms: its norm folded, its share of R1, then the method's per-layer steps.
+    public func apply(layer i: Int, to b: inout BlockParameters, stats: CalibrationStats) throws -> [AppliedTransform] {
+        b.foldNorm()
+        if let (r, _) = residualRotation { b.rotateResidual(r) }
+        switch method {
+        case .rtn:
+            return []
+        case .smoothquant:
+            let reader = b.mixer.spec.residualReader
+            b.smoothInProjInput(smoothingFactors(activationAbsMax: try stats.site(i, .residual).range.absmax,
+                                                 weightColumnAbsMax: b.residualReaderColumnAbsMax, alpha: alpha))
             var steps = ["\(reader) input (norm)"]
-            if p.canSmooth(site: .x, layer: i) {
-                try smoothConv(&p, i, stats)
+            if b.canSmooth(site: .x) {
+                try smoothConv(&b, i, stats)
                 steps.append("conv input (alpha 1)")
             }
-            if p.canSmooth(site: .dtLow, layer: i) {
-                let sDt = smoothingFactors(activationAbsMax: try stats.site(i, .dtLow).range.absmax,
-                                           weightColumnAbsMax: p.consumerColumnAbsMax(.dtLow, layer: i), alpha: alpha)
-                p.smoothDtPath(layer: i, sDt)
+            if b.canSmooth(site: .dtLow) {
+                b.smooth(site: .dtLow, smoothingFactors(activationAbsMax: try stats.site(i, .dtLow).range.absmax,
+                                                        weightColumnAbsMax: b.consumerColumnAbsMax(.dtLow), alpha: alpha))
                 steps.append("dt path")
             }
-            if p.hasSmoothableGate(layer: i) {
-                try smoothOut(&p, i, stats, alpha)
+            if b.hasSmoothableGate {
+                try smoothOut(&b, i, stats, alpha)
                 steps.append("out_proj input (S-SiLU)")
             }
-            log.append(.init(step: "smooth", layer: i, detail: steps.joined(separator: ", ") + ", alpha \(alpha)"))
-        }
-    case .hadamard, .mambaquant:
-        let klt = method == .mambaquant
-        let d = p.hiddenSize
-        let pooled = stats.pooledResidual
-        guard pooled.channels == d else {
-            throw MambaError(.mismatchedInputs, "the stats' residual moments have \(pooled.channels) channels, the model \(d)")
-        }
-        let (r1, kind1) = try offlineRotation(n: d, secondMoment: klt ? pooled.secondMoment : nil, seed: seed)
-        p.rotateResidual(r1)
-        log.append(.init(step: "R1", layer: nil, detail: "\(kind1.rawValue) \(d)x\(d) on the residual stream"))
-        for i in layers {
+            return [.init(step: "smooth", layer: i, detail: steps.joined(separator: ", ") + ", alpha \(alpha)")]
+        case .hadamard, .mambaquant:
+            let klt = method == .mambaquant
             var steps: [String] = []
-            if p.hasPath(through: .dtLow, layer: i) {
-                let rank = p.blocks[i].mixer.spec.producer(of: .dtLow, p.config)!.rows.count
+            if b.hasPath(through: .dtLow) {
+                let rank = b.mixer.spec.producer(of: .dtLow, b.mixer.config)!.rows.count
                 var sigma: [Double]? = nil
                 if klt {
                     guard let m = try stats.site(i, .dtLow).moments else {
@@ -67,39 +99,50 @@ public func applyPlan(_ method: QuantizationMethod, to p: inout ModelParameters,
                     sigma = m.secondMoment
                 }
                 let (r5, kind5) = try offlineRotation(n: rank, secondMoment: sigma, seed: seed &+ 1000 &+ UInt64(i))
-                p.rotateDtPath(layer: i, r5)
+                b.rotate(site: .dtLow, r5)
                 steps.append("R5 \(kind5.rawValue) \(rank)x\(rank)")
             }
-            if klt && p.canSmooth(site: .x, layer: i) {
-                try smoothConv(&p, i, stats)
+            if klt && b.canSmooth(site: .x) {
+                try smoothConv(&b, i, stats)
                 steps.append("conv input smoothing (alpha 1)")
             }
-            if klt && p.hasSmoothableGate(layer: i) {
-                try smoothOut(&p, i, stats, alpha)
+            if klt && b.hasSmoothableGate {
+                try smoothOut(&b, i, stats, alpha)
                 steps.append("S-SiLU smoothing of out_proj input (alpha \(alpha))")
             }
-            if let n = p.blocks[i].mixer.spec.consumer(of: .outProjInput).map({ p.blocks[i].mixer.weight($0.name).cols }) {
+            if let n = b.mixer.spec.consumer(of: .outProjInput).map({ b.mixer.weight($0.name).cols }) {
                 if let h = RandomizedHadamard(size: n, seed: seed &+ 2000 &+ UInt64(i)) {
-                    p.rotateOutProjInput(layer: i, h)
+                    b.rotateOutProjInput(h)
                     steps.append("R2 online Hadamard \(n) (\(h.hadamard.factorSize) x \(h.hadamard.powerOfTwo))")
                 } else {
                     steps.append("no online Hadamard of size \(n): R2 skipped")
                 }
             }
-            log.append(.init(step: "rotate", layer: i, detail: steps.joined(separator: "; ")))
+            return [.init(step: "rotate", layer: i, detail: steps.joined(separator: "; "))]
         }
     }
+}
+
+/// The whole plan on whole-model parameters (tests, small models).
+public func applyPlan(_ method: QuantizationMethod, to p: inout ModelParameters, stats: CalibrationStats, seed: UInt64, alpha: Double) throws -> [AppliedTransform] {
+    let plan = try MethodPlan(method, stats: stats, config: p.config, seed: seed, alpha: alpha)
+    var log = plan.globalLog
+    var head = p.lmHead ?? p.embedding
+    plan.transformHead(&head, normF: &p.normF)
+    p.lmHead = head
+    plan.transformEmbedding(&p.embedding)
+    for i in p.blocks.indices { log += try plan.apply(layer: i, to: &p.blocks[i], stats: stats) }
     return log
 }
 
 /// The conv input (in_proj's x half): both sides per channel, so alpha 1 costs the weights nothing.
-private func smoothConv(_ p: inout ModelParameters, _ i: Int, _ stats: CalibrationStats) throws {
+private func smoothConv(_ b: inout BlockParameters, _ i: Int, _ stats: CalibrationStats) throws {
     let x = try stats.site(i, .x).range.absmax
-    p.smoothConvInput(layer: i, smoothingFactors(activationAbsMax: x, weightColumnAbsMax: [Double](repeating: 1, count: x.count), alpha: 1))
+    b.smooth(site: .x, smoothingFactors(activationAbsMax: x, weightColumnAbsMax: [Double](repeating: 1, count: x.count), alpha: 1))
 }
 
 /// out_proj's input through S-SiLU, against out_proj's current column ranges.
-private func smoothOut(_ p: inout ModelParameters, _ i: Int, _ stats: CalibrationStats, _ alpha: Double) throws {
+private func smoothOut(_ b: inout BlockParameters, _ i: Int, _ stats: CalibrationStats, _ alpha: Double) throws {
     let g = try stats.site(i, .outProjInput).range.absmax
-    p.smoothOutProjInput(layer: i, smoothingFactors(activationAbsMax: g, weightColumnAbsMax: p.consumerColumnAbsMax(.outProjInput, layer: i), alpha: alpha))
+    b.smoothOutProjInput(smoothingFactors(activationAbsMax: g, weightColumnAbsMax: b.consumerColumnAbsMax(.outProjInput), alpha: alpha))
 }

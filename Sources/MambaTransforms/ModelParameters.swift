@@ -6,6 +6,8 @@ import MambaTensors
 /// S-SiLU's smoothing of the gate and the online rotations of module inputs.
 public struct MixerParameters: Sendable {
     public var kind: MixerKind
+    /// The model's config (the description's row ranges depend on it).
+    public let config: MambaConfig
     /// [out, in] per module ([C, K] for a depthwise conv).
     public var weights: [String: Matrix]
     /// [out] per module that has a bias.
@@ -17,8 +19,9 @@ public struct MixerParameters: Sendable {
     /// Online rotations of module inputs (R2), by module name.
     public var onlineRotations: [String: RandomizedHadamard]
 
-    public init(_ w: MixerWeights) {
+    public init(_ w: MixerWeights, config: MambaConfig) {
         kind = w.kind
+        self.config = config
         (weights, biases, tensors) = ([:], [:], [:])
         for p in w.kind.spec.parameters {
             guard let t = w[p.key] else { continue }
@@ -64,6 +67,16 @@ public struct BlockParameters: Sendable {
     /// RMSNorm weight; nil once folded into the residual reader (then all ones).
     public var norm: [Double]?
     public var mixer: MixerParameters
+
+    public init(_ w: BlockWeights, config: MambaConfig) {
+        norm = w.norm.storage.map(Double.init)
+        mixer = MixerParameters(w.mixer, config: config)
+    }
+
+    /// The float block these parameters define (S-SiLU where smoothed, the online rotation where rotated).
+    public func floatBlock(layer: Int) -> MambaBlock {
+        MambaBlock(norm: norm.map(floatVector), mixer: mixer.spec.makeMixer(ParametersOpSource(mixer), mixer.config, layer: layer))
+    }
 }
 
 public struct ModelParameters: Sendable {
@@ -77,7 +90,7 @@ public struct ModelParameters: Sendable {
     public init(weights w: MambaWeights) {
         config = w.config
         embedding = Matrix(w.embedding)
-        blocks = w.layers.map { BlockParameters(norm: $0.norm.storage.map(Double.init), mixer: MixerParameters($0.mixer)) }
+        blocks = w.layers.map { BlockParameters($0, config: w.config) }
         normF = w.normF.storage.map(Double.init)
         lmHead = w.lmHead.map(Matrix.init)
     }
@@ -89,9 +102,8 @@ public struct ModelParameters: Sendable {
     /// The float model these parameters define (ops: S-SiLU where smoothed, the online rotation
     /// where rotated). Its logits equal the original model's up to float rounding.
     public func floatModel() -> MambaLM {
-        MambaLM(config: config, embedding: FloatEmbedding(table: embedding.tensor), blocks: blocks.enumerated().map { i, b in
-            MambaBlock(norm: b.norm.map(floatVector), mixer: b.mixer.spec.makeMixer(ParametersOpSource(b.mixer), config, layer: i))
-        }, normF: normF.map(floatVector), lmHead: FloatLinear(weight: (lmHead ?? embedding).tensor))
+        MambaLM(config: config, embedding: FloatEmbedding(table: embedding.tensor), blocks: blocks.enumerated().map { i, b in b.floatBlock(layer: i) },
+                normF: normF.map(floatVector), lmHead: FloatLinear(weight: (lmHead ?? embedding).tensor))
     }
 }
 
@@ -123,4 +135,4 @@ struct ParametersOpSource: MixerOpSource {
     }
 }
 
-func floatVector(_ v: [Double]) -> Tensor { Tensor(shape: [v.count], storage: v.map(Float.init)) }
+public func floatVector(_ v: [Double]) -> Tensor { Tensor(shape: [v.count], storage: v.map(Float.init)) }

@@ -42,11 +42,12 @@ struct CalibrateCommand: ParsableCommand {
             throw MambaError(.missingFile, "cannot write \(out): directory \(outDir) does not exist")
         }
 
-        let lm = try MambaLM.load(directory: modelDir)
-        let bar = ProgressBar("calibrate", unit: "tok", unitsPerStep: seqLen, quiet: quiet)
+        // Memory-mapped; each layer is widened to float32 only while the windows pass through it.
+        let weights = try CheckpointWeights(directory: modelDir)
+        let bar = ProgressBar("calibrate", unit: "tok", unitsPerStep: Double(seqLen) / Double(weights.config.numLayers), quiet: quiet)
         var file: StatsFile!
         let seconds = try measureSeconds {
-            file = try calibrateStats(lm, modelDirectory: modelDir, dataFiles: dataFiles, samples: samples, seqLen: seqLen, seed: seed,
+            file = try calibrateStats(weights, modelDirectory: modelDir, dataFiles: dataFiles, samples: samples, seqLen: seqLen, seed: seed,
                                       parallelism: par, progress: bar.update)
         }
         try file.write(to: out)
@@ -59,7 +60,7 @@ struct CalibrateCommand: ParsableCommand {
 /// Tokenizes the data, draws the seeded windows, runs the float model over them and ties the
 /// result to the checkpoint and data it came from (shared by `calibrate` and `compare`).
 func calibrateStats(
-    _ lm: MambaLM, modelDirectory modelDir: String, dataFiles: [String], samples: Int, seqLen: Int, seed: UInt64,
+    _ model: some LayerSource, modelDirectory modelDir: String, dataFiles: [String], samples: Int, seqLen: Int, seed: UInt64,
     parallelism par: Parallelism, progress: Calibrator.Progress?
 ) throws -> StatsFile {
     guard let tokenizer = try loadTokenizer(modelDirectory: modelDir) else {
@@ -67,10 +68,11 @@ func calibrateStats(
     }
     let texts = try dataFiles.map { path -> (name: String, tokens: [Int]) in (path, tokenizer.encode(try readText(path))) }
     let windows = try CalibrationWindows.draw(from: texts, samples: samples, seqLength: seqLen, seed: seed)
-    if let bad = windows.windows.joined().first(where: { $0 >= lm.vocabSize }) {
-        throw MambaError(.mismatchedInputs, "the tokenizer of \(modelDir) gives id \(bad), outside the model's vocabulary [0, \(lm.vocabSize))")
+    let vocab = model.config.vocabSize
+    if let bad = windows.windows.joined().first(where: { $0 >= vocab }) {
+        throw MambaError(.mismatchedInputs, "the tokenizer of \(modelDir) gives id \(bad), outside the model's vocabulary [0, \(vocab))")
     }
-    let stats = try Calibrator.run(model: lm, windows: windows, parallelism: par, progress: progress)
+    let stats = try Calibrator.run(source: model, windows: windows, parallelism: par, progress: progress)
     let provenance = StatsFile.Provenance(
         checkpointSHA256: try checkpointSHA256(directory: modelDir), dataSHA256: try SHA256.hex(ofFiles: dataFiles),
         dataFiles: dataFiles.map { URL(fileURLWithPath: $0).lastPathComponent }, seed: seed)

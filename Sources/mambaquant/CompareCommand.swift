@@ -161,7 +161,7 @@ struct CompareCommand: ParsableCommand {
             log("calibration from cache \(path)")
             return cached
         }
-        let bar = ProgressBar("calibrate", unit: "tok", unitsPerStep: calibSeqLen, quiet: quiet)
+        let bar = ProgressBar("calibrate", unit: "tok", unitsPerStep: Double(calibSeqLen) / Double(model.config.numLayers), quiet: quiet)
         let stats = try calibrateStats(model, modelDirectory: modelDir, dataFiles: calibFiles, samples: calibSamples, seqLen: calibSeqLen,
                                        seed: 0, parallelism: parallelism, progress: bar.update)
         try FileManager.default.createDirectory(atPath: cacheDir, withIntermediateDirectories: true)

@@ -39,7 +39,7 @@ struct EvaluateCommand: ParsableCommand {
             throw MambaError(.missingFile, "\(modelDir) has no tokenizer.json: evaluation text cannot be tokenized")
         }
         let tokens = try files.map { tokenizer.encode(try readText($0)) }
-        let bar = ProgressBar("evaluate", unit: "win", unitsPerStep: 1, quiet: quiet)
+        let bar = ProgressBar("evaluate", unit: "win", unitsPerStep: 1.0, quiet: quiet)
         var score = LikelihoodScore()
         let seconds = try measureSeconds {
             score = try evaluateLikelihood(lm, files: tokens, seqLength: seqLen, tokenBytes: tokenizer.byteCount, parallelism: par,

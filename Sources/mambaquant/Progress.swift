@@ -5,11 +5,11 @@ import Foundation
 final class ProgressBar {
     private let label: String
     private let unit: String
-    private let unitsPerStep: Int
+    private let unitsPerStep: Double
     private let enabled: Bool
     private let start = Date()
 
-    init(_ label: String, unit: String, unitsPerStep: Int, quiet: Bool) {
+    init(_ label: String, unit: String, unitsPerStep: Double, quiet: Bool) {
         self.label = label
         self.unit = unit
         self.unitsPerStep = unitsPerStep
@@ -19,7 +19,7 @@ final class ProgressBar {
     func update(_ done: Int, _ total: Int) {
         guard enabled else { return }
         let elapsed = Date().timeIntervalSince(start)
-        let rate = Double(done * unitsPerStep) / max(elapsed, 1e-9)
+        let rate = Double(done) * unitsPerStep / max(elapsed, 1e-9)
         let eta = done > 0 ? elapsed / Double(done) * Double(total - done) : 0
         let width = 24
         let filled = total > 0 ? width * done / total : 0

@@ -60,7 +60,7 @@ struct QuantizeCommand: ParsableCommand {
         let sha = try checkpointSHA256(directory: model)
         try statsFile.checkBelongs(toCheckpointSHA256: sha, checkpoint: model)
         try QuantizedModel.checkKeepFloat(recipe.keepFloat, weights.config)
-        let bar = ProgressBar("recalibrate", unit: "tok", unitsPerStep: statsFile.windows.seqLength, quiet: quiet)
+        let bar = ProgressBar("recalibrate", unit: "tok", unitsPerStep: Double(statsFile.windows.seqLength) / Double(weights.config.numLayers), quiet: quiet)
         var q: QuantizedModel!
         let seconds = try measureSeconds {
             q = try QuantizedModel.quantize(weights: weights, stats: statsFile, recipe: recipe, parallelism: par, progress: bar.update)

@@ -1,0 +1,119 @@
+import Foundation
+import MambaTensors
+
+/// A float checkpoint opened without reading its weights: every tensor's presence, shape and dtype
+/// is checked against the config and its mixer descriptions at open, the data stays memory-mapped
+/// in the file's dtype (F32, F16, BF16), and a part is widened to float32 only when asked for, so
+/// a pipeline that works a layer at a time never holds the whole model in a wider type than its
+/// file.
+public final class CheckpointWeights: @unchecked Sendable {
+    public let config: MambaConfig
+    public let store: TensorStore
+    private let embeddingName: String
+    /// false when the checkpoint carries its own lm_head.weight.
+    public let tiedHead: Bool
+
+    public convenience init(directory: String) throws {
+        let config = try MambaConfig.load(directory: directory)
+        try self.init(store: try TensorStore(directory: directory), config: config)
+    }
+
+    /// Checks every name, shape and dtype (no data is read); errors name the tensor and both shapes.
+    public init(store: TensorStore, config c: MambaConfig) throws {
+        (self.store, self.config) = (store, c)
+        var unused = Set(store.names)
+        func check(_ name: String, _ shape: [Int]) throws {
+            guard store.contains(name) else {
+                throw MambaError(.missingTensor, "checkpoint \(store.directory) lacks tensor \(name) (expected shape \(shapeString(shape)))")
+            }
+            let view = try store.view(name)
+            guard view.shape == shape else {
+                throw MambaError(.shapeMismatch, "tensor \(name) has shape \(shapeString(view.shape)), expected \(shapeString(shape)) for this config")
+            }
+            guard view.dtype.isFloatingPoint else {
+                throw MambaError(.dtypeMismatch, "tensor \(name) has dtype \(view.dtype.rawValue); a float checkpoint needs F32, F16 or BF16")
+            }
+            unused.remove(name)
+        }
+        embeddingName = store.contains(ModelParameter.embedding.name) || !store.contains(ModelParameter.legacyEmbeddingName)
+            ? ModelParameter.embedding.name : ModelParameter.legacyEmbeddingName
+        try check(embeddingName, ModelParameter.embedding.shape(c))
+        for i in 0..<c.numLayers {
+            let prefix = BlockNames.mixerPrefix(layer: i)
+            for (spec, _) in c.mixer.spec.presentParameters(c) { try check(prefix + spec.key, spec.diskShape(c)!) }
+            try check(BlockNames.norm(layer: i), [c.hiddenSize])
+        }
+        try check(ModelParameter.normF.name, ModelParameter.normF.shape(c))
+        // The head is tied unless the checkpoint carries its own.
+        if store.contains(ModelParameter.lmHead.name) {
+            try check(ModelParameter.lmHead.name, ModelParameter.lmHead.shape(c))
+        } else if !c.tieWordEmbeddings {
+            throw MambaError(.missingTensor, "checkpoint \(store.directory) lacks tensor lm_head.weight (tie_word_embeddings is false)")
+        }
+        tiedHead = !store.contains(ModelParameter.lmHead.name)
+        if let extra = unused.sorted().first {
+            let more = unused.count > 1 ? " (and \(unused.count - 1) more)" : ""
+            throw MambaError(.unusedTensor, "checkpoint \(store.directory) has tensor \(extra)\(more), which a \(c.mixer.spec.name) model with this config does not use")
+        }
+    }
+
+    /// One tensor widened to float32, refused when it holds NaN or Inf (a corrupt or diverged
+    /// checkpoint would otherwise run and print NaN).
+    public func tensor(_ name: String) throws -> Tensor {
+        let t = try store.view(name).tensor()
+        if let bad = t.storage.firstIndex(where: { !$0.isFinite }) {
+            throw MambaError(.badFile, "tensor \(name) of \(store.directory) holds \(t.storage[bad]) at index \(bad): the checkpoint's weights must be finite")
+        }
+        return t
+    }
+
+    public func readEmbedding() throws -> Tensor { try tensor(embeddingName) }
+    public func readNormF() throws -> Tensor { try tensor(ModelParameter.normF.name) }
+    /// nil when tied to the embedding.
+    public func readLMHead() throws -> Tensor? { tiedHead ? nil : try tensor(ModelParameter.lmHead.name) }
+
+    /// Layer `i`'s norm and mixer tensors in float32 (a depthwise conv's weight as [C, K]).
+    public func readLayer(_ i: Int) throws -> BlockWeights {
+        let prefix = BlockNames.mixerPrefix(layer: i)
+        var tensors: [String: Tensor] = [:]
+        for (spec, shape) in config.mixer.spec.presentParameters(config) {
+            tensors[spec.key] = try tensor(prefix + spec.key).reshaped(shape)
+        }
+        return BlockWeights(norm: try tensor(BlockNames.norm(layer: i)), mixer: MixerWeights(kind: config.mixer, tensors: tensors))
+    }
+
+    /// Every tensor widened (small models, and tests).
+    public func all() throws -> MambaWeights {
+        MambaWeights(config: config, embedding: try readEmbedding(), layers: try (0..<config.numLayers).map(readLayer),
+                     normF: try readNormF(), lmHead: try readLMHead())
+    }
+
+    /// Parameters (the tied head counted once) and bytes of the weights as stored.
+    public var parameterCount: Int { (try? store.names.reduce(0) { $0 + (try store.view($1)).count }) ?? 0 }
+    public var bytesOnDisk: Int { store.bytesOnDisk }
+
+    /// Bytes of the largest layer widened to float32 (what a layer-at-a-time pass holds).
+    public var layerFloat32Bytes: Int {
+        4 * (config.hiddenSize + config.mixer.spec.presentParameters(config).reduce(0) { $0 + $1.shape.reduce(1, *) })
+    }
+}
+
+/// Float weights a part at a time: a memory-mapped checkpoint (CheckpointWeights) or weights
+/// already in memory (MambaWeights).
+public protocol WeightSource {
+    var config: MambaConfig { get }
+    func readEmbedding() throws -> Tensor
+    func readLayer(_ i: Int) throws -> BlockWeights
+    func readNormF() throws -> Tensor
+    /// nil when tied to the embedding.
+    func readLMHead() throws -> Tensor?
+}
+
+extension CheckpointWeights: WeightSource {}
+
+extension MambaWeights: WeightSource {
+    public func readEmbedding() throws -> Tensor { embedding }
+    public func readLayer(_ i: Int) throws -> BlockWeights { layers[i] }
+    public func readNormF() throws -> Tensor { normF }
+    public func readLMHead() throws -> Tensor? { lmHead }
+}

@@ -1,0 +1,186 @@
+import Foundation
+import MambaCalibration
+import MambaModel
+import MambaTensors
+import MambaTransforms
+
+// The quantize pipeline, a layer at a time (as GPTQ-style pipelines work): R1 is fixed from the
+// first pass's pooled moments; the head and the embedding are transformed and quantized; then
+// for each layer i the float weights are read (widened from the checkpoint's dtype), transformed
+// in Double, their weights quantized, and the transformed float32 layer advances the calibration
+// windows' residual streams (the second pass) so that layer i's static scales are known; the
+// finished block goes to the caller and the layer is released. The whole model is never held in
+// Double or float32, and the result is the same, bit for bit, as transforming the whole model
+// at once and running the second pass over it.
+
+extension QuantizedModel {
+    /// The pipeline into memory (tests, compare, bench): transforms of the recipe's method, the
+    /// second calibration pass over the stats file's windows, weights quantized per output
+    /// channel (or group) and static activation scales from that pass.
+    public static func quantize(
+        weights: some WeightSource, stats: StatsFile, recipe: QuantizationRecipe, parallelism: Parallelism,
+        progress: Calibrator.Progress? = nil
+    ) throws -> QuantizedModel {
+        try quantizeKeepingTransformed(weights: weights, stats: stats, recipe: recipe, parallelism: parallelism, progress: progress,
+                                       keepTransformed: false).quantized
+    }
+
+    /// `quantize`, also returning the transformed float model before rounding (what per-site SQNR
+    /// compares the quantized model with).
+    public static func quantizeKeepingTransformed(
+        weights: some WeightSource, stats: StatsFile, recipe: QuantizationRecipe, parallelism: Parallelism,
+        progress: Calibrator.Progress? = nil
+    ) throws -> (quantized: QuantizedModel, transformed: MambaLM) {
+        let r = try quantizeKeepingTransformed(weights: weights, stats: stats, recipe: recipe, parallelism: parallelism, progress: progress,
+                                               keepTransformed: true)
+        return (r.quantized, r.transformed!)
+    }
+
+    static func quantizeKeepingTransformed(
+        weights: some WeightSource, stats: StatsFile, recipe: QuantizationRecipe, parallelism: Parallelism,
+        progress: Calibrator.Progress?, keepTransformed: Bool
+    ) throws -> (quantized: QuantizedModel, transformed: MambaLM?) {
+        var embedding: QuantizedMatrix?
+        var blocks: [QuantizedBlock] = []
+        let r = try stream(weights: weights, stats: stats, recipe: recipe, parallelism: parallelism, progress: progress,
+                           keepTransformed: keepTransformed, embedding: { embedding = $0 }, block: { blocks.append($1) })
+        let q = QuantizedModel(config: r.config, recipe: recipe, embedding: embedding!, blocks: blocks, lmHead: r.lmHead, transforms: r.transforms)
+        return (q, r.transformed)
+    }
+
+    /// What `stream` hands back once every block has gone to the caller.
+    public struct StreamResult {
+        public let config: MambaConfig
+        public let lmHead: QuantizedLayer
+        public let transforms: [AppliedTransform]
+        /// The transformed float model (only when asked for: it holds every layer in float32).
+        public let transformed: MambaLM?
+    }
+
+    /// The pipeline, handing out the quantized embedding first and then each finished block in
+    /// layer order (a writer appends them to the checkpoint as they come).
+    public static func stream(
+        weights source: some WeightSource, stats: StatsFile, recipe: QuantizationRecipe, parallelism: Parallelism,
+        progress: Calibrator.Progress? = nil, keepTransformed: Bool = false,
+        embedding onEmbedding: (QuantizedMatrix) throws -> Void, block onBlock: (Int, QuantizedBlock) throws -> Void
+    ) throws -> StreamResult {
+        try checkKeepFloat(recipe.keepFloat, source.config)
+        let c = source.config
+        let plan = try MethodPlan(recipe.method, stats: stats.stats, config: c, seed: recipe.seed, alpha: recipe.alpha)
+        let quantizer = LayerQuantizer(recipe: recipe)
+
+        // Outside the blocks: the head (norm_f folded in, R1), then the embedding (R1); one
+        // V x D Double at a time.
+        var head: Matrix = Matrix(try source.readLMHead() ?? source.readEmbedding())
+        var normF: [Double]? = try source.readNormF().storage.map(Double.init)
+        plan.transformHead(&head, normF: &normF)
+        let lmHeadWeights = quantizer.weights(QuantizedNames.lmHead, head, bias: nil, groups: true)
+        let transformedHead: Tensor? = keepTransformed ? head.tensor : nil
+        head = Matrix(rows: 0, cols: 0, data: [])
+        var emb = Matrix(try source.readEmbedding())
+        plan.transformEmbedding(&emb)
+        try onEmbedding(QuantizedMatrix(quantizing: emb, bits: 8))
+        let table = FloatEmbedding(table: emb.tensor)
+        emb = Matrix(rows: 0, cols: 0, data: [])
+
+        // The blocks: transformed and their weights quantized when the second pass asks for
+        // layer i, given their static scales once the windows have passed through it.
+        let layers = TransformedLayers(source: source, plan: plan, stats: stats.stats, quantizer: quantizer, table: table, keep: keepTransformed)
+        let final = try Calibrator.run(source: layers, windows: stats.windows, parallelism: parallelism, progress: progress) { i, secondPass in
+            try onBlock(i, try layers.finish(layer: i, secondPass: secondPass))
+        }
+        var config = c
+        config.json["tie_word_embeddings"] = .bool(false)
+        let lmHead = lmHeadWeights.with(input: try quantizer.activation(final, nil, .lmHeadInput))
+        let transformed = transformedHead.map { h in
+            MambaLM(config: c, embedding: table, blocks: layers.kept, normF: nil, lmHead: FloatLinear(weight: h))
+        }
+        return StreamResult(config: config, lmHead: lmHead, transforms: plan.globalLog + layers.log, transformed: transformed)
+    }
+}
+
+/// The recipe's rounding of weights and activations.
+struct LayerQuantizer {
+    let recipe: QuantizationRecipe
+
+    /// A module's weights (or its float weights when kept float); the input quantizer comes later.
+    func weights(_ name: String, _ w: Matrix, bias: [Double]?, groups: Bool) -> QuantizedLayer {
+        let b = bias.map(floatVector)
+        if recipe.keepFloat.contains(name) { return QuantizedLayer(weight: nil, floatWeight: w.tensor, bias: b, input: nil) }
+        return QuantizedLayer(weight: QuantizedMatrix(quantizing: w, bits: recipe.bits.weight, groupSize: groups ? recipe.groupSize : nil),
+                              floatWeight: nil, bias: b, input: nil)
+    }
+
+    /// The activation quantizer of a site: dynamic, or static from the second pass's clip.
+    func activation(_ stats: CalibrationStats, _ layer: Int?, _ site: Site) throws -> ActivationQuantizer {
+        let ab = recipe.bits.activation
+        if recipe.dynamicActivations { return ActivationQuantizer(bits: ab, scale: .dynamic) }
+        let clip = try stats.site(layer, site).clip(recipe.clip.quantile)
+        return ActivationQuantizer(bits: ab, scale: .static(clip / Float(qmax(bits: ab))))
+    }
+}
+
+extension QuantizedLayer {
+    /// The same weights with their input quantizer (none for a module kept in float).
+    func with(input: ActivationQuantizer) -> QuantizedLayer {
+        QuantizedLayer(weight: weight, floatWeight: floatWeight, bias: bias, input: weight == nil ? nil : input)
+    }
+}
+
+/// The second pass's layer source: layer i transformed on demand, its quantized weights held
+/// until its scales are known.
+final class TransformedLayers<Source: WeightSource>: LayerSource {
+    let source: Source
+    let plan: MethodPlan
+    let stats: CalibrationStats
+    let quantizer: LayerQuantizer
+    let table: FloatEmbedding
+    let keep: Bool
+    var pending: (layer: Int, block: BlockParameters, modules: [String: QuantizedLayer])?
+    var log: [AppliedTransform] = []
+    /// Transformed float blocks, when the caller keeps the transformed model.
+    var kept: [MambaBlock] = []
+
+    init(source: Source, plan: MethodPlan, stats: CalibrationStats, quantizer: LayerQuantizer, table: FloatEmbedding, keep: Bool) {
+        (self.source, self.plan, self.stats, self.quantizer, self.table, self.keep) = (source, plan, stats, quantizer, table, keep)
+    }
+
+    var config: MambaConfig { source.config }
+
+    func embed(_ windows: [[Int]]) throws -> [Tensor] { windows.map { table.forward($0) } }
+
+    func block(_ i: Int) throws -> MambaBlock {
+        var b = BlockParameters(try source.readLayer(i), config: config)
+        log += try plan.apply(layer: i, to: &b, stats: stats)
+        let prefix = BlockNames.mixerPrefix(layer: i)
+        var modules: [String: QuantizedLayer] = [:]
+        for m in b.mixer.spec.modules {
+            modules[m.name] = quantizer.weights(prefix + m.name, b.mixer.weight(m.name), bias: b.mixer.biases[m.name], groups: m.allowsGroups)
+        }
+        pending = (i, b, modules)
+        let float = b.floatBlock(layer: i)
+        if keep { kept.append(float) }
+        return float
+    }
+
+    func finalNorm() throws -> Tensor? { nil }   // folded into the head
+
+    /// Layer i with the static scales of its module inputs and scan inputs from the second pass.
+    func finish(layer i: Int, secondPass: CalibrationStats) throws -> QuantizedBlock {
+        guard let (layer, b, weights) = pending, layer == i else { preconditionFailure("layer \(i) finished before it was built") }
+        pending = nil
+        let m = b.mixer
+        var modules: [String: QuantizedLayer] = [:]
+        for spec in m.spec.modules {
+            modules[spec.name] = weights[spec.name]!.with(input: try quantizer.activation(secondPass, i, spec.input))
+        }
+        var scanInputs: [Site: ActivationQuantizer] = [:]
+        for (site, _) in m.spec.scanInputs { scanInputs[site] = try quantizer.activation(secondPass, i, site) }
+        return QuantizedBlock(
+            norm: b.norm.map(floatVector),
+            mixer: QuantizedMixer(
+                kind: m.kind, modules: modules, tensors: m.tensors, scanInputs: scanInputs,
+                gateSmoothing: m.gateSmoothing.map { $0.map(Float.init) },
+                hadamardSigns: m.onlineRotations.mapValues { $0.signs.map(Float.init) }))
+    }
+}
