@@ -11,7 +11,8 @@ import MambaTransforms
 // windows' residual streams (the second pass) so that layer i's static scales are known; the
 // finished block goes to the caller and the layer is released. The whole model is never held in
 // Double or float32, and the result is the same, bit for bit, as transforming the whole model
-// at once and running the second pass over it.
+// at once and running the second pass over it. The Double transforms run with OpenBLAS on one
+// thread (BLAS.singleThreaded), so the checkpoint does not depend on --threads either.
 
 extension QuantizedModel {
     /// The pipeline into memory (tests, compare, bench): transforms of the recipe's method, the
@@ -66,19 +67,19 @@ extension QuantizedModel {
     ) throws -> StreamResult {
         try checkKeepFloat(recipe.keepFloat, source.config)
         let c = source.config
-        let plan = try MethodPlan(recipe.method, stats: stats.stats, config: c, seed: recipe.seed, alpha: recipe.alpha)
+        let plan = try BLAS.singleThreaded { try MethodPlan(recipe.method, stats: stats.stats, config: c, seed: recipe.seed, alpha: recipe.alpha) }
         let quantizer = LayerQuantizer(recipe: recipe)
 
         // Outside the blocks: the head (norm_f folded in, R1), then the embedding (R1); one
         // V x D Double at a time.
         var head: Matrix = Matrix(try source.readLMHead() ?? source.readEmbedding())
         var normF: [Double]? = try source.readNormF().storage.map(Double.init)
-        plan.transformHead(&head, normF: &normF)
+        BLAS.singleThreaded { plan.transformHead(&head, normF: &normF) }
         let lmHeadWeights = quantizer.weights(QuantizedNames.lmHead, head, bias: nil, groups: true)
         let transformedHead: Tensor? = keepTransformed ? head.tensor : nil
         head = Matrix(rows: 0, cols: 0, data: [])
         var emb = Matrix(try source.readEmbedding())
-        plan.transformEmbedding(&emb)
+        BLAS.singleThreaded { plan.transformEmbedding(&emb) }
         try onEmbedding(QuantizedMatrix(quantizing: emb, bits: 8))
         let table = FloatEmbedding(table: emb.tensor)
         emb = Matrix(rows: 0, cols: 0, data: [])
@@ -151,7 +152,7 @@ final class TransformedLayers<Source: WeightSource>: LayerSource {
 
     func block(_ i: Int) throws -> MambaBlock {
         var b = BlockParameters(try source.readLayer(i), config: config)
-        log += try plan.apply(layer: i, to: &b, stats: stats)
+        log += try BLAS.singleThreaded { try plan.apply(layer: i, to: &b, stats: stats) }
         let prefix = BlockNames.mixerPrefix(layer: i)
         var modules: [String: QuantizedLayer] = [:]
         for m in b.mixer.spec.modules {

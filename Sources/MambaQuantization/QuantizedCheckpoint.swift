@@ -20,6 +20,8 @@ public struct QuantizationProvenance: Sendable, Equatable {
 
 enum QuantizedNames {
     static let formatVersion = 1
+    /// The safetensors header's metadata.
+    static let metadata = ["format": "pt", "mambaquant": "quantized checkpoint format 1"]
     static let embedding = "backbone.embeddings"
     static let lmHead = "lm_head"
     static let normF = "backbone.norm_f.weight"
@@ -31,46 +33,8 @@ enum QuantizedNames {
 }
 
 extension QuantizedModel {
-    /// Tensors in a fixed order (byte-identical output for identical inputs).
-    func tensors(into w: inout SafeTensorsWriter) {
-        func layer(_ prefix: String, _ l: QuantizedLayer, shape: [Int]? = nil) {
-            if let q = l.weight {
-                w.add(prefix + ".weight", shape: shape ?? [q.rows, q.cols], int8s: q.values)
-                w.add(prefix + ".weight_scale", shape: q.scaleShape, floats: q.scales)
-                if let s = l.input?.scale.staticScale { w.add(prefix + ".input_scale", shape: [], floats: [s]) }
-            } else {
-                let t = l.floatWeight!
-                w.add(prefix + ".weight", dtype: .f32, shape: shape ?? t.shape, floats: t.storage)
-            }
-            if let b = l.bias { w.add(prefix + ".bias", b) }
-        }
-        w.add(QuantizedNames.embedding + ".weight", shape: [embedding.rows, embedding.cols], int8s: embedding.values)
-        w.add(QuantizedNames.embedding + ".weight_scale", shape: [embedding.rows], floats: embedding.scales)
-        let d = config.hiddenSize
-        for (i, b) in blocks.enumerated() {
-            let m = b.mixer, p = BlockNames.mixerPrefix(layer: i)
-            w.add(BlockNames.norm(layer: i), b.norm ?? Tensor(repeating: 1, shape: [d]))
-            for (spec, _) in m.spec.presentParameters(config) {
-                switch spec.role {
-                case .weight(let module): layer(p + module, m.modules[module]!, shape: spec.diskShape(config))
-                case .bias: break   // written with its module
-                case .vector: w.add(p + spec.key, m.tensors[spec.key]!)
-                }
-            }
-            for (site, key) in m.spec.scanInputs {
-                if let s = m.scanInputs[site]?.scale.staticScale { w.add(p + key, shape: [], floats: [s]) }
-            }
-            if let s = m.gateSmoothing { w.add(p + QuantizedNames.gateSmoothing, shape: [s.count], floats: s) }
-            for module in m.spec.modules {
-                if let s = m.hadamardSigns[module.name] { w.add(p + QuantizedNames.hadamardSigns(module.name), shape: [s.count], floats: s) }
-            }
-        }
-        w.add(QuantizedNames.normF, Tensor(repeating: 1, shape: [d]))
-        layer(QuantizedNames.lmHead, lmHead)
-    }
-
     /// The "quantization" object of config.json.
-    func quantizationJSON(_ provenance: QuantizationProvenance) -> JSONValue {
+    static func quantizationJSON(_ recipe: QuantizationRecipe, _ transforms: [AppliedTransform], _ provenance: QuantizationProvenance) -> JSONValue {
         var kept = recipe.keepFloat.sorted().map(JSONValue.string)
         if kept.isEmpty { kept = [] }
         return .object([
@@ -90,49 +54,6 @@ extension QuantizedModel {
             "int4_storage": .string("one value per byte, unpacked"),
             "transforms": .array(transforms.map { t in .string((t.layer.map { "layer \($0): " } ?? "") + t.step + ": " + t.detail) }),
         ])
-    }
-
-    /// Writes the checkpoint directory: into a temporary directory beside it, then renamed into
-    /// place, so `directory` is either absent, the old checkpoint or the whole new one.
-    public func write(directory: String, sourceDirectory: String, provenance: QuantizationProvenance) throws {
-        let fm = FileManager.default
-        let url = URL(fileURLWithPath: directory).standardizedFileURL
-        let parent = url.deletingLastPathComponent().path
-        guard fm.fileExists(atPath: parent) else {
-            throw MambaError(.missingFile, "cannot write \(directory): directory \(parent) does not exist")
-        }
-        if fm.fileExists(atPath: directory) {
-            let isQuantized = (try? MambaConfig.load(directory: directory))?.json["quantization"] != nil
-            let empty = (try? fm.contentsOfDirectory(atPath: directory))?.isEmpty ?? false
-            guard isQuantized || empty else {
-                throw MambaError(.badInput, "refusing to replace \(directory): it exists and is not a mambaquant quantized checkpoint")
-            }
-        }
-        let temp = parent + "/.\(url.lastPathComponent).tmp-\(ProcessInfo.processInfo.processIdentifier)"
-        try? fm.removeItem(atPath: temp)
-        try fm.createDirectory(atPath: temp, withIntermediateDirectories: false)
-        do {
-            var w = SafeTensorsWriter(metadata: ["format": "pt", "mambaquant": "quantized checkpoint format 1"])
-            tensors(into: &w)
-            try w.write(to: temp + "/" + TensorStore.singleFileName)
-            var json = config.json
-            json["quantization"] = quantizationJSON(provenance)
-            try writeAtomically(try JSONValue.object(json).prettyData(), to: temp + "/" + MambaConfig.fileName)
-            for f in QuantizedNames.tokenizerFiles where fm.fileExists(atPath: sourceDirectory + "/" + f) {
-                try fm.copyItem(atPath: sourceDirectory + "/" + f, toPath: temp + "/" + f)
-            }
-            if fm.fileExists(atPath: directory) {
-                let old = temp + ".old"
-                try fm.moveItem(atPath: directory, toPath: old)
-                try fm.moveItem(atPath: temp, toPath: directory)
-                try? fm.removeItem(atPath: old)
-            } else {
-                try fm.moveItem(atPath: temp, toPath: directory)
-            }
-        } catch {
-            try? fm.removeItem(atPath: temp)
-            throw error
-        }
     }
 
     /// Whether `directory` holds a quantized checkpoint (its config has a "quantization" object).

@@ -179,13 +179,7 @@ public struct SafeTensorsWriter {
     }
 
     public mutating func add(_ name: String, dtype: DType = .f32, shape: [Int], floats: [Float]) {
-        switch dtype {
-        case .f32: add(name, dtype: dtype, shape: shape, bytes: littleEndianBytes(floats.map(\.bitPattern)))
-        case .f16: add(name, dtype: dtype, shape: shape, bytes: littleEndianBytes(floats.map { Float16($0).bitPattern }))
-        case .bf16: add(name, dtype: dtype, shape: shape, bytes: littleEndianBytes(floats.map(floatToBF16)))
-        case .f64: add(name, dtype: dtype, shape: shape, bytes: littleEndianBytes(floats.map { Double($0).bitPattern }))
-        default: preconditionFailure("\(dtype) is not a float type")
-        }
+        add(name, dtype: dtype, shape: shape, bytes: floatBytes(floats, as: dtype))
     }
 
     public mutating func add(_ name: String, shape: [Int], doubles: [Double]) {
@@ -204,23 +198,8 @@ public struct SafeTensorsWriter {
         add(name, dtype: .i64, shape: shape, bytes: littleEndianBytes(int64s.map { UInt64(bitPattern: $0) }))
     }
 
-    /// The header JSON, keys in a fixed order so that equal inputs give byte-identical files.
     func headerBytes() -> [UInt8] {
-        var parts: [String] = []
-        if !metadata.isEmpty {
-            let items = metadata.keys.sorted().map { "\(jsonString($0)):\(jsonString(metadata[$0]!))" }
-            parts.append("\"__metadata__\":{\(items.joined(separator: ","))}")
-        }
-        var offset = 0
-        for e in entries {
-            let shape = e.shape.map(String.init).joined(separator: ",")
-            parts.append("\(jsonString(e.name)):{\"dtype\":\"\(e.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + e.bytes.count)]}")
-            offset += e.bytes.count
-        }
-        var header = Array(("{" + parts.joined(separator: ",") + "}").utf8)
-        // Pad with spaces so the data starts 8-byte aligned, as the reference writer does.
-        while (header.count % 8) != 0 { header.append(0x20) }
-        return header
+        safeTensorsHeader(entries.map { ($0.name, $0.dtype, $0.shape, $0.bytes.count) }, metadata: metadata)
     }
 
     /// Writes to `path` through a temporary file in the same directory and a rename, so a reader
@@ -254,12 +233,42 @@ public func writeAtomically(_ data: Data, to path: String) throws {
     }
 }
 
-private func littleEndianBytes<T: FixedWidthInteger>(_ values: [T]) -> [UInt8] {
+func littleEndianBytes<T: FixedWidthInteger>(_ values: [T]) -> [UInt8] {
     var out = [UInt8](repeating: 0, count: values.count * MemoryLayout<T>.size)
     out.withUnsafeMutableBytes { dst in
         for (i, v) in values.enumerated() { dst.storeBytes(of: v.littleEndian, toByteOffset: i * MemoryLayout<T>.size, as: T.self) }
     }
     return out
+}
+
+/// Float values stored as `dtype` (F32, F16, BF16 or F64), little-endian.
+func floatBytes(_ floats: [Float], as dtype: DType) -> [UInt8] {
+    switch dtype {
+    case .f32: littleEndianBytes(floats.map(\.bitPattern))
+    case .f16: littleEndianBytes(floats.map { Float16($0).bitPattern })
+    case .bf16: littleEndianBytes(floats.map(floatToBF16))
+    case .f64: littleEndianBytes(floats.map { Double($0).bitPattern })
+    default: preconditionFailure("\(dtype) is not a float type")
+    }
+}
+
+/// The header JSON, keys in a fixed order so that equal inputs give byte-identical files, padded
+/// with spaces so the data starts 8-byte aligned, as the reference writer does.
+func safeTensorsHeader(_ entries: [(name: String, dtype: DType, shape: [Int], bytes: Int)], metadata: [String: String]) -> [UInt8] {
+    var parts: [String] = []
+    if !metadata.isEmpty {
+        let items = metadata.keys.sorted().map { "\(jsonString($0)):\(jsonString(metadata[$0]!))" }
+        parts.append("\"__metadata__\":{\(items.joined(separator: ","))}")
+    }
+    var offset = 0
+    for e in entries {
+        let shape = e.shape.map(String.init).joined(separator: ",")
+        parts.append("\(jsonString(e.name)):{\"dtype\":\"\(e.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + e.bytes)]}")
+        offset += e.bytes
+    }
+    var header = Array(("{" + parts.joined(separator: ",") + "}").utf8)
+    while (header.count % 8) != 0 { header.append(0x20) }
+    return header
 }
 
 func jsonString(_ s: String) -> String {

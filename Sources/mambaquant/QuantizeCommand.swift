@@ -55,21 +55,31 @@ struct QuantizeCommand: ParsableCommand {
         if QuantizedModel.isQuantized(directory: model) {
             throw MambaError(.badInput, "\(model) is already a quantized checkpoint: quantize its float source")
         }
-        let weights = try MambaWeights.load(directory: model)
+        // Memory-mapped; a layer is widened, transformed, quantized and written at a time.
+        let weights = try CheckpointWeights(directory: model)
         let statsFile = try StatsFile.read(path: stats)
+        let statsSHA = try SHA256.hex(ofFiles: [stats])
         let sha = try checkpointSHA256(directory: model)
         try statsFile.checkBelongs(toCheckpointSHA256: sha, checkpoint: model)
         try QuantizedModel.checkKeepFloat(recipe.keepFloat, weights.config)
-        let bar = ProgressBar("recalibrate", unit: "tok", unitsPerStep: Double(statsFile.windows.seqLength) / Double(weights.config.numLayers), quiet: quiet)
-        var q: QuantizedModel!
+        let bar = ProgressBar("quantize", unit: "tok", unitsPerStep: Double(statsFile.windows.seqLength) / Double(weights.config.numLayers), quiet: quiet)
+        let writer = try QuantizedCheckpointWriter(directory: out, sourceDirectory: model)
+        var result: QuantizedModel.StreamResult!
         let seconds = try measureSeconds {
-            q = try QuantizedModel.quantize(weights: weights, stats: statsFile, recipe: recipe, parallelism: par, progress: bar.update)
+            do {
+                result = try QuantizedModel.stream(
+                    weights: weights, stats: statsFile, recipe: recipe, parallelism: par, progress: bar.update,
+                    embedding: { try writer.add(embedding: $0) }, block: { try writer.add(block: $1, layer: $0, config: weights.config) })
+                try writer.finish(config: result.config, recipe: recipe, lmHead: result.lmHead, transforms: result.transforms,
+                                  provenance: QuantizationProvenance(sourceSHA256: sha, statsSHA256: statsSHA))
+            } catch {
+                writer.abandon()
+                throw error
+            }
         }
-        try q.write(directory: out, sourceDirectory: model,
-                    provenance: QuantizationProvenance(sourceSHA256: sha, statsSHA256: try SHA256.hex(ofFiles: [stats])))
-        for t in q.transforms { printError("  " + (t.layer.map { "layer \($0): " } ?? "") + t.step + ": " + t.detail) }
+        for t in result.transforms { printError("  " + (t.layer.map { "layer \($0): " } ?? "") + t.step + ": " + t.detail) }
         printError(String(format: "quantized %@ with %@ %@ in %.1f s -> %@ (%.2f MB of weights, float32 %.2f MB)",
                           model, method.rawValue, recipe.bits.description, seconds, out,
-                          Double(q.weightBytes) / 1e6, Double(4 * weights.parameterCount) / 1e6))
+                          Double(writer.weightBytes) / 1e6, Double(4 * weights.parameterCount) / 1e6))
     }
 }

@@ -1,0 +1,135 @@
+import Foundation
+import MambaModel
+import MambaTensors
+
+/// Writes a quantized checkpoint (FORMAT.md) as its parts are produced: the embedding, each
+/// block in layer order, then norm_f, lm_head and config.json. Tensors go to disk as they come
+/// (ShardedSafeTensorsWriter: one model.safetensors, or shards with an index past `shardBytes`),
+/// into a temporary directory beside the destination that `finish` renames into place, so the
+/// destination is absent, the old checkpoint or the whole new one; `abandon` (or any error)
+/// removes the temporary directory and leaves an existing destination untouched.
+public final class QuantizedCheckpointWriter {
+    public let directory: String
+    let sourceDirectory: String
+    let temp: String
+    let tensors: ShardedSafeTensorsWriter
+    private(set) public var weightBytes = 0
+    private var finished = false
+
+    /// 5 GB shards, Hugging Face's default.
+    public static let defaultShardBytes = 5_000_000_000
+
+    public init(directory: String, sourceDirectory: String, shardBytes: Int = defaultShardBytes) throws {
+        let fm = FileManager.default
+        let url = URL(fileURLWithPath: directory).standardizedFileURL
+        let parent = url.deletingLastPathComponent().path
+        guard fm.fileExists(atPath: parent) else {
+            throw MambaError(.missingFile, "cannot write \(directory): directory \(parent) does not exist")
+        }
+        if fm.fileExists(atPath: directory) {
+            let isQuantized = QuantizedModel.isQuantized(directory: directory)
+            let empty = (try? fm.contentsOfDirectory(atPath: directory))?.isEmpty ?? false
+            guard isQuantized || empty else {
+                throw MambaError(.badInput, "refusing to replace \(directory): it exists and is not a mambaquant quantized checkpoint")
+            }
+        }
+        (self.directory, self.sourceDirectory) = (directory, sourceDirectory)
+        temp = parent + "/.\(url.lastPathComponent).tmp-\(ProcessInfo.processInfo.processIdentifier)"
+        try? fm.removeItem(atPath: temp)
+        do {
+            try fm.createDirectory(atPath: temp, withIntermediateDirectories: false)
+        } catch {
+            throw MambaError(.io, "cannot create \(temp): \(error.localizedDescription)")
+        }
+        tensors = ShardedSafeTensorsWriter(directory: temp, shardBytes: shardBytes, metadata: QuantizedNames.metadata)
+    }
+
+    deinit { if !finished { abandon() } }
+
+    /// Removes the temporary directory (after an error or an interruption).
+    public func abandon() { try? FileManager.default.removeItem(atPath: temp) }
+
+    private func layer(_ prefix: String, _ l: QuantizedLayer, shape: [Int]? = nil) throws {
+        if let q = l.weight {
+            try tensors.add(prefix + ".weight", shape: shape ?? [q.rows, q.cols], int8s: q.values)
+            try tensors.add(prefix + ".weight_scale", shape: q.scaleShape, floats: q.scales)
+            if let s = l.input?.scale.staticScale { try tensors.add(prefix + ".input_scale", shape: [], floats: [s]) }
+        } else {
+            let t = l.floatWeight!
+            try tensors.add(prefix + ".weight", dtype: .f32, shape: shape ?? t.shape, floats: t.storage)
+        }
+        if let b = l.bias { try tensors.add(prefix + ".bias", b) }
+        weightBytes += l.weightBytes + 4 * (l.bias?.count ?? 0)
+    }
+
+    public func add(embedding e: QuantizedMatrix) throws {
+        try tensors.add(QuantizedNames.embedding + ".weight", shape: [e.rows, e.cols], int8s: e.values)
+        try tensors.add(QuantizedNames.embedding + ".weight_scale", shape: [e.rows], floats: e.scales)
+        weightBytes += e.values.count + 4 * e.scales.count
+    }
+
+    /// Block `i`'s tensors in its description's order, then its scan-input scales, S-SiLU's s and
+    /// the online rotations' signs.
+    public func add(block b: QuantizedBlock, layer i: Int, config: MambaConfig) throws {
+        let m = b.mixer, p = BlockNames.mixerPrefix(layer: i)
+        try tensors.add(BlockNames.norm(layer: i), b.norm ?? Tensor(repeating: 1, shape: [config.hiddenSize]))
+        for (spec, _) in m.spec.presentParameters(config) {
+            switch spec.role {
+            case .weight(let module): try layer(p + module, m.modules[module]!, shape: spec.diskShape(config))
+            case .bias: break   // written with its module
+            case .vector: try tensors.add(p + spec.key, m.tensors[spec.key]!)
+            }
+        }
+        for (site, key) in m.spec.scanInputs {
+            if let s = m.scanInputs[site]?.scale.staticScale { try tensors.add(p + key, shape: [], floats: [s]) }
+        }
+        if let s = m.gateSmoothing { try tensors.add(p + QuantizedNames.gateSmoothing, shape: [s.count], floats: s) }
+        for module in m.spec.modules {
+            if let s = m.hadamardSigns[module.name] { try tensors.add(p + QuantizedNames.hadamardSigns(module.name), shape: [s.count], floats: s) }
+        }
+        weightBytes += 4 * (m.tensors.values.reduce(0) { $0 + $1.count } + (b.norm?.count ?? 0) + (m.gateSmoothing?.count ?? 0))
+        weightBytes += 4 * m.hadamardSigns.values.reduce(0) { $0 + $1.count }
+    }
+
+    /// norm_f (all ones: folded), lm_head, config.json with the "quantization" object, the source's
+    /// tokenizer files; then the rename into place.
+    public func finish(config: MambaConfig, recipe: QuantizationRecipe, lmHead: QuantizedLayer, transforms: [AppliedTransform],
+                       provenance: QuantizationProvenance) throws {
+        try tensors.add(QuantizedNames.normF, Tensor(repeating: 1, shape: [config.hiddenSize]))
+        weightBytes += 4 * config.hiddenSize
+        try layer(QuantizedNames.lmHead, lmHead)
+        try tensors.finish()
+        var json = config.json
+        json["quantization"] = QuantizedModel.quantizationJSON(recipe, transforms, provenance)
+        try writeAtomically(try JSONValue.object(json).prettyData(), to: temp + "/" + MambaConfig.fileName)
+        let fm = FileManager.default
+        for f in QuantizedNames.tokenizerFiles where fm.fileExists(atPath: sourceDirectory + "/" + f) {
+            try fm.copyItem(atPath: sourceDirectory + "/" + f, toPath: temp + "/" + f)
+        }
+        if fm.fileExists(atPath: directory) {
+            let old = temp + ".old"
+            try fm.moveItem(atPath: directory, toPath: old)
+            try fm.moveItem(atPath: temp, toPath: directory)
+            try? fm.removeItem(atPath: old)
+        } else {
+            try fm.moveItem(atPath: temp, toPath: directory)
+        }
+        finished = true
+    }
+}
+
+extension QuantizedModel {
+    /// Writes the checkpoint directory (QuantizedCheckpointWriter).
+    public func write(directory: String, sourceDirectory: String, provenance: QuantizationProvenance,
+                      shardBytes: Int = QuantizedCheckpointWriter.defaultShardBytes) throws {
+        let w = try QuantizedCheckpointWriter(directory: directory, sourceDirectory: sourceDirectory, shardBytes: shardBytes)
+        do {
+            try w.add(embedding: embedding)
+            for (i, b) in blocks.enumerated() { try w.add(block: b, layer: i, config: config) }
+            try w.finish(config: config, recipe: recipe, lmHead: lmHead, transforms: transforms, provenance: provenance)
+        } catch {
+            w.abandon()
+            throw error
+        }
+    }
+}

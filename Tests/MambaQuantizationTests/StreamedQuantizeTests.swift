@@ -1,0 +1,124 @@
+import Foundation
+import MambaCalibration
+@testable import MambaQuantization
+import MambaTransforms
+import TestSupport
+import XCTest
+
+/// The layer-at-a-time quantize pipeline against the whole-model one written out plainly here:
+/// transform every layer at once (applyPlan), run the second pass window by window through the
+/// whole transformed model (MambaLM.forward with an observer), quantize, write. Both must give
+/// the same checkpoint byte for byte, for every method and the recipes' variants, on the
+/// transformers fixtures (Mamba-1 and Falcon-Mamba) and the bundled model.
+final class StreamedQuantizeTests: XCTestCase {
+    /// The second pass as the whole-model pipeline ran it: each window through every layer, its
+    /// sites recorded, window statistics merged in window order.
+    final class Recorder: ActivationObserver {
+        var stats = CalibrationStats(sites: [:], pooledResidual: Moments(channels: 1))
+        func observe(_ activation: Tensor, site: Site, layer: Int?) {
+            let key = SiteKey(layer: layer, site: site)
+            if stats.sites[key] == nil { stats.sites[key] = SiteStatistics(channels: activation.cols, moments: false) }
+            stats.sites[key]!.update(activation)
+        }
+    }
+
+    func wholeModelQuantize(_ w: MambaWeights, _ file: StatsFile, _ recipe: QuantizationRecipe) throws -> QuantizedModel {
+        var p = ModelParameters(weights: w)
+        let log = try applyPlan(recipe.method, to: &p, stats: file.stats, seed: recipe.seed, alpha: recipe.alpha)
+        let transformed = p.floatModel()
+        var final = CalibrationStats(sites: [:], pooledResidual: Moments(channels: 1))
+        for window in file.windows.windows {
+            let r = Recorder()
+            var state = transformed.makeState()
+            _ = try transformed.forward(window, state: &state, logits: .none, observer: r)
+            final.merge(r.stats)
+        }
+        let (wb, ab) = (recipe.bits.weight, recipe.bits.activation)
+        func act(_ layer: Int?, _ site: Site) throws -> ActivationQuantizer {
+            if recipe.dynamicActivations { return ActivationQuantizer(bits: ab, scale: .dynamic) }
+            return ActivationQuantizer(bits: ab, scale: .static(try final.site(layer, site).clip(recipe.clip.quantile) / Float(qmax(bits: ab))))
+        }
+        func layer(_ name: String, _ m: Matrix, _ bias: [Double]?, _ input: ActivationQuantizer, groups: Bool) -> QuantizedLayer {
+            let b = bias.map(floatVector)
+            if recipe.keepFloat.contains(name) { return QuantizedLayer(weight: nil, floatWeight: m.tensor, bias: b, input: nil) }
+            return QuantizedLayer(weight: QuantizedMatrix(quantizing: m, bits: wb, groupSize: groups ? recipe.groupSize : nil), floatWeight: nil, bias: b, input: input)
+        }
+        let blocks = try p.blocks.enumerated().map { i, b in
+            let m = b.mixer
+            var modules: [String: QuantizedLayer] = [:]
+            for s in m.spec.modules {
+                modules[s.name] = layer("backbone.layers.\(i).mixer." + s.name, m.weights[s.name]!, m.biases[s.name], try act(i, s.input), groups: s.allowsGroups)
+            }
+            var scan: [Site: ActivationQuantizer] = [:]
+            for (site, _) in m.spec.scanInputs { scan[site] = try act(i, site) }
+            return QuantizedBlock(norm: b.norm.map(floatVector), mixer: QuantizedMixer(
+                kind: m.kind, modules: modules, tensors: m.tensors, scanInputs: scan, gateSmoothing: m.gateSmoothing.map { $0.map(Float.init) },
+                hadamardSigns: m.onlineRotations.mapValues { $0.signs.map(Float.init) }))
+        }
+        var config = p.config
+        config.json["tie_word_embeddings"] = .bool(false)
+        return QuantizedModel(config: config, recipe: recipe, embedding: QuantizedMatrix(quantizing: p.embedding, bits: 8), blocks: blocks,
+                              lmHead: layer("lm_head", p.lmHead!, nil, try act(nil, .lmHeadInput), groups: true), transforms: log)
+    }
+
+    func statsFile(_ w: MambaWeights, samples: Int, seqLength: Int, vocab: Int) throws -> StatsFile {
+        let text = (0..<2000).map { ($0 * 7 + $0 / 9) % vocab }
+        let windows = try CalibrationWindows.draw(from: [("t", text)], samples: samples, seqLength: seqLength, seed: 4)
+        let stats = try Calibrator.run(model: MambaLM(weights: w), windows: windows, parallelism: .serial)
+        return StatsFile(stats: stats, windows: windows, provenance: .init(checkpointSHA256: "t", dataSHA256: "t", dataFiles: ["t"], seed: 4))
+    }
+
+    func assertSameCheckpoint(_ directory: String, _ w: MambaWeights, _ file: StatsFile, _ recipes: [QuantizationRecipe], _ label: String) throws {
+        let dir = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let provenance = QuantizationProvenance(sourceSHA256: "s", statsSHA256: "t")
+        let source = try CheckpointWeights(directory: directory)
+        for (k, recipe) in recipes.enumerated() {
+            try wholeModelQuantize(w, file, recipe).write(directory: dir + "/whole\(k)", sourceDirectory: directory, provenance: provenance)
+            let writer = try QuantizedCheckpointWriter(directory: dir + "/streamed\(k)", sourceDirectory: directory)
+            let r = try QuantizedModel.stream(weights: source, stats: file, recipe: recipe, parallelism: Parallelism(threads: 2),
+                                              embedding: { try writer.add(embedding: $0) },
+                                              block: { try writer.add(block: $1, layer: $0, config: w.config) })
+            try writer.finish(config: r.config, recipe: recipe, lmHead: r.lmHead, transforms: r.transforms, provenance: provenance)
+            for f in ["model.safetensors", "config.json"] {
+                XCTAssertTrue(FileManager.default.contentsEqual(atPath: dir + "/whole\(k)/" + f, andPath: dir + "/streamed\(k)/" + f),
+                              "\(label) \(recipe.method) \(recipe.bits) \(f)")
+            }
+        }
+    }
+
+    func testStreamedEqualsWholeModelOnTheFixtures() throws {
+        var recipes = QuantizationMethod.allCases.map { QuantizationRecipe(method: $0) }
+        recipes.append(QuantizationRecipe(method: .mambaquant, dynamicActivations: true))
+        recipes.append(QuantizationRecipe(method: .mambaquant, bits: .init(weight: 4, activation: 8), groupSize: 8,
+                                          keepFloat: ["lm_head", "backbone.layers.1.mixer.x_proj"]))
+        for name in ["tiny-tied", "tiny-untied-k3", "tiny-falcon-untied-bf16"] {
+            let w = try MambaWeights.load(directory: Fixtures.model(name))
+            try assertSameCheckpoint(Fixtures.model(name), w, try statsFile(w, samples: 5, seqLength: 24, vocab: 50), recipes, name)
+        }
+    }
+
+    func testStreamedEqualsWholeModelOnTheBundledModel() throws {
+        let dir = Fixtures.packageRoot + "/models/bard-mamba"
+        let w = try MambaWeights.load(directory: dir)
+        try assertSameCheckpoint(dir, w, try statsFile(w, samples: 3, seqLength: 48, vocab: 256), [QuantizationRecipe(method: .mambaquant)], "bard-mamba")
+    }
+
+    /// Past the shard limit the checkpoint is sharded with an index and runs the same.
+    func testShardedQuantizedCheckpoint() throws {
+        let w = try MambaWeights.load(directory: Fixtures.model("tiny-tied"))
+        let q = try QuantizedModel.quantize(weights: w, stats: try statsFile(w, samples: 3, seqLength: 16, vocab: 50),
+                                            recipe: QuantizationRecipe(method: .mambaquant), parallelism: .serial)
+        let dir = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try q.write(directory: dir + "/q", sourceDirectory: Fixtures.model("tiny-tied"), provenance: .init(sourceSHA256: "s", statsSHA256: "t"),
+                    shardBytes: 4096)
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir + "/q")
+        XCTAssertTrue(files.contains("model.safetensors.index.json"), "\(files)")
+        XCTAssertFalse(files.contains("model.safetensors"))
+        XCTAssertGreaterThan(files.filter { $0.hasPrefix("model-0") }.count, 2)
+        let tokens = (0..<17).map { ($0 * 5 + 1) % 50 }
+        XCTAssertEqual(try QuantizedModel.load(directory: dir + "/q").model().logits(tokens).storage, try q.model().logits(tokens).storage)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/.q.tmp-\(ProcessInfo.processInfo.processIdentifier)"))
+    }
+}
