@@ -60,7 +60,9 @@ public final class CheckpointWeights: @unchecked Sendable {
     /// One tensor widened to float32, refused when it holds NaN or Inf (a corrupt or diverged
     /// checkpoint would otherwise run and print NaN).
     public func tensor(_ name: String) throws -> Tensor {
-        let t = try store.view(name).tensor()
+        let view = try store.view(name)
+        let t = try view.tensor()
+        view.releasePages()
         if let bad = t.storage.firstIndex(where: { !$0.isFinite }) {
             throw MambaError(.badFile, "tensor \(name) of \(store.directory) holds \(t.storage[bad]) at index \(bad): the checkpoint's weights must be finite")
         }

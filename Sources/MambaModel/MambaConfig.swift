@@ -141,6 +141,12 @@ public struct MambaConfig: Sendable, Equatable {
         return config
     }
 
+    /// Parameters of a model with this config (the tied head counted once).
+    public var parameterCount: Int {
+        let perLayer = hiddenSize + mixer.spec.presentParameters(self).reduce(0) { $0 + $1.shape.reduce(1, *) }
+        return vocabSize * hiddenSize * (tieWordEmbeddings ? 1 : 2) + numLayers * perLayer + hiddenSize
+    }
+
     /// Falcon-Mamba's mixer_rms_eps when config.json leaves it out (transformers' default).
     public static let defaultMixerRMSEpsilon = 1e-6
 

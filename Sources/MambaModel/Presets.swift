@@ -1,10 +1,14 @@
-/// Shapes of the published Mamba-1 checkpoints (state-spaces/mamba-*-hf config.json), for
-/// benchmarks on random weights of the real sizes.
+/// Shapes of the published Mamba-1 checkpoints (state-spaces/mamba-*-hf and tiiuae/falcon-mamba-7b
+/// config.json), for benchmarks on random weights of the real sizes
+/// (scripts/reference/make_random_sharded_checkpoint.py writes the same shapes to disk).
 public enum ModelPreset: String, CaseIterable, Sendable {
     case mamba130m = "mamba-130m"
     case mamba370m = "mamba-370m"
     case mamba790m = "mamba-790m"
     case mamba1_4b = "mamba-1.4b"
+    case mamba2_8b = "mamba-2.8b"
+    /// tiiuae/falcon-mamba-7b: Falcon-Mamba's normed dt, B and C, dt rank 256.
+    case falconMamba7b = "falcon-mamba-7b"
 
     public var config: MambaConfig {
         switch self {
@@ -12,6 +16,10 @@ public enum ModelPreset: String, CaseIterable, Sendable {
         case .mamba370m: MambaConfig(hiddenSize: 1024, numLayers: 48, vocabSize: 50280)
         case .mamba790m: MambaConfig(hiddenSize: 1536, numLayers: 48, vocabSize: 50280)
         case .mamba1_4b: MambaConfig(hiddenSize: 2048, numLayers: 48, vocabSize: 50280)
+        case .mamba2_8b: MambaConfig(hiddenSize: 2560, numLayers: 64, vocabSize: 50280)
+        case .falconMamba7b:
+            MambaConfig(hiddenSize: 4096, numLayers: 64, stateSize: 16, convKernel: 4, timeStepRank: 256, vocabSize: 65024,
+                        mixer: .falconMamba(ssmNormEpsilon: Float(MambaConfig.defaultMixerRMSEpsilon)))
         }
     }
 }

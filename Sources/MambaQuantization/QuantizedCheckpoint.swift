@@ -73,6 +73,28 @@ extension QuantizedModel {
     /// Reads a quantized checkpoint; every tensor is checked for presence, dtype and shape.
     /// `mixer` overrides the mixer that config.json's model_type implies (a caller's own mixer type).
     public static func load(directory: String, mixer: MixerKind? = nil) throws -> QuantizedModel {
+        var blocks: [QuantizedBlock] = []
+        var q = try load(directory: directory, mixer: mixer) { blocks.append($1) }
+        q.blocks = blocks
+        return q
+    }
+
+    /// The runnable model, built a block at a time as the checkpoint is read: each block's
+    /// integers are packed for the GEMM and dropped, and its pages of the mapped file released,
+    /// so loading holds about one copy of the weights, not the file, the integers and the panels.
+    public static func loadModel(directory: String, runtime: QuantizedRuntime = .int8, mixer: MixerKind? = nil) throws -> MambaLM {
+        var config = try MambaConfig.load(directory: directory)
+        if let mixer { config.mixer = mixer }
+        var blocks: [MambaBlock] = []
+        let q = try load(directory: directory, mixer: mixer) { [config] i, b in
+            blocks.append(MambaBlock(norm: b.norm, mixer: b.mixer.spec.makeMixer(QuantizedOpSource(mixer: b.mixer, runtime: runtime), config, layer: i)))
+        }
+        return MambaLM(config: q.config, embedding: QuantizedEmbedding(table: q.embedding), blocks: blocks, normF: nil, lmHead: q.lmHead.linear(runtime))
+    }
+
+    /// Reads the checkpoint, handing each block to `onBlock` in layer order instead of keeping it
+    /// (the returned model has no blocks).
+    static func load(directory: String, mixer: MixerKind?, onBlock: (Int, QuantizedBlock) throws -> Void) throws -> QuantizedModel {
         var config = try MambaConfig.load(directory: directory)
         if let mixer { config.mixer = mixer }
         guard let q = config.json["quantization"]?.object else {
@@ -101,11 +123,20 @@ extension QuantizedModel {
             used.insert(name)
             return v
         }
-        func floats(_ name: String, _ shape: [Int]) throws -> Tensor { Tensor(shape: shape, storage: try view(name, .f32, shape).floats()) }
+        func floats(_ name: String, _ shape: [Int]) throws -> Tensor {
+            let v = try view(name, .f32, shape)
+            defer { v.releasePages() }
+            return Tensor(shape: shape, storage: try v.floats())
+        }
+        func int8s(_ name: String, _ shape: [Int]) throws -> [Int8] {
+            let v = try view(name, .i8, shape)
+            defer { v.releasePages() }
+            return try v.int8s()
+        }
         func scalar(_ name: String) throws -> Float { try view(name, .f32, []).floats()[0] }
         func matrix(_ prefix: String, rows: Int, cols: Int, diskShape: [Int]? = nil, groups: Bool) throws -> QuantizedMatrix {
             let g = groups ? recipe.groupSize : nil
-            let values = try view(prefix + ".weight", .i8, diskShape ?? [rows, cols]).int8s()
+            let values = try int8s(prefix + ".weight", diskShape ?? [rows, cols])
             let m = QuantizedMatrix(rows: rows, cols: cols, bits: wb, groupSize: g, values: values, scales: [])
             let scales = try floats(prefix + ".weight_scale", m.scaleShape).storage
             return QuantizedMatrix(rows: rows, cols: cols, bits: wb, groupSize: g, values: values, scales: scales)
@@ -121,10 +152,9 @@ extension QuantizedModel {
         }
 
         let (d, v) = (config.hiddenSize, config.vocabSize)
-        let embValues = try view(QuantizedNames.embedding + ".weight", .i8, [v, d]).int8s()
+        let embValues = try int8s(QuantizedNames.embedding + ".weight", [v, d])
         let embedding = QuantizedMatrix(rows: v, cols: d, bits: 8, groupSize: nil, values: embValues,
                                         scales: try floats(QuantizedNames.embedding + ".weight_scale", [v]).storage)
-        var blocks: [QuantizedBlock] = []
         for i in 0..<config.numLayers {
             let kind = config.mixer, spec = kind.spec, p = BlockNames.mixerPrefix(layer: i)
             let norm = try floats(BlockNames.norm(layer: i), [d])
@@ -162,7 +192,7 @@ extension QuantizedModel {
                 }
                 signs[module.name] = try floats(p + QuantizedNames.hadamardSigns(module.name), [n]).storage
             }
-            blocks.append(QuantizedBlock(
+            try onBlock(i, QuantizedBlock(
                 norm: norm.storage.allSatisfy { $0 == 1 } ? nil : norm,
                 mixer: QuantizedMixer(kind: kind, modules: modules, tensors: tensors, scanInputs: scan, gateSmoothing: gate, hadamardSigns: signs)))
         }
@@ -172,6 +202,6 @@ extension QuantizedModel {
             throw MambaError(.unusedTensor, "\(directory) has tensor \(extra), which this quantized format does not use")
         }
         let transforms = (q["transforms"]?.array ?? []).compactMap(\.string).map { AppliedTransform(step: $0, layer: nil, detail: "") }
-        return QuantizedModel(config: config, recipe: recipe, embedding: embedding, blocks: blocks, lmHead: lmHead, transforms: transforms)
+        return QuantizedModel(config: config, recipe: recipe, embedding: embedding, blocks: [], lmHead: lmHead, transforms: transforms)
     }
 }

@@ -5,7 +5,7 @@ import Foundation
 public struct MambaError: Error, CustomStringConvertible, LocalizedError, Equatable {
     public enum Kind: String, Sendable {
         case missingFile, badFile, badConfig, unsupportedModel, missingTensor, unusedTensor
-        case shapeMismatch, dtypeMismatch, badInput, mismatchedInputs, io
+        case shapeMismatch, dtypeMismatch, badInput, mismatchedInputs, io, outOfMemory
     }
     public let kind: Kind
     public let message: String

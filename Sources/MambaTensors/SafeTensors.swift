@@ -15,6 +15,18 @@ public struct TensorView: @unchecked Sendable {
 
     public var count: Int { shape.reduce(1, *) }
 
+    /// Tells the kernel that this tensor's pages of the mapping are not needed now (after they
+    /// were copied out): a loader that widens or packs tensor by tensor then holds one copy of
+    /// the model, not the copy plus the mapped file. The pages fault back in if read again.
+    public func releasePages() {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        // Whole pages inside this tensor only: a neighbour sharing a page stays mapped.
+        let start = (Int(bitPattern: base) + page - 1) / page * page
+        let end = (Int(bitPattern: base) + bytes.count) / page * page
+        if end > start { madvise(UnsafeMutableRawPointer(bitPattern: start), end - start, MADV_DONTNEED) }
+    }
+
     /// Values converted to float32 (from F32, F16, BF16 or F64).
     public func floats() throws -> [Float] {
         let n = count

@@ -43,7 +43,10 @@ public final class TensorStore: @unchecked Sendable {
                 owner[tensor] = f
             }
             for f in files {
-                for n in f.names where owner[n] == nil {
+                for n in f.names where owner[n] !== f {
+                    if let other = owner[n] {
+                        throw MambaError(.badFile, "tensor \(n) is in both \(other.path) and \(f.path); \(index) lists it once")
+                    }
                     throw MambaError(.unusedTensor, "\(f.path) holds \(n), which \(index) does not list")
                 }
             }

@@ -66,6 +66,8 @@ func calibrateStats(
     guard let tokenizer = try loadTokenizer(modelDirectory: modelDir) else {
         throw MambaError(.missingFile, "\(modelDir) has no tokenizer.json: calibration text cannot be tokenized")
     }
+    try MemoryEstimate.layerStreamed(model.config, windows: samples, seqLength: seqLen, threads: par.threads)
+        .check(job: "calibration", lower: "--samples, --seq-len or --threads")
     let texts = try dataFiles.map { path -> (name: String, tokens: [Int]) in (path, tokenizer.encode(try readText(path))) }
     let windows = try CalibrationWindows.draw(from: texts, samples: samples, seqLength: seqLen, seed: seed)
     let vocab = model.config.vocabSize

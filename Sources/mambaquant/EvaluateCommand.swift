@@ -65,5 +65,5 @@ struct EvaluateCommand: ParsableCommand {
 /// A float or a quantized checkpoint, by its config.
 func loadAnyModel(directory: String, kernels: QuantizedRuntime = .int8) throws -> MambaLM {
     QuantizedModel.isQuantized(directory: directory)
-        ? try QuantizedModel.load(directory: directory).model(runtime: kernels) : try MambaLM.load(directory: directory)
+        ? try QuantizedModel.loadModel(directory: directory, runtime: kernels) : try MambaLM.load(directory: directory)
 }

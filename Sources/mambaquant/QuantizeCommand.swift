@@ -62,6 +62,8 @@ struct QuantizeCommand: ParsableCommand {
         let sha = try checkpointSHA256(directory: model)
         try statsFile.checkBelongs(toCheckpointSHA256: sha, checkpoint: model)
         try QuantizedModel.checkKeepFloat(recipe.keepFloat, weights.config)
+        try MemoryEstimate.quantize(weights.config, windows: statsFile.windows.windows.count, seqLength: statsFile.windows.seqLength, threads: par.threads)
+            .check(job: "quantize", lower: "--threads or the stats file's windows (calibrate with fewer --samples or a shorter --seq-len)")
         let bar = ProgressBar("quantize", unit: "tok", unitsPerStep: Double(statsFile.windows.seqLength) / Double(weights.config.numLayers), quiet: quiet)
         let writer = try QuantizedCheckpointWriter(directory: out, sourceDirectory: model)
         var result: QuantizedModel.StreamResult!

@@ -32,6 +32,14 @@ final class QuantizedFixtureTests: XCTestCase {
         }
     }
 
+    /// The block-at-a-time runtime loader builds the same model as loading everything first.
+    func testLoadModelEqualsLoadThenModel() throws {
+        for runtime in [QuantizedRuntime.int8, .reference] {
+            let direct = try QuantizedModel.loadModel(directory: directory, runtime: runtime).logits(tokens)
+            XCTAssertEqual(direct.storage, try QuantizedModel.load(directory: directory).model(runtime: runtime).logits(tokens).storage, "\(runtime)")
+        }
+    }
+
     func testRewritingGivesTheSameTensorFile() throws {
         let q = try QuantizedModel.load(directory: directory)
         let out = try makeTemporaryDirectory() + "/again"

@@ -52,6 +52,18 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(obj?["tiedHead"] as? Bool, false)
     }
 
+    /// More windows than memory: refused before anything is allocated, nothing written.
+    func testCalibrationThatCannotFitIsRefused() throws {
+        let dir = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let r = try CLI.run(["calibrate", "--model", tiny, "--samples", "100000000", "--seq-len", "100000", "--out", dir + "/s.safetensors"])
+        XCTAssertNotEqual(r.status, 0)
+        let lines = r.stderr.split(separator: "\n")
+        XCTAssertEqual(lines.count, 1, r.stderr)
+        XCTAssertTrue(r.stderr.contains("MemAvailable") && r.stderr.contains("--samples"), r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/s.safetensors"))
+    }
+
     func testInspectNamesTheFamilyAndDefaultedSettings() throws {
         let r = try CLI.run(["inspect", Fixtures.model("tiny-falcon-untied-bf16")])
         XCTAssertEqual(r.status, 0, r.stderr)

@@ -1,0 +1,75 @@
+import Foundation
+import MambaModel
+import MambaTensors
+
+/// What a layer-streamed job will hold at its peak, estimated from the shapes, the window count
+/// and the thread count before any of it is allocated, and checked against MemAvailable: a job
+/// that cannot fit is refused in one line naming both numbers and what to lower, never left to
+/// die in an allocation. Memory-mapped weights are not counted: their pages are file-backed and
+/// the kernel can drop them.
+public struct MemoryEstimate: Sendable, CustomStringConvertible {
+    /// (what, bytes) of the parts alive together at the peak.
+    public let parts: [(String, Double)]
+    public var bytes: Double { parts.reduce(0) { $0 + $1.1 } }
+
+    public init(parts: [(String, Double)]) { self.parts = parts }
+
+    public var description: String {
+        parts.filter { $0.1 >= 1e6 }.sorted { $0.1 > $1.1 }.map { "\($0.0) \(gigabytes($0.1))" }.joined(separator: ", ")
+    }
+
+    /// The second-pass (and calibration) peak: every window's residual stream, one layer widened
+    /// to float32 (plus `doubleCopies` of it in Double while it is transformed), the activations
+    /// of `threads` windows inside a layer, and the statistics.
+    public static func layerStreamed(_ c: MambaConfig, windows: Int, seqLength: Int, threads: Int, doubleCopies: Double = 0) -> MemoryEstimate {
+        let (d, e, v) = (Double(c.hiddenSize), Double(c.innerSize), Double(c.vocabSize))
+        let (w, l, t) = (Double(windows), Double(seqLength), Double(max(1, threads)))
+        let layer = 4 * (d + Double(c.mixer.spec.presentParameters(c).reduce(0) { $0 + $1.shape.reduce(1, *) }))
+        var parts: [(String, Double)] = [
+            ("residual streams (\(windows) x \(seqLength) tokens x D \(c.hiddenSize), float32)", 4 * w * l * d),
+            // xz, x, z, conv out, dt, y, gate and the block output: about 12 [L, E] float32 per window in flight,
+            // plus the observed copies in Double for the moments.
+            ("activations of \(threads) windows in flight", t * l * (12 * 4 * e + 2 * 8 * d)),
+            // The pooled residual moments: one D x D Double per window in flight, the total and its symmetrized copy.
+            ("residual moments", (t + 2) * 8 * d * d),
+            ("one layer in float32", layer),
+        ]
+        if doubleCopies > 0 { parts.append(("one layer in Double while transformed", doubleCopies * 2 * layer)) }
+        // The embedding table widened to float32 to start the residual streams.
+        parts.append(("embedding table (float32)", 4 * v * d))
+        return MemoryEstimate(parts: parts)
+    }
+
+    /// `quantize`: the larger of the head/embedding phase (two V x D Double matrices and the R1
+    /// products) and the layer phase (the second pass with a layer in Double, quantized weights).
+    public static func quantize(_ c: MambaConfig, windows: Int, seqLength: Int, threads: Int) -> MemoryEstimate {
+        let (d, v) = (Double(c.hiddenSize), Double(c.vocabSize))
+        let outside = MemoryEstimate(parts: [
+            ("embedding and head in Double (V \(c.vocabSize) x D \(c.hiddenSize))", 2 * 8 * v * d),
+            ("R1 and its eigendecomposition (D x D Double)", 6 * 8 * d * d),
+            ("embedding table (float32)", 4 * v * d),
+        ])
+        let layers = layerStreamed(c, windows: windows, seqLength: seqLength, threads: threads, doubleCopies: 3)
+        return outside.bytes > layers.bytes ? outside : layers
+    }
+
+    /// Refuses when the estimate exceeds MemAvailable (kept as is where /proc/meminfo is absent).
+    public func check(job: String, lower: String, available: Double? = MemoryEstimate.available()) throws {
+        guard let available, bytes > available else { return }
+        throw MambaError(.outOfMemory, "\(job) needs about \(gigabytes(bytes)) of memory (\(description)) but \(gigabytes(available)) is available (MemAvailable): lower \(lower)")
+    }
+
+    /// MemAvailable from /proc/meminfo, in bytes.
+    public static func available() -> Double? {
+        guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
+            let kb = line.dropFirst("MemAvailable:".count).split(separator: " ").first.flatMap { Double($0) }
+            return kb.map { $0 * 1024 }
+        }
+        return nil
+    }
+}
+
+func gigabytes(_ bytes: Double) -> String {
+    bytes >= 1e9 ? String(format: "%.1f GB", bytes / 1e9) : String(format: "%.0f MB", bytes / 1e6)
+}

@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Writes a random float checkpoint of a published model's shape, BF16 by default, sharded like
+Hugging Face's (model-0000k-of-0000n.safetensors + model.safetensors.index.json), tensor by tensor:
+each shard's header is written first (the shapes are known) and every tensor is drawn, written
+and dropped, so a 7B checkpoint needs one tensor's memory, not the model's (transformers' own
+init builds the whole model first). For the memory and speed measurements of the big-model
+pipeline; never commit one (mamba-2.8b is 5.5 GB, falcon-mamba-7b 14.5 GB in BF16).
+
+    python3 scripts/reference/make_random_sharded_checkpoint.py --preset falcon-mamba-7b --out /tmp/fm7b
+
+Values have a trained model's ranges (the same as MambaWeights.random in Swift): A_log = log(1..N)
+plus noise, dt_proj.bias the inverse softplus of dt in [1e-3, 1e-1], norms near 1, D near 1,
+weights with std 1/sqrt(fan_in). Copies tokenizer.json from --tokenizer when given.
+"""
+import argparse
+import json
+import math
+import os
+import shutil
+import struct
+
+import torch
+
+# Shapes of the published checkpoints' config.json (Sources/MambaModel/Presets.swift mirrors them).
+PRESETS = {
+    "mamba-130m": dict(model_type="mamba", hidden_size=768, num_hidden_layers=24, vocab_size=50280),
+    "mamba-1.4b": dict(model_type="mamba", hidden_size=2048, num_hidden_layers=48, vocab_size=50280),
+    "mamba-2.8b": dict(model_type="mamba", hidden_size=2560, num_hidden_layers=64, vocab_size=50280),
+    "falcon-mamba-7b": dict(model_type="falcon_mamba", hidden_size=4096, num_hidden_layers=64, vocab_size=65024,
+                            time_step_rank=256, mixer_rms_eps=1e-6),
+}
+DTYPES = {"bf16": (torch.bfloat16, "BF16"), "f16": (torch.float16, "F16"), "f32": (torch.float32, "F32")}
+
+
+def tensors(cfg):
+    """(name, shape, init) in checkpoint order; init draws the values from a generator."""
+    d, n_layers, v = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
+    e, n, k = 2 * d, 16, 4
+    r = cfg.get("time_step_rank", math.ceil(d / 16))
+
+    def normal(std, mean=0.0):
+        return lambda shape, g: mean + std * torch.randn(shape, generator=g)
+
+    def a_log(shape, g):
+        return torch.log(torch.arange(1, n + 1, dtype=torch.float32)).repeat(e, 1) + 0.1 * torch.randn(shape, generator=g)
+
+    def dt_bias(shape, g):
+        dt = torch.exp(math.log(1e-3) + torch.rand(shape, generator=g) * (math.log(1e-1) - math.log(1e-3)))
+        return dt + torch.log(-torch.expm1(-dt))
+
+    out = [("backbone.embeddings.weight", [v, d], normal(1.0))]
+    for i in range(n_layers):
+        p = f"backbone.layers.{i}."
+        out += [
+            (p + "norm.weight", [d], normal(0.1, 1.0)),
+            (p + "mixer.in_proj.weight", [2 * e, d], normal(1 / math.sqrt(d))),
+            (p + "mixer.conv1d.weight", [e, 1, k], normal(0.5)),
+            (p + "mixer.conv1d.bias", [e], normal(0.1)),
+            (p + "mixer.x_proj.weight", [r + 2 * n, e], normal(1 / math.sqrt(e))),
+            (p + "mixer.dt_proj.weight", [e, r], normal(1 / math.sqrt(r))),
+            (p + "mixer.dt_proj.bias", [e], dt_bias),
+            (p + "mixer.A_log", [e, n], a_log),
+            (p + "mixer.D", [e], normal(0.2, 1.0)),
+            (p + "mixer.out_proj.weight", [d, e], normal(1 / math.sqrt(e))),
+        ]
+    out.append(("backbone.norm_f.weight", [d], normal(0.1, 1.0)))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", choices=sorted(PRESETS), required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
+    ap.add_argument("--shard-gb", type=float, default=5.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tokenizer", help="tokenizer.json to copy beside the weights")
+    a = ap.parse_args()
+    cfg = PRESETS[a.preset]
+    torch_dtype, st_dtype = DTYPES[a.dtype]
+    size = torch.tensor([], dtype=torch_dtype).element_size()
+    items = tensors(cfg)
+
+    shards, current, used = [], [], 0
+    for name, shape, init in items:
+        nbytes = math.prod(shape) * size
+        if current and used + nbytes > a.shard_gb * 1e9:
+            shards.append(current)
+            current, used = [], 0
+        current.append((name, shape, init))
+        used += nbytes
+    shards.append(current)
+
+    os.makedirs(a.out, exist_ok=True)
+    g = torch.Generator().manual_seed(a.seed)
+    weight_map, total = {}, 0
+    for s, shard in enumerate(shards):
+        fname = "model.safetensors" if len(shards) == 1 else f"model-{s + 1:05d}-of-{len(shards):05d}.safetensors"
+        header, offset = {"__metadata__": {"format": "pt"}}, 0
+        for name, shape, _ in shard:
+            nbytes = math.prod(shape) * size
+            header[name] = {"dtype": st_dtype, "shape": shape, "data_offsets": [offset, offset + nbytes]}
+            offset += nbytes
+            weight_map[name] = fname
+        blob = json.dumps(header, separators=(",", ":")).encode()
+        blob += b" " * (-len(blob) % 8)
+        with open(os.path.join(a.out, fname), "wb") as f:
+            f.write(struct.pack("<Q", len(blob)) + blob)
+            for name, shape, init in shard:
+                t = init(shape, g).to(torch_dtype).contiguous()
+                f.write(t.view(torch.uint8).numpy().tobytes() if torch_dtype == torch.bfloat16 else t.numpy().tobytes())
+        total += offset
+        print(f"{fname}: {len(shard)} tensors, {offset / 1e9:.2f} GB", flush=True)
+    if len(shards) > 1:
+        with open(os.path.join(a.out, "model.safetensors.index.json"), "w") as f:
+            json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+    config = {k: v for k, v in cfg.items()}
+    config.update(state_size=16, expand=2, conv_kernel=4, use_bias=False, use_conv_bias=True, tie_word_embeddings=True,
+                  layer_norm_epsilon=1e-5, residual_in_fp32=True, pad_vocab_size_multiple=8,
+                  architectures=["FalconMambaForCausalLM" if cfg["model_type"] == "falcon_mamba" else "MambaForCausalLM"])
+    config.setdefault("time_step_rank", "auto")
+    with open(os.path.join(a.out, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    if a.tokenizer:
+        shutil.copy(a.tokenizer, os.path.join(a.out, "tokenizer.json"))
+    print(f"wrote {a.out}: {a.preset}, {total / 1e9:.2f} GB in {len(shards)} file(s)")
+
+
+if __name__ == "__main__":
+    main()
