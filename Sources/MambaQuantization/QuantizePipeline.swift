@@ -11,8 +11,8 @@ import MambaTransforms
 // windows' residual streams (the second pass) so that layer i's static scales are known; the
 // finished block goes to the caller and the layer is released. The whole model is never held in
 // Double or float32, and the result is the same, bit for bit, as transforming the whole model
-// at once and running the second pass over it. The Double transforms run with OpenBLAS on one
-// thread (BLAS.singleThreaded), so the checkpoint does not depend on --threads either.
+// at once and running the second pass over it, on any --threads (the eigendecompositions run
+// single-threaded: Eigen.symmetric).
 
 extension QuantizedModel {
     /// The pipeline into memory (tests, compare, bench): transforms of the recipe's method, the
@@ -67,26 +67,27 @@ extension QuantizedModel {
     ) throws -> StreamResult {
         try checkKeepFloat(recipe.keepFloat, source.config)
         let c = source.config
-        let plan = try BLAS.singleThreaded { try MethodPlan(recipe.method, stats: stats.stats, config: c, seed: recipe.seed, alpha: recipe.alpha) }
+        let plan = try MethodPlan(recipe.method, stats: stats.stats, config: c, seed: recipe.seed, alpha: recipe.alpha)
         let quantizer = LayerQuantizer(recipe: recipe)
 
         // Outside the blocks: the head (norm_f folded in, R1), then the embedding (R1); one
         // V x D Double at a time.
         var head: Matrix = Matrix(try source.readLMHead() ?? source.readEmbedding())
         var normF: [Double]? = try source.readNormF().storage.map(Double.init)
-        BLAS.singleThreaded { plan.transformHead(&head, normF: &normF) }
+        plan.transformHead(&head, normF: &normF)
         let lmHeadWeights = quantizer.weights(QuantizedNames.lmHead, head, bias: nil, groups: true)
         let transformedHead: Tensor? = keepTransformed ? head.tensor : nil
         head = Matrix(rows: 0, cols: 0, data: [])
         var emb = Matrix(try source.readEmbedding())
-        BLAS.singleThreaded { plan.transformEmbedding(&emb) }
+        plan.transformEmbedding(&emb)
         try onEmbedding(QuantizedMatrix(quantizing: emb, bits: 8))
         let table = FloatEmbedding(table: emb.tensor)
         emb = Matrix(rows: 0, cols: 0, data: [])
 
         // The blocks: transformed and their weights quantized when the second pass asks for
         // layer i, given their static scales once the windows have passed through it.
-        let layers = TransformedLayers(source: source, plan: plan, stats: stats.stats, quantizer: quantizer, table: table, keep: keepTransformed)
+        let layers = TransformedLayers(source: source, plan: plan, stats: stats.stats, quantizer: quantizer, table: table, keep: keepTransformed,
+                                       threads: parallelism.threads)
         let final = try Calibrator.run(source: layers, windows: stats.windows, parallelism: parallelism, progress: progress) { i, secondPass in
             try onBlock(i, try layers.finish(layer: i, secondPass: secondPass))
         }
@@ -137,13 +138,14 @@ final class TransformedLayers<Source: WeightSource>: LayerSource {
     let quantizer: LayerQuantizer
     let table: FloatEmbedding
     let keep: Bool
+    let threads: Int
     var pending: (layer: Int, block: BlockParameters, modules: [String: QuantizedLayer])?
     var log: [AppliedTransform] = []
     /// Transformed float blocks, when the caller keeps the transformed model.
     var kept: [MambaBlock] = []
 
-    init(source: Source, plan: MethodPlan, stats: CalibrationStats, quantizer: LayerQuantizer, table: FloatEmbedding, keep: Bool) {
-        (self.source, self.plan, self.stats, self.quantizer, self.table, self.keep) = (source, plan, stats, quantizer, table, keep)
+    init(source: Source, plan: MethodPlan, stats: CalibrationStats, quantizer: LayerQuantizer, table: FloatEmbedding, keep: Bool, threads: Int) {
+        (self.source, self.plan, self.stats, self.quantizer, self.table, self.keep, self.threads) = (source, plan, stats, quantizer, table, keep, threads)
     }
 
     var config: MambaConfig { source.config }
@@ -152,7 +154,9 @@ final class TransformedLayers<Source: WeightSource>: LayerSource {
 
     func block(_ i: Int) throws -> MambaBlock {
         var b = BlockParameters(try source.readLayer(i), config: config)
-        log += try BLAS.singleThreaded { try plan.apply(layer: i, to: &b, stats: stats) }
+        // The second pass runs windows one thread each with OpenBLAS single-threaded; the layer's
+        // Double products get the whole budget.
+        log += try BLAS.withThreads(threads) { try plan.apply(layer: i, to: &b, stats: stats) }
         let prefix = BlockNames.mixerPrefix(layer: i)
         var modules: [String: QuantizedLayer] = [:]
         for m in b.mixer.spec.modules {

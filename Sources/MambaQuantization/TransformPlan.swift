@@ -125,10 +125,6 @@ public struct MethodPlan: Sendable {
 
 /// The whole plan on whole-model parameters (tests, small models).
 public func applyPlan(_ method: QuantizationMethod, to p: inout ModelParameters, stats: CalibrationStats, seed: UInt64, alpha: Double) throws -> [AppliedTransform] {
-    try BLAS.singleThreaded { try applyPlanSerially(method, to: &p, stats: stats, seed: seed, alpha: alpha) }
-}
-
-private func applyPlanSerially(_ method: QuantizationMethod, to p: inout ModelParameters, stats: CalibrationStats, seed: UInt64, alpha: Double) throws -> [AppliedTransform] {
     let plan = try MethodPlan(method, stats: stats, config: p.config, seed: seed, alpha: alpha)
     var log = plan.globalLog
     var head = p.lmHead ?? p.embedding

@@ -3,16 +3,16 @@ import COpenBLAS
 /// The few CBLAS calls the float path needs. Weights are [out, in] row-major (DESIGN.md section 1),
 /// so a linear layer is C = A * W^T: sgemm with W transposed, or sgemv for one row.
 public enum BLAS {
-    /// Runs `body` with OpenBLAS on one thread, then restores its thread count. OpenBLAS's results
-    /// depend on its thread count at some sizes (measured: LAPACKE_dsyevd and dgemm at D 384 gave
-    /// other last bits on 2 threads than on 1), so the quantize pipeline's Double transforms run
-    /// single-threaded: the same inputs give the same checkpoint on any --threads.
-    public static func singleThreaded<T>(_ body: () throws -> T) rethrows -> T {
-        let threads = openblas_get_num_threads()
-        openblas_set_num_threads(1)
-        defer { openblas_set_num_threads(threads) }
+    /// Runs `body` with OpenBLAS on `threads` threads, then restores its thread count.
+    public static func withThreads<T>(_ threads: Int, _ body: () throws -> T) rethrows -> T {
+        let before = openblas_get_num_threads()
+        openblas_set_num_threads(Int32(max(1, threads)))
+        defer { openblas_set_num_threads(before) }
         return try body()
     }
+
+    /// `withThreads(1, body)`: for LAPACK routines whose results depend on OpenBLAS's thread count.
+    public static func singleThreaded<T>(_ body: () throws -> T) rethrows -> T { try withThreads(1, body) }
 
     /// c[m, n] = a[m, k] * w[n, k]^T (+ c if accumulate).
     public static func matmulTransposed(

@@ -4,14 +4,18 @@ import MambaTensors
 /// The one file that calls LAPACKE (DESIGN.md section 4).
 public enum Eigen {
     /// Eigendecomposition of a symmetric n x n matrix (row-major) by LAPACKE_dsyevd: eigenvalues in
-    /// descending order and the eigenvectors as the columns of a row-major n x n matrix.
+    /// descending order and the eigenvectors as the columns of a row-major n x n matrix. Runs with
+    /// OpenBLAS on one thread: dsyevd's last bits change with OpenBLAS's thread count (measured at
+    /// n 384: another R1, so other checkpoint bytes on --threads 2 than on 1), dgemm's do not.
     public static func symmetric(_ a: [Double], n: Int) throws -> (values: [Double], vectors: [Double]) {
         precondition(a.count == n * n)
         var m = a
         var w = [Double](repeating: 0, count: n)
-        let info = m.withUnsafeMutableBufferPointer { mp in
-            w.withUnsafeMutableBufferPointer { wp in
-                LAPACKE_dsyevd(LAPACK_ROW_MAJOR, CChar(UInt8(ascii: "V")), CChar(UInt8(ascii: "U")), Int32(n), mp.baseAddress!, Int32(n), wp.baseAddress!)
+        let info = BLAS.singleThreaded {
+            m.withUnsafeMutableBufferPointer { mp in
+                w.withUnsafeMutableBufferPointer { wp in
+                    LAPACKE_dsyevd(LAPACK_ROW_MAJOR, CChar(UInt8(ascii: "V")), CChar(UInt8(ascii: "U")), Int32(n), mp.baseAddress!, Int32(n), wp.baseAddress!)
+                }
             }
         }
         guard info == 0 else { throw MambaError(.badInput, "eigendecomposition failed (LAPACKE_dsyevd info \(info)); the statistics may hold NaN or Inf") }

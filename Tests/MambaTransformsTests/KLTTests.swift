@@ -65,6 +65,17 @@ final class KLTTests: XCTestCase {
         XCTAssertLessThan(msKH.max()! / msKH.min()!, 1.6, "seed \(seed)")
     }
 
+    /// dsyevd's last bits follow OpenBLAS's thread count; Eigen.symmetric pins it, so a KLT (and
+    /// the checkpoint) is the same on any --threads.
+    func testEigendecompositionDoesNotDependOnTheThreadCount() throws {
+        let n = 384
+        var m = Moments(channels: n)
+        m.update(correlated(rows: 500, cols: n, seed: UInt64.random(in: 1...1000)))
+        let one = try BLAS.withThreads(1) { try Eigen.symmetric(m.secondMoment, n: n) }
+        let two = try BLAS.withThreads(2) { try Eigen.symmetric(m.secondMoment, n: n) }
+        XCTAssertTrue(one.vectors == two.vectors && one.values == two.values, "the eigendecomposition changed with the thread count")
+    }
+
     func testRandomOrthogonalFallback() throws {
         let (r, kind) = try offlineRotation(n: 7, secondMoment: nil, seed: 1)
         XCTAssertEqual(kind, .randomOrthogonal)
