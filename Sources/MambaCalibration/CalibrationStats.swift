@@ -100,10 +100,15 @@ public struct CalibrationStats: Sendable, Equatable {
     }
 
     public mutating func merge(_ o: CalibrationStats) {
-        for (k, v) in o.sites {
+        merge(sites: o.sites)
+        pooledResidual.merge(o.pooledResidual)
+    }
+
+    /// Each site's statistics merged into this one's (the sites are independent of each other).
+    public mutating func merge(sites other: [SiteKey: SiteStatistics]) {
+        for (k, v) in other {
             if sites[k] == nil { sites[k] = v } else { sites[k]!.merge(v) }
         }
-        pooledResidual.merge(o.pooledResidual)
     }
 
     public var tokens: Int { sites[SiteKey(layer: nil, site: .lmHeadInput)]?.count ?? 0 }

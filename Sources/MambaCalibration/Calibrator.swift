@@ -2,22 +2,27 @@ import Dispatch
 import MambaModel
 import MambaTensors
 
-/// The observer of one window's pass through one layer: every site it reports goes into its statistics.
+/// The observer of one window's pass through one layer: every site it reports goes into its
+/// statistics; the pooled residual activations are kept as they are (one [L, D] tensor), so that
+/// no window needs a D x D accumulator of its own (134 MB at D 4096).
 final class SiteRecorder: ActivationObserver {
-    var stats: CalibrationStats
-
-    init(hiddenSize: Int) {
-        stats = CalibrationStats(sites: [:], pooledResidual: Moments(channels: hiddenSize))
-    }
+    var sites: [SiteKey: SiteStatistics] = [:]
+    var pooled: [Tensor] = []
 
     func observe(_ activation: Tensor, site: Site, layer: Int?) {
         let key = SiteKey(layer: layer, site: site)
-        if stats.sites[key] == nil {
+        if sites[key] == nil {
             let klt = layer != nil && KLTSite.perLayer.contains(site)
-            stats.sites[key] = SiteStatistics(channels: activation.cols, moments: klt)
+            sites[key] = SiteStatistics(channels: activation.cols, moments: klt)
         }
-        stats.sites[key]!.update(activation)
-        if site == KLTSite.pooled { stats.pooledResidual.update(activation) }
+        sites[key]!.update(activation)
+        if site == KLTSite.pooled { pooled.append(activation) }
+    }
+
+    /// Into the running total, in the order the caller merges windows.
+    func merge(into total: inout CalibrationStats) {
+        total.merge(sites: sites)
+        for x in pooled { total.pooledResidual.update(x) }
     }
 }
 
@@ -65,8 +70,8 @@ public enum Calibrator {
     /// [windows x tokens, D] in float32; layer i is built once, every window advances through it
     /// (`threads` windows at a time, one thread each), its sites are recorded and it is released
     /// before layer i + 1 is built. Each site's per-window statistics merge in window order, so
-    /// the result does not depend on the thread count; the pooled residual moments add up layer by
-    /// layer. `afterLayer` sees the statistics once layer i's sites are complete.
+    /// the result does not depend on the thread count; the pooled residual moments accumulate each
+    /// (layer, window) activation in that order. `afterLayer` sees the statistics once layer i's sites are complete.
     public static func run(
         source: some LayerSource, windows: CalibrationWindows, parallelism: Parallelism, progress: Progress? = nil,
         afterLayer: (Int, CalibrationStats) throws -> Void = { _, _ in }
@@ -84,20 +89,20 @@ public enum Calibrator {
             var start = 0
             while start < residual.count {
                 let batch = start..<min(residual.count, start + parallelism.threads)
-                var results = [Result<CalibrationStats, Error>?](repeating: nil, count: batch.count)
+                var results = [Result<SiteRecorder, Error>?](repeating: nil, count: batch.count)
                 results.withUnsafeMutableBufferPointer { slots in
                     residual.withUnsafeMutableBufferPointer { streams in
                         let (out, u) = (UncheckedSendable(slots), UncheckedSendable(streams))   // each iteration its own slots
                         DispatchQueue.concurrentPerform(iterations: batch.count) { k in
                             out.value[k] = Result {
-                                let recorder = SiteRecorder(hiddenSize: d)
+                                let recorder = SiteRecorder()
                                 try body(batch.lowerBound + k, &u.value[batch.lowerBound + k], recorder)
-                                return recorder.stats
+                                return recorder
                             }
                         }
                     }
                 }
-                for r in results { total.merge(try r!.get()) }
+                for r in results { try r!.get().merge(into: &total) }
                 start = batch.upperBound
             }
         }
