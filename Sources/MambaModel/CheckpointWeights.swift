@@ -84,9 +84,15 @@ public final class CheckpointWeights: @unchecked Sendable {
         return BlockWeights(norm: try tensor(BlockNames.norm(layer: i)), mixer: MixerWeights(kind: config.mixer, tensors: tensors))
     }
 
-    /// Every tensor widened (small models, and tests).
-    public func all() throws -> MambaWeights {
-        MambaWeights(config: config, embedding: try readEmbedding(), layers: try (0..<config.numLayers).map(readLayer),
+    /// Every tensor widened (small models, and tests). Refused up front when the float32 copy
+    /// cannot fit in MemAvailable: the layer-at-a-time commands (calibrate, quantize) and the
+    /// int8 model need far less.
+    public func all(available: Double? = SystemMemory.available()) throws -> MambaWeights {
+        let need = 4 * Double(config.parameterCount)
+        if let available, need > available {
+            throw MambaError(.outOfMemory, "the float model of \(store.directory) needs \(gigabytes(need)) in float32 (\(gigabytes(Double(bytesOnDisk))) on disk) but \(gigabytes(available)) is available (MemAvailable): calibrate and quantize it, which work a layer at a time, and run the int8 model")
+        }
+        return MambaWeights(config: config, embedding: try readEmbedding(), layers: try (0..<config.numLayers).map(readLayer),
                      normF: try readNormF(), lmHead: try readLMHead())
     }
 

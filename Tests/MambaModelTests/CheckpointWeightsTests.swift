@@ -26,6 +26,17 @@ final class CheckpointWeightsTests: XCTestCase {
         }
     }
 
+    /// Widening a model that cannot fit is refused before anything is read, pointing at the
+    /// layer-at-a-time path.
+    func testWholeFloatModelThatCannotFitIsRefused() throws {
+        let c = try CheckpointWeights(directory: Fixtures.model("tiny-tied"))
+        XCTAssertThrowsError(try c.all(available: 1000)) { error in
+            XCTAssertEqual((error as? MambaError)?.kind, .outOfMemory)
+            XCTAssertTrue("\(error)".contains("MemAvailable") && "\(error)".contains("quantize"), "\(error)")
+        }
+        XCTAssertNoThrow(try c.all(available: 1e12))
+    }
+
     /// A BF16 weight with NaN or Inf is named when it is read, not run into NaN logits.
     func testNonFiniteWeightsAreNamed() throws {
         var w = MambaWeights.random(MambaConfig(hiddenSize: 16, numLayers: 2, vocabSize: 30), seed: 1)
