@@ -19,6 +19,41 @@ final class QuantizeCommandTests: XCTestCase {
         return out
     }
 
+    /// A full disk while writing: one line with the reason, the temporary directory removed, an
+    /// existing checkpoint untouched. Needs a small tmpfs (root); skipped where mount is refused.
+    func testFullDiskLeavesTheOldCheckpoint() throws {
+        let dir = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let disk = dir + "/disk"
+        try FileManager.default.createDirectory(atPath: disk, withIntermediateDirectories: false)
+        let mount = Process()
+        mount.executableURL = URL(fileURLWithPath: "/bin/mount")
+        mount.arguments = ["-t", "tmpfs", "-o", "size=160k", "tmpfs", disk]
+        mount.standardError = FileHandle.nullDevice
+        try mount.run()
+        mount.waitUntilExit()
+        guard mount.terminationStatus == 0 else { throw XCTSkip("cannot mount a tmpfs here") }
+        defer {
+            let umount = Process()
+            umount.executableURL = URL(fileURLWithPath: "/bin/umount")
+            umount.arguments = [disk]
+            try? umount.run()
+            umount.waitUntilExit()
+        }
+        let stats = try calibrate(tiny, dir, "s.safetensors")
+        let q = disk + "/q"
+        // The first checkpoint (about 60 KB, twice that while its shard is assembled) fits; a second beside it does not.
+        let first = try CLI.run(["quantize", "--model", tiny, "--stats", stats, "--method", "rtn", "--quiet", "--out", q])
+        XCTAssertEqual(first.status, 0, first.stderr)
+        let before = try Data(contentsOf: URL(fileURLWithPath: q + "/model.safetensors"))
+        let r = try CLI.run(["quantize", "--model", tiny, "--stats", stats, "--method", "mambaquant", "--quiet", "--out", q])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+        XCTAssertTrue(r.stderr.contains("No space left on device"), r.stderr)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: disk), ["q"])
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: q + "/model.safetensors")), before)
+    }
+
     func testQuantizeThenGenerateAndInspect() throws {
         let dir = try makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
