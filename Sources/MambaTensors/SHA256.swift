@@ -85,8 +85,17 @@ public struct SHA256: Sendable {
     public static func hex(ofFiles paths: [String]) throws -> String {
         var hasher = SHA256()
         for path in paths {
+            // In 64 MB slices, each released after it is hashed: hashing a 14 GB checkpoint must
+            // not leave 14 GB of its mapping resident.
             let file = try MappedFile(path: path)
-            hasher.update(file.bytes)
+            let slice = 64 << 20
+            var start = 0
+            while start < file.bytes.count {
+                let part = UnsafeRawBufferPointer(rebasing: file.bytes[start..<min(file.bytes.count, start + slice)])
+                hasher.update(part)
+                madvise(UnsafeMutableRawPointer(mutating: part.baseAddress!), part.count, MADV_DONTNEED)
+                start += slice
+            }
         }
         return hasher.finalize()
     }
