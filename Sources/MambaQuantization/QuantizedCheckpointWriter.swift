@@ -35,7 +35,9 @@ public final class QuantizedCheckpointWriter {
         }
         (self.directory, self.sourceDirectory) = (directory, sourceDirectory)
         temp = parent + "/.\(url.lastPathComponent).tmp-\(ProcessInfo.processInfo.processIdentifier)"
+        TemporaryPaths.sweepStale(beside: directory)
         try? fm.removeItem(atPath: temp)
+        TemporaryPaths.register(temp)
         do {
             try fm.createDirectory(atPath: temp, withIntermediateDirectories: false)
         } catch {
@@ -47,7 +49,10 @@ public final class QuantizedCheckpointWriter {
     deinit { if !finished { abandon() } }
 
     /// Removes the temporary directory (after an error or an interruption).
-    public func abandon() { try? FileManager.default.removeItem(atPath: temp) }
+    public func abandon() {
+        try? FileManager.default.removeItem(atPath: temp)
+        TemporaryPaths.unregister(temp)
+    }
 
     private func layer(_ prefix: String, _ l: QuantizedLayer, shape: [Int]? = nil) throws {
         if let q = l.weight {
@@ -114,6 +119,7 @@ public final class QuantizedCheckpointWriter {
         } else {
             try fm.moveItem(atPath: temp, toPath: directory)
         }
+        TemporaryPaths.unregister(temp)
         finished = true
     }
 }

@@ -54,6 +54,42 @@ final class QuantizeCommandTests: XCTestCase {
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: q + "/model.safetensors")), before)
     }
 
+    /// SIGINT during quantize removes the temporary directory (exit 130), and a later quantize
+    /// sweeps the temporary directories of processes that no longer run.
+    func testInterruptAndStaleTemporaryDirectories() throws {
+        let dir = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let bundled = Fixtures.packageRoot + "/models/bard-mamba"
+        let c = try CLI.run(["calibrate", "--model", bundled, "--samples", "4", "--seq-len", "128", "--quiet", "--out", dir + "/s.safetensors"])
+        XCTAssertEqual(c.status, 0, c.stderr)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: CLI.binary)
+        p.arguments = ["quantize", "--model", bundled, "--stats", dir + "/s.safetensors", "--quiet", "--out", dir + "/q"]
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let temp = dir + "/.q.tmp-\(p.processIdentifier)"
+        let deadline = Date().addingTimeInterval(20)
+        while !FileManager.default.fileExists(atPath: temp) && p.isRunning && Date() < deadline { usleep(10_000) }
+        guard p.isRunning else { throw XCTSkip("quantize finished before it could be interrupted") }
+        XCTAssertTrue(FileManager.default.fileExists(atPath: temp))
+        kill(p.processIdentifier, SIGINT)
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 130)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: temp))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/q"))
+
+        // A process that has exited left its temporary directory behind (as SIGKILL would).
+        let gone = Process()
+        gone.executableURL = URL(fileURLWithPath: "/bin/true")
+        try gone.run()
+        gone.waitUntilExit()
+        let stale = dir + "/.q.tmp-\(gone.processIdentifier)"
+        try FileManager.default.createDirectory(atPath: stale, withIntermediateDirectories: false)
+        let r = try CLI.run(["quantize", "--model", tiny, "--stats", try calibrate(tiny, dir, "t.safetensors"), "--quiet", "--out", dir + "/q"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: stale))
+    }
+
     func testQuantizeThenGenerateAndInspect() throws {
         let dir = try makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
