@@ -63,7 +63,7 @@ struct BenchCommand: ParsableCommand {
             let p = Double(preset.config.parameterCount)
             try MemoryEstimate(parts: [("float32 weights", 4 * p), ("int8 weights", 1.1 * p)] + MemoryEstimate.quantize(
                 preset.config, windows: 4, seqLength: 128, threads: par.threads).parts)
-                .check(job: "bench --preset \(preset.rawValue)", lower: "the preset (bench runs the float32 model beside the int8 one)")
+                .check(job: "bench --preset \(preset.rawValue)", lower: "the model: choose a smaller preset (bench runs the float32 model beside the int8 one)")
             printError("building random \(preset.rawValue) weights")
             weights = MambaWeights.random(preset.config, seed: 1)
             name = preset.rawValue
