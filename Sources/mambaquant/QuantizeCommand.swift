@@ -13,8 +13,8 @@ struct QuantizeCommand: ParsableCommand {
         commandName: "quantize",
         abstract: "Apply a quantization method (MambaQuant's rotations and smoothing, or a baseline) and write a quantized checkpoint.")
 
-    @Option(help: "Float checkpoint directory.")
-    var model: String
+    @Option(help: "Float checkpoint directory (default: the bundled model named by calibration/manifest.json).")
+    var model: String?
     @Option(help: "Stats file from `mambaquant calibrate` on this checkpoint.")
     var stats: String
     @Option(help: "rtn, smoothquant, hadamard or mambaquant.")
@@ -51,6 +51,7 @@ struct QuantizeCommand: ParsableCommand {
             method: method, bits: try BitWidths(parsing: bits), groupSize: groupSize, dynamicActivations: actScale == "dynamic",
             clip: actClip, seed: seed,
             keepFloat: Set((keepFloat ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }))
+        let model = try self.model ?? CorpusManifest().defaultModel
         try refuseOverwritingInput(out, inputs: [model, stats])
         if QuantizedModel.isQuantized(directory: model) {
             throw MambaError(.badInput, "\(model) is already a quantized checkpoint: quantize its float source")

@@ -90,6 +90,17 @@ final class QuantizeCommandTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: stale))
     }
 
+    /// Like calibrate, evaluate and compare, quantize defaults to the bundled model.
+    func testQuantizeDefaultsToTheBundledModel() throws {
+        let dir = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let c = try CLI.run(["calibrate", "--samples", "2", "--seq-len", "32", "--quiet", "--out", dir + "/s.safetensors"])
+        XCTAssertEqual(c.status, 0, c.stderr)
+        let r = try CLI.run(["quantize", "--stats", dir + "/s.safetensors", "--method", "rtn", "--quiet", "--out", dir + "/q"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("bard-mamba"), r.stderr)
+    }
+
     func testQuantizeThenGenerateAndInspect() throws {
         let dir = try makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
