@@ -99,11 +99,6 @@ public final class CheckpointWeights: @unchecked Sendable {
     /// Parameters (the tied head counted once) and bytes of the weights as stored.
     public var parameterCount: Int { (try? store.names.reduce(0) { $0 + (try store.view($1)).count }) ?? 0 }
     public var bytesOnDisk: Int { store.bytesOnDisk }
-
-    /// Bytes of the largest layer widened to float32 (what a layer-at-a-time pass holds).
-    public var layerFloat32Bytes: Int {
-        4 * (config.hiddenSize + config.mixer.spec.presentParameters(config).reduce(0) { $0 + $1.shape.reduce(1, *) })
-    }
 }
 
 /// Float weights a part at a time: a memory-mapped checkpoint (CheckpointWeights) or weights

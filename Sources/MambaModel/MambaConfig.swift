@@ -141,10 +141,14 @@ public struct MambaConfig: Sendable, Equatable {
         return config
     }
 
+    /// Parameters of one layer: its norm and its mixer's tensors.
+    public var layerParameterCount: Int {
+        hiddenSize + mixer.spec.presentParameters(self).reduce(0) { $0 + $1.shape.reduce(1, *) }
+    }
+
     /// Parameters of a model with this config (the tied head counted once).
     public var parameterCount: Int {
-        let perLayer = hiddenSize + mixer.spec.presentParameters(self).reduce(0) { $0 + $1.shape.reduce(1, *) }
-        return vocabSize * hiddenSize * (tieWordEmbeddings ? 1 : 2) + numLayers * perLayer + hiddenSize
+        vocabSize * hiddenSize * (tieWordEmbeddings ? 1 : 2) + numLayers * layerParameterCount + hiddenSize
     }
 
     /// Falcon-Mamba's mixer_rms_eps when config.json leaves it out (transformers' default).

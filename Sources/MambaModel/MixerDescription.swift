@@ -60,9 +60,6 @@ public struct ModuleSpec: Sendable {
         self.input = input
         self.allowsGroups = allowsGroups
     }
-
-    public var weightKey: String { name + ".weight" }
-    public var biasKey: String { name + ".bias" }
 }
 
 /// Rows `rows` of module `module`'s output are the activation at one site (e.g. in_proj's first
