@@ -24,14 +24,15 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
     public static func layerStreamed(_ c: MambaConfig, windows: Int, seqLength: Int, threads: Int, doubleCopies: Double = 0) -> MemoryEstimate {
         let (d, e, v) = (Double(c.hiddenSize), Double(c.innerSize), Double(c.vocabSize))
         let (w, l, t) = (Double(windows), Double(seqLength), Double(max(1, threads)))
-        let layer = 4 * (d + Double(c.mixer.spec.presentParameters(c).reduce(0) { $0 + $1.shape.reduce(1, *) }))
+        let layer = 4 * Double(c.layerParameterCount)
         var parts: [(String, Double)] = [
             ("residual streams (\(windows) x \(seqLength) tokens x D \(c.hiddenSize), float32)", 4 * w * l * d),
             // xz, x, z, conv out, dt, y, gate and the block output: about 12 [L, E] float32 per window in flight,
             // plus the observed copies in Double for the moments.
             ("activations of \(threads) windows in flight", t * l * (12 * 4 * e + 2 * 8 * d)),
-            // The pooled residual moments: one D x D Double per window in flight, the total and its symmetrized copy.
-            ("residual moments", (t + 2) * 8 * d * d),
+            // The pooled residual moments: the total and its symmetrized copy, D x D Double each
+            // (a window in flight keeps its [L, D] activations, counted above, not a D x D sum).
+            ("residual moments", 2 * 8 * d * d),
             ("one layer in float32", layer),
         ]
         if doubleCopies > 0 { parts.append(("one layer in Double while transformed", doubleCopies * 2 * layer)) }
@@ -54,12 +55,9 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
     }
 
     /// Refuses when the estimate exceeds MemAvailable (kept as is where /proc/meminfo is absent).
-    public func check(job: String, lower: String, available: Double? = MemoryEstimate.available()) throws {
+    public func check(job: String, lower: String, available: Double? = SystemMemory.available()) throws {
         guard let available, bytes > available else { return }
         throw MambaError(.outOfMemory, "\(job) needs about \(gigabytes(bytes)) of memory (\(description)) but \(gigabytes(available)) is available (MemAvailable): lower \(lower)")
     }
-
-    /// MemAvailable from /proc/meminfo, in bytes.
-    public static func available() -> Double? { SystemMemory.available() }
 }
 

@@ -25,6 +25,6 @@ final class MemoryBudgetTests: XCTestCase {
                 XCTAssertTrue(line.contains(word), "\(line) lacks \(word)")
             }
         }
-        XCTAssertNotNil(MemoryEstimate.available())
+        XCTAssertNotNil(SystemMemory.available())
     }
 }
