@@ -129,8 +129,9 @@ extension QuantizedLayer {
     }
 }
 
-/// The second pass's layer source: layer i transformed on demand, its quantized weights held
-/// until its scales are known.
+/// The second pass's layer source: layer i transformed on demand and quantized at once; the
+/// quantized block (without its activation scales) waits for the second pass, while the layer's
+/// Double parameters are released as soon as its float block is built.
 final class TransformedLayers<Source: WeightSource>: LayerSource {
     let source: Source
     let plan: MethodPlan
@@ -139,7 +140,7 @@ final class TransformedLayers<Source: WeightSource>: LayerSource {
     let table: FloatEmbedding
     let keep: Bool
     let threads: Int
-    var pending: (layer: Int, block: BlockParameters, modules: [String: QuantizedLayer])?
+    var pending: (layer: Int, block: QuantizedBlock)?
     var log: [AppliedTransform] = []
     /// Transformed float blocks, when the caller keeps the transformed model.
     var kept: [MambaBlock] = []
@@ -157,12 +158,17 @@ final class TransformedLayers<Source: WeightSource>: LayerSource {
         // The second pass runs windows one thread each with OpenBLAS single-threaded; the layer's
         // Double products get the whole budget.
         log += try BLAS.withThreads(threads) { try plan.apply(layer: i, to: &b, stats: stats) }
-        let prefix = BlockNames.mixerPrefix(layer: i)
+        let (m, prefix) = (b.mixer, BlockNames.mixerPrefix(layer: i))
         var modules: [String: QuantizedLayer] = [:]
-        for m in b.mixer.spec.modules {
-            modules[m.name] = quantizer.weights(prefix + m.name, b.mixer.weight(m.name), bias: b.mixer.biases[m.name], groups: m.allowsGroups)
+        for spec in m.spec.modules {
+            modules[spec.name] = quantizer.weights(prefix + spec.name, m.weight(spec.name), bias: m.biases[spec.name], groups: spec.allowsGroups)
         }
-        pending = (i, b, modules)
+        pending = (i, QuantizedBlock(
+            norm: b.norm.map(floatVector),
+            mixer: QuantizedMixer(
+                kind: m.kind, modules: modules, tensors: m.tensors, scanInputs: [:],
+                gateSmoothing: m.gateSmoothing.map { $0.map(Float.init) },
+                hadamardSigns: m.onlineRotations.mapValues { $0.signs.map(Float.init) })))
         let float = b.floatBlock(layer: i)
         if keep { kept.append(float) }
         return float
@@ -172,20 +178,14 @@ final class TransformedLayers<Source: WeightSource>: LayerSource {
 
     /// Layer i with the static scales of its module inputs and scan inputs from the second pass.
     func finish(layer i: Int, secondPass: CalibrationStats) throws -> QuantizedBlock {
-        guard let (layer, b, weights) = pending, layer == i else { preconditionFailure("layer \(i) finished before it was built") }
+        guard let (layer, built) = pending, layer == i else { preconditionFailure("layer \(i) finished before it was built") }
         pending = nil
-        let m = b.mixer
-        var modules: [String: QuantizedLayer] = [:]
-        for spec in m.spec.modules {
-            modules[spec.name] = weights[spec.name]!.with(input: try quantizer.activation(secondPass, i, spec.input))
+        var b = built
+        let spec = b.mixer.spec
+        for module in spec.modules {
+            b.mixer.modules[module.name] = b.mixer.modules[module.name]!.with(input: try quantizer.activation(secondPass, i, module.input))
         }
-        var scanInputs: [Site: ActivationQuantizer] = [:]
-        for (site, _) in m.spec.scanInputs { scanInputs[site] = try quantizer.activation(secondPass, i, site) }
-        return QuantizedBlock(
-            norm: b.norm.map(floatVector),
-            mixer: QuantizedMixer(
-                kind: m.kind, modules: modules, tensors: m.tensors, scanInputs: scanInputs,
-                gateSmoothing: m.gateSmoothing.map { $0.map(Float.init) },
-                hadamardSigns: m.onlineRotations.mapValues { $0.signs.map(Float.init) }))
+        for (site, _) in spec.scanInputs { b.mixer.scanInputs[site] = try quantizer.activation(secondPass, i, site) }
+        return b
     }
 }

@@ -17,7 +17,8 @@ public struct AppliedTransform: Sendable, Codable, Equatable {
 ///
 /// The plan acts a layer at a time: R1 (the only decision spanning layers, from the pooled
 /// residual moments) is fixed up front, then each block is folded, rotated and smoothed on its own
-/// (`apply(layer:to:)`), and the embedding and head outside the blocks (`applyOutside`). Every
+/// (`apply(layer:to:)`), and the head and embedding outside the blocks (`transformHead`,
+/// `transformEmbedding`). Every
 /// matrix goes through the same operations in the same order as when the whole model is
 /// transformed at once, so both give the same bits.
 public struct MethodPlan: Sendable {
