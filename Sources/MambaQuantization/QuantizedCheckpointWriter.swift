@@ -64,13 +64,12 @@ public final class QuantizedCheckpointWriter {
             try tensors.add(prefix + ".weight", dtype: .f32, shape: shape ?? t.shape, floats: t.storage)
         }
         if let b = l.bias { try tensors.add(prefix + ".bias", b) }
-        weightBytes += l.weightBytes + 4 * (l.bias?.count ?? 0)
     }
 
     public func add(embedding e: QuantizedMatrix) throws {
         try tensors.add(QuantizedNames.embedding + ".weight", shape: [e.rows, e.cols], int8s: e.values)
         try tensors.add(QuantizedNames.embedding + ".weight_scale", shape: [e.rows], floats: e.scales)
-        weightBytes += e.values.count + 4 * e.scales.count
+        weightBytes += e.storedBytes
     }
 
     /// Block `i`'s tensors in its description's order, then its scan-input scales, S-SiLU's s and
@@ -92,8 +91,7 @@ public final class QuantizedCheckpointWriter {
         for module in m.spec.modules {
             if let s = m.hadamardSigns[module.name] { try tensors.add(p + QuantizedNames.hadamardSigns(module.name), shape: [s.count], floats: s) }
         }
-        weightBytes += 4 * (m.tensors.values.reduce(0) { $0 + $1.count } + (b.norm?.count ?? 0) + (m.gateSmoothing?.count ?? 0))
-        weightBytes += 4 * m.hadamardSigns.values.reduce(0) { $0 + $1.count }
+        weightBytes += b.weightBytes
     }
 
     /// norm_f (all ones: folded), lm_head, config.json with the "quantization" object, the source's
@@ -103,6 +101,7 @@ public final class QuantizedCheckpointWriter {
         try tensors.add(QuantizedNames.normF, Tensor(repeating: 1, shape: [config.hiddenSize]))
         weightBytes += 4 * config.hiddenSize
         try layer(QuantizedNames.lmHead, lmHead)
+        weightBytes += lmHead.storedBytes
         try tensors.finish()
         var json = config.json
         json["quantization"] = QuantizedModel.quantizationJSON(recipe, transforms, provenance)

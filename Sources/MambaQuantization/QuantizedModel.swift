@@ -35,7 +35,15 @@ public struct QuantizedLayer: Sendable {
     /// Input channels: a linear's columns, a depthwise conv's taps.
     public var inFeatures: Int { weight?.cols ?? floatWeight!.cols }
 
-    public var weightBytes: Int { weight.map { $0.values.count + 4 * $0.scales.count } ?? 4 * (floatWeight?.count ?? 0) }
+    public var weightBytes: Int { weight?.storedBytes ?? 4 * (floatWeight?.count ?? 0) }
+
+    /// The weights and the bias as stored.
+    public var storedBytes: Int { weightBytes + 4 * (bias?.count ?? 0) }
+}
+
+extension QuantizedMatrix {
+    /// Integers one per byte and float32 scales, as stored.
+    public var storedBytes: Int { values.count + 4 * scales.count }
 }
 
 /// One quantized mixer, keyed by its description's names.
@@ -58,6 +66,14 @@ public struct QuantizedMixer: Sendable {
 public struct QuantizedBlock: Sendable {
     public var norm: Tensor?               // nil: all ones (folded)
     public var mixer: QuantizedMixer
+
+    /// Bytes as stored: the modules, the float tensors, the norm, S-SiLU's s and the rotations' signs.
+    public var weightBytes: Int {
+        let m = mixer
+        let floats = m.tensors.values.reduce(0) { $0 + $1.count } + (norm?.count ?? 0) + (m.gateSmoothing?.count ?? 0)
+            + m.hadamardSigns.values.reduce(0) { $0 + $1.count }
+        return m.modules.values.reduce(0) { $0 + $1.storedBytes } + 4 * floats
+    }
 }
 
 /// The quantized model: what `quantize` writes and `generate`, `evaluate` and `compare` run.
@@ -80,14 +96,7 @@ public struct QuantizedModel: Sendable {
 
     /// Bytes of the weights as stored (integers one per byte, scales, float tensors).
     public var weightBytes: Int {
-        var n = embedding.values.count + 4 * embedding.scales.count + lmHead.weightBytes
-        for b in blocks {
-            let m = b.mixer
-            n += m.modules.values.reduce(0) { $0 + $1.weightBytes + 4 * ($1.bias?.count ?? 0) }
-            n += 4 * (m.tensors.values.reduce(0) { $0 + $1.count } + (b.norm?.count ?? 0) + (m.gateSmoothing?.count ?? 0))
-            n += 4 * m.hadamardSigns.values.reduce(0) { $0 + $1.count }
-        }
-        return n + 4 * config.hiddenSize
+        embedding.storedBytes + blocks.reduce(0) { $0 + $1.weightBytes } + lmHead.storedBytes + 4 * config.hiddenSize
     }
 
     /// Every module name `--keep-float` may list for this config: lm_head and each layer's

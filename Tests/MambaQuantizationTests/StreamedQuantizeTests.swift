@@ -74,12 +74,14 @@ final class StreamedQuantizeTests: XCTestCase {
         let provenance = QuantizationProvenance(sourceSHA256: "s", statsSHA256: "t")
         let source = try CheckpointWeights(directory: directory)
         for (k, recipe) in recipes.enumerated() {
-            try wholeModelQuantize(w, file, recipe).write(directory: dir + "/whole\(k)", sourceDirectory: directory, provenance: provenance)
+            let whole = try wholeModelQuantize(w, file, recipe)
+            try whole.write(directory: dir + "/whole\(k)", sourceDirectory: directory, provenance: provenance)
             let writer = try QuantizedCheckpointWriter(directory: dir + "/streamed\(k)", sourceDirectory: directory)
             let r = try QuantizedModel.stream(weights: source, stats: file, recipe: recipe, parallelism: Parallelism(threads: 2),
                                               embedding: { try writer.add(embedding: $0) },
                                               block: { try writer.add(block: $1, layer: $0, config: w.config) })
             try writer.finish(config: r.config, recipe: recipe, lmHead: r.lmHead, transforms: r.transforms, provenance: provenance)
+            XCTAssertEqual(writer.weightBytes, whole.weightBytes, "\(label) \(recipe.method) weight bytes")
             for f in ["model.safetensors", "config.json"] {
                 XCTAssertTrue(FileManager.default.contentsEqual(atPath: dir + "/whole\(k)/" + f, andPath: dir + "/streamed\(k)/" + f),
                               "\(label) \(recipe.method) \(recipe.bits) \(f)")
