@@ -74,7 +74,7 @@ extension QuantizedModel {
     /// `mixer` overrides the mixer that config.json's model_type implies (a caller's own mixer type).
     public static func load(directory: String, mixer: MixerKind? = nil) throws -> QuantizedModel {
         var blocks: [QuantizedBlock] = []
-        var q = try load(directory: directory, mixer: mixer) { blocks.append($1) }
+        var q = try load(directory: directory, mixer: mixer) { _, b, _ in blocks.append(b) }
         q.blocks = blocks
         return q
     }
@@ -83,18 +83,16 @@ extension QuantizedModel {
     /// integers are packed for the GEMM and dropped, and its pages of the mapped file released,
     /// so loading holds about one copy of the weights, not the file, the integers and the panels.
     public static func loadModel(directory: String, runtime: QuantizedRuntime = .int8, mixer: MixerKind? = nil) throws -> MambaLM {
-        var config = try MambaConfig.load(directory: directory)
-        if let mixer { config.mixer = mixer }
         var blocks: [MambaBlock] = []
-        let q = try load(directory: directory, mixer: mixer) { [config] i, b in
+        let q = try load(directory: directory, mixer: mixer) { i, b, config in
             blocks.append(MambaBlock(norm: b.norm, mixer: b.mixer.spec.makeMixer(QuantizedOpSource(mixer: b.mixer, runtime: runtime), config, layer: i)))
         }
         return MambaLM(config: q.config, embedding: QuantizedEmbedding(table: q.embedding), blocks: blocks, normF: nil, lmHead: q.lmHead.linear(runtime))
     }
 
-    /// Reads the checkpoint, handing each block to `onBlock` in layer order instead of keeping it
-    /// (the returned model has no blocks).
-    static func load(directory: String, mixer: MixerKind?, onBlock: (Int, QuantizedBlock) throws -> Void) throws -> QuantizedModel {
+    /// Reads the checkpoint, handing each block (with the config) to `onBlock` in layer order
+    /// instead of keeping it (the returned model has no blocks).
+    static func load(directory: String, mixer: MixerKind?, onBlock: (Int, QuantizedBlock, MambaConfig) throws -> Void) throws -> QuantizedModel {
         var config = try MambaConfig.load(directory: directory)
         if let mixer { config.mixer = mixer }
         guard let q = config.json["quantization"]?.object else {
@@ -194,7 +192,8 @@ extension QuantizedModel {
             }
             try onBlock(i, QuantizedBlock(
                 norm: norm.storage.allSatisfy { $0 == 1 } ? nil : norm,
-                mixer: QuantizedMixer(kind: kind, modules: modules, tensors: tensors, scanInputs: scan, gateSmoothing: gate, hadamardSigns: signs)))
+                mixer: QuantizedMixer(kind: kind, modules: modules, tensors: tensors, scanInputs: scan, gateSmoothing: gate, hadamardSigns: signs)),
+                config)
         }
         _ = try floats(QuantizedNames.normF, [d])
         let lmHead = try layer(QuantizedNames.lmHead, rows: v, cols: d, bias: false)
