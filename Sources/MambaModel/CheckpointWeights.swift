@@ -1,3 +1,4 @@
+import CMambaKernels
 import Foundation
 import MambaTensors
 
@@ -69,7 +70,64 @@ public final class CheckpointWeights: @unchecked Sendable {
         return t
     }
 
+    /// A 2-D tensor kept in its 16-bit type (nil when the file stores it in another one), refused
+    /// when it holds NaN or Inf.
+    public func halfMatrix(_ name: String) throws -> HalfMatrix? {
+        let view = try store.view(name)
+        guard let format = HalfFormat(view.dtype), view.shape.count == 2 else { return nil }
+        // Copied bytewise: a tensor's offset in the file need not be 2-byte aligned.
+        let bits = [UInt16](unsafeUninitializedCapacity: view.count) { buffer, initialized in
+            if view.count > 0 { UnsafeMutableRawPointer(buffer.baseAddress!).copyMemory(from: view.bytes.baseAddress!, byteCount: 2 * view.count) }
+            initialized = view.count
+        }
+        view.releasePages()
+        let bad = bits.withUnsafeBufferPointer { mq_first_nonfinite_half($0.baseAddress, format.kernelFormat, $0.count) }
+        if bad < bits.count {
+            throw MambaError(.badFile, "tensor \(name) of \(store.directory) holds \(HalfMatrix(format: format, rows: 1, cols: 1, bits: [bits[bad]]).widened().storage[0]) at index \(bad): the checkpoint's weights must be finite")
+        }
+        return HalfMatrix(format: format, rows: view.shape[0], cols: view.shape[1], bits: bits)
+    }
+
+    /// A matrix as the float runtime holds it: 16-bit in place, anything else widened.
+    public func storedMatrix(_ name: String) throws -> StoredMatrix {
+        if let h = try halfMatrix(name) { return .half(h) }
+        return .float(try tensor(name))
+    }
+
+    /// The bytes the float runtime holds for this checkpoint: 16-bit matrices as stored, every
+    /// other tensor (vectors, the conv's [C, 1, K], F32 matrices) in float32.
+    public var runtimeBytes: Int {
+        (try? store.names.reduce(0) { total, name in
+            let v = try store.view(name)
+            return total + (HalfFormat(v.dtype) != nil && v.shape.count == 2 ? 2 : 4) * v.count
+        }) ?? 0
+    }
+
+    /// The runtime's weight type: "float32", or the 16-bit type its matrices keep.
+    public var runtimeWeightType: String {
+        (try? store.view(embeddingName)).flatMap { HalfFormat($0.dtype)?.dtype.rawValue.lowercased() } ?? "float32"
+    }
+
     public func readEmbedding() throws -> Tensor { try tensor(embeddingName) }
+    public func readStoredEmbedding() throws -> StoredMatrix { try storedMatrix(embeddingName) }
+    /// nil when tied to the embedding.
+    public func readStoredLMHead() throws -> StoredMatrix? { tiedHead ? nil : try storedMatrix(ModelParameter.lmHead.name) }
+
+    /// Layer `i` as the float runtime holds it: its linear modules' weights by module name (16-bit
+    /// in place), and every other tensor widened to float32 in `BlockWeights`.
+    public func readStoredLayer(_ i: Int) throws -> (block: BlockWeights, linears: [String: StoredMatrix]) {
+        let prefix = BlockNames.mixerPrefix(layer: i)
+        let spec = config.mixer.spec
+        var tensors: [String: Tensor] = [:], linears: [String: StoredMatrix] = [:]
+        for (p, shape) in spec.presentParameters(config) {
+            if case .weight(let m) = p.role, spec.module(m)?.kind == .linear {
+                linears[m] = try storedMatrix(prefix + p.key)
+            } else {
+                tensors[p.key] = try tensor(prefix + p.key).reshaped(shape)
+            }
+        }
+        return (BlockWeights(norm: try tensor(BlockNames.norm(layer: i)), mixer: MixerWeights(kind: config.mixer, tensors: tensors)), linears)
+    }
     public func readNormF() throws -> Tensor { try tensor(ModelParameter.normF.name) }
     /// nil when tied to the embedding.
     public func readLMHead() throws -> Tensor? { tiedHead ? nil : try tensor(ModelParameter.lmHead.name) }

@@ -57,8 +57,29 @@ public struct MambaLM: Sendable {
         self.lmHead = lmHead
     }
 
+    /// The float model of a checkpoint as stored (see `init(checkpoint:)`).
     public static func load(directory: String) throws -> MambaLM {
-        MambaLM(weights: try MambaWeights.load(directory: directory))
+        try MambaLM(checkpoint: try CheckpointWeights(directory: directory))
+    }
+
+    /// The float model over a checkpoint's weights as stored: an F32 checkpoint in float32, a BF16
+    /// or F16 one with its matrices kept in 16 bits (HalfOps.swift), so the model takes about the
+    /// file's size; vectors and the conv are widened. Refused up front when that cannot fit in
+    /// MemAvailable.
+    public init(checkpoint w: CheckpointWeights, available: Double? = SystemMemory.available()) throws {
+        let need = Double(w.runtimeBytes)
+        if let available, need > available {
+            throw MambaError(.outOfMemory, "the float model of \(w.store.directory) needs \(gigabytes(need)) (\(w.runtimeWeightType) weights) but \(gigabytes(available)) is available (MemAvailable): quantize it, which works a layer at a time, and run the int8 model")
+        }
+        let c = w.config
+        let table = try w.readStoredEmbedding()
+        var blocks: [MambaBlock] = []
+        for i in 0..<c.numLayers {
+            let (block, linears) = try w.readStoredLayer(i)
+            blocks.append(MambaBlock(norm: block.norm, mixer: c.mixer.spec.makeMixer(FloatOpSource(block.mixer, linears: linears), c, layer: i)))
+        }
+        self.init(config: c, embedding: table.embedding(), blocks: blocks, normF: try w.readNormF(),
+                  lmHead: (try w.readStoredLMHead() ?? table).linear(bias: nil))
     }
 
     public var vocabSize: Int { embedding.vocabSize }

@@ -81,14 +81,19 @@ public struct MambaWeights: Sendable {
     public var parameterCount: Int { namedTensors().reduce(0) { $0 + $1.1.count } }
 }
 
-/// Float ops over a checkpoint's tensors: the original model.
+/// Float ops over a checkpoint's tensors: the original model. Linear weights come from `linears`
+/// when the runtime holds them as stored (16-bit), else from the float32 tensors.
 struct FloatOpSource: MixerOpSource {
     let weights: MixerWeights
+    let linears: [String: StoredMatrix]
 
-    init(_ weights: MixerWeights) { self.weights = weights }
+    init(_ weights: MixerWeights, linears: [String: StoredMatrix] = [:]) {
+        self.weights = weights
+        self.linears = linears
+    }
 
     func linear(_ module: String) -> any LinearOp {
-        FloatLinear(weight: tensor(module + ".weight"), bias: weights[module + ".bias"])
+        (linears[module] ?? .float(tensor(module + ".weight"))).linear(bias: weights[module + ".bias"])
     }
 
     func conv(_ module: String) -> any ConvOp {

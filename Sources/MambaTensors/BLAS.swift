@@ -14,18 +14,18 @@ public enum BLAS {
     /// `withThreads(1, body)`: for LAPACK routines whose results depend on OpenBLAS's thread count.
     public static func singleThreaded<T>(_ body: () throws -> T) rethrows -> T { try withThreads(1, body) }
 
-    /// c[m, n] = a[m, k] * w[n, k]^T (+ c if accumulate).
+    /// c[m, n] = a[m, k] * w[n, k]^T (+ c if accumulate); c's rows are `ldc` apart (default n).
     public static func matmulTransposed(
         _ a: UnsafePointer<Float>, rows m: Int, inner k: Int,
         _ w: UnsafePointer<Float>, outputs n: Int,
-        into c: UnsafeMutablePointer<Float>, accumulate: Bool = false
+        into c: UnsafeMutablePointer<Float>, ldc: Int? = nil, accumulate: Bool = false
     ) {
         guard m > 0, n > 0 else { return }
         if m == 1 {
             cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(n), Int32(k), 1, w, Int32(k), a, 1, accumulate ? 1 : 0, c, 1)
         } else {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k),
-                        1, a, Int32(k), w, Int32(k), accumulate ? 1 : 0, c, Int32(n))
+                        1, a, Int32(k), w, Int32(k), accumulate ? 1 : 0, c, Int32(ldc ?? n))
         }
     }
 

@@ -82,7 +82,10 @@ struct CompareCommand: ParsableCommand {
             }
         let bitList = try bits.split(separator: ",").map { try BitWidths(parsing: String($0)) }
 
-        let weights = try MambaWeights.load(directory: modelDir)
+        // Quantizing here (--methods) needs the whole model in memory; checkpoints quantized
+        // beforehand (--quantized) need only the float runtime, which keeps 16-bit weights as stored.
+        let checkpoint = try CheckpointWeights(directory: modelDir)
+        let weights = methodList.isEmpty ? nil : try checkpoint.all()
         guard let tokenizer = try loadTokenizer(modelDirectory: modelDir) else {
             throw MambaError(.missingFile, "\(modelDir) has no tokenizer.json: evaluation text cannot be tokenized")
         }
@@ -91,9 +94,11 @@ struct CompareCommand: ParsableCommand {
             let text = try readText(path)
             return EvaluationFile(name: path, text: text, tokens: tokenizer.encode(text))
         }
-        let float = MambaLM(weights: weights)
-        var contenders = [Contender(name: "float", method: "none", bits: "fp32", seed: nil, model: float, transformedFloat: nil,
-                                    weightBytes: 4 * weights.parameterCount, runtime: "float32 (OpenBLAS)")]
+        let float = try weights.map { MambaLM(weights: $0) } ?? MambaLM(checkpoint: checkpoint)
+        let floatType = weights == nil ? checkpoint.runtimeWeightType : "float32"
+        var contenders = [Contender(name: "float", method: "none", bits: floatType == "float32" ? "fp32" : floatType, seed: nil, model: float,
+                                    transformedFloat: nil, weightBytes: weights.map { 4 * $0.parameterCount } ?? checkpoint.runtimeBytes,
+                                    runtime: floatType == "float32" ? "float32 (OpenBLAS)" : "\(floatType) weights, float32 arithmetic")]
         let int8Path = kernelOptions.kernels.description
         for dir in quantized {
             let p = try QuantizedModel.provenance(directory: dir)
@@ -110,7 +115,7 @@ struct CompareCommand: ParsableCommand {
                 for b in bitList {
                     for s in 0..<UInt64(seeds) {
                         let recipe = QuantizationRecipe(method: m, bits: b, seed: s)
-                        let (q, transformed) = try QuantizedModel.quantizeKeepingTransformed(weights: weights, stats: stats, recipe: recipe, parallelism: par)
+                        let (q, transformed) = try QuantizedModel.quantizeKeepingTransformed(weights: weights!, stats: stats, recipe: recipe, parallelism: par)
                         contenders.append(Contender(name: m.rawValue, method: m.rawValue, bits: b.description, seed: s, model: q.model(runtime: kernelOptions.kernels),
                                                     transformedFloat: transformed, weightBytes: q.weightBytes, runtime: int8Path))
                         log("quantized \(m.rawValue) \(b)" + (seeds > 1 ? " seed \(s)" : ""))
