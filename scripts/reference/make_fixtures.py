@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Regenerates Tests/Fixtures: tiny random Hugging Face Mamba checkpoints with logits computed by an
-implementation nobody here wrote (transformers' MambaForCausalLM), token ids from the `tokenizers`
-library, and malformed checkpoints for the loader's error paths.
+implementation nobody here wrote (transformers' MambaForCausalLM, FalconMambaForCausalLM and
+Mamba2ForCausalLM, on their torch paths: no CUDA kernels, no mamba_ssm), token ids from the
+`tokenizers` library, and malformed checkpoints for the loader's error paths.
 
     pip install -r scripts/requirements.txt   # torch 2.13.0+cpu comes from the machine's local wheel
     python3 scripts/reference/make_fixtures.py [MODEL ...]   # all fixtures, or just the named models
@@ -27,8 +28,12 @@ sys.path.insert(0, os.path.join(REPO, "scripts", "train"))
 PROMPT_LEN = 37
 GREEDY_PROMPT = 5
 GREEDY_NEW = 8
+# Mamba-2 fixtures also store decode logits: the first DECODE_PREFIX ids go through one chunked prefill
+# with a cache (19 is a multiple of no chunk size used below, so the state handed to the decode comes
+# out of a padded last chunk), then each later id is one recurrent step through that cache.
+DECODE_PREFIX = 19
 
-# name -> (MambaConfig kwargs, storage dtype, layout). Together they cover tied and untied heads,
+# name -> (config kwargs, storage dtype, layout). The Mamba-1 ones (MambaConfig) together cover tied and untied heads,
 # conv_kernel 4 and 3, state_size 16 and 8, time_step_rank "auto" and explicit, biases on and off,
 # F32/F16/BF16, a vocab padded past the tokenizer's size, state-spaces' original config keys and
 # embedding name, a sharded checkpoint, and Falcon-Mamba with and without mixer_rms_eps.
@@ -50,6 +55,27 @@ MODELS = {
     "tiny-falcon-untied-bf16": (dict(vocab_size=70, hidden_size=24, state_size=8, num_hidden_layers=3, conv_kernel=3,
                                      expand=2, time_step_rank=6, use_bias=True, use_conv_bias=True,
                                      tie_word_embeddings=False, mixer_rms_eps=1e-6), torch.bfloat16, "falcon-no-eps"),
+    # Mamba-2 (Mamba2ForCausalLM). num_heads * head_dim == expand * hidden_size; chunk_size 8, 16 and 12
+    # all leave a remainder of the 37-id prompt (and of the 19-id decode prefix), so the chunked scan
+    # pads its last chunk and hands state across several chunk boundaries.
+    # tiny-mamba2: one group (all 8 heads read the same B, C), tied head, default time_step_limit,
+    # which transformers 5 writes as [0.0, {"__float__": "Infinity"}].
+    "tiny-mamba2": (dict(vocab_size=64, hidden_size=32, state_size=16, num_hidden_layers=2, conv_kernel=4,
+                         expand=2, num_heads=8, head_dim=8, n_groups=1, chunk_size=8, use_bias=False,
+                         use_conv_bias=True, tie_word_embeddings=True), torch.float32, "mamba2"),
+    # tiny-mamba2-g2-untied: two groups of two heads, head_dim 12, conv 3, state 8, biases on in_proj and
+    # out_proj, untied head, F16, and a finite time_step_limit that clamps dt on both sides in the
+    # prefill (transformers' and mamba_ssm's recurrent steps do not clamp: see decode_logits_unclamped).
+    "tiny-mamba2-g2-untied": (dict(vocab_size=77, hidden_size=24, state_size=8, num_hidden_layers=3, conv_kernel=3,
+                                   expand=2, num_heads=4, head_dim=12, n_groups=2, chunk_size=16, use_bias=True,
+                                   use_conv_bias=True, tie_word_embeddings=False, time_step_limit=(0.02, 0.3)),
+                              torch.float16, "mamba2"),
+    # tiny-mamba2-bf16: BF16, two groups of two heads, head_dim 8, chunk 12, tied; its config.json spells
+    # the default limit [0.0, Infinity] with a bare Infinity (not JSON), as json.dump and transformers 4
+    # wrote it and as published Mamba-2 configs carry it.
+    "tiny-mamba2-bf16": (dict(vocab_size=50, hidden_size=16, state_size=16, num_hidden_layers=2, conv_kernel=4,
+                              expand=2, num_heads=4, head_dim=8, n_groups=2, chunk_size=12, use_bias=False,
+                              use_conv_bias=True, tie_word_embeddings=True), torch.bfloat16, "mamba2-bare-inf"),
 }
 
 
@@ -59,7 +85,14 @@ def randomize(model, seed):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("A_log"):
+            if name.endswith("A_log") and p.dim() == 1:         # Mamba-2: one A per head, -A spread over
+                H = p.shape[0]                                  # mamba_ssm's A_init_range (1, 16)
+                base = torch.log(torch.linspace(1.0, 16.0, H))
+                p.copy_(base + 0.3 * torch.randn(p.shape, generator=g))
+            elif name.endswith("dt_bias"):                      # Mamba-2: one dt bias per head
+                dt = torch.exp(torch.rand(p.shape, generator=g) * (math.log(1.0) - math.log(0.01)) + math.log(0.01))
+                p.copy_(dt + torch.log(-torch.expm1(-dt)))
+            elif name.endswith("A_log"):
                 E, N = p.shape
                 base = torch.log(torch.arange(1, N + 1, dtype=torch.float32)).repeat(E, 1)
                 p.copy_(base + 0.3 * torch.randn(p.shape, generator=g))
@@ -110,9 +143,52 @@ def state_dict_for_disk(model, dtype, layout):
     return sd
 
 
+def mamba2_decode(model, ids, prefix):
+    """Logits of ids[prefix:], each from one recurrent step through the cache that a chunked prefill of
+    ids[:prefix] filled (conv_states: the last conv_kernel inputs of the conv, ssm_states: [heads,
+    head_dim, state_size] per layer)."""
+    with torch.no_grad():
+        out = model(ids[None, :prefix], use_cache=True)
+        cache, rows = out.cache_params, []
+        for t in range(prefix, len(ids)):
+            out = model(ids[None, t:t + 1], cache_params=cache, use_cache=True)
+            cache = out.cache_params
+            rows.append(out.logits[0, -1].float())
+    return torch.stack(rows)
+
+
+class clamped_mamba2_step:
+    """transformers' Mamba-2 recurrent step (mamba2_selective_state_update), as mamba_ssm's Mamba2.step,
+    ignores time_step_limit, which the chunked prefill applies (dt = clamp(softplus(dt + dt_bias))). Within
+    this context the step clamps too, so that decode and prefill compute the same function."""
+
+    def __init__(self, limit):
+        import transformers.models.mamba2.modeling_mamba2 as m
+        self.m, self.limit, self.orig = m, tuple(limit), m.mamba2_selective_state_update
+
+    def __enter__(self):
+        orig, (lo, hi) = self.orig, self.limit
+
+        def step(state, hidden_states, dt, A, B, C, D=None, dt_bias=None, dt_softplus=False, z=None, **kw):
+            if dt_bias is not None:
+                dt = dt + dt_bias.to(dt.dtype)
+            if dt_softplus:
+                dt = torch.nn.functional.softplus(dt)
+            dt = torch.clamp(dt, min=lo, max=hi)
+            return orig(state, hidden_states, dt, A, B, C, D, dt_bias=None, dt_softplus=False, z=z, **kw)
+
+        self.m.mamba2_selective_state_update = step
+        return self
+
+    def __exit__(self, *exc):
+        self.m.mamba2_selective_state_update = self.orig
+
+
 def write_model(name, kwargs, dtype, layout, seed):
     if layout.startswith("falcon"):
         from transformers import FalconMambaConfig as Config, FalconMambaForCausalLM as Model
+    elif layout.startswith("mamba2"):
+        from transformers import Mamba2Config as Config, Mamba2ForCausalLM as Model
     else:
         from transformers import MambaConfig as Config, MambaForCausalLM as Model
     d = os.path.join(OUT, "models", name)
@@ -156,6 +232,12 @@ def write_model(name, kwargs, dtype, layout, seed):
             del j["mixer_rms_eps"]
             with open(os.path.join(d, "config.json"), "w") as f:
                 json.dump(j, f, indent=2, sort_keys=True)
+        if layout == "mamba2-bare-inf":
+            # transformers 5 writes inf as {"__float__": "Infinity"}; json.dump (and transformers 4's
+            # to_json_file) writes a bare Infinity, which is not JSON but is what published configs carry.
+            j = Config._dict_from_json_file(os.path.join(d, "config.json"))
+            with open(os.path.join(d, "config.json"), "w") as f:
+                f.write(json.dumps(j, indent=2, sort_keys=True) + "\n")
         save_file(sd, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
     if name == "tiny-tied":
         byte_tokenizer(os.path.join(d, "tokenizer.json"))
@@ -166,11 +248,35 @@ def write_model(name, kwargs, dtype, layout, seed):
     with torch.no_grad():
         logits = model(ids[None]).logits[0].float()
     gids = greedy(model, ids[:GREEDY_PROMPT].tolist(), GREEDY_NEW)
-    save_file({"input_ids": ids.to(torch.int64), "logits": logits.contiguous(),
-               "greedy_prompt": ids[:GREEDY_PROMPT].clone().to(torch.int64),
-               "greedy_ids": torch.tensor(gids, dtype=torch.int64)},
-              os.path.join(d, "reference.safetensors"), metadata={"source": f"transformers {type(model).__name__} (slow path)"})
-    print(f"{name}: vocab {kwargs['vocab_size']} max|logit| {logits.abs().max():.3f} greedy {gids}")
+    ref = {"input_ids": ids.to(torch.int64), "logits": logits.contiguous(),
+           "greedy_prompt": ids[:GREEDY_PROMPT].clone().to(torch.int64),
+           "greedy_ids": torch.tensor(gids, dtype=torch.int64)}
+    meta = {"source": f"transformers {type(model).__name__} (slow path)"}
+    if layout.startswith("mamba2"):
+        meta["source"] = f"transformers {type(model).__name__} (torch path: mamba2_chunk_scan prefill, mamba2_selective_state_update decode)"
+        limit = tuple(cfg.time_step_limit)
+        clamps = limit != (0.0, float("inf"))
+        raw = mamba2_decode(model, ids, DECODE_PREFIX)
+        if clamps:
+            with clamped_mamba2_step(limit):
+                dec = mamba2_decode(model, ids, DECODE_PREFIX)
+            ref["decode_logits_unclamped"] = raw.contiguous()
+            meta["decode_logits"] = "recurrent steps with dt clamped to time_step_limit, as the prefill clamps it"
+            meta["decode_logits_unclamped"] = "transformers' own recurrent step, which ignores time_step_limit"
+        else:
+            dec = raw
+        ref["decode_prefix"] = torch.tensor([DECODE_PREFIX], dtype=torch.int64)
+        ref["decode_logits"] = dec.contiguous()
+        diff = (dec - logits[DECODE_PREFIX:]).abs().max().item()
+        note = f" decode-vs-prefill max|diff| {diff:.3g}"
+        if clamps:
+            note += f" (unclamped step: {(raw - logits[DECODE_PREFIX:]).abs().max().item():.3g})"
+        if diff > 1e-4 * max(1.0, logits.abs().max().item()):
+            sys.exit(f"{name}: decode logits disagree with prefill logits by {diff}")
+    else:
+        note = ""
+    save_file(ref, os.path.join(d, "reference.safetensors"), metadata=meta)
+    print(f"{name}: vocab {kwargs['vocab_size']} max|logit| {logits.abs().max():.3f} greedy {gids}{note}")
     return d
 
 
