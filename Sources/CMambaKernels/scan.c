@@ -79,3 +79,66 @@ void mq_selective_scan_f32(const mq_scan_args *args) {
 #endif
     scan_scalar(args);
 }
+
+// Mamba-2's recurrence (mq_ssd_args). One exp per (t, head), not per state element: the decay is a
+// scalar per head. The n loop is the state update and the C contraction in one pass.
+static void ssd_scalar(const mq_ssd_args *a) {
+    const int H = a->heads, P = a->head_dim, N = a->state, per_group = a->heads / a->groups;
+    for (int t = 0; t < a->length; t++) {
+        for (int h = a->head_begin; h < a->head_end; h++) {
+            const float d = a->dt[(size_t)t * H + h], dA = expf(d * a->A[h]);
+            const float *B = a->B + (size_t)t * a->ldb + (size_t)(h / per_group) * N;
+            const float *C = a->C + (size_t)t * a->ldc + (size_t)(h / per_group) * N;
+            for (int p = 0; p < P; p++) {
+                const size_t ch = (size_t)h * P + p;
+                const float xv = a->x[(size_t)t * H * P + ch], dx = d * xv;
+                float *s = a->s + ch * N, acc = 0.0f;
+                for (int n = 0; n < N; n++) {
+                    s[n] = dA * s[n] + dx * B[n];
+                    acc += s[n] * C[n];
+                }
+                a->y[(size_t)t * H * P + ch] = acc + a->D[h] * xv;
+            }
+        }
+    }
+}
+
+#if MQ_X86
+MQ_AVX2 static void ssd_avx2(const mq_ssd_args *a) {
+    const int H = a->heads, P = a->head_dim, N = a->state, per_group = a->heads / a->groups;
+    const int Nv = N - N % 8;
+    for (int t = 0; t < a->length; t++) {
+        for (int h = a->head_begin; h < a->head_end; h++) {
+            const float d = a->dt[(size_t)t * H + h], dA = expf(d * a->A[h]);
+            const float *B = a->B + (size_t)t * a->ldb + (size_t)(h / per_group) * N;
+            const float *C = a->C + (size_t)t * a->ldc + (size_t)(h / per_group) * N;
+            const __m256 vdA = _mm256_set1_ps(dA);
+            for (int p = 0; p < P; p++) {
+                const size_t ch = (size_t)h * P + p;
+                const float xv = a->x[(size_t)t * H * P + ch], dx = d * xv;
+                const __m256 vdx = _mm256_set1_ps(dx);
+                float *s = a->s + ch * N;
+                __m256 acc = _mm256_setzero_ps();
+                for (int n = 0; n < Nv; n += 8) {
+                    __m256 sv = _mm256_fmadd_ps(vdA, _mm256_loadu_ps(s + n), _mm256_mul_ps(vdx, _mm256_loadu_ps(B + n)));
+                    _mm256_storeu_ps(s + n, sv);
+                    acc = _mm256_fmadd_ps(sv, _mm256_loadu_ps(C + n), acc);
+                }
+                float sum = hsum256(acc);
+                for (int n = Nv; n < N; n++) {
+                    s[n] = dA * s[n] + dx * B[n];
+                    sum += s[n] * C[n];
+                }
+                a->y[(size_t)t * H * P + ch] = sum + a->D[h] * xv;
+            }
+        }
+    }
+}
+#endif
+
+void mq_ssd_scan_f32(const mq_ssd_args *args) {
+#if MQ_X86
+    if (mq_has_avx2_fma()) { ssd_avx2(args); return; }
+#endif
+    ssd_scalar(args);
+}

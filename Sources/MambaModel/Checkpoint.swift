@@ -16,6 +16,8 @@ public struct CheckpointSummary: Sendable, Encodable {
     /// Settings taken from defaults rather than config.json.
     public let notes: [String]
     public let hiddenSize, numLayers, innerSize, stateSize, timeStepRank, convKernel, vocabSize: Int
+    /// The mixer's own settings (MixerDescription.settings).
+    public let mixerSettings: String
     public let tiedHead: Bool
     public let parameters: Int
     public let bytesOnDisk: Int
@@ -40,7 +42,7 @@ public struct CheckpointSummary: Sendable, Encodable {
             family: config.mixer.spec.name, notes: config.defaultedSettings,
             hiddenSize: config.hiddenSize, numLayers: config.numLayers, innerSize: config.innerSize,
             stateSize: config.stateSize, timeStepRank: config.timeStepRank, convKernel: config.convKernel,
-            vocabSize: config.vocabSize,
+            vocabSize: config.vocabSize, mixerSettings: config.mixer.spec.settings(config),
             tiedHead: !tensors.contains { $0.name == ModelParameter.lmHead.name },
             // Scales and other side tensors of a quantized checkpoint are not parameters.
             parameters: tensors.filter { !isQuantized || !$0.name.hasSuffix("_scale") }.reduce(0) { $0 + $1.shape.reduce(1, *) },

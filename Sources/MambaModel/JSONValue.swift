@@ -32,6 +32,43 @@ public enum JSONValue: Codable, Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// A number that may be infinite or NaN: JSON has no literal for those, so they are written as
+    /// transformers 5 writes them ({"__float__": "Infinity"}, configuration_utils.py
+    /// _encode_special_floats).
+    public init(float d: Double) {
+        if d.isFinite { self = .number(d) } else { self = .object(["__float__": .string(d.isNaN ? "NaN" : d > 0 ? "Infinity" : "-Infinity")]) }
+    }
+
+    /// A number in any spelling configs use: a JSON number (a bare Infinity when parsed as JSON5),
+    /// transformers 5's {"__float__": "Infinity"}, or a string "Infinity" / "inf".
+    public var float: Double? {
+        switch self {
+        case .number(let d): return d
+        case .string(let s): return Self.special(s)
+        case .object(let o) where o.count == 1: return o["__float__"]?.string.flatMap(Self.special)
+        default: return nil
+        }
+    }
+
+    private static func special(_ s: String) -> Double? {
+        switch s.lowercased() {
+        case "infinity", "inf", "+infinity", "+inf": .infinity
+        case "-infinity", "-inf": -.infinity
+        case "nan": .nan
+        default: Double(s)
+        }
+    }
+
+    /// The same value with every non-finite number in the tagged form (so it can be written again).
+    public var encodable: JSONValue {
+        switch self {
+        case .number(let d): JSONValue(float: d)
+        case .array(let a): .array(a.map(\.encodable))
+        case .object(let o): .object(o.mapValues(\.encodable))
+        default: self
+        }
+    }
+
     public var isNull: Bool { if case .null = self { true } else { false } }
     public var bool: Bool? { if case .bool(let b) = self { b } else { nil } }
     public var double: Double? { if case .number(let d) = self { d } else { nil } }

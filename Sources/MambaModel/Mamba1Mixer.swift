@@ -71,6 +71,19 @@ public struct Mamba1Mixer: MixerDescription {
     public var residualReader: String { "in_proj" }
     public var residualWriter: String { "out_proj" }
 
+    public var modelType: String { ssmNormEpsilon == nil ? "mamba" : "falcon_mamba" }
+    public var architecture: String { ssmNormEpsilon == nil ? "MambaForCausalLM" : "FalconMambaForCausalLM" }
+
+    public func settings(_ c: MambaConfig) -> String {
+        "R \(c.timeStepRank)" + (ssmNormEpsilon.map { ", dt/B/C RMSNorm eps \($0)" } ?? "")
+    }
+
+    public func configJSON(_ c: MambaConfig) -> [String: JSONValue] {
+        var json: [String: JSONValue] = ["time_step_rank": .number(Double(c.timeStepRank))]
+        if let eps = ssmNormEpsilon { json["mixer_rms_eps"] = .number(Double(eps)) }
+        return json
+    }
+
     public func makeMixer(_ ops: any MixerOpSource, _ c: MambaConfig, layer: Int) -> any MixerOp {
         MambaMixer(
             inProj: ops.linear("in_proj"), conv: ops.conv("conv1d"), xProj: ops.linear("x_proj"),

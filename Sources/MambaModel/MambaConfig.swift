@@ -64,21 +64,28 @@ public struct MambaConfig: Sendable, Equatable {
     }
 
     public static func parse(_ data: Data, source: String) throws -> MambaConfig {
-        guard case .object(let json)? = try? JSONDecoder().decode(JSONValue.self, from: data) else {
+        // JSON5 reads the bare Infinity that Python's json (and transformers 4) writes into
+        // Mamba-2's time_step_limit; it is otherwise JSON.
+        let decoder = JSONDecoder()
+        decoder.allowsJSON5 = true
+        guard case .object(let json)? = try? decoder.decode(JSONValue.self, from: data) else {
             throw MambaError(.badConfig, "\(source) is not a JSON object")
-        }
-        let modelType = json["model_type"]?.string
-        switch modelType {
-        case "mamba", "falcon_mamba", nil: break
-        case "mamba2":
-            throw MambaError(.unsupportedModel, "\(source): model_type mamba2 is not supported yet; only Mamba-1 (model_type \"mamba\" or \"falcon_mamba\") is")
-        case let other?:
-            throw MambaError(.unsupportedModel, "\(source): model_type \(other) is not a Mamba-1 model; only model_type \"mamba\" and \"falcon_mamba\" are supported")
         }
         // An original state-spaces config nests the SSM settings in ssm_cfg.
         let ssm = json["ssm_cfg"]?.object ?? [:]
-        if let layer = ssm["layer"]?.string, layer != "Mamba1" {
-            throw MambaError(.unsupportedModel, "\(source): ssm_cfg.layer \(layer) is not supported; only Mamba-1 is")
+        let stateSpacesLayout = json["ssm_cfg"] != nil || json["d_model"] != nil
+        let modelType = json["model_type"]?.string
+        let ssmLayer = ssm["layer"]?.string
+        let isMamba2: Bool
+        switch modelType {
+        case "mamba", "falcon_mamba": isMamba2 = false
+        case "mamba2": isMamba2 = true
+        case nil: isMamba2 = ssmLayer == "Mamba2"
+        case let other?:
+            throw MambaError(.unsupportedModel, "\(source): model_type \(other) is not a Mamba model; model_type \"mamba\", \"falcon_mamba\" and \"mamba2\" are supported")
+        }
+        if let layer = ssmLayer, layer != (isMamba2 ? "Mamba2" : "Mamba1") {
+            throw MambaError(.unsupportedModel, "\(source): ssm_cfg.layer \(layer) is not supported here; Mamba1 and Mamba2 are")
         }
         if json["rms_norm"]?.bool == false {
             throw MambaError(.unsupportedModel, "\(source): rms_norm false (LayerNorm blocks) is not supported")
@@ -103,7 +110,8 @@ public struct MambaConfig: Sendable, Equatable {
         let hidden = try required(["hidden_size", "d_model"])
         let layers = try required(["num_hidden_layers", "n_layer"])
         var vocab = try required(["vocab_size"])
-        let state = try int(["state_size"], in: json) ?? int(["d_state"], in: ssm) ?? 16
+        // Mamba-2's default state is 128 (transformers Mamba2Config, mamba_ssm Mamba2).
+        let state = try int(["state_size"], in: json) ?? int(["d_state"], in: ssm) ?? (isMamba2 ? 128 : 16)
         let expand = try int(["expand"], in: json) ?? int(["expand"], in: ssm) ?? 2
         let conv = try int(["conv_kernel"], in: json) ?? int(["d_conv"], in: ssm) ?? 4
         let rankValue = json["time_step_rank"] ?? ssm["dt_rank"]
@@ -130,15 +138,59 @@ public struct MambaConfig: Sendable, Equatable {
             timeStepRank: rank, vocabSize: vocab, layerNormEpsilon: Float(eps),
             useBias: json["use_bias"]?.bool ?? ssm["bias"]?.bool ?? false,
             useConvBias: json["use_conv_bias"]?.bool ?? ssm["conv_bias"]?.bool ?? true,
-            tieWordEmbeddings: json["tie_word_embeddings"]?.bool ?? json["tie_embeddings"]?.bool ?? true)
+            // transformers' Mamba2Config unties by default; every other layout ties.
+            tieWordEmbeddings: json["tie_word_embeddings"]?.bool ?? json["tie_embeddings"]?.bool ?? !(isMamba2 && !stateSpacesLayout))
         if modelType == "falcon_mamba" {
             // transformers' FalconMambaConfig default when the key is absent (inspect says so).
             let eps = json["mixer_rms_eps"]?.double ?? Self.defaultMixerRMSEpsilon
             guard eps >= 0, eps.isFinite else { throw MambaError(.badConfig, "\(source): mixer_rms_eps must be a finite non-negative number, found \(eps)") }
             config.mixer = .falconMamba(ssmNormEpsilon: Float(eps))
         }
-        config.json = json
+        if isMamba2 {
+            config.mixer = MixerKind(try mamba2Mixer(json, ssm: ssm, innerSize: config.innerSize, stateSpacesLayout: stateSpacesLayout, source: source, int: int))
+        }
+        config.json = JSONValue.object(json).encodable.object!
         return config
+    }
+
+    /// Mamba-2's per-head settings, from transformers' keys or mamba_ssm's ssm_cfg. Heads and head
+    /// size follow from each other and E when one is missing (head_dim 64, the default of both,
+    /// when both are); n_groups defaults to transformers' 8, or to mamba_ssm's 1 in its layout.
+    static func mamba2Mixer(_ json: [String: JSONValue], ssm: [String: JSONValue], innerSize e: Int, stateSpacesLayout: Bool, source: String,
+                            int: ([String], [String: JSONValue]) throws -> Int?) throws -> Mamba2Mixer {
+        func positive(_ key: String, _ value: Int?) throws -> Int? {
+            if let value, value <= 0 { throw MambaError(.badConfig, "\(source): \(key) must be positive, found \(value)") }
+            return value
+        }
+        var heads = try positive("num_heads", try int(["num_heads"], json))
+        var headDim = try positive("head_dim", try int(["head_dim"], json) ?? int(["headdim"], ssm))
+        if heads == nil && headDim == nil { headDim = 64 }
+        if let p = headDim, heads == nil, e % p == 0 { heads = e / p }
+        if let h = heads, headDim == nil, e % h == 0 { headDim = e / h }
+        guard let h = heads, let p = headDim, h * p == e else {
+            throw MambaError(.badConfig, "\(source): num_heads \(heads.map(String.init) ?? "?") x head_dim \(headDim.map(String.init) ?? "?") is not expand x hidden_size = \(e)")
+        }
+        let groups = try positive("n_groups", try int(["n_groups"], json) ?? int(["ngroups"], ssm)) ?? (stateSpacesLayout ? 1 : 8)
+        guard h % groups == 0 else { throw MambaError(.badConfig, "\(source): n_groups \(groups) does not divide num_heads \(h)") }
+        let chunk = try positive("chunk_size", try int(["chunk_size"], json) ?? int(["chunk_size"], ssm)) ?? 256
+        var limit: (Double, Double) = (0, .infinity)
+        if let v = json["time_step_limit"] ?? ssm["dt_limit"], !v.isNull {
+            guard let a = v.array, a.count == 2, let lo = a[0].float, let hi = a[1].float, lo >= 0, lo <= hi, !hi.isNaN else {
+                throw MambaError(.badConfig, "\(source): time_step_limit must be [min, max] with 0 <= min <= max, found \(v.encodable)")
+            }
+            limit = (lo, hi)
+        }
+        if let act = json["hidden_act"]?.string, act != "silu" {
+            throw MambaError(.unsupportedModel, "\(source): hidden_act \(act) is not supported; Mamba-2's conv activation is silu")
+        }
+        // mamba_ssm options that change the forward (transformers has none of them).
+        if ssm["rmsnorm"]?.bool == false { throw MambaError(.unsupportedModel, "\(source): ssm_cfg.rmsnorm false (no gated norm) is not supported") }
+        if ssm["norm_before_gate"]?.bool == true { throw MambaError(.unsupportedModel, "\(source): ssm_cfg.norm_before_gate true is not supported (the gate comes first)") }
+        if ssm["D_has_hdim"]?.bool == true { throw MambaError(.unsupportedModel, "\(source): ssm_cfg.D_has_hdim true (D per channel) is not supported") }
+        if let dssm = try int(["d_ssm"], ssm), dssm != e {
+            throw MambaError(.unsupportedModel, "\(source): ssm_cfg.d_ssm \(dssm) < expand x hidden_size \(e) (a gated MLP beside the SSM) is not supported")
+        }
+        return Mamba2Mixer(heads: h, headDim: p, groups: groups, chunkSize: chunk, timeStepMin: Float(limit.0), timeStepMax: Float(limit.1))
     }
 
     /// Parameters of one layer: its norm and its mixer's tensors.
@@ -159,21 +211,36 @@ public struct MambaConfig: Sendable, Equatable {
         if mixer.spec.name == "falcon_mamba" && json["mixer_rms_eps"] == nil {
             return ["mixer_rms_eps absent from config.json: using transformers' default \(Self.defaultMixerRMSEpsilon)"]
         }
+        if let m = mixer.spec as? Mamba2Mixer {
+            var notes: [String] = []
+            let headDimGiven = json["head_dim"] != nil || json["ssm_cfg"]?["headdim"] != nil
+            if !headDimGiven && json["num_heads"] == nil {
+                notes.append("num_heads and head_dim absent from config.json: using head_dim 64 (the default), \(m.heads) heads")
+            } else if json["ssm_cfg"] == nil && (!headDimGiven || json["num_heads"] == nil) {
+                notes.append("one of num_heads/head_dim absent from config.json: derived \(m.heads) heads of \(m.headDim) from expand x hidden_size")
+            }
+            if json["n_groups"] == nil && json["ssm_cfg"]?["ngroups"] == nil {
+                notes.append("n_groups absent from config.json: using \(m.groups) (\(json["ssm_cfg"] == nil ? "transformers'" : "mamba_ssm's") default)")
+            }
+            return notes
+        }
         return []
     }
 
-    /// A Hugging Face MambaConfig-style JSON for this configuration (for checkpoints we write).
+    /// A Hugging Face config.json for this configuration (for checkpoints we write): the common
+    /// keys and the mixer's own.
     public func hfJSON() -> [String: JSONValue] {
-        [
-            "model_type": .string(mixer.spec.name == "falcon_mamba" ? "falcon_mamba" : "mamba"),
-            "architectures": .array([.string(mixer.spec.name == "falcon_mamba" ? "FalconMambaForCausalLM" : "MambaForCausalLM")]),
+        let spec = mixer.spec
+        return [
+            "model_type": .string(spec.modelType),
+            "architectures": .array([.string(spec.architecture)]),
             "hidden_size": .number(Double(hiddenSize)), "num_hidden_layers": .number(Double(numLayers)),
             "state_size": .number(Double(stateSize)), "expand": .number(Double(expand)),
             "intermediate_size": .number(Double(innerSize)), "conv_kernel": .number(Double(convKernel)),
-            "time_step_rank": .number(Double(timeStepRank)), "vocab_size": .number(Double(vocabSize)),
+            "vocab_size": .number(Double(vocabSize)),
             "layer_norm_epsilon": .number(Double(layerNormEpsilon)), "use_bias": .bool(useBias),
             "use_conv_bias": .bool(useConvBias), "tie_word_embeddings": .bool(tieWordEmbeddings),
             "residual_in_fp32": .bool(true),
-        ].merging((mixer.spec as? Mamba1Mixer)?.ssmNormEpsilon.map { ["mixer_rms_eps": .number(Double($0))] } ?? [:]) { a, _ in a }
+        ].merging(spec.configJSON(self)) { _, mixerKey in mixerKey }
     }
 }

@@ -99,6 +99,13 @@ public protocol MixerDescription: Sendable {
     /// Random tensors with a trained model's value ranges (benchmarks and tests), keyed as
     /// `parameters`, in the memory shapes; `next` hands out seeds.
     func randomTensors(_ c: MambaConfig, next: () -> UInt64) -> [String: Tensor]
+    /// config.json's model_type and architecture for checkpoints written here, and the mixer's
+    /// own config keys beside the common ones (MambaConfig.hfJSON).
+    var modelType: String { get }
+    var architecture: String { get }
+    func configJSON(_ c: MambaConfig) -> [String: JSONValue]
+    /// The mixer's own settings in a few words, for `inspect` ("R 48").
+    func settings(_ c: MambaConfig) -> String
 }
 
 extension MixerDescription {

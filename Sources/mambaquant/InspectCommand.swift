@@ -23,7 +23,7 @@ struct InspectCommand: ParsableCommand {
         }
         print("\(s.directory): \(s.modelType) (\(s.family) mixers)")
         for note in s.notes { print("  note: \(note)") }
-        print("  D \(s.hiddenSize), layers \(s.numLayers), E \(s.innerSize), N \(s.stateSize), R \(s.timeStepRank), K \(s.convKernel), V \(s.vocabSize), head \(s.tiedHead ? "tied" : "untied")")
+        print("  D \(s.hiddenSize), layers \(s.numLayers), E \(s.innerSize), N \(s.stateSize), K \(s.convKernel), V \(s.vocabSize), \(s.mixerSettings), head \(s.tiedHead ? "tied" : "untied")")
         print("  \(s.parameters) parameters, \(s.bytesOnDisk) bytes on disk")
         if let t = s.tokenizer { print("  tokenizer \(t) (\(s.tokenizerVocabSize ?? 0) ids)") } else { print("  no tokenizer.json (runs from token ids)") }
         if let q = s.quantization { print("  quantization \(q)") }

@@ -21,7 +21,7 @@ final class LoaderErrorTests: XCTestCase {
         expectLoadError("wrong-shape", .shapeMismatch, mentions: ["backbone.layers.1.mixer.conv1d.weight", "[64, 1, 3]"])
         expectLoadError("missing-tensor", .missingTensor, mentions: ["backbone.layers.0.mixer.x_proj.weight"])
         expectLoadError("extra-tensor", .unusedTensor, mentions: ["backbone.layers.0.mixer.extra.weight"])
-        expectLoadError("mamba2", .unsupportedModel, mentions: ["mamba2"])
+        expectLoadError("mamba2", .shapeMismatch, mentions: ["backbone.layers.0.mixer.in_proj.weight", "[164, 32]"])
     }
 
     func testMissingDirectoryAndConfig() throws {

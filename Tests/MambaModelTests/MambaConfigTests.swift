@@ -34,15 +34,43 @@ final class MambaConfigTests: XCTestCase {
     func testRefusals() {
         let cases: [(String, String)] = [
             (#"{"model_type": "falcon_mamba", "hidden_size": 8, "num_hidden_layers": 1, "vocab_size": 4, "mixer_rms_eps": -1}"#, "mixer_rms_eps"),
-            (#"{"model_type": "mamba2", "hidden_size": 8, "num_hidden_layers": 1, "vocab_size": 4}"#, "mamba2"),
+            (#"{"model_type": "mamba2", "hidden_size": 8, "num_hidden_layers": 1, "vocab_size": 4}"#, "num_heads ? x head_dim 64"),
+            (#"{"model_type": "mamba2", "hidden_size": 8, "num_hidden_layers": 1, "vocab_size": 4, "num_heads": 3, "head_dim": 5}"#, "num_heads 3 x head_dim 5 is not expand x hidden_size = 16"),
+            (#"{"model_type": "mamba2", "hidden_size": 8, "num_hidden_layers": 1, "vocab_size": 4, "num_heads": 4, "n_groups": 3}"#, "n_groups 3 does not divide num_heads 4"),
+            (#"{"model_type": "mamba2", "hidden_size": 8, "num_hidden_layers": 1, "vocab_size": 4, "num_heads": 4, "n_groups": 1, "time_step_limit": [1, 0]}"#, "time_step_limit"),
+            (#"{"model_type": "mamba2", "hidden_size": 8, "num_hidden_layers": 1, "vocab_size": 4, "num_heads": 4, "n_groups": 1, "hidden_act": "gelu"}"#, "hidden_act gelu"),
+            (#"{"d_model": 8, "n_layer": 1, "vocab_size": 4, "ssm_cfg": {"layer": "Mamba2", "headdim": 4, "norm_before_gate": true}}"#, "norm_before_gate"),
+            (#"{"d_model": 8, "n_layer": 1, "vocab_size": 4, "ssm_cfg": {"layer": "Mamba2", "headdim": 4, "d_ssm": 8}}"#, "d_ssm 8"),
             (#"{"model_type": "llama"}"#, "llama"),
             (#"{"hidden_size": 8, "vocab_size": 4}"#, "num_hidden_layers"),
             (#"{"hidden_size": "big", "num_hidden_layers": 1, "vocab_size": 4}"#, "hidden_size"),
-            (#"{"d_model": 8, "n_layer": 1, "vocab_size": 4, "ssm_cfg": {"layer": "Mamba2"}}"#, "Mamba2"),
+            (#"{"d_model": 8, "n_layer": 1, "vocab_size": 4, "ssm_cfg": {"layer": "Mamba3"}}"#, "Mamba3"),
             ("[1, 2]", "JSON object"),
         ]
         for (json, needle) in cases {
             XCTAssertThrowsError(try parse(json), json) { XCTAssertTrue("\($0)".contains(needle), "\($0) lacks \(needle)") }
         }
+    }
+
+    /// mamba_ssm's layout (ssm_cfg) and transformers' defaults: heads from head_dim and E, groups 1
+    /// (mamba_ssm) or 8 (transformers), state 128, untied only in transformers' layout.
+    func testMamba2Defaults() throws {
+        let original = try parse(#"{"d_model": 64, "n_layer": 2, "vocab_size": 50, "ssm_cfg": {"layer": "Mamba2", "headdim": 32, "dt_limit": [0.0, 2.0]}}"#)
+        let m = try XCTUnwrap(original.mixer.spec as? Mamba2Mixer)
+        XCTAssertEqual([m.heads, m.headDim, m.groups, original.stateSize], [4, 32, 1, 128])
+        XCTAssertEqual(m.timeStepMax, 2)
+        XCTAssertTrue(original.tieWordEmbeddings)
+        XCTAssertEqual(original.defaultedSettings.count, 1, "\(original.defaultedSettings)")   // ngroups
+        let hf = try parse(#"{"model_type": "mamba2", "hidden_size": 512, "num_hidden_layers": 1, "vocab_size": 4}"#)
+        let h = try XCTUnwrap(hf.mixer.spec as? Mamba2Mixer)
+        XCTAssertEqual([h.heads, h.headDim, h.groups], [16, 64, 8])
+        XCTAssertFalse(hf.tieWordEmbeddings)
+        XCTAssertEqual(hf.defaultedSettings.count, 2, "\(hf.defaultedSettings)")
+        // A written config reads back to the same mixer, an infinite limit included.
+        var json = hf.hfJSON()
+        json["tie_word_embeddings"] = .bool(true)
+        let again = try MambaConfig.parse(try JSONValue.object(json).prettyData(), source: "x")
+        XCTAssertEqual(again.mixer, hf.mixer)
+        XCTAssertEqual((again.mixer.spec as? Mamba2Mixer)?.timeStepMax, .infinity)
     }
 }

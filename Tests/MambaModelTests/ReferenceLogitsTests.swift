@@ -7,9 +7,12 @@ import XCTest
 /// The float forward against transformers' MambaForCausalLM and FalconMambaForCausalLM:
 /// Tests/Fixtures/models/*/reference.safetensors were written by scripts/reference/make_fixtures.py
 /// (tied/untied heads, conv_kernel 4 and 3, state_size 16 and 8, explicit and "auto" dt rank,
-/// biases, F32/F16/BF16, a sharded state-spaces layout, Falcon-Mamba with and without mixer_rms_eps).
+/// biases, F32/F16/BF16, a sharded state-spaces layout, Falcon-Mamba with and without mixer_rms_eps)
+/// and Mamba2ForCausalLM (n_groups 1 and 2, head_dim 8 and 12, prompts spanning several chunks,
+/// a finite time_step_limit, time_step_limit's infinity tagged and bare).
 final class ReferenceLogitsTests: XCTestCase {
-    static let models = ["tiny-tied", "tiny-untied-k3", "tiny-statespaces", "tiny-falcon", "tiny-falcon-untied-bf16"]
+    static let models = ["tiny-tied", "tiny-untied-k3", "tiny-statespaces", "tiny-falcon", "tiny-falcon-untied-bf16",
+                         "tiny-mamba2", "tiny-mamba2-g2-untied", "tiny-mamba2-bf16"]
 
     struct Reference {
         let inputIds: [Int]
@@ -86,5 +89,37 @@ final class ReferenceLogitsTests: XCTestCase {
         for i in w.layers.indices { w.layers[i].mixer.kind = .mamba1 }
         let plain = try MambaLM(weights: w).logits(ref.inputIds)
         XCTAssertGreaterThan(maxAbsDifference(plain.storage, ref.logits.storage), 0.01 * ref.logits.absMax)
+    }
+
+    /// transformers' own decode: a cached prefill of `decode_prefix` tokens, then one step per
+    /// token. On tiny-mamba2-g2-untied the fixture's steps clamp dt as its prefill does
+    /// (transformers' step does not; see Mamba2Mixer.swift).
+    func testMamba2CachedDecodeMatchesTransformers() throws {
+        for name in ["tiny-mamba2", "tiny-mamba2-g2-untied", "tiny-mamba2-bf16"] {
+            let lm = try MambaLM.load(directory: Fixtures.model(name))
+            let f = try SafeTensorsFile(path: Fixtures.model(name) + "/reference.safetensors")
+            let ids = try f.view("input_ids").integers()
+            let prefix = try f.view("decode_prefix").integers()[0]
+            let expected = try f.view("decode_logits").tensor()
+            var state = lm.makeState()
+            _ = try lm.forward(Array(ids[..<prefix]), state: &state, logits: .none)
+            var rows: [Float] = []
+            for t in ids[prefix...] { rows += try lm.forward([t], state: &state).storage }
+            XCTAssertEqual(rows.count, expected.count, name)
+            XCTAssertLessThanOrEqual(maxAbsDifference(rows, expected.storage), 1e-4 * expected.absMax, name)
+        }
+    }
+
+    func testMamba2ConfigsAreRead() throws {
+        let a = try MambaConfig.load(directory: Fixtures.model("tiny-mamba2"))
+        let m = try XCTUnwrap(a.mixer.spec as? Mamba2Mixer)
+        XCTAssertEqual([m.heads, m.headDim, m.groups, m.chunkSize], [8, 8, 1, 8])
+        XCTAssertEqual(m.timeStepMax, .infinity)               // {"__float__": "Infinity"}
+        XCTAssertTrue(a.tieWordEmbeddings)
+        let bare = try XCTUnwrap(try MambaConfig.load(directory: Fixtures.model("tiny-mamba2-bf16")).mixer.spec as? Mamba2Mixer)
+        XCTAssertEqual(bare.timeStepMax, .infinity)            // a bare Infinity (not JSON, but what older writers wrote)
+        let limited = try XCTUnwrap(try MambaConfig.load(directory: Fixtures.model("tiny-mamba2-g2-untied")).mixer.spec as? Mamba2Mixer)
+        XCTAssertEqual([limited.timeStepMin, limited.timeStepMax], [0.02, 0.3])
+        XCTAssertEqual(limited.groups, 2)
     }
 }

@@ -36,6 +36,10 @@ struct GatedLinearMixer: MixerDescription {
 
     var residualReader: String { "in_proj" }
     var residualWriter: String { "out_proj" }
+    var modelType: String { "mamba" }   // read back with the mixer passed in (loaders take `mixer:`)
+    var architecture: String { "GatedLinearForCausalLM" }
+    func configJSON(_ c: MambaConfig) -> [String: JSONValue] { [:] }
+    func settings(_ c: MambaConfig) -> String { "" }
 
     func makeMixer(_ ops: any MixerOpSource, _ c: MambaConfig, layer: Int) -> any MixerOp {
         GatedLinearOp(inProj: ops.linear("in_proj"), gate: ops.gate(), rotation: ops.onlineRotation(before: "out_proj"), outProj: ops.linear("out_proj"))

@@ -79,7 +79,7 @@ final class CLITests: XCTestCase {
         let cases: [([String], String)] = [
             (["generate", "--model", "/no/such/model", "--tokens", "1"], "/no/such/model"),
             (["generate", "--model", Fixtures.bad("truncated"), "--tokens", "1"], "model.safetensors"),
-            (["generate", "--model", Fixtures.bad("mamba2"), "--tokens", "1"], "mamba2"),
+            (["generate", "--model", Fixtures.bad("mamba2"), "--tokens", "1"], "in_proj.weight"),
             (["generate", "--model", tiny, "--tokens", "1,999"], "999"),
             (["generate", "--model", tiny, "--tokens", "1,x"], "x"),
             (["generate", "--model", Fixtures.model("tiny-untied-k3"), "--prompt", "hi"], "tokenizer.json"),

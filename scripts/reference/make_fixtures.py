@@ -304,7 +304,8 @@ def write_bad(src):
     make("wrong-shape", sd={**sd, "backbone.layers.1.mixer.conv1d.weight": torch.zeros(64, 1, 3)})
     make("missing-tensor", sd={k: v for k, v in sd.items() if k != "backbone.layers.0.mixer.x_proj.weight"})
     make("extra-tensor", sd={**sd, "backbone.layers.0.mixer.extra.weight": torch.zeros(3)})
-    make("mamba2", cfg={**cfg, "model_type": "mamba2", "num_heads": 4, "head_dim": 16})
+    # A Mamba-1 checkpoint under a valid Mamba-2 config: refused by its tensors (in_proj's shape).
+    make("mamba2", cfg={**cfg, "model_type": "mamba2", "num_heads": 4, "head_dim": 16, "n_groups": 1})
     header = b'{"backbone.norm_f.weight": {"dtype": "F32", "shape": [32], "data_offsets": [0, 128]'  # no closing brace
     make("bad-header", raw=struct.pack("<Q", len(header)) + header + b"\0" * 128)
     print(f"bad: {sorted(os.listdir(bad))}")

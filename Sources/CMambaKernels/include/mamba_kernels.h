@@ -58,6 +58,34 @@ typedef struct {
 
 void mq_selective_scan_f32(const mq_scan_args *args);
 
+/// The state space recurrence of Mamba-2 (SSD: a scalar decay per head; transformers
+/// models/mamba2/modeling_mamba2.py, the recurrent form of its chunked scan) over heads
+/// [head_begin, head_end), time steps in order, with dt already softplus'd and clamped:
+///   dA = exp(dt[t, h] * A[h]);  g = h / (H / G)
+///   s[h, p, n] = dA * s[h, p, n] + dt[t, h] * B[t, g, n] * x[t, h, p]
+///   y[t, h, p] = sum_n s[h, p, n] * C[t, g, n] + D[h] * x[t, h, p]
+/// x and y are [L, H * P] (head h is channels h*P ..< (h+1)*P); B and C are [L, G * N] with row
+/// strides ldb and ldc; s is the decode state [H, P, N], updated.
+typedef struct {
+    int length;          // L
+    int heads;           // H
+    int head_dim;        // P
+    int state;           // N
+    int groups;          // G, dividing H
+    int head_begin, head_end;
+    const float *x;      // [L, H * P]
+    const float *dt;     // [L, H], row stride H
+    const float *B;      // [L, G * N] with row stride ldb
+    const float *C;      // [L, G * N] with row stride ldc
+    int ldb, ldc;
+    const float *A;      // [H], already -exp(A_log)
+    const float *D;      // [H]
+    float *s;            // [H, P, N] state, updated
+    float *y;            // [L, H * P]
+} mq_ssd_args;
+
+void mq_ssd_scan_f32(const mq_ssd_args *args);
+
 #ifdef __cplusplus
 }
 #endif

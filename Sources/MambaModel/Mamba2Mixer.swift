@@ -1,0 +1,310 @@
+import CMambaKernels
+import Foundation
+import MambaTensors
+
+// The Mamba-2 mixer (SSD, Dao & Gu 2024): its description and its forward. Upstream: transformers
+// models/mamba2/modeling_mamba2.py (Mamba2Mixer.forward and its torch fallbacks) and state-spaces
+// mamba_ssm/modules/mamba2.py. Shapes: D hidden, E inner = H * P, H heads, P head dim, N state,
+// G groups (head h reads B/C group h / (H / G)), K conv kernel, L tokens, X = E + 2GN the conv's
+// channels [x | B | C].
+//
+// Deliberate differences from transformers, each for a reason:
+// - The recurrence runs in time order for prefill and decode alike (the same sums as its chunked
+//   SSD form, in another order: both are written in mq_ssd_scan_f32's comment). chunk_size only
+//   changes the summation order upstream, so it is read and kept but not used.
+// - dt is clamped to time_step_limit in decode too. transformers and mamba_ssm clamp only in the
+//   chunked prefill (mamba2_chunk_scan), so their step-by-step decode of a model with a finite
+//   limit disagrees with their own prefill; here the two agree (the fixture tiny-mamba2-g2-untied
+//   checks both against transformers' prefill).
+// - The decode conv state holds K-1 inputs, not K (the oldest of transformers' K is never read).
+
+/// The Mamba-2 mixer's description; its options are the config's per-head settings.
+public struct Mamba2Mixer: MixerDescription {
+    public let heads: Int            // H
+    public let headDim: Int          // P
+    public let groups: Int           // G
+    /// Kept for the config's round trip; the result does not depend on it (see the file comment).
+    public let chunkSize: Int
+    /// dt is clamped to [min, max] after softplus (time_step_limit; max may be infinite).
+    public let timeStepMin: Float
+    public let timeStepMax: Float
+
+    public init(heads: Int, headDim: Int, groups: Int, chunkSize: Int = 256, timeStepMin: Float = 0, timeStepMax: Float = .infinity) {
+        (self.heads, self.headDim, self.groups, self.chunkSize) = (heads, headDim, groups, chunkSize)
+        (self.timeStepMin, self.timeStepMax) = (timeStepMin, timeStepMax)
+    }
+
+    public var name: String { "mamba2" }
+
+    /// The conv's channels: x, then B and C of every group.
+    public func convChannels(_ c: MambaConfig) -> Int { c.innerSize + 2 * groups * c.stateSize }
+
+    public var parameters: [ParameterSpec] {
+        let h = heads
+        return [
+            // Rows [z (E) | x, B, C (X) | dt (H)].
+            ParameterSpec("in_proj.weight", .weight(module: "in_proj")) { c in [c.innerSize + convChannels(c) + h, c.hiddenSize] },
+            ParameterSpec("in_proj.bias", .bias(module: "in_proj")) { c in c.useBias ? [c.innerSize + convChannels(c) + h] : nil },
+            ParameterSpec("conv1d.weight", .weight(module: "conv1d")) { c in [convChannels(c), 1, c.convKernel] },
+            ParameterSpec("conv1d.bias", .bias(module: "conv1d")) { c in c.useConvBias ? [convChannels(c)] : nil },
+            ParameterSpec("dt_bias", .vector) { _ in [h] },
+            ParameterSpec("A_log", .vector) { _ in [h] },
+            ParameterSpec("D", .vector) { _ in [h] },
+            // The gated RMSNorm's weight (MambaRMSNormGated), applied per group of E / G channels.
+            ParameterSpec("norm.weight", .vector) { c in [c.innerSize] },
+            ParameterSpec("out_proj.weight", .weight(module: "out_proj")) { c in [c.hiddenSize, c.innerSize] },
+            ParameterSpec("out_proj.bias", .bias(module: "out_proj")) { c in c.useBias ? [c.hiddenSize] : nil },
+        ]
+    }
+
+    public var modules: [ModuleSpec] {
+        [
+            ModuleSpec("in_proj", .linear, input: .inProjInput),
+            ModuleSpec("conv1d", .depthwiseConv, input: .x, allowsGroups: false),
+            ModuleSpec("out_proj", .linear, input: .outProjInput),
+        ]
+    }
+
+    /// None yet: the quantization method for Mamba-2 is not written (QuantizationMethod refuses it).
+    public var scanInputs: [(site: Site, scaleKey: String)] { [] }
+
+    public func producer(of site: Site, _ c: MambaConfig) -> OutputSlice? {
+        let (e, x) = (c.innerSize, convChannels(c))
+        switch site {
+        case .z: return OutputSlice(module: "in_proj", rows: 0..<e)
+        case .x: return OutputSlice(module: "in_proj", rows: e..<(e + x))
+        case .dt: return OutputSlice(module: "in_proj", rows: (e + x)..<(e + x + heads))
+        default: return nil
+        }
+    }
+
+    public var residualReader: String { "in_proj" }
+    public var residualWriter: String { "out_proj" }
+
+    /// out_proj's input is the output of a (weighted) group RMSNorm.
+    public func isNormalized(_ site: Site) -> Bool { site == .outProjInput }
+
+    public func makeMixer(_ ops: any MixerOpSource, _ c: MambaConfig, layer: Int) -> any MixerOp {
+        Mamba2Forward(
+            inProj: ops.linear("in_proj"), conv: ops.conv("conv1d"), scanInput: ops.scanInput(),
+            scan: SSDScan(aLog: ops.tensor("A_log"), dSkip: ops.tensor("D"), dtBias: ops.tensor("dt_bias"), headDim: headDim,
+                          groups: groups, stateSize: c.stateSize, timeStepMin: timeStepMin, timeStepMax: timeStepMax),
+            gate: ops.gate(), norm: GroupRMSNorm(weight: ops.tensor("norm.weight"), groups: groups, eps: c.layerNormEpsilon),
+            outProjRotation: ops.onlineRotation(before: "out_proj"), outProj: ops.linear("out_proj"))
+    }
+
+    /// A_log = log(1..16) spread over the heads plus noise, dt_bias the inverse softplus of dt in
+    /// [1e-3, 1e-1] (mamba_ssm's init ranges), D near 1, the norm's weight near 1.
+    public func randomTensors(_ c: MambaConfig, next: () -> UInt64) -> [String: Tensor] {
+        let (d, e, k, x) = (c.hiddenSize, c.innerSize, c.convKernel, convChannels(c))
+        func w(_ shape: [Int]) -> Tensor { randomTensor(shape, seed: next(), scale: 1 / Double(shape.last!).squareRoot()) }
+        var rng = SeededRandom(seed: next())
+        var t: [String: Tensor] = [:]
+        t["A_log"] = Tensor(shape: [heads], storage: (0..<heads).map { i in Float(log(1 + 15 * Double(i) / Double(max(heads - 1, 1))) + 0.1 * rng.nextGaussian()) })
+        t["dt_bias"] = Tensor(shape: [heads], storage: (0..<heads).map { _ in
+            let dt = exp(log(1e-3) + rng.nextUnit() * (log(1e-1) - log(1e-3)))
+            return Float(dt + log(-expm1(-dt)))
+        })
+        t["D"] = randomTensor([heads], seed: next(), scale: 0.2, offset: 1)
+        t["in_proj.weight"] = w([e + x + heads, d])
+        if c.useBias { t["in_proj.bias"] = randomTensor([e + x + heads], seed: next(), scale: 0.1) }
+        t["conv1d.weight"] = randomTensor([x, k], seed: next(), scale: 0.5)
+        if c.useConvBias { t["conv1d.bias"] = randomTensor([x], seed: next(), scale: 0.1) }
+        t["norm.weight"] = randomTensor([e], seed: next(), scale: 0.1, offset: 1)
+        t["out_proj.weight"] = w([d, e])
+        if c.useBias { t["out_proj.bias"] = randomTensor([d], seed: next(), scale: 0.1) }
+        return t
+    }
+
+    public var modelType: String { "mamba2" }
+    public var architecture: String { "Mamba2ForCausalLM" }
+
+    public func settings(_ c: MambaConfig) -> String {
+        "H \(heads) x P \(headDim), G \(groups), dt in [\(timeStepMin), \(timeStepMax)], chunk \(chunkSize)"
+    }
+
+    public func configJSON(_ c: MambaConfig) -> [String: JSONValue] {
+        [
+            "num_heads": .number(Double(heads)), "head_dim": .number(Double(headDim)), "n_groups": .number(Double(groups)),
+            "chunk_size": .number(Double(chunkSize)),
+            "time_step_limit": .array([JSONValue(float: Double(timeStepMin)), JSONValue(float: Double(timeStepMax))]),
+        ]
+    }
+}
+
+/// The Mamba-2 forward over swappable leaf ops (Ops.swift).
+public struct Mamba2Forward: MixerOp {
+    public var inProj: any LinearOp        // [E + X + H, D]
+    public var conv: any ConvOp            // [X, K]
+    public var scanInput: any ScanInputOp  // x, dt, B, C before the scan
+    public var scan: SSDScan
+    public var gate: any GateOp            // y * silu(z)
+    public var norm: GroupRMSNorm          // over each group of E / G channels, weight [E]
+    public var outProjRotation: OnlineHadamard?
+    public var outProj: any LinearOp       // [D, E]
+
+    public var innerSize: Int { scan.heads * scan.headDim }
+    var convChannels: Int { innerSize + 2 * scan.groups * scan.stateSize }
+
+    public func makeState() -> LayerState {
+        LayerState(conv: [Float](repeating: 0, count: (conv.kernelSize - 1) * convChannels),
+                   ssm: [Float](repeating: 0, count: innerSize * scan.stateSize))
+    }
+
+    public func forward(_ u: Tensor, state: inout LayerState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
+        let (e, x, h, gn) = (innerSize, convChannels, scan.heads, scan.groups * scan.stateSize)
+        observer?.observe(u, site: .inProjInput, layer: layer)
+        let proj = inProj.forward(u, par)                      // [L, E + X + H]
+        let z = proj.columns(0..<e)                            // [L, E]
+        let xbc = proj.columns(e..<(e + x))                    // [L, X]
+        var dt = proj.columns((e + x)..<(e + x + h))           // [L, H], before dt_bias and softplus
+        observer?.observe(z, site: .z, layer: layer)
+        observer?.observe(xbc, site: .x, layer: layer)
+        let conv = silu(conv.forward(xbc, state: &state.conv, par)) // [L, X]
+        var xs = conv.columns(0..<e)                           // [L, E]
+        var b = conv.columns(e..<(e + gn))                     // [L, G N]
+        var c = conv.columns((e + gn)..<(e + 2 * gn))          // [L, G N]
+        scanInput.forward(&xs, site: .convOutput)
+        scanInput.forward(&dt, site: .dt)
+        scanInput.forward(&b, site: .B)
+        scanInput.forward(&c, site: .C)
+        observer?.observe(xs, site: .convOutput, layer: layer)
+        observer?.observe(dt, site: .dt, layer: layer)
+        observer?.observe(b, site: .B, layer: layer)
+        observer?.observe(c, site: .C, layer: layer)
+        let y = scan.forward(x: xs, dtRaw: dt, b: b, c: c, s: &state.ssm, par) // [L, E], D skip included
+        observer?.observe(y, site: .y, layer: layer)
+        var g = norm.forward(gate.forward(y: y, z: z))         // [L, E]: norm(y * silu(z)) * weight
+        if let r = outProjRotation { g = r.rotate(g) }
+        observer?.observe(g, site: .outProjInput, layer: layer)
+        return outProj.forward(g, par)                         // [L, D]
+    }
+}
+
+/// RMSNorm over each group of `cols / groups` channels, times a per-channel weight, in float32
+/// (transformers MambaRMSNormGated with group_size E / n_groups; the gate is applied before it).
+public struct GroupRMSNorm: Sendable {
+    public let weight: Tensor      // [E]
+    public let groups: Int
+    public let eps: Float
+
+    public init(weight: Tensor, groups: Int, eps: Float) {
+        (self.weight, self.groups, self.eps) = (weight, groups, eps)
+    }
+
+    public func forward(_ x: Tensor) -> Tensor {
+        let (rows, e) = (x.rows, x.cols)
+        let size = e / groups
+        precondition(size * groups == e && weight.count == e, "group norm: \(e) channels, \(groups) groups, weight of \(weight.count)")
+        var out = Tensor(zeros: x.shape)
+        x.storage.withUnsafeBufferPointer { xp in
+            weight.storage.withUnsafeBufferPointer { wp in
+                out.storage.withUnsafeMutableBufferPointer { op in
+                    for r in 0..<rows {
+                        for g in 0..<groups {
+                            let base = r * e + g * size
+                            var ss: Float = 0
+                            for j in 0..<size { ss += xp[base + j] * xp[base + j] }
+                            let inv = 1 / (ss / Float(size) + eps).squareRoot()
+                            for j in 0..<size { op[base + j] = wp[g * size + j] * (xp[base + j] * inv) }
+                        }
+                    }
+                }
+            }
+        }
+        return out
+    }
+}
+
+/// Mamba-2's state space recurrence with its dt discretization: dt = clamp(softplus(dt_raw +
+/// dt_bias), time_step_limit), a scalar decay exp(dt * A) per head, B and C shared by the heads of
+/// a group, the D skip per head. The state is [H, P, N] as transformers' cache holds it.
+public struct SSDScan: Sendable {
+    public let a: [Float]          // [H] = -exp(A_log)
+    public let dSkip: [Float]      // [H]
+    public let dtBias: [Float]     // [H]
+    public let headDim: Int
+    public let groups: Int
+    public let stateSize: Int
+    public let timeStepMin: Float
+    public let timeStepMax: Float
+
+    public init(aLog: Tensor, dSkip: Tensor, dtBias: Tensor, headDim: Int, groups: Int, stateSize: Int,
+                timeStepMin: Float = 0, timeStepMax: Float = .infinity) {
+        a = aLog.storage.map { -Foundation.exp($0) }
+        (self.dSkip, self.dtBias) = (dSkip.storage, dtBias.storage)
+        (self.headDim, self.groups, self.stateSize) = (headDim, groups, stateSize)
+        (self.timeStepMin, self.timeStepMax) = (timeStepMin, timeStepMax)
+    }
+
+    public var heads: Int { a.count }
+
+    /// dt [L, H] = clamp(softplus(dt_raw + dt_bias), min, max).
+    func discretize(_ dtRaw: Tensor) -> [Float] {
+        let h = heads
+        var v = dtRaw.storage
+        for i in v.indices { v[i] += dtBias[i % h] }
+        var dt = [Float](repeating: 0, count: v.count)
+        v.withUnsafeBufferPointer { src in dt.withUnsafeMutableBufferPointer { mq_softplus_f32(src.baseAddress!, $0.baseAddress!, src.count) } }
+        for i in dt.indices { dt[i] = min(max(dt[i], timeStepMin), timeStepMax) }
+        return dt
+    }
+
+    /// x [L, E]; dtRaw [L, H] (before dt_bias and softplus); b, c [L, G N]; s [H, P, N] updated.
+    /// Returns y [L, E]. Heads are independent, so they are split between threads.
+    public func forward(x: Tensor, dtRaw: Tensor, b: Tensor, c: Tensor, s: inout [Float], _ parallelism: Parallelism) -> Tensor {
+        let (l, h, p, n, gn) = (x.rows, heads, headDim, stateSize, groups * stateSize)
+        precondition(x.cols == h * p && dtRaw.cols == h && b.cols == gn && c.cols == gn && s.count == h * p * n)
+        let dt = discretize(dtRaw)
+        var y = Tensor(zeros: [l, h * p])
+        x.storage.withUnsafeBufferPointer { xp in
+        dt.withUnsafeBufferPointer { dp in
+        b.storage.withUnsafeBufferPointer { bp in
+        c.storage.withUnsafeBufferPointer { cp in
+        a.withUnsafeBufferPointer { ap in
+        dSkip.withUnsafeBufferPointer { sp in
+        s.withUnsafeMutableBufferPointer { hp in
+        y.storage.withUnsafeMutableBufferPointer { yp in
+            let args = mq_ssd_args(
+                length: Int32(l), heads: Int32(h), head_dim: Int32(p), state: Int32(n), groups: Int32(groups),
+                head_begin: 0, head_end: Int32(h), x: xp.baseAddress, dt: dp.baseAddress, B: bp.baseAddress, C: cp.baseAddress,
+                ldb: Int32(gn), ldc: Int32(gn), A: ap.baseAddress, D: sp.baseAddress, s: hp.baseAddress, y: yp.baseAddress)
+            // A decode step of a small model is not worth a thread hand-off.
+            parallelism.forEachChunk(h, minimumChunk: l * p * n >= 4096 ? 1 : h) { range in
+                var part = args
+                part.head_begin = Int32(range.lowerBound)
+                part.head_end = Int32(range.upperBound)
+                mq_ssd_scan_f32(&part)
+            }
+        }}}}}}}}
+        return y
+    }
+
+    /// The plain recurrence in Double, line for line with mamba2_selective_state_update
+    /// (transformers) plus the clamp: the reference the kernel is tested against.
+    public func reference(x: Tensor, dtRaw: Tensor, b: Tensor, c: Tensor, s: inout [Float]) -> Tensor {
+        let (l, h, p, n, gn) = (x.rows, heads, headDim, stateSize, groups * stateSize)
+        let perGroup = h / groups
+        var y = Tensor(zeros: [l, h * p])
+        for t in 0..<l {
+            for head in 0..<h {
+                let raw = Double(dtRaw.storage[t * h + head]) + Double(dtBias[head])
+                let dt = min(max(raw > 20 ? raw : Foundation.log1p(Foundation.exp(raw)), Double(timeStepMin)), Double(timeStepMax))
+                let decay = Foundation.exp(dt * Double(a[head]))
+                let g = head / perGroup
+                for q in 0..<p {
+                    let ch = head * p + q
+                    let xv = Double(x.storage[t * h * p + ch])
+                    var acc = 0.0
+                    for k in 0..<n {
+                        let next = decay * Double(s[ch * n + k]) + dt * Double(b.storage[t * gn + g * n + k]) * xv
+                        s[ch * n + k] = Float(next)
+                        acc += next * Double(c.storage[t * gn + g * n + k])
+                    }
+                    y.storage[t * h * p + ch] = Float(acc + Double(dSkip[head]) * xv)
+                }
+            }
+        }
+        return y
+    }
+}

@@ -1,0 +1,91 @@
+import CMambaKernels
+import Foundation
+@testable import MambaModel
+import MambaTensors
+import TestSupport
+import XCTest
+
+final class Mamba2MixerTests: XCTestCase {
+    override func tearDown() { mq_force_scalar(0) }
+
+    /// The kernel (AVX2 and scalar) against the Double reference: odd sizes, N not a multiple of 8,
+    /// 1 to 3 groups, one step and many, a clamp that binds on both sides, a carried state.
+    func testSSDScanMatchesReference() {
+        let seed = UInt64.random(in: 0..<1_000_000)
+        for scalar in [false, true] {
+            mq_force_scalar(scalar ? 1 : 0)
+            for (i, (l, h, p, n, g)) in [(1, 4, 8, 16, 1), (7, 6, 5, 9, 3), (33, 4, 12, 8, 2), (5, 3, 7, 19, 1), (40, 8, 4, 16, 8)].enumerated() {
+                let s = seed &+ UInt64(17 * i)
+                let limits: [(Float, Float)] = [(0, .infinity), (0.05, 0.5)]
+                for (lo, hi) in limits {
+                    let scan = SSDScan(aLog: randomTensor([h], seed: s, scale: 1, offset: 1), dSkip: randomTensor([h], seed: s + 1),
+                                       dtBias: randomTensor([h], seed: s + 2, scale: 1, offset: -1), headDim: p, groups: g, stateSize: n,
+                                       timeStepMin: lo, timeStepMax: hi)
+                    let x = randomTensor([l, h * p], seed: s + 3), dt = randomTensor([l, h], seed: s + 4, scale: 3)
+                    let b = randomTensor([l, g * n], seed: s + 5), c = randomTensor([l, g * n], seed: s + 6)
+                    var s1 = randomTensor([h * p * n], seed: s + 7).storage
+                    var s2 = s1
+                    let fast = scan.forward(x: x, dtRaw: dt, b: b, c: c, s: &s1, Parallelism(threads: 2))
+                    let ref = scan.reference(x: x, dtRaw: dt, b: b, c: c, s: &s2)
+                    let what = "L\(l) H\(h) P\(p) N\(n) G\(g) limit \(lo)...\(hi) scalar \(scalar) seed \(seed)"
+                    XCTAssertLessThan(maxAbsDifference(fast.storage, ref.storage), 1e-5 * max(1, ref.absMax), what)
+                    XCTAssertLessThan(maxAbsDifference(s1, s2), 1e-5 * max(1, Tensor(shape: [s2.count], storage: s2).absMax), what)
+                }
+            }
+        }
+    }
+
+    /// Head h reads B/C group h / (H / G) (transformers' repeat_interleave): moving group 1's B
+    /// changes only the second half of the heads.
+    func testHeadsReadTheirOwnGroup() {
+        let (l, h, p, n, g) = (3, 4, 2, 8, 2)
+        let scan = SSDScan(aLog: randomTensor([h], seed: 1), dSkip: Tensor(zeros: [h]), dtBias: Tensor(zeros: [h]), headDim: p, groups: g, stateSize: n)
+        let x = randomTensor([l, h * p], seed: 2), dt = randomTensor([l, h], seed: 3), c = randomTensor([l, g * n], seed: 5)
+        var b = randomTensor([l, g * n], seed: 4)
+        var s = [Float](repeating: 0, count: h * p * n)
+        let before = scan.forward(x: x, dtRaw: dt, b: b, c: c, s: &s, .serial)
+        for t in 0..<l { for k in 0..<n { b.storage[t * g * n + n + k] += 1 } }
+        s = [Float](repeating: 0, count: h * p * n)
+        let after = scan.forward(x: x, dtRaw: dt, b: b, c: c, s: &s, .serial)
+        for t in 0..<l {
+            for ch in 0..<(h * p) {
+                let changed = before.storage[t * h * p + ch] != after.storage[t * h * p + ch]
+                XCTAssertEqual(changed, ch >= h * p / 2, "t \(t) channel \(ch)")
+            }
+        }
+    }
+
+    func testGroupRMSNormNormalizesEachGroup() {
+        let x = randomTensor([3, 12], seed: 9, scale: 3)
+        let y = GroupRMSNorm(weight: Tensor(repeating: 1, shape: [12]), groups: 3, eps: 0).forward(x)
+        for r in 0..<3 {
+            for g in 0..<3 {
+                let part = y.storage[(r * 12 + g * 4)..<(r * 12 + g * 4 + 4)]
+                XCTAssertEqual(part.reduce(0) { $0 + $1 * $1 } / 4, 1, accuracy: 1e-5)
+            }
+        }
+        XCTAssertEqual(GroupRMSNorm(weight: Tensor(repeating: 1, shape: [12]), groups: 1, eps: 0).forward(x),
+                       rmsNorm(x, weight: nil, eps: 0), "one group is the plain RMSNorm")
+    }
+
+    /// Random Mamba-2 weights run, save and load back to the same logits; prefill equals decode.
+    func testRandomMamba2RoundTripsAndDecodesLikePrefill() throws {
+        var c = MambaConfig(hiddenSize: 16, numLayers: 2, stateSize: 12, convKernel: 3, vocabSize: 40, useBias: true, tieWordEmbeddings: false,
+                            mixer: MixerKind(Mamba2Mixer(heads: 4, headDim: 8, groups: 2, timeStepMin: 0.001, timeStepMax: 2)))
+        c.json = c.hfJSON()
+        let w = randomWeights(c, seed: 3)
+        let lm = MambaLM(weights: w)
+        let tokens = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3]
+        let logits = try lm.logits(tokens)
+        var state = lm.makeState()
+        var rows: [Float] = []
+        for t in tokens { rows += try lm.forward([t], state: &state).storage }
+        XCTAssertLessThan(maxAbsDifference(rows, logits.storage), 1e-4 * max(1, logits.absMax))
+        let dir = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try w.save(directory: dir)
+        let loaded = try MambaLM.load(directory: dir)
+        XCTAssertEqual(try loaded.logits(tokens), logits)
+        XCTAssertEqual(try MambaConfig.load(directory: dir).mixer, c.mixer)
+    }
+}
