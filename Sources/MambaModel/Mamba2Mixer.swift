@@ -65,8 +65,11 @@ public struct Mamba2Mixer: MixerDescription {
         ]
     }
 
-    /// None yet: the quantization method for Mamba-2 is not written (QuantizationMethod refuses it).
-    public var scanInputs: [(site: Site, scaleKey: String)] { [] }
+    /// The SSM's inputs, as for Mamba-1: x (the conv output's x part), dt before dt_bias and
+    /// softplus ([L, H]), B and C.
+    public var scanInputs: [(site: Site, scaleKey: String)] {
+        [(.convOutput, "x_scale"), (.dt, "dt_scale"), (.B, "B_scale"), (.C, "C_scale")]
+    }
 
     public func producer(of site: Site, _ c: MambaConfig) -> OutputSlice? {
         let (e, x) = (c.innerSize, convChannels(c))
@@ -81,8 +84,11 @@ public struct Mamba2Mixer: MixerDescription {
     public var residualReader: String { "in_proj" }
     public var residualWriter: String { "out_proj" }
 
-    /// out_proj's input is the output of a (weighted) group RMSNorm.
+    /// out_proj's input is the output of the gated group RMSNorm: S-SiLU's smoothing of z would
+    /// change the norm's statistics, but a smoothing of out_proj's input folds into the norm's
+    /// weight (docs/DESIGN.md, Mamba-2).
     public func isNormalized(_ site: Site) -> Bool { site == .outProjInput }
+    public func scaleVector(of site: Site) -> String? { site == .outProjInput ? "norm.weight" : nil }
 
     public func makeMixer(_ ops: any MixerOpSource, _ c: MambaConfig, layer: Int) -> any MixerOp {
         Mamba2Forward(

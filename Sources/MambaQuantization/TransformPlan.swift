@@ -85,6 +85,9 @@ public struct MethodPlan: Sendable {
             if b.hasSmoothableGate {
                 try smoothOut(&b, i, stats, alpha)
                 steps.append("out_proj input (S-SiLU)")
+            } else if b.canSmoothThroughVector(site: .outProjInput) {
+                try smoothOutThroughNorm(&b, i, stats, alpha)
+                steps.append("out_proj input (into the norm weight)")
             }
             return [.init(step: "smooth", layer: i, detail: steps.joined(separator: ", ") + ", alpha \(alpha)")]
         case .hadamard, .mambaquant:
@@ -110,6 +113,9 @@ public struct MethodPlan: Sendable {
             if klt && b.hasSmoothableGate {
                 try smoothOut(&b, i, stats, alpha)
                 steps.append("S-SiLU smoothing of out_proj input (alpha \(alpha))")
+            } else if klt && b.canSmoothThroughVector(site: .outProjInput) {
+                try smoothOutThroughNorm(&b, i, stats, alpha)
+                steps.append("smoothing of out_proj input into the norm weight (alpha \(alpha))")
             }
             if let n = b.mixer.spec.consumer(of: .outProjInput).map({ b.mixer.weight($0.name).cols }) {
                 if let h = RandomizedHadamard(size: n, seed: seed &+ 2000 &+ UInt64(i)) {
@@ -146,4 +152,10 @@ private func smoothConv(_ b: inout BlockParameters, _ i: Int, _ stats: Calibrati
 private func smoothOut(_ b: inout BlockParameters, _ i: Int, _ stats: CalibrationStats, _ alpha: Double) throws {
     let g = try stats.site(i, .outProjInput).range.absmax
     b.smoothOutProjInput(smoothingFactors(activationAbsMax: g, weightColumnAbsMax: b.consumerColumnAbsMax(.outProjInput), alpha: alpha))
+}
+
+/// out_proj's input where a norm's weight scales it (Mamba-2): the factors fold into that weight.
+private func smoothOutThroughNorm(_ b: inout BlockParameters, _ i: Int, _ stats: CalibrationStats, _ alpha: Double) throws {
+    let g = try stats.site(i, .outProjInput).range.absmax
+    b.smoothThroughVector(site: .outProjInput, smoothingFactors(activationAbsMax: g, weightColumnAbsMax: b.consumerColumnAbsMax(.outProjInput), alpha: alpha))
 }

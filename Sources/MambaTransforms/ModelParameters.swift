@@ -12,7 +12,7 @@ public struct MixerParameters: Sendable {
     public var weights: [String: Matrix]
     /// [out] per module that has a bias.
     public var biases: [String: [Double]]
-    /// Role .vector tensors (A_log, D, ...), unchanged by every transform.
+    /// Role .vector tensors (A_log, D, ...); only a norm weight a smoothing folds into changes.
     public var tensors: [String: Tensor]
     /// S-SiLU's per-channel s (nil: plain SiLU).
     public var gateSmoothing: [Double]?

@@ -41,7 +41,13 @@ extension BlockParameters {
     /// Whether the mixer gates with SiLU(z) before a module reading .outProjInput, so that S-SiLU
     /// can smooth that module's input.
     public var hasSmoothableGate: Bool {
-        spec.producer(of: .z, mixer.config) != nil && spec.consumer(of: .outProjInput) != nil
+        spec.producer(of: .z, mixer.config) != nil && spec.consumer(of: .outProjInput) != nil && !spec.isNormalized(.outProjInput)
+    }
+
+    /// Whether a per-channel vector (a norm's weight) scales `site` just before its consumer, so
+    /// that a smoothing of the site folds into it.
+    public func canSmoothThroughVector(site: Site) -> Bool {
+        spec.scaleVector(of: site) != nil && spec.consumer(of: site) != nil
     }
 
     /// The per-input-column absmax of the module consuming `site` (SmoothQuant's weight side).
@@ -99,6 +105,17 @@ extension BlockParameters {
         mixer.scaleOutputs(z, s.map { 1 / $0 })
         let old = mixer.gateSmoothing ?? [Double](repeating: 1, count: s.count)
         mixer.gateSmoothing = zip(old, s).map { $0 * $1 }
+        mixer.scaleInputs(reader, s)
+    }
+
+    /// Smoothing through the vector that scales `site` (Mamba-2's gated-norm weight before
+    /// out_proj): the vector divided by s, the consumer's input channels multiplied by s (exact:
+    /// the norm's statistics are taken before its weight).
+    public mutating func smoothThroughVector(site: Site, _ s: [Double]) {
+        let (key, reader) = (spec.scaleVector(of: site)!, consumer(site))
+        let v = mixer.tensors[key]!
+        precondition(s.count == v.count)
+        mixer.tensors[key] = Tensor(shape: v.shape, storage: zip(v.storage, s).map { Float(Double($0) / $1) })
         mixer.scaleInputs(reader, s)
     }
 

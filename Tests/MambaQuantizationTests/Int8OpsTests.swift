@@ -179,7 +179,13 @@ final class Int8OpsTests: XCTestCase {
     /// The whole quantized model on the int8 runtime gives the reference path's logits up to float
     /// rounding, prefill and decode alike.
     func testInt8ModelMatchesTheReferenceModel() throws {
-        let w = try MambaWeights.load(directory: Fixtures.model("tiny-untied-k3"))
+        for name in ["tiny-untied-k3", "tiny-mamba2-g2-untied"] {
+            try int8MatchesReference(name)
+        }
+    }
+
+    func int8MatchesReference(_ name: String) throws {
+        let w = try MambaWeights.load(directory: Fixtures.model(name))
         let text = (0..<300).map { ($0 * 7 + $0 / 9) % 50 }
         let windows = try CalibrationWindows.draw(from: [("t", text)], samples: 4, seqLength: 24, seed: 1)
         let stats = try Calibrator.run(model: MambaLM(weights: w), windows: windows, parallelism: .serial)
@@ -190,14 +196,14 @@ final class Int8OpsTests: XCTestCase {
             let reference = try q.model(runtime: .reference).logits(tokens)
             let int8 = q.model(runtime: .int8)
             let got = try int8.logits(tokens)
-            XCTAssertLessThanOrEqual(maxAbsDifference(got.storage, reference.storage), 1e-3 * reference.absMax, "\(method)")
+            XCTAssertLessThanOrEqual(maxAbsDifference(got.storage, reference.storage), 1e-3 * reference.absMax, "\(method) on \(name)")
             XCTAssertGreaterThan(reference.absMax, 0)
             // Decode: a prefill of all but the last token, then one step, equals the last row.
             var state = int8.makeState()
             _ = try int8.forward(Array(tokens.dropLast()), state: &state, logits: .none)
             let step = try int8.forward([tokens.last!], state: &state, logits: .all)
             let last = Array(got.storage[((tokens.count - 1) * got.cols)...])
-            XCTAssertLessThanOrEqual(maxAbsDifference(step.storage, last), 1e-4 * reference.absMax, "\(method) decode")
+            XCTAssertLessThanOrEqual(maxAbsDifference(step.storage, last), 1e-4 * reference.absMax, "\(method) decode on \(name)")
         }
     }
 }

@@ -19,7 +19,7 @@ final class QuantizedModelTests: XCTestCase {
     }
 
     func fixtures() throws -> [(String, MambaWeights)] {
-        try ["tiny-tied", "tiny-untied-k3", "tiny-falcon-untied-bf16"].map { ($0, try MambaWeights.load(directory: Fixtures.model($0))) }
+        try ["tiny-tied", "tiny-untied-k3", "tiny-falcon-untied-bf16", "tiny-mamba2", "tiny-mamba2-g2-untied"].map { ($0, try MambaWeights.load(directory: Fixtures.model($0))) }
     }
 
     func testEveryMethodsPlanKeepsTheFloatLogits() throws {
@@ -46,6 +46,7 @@ final class QuantizedModelTests: XCTestCase {
     /// Tiny random models are harsh on static per-tensor scales (measured: 8-15% relative logit
     /// error at w8a8 static, under 3% with dynamic per-token scales; the bundled trained model loses
     /// well under 1% of bits per byte), so the bounds are loose; the ordering is what is checked.
+    /// The Mamba-2 fixtures run the same recipes through the Mamba-2 description.
     func testQuantizedModelsStayCloseToFloat() throws {
         for (name, w) in try fixtures() {
             let reference = try MambaLM(weights: w).logits(tokens)
@@ -57,7 +58,8 @@ final class QuantizedModelTests: XCTestCase {
                 let e8 = try error(.init(method: method))
                 XCTAssertLessThan(e8, 0.2, "\(method) w8a8 on \(name)")
                 XCTAssertGreaterThan(e8, 0, "\(method) w8a8 on \(name) must actually round")
-                XCTAssertLessThan(try error(.init(method: method, dynamicActivations: true)), 0.05, "\(method) w8a8 dynamic on \(name)")
+                // tiny-mamba2-g2-untied (F16 weights, a dt clamp that binds) measured 5.3-5.7% dynamic.
+                XCTAssertLessThan(try error(.init(method: method, dynamicActivations: true)), name.hasPrefix("tiny-mamba2") ? 0.08 : 0.05, "\(method) w8a8 dynamic on \(name)")
                 XCTAssertGreaterThan(try error(.init(method: method, bits: .init(weight: 4, activation: 8))), e8, "\(method) on \(name): w4a8 costs more than w8a8")
                 XCTAssertGreaterThan(try error(.init(method: method, bits: .init(weight: 8, activation: 4))), e8, "\(method) on \(name): w8a4 costs more than w8a8")
             }
@@ -76,9 +78,13 @@ final class QuantizedModelTests: XCTestCase {
     }
 
     func testCheckpointRoundTripsAndIsDeterministic() throws {
+        for name in ["tiny-untied-k3", "tiny-mamba2-g2-untied"] { try roundTrip(name) }
+    }
+
+    func roundTrip(_ name: String) throws {
         let dir = try makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let source = Fixtures.model("tiny-untied-k3")
+        let source = Fixtures.model(name)
         let w = try MambaWeights.load(directory: source)
         let stats = try statsFile(w)
         let provenance = QuantizationProvenance(sourceSHA256: "a", statsSHA256: "b")

@@ -98,6 +98,12 @@ final class StreamedQuantizeTests: XCTestCase {
             let w = try MambaWeights.load(directory: Fixtures.model(name))
             try assertSameCheckpoint(Fixtures.model(name), w, try statsFile(w, samples: 5, seqLength: 24, vocab: 50), recipes, name)
         }
+        // Mamba-2: no x_proj to keep float; its out_proj instead.
+        recipes[recipes.count - 1] = QuantizationRecipe(method: .mambaquant, bits: .init(weight: 4, activation: 8), groupSize: 8,
+                                                        keepFloat: ["lm_head", "backbone.layers.1.mixer.out_proj"])
+        let name = "tiny-mamba2-g2-untied"
+        let w = try MambaWeights.load(directory: Fixtures.model(name))
+        try assertSameCheckpoint(Fixtures.model(name), w, try statsFile(w, samples: 5, seqLength: 24, vocab: 50), recipes, name)
     }
 
     func testStreamedEqualsWholeModelOnTheBundledModel() throws {

@@ -131,4 +131,65 @@ final class TransformTests: XCTestCase {
         XCTAssertEqual(s[1], 1)                        // dead channel
         XCTAssertEqual(s[2], 1e-2)                     // floor
     }
+
+    // MARK: Mamba-2 (docs/DESIGN.md, "Mamba-2"): each site's transform on the transformers fixtures.
+
+    func mamba2Models() throws -> [(String, MambaWeights)] {
+        try ["tiny-mamba2", "tiny-mamba2-g2-untied"].map { ($0, try MambaWeights.load(directory: Fixtures.model($0))) }
+    }
+
+    func assertMamba2(_ name: String, preserved: Bool = true, _ transform: (inout ModelParameters) throws -> Void) throws {
+        for (model, w) in try mamba2Models() {
+            let reference = try MambaLM(weights: w).logits(tokens)
+            var p = ModelParameters(weights: w)
+            try transform(&p)
+            let err = maxAbsDifference(try p.floatModel().logits(tokens).storage, reference.storage)
+            if preserved {
+                XCTAssertLessThanOrEqual(err, 1e-4 * reference.absMax, "\(name) on \(model): \(err) of \(reference.absMax)")
+            } else {
+                XCTAssertGreaterThan(err, 1e-3 * reference.absMax, "\(name) on \(model) should not be exact")
+            }
+        }
+    }
+
+    /// Norm folding and R1 carry over; the conv input x, B, C smooths per channel (one factor per
+    /// conv channel); out_proj's input smooths into the gated norm's weight; R2 rotates it online.
+    func testMamba2TransformsKeepTheLogits() throws {
+        try assertMamba2("fold + R1") { p in
+            p.foldNorms()
+            p.rotateResidual(try orthogonal(p.hiddenSize, seed: 4))
+        }
+        try assertMamba2("conv input smoothing") { p in
+            for i in p.blocks.indices {
+                let channels = p.blocks[i].mixer.weight("conv1d").rows
+                XCTAssertTrue(p.canSmooth(site: .x, layer: i))
+                p.smooth(site: .x, layer: i, positive(channels, seed: UInt64(i + 1)))
+            }
+        }
+        try assertMamba2("out_proj input into the norm weight") { p in
+            for i in p.blocks.indices {
+                XCTAssertFalse(p.hasSmoothableGate(layer: i), "S-SiLU does not cross the gated norm")
+                XCTAssertTrue(p.blocks[i].canSmoothThroughVector(site: .outProjInput))
+                p.blocks[i].smoothThroughVector(site: .outProjInput, positive(p.innerSize, seed: UInt64(i + 7)))
+            }
+        }
+        try assertMamba2("SmoothQuant in_proj") { p in
+            p.foldNorms()
+            for i in p.blocks.indices { p.smoothInProjInput(layer: i, positive(p.hiddenSize, seed: UInt64(i + 3))) }
+        }
+        try assertMamba2("R2") { p in
+            for i in p.blocks.indices {
+                guard let h = RandomizedHadamard(size: p.innerSize, seed: UInt64(i)) else { return XCTFail("no Hadamard of \(p.innerSize)") }
+                p.rotateOutProjInput(layer: i, h)
+            }
+        }
+    }
+
+    /// Why S-SiLU is not used on Mamba-2: scaling z (and the gate by s) is exact on Mamba-1, but the
+    /// group RMSNorm after Mamba-2's gate sees y * silu(z) / s, so the logits change.
+    func testMamba2GateSmoothingIsNotExact() throws {
+        try assertMamba2("S-SiLU", preserved: false) { p in
+            for i in p.blocks.indices { p.smoothOutProjInput(layer: i, positive(p.innerSize, seed: UInt64(i + 7))) }
+        }
+    }
 }
