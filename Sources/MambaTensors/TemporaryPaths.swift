@@ -1,4 +1,4 @@
-import Dispatch
+import CMambaKernels
 import Foundation
 
 /// Temporary outputs (a checkpoint being written) removed when the process is interrupted:
@@ -7,13 +7,13 @@ import Foundation
 public enum TemporaryPaths {
     private static let lock = NSLock()
     nonisolated(unsafe) private static var paths = Set<String>()
-    nonisolated(unsafe) private static var sources: [DispatchSourceSignal] = []
+    nonisolated(unsafe) private static var installed = false
 
     public static func register(_ path: String) {
         lock.lock()
         defer { lock.unlock() }
         paths.insert(path)
-        if sources.isEmpty { installHandlers() }
+        if !installed { installHandlers() }
     }
 
     public static func unregister(_ path: String) {
@@ -22,21 +22,25 @@ public enum TemporaryPaths {
         paths.remove(path)
     }
 
+    /// The handlers are installed by sigaction before `register` returns (CMambaKernels/fileio.c:
+    /// they write the signal to a pipe); a thread of its own waits on the pipe, removes the
+    /// registered paths and exits. (A dispatch signal source needed SIG_IGN first and registered
+    /// asynchronously: a signal in between was dropped and the command ran on.)
     private static func installHandlers() {
-        for sig in [SIGINT, SIGTERM] {
-            signal(sig, SIG_IGN)   // delivered to the dispatch source instead
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler {
-                lock.lock()
-                let doomed = paths
-                lock.unlock()
-                for p in doomed { try? FileManager.default.removeItem(atPath: p) }
-                FileHandle.standardError.write(Data("interrupted: removed \(doomed.count) temporary output(s)\n".utf8))
-                exit(128 + sig)
-            }
-            source.resume()
-            sources.append(source)
+        let fd = mq_install_interrupt_pipe()
+        guard fd >= 0 else { return }
+        installed = true
+        let thread = Thread {
+            var sig: UInt8 = 0
+            while read(fd, &sig, 1) != 1 {}
+            lock.lock()
+            let doomed = paths
+            lock.unlock()
+            for p in doomed { try? FileManager.default.removeItem(atPath: p) }
+            FileHandle.standardError.write(Data("interrupted: removed \(doomed.count) temporary output(s)\n".utf8))
+            exit(128 + Int32(sig))
         }
+        thread.start()
     }
 
     /// Removes `.NAME.tmp-PID` siblings of `destination` left by processes that no longer run
