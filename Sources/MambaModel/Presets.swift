@@ -1,5 +1,5 @@
-/// Shapes of the published Mamba-1 checkpoints (state-spaces/mamba-*-hf and tiiuae/falcon-mamba-7b
-/// config.json), for benchmarks on random weights of the real sizes
+/// Shapes of the published checkpoints (state-spaces/mamba-*-hf, tiiuae/falcon-mamba-7b and
+/// state-spaces/mamba2-* config.json), for benchmarks on random weights of the real sizes
 /// (scripts/reference/make_random_sharded_checkpoint.py writes the same shapes to disk).
 public enum ModelPreset: String, CaseIterable, Sendable {
     case mamba130m = "mamba-130m"
@@ -9,6 +9,10 @@ public enum ModelPreset: String, CaseIterable, Sendable {
     case mamba2_8b = "mamba-2.8b"
     /// tiiuae/falcon-mamba-7b: Falcon-Mamba's normed dt, B and C, dt rank 256.
     case falconMamba7b = "falcon-mamba-7b"
+    /// state-spaces/mamba2-*: head_dim 64, one group, state 128, vocab 50277 padded to 50288.
+    case mamba2_130m = "mamba2-130m"
+    case mamba2_1_3b = "mamba2-1.3b"
+    case mamba2_2_7b = "mamba2-2.7b"
 
     public var config: MambaConfig {
         switch self {
@@ -20,6 +24,14 @@ public enum ModelPreset: String, CaseIterable, Sendable {
         case .falconMamba7b:
             MambaConfig(hiddenSize: 4096, numLayers: 64, stateSize: 16, convKernel: 4, timeStepRank: 256, vocabSize: 65024,
                         mixer: .falconMamba(ssmNormEpsilon: Float(MambaConfig.defaultMixerRMSEpsilon)))
+        case .mamba2_130m: Self.mamba2(hiddenSize: 768, numLayers: 24)
+        case .mamba2_1_3b: Self.mamba2(hiddenSize: 2048, numLayers: 48)
+        case .mamba2_2_7b: Self.mamba2(hiddenSize: 2560, numLayers: 64)
         }
+    }
+
+    static func mamba2(hiddenSize d: Int, numLayers: Int) -> MambaConfig {
+        MambaConfig(hiddenSize: d, numLayers: numLayers, stateSize: 128, vocabSize: 50288,
+                    mixer: MixerKind(Mamba2Mixer(heads: 2 * d / 64, headDim: 64, groups: 1)))
     }
 }

@@ -78,7 +78,11 @@ struct BenchCommand: ParsableCommand {
         printError("timing prefill (\(tokens) tokens) and decode (\(decodeSteps) steps), \(runs) runs each, interleaved")
         let t = try measureThroughputSideBySide([float, int8], tokens: tokens, decodeSteps: decodeSteps, runs: runs, parallelism: par)
         let c = weights.config
-        let shapes = [("in_proj", 2 * c.innerSize, c.hiddenSize), ("out_proj", c.hiddenSize, c.innerSize)]
+        // The residual reader's and writer's [out, in] (in_proj [2E, D] on Mamba-1, [E + X + H, D] on Mamba-2).
+        let spec = c.mixer.spec
+        let shapes = [spec.residualReader, spec.residualWriter].compactMap { m in
+            spec.presentParameters(c).first { $0.spec.key == m + ".weight" }.map { (m, $0.shape[0], $0.shape[1]) }
+        }
         var gemm: [LinearBenchmarkResult] = []
         for (shape, n, k) in shapes {
             for m in gemmRowList! {

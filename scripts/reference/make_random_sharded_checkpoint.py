@@ -28,6 +28,10 @@ PRESETS = {
     "mamba-2.8b": dict(model_type="mamba", hidden_size=2560, num_hidden_layers=64, vocab_size=50280),
     "falcon-mamba-7b": dict(model_type="falcon_mamba", hidden_size=4096, num_hidden_layers=64, vocab_size=65024,
                             time_step_rank=256, mixer_rms_eps=1e-6),
+    # state-spaces/mamba2-*: head_dim 64, one group, state 128 (Presets.swift).
+    "mamba2-130m": dict(model_type="mamba2", hidden_size=768, num_hidden_layers=24, vocab_size=50288),
+    "mamba2-1.3b": dict(model_type="mamba2", hidden_size=2048, num_hidden_layers=48, vocab_size=50288),
+    "mamba2-2.7b": dict(model_type="mamba2", hidden_size=2560, num_hidden_layers=64, vocab_size=50288),
 }
 DTYPES = {"bf16": (torch.bfloat16, "BF16"), "f16": (torch.float16, "F16"), "f32": (torch.float32, "F32")}
 
@@ -49,6 +53,24 @@ def tensors(cfg):
         return dt + torch.log(-torch.expm1(-dt))
 
     out = [("backbone.embeddings.weight", [v, d], normal(1.0))]
+    if cfg["model_type"] == "mamba2":
+        h, n2 = e // 64, 128
+        x = e + 2 * n2
+        for i in range(n_layers):
+            p = f"backbone.layers.{i}."
+            out += [
+                (p + "norm.weight", [d], normal(0.1, 1.0)),
+                (p + "mixer.in_proj.weight", [e + x + h, d], normal(1 / math.sqrt(d))),
+                (p + "mixer.conv1d.weight", [x, 1, k], normal(0.5)),
+                (p + "mixer.conv1d.bias", [x], normal(0.1)),
+                (p + "mixer.dt_bias", [h], dt_bias),
+                (p + "mixer.A_log", [h], lambda shape, g: torch.log(torch.linspace(1, 16, shape[0])) + 0.1 * torch.randn(shape, generator=g)),
+                (p + "mixer.D", [h], normal(0.2, 1.0)),
+                (p + "mixer.norm.weight", [e], normal(0.1, 1.0)),
+                (p + "mixer.out_proj.weight", [d, e], normal(1 / math.sqrt(e))),
+            ]
+        out.append(("backbone.norm_f.weight", [d], normal(0.1, 1.0)))
+        return out
     for i in range(n_layers):
         p = f"backbone.layers.{i}."
         out += [
@@ -119,6 +141,10 @@ def main():
                   layer_norm_epsilon=1e-5, residual_in_fp32=True, pad_vocab_size_multiple=8,
                   architectures=["FalconMambaForCausalLM" if cfg["model_type"] == "falcon_mamba" else "MambaForCausalLM"])
     config.setdefault("time_step_rank", "auto")
+    if cfg["model_type"] == "mamba2":
+        e = 2 * cfg["hidden_size"]
+        config.update(state_size=128, num_heads=e // 64, head_dim=64, n_groups=1, chunk_size=256,
+                      time_step_limit=[0.0, {"__float__": "Infinity"}], architectures=["Mamba2ForCausalLM"])
     with open(os.path.join(a.out, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
     if a.tokenizer:
