@@ -11,7 +11,7 @@ public struct SiteKey: Hashable, Sendable, Comparable, CustomStringConvertible {
         self.site = site
     }
 
-    /// The stats file's tensor-name prefix (DESIGN.md section 5).
+    /// The stats file's tensor-name prefix (docs/DESIGN.md section 5).
     public var description: String { layer.map { "layers.\($0).\(site.rawValue)" } ?? site.rawValue }
 
     public static func < (a: SiteKey, b: SiteKey) -> Bool {
@@ -21,7 +21,7 @@ public struct SiteKey: Hashable, Sendable, Comparable, CustomStringConvertible {
     }
 }
 
-/// Which sites carry second-moment sums (the KLT sites of DESIGN.md section 2): the dt path input
+/// Which sites carry second-moment sums (the KLT sites of docs/DESIGN.md section 2): the dt path input
 /// of each layer, and the residual stream's block inputs pooled over layers.
 public enum KLTSite {
     public static let perLayer: Set<Site> = [.dtLow]

@@ -1,6 +1,6 @@
 import MambaTensors
 
-// The three statistics of one activation site (DESIGN.md section 5), each with update / merge.
+// The three statistics of one activation site (docs/DESIGN.md section 5), each with update / merge.
 // Merging two partial runs gives what one run over both gives: exactly for the ranges and the
 // histogram (max, min, integer counts), up to Double summation order for the moments.
 
@@ -103,7 +103,7 @@ public struct MagnitudeHistogram: Sendable, Equatable {
 }
 
 /// Sums of x and of x*x^T in Double with the row count: the mean and second-moment matrix a KLT
-/// rotation is computed from (DESIGN.md section 2: uncentered by choice, centered on request).
+/// rotation is computed from (docs/DESIGN.md section 2: uncentered by choice, centered on request).
 public struct Moments: Sendable, Equatable {
     public let channels: Int
     public private(set) var sum: [Double]

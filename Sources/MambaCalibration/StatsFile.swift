@@ -2,7 +2,7 @@ import Foundation
 import MambaModel
 import MambaTensors
 
-/// The stats file of `calibrate` (DESIGN.md section 5, format version 1): safetensors with
+/// The stats file of `calibrate` (docs/DESIGN.md section 5, format version 1): safetensors with
 /// `layers.{i}.{site}.{stat}` and `{site}.{stat}` tensors, the pooled residual moments as
 /// `residual.{sum,sumsq_matrix,count}`, the token windows as `calibration.tokens` I32
 /// [samples, seq_len], and metadata tying it to the checkpoint and data it came from.
@@ -135,7 +135,7 @@ extension SiteKey {
     }
 }
 
-/// The sha256 of a checkpoint's weight files in index order (DESIGN.md section 5).
+/// The sha256 of a checkpoint's weight files in index order (docs/DESIGN.md section 5).
 public func checkpointSHA256(directory: String) throws -> String {
     let store = try TensorStore(directory: directory)
     return try SHA256.hex(ofFiles: store.files.map(\.path))

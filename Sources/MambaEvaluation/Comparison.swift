@@ -44,7 +44,7 @@ func logSoftmax(_ row: ArraySlice<Float>, into out: inout [Double]) {
     for v in row { out[k] = Double(v) - lse; k += 1 }
 }
 
-/// Scores `reference` and every candidate on the same windows (DESIGN.md section 5's protocol):
+/// Scores `reference` and every candidate on the same windows (docs/DESIGN.md section 5's protocol):
 /// per window the reference's log-probabilities are computed once and each candidate is measured
 /// against them (KL, top-1 agreement) as well as against the text (NLL). Result 0 is the
 /// reference (KL 0, agreement 1). Windows run `parallelism.threads` at a time.

@@ -1,7 +1,7 @@
 import Foundation
 import MambaTensors
 
-/// calibration/manifest.json (DESIGN.md section 5): the corpus splits and the default model,
+/// calibration/manifest.json (docs/DESIGN.md section 5): the corpus splits and the default model,
 /// resolved from the current directory so that commands run without arguments on the bundled
 /// model and text.
 public struct CorpusManifest: Sendable {

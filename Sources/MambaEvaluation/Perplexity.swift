@@ -2,7 +2,7 @@ import Foundation
 import MambaModel
 import MambaTensors
 
-/// Negative log-likelihood of text under a model, by the evaluation protocol of DESIGN.md section 5:
+/// Negative log-likelihood of text under a model, by the evaluation protocol of docs/DESIGN.md section 5:
 /// non-overlapping windows of `seqLength` tokens, each from a fresh state, every position but the
 /// window's first scored; a file's last, shorter window counts when it has at least 2 tokens;
 /// windows never cross files.

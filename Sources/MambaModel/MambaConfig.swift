@@ -4,7 +4,7 @@ import MambaTensors
 /// A Mamba-1 configuration, read from a Hugging Face config.json (MambaConfig's keys) or from an
 /// original state-spaces/mamba config (d_model, n_layer, ssm_cfg). Defaults live here and only here.
 ///
-/// Glossary (DESIGN.md section 1): D = hiddenSize, E = innerSize = expand * D, N = stateSize,
+/// Glossary (docs/DESIGN.md section 1): D = hiddenSize, E = innerSize = expand * D, N = stateSize,
 /// R = timeStepRank, K = convKernel, V = vocabSize (padded).
 public struct MambaConfig: Sendable, Equatable {
     public var hiddenSize: Int          // D

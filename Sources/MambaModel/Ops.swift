@@ -19,7 +19,7 @@ public protocol ConvOp: Sendable {
 }
 
 /// The gate: y * act(z), [L, E] x [L, E] -> [L, E]. Float Mamba uses SiLU; the smoothed model
-/// uses S-SiLU (DESIGN.md section 2).
+/// uses S-SiLU (docs/DESIGN.md section 2).
 public protocol GateOp: Sendable {
     func forward(y: Tensor, z: Tensor) -> Tensor
 }

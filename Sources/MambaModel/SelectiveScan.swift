@@ -3,7 +3,7 @@ import Foundation
 import MambaTensors
 
 /// The selective scan of Mamba-1, one path for prefill and decode (a decode step is L = 1 with the
-/// state carried in). h stays float32 throughout (DESIGN.md section 2).
+/// state carried in). h stays float32 throughout (docs/DESIGN.md section 2).
 public struct SelectiveScan: Sendable {
     public let a: Tensor           // [E, N] = -exp(A_log)
     public let dSkip: Tensor       // [E]

@@ -1,6 +1,6 @@
 import MambaTensors
 
-/// An activation site of the forward (DESIGN.md section 2). Calibration keys its statistics on
+/// An activation site of the forward (docs/DESIGN.md section 2). Calibration keys its statistics on
 /// (layer, site) and quantization places its scales here: the one list of where tensors flow.
 public enum Site: String, CaseIterable, Sendable, Codable {
     /// Block input normalized as u / rms(u), without the norm weight (the KLT R1 site).

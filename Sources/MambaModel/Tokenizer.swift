@@ -3,7 +3,7 @@ import MambaTensors
 
 /// A byte-level BPE tokenizer read from a Hugging Face tokenizer.json: GPT-NeoX's (NFC normalizer,
 /// ByteLevel pre-tokenizer with the GPT-2 split, ~50k merges, added tokens) and the byte models'
-/// (256 byte tokens, no merges, no split) through the same code path (DESIGN.md section 5).
+/// (256 byte tokens, no merges, no split) through the same code path (docs/DESIGN.md section 5).
 /// Pipeline as in huggingface/tokenizers: added tokens that are not normalized are split out of the
 /// raw text; the rest is normalized, then split on normalized added tokens; the pieces are
 /// pre-tokenized, mapped to byte-level characters and merged by rank.

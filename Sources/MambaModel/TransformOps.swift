@@ -1,7 +1,7 @@
 import CMambaKernels
 import MambaTensors
 
-// Ops that the MambaQuant transforms introduce into the forward (DESIGN.md section 2); the float
+// Ops that the MambaQuant transforms introduce into the forward (docs/DESIGN.md section 2); the float
 // transformed model and the quantized model both use them.
 
 /// S-SiLU gating: y * z * sigmoid(s * z) per channel. With z = z_orig / s this equals
@@ -33,7 +33,7 @@ public struct SmoothSiLUGate: GateOp {
     }
 }
 
-/// The online rotation of out_proj's input (DESIGN.md section 2, R2): g -> (g * signs) H / sqrt(n)
+/// The online rotation of out_proj's input (docs/DESIGN.md section 2, R2): g -> (g * signs) H / sqrt(n)
 /// by the fast transform; out_proj's weight was multiplied by the same rotation offline.
 public struct OnlineHadamard: Sendable {
     public let signs: [Float]

@@ -2,7 +2,7 @@ import CMambaKernels
 import MambaModel
 import MambaTensors
 
-// The quantized model's ops on the int8 runtime (DESIGN.md section 3): activations quantized to
+// The quantized model's ops on the int8 runtime (docs/DESIGN.md section 3): activations quantized to
 // int8 rows, weights packed once at load, an int8 x int8 -> int32 GEMM with a float epilogue
 // (CMambaKernels/int8.c). They compute the same integers as the reference ops in ReferenceOps.swift
 // and differ from them only by float rounding (tested in Int8OpsTests).

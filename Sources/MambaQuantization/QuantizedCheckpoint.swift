@@ -2,7 +2,7 @@ import Foundation
 import MambaModel
 import MambaTensors
 
-// The quantized checkpoint, format version 1 (DESIGN.md section 5 and FORMAT.md): config.json with a
+// The quantized checkpoint, format version 1 (docs/DESIGN.md section 5 and FORMAT.md): config.json with a
 // "quantization" object, model.safetensors with the float names plus suffixes, the source's
 // tokenizer files. The names outside the mixers live in this file; each mixer's come from its
 // description (MixerDescription.swift) plus the suffixes below.

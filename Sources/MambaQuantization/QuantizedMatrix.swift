@@ -2,7 +2,7 @@ import CMambaKernels
 import MambaTensors
 import MambaTransforms
 
-/// Symmetric integer quantization (DESIGN.md section 2): round half away from zero, then clamp to
+/// Symmetric integer quantization (docs/DESIGN.md section 2): round half away from zero, then clamp to
 /// [-qmax, qmax]; -qmax - 1 (e.g. -128) is never produced.
 @inline(__always)
 public func quantizeSymmetric(_ x: Float, inverseScale: Float, qmax: Float) -> Float {

@@ -1,6 +1,6 @@
 import MambaTensors
 
-/// The four methods of DESIGN.md section 2's table, run by the same pipeline.
+/// The four methods of docs/DESIGN.md section 2's table, run by the same pipeline.
 public enum QuantizationMethod: String, CaseIterable, Sendable, Codable {
     case rtn, smoothquant, hadamard, mambaquant
 }

@@ -10,7 +10,7 @@ public struct AppliedTransform: Sendable, Codable, Equatable {
     public let detail: String
 }
 
-/// The transforms each method applies (DESIGN.md section 2's table), in order, on the float
+/// The transforms each method applies (docs/DESIGN.md section 2's table), in order, on the float
 /// parameters. Every decision reads statistics that the transforms before it leave unchanged
 /// (norm folding and R1 do not change x, z, dtLow or g; smoothing factors use the current weights),
 /// so the original stats serve; the scales of the final model come from a second calibration pass.

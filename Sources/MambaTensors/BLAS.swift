@@ -1,6 +1,6 @@
 import COpenBLAS
 
-/// The few CBLAS calls the float path needs. Weights are [out, in] row-major (DESIGN.md section 1),
+/// The few CBLAS calls the float path needs. Weights are [out, in] row-major (docs/DESIGN.md section 1),
 /// so a linear layer is C = A * W^T: sgemm with W transposed, or sgemv for one row.
 public enum BLAS {
     /// Runs `body` with OpenBLAS on `threads` threads, then restores its thread count.

@@ -2,7 +2,7 @@ import COpenBLAS
 import Dispatch
 import Foundation
 
-/// The thread budget of one command (`--threads`, DESIGN.md section 5). OpenBLAS and the Swift
+/// The thread budget of one command (`--threads`, docs/DESIGN.md section 5). OpenBLAS and the Swift
 /// loops run one after the other, never together, so each may use the whole budget in turn and
 /// the machine never runs threads x threads.
 public struct Parallelism: Sendable, Equatable {

@@ -1,6 +1,6 @@
 import Foundation
 
-/// SHA-256 (FIPS 180-4), for the hashes that tie files together (DESIGN.md section 5: checkpoint
+/// SHA-256 (FIPS 180-4), for the hashes that tie files together (docs/DESIGN.md section 5: checkpoint
 /// sha256 over the weight files in index order, data sha256 over the data files in order). Written
 /// here to keep the dependency list short; tested against the FIPS vectors and Python's hashlib.
 public struct SHA256: Sendable {

@@ -1,5 +1,5 @@
 /// A small seeded generator (SplitMix64, Steele, Lea and Flood 2014): the same seed gives the same
-/// stream on every machine, which the byte-identical-output rule needs (DESIGN.md section 5).
+/// stream on every machine, which the byte-identical-output rule needs (docs/DESIGN.md section 5).
 public struct SeededRandom: RandomNumberGenerator, Sendable {
     private var state: UInt64
 

@@ -1,5 +1,5 @@
 /// A dense row-major float32 tensor: the one activation and weight type of the float model.
-/// Activations are [L, channels]; weights are [out, in] (DESIGN.md section 1).
+/// Activations are [L, channels]; weights are [out, in] (docs/DESIGN.md section 1).
 public struct Tensor: Sendable, Equatable {
     public var shape: [Int]
     public var storage: [Float]

@@ -4,7 +4,7 @@ import Foundation
 /// `model.safetensors.index.json` names (Hugging Face's sharded layout), seen as one set of tensors.
 public final class TensorStore: @unchecked Sendable {
     public let directory: String
-    /// Weight files in index order (the order "checkpoint sha256" hashes them in, DESIGN.md section 5).
+    /// Weight files in index order (the order "checkpoint sha256" hashes them in, docs/DESIGN.md section 5).
     public let files: [SafeTensorsFile]
     private let owner: [String: SafeTensorsFile]
 

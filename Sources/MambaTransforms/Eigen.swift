@@ -1,7 +1,7 @@
 import CLapacke
 import MambaTensors
 
-/// The one file that calls LAPACKE (DESIGN.md section 4).
+/// The one file that calls LAPACKE (docs/DESIGN.md section 4).
 public enum Eigen {
     /// Eigendecomposition of a symmetric n x n matrix (row-major) by LAPACKE_dsyevd: eigenvalues in
     /// descending order and the eigenvectors as the columns of a row-major n x n matrix. Runs with

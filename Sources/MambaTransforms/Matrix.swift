@@ -1,7 +1,7 @@
 import MambaTensors
 
 /// A row-major Double matrix: the offline transforms do all weight arithmetic in Double and cast
-/// to Float once at the end (DESIGN.md section 2).
+/// to Float once at the end (docs/DESIGN.md section 2).
 public struct Matrix: Sendable, Equatable {
     public let rows: Int
     public let cols: Int

@@ -2,7 +2,7 @@ import Foundation
 import MambaModel
 import MambaTensors
 
-// The function-preserving transforms of MambaQuant (arXiv 2501.13484, DESIGN.md section 2), each a
+// The function-preserving transforms of MambaQuant (arXiv 2501.13484, docs/DESIGN.md section 2), each a
 // small function named after its site. Weights are [out, in] and a layer computes x W^T, so a
 // rotation R of a layer's input (x -> x R) is absorbed as W -> W R, and a rotation of its output
 // as W -> R^T W. Each leaves the float model's logits unchanged (tests).

@@ -157,7 +157,7 @@ struct CompareCommand: ParsableCommand {
     func log(_ line: String) { if !quiet { printError(line) } }
 
     /// Calibration of `model` on `calibFiles`, cached under `cacheDir` by checkpoint, data and
-    /// settings (DESIGN.md section 5): compare's second run starts at quantization.
+    /// settings (docs/DESIGN.md section 5): compare's second run starts at quantization.
     func cachedStats(_ model: MambaLM, modelDir: String, sha: String, calibFiles: [String], parallelism: Parallelism) throws -> StatsFile {
         let dataSHA = try SHA256.hex(ofFiles: calibFiles)
         let key = SHA256.hex(of: Array("\(sha) \(dataSHA) \(calibSamples) \(calibSeqLen) 0 \(StatsFile.formatVersion)".utf8))

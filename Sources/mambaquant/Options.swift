@@ -6,7 +6,7 @@ import MambaTensors
 
 extension QuantizedRuntime: ExpressibleByArgument {}
 
-/// `--threads`, on every command (DESIGN.md section 5).
+/// `--threads`, on every command (docs/DESIGN.md section 5).
 struct RuntimeOptions: ParsableArguments {
     @Option(help: "Threads for OpenBLAS and mambaquant's own loops (default: all cores).")
     var threads: Int?
@@ -47,7 +47,7 @@ func parseTokenList(_ text: String) throws -> [Int] {
     }
 }
 
-/// The tool never overwrites its input (DESIGN.md section 5).
+/// The tool never overwrites its input (docs/DESIGN.md section 5).
 func refuseOverwritingInput(_ output: String, inputs: [String]) throws {
     let out = URL(fileURLWithPath: output).standardizedFileURL.resolvingSymlinksInPath().path
     for input in inputs {

@@ -6,7 +6,7 @@ import TestSupport
 import XCTest
 
 /// Every method's transform plan on the bundled trained model (models/bard-mamba) leaves its float
-/// logits unchanged (max abs error <= 1e-4 of the logits' max abs, DESIGN.md section 2), with
+/// logits unchanged (max abs error <= 1e-4 of the logits' max abs, docs/DESIGN.md section 2), with
 /// statistics from a few windows of the calibration split; and its W8A8 int8 model stays close.
 final class BundledModelPlanTests: XCTestCase {
     func testEveryPlanKeepsTheBundledModelsLogits() throws {

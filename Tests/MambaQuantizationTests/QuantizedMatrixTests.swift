@@ -4,7 +4,7 @@ import MambaTransforms
 import TestSupport
 import XCTest
 
-/// The quantizers against their definitions (DESIGN.md section 2): symmetric, round half away
+/// The quantizers against their definitions (docs/DESIGN.md section 2): symmetric, round half away
 /// from zero, [-qmax, qmax], one scale per row or per group.
 final class QuantizedMatrixTests: XCTestCase {
     func randomMatrix(_ rows: Int, _ cols: Int, seed: UInt64) -> Matrix {

@@ -38,7 +38,7 @@ final class KLTTests: XCTestCase {
     }
 
     /// x K H spreads the energy over channels no worse than x H on held-out activations
-    /// (DESIGN.md section 2): for an orthonormal H, diag(H^T Λ H) is flat, so x K H's per-channel mean
+    /// (docs/DESIGN.md section 2): for an orthonormal H, diag(H^T Λ H) is flat, so x K H's per-channel mean
     /// squares are equal up to sampling noise while x H keeps Σ's uneven diagonal. The measure is the
     /// worst channel's mean square over the average one; a sample absmax was too noisy to compare
     /// (a fresh seed once gave peak/rms 4.057 for K H against 4.042 for H).

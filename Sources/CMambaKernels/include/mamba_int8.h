@@ -1,4 +1,4 @@
-// Int8 kernels of the quantized runtime (DESIGN.md section 3): activation quantization and an
+// Int8 kernels of the quantized runtime (docs/DESIGN.md section 3): activation quantization and an
 // int8 x int8 -> int32 GEMM with a float epilogue. Three paths chosen at run time, all exact in
 // int32: AVX-512 VNNI (vpdpbusd on a+128 with a column-sum correction), AVX2 (the sign trick:
 // vpsignb + vpmaddubsw + vpmaddwd), and portable scalar code. mq_gemm_s8_reference is the plain

@@ -1,5 +1,5 @@
 // Hot float kernels of the Mamba forward: the selective scan and the elementwise nonlinearities.
-// Each has a portable scalar path and an AVX2+FMA path chosen at run time (DESIGN.md section 3);
+// Each has a portable scalar path and an AVX2+FMA path chosen at run time (docs/DESIGN.md section 3);
 // the Swift side keeps a plain reference of each and tests compare the two.
 #ifndef MAMBA_KERNELS_H
 #define MAMBA_KERNELS_H
