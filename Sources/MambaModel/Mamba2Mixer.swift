@@ -9,9 +9,9 @@ import MambaTensors
 // channels [x | B | C].
 //
 // Deliberate differences from transformers, each for a reason:
-// - The recurrence runs in time order for prefill and decode alike (the same sums as its chunked
-//   SSD form, in another order: both are written in mq_ssd_scan_f32's comment). chunk_size only
-//   changes the summation order upstream, so it is read and kept but not used.
+// - The recurrence runs in time order for prefill and decode alike (mq_ssd_scan_f32): upstream's
+//   chunked SSD form computes the same sums in another order (within-chunk products, chunk states,
+//   then the inter-chunk recurrence), so chunk_size is read and kept but not used.
 // - dt is clamped to time_step_limit in decode too. transformers and mamba_ssm clamp only in the
 //   chunked prefill (mamba2_chunk_scan), so their step-by-step decode of a model with a finite
 //   limit disagrees with their own prefill; here the two agree (the fixture tiny-mamba2-g2-untied

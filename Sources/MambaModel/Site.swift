@@ -7,21 +7,23 @@ public enum Site: String, CaseIterable, Sendable, Codable {
     case residual
     /// RMSNorm output: in_proj's input.
     case inProjInput = "in_proj_input"
-    /// in_proj output, x half: the conv input.
+    /// The conv input: in_proj's x rows (Mamba-1 [L, E]; Mamba-2's x, B, C rows [L, X]).
     case x
     /// in_proj output, z half: the gate.
     case z
-    /// SiLU(conv(x) + bias): x_proj's input and the scan's x.
+    /// SiLU(conv(x) + bias), the scan's x: x_proj's input on Mamba-1; on Mamba-2 the x part only.
     case convOutput = "conv_output"
     /// x_proj's dt rows: dt_proj's input (the R5 site).
     case dtLow = "dt_low"
-    /// x_proj's B and C rows: scan inputs.
+    /// The scan's B and C: x_proj's rows on Mamba-1, the conv output's B and C parts on Mamba-2.
     case B, C
-    /// dt_proj output before softplus (softplus runs inside the scan).
+    /// dt before softplus (softplus runs inside the scan): dt_proj's output on Mamba-1 [L, E];
+    /// in_proj's dt rows before dt_bias on Mamba-2 [L, H].
     case dt
     /// Scan output before gating.
     case y
-    /// y * SiLU(z) (after the online rotation, where there is one): out_proj's input, where the outliers are.
+    /// y * SiLU(z) (Mamba-2: its gated group RMSNorm), after the online rotation where there is
+    /// one: out_proj's input, where the outliers are.
     case outProjInput = "out_proj_input"
     /// norm_f output: lm_head's input (not per layer).
     case lmHeadInput = "lm_head_input"
