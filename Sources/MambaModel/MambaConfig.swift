@@ -81,6 +81,8 @@ public struct MambaConfig: Sendable, Equatable {
         case "mamba", "falcon_mamba": isMamba2 = false
         case "mamba2": isMamba2 = true
         case nil: isMamba2 = ssmLayer == "Mamba2"
+        case let other? where hybridModelTypes.contains(other):
+            throw MambaError(.unsupportedModel, "\(source): model_type \(other) is a hybrid of Mamba and attention layers; attention layers are not supported yet (model_type \"mamba\", \"falcon_mamba\" and \"mamba2\" are)")
         case let other?:
             throw MambaError(.unsupportedModel, "\(source): model_type \(other) is not a Mamba model; model_type \"mamba\", \"falcon_mamba\" and \"mamba2\" are supported")
         }
@@ -202,6 +204,9 @@ public struct MambaConfig: Sendable, Equatable {
     public var parameterCount: Int {
         vocabSize * hiddenSize * (tieWordEmbeddings ? 1 : 2) + numLayers * layerParameterCount + hiddenSize
     }
+
+    /// transformers' model types that mix Mamba(-2) layers with attention (or MoE) layers.
+    static let hybridModelTypes: Set<String> = ["nemotron_h", "granitemoehybrid", "falcon_h1", "zamba", "zamba2", "jamba", "bamba"]
 
     /// Falcon-Mamba's mixer_rms_eps when config.json leaves it out (transformers' default).
     public static let defaultMixerRMSEpsilon = 1e-6

@@ -42,6 +42,8 @@ final class MambaConfigTests: XCTestCase {
             (#"{"d_model": 8, "n_layer": 1, "vocab_size": 4, "ssm_cfg": {"layer": "Mamba2", "headdim": 4, "norm_before_gate": true}}"#, "norm_before_gate"),
             (#"{"d_model": 8, "n_layer": 1, "vocab_size": 4, "ssm_cfg": {"layer": "Mamba2", "headdim": 4, "d_ssm": 8}}"#, "d_ssm 8"),
             (#"{"model_type": "llama"}"#, "llama"),
+            (#"{"model_type": "nemotron_h", "hidden_size": 8}"#, "nemotron_h is a hybrid of Mamba and attention layers; attention layers are not supported yet"),
+            (#"{"model_type": "zamba2"}"#, "zamba2 is a hybrid"),
             (#"{"hidden_size": 8, "vocab_size": 4}"#, "num_hidden_layers"),
             (#"{"hidden_size": "big", "num_hidden_layers": 1, "vocab_size": 4}"#, "hidden_size"),
             (#"{"d_model": 8, "n_layer": 1, "vocab_size": 4, "ssm_cfg": {"layer": "Mamba3"}}"#, "Mamba3"),
