@@ -12,7 +12,25 @@ public struct MambaError: Error, CustomStringConvertible, LocalizedError, Equata
 
     public init(_ kind: Kind, _ message: String) {
         self.kind = kind
-        self.message = message
+        self.message = Self.oneLine(message)
+    }
+
+    /// Messages echo names and values from the input (a tensor name, a config value), which can be
+    /// anything: control characters are escaped so the message stays one line, and past
+    /// `maxLength` characters the middle is left out (a 100 MB tensor name must not make a 100 MB
+    /// "line").
+    public static let maxLength = 1000
+
+    static func oneLine(_ text: String) -> String {
+        var s = text
+        if s.utf8.count > maxLength {
+            let head = String(s.prefix(maxLength * 7 / 10)), tail = String(s.suffix(maxLength / 5))
+            s = head + " [... \(s.count - head.count - tail.count) characters left out ...] " + tail
+        }
+        guard s.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else { return s }
+        return String(String.UnicodeScalarView(s.unicodeScalars.flatMap { c -> [Unicode.Scalar] in
+            c.properties.generalCategory == .control ? Array(c.escaped(asASCII: true).unicodeScalars) : [c]
+        }))
     }
 
     public var description: String { message }

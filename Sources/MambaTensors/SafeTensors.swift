@@ -131,13 +131,21 @@ public final class SafeTensorsFile: @unchecked Sendable {
             guard let dtype = DType(rawValue: dtypeName) else {
                 throw MambaError(.badFile, "\(path): tensor \(name) has unsupported dtype \(dtypeName)")
             }
-            let shape = shapeAny.compactMap { ($0 as? NSNumber)?.intValue }
-            let offsets = offsetsAny.compactMap { ($0 as? NSNumber)?.intValue }
+            let shape = shapeAny.compactMap(exactInteger)
+            let offsets = offsetsAny.compactMap(exactInteger)
             guard shape.count == shapeAny.count, offsets.count == 2, shape.allSatisfy({ $0 >= 0 }) else {
-                throw MambaError(.badFile, "\(path): tensor \(name) has a malformed shape or data_offsets")
+                throw MambaError(.badFile, "\(path): tensor \(name) has a malformed shape or data_offsets (each must be a non-negative integer)")
             }
             let (begin, end) = (offsets[0], offsets[1])
-            let expected = shape.reduce(1, *) * dtype.byteSize
+            // The element count is checked for overflow: a forged shape such as [2^62, 2^62] would trap.
+            var expected = dtype.byteSize
+            for d in shape {
+                let (product, overflow) = expected.multipliedReportingOverflow(by: d)
+                guard !overflow else {
+                    throw MambaError(.badFile, "\(path): tensor \(name) has shape \(shapeString(shape)), more bytes than any file holds")
+                }
+                expected = product
+            }
             guard begin >= 0, begin <= end, end <= dataSize else {
                 throw MambaError(.badFile, "\(path): tensor \(name) data [\(begin), \(end)) lies outside the \(dataSize) data bytes; the file is truncated or corrupt")
             }
@@ -170,6 +178,22 @@ public final class SafeTensorsFile: @unchecked Sendable {
     }
 
     public var fileSize: Int { file.bytes.count }
+}
+
+/// A JSON number that is an integer (not 260.5, not a boolean) and fits in Int.
+func exactInteger(_ value: Any) -> Int? {
+    // JSONSerialization's numbers: "c" is a boolean, "d"/"f" a number written with a fraction or
+    // an exponent, the rest integers ("Q" may exceed Int).
+    guard let n = value as? NSNumber else { return nil }
+    switch String(cString: n.objCType) {
+    case "c": return nil
+    case "d", "f":
+        let d = n.doubleValue
+        guard d.isFinite, d == d.rounded() else { return nil }
+        return Int(exactly: d)
+    case "Q": return n.uint64Value <= UInt64(Int.max) ? Int(n.uint64Value) : nil
+    default: return Int(n.int64Value)
+    }
 }
 
 /// Builds a safetensors file in memory order and writes it atomically (temp file + rename).

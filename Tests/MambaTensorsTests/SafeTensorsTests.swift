@@ -103,4 +103,34 @@ final class SafeTensorsTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir), ["x.safetensors"])
         XCTAssertThrowsError(try w.write(to: dir + "/no/such/dir/x.safetensors"))
     }
+
+    /// Forged headers: an element count that overflows, a fractional dimension or offset, a huge
+    /// tensor name and a name with a newline are refused in one line of bounded length.
+    func testForgedHeadersAreRefusedInOneShortLine() throws {
+        let path = dir + "/forged.safetensors"
+        func write(_ header: String, data: Int = 16) {
+            let json = Array(header.utf8)
+            let bytes = withUnsafeBytes(of: UInt64(json.count).littleEndian) { Array($0) } + json + [UInt8](repeating: 0, count: data)
+            FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        }
+        let longName = String(repeating: "w", count: 2_000_000)
+        let cases: [(String, String)] = [
+            (#"{"a":{"dtype":"F32","shape":[4611686018427387904,4611686018427387904],"data_offsets":[0,16]}}"#, "more bytes than any file holds"),
+            (#"{"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,16]}}"#, "more bytes than any file holds"),
+            (#"{"a":{"dtype":"F32","shape":[2.5,2],"data_offsets":[0,16]}}"#, "non-negative integer"),
+            (#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16.5]}}"#, "non-negative integer"),
+            (#"{"a":{"dtype":"F32","shape":[true],"data_offsets":[0,4]}}"#, "non-negative integer"),
+            ("{\"\(longName)\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,16]}}", "characters left out"),
+            (#"{"a\nb":{"dtype":"F32","shape":[3],"data_offsets":[0,16]}}"#, #"a\nb"#),
+        ]
+        for (header, needle) in cases {
+            write(header)
+            XCTAssertThrowsError(try SafeTensorsFile(path: path), String(header.prefix(80))) { error in
+                let message = "\(error)"
+                XCTAssertTrue(message.contains(needle), String(message.prefix(300)))
+                XCTAssertFalse(message.contains("\n"), "one line")
+                XCTAssertLessThanOrEqual(message.count, MambaError.maxLength + 100)
+            }
+        }
+    }
 }

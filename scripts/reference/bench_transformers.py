@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""transformers' MambaForCausalLM on the CPU, timed the way `mambaquant bench --model` times the
-Swift float32 path: prefill of --tokens ids from a fresh state with logits at every position, and
+"""transformers' MambaForCausalLM or Mamba2ForCausalLM (by config.json) on the CPU, timed the way
+`mambaquant bench --model` times the Swift float32 path: prefill of --tokens ids from a fresh state with logits at every position, and
 single-token decode steps with the cache; medians of --runs. The comparison point of issue 2.
 
     python3 scripts/reference/bench_transformers.py --model /tmp/mamba-130m-random --threads 2
@@ -11,7 +11,7 @@ import statistics
 import time
 
 import torch
-from transformers import MambaForCausalLM
+from transformers import AutoModelForCausalLM
 
 
 def main():
@@ -23,7 +23,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    model = MambaForCausalLM.from_pretrained(a.model, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32).eval()
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, model.config.vocab_size, (1, a.tokens), generator=g)
     prefill, decode = [], []
@@ -34,13 +34,15 @@ def main():
             model(ids, use_cache=False)                                       # logits [1, L, V]
             prefill.append(a.tokens / (time.perf_counter() - t))
             out = model(ids[:, :8], use_cache=True)
-            cache = out.cache_params
+            # Mamba keeps its state in cache_params, Mamba-2 (transformers 5) in past_key_values.
+            key = "cache_params" if getattr(out, "cache_params", None) is not None else "past_key_values"
+            cache = getattr(out, key)
             steps = ids[0, 8:8 + a.decode_steps]
             t = time.perf_counter()
             for i, tok in enumerate(steps):
                 pos = torch.tensor([8 + i])
-                out = model(tok.view(1, 1), cache_params=cache, use_cache=True, cache_position=pos)
-                cache = out.cache_params
+                out = model(tok.view(1, 1), **{key: cache}, use_cache=True, cache_position=pos)
+                cache = getattr(out, key)
             decode.append(len(steps) / (time.perf_counter() - t))
     r = dict(model=a.model, threads=a.threads, torch=torch.__version__, prefill_tokens=a.tokens,
              prefill_tokens_per_s=statistics.median(prefill), decode_tokens_per_s=statistics.median(decode),
