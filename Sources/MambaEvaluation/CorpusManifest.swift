@@ -12,7 +12,7 @@ public struct CorpusManifest: Sendable {
     public let defaultModel: String
 
     public init(path: String = CorpusManifest.defaultPath) throws {
-        guard let data = FileManager.default.contents(atPath: path) else {
+        guard let data = try contentsOfRegularFile(atPath: path) else {
             throw MambaError(.missingFile, "no \(path) in \(FileManager.default.currentDirectoryPath): give the model and data explicitly, or run from the mambaquant checkout")
         }
         guard let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],

@@ -57,7 +57,7 @@ public struct MambaConfig: Sendable, Equatable {
         guard FileManager.default.fileExists(atPath: directory) else {
             throw MambaError(.missingFile, "model directory \(directory) does not exist")
         }
-        guard let data = FileManager.default.contents(atPath: path) else {
+        guard let data = try contentsOfRegularFile(atPath: path) else {
             throw MambaError(.missingFile, "\(path) not found: a Hugging Face Mamba checkpoint directory has config.json, model.safetensors and tokenizer.json")
         }
         return try parse(data, source: path)

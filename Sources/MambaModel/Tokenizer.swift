@@ -31,7 +31,7 @@ public struct Tokenizer: Sendable {
     public static let fileName = "tokenizer.json"
 
     public init(contentsOf path: String) throws {
-        guard let data = FileManager.default.contents(atPath: path) else {
+        guard let data = try contentsOfRegularFile(atPath: path) else {
             throw MambaError(.missingFile, "tokenizer file \(path) not found")
         }
         try self.init(data: data, source: path)

@@ -13,18 +13,10 @@ public final class MappedFile: @unchecked Sendable {
 
     public init(path: String) throws {
         self.path = path
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else {
+        guard let (fd, info) = try openRegularFile(path) else {
             throw MambaError(.missingFile, "cannot open \(path): \(String(cString: strerror(errno)))")
         }
         defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else {
-            throw MambaError(.io, "cannot stat \(path): \(String(cString: strerror(errno)))")
-        }
-        if (info.st_mode & S_IFMT) == S_IFDIR {
-            throw MambaError(.badFile, "\(path) is a directory, expected a file")
-        }
         let size = Int(info.st_size)
         if size == 0 {
             bytes = UnsafeRawBufferPointer(start: nil, count: 0)
@@ -39,4 +31,33 @@ public final class MappedFile: @unchecked Sendable {
     deinit {
         if let base = bytes.baseAddress { munmap(UnsafeMutableRawPointer(mutating: base), bytes.count) }
     }
+}
+
+/// Opens `path` for reading without blocking (O_NONBLOCK: opening a FIFO would otherwise wait for
+/// a writer forever) and refuses anything but a regular file in one line. nil when it cannot be
+/// opened (errno says why), so callers keep their own message for a missing file.
+func openRegularFile(_ path: String) throws -> (fd: Int32, info: stat)? {
+    let fd = open(path, O_RDONLY | O_NONBLOCK)
+    guard fd >= 0 else { return nil }
+    var info = stat()
+    guard fstat(fd, &info) == 0 else {
+        let reason = String(cString: strerror(errno))
+        close(fd)
+        throw MambaError(.io, "cannot stat \(path): \(reason)")
+    }
+    let kind = info.st_mode & S_IFMT
+    guard kind == S_IFREG else {
+        close(fd)
+        let what = kind == S_IFDIR ? "a directory" : kind == S_IFIFO ? "a FIFO" : kind == S_IFCHR || kind == S_IFBLK ? "a device" : kind == S_IFSOCK ? "a socket" : "not a regular file"
+        throw MambaError(.badFile, "\(path) is \(what), expected a regular file")
+    }
+    return (fd, info)
+}
+
+/// The contents of the regular file at `path`; nil when it cannot be opened (missing, no
+/// permission), an error when it is a directory, FIFO, device or socket.
+public func contentsOfRegularFile(atPath path: String) throws -> Data? {
+    guard let (fd, _) = try openRegularFile(path) else { return nil }
+    close(fd)
+    return FileManager.default.contents(atPath: path)
 }

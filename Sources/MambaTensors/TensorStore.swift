@@ -23,7 +23,7 @@ public final class TensorStore: @unchecked Sendable {
             files = [f]
             for n in f.names { owner[n] = f }
         } else if fm.fileExists(atPath: index) {
-            guard let data = fm.contents(atPath: index),
+            guard let data = try contentsOfRegularFile(atPath: index),
                   let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
                   let map = json["weight_map"] as? [String: String]
             else {

@@ -26,7 +26,7 @@ struct KernelOptions: ParsableArguments {
 
 /// Reads the whole of a text file, or says which file is missing.
 func readText(_ path: String) throws -> String {
-    guard let data = FileManager.default.contents(atPath: path) else {
+    guard let data = try contentsOfRegularFile(atPath: path) else {
         throw MambaError(.missingFile, "file \(path) not found")
     }
     return String(decoding: data, as: UTF8.self)

@@ -133,4 +133,17 @@ final class SafeTensorsTests: XCTestCase {
             }
         }
     }
+
+    /// A FIFO (or another non-regular file) given as a checkpoint, shard or stats file is refused at
+    /// once instead of blocking on open until a writer appears.
+    func testFIFOIsRefusedWithoutBlocking() throws {
+        let fifo = dir + "/model.safetensors"
+        XCTAssertEqual(mkfifo(fifo, 0o600), 0)
+        let started = Date()
+        XCTAssertThrowsError(try SafeTensorsFile(path: fifo)) { XCTAssertTrue("\($0)".contains("is a FIFO"), "\($0)") }
+        XCTAssertThrowsError(try contentsOfRegularFile(atPath: fifo)) { XCTAssertTrue("\($0)".contains("is a FIFO"), "\($0)") }
+        XCTAssertThrowsError(try SafeTensorsFile(path: "/dev/null")) { XCTAssertTrue("\($0)".contains("is a device"), "\($0)") }
+        XCTAssertLessThan(Date().timeIntervalSince(started), 5)
+        XCTAssertNil(try contentsOfRegularFile(atPath: dir + "/absent.json"))
+    }
 }
