@@ -61,17 +61,27 @@ public struct Tokenizer: Sendable {
         if (pre["add_prefix_space"] as? Bool) == true { throw fail("ByteLevel add_prefix_space is true") }
         splitWords = (pre["use_regex"] as? Bool) ?? true
 
+        // Ids index a table of the vocabulary's size: a negative, fractional or far-out id (2^62
+        // would allocate exabytes) is refused, allowing gaps up to a few times the entry count.
+        let addedEntries = json["added_tokens"] as? [[String: Any]] ?? []
+        let idLimit = 4 * (vocab.count + addedEntries.count) + 1024
+        func tokenID(_ value: Any?, _ token: String) throws -> Int {
+            guard let value, let id = exactInteger(value) else { throw fail("token \(token) has no integer id") }
+            guard id >= 0 && id < idLimit else { throw fail("token \(token) has id \(id), outside [0, \(idLimit)) for \(vocab.count + addedEntries.count) tokens") }
+            return id
+        }
         var idOf: [String: Int] = [:]
         var maxID = -1
         for (token, value) in vocab {
-            guard let id = (value as? NSNumber)?.intValue else { throw fail("vocab entry \(token) has no integer id") }
+            let id = try tokenID(value, token)
             idOf[token] = id
             maxID = max(maxID, id)
         }
         var added: [AddedToken] = []
         var specials = Set<Int>()
-        for entry in json["added_tokens"] as? [[String: Any]] ?? [] {
-            guard let id = (entry["id"] as? NSNumber)?.intValue, let content = entry["content"] as? String else { continue }
+        for entry in addedEntries {
+            guard let content = entry["content"] as? String else { continue }
+            let id = try tokenID(entry["id"], content)
             let special = (entry["special"] as? Bool) ?? false
             added.append(AddedToken(id: id, bytes: Array(content.utf8), special: special, normalized: (entry["normalized"] as? Bool) ?? !special))
             if special { specials.insert(id) }

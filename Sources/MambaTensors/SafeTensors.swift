@@ -181,7 +181,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
 }
 
 /// A JSON number that is an integer (not 260.5, not a boolean) and fits in Int.
-func exactInteger(_ value: Any) -> Int? {
+public func exactInteger(_ value: Any) -> Int? {
     // JSONSerialization's numbers: "c" is a boolean, "d"/"f" a number written with a fraction or
     // an exponent, the rest integers ("Q" may exceed Int).
     guard let n = value as? NSNumber else { return nil }

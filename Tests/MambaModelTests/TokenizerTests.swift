@@ -45,4 +45,28 @@ final class TokenizerTests: XCTestCase {
             XCTAssertTrue("\(e)".contains("x/tokenizer.json"), "\(e)")
         }
     }
+
+    /// Ids in the vocabulary or in added_tokens that are negative, fractional or far beyond the
+    /// token count are refused by name (2^62 would allocate, 2^63-1 trapped).
+    func testBadTokenIdsAreRefused() throws {
+        let bundled = try XCTUnwrap(FileManager.default.contents(atPath: Fixtures.packageRoot + "/models/bard-mamba/tokenizer.json"))
+        var json = try XCTUnwrap(JSONSerialization.jsonObject(with: bundled) as? [String: Any])
+        XCTAssertNoThrow(try Tokenizer(data: bundled, source: "t"))
+        for bad: Any in [-1, 4611686018427387904, Int.max, 3.5, "7"] {
+            var model = json["model"] as! [String: Any]
+            var vocab = model["vocab"] as! [String: Any]
+            vocab["Ā"] = bad
+            model["vocab"] = vocab
+            json["model"] = model
+            let data = try JSONSerialization.data(withJSONObject: json)
+            XCTAssertThrowsError(try Tokenizer(data: data, source: "t/tokenizer.json"), "\(bad)") { e in
+                XCTAssertTrue("\(e)".contains("token Ā"), "\(e)")
+            }
+        }
+        json = try XCTUnwrap(JSONSerialization.jsonObject(with: bundled) as? [String: Any])
+        json["added_tokens"] = [["id": -5, "content": "<x>", "special": true]]
+        XCTAssertThrowsError(try Tokenizer(data: try JSONSerialization.data(withJSONObject: json), source: "t")) { e in
+            XCTAssertTrue("\(e)".contains("token <x> has id -5"), "\(e)")
+        }
+    }
 }
