@@ -105,10 +105,21 @@ extension QuantizedModel {
               let wb = q["weight_bits"]?.int, let ab = q["activation_bits"]?.int else {
             throw MambaError(.badConfig, "\(directory)/config.json: \"quantization\" lacks method, weight_bits or activation_bits")
         }
+        // The recipe's values go through the same checks as quantize's flags: a hand-edited or
+        // corrupt config must not reach the kernels (activation bits 33 trapped, 1000 ran).
+        let bits: BitWidths
+        do { bits = try BitWidths(parsing: "w\(wb)a\(ab)") } catch {
+            throw MambaError(.badConfig, "\(directory)/config.json: \"quantization\" has weight_bits \(wb) and activation_bits \(ab); weight bits 4 or 8 and activation bits 4 to 8 are supported")
+        }
+        let group = q["group_size"]?.int
+        if let group, group <= 0 { throw MambaError(.badConfig, "\(directory)/config.json: \"quantization\" has group_size \(group); it must be positive or null") }
+        if let g = q["group_size"], !g.isNull, group == nil { throw MambaError(.badConfig, "\(directory)/config.json: \"quantization\" group_size \(g) is not an integer") }
+        let seed = q["seed"]?.int ?? 0
+        guard seed >= 0 else { throw MambaError(.badConfig, "\(directory)/config.json: \"quantization\" has seed \(seed); it must be non-negative") }
         let dynamic = q["activation_scale"]?.string == "dynamic"
         let recipe = QuantizationRecipe(
-            method: method, bits: BitWidths(weight: wb, activation: ab), groupSize: q["group_size"]?.int, dynamicActivations: dynamic,
-            clip: q["act_clip"]?.string.flatMap(ActivationClip.init(rawValue:)) ?? .max, seed: UInt64(q["seed"]?.int ?? 0),
+            method: method, bits: bits, groupSize: group, dynamicActivations: dynamic,
+            clip: q["act_clip"]?.string.flatMap(ActivationClip.init(rawValue:)) ?? .max, seed: UInt64(seed),
             keepFloat: Set(q["kept_float"]?.array?.compactMap(\.string) ?? []), alpha: q["alpha"]?.double ?? 0.5)
         let store = try TensorStore(directory: directory)
         var used = Set<String>()

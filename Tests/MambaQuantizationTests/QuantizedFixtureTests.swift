@@ -1,4 +1,5 @@
 import Foundation
+import MambaModel
 import MambaQuantization
 import TestSupport
 import XCTest
@@ -48,5 +49,30 @@ final class QuantizedFixtureTests: XCTestCase {
         XCTAssertTrue(FileManager.default.contentsEqual(atPath: out + "/model.safetensors", andPath: directory + "/model.safetensors"))
         let again = try QuantizedModel.load(directory: out)
         XCTAssertTrue(again.recipe == q.recipe)
+    }
+
+    /// A hand-edited quantization object with values the runtime does not support is refused in one
+    /// line that names the key (activation bits 33 trapped, 1000 ran and printed a perplexity).
+    func testUnsupportedRecipeValuesAreRefused() throws {
+        let dir = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let copy = dir + "/q"
+        try FileManager.default.copyItem(atPath: directory, toPath: copy)
+        let original = try XCTUnwrap(FileManager.default.contents(atPath: directory + "/config.json"))
+        let cases: [(String, JSONValue, String)] = [
+            ("activation_bits", .number(0), "activation_bits 0"), ("activation_bits", .number(33), "activation_bits 33"),
+            ("activation_bits", .number(1000), "activation_bits 1000"), ("weight_bits", .number(3), "weight_bits 3"),
+            ("group_size", .number(0), "group_size 0"), ("group_size", .number(2.5), "group_size 2.5"), ("seed", .number(-1), "seed -1"),
+        ]
+        for (key, value, needle) in cases {
+            var json = try JSONDecoder().decode(JSONValue.self, from: original).object!
+            var q = json["quantization"]!.object!
+            q[key] = value
+            json["quantization"] = .object(q)
+            try JSONValue.object(json).prettyData().write(to: URL(fileURLWithPath: copy + "/config.json"))
+            XCTAssertThrowsError(try QuantizedModel.loadModel(directory: copy), "\(key) \(value)") { e in
+                XCTAssertTrue("\(e)".contains(needle), "\(e)")
+            }
+        }
     }
 }
