@@ -76,31 +76,52 @@ public struct StatsFile: Sendable, Equatable {
             guard let v = f.metadata[key] else { throw MambaError(.badFile, "\(path): metadata lacks \(key)") }
             return v
         }
+        // Every tensor is checked before use: a forged or corrupt file must be named, not trap
+        // (a count of shape [0], a sumsq_matrix of the wrong size) or feed Inf into the scales.
+        func finite<T: BinaryFloatingPoint>(_ name: String, _ values: [T]) throws -> [T] {
+            if let i = values.firstIndex(where: { !$0.isFinite }) {
+                throw MambaError(.badFile, "\(path): \(name) holds \(values[i]) at index \(i); statistics must be finite")
+            }
+            return values
+        }
+        func view(_ name: String, _ shape: [Int]) throws -> TensorView {
+            guard f.contains(name) else { throw MambaError(.badFile, "\(path) lacks \(name)") }
+            let v = try f.view(name)
+            guard v.shape == shape else { throw MambaError(.shapeMismatch, "\(path): \(name) has shape \(shapeString(v.shape)), expected \(shapeString(shape))") }
+            return v
+        }
+        func floats(_ name: String, _ shape: [Int]) throws -> [Float] { try finite(name, try view(name, shape).floats()) }
+        func doubles(_ name: String, _ shape: [Int]) throws -> [Double] { try finite(name, try view(name, shape).doubles()) }
+        func count(_ name: String) throws -> Int {
+            guard f.contains(name), let c = try f.view(name).integers().first, try f.view(name).count == 1, c >= 0 else {
+                throw MambaError(.badFile, "\(path): \(name) must hold one non-negative integer")
+            }
+            return c
+        }
         var sites: [SiteKey: SiteStatistics] = [:]
         for name in f.names where name.hasSuffix(".absmax") {
             let p = String(name.dropLast(".absmax".count))
             guard let key = SiteKey(prefix: p) else { throw MambaError(.badFile, "\(path): unknown site \(p)") }
-            let absmax = try f.view(name).floats()
-            let c = absmax.count
-            func vector(_ stat: String, _ n: Int) throws -> TensorView {
-                let v = try f.view("\(p).\(stat)")
-                guard v.shape == [n] else { throw MambaError(.shapeMismatch, "\(path): \(p).\(stat) has shape \(shapeString(v.shape)), expected \(shapeString([n]))") }
-                return v
+            let absmaxView = try f.view(name)
+            guard absmaxView.shape.count == 1, absmaxView.count > 0 else {
+                throw MambaError(.shapeMismatch, "\(path): \(name) has shape \(shapeString(absmaxView.shape)), expected [channels]")
             }
+            let c = absmaxView.count
+            let absmax = try floats(name, [c])
             var moments: Moments?
             if f.contains("\(p).sumsq_matrix") {
-                let sq = try f.view("\(p).sumsq_matrix")
-                guard sq.shape == [c, c] else { throw MambaError(.shapeMismatch, "\(path): \(p).sumsq_matrix has shape \(shapeString(sq.shape)), expected \(shapeString([c, c]))") }
-                moments = Moments(sum: try vector("sum", c).doubles(), sumOfProducts: try sq.doubles(), count: try f.view("\(p).count").integers()[0])
+                moments = Moments(sum: try doubles("\(p).sum", [c]), sumOfProducts: try doubles("\(p).sumsq_matrix", [c, c]), count: try count("\(p).count"))
             }
             sites[key] = SiteStatistics(
-                range: ChannelRange(absmax: absmax, min: try vector("min", c).floats(), max: try vector("max", c).floats()),
-                histogram: MagnitudeHistogram(counts: try vector("hist", MagnitudeHistogram.bins).doubles()),
-                sum: try vector("sum", c).doubles(), count: try f.view("\(p).count").integers()[0], moments: moments)
+                range: ChannelRange(absmax: absmax, min: try floats("\(p).min", [c]), max: try floats("\(p).max", [c])),
+                histogram: MagnitudeHistogram(counts: try doubles("\(p).hist", [MagnitudeHistogram.bins])),
+                sum: try doubles("\(p).sum", [c]), count: try count("\(p).count"), moments: moments)
         }
+        let pooledChannels = try f.contains("\(pooledPrefix).sum") ? f.view("\(pooledPrefix).sum").count : 0
         let pooled = Moments(
-            sum: try f.view("\(pooledPrefix).sum").doubles(), sumOfProducts: try f.view("\(pooledPrefix).sumsq_matrix").doubles(),
-            count: try f.view("\(pooledPrefix).count").integers()[0])
+            sum: try doubles("\(pooledPrefix).sum", [pooledChannels]),
+            sumOfProducts: try doubles("\(pooledPrefix).sumsq_matrix", [pooledChannels, pooledChannels]),
+            count: try count("\(pooledPrefix).count"))
         let tokens = try f.view(tokensName)
         guard tokens.shape.count == 2 else { throw MambaError(.badFile, "\(path): \(tokensName) is not [samples, seq_len]") }
         let ids = try tokens.integers()

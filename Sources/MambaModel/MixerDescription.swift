@@ -117,6 +117,16 @@ extension MixerDescription {
     public func module(_ name: String) -> ModuleSpec? { modules.first { $0.name == name } }
     /// The module whose input is `site` (the consumer a transform scales or rotates).
     public func consumer(of site: Site) -> ModuleSpec? { modules.first { $0.input == site } }
+    /// The width of `site`'s activation where the description fixes it: the rows that produce it,
+    /// or the input features of the module that reads it (nil: neither, e.g. the scan output).
+    public func channels(of site: Site, _ c: MambaConfig) -> Int? {
+        if site == .residual || site == .inProjInput { return c.hiddenSize }
+        if let slice = producer(of: site, c) { return slice.rows.count }
+        guard let m = consumer(of: site) else { return nil }
+        let shape = presentParameters(c).first { $0.spec.key == m.name + ".weight" }?.shape
+        return m.kind == .linear ? shape?[1] : shape?[0]
+    }
+
     /// Tensors present for this config, with their memory shapes.
     public func presentParameters(_ c: MambaConfig) -> [(spec: ParameterSpec, shape: [Int])] {
         parameters.compactMap { p in

@@ -32,6 +32,7 @@ public struct MethodPlan: Sendable {
 
     public init(_ method: QuantizationMethod, stats: CalibrationStats, config: MambaConfig, seed: UInt64, alpha: Double) throws {
         (self.method, self.seed, self.alpha) = (method, seed, alpha)
+        try Self.checkWidths(stats, config)
         var log: [AppliedTransform] = [.init(step: "fold_norms", layer: nil, detail: "block norms into in_proj, norm_f into an untied lm_head")]
         switch method {
         case .rtn, .smoothquant:
@@ -47,6 +48,20 @@ public struct MethodPlan: Sendable {
             log.append(.init(step: "R1", layer: nil, detail: "\(kind1.rawValue) \(d)x\(d) on the residual stream"))
         }
         globalLog = log
+    }
+
+    /// Every site's statistics have the model's width there: a stats file of another model (its
+    /// source hash forged or skipped) is refused by site instead of trapping in a transform.
+    static func checkWidths(_ stats: CalibrationStats, _ c: MambaConfig) throws {
+        for (key, s) in stats.sites {
+            let expected = key.layer == nil ? c.hiddenSize : c.mixer.spec.channels(of: key.site, c)
+            if let expected, s.channels != expected {
+                throw MambaError(.mismatchedInputs, "the stats' site \(key) has \(s.channels) channels, this model's \(key.site.rawValue) has \(expected): the stats file is from another model")
+            }
+            if let layer = key.layer, layer >= c.numLayers {
+                throw MambaError(.mismatchedInputs, "the stats have site \(key), but the model has \(c.numLayers) layers: the stats file is from another model")
+            }
+        }
     }
 
     /// The head (lm_head, or a copy of the original embedding when tied): norm_f folded in, then R1.

@@ -118,4 +118,16 @@ final class QuantizedModelTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("dt_low"), "\($0)")
         }
     }
+
+    /// Statistics of another model (its hash forged or not checked) are refused by site, not by a
+    /// trap inside a transform.
+    func testStatsOfAnotherModelAreRefusedBySite() throws {
+        let w = try MambaWeights.load(directory: Fixtures.model("tiny-tied"))
+        let other = try statsFile(try MambaWeights.load(directory: Fixtures.model("tiny-untied-k3")))
+        for method in QuantizationMethod.allCases {
+            XCTAssertThrowsError(try QuantizedModel.quantize(weights: w, stats: other, recipe: .init(method: method), parallelism: .serial)) { e in
+                XCTAssertTrue("\(e)".contains("is from another model"), "\(method): \(e)")
+            }
+        }
+    }
 }
