@@ -124,17 +124,30 @@ public struct MambaConfig: Sendable, Equatable {
             guard let r = v.int, r > 0 else { throw MambaError(.badConfig, "\(source): time_step_rank must be a positive integer or \"auto\", found \(v)") }
             rank = r
         }
+        if let multiple = try int(["pad_vocab_size_multiple"], in: json), multiple > 1 << 16 {
+            throw MambaError(.badConfig, "\(source): pad_vocab_size_multiple \(multiple) is beyond what mambaquant supports (at most 65536)")
+        }
         if let multiple = try int(["pad_vocab_size_multiple"], in: json), multiple > 1, vocab % multiple != 0 {
             vocab += multiple - vocab % multiple
         }
         for (name, value) in [("state_size", state), ("expand", expand), ("conv_kernel", conv)] where value <= 0 {
             throw MambaError(.badConfig, "\(source): \(name) must be positive, found \(value)")
         }
+        rank = max(rank, 1)
+        // Bounds far above any published model keep every shape product inside Int (a forged
+        // hidden_size of 1e14 would overflow the parameter count).
+        for (name, value, limit) in [("hidden_size", hidden, 1 << 20), ("num_hidden_layers", layers, 1 << 16), ("vocab_size", vocab, 1 << 24),
+                                     ("state_size", state, 1 << 16), ("expand", expand, 64), ("conv_kernel", conv, 1 << 10),
+                                     ("time_step_rank", rank, 1 << 20)] where value > limit {
+            throw MambaError(.badConfig, "\(source): \(name) \(value) is beyond what mambaquant supports (at most \(limit))")
+        }
         if let inner = try int(["intermediate_size"], in: json), inner != expand * hidden {
             throw MambaError(.badConfig, "\(source): intermediate_size \(inner) is not expand x hidden_size = \(expand * hidden)")
         }
-        rank = max(rank, 1)
         let eps = json["layer_norm_epsilon"]?.double ?? json["norm_epsilon"]?.double ?? 1e-5
+        guard eps > 0, eps < 1 else {
+            throw MambaError(.badConfig, "\(source): layer_norm_epsilon must be in (0, 1), found \(eps)")
+        }
         var config = MambaConfig(
             hiddenSize: hidden, numLayers: layers, stateSize: state, expand: expand, convKernel: conv,
             timeStepRank: rank, vocabSize: vocab, layerNormEpsilon: Float(eps),
