@@ -155,13 +155,22 @@ public final class SafeTensorsFile: @unchecked Sendable {
             let bytes = UnsafeRawBufferPointer(rebasing: raw[(headerEnd + begin)..<(headerEnd + end)])
             parsed.append((begin, TensorView(name: name, dtype: dtype, shape: shape, bytes: bytes, owner: file)))
         }
+        // The spec: the data is entirely indexed, without holes. Checking it also catches a header
+        // length that is off by one yet still parses (padding spaces), which would shift every
+        // tensor by a byte.
         parsed.sort { ($0.begin, $0.view.name) < ($1.begin, $1.view.name) }
         var lastEnd = 0
-        for (begin, view) in parsed {
-            guard begin >= lastEnd || view.bytes.isEmpty else {
+        for (begin, view) in parsed where !view.bytes.isEmpty {
+            guard begin >= lastEnd else {
                 throw MambaError(.badFile, "\(path): tensor \(view.name) overlaps the tensor before it")
             }
-            lastEnd = max(lastEnd, begin + view.bytes.count)
+            guard begin == lastEnd else {
+                throw MambaError(.badFile, "\(path): \(begin - lastEnd) data bytes before tensor \(view.name) belong to no tensor; the header length or offsets are wrong")
+            }
+            lastEnd = begin + view.bytes.count
+        }
+        guard lastEnd == dataSize else {
+            throw MambaError(.badFile, "\(path): \(dataSize - lastEnd) data bytes after the last tensor belong to no tensor; the header length or offsets are wrong")
         }
         self.metadata = metadata
         self.names = parsed.map(\.view.name)

@@ -146,4 +146,24 @@ final class SafeTensorsTests: XCTestCase {
         XCTAssertLessThan(Date().timeIntervalSince(started), 5)
         XCTAssertNil(try contentsOfRegularFile(atPath: dir + "/absent.json"))
     }
+
+    /// A header length one short still parses when the header ends in padding spaces: the data
+    /// would shift by a byte. Unindexed bytes are refused instead.
+    func testHeaderLengthOffByOneIsRefused() throws {
+        var w = SafeTensorsWriter()
+        w.add("a", randomTensor([3], seed: 1))      // a header that needs padding
+        let path = dir + "/o.safetensors"
+        try w.write(to: path)
+        var data = try XCTUnwrap(FileManager.default.contents(atPath: path))
+        XCTAssertNoThrow(try SafeTensorsFile(path: path))
+        let n = data.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+        XCTAssertEqual(data[8 + Int(n) - 1], UInt8(ascii: " "), "the test needs a padded header")
+        withUnsafeBytes(of: (n - 1).littleEndian) { data.replaceSubrange(0..<8, with: $0) }
+        FileManager.default.createFile(atPath: path, contents: data)
+        XCTAssertThrowsError(try SafeTensorsFile(path: path)) { XCTAssertTrue("\($0)".contains("belong to no tensor"), "\($0)") }
+        data.append(0)
+        withUnsafeBytes(of: n.littleEndian) { data.replaceSubrange(0..<8, with: $0) }
+        FileManager.default.createFile(atPath: path, contents: data)
+        XCTAssertThrowsError(try SafeTensorsFile(path: path)) { XCTAssertTrue("\($0)".contains("after the last tensor"), "\($0)") }
+    }
 }
