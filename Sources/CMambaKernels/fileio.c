@@ -34,3 +34,84 @@ int mq_install_interrupt_pipe(void) {
     sigaction(SIGTERM, &sa, NULL);
     return interrupt_pipe[0];
 }
+
+// SIGBUS on a mapped input (a checkpoint truncated or rewritten while it is read) names the file
+// instead of dumping core: mappings are registered with their paths, and the handler (SA_SIGINFO)
+// finds the one holding the faulting address. Only async-signal-safe calls run in the handler.
+#include <pthread.h>
+#include <stdlib.h>
+
+#define MQ_MAX_MAPPINGS 4096
+typedef struct { const char *base; size_t length; char *message; size_t message_length; } mq_mapping;
+static mq_mapping mappings[MQ_MAX_MAPPINGS];
+static pthread_mutex_t mappings_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void write_all(const char *s, size_t n) {
+    while (n > 0) {
+        ssize_t w = write(2, s, n);
+        if (w <= 0) return;
+        s += w; n -= (size_t)w;
+    }
+}
+
+static void on_bus_error(int sig, siginfo_t *info, void *context) {
+    (void)sig; (void)context;
+    const char *addr = (const char *)info->si_addr;
+    for (int i = 0; i < MQ_MAX_MAPPINGS; i++) {
+        const mq_mapping *m = &mappings[i];
+        if (m->message && addr >= m->base && addr < m->base + m->length) {
+            write_all(m->message, m->message_length);
+            _exit(1);
+        }
+    }
+    static const char generic[] = "Error: bus error (SIGBUS) reading a mapped file: an input file changed or was truncated while it was read\n";
+    write_all(generic, sizeof generic - 1);
+    _exit(1);
+}
+
+void mq_register_mapping(const void *base, size_t length, const char *path) {
+    static int installed = 0;
+    pthread_mutex_lock(&mappings_lock);
+    if (!installed) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = on_bus_error;
+        sa.sa_flags = SA_SIGINFO;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGBUS, &sa, NULL);
+        installed = 1;
+    }
+    static const char prefix[] = "Error: ", suffix[] = " changed or was truncated while it was being read\n";
+    size_t n = strlen(path), total = sizeof prefix - 1 + n + sizeof suffix - 1;
+    char *message = malloc(total);
+    if (message) {
+        memcpy(message, prefix, sizeof prefix - 1);
+        memcpy(message + sizeof prefix - 1, path, n);
+        memcpy(message + sizeof prefix - 1 + n, suffix, sizeof suffix - 1);
+        for (int i = 0; i < MQ_MAX_MAPPINGS; i++) {
+            if (!mappings[i].message) {
+                mappings[i].base = base;
+                mappings[i].length = length;
+                mappings[i].message_length = total;
+                mappings[i].message = message;   // set last: the handler reads message first
+                message = NULL;
+                break;
+            }
+        }
+        free(message);   // the table is full: the generic message covers it
+    }
+    pthread_mutex_unlock(&mappings_lock);
+}
+
+void mq_unregister_mapping(const void *base) {
+    pthread_mutex_lock(&mappings_lock);
+    for (int i = 0; i < MQ_MAX_MAPPINGS; i++) {
+        if (mappings[i].message && mappings[i].base == base) {
+            char *message = mappings[i].message;
+            mappings[i].message = NULL;
+            free(message);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&mappings_lock);
+}

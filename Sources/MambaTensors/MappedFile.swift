@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import CMambaKernels
 import Foundation
 
 /// A read-only memory map of a whole file. Tensors read from a safetensors file point into it, so
@@ -26,10 +27,14 @@ public final class MappedFile: @unchecked Sendable {
             throw MambaError(.io, "cannot map \(path): \(String(cString: strerror(errno)))")
         }
         bytes = UnsafeRawBufferPointer(start: base, count: size)
+        mq_register_mapping(base, size, path)
     }
 
     deinit {
-        if let base = bytes.baseAddress { munmap(UnsafeMutableRawPointer(mutating: base), bytes.count) }
+        if let base = bytes.baseAddress {
+            mq_unregister_mapping(base)
+            munmap(UnsafeMutableRawPointer(mutating: base), bytes.count)
+        }
     }
 }
 

@@ -8,4 +8,11 @@ long mq_copy_file_range(int fd_in, int fd_out, unsigned long len);
 /// as one byte to a pipe; returns the pipe's read end (the same one on later calls), -1 on failure.
 int mq_install_interrupt_pipe(void);
 
+#include <stddef.h>
+/// Records a read-only mapping of `path`: a SIGBUS inside it (the file truncated or rewritten
+/// while mapped) prints one line naming the file and exits with status 1, instead of a core dump.
+void mq_register_mapping(const void *base, size_t length, const char *path);
+/// Forgets the mapping at `base` (before munmap).
+void mq_unregister_mapping(const void *base);
+
 #endif
