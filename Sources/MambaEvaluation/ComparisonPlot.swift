@@ -38,7 +38,7 @@ public enum ComparisonPlot {
                 let color = palette[k % palette.count]
                 let pts = perModel[m]!.enumerated().map { String(format: "%.1f,%.1f", px($0.offset), py($0.element)) }.joined(separator: " ")
                 s += "<polyline fill=\"none\" stroke=\"\(color)\" stroke-width=\"2\" points=\"\(pts)\"/>\n"
-                s += "<rect x=\"\(lx + lw + 12)\" y=\"\(ly + Double(k) * 16)\" width=\"10\" height=\"10\" fill=\"\(color)\"/>"
+                s += "<rect x=\(q(lx + lw + 12)) y=\(q(ly + Double(k) * 16)) width=\"10\" height=\"10\" fill=\"\(color)\"/>"
                 s += text(lx + lw + 26, ly + Double(k) * 16 + 9, escape(m))
             }
         } else {
@@ -61,7 +61,8 @@ public enum ComparisonPlot {
                 let color = row.method == "none" ? "#555" : palette[(models.firstIndex(of: "\(row.method) \(row.bits)") ?? i) % palette.count]
                 let x = rx + Double(i) * bw + bw * 0.15
                 s += "<rect x=\(q(x)) y=\(q(py(row.bitsPerToken))) width=\(q(bw * 0.7)) height=\(q(ry + rh - py(row.bitsPerToken))) fill=\"\(color)\"><title>\(escape(row.name)) \(row.bits): \(String(format: "%.4f", row.bitsPerToken))</title></rect>\n"
-                s += "<text transform=\"translate(\(q(x + bw * 0.35)),\(q(ry + rh + 10))) rotate(45)\" font-size=\"10\">\(escape(row.name)) \(row.bits)</text>\n"
+                // Inside an attribute the numbers go unquoted (translate("1","2") was not XML).
+                s += "<text transform=\"translate(\(number(x + bw * 0.35)),\(number(ry + rh + 10))) rotate(45)\" font-size=\"10\">\(escape(row.name)) \(escape(row.bits))</text>\n"
             }
             s += line(rx, py(floatRow.bitsPerToken), rx + rw, py(floatRow.bitsPerToken), "#555", dash: true)
             s += text(rx - 8, py(lo) + 4, String(format: "%.3f", lo), anchor: "end") + text(rx - 8, py(hi) + 4, String(format: "%.3f", hi), anchor: "end")
@@ -69,7 +70,9 @@ public enum ComparisonPlot {
         return s + "</svg>\n"
     }
 
-    static func q(_ v: Double) -> String { String(format: "\"%.1f\"", v) }
+    static func number(_ v: Double) -> String { String(format: "%.1f", v) }
+    /// A quoted attribute value.
+    static func q(_ v: Double) -> String { "\"" + number(v) + "\"" }
     static func text(_ x: Double, _ y: Double, _ t: String, size: Int = 12, bold: Bool = false, anchor: String = "start") -> String {
         "<text x=\(q(x)) y=\(q(y)) font-size=\"\(size)\" text-anchor=\"\(anchor)\"\(bold ? " font-weight=\"bold\"" : "")>\(t)</text>\n"
     }
@@ -81,5 +84,6 @@ public enum ComparisonPlot {
     }
     static func escape(_ t: String) -> String {
         t.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
+            .replacingOccurrences(of: "\"", with: "&quot;")
     }
 }

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
 import TestSupport
 import XCTest
 
@@ -35,6 +38,9 @@ final class CompareCommandTests: XCTestCase {
         XCTAssertFalse(sites.isEmpty)
         XCTAssertNotNil(sites[0]["sqnr_db"] as? Double)
         XCTAssertTrue(try String(contentsOfFile: dir + "/plot.svg", encoding: .utf8).hasPrefix("<svg"))
+        // Well-formed XML (a browser shows nothing otherwise).
+        let parser = XMLParser(contentsOf: URL(fileURLWithPath: dir + "/plot.svg"))!
+        XCTAssertTrue(parser.parse(), "plot.svg is not well-formed: \(parser.parserError.map { "\($0)" } ?? "?")")
         // The second run finds the calibration in the cache and prints Markdown.
         let md = try CLI.run(Array(args.filter { $0 != "--quiet" }))
         XCTAssertEqual(md.status, 0, md.stderr)
