@@ -13,10 +13,14 @@ public struct Contender: Sendable {
     public var transformedFloat: MambaLM?
     public var weightBytes: Int
     public var runtime: String
+    /// The recipe apart from method, bits and seed ("" for the float model): contenders that differ
+    /// only by seed share a row; any other difference makes its own row.
+    public var recipe: String
 
-    public init(name: String, method: String, bits: String, seed: UInt64?, model: MambaLM, transformedFloat: MambaLM?, weightBytes: Int, runtime: String) {
+    public init(name: String, method: String, bits: String, seed: UInt64?, model: MambaLM, transformedFloat: MambaLM?, weightBytes: Int,
+                runtime: String, recipe: String = "") {
         self.name = name; self.method = method; self.bits = bits; self.seed = seed; self.model = model
-        self.transformedFloat = transformedFloat; self.weightBytes = weightBytes; self.runtime = runtime
+        self.transformedFloat = transformedFloat; self.weightBytes = weightBytes; self.runtime = runtime; self.recipe = recipe
     }
 }
 
@@ -99,9 +103,11 @@ public func runComparison(
         }
     }
 
-    // Rows: one per (method, bits) and file, seeds averaged.
+    // Rows: one per (method, bits, recipe) and file, seeds averaged; checkpoints that differ in
+    // anything but the seed (scale kind, clip, groups, kept-float modules) are never merged.
     let groups = contenders.indices.reduce(into: [[Int]]()) { g, i in
-        if let k = g.firstIndex(where: { contenders[$0[0]].method == contenders[i].method && contenders[$0[0]].bits == contenders[i].bits }) {
+        let (a, b) = (contenders[i], { (j: Int) in contenders[j] })
+        if let k = g.firstIndex(where: { b($0[0]).method == a.method && b($0[0]).bits == a.bits && b($0[0]).recipe == a.recipe }) {
             g[k].append(i)
         } else { g.append([i]) }
     }
@@ -128,7 +134,7 @@ public func runComparison(
                 : nil
             let lastWordCorrect = leadTasks.lastWord.filter { $0 }.count, choiceCorrect = leadTasks.choice.filter { $0 }.count
             rows.append(.init(
-                name: c.name, method: c.method, bits: c.bits, file: fileName == "total" ? "total" : fileName, runtime: c.runtime,
+                name: c.name, method: c.method, bits: c.bits, recipe: c.recipe, file: fileName == "total" ? "total" : fileName, runtime: c.runtime,
                 tokens: scores[0].tokens, perplexity: mean(scores.map(\.perplexity)), bitsPerToken: mean(scores.map(\.bitsPerToken)),
                 bitsPerByte: mean(scores.map(\.bitsPerByte)), kl: mean(accs.map(\.meanKL)), top1Agreement: mean(accs.map(\.top1Agreement)),
                 lastWordAccuracy: mean(outs.map(\.lastWordAccuracy)), choiceAccuracy: mean(outs.map(\.choiceAccuracy)), taskSizes: sizes,

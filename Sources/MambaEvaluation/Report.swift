@@ -37,6 +37,8 @@ public struct ComparisonReport: Sendable, Codable {
         public var name: String
         public var method: String            // "none" for the float model
         public var bits: String              // "fp32" for the float model
+        /// The quantization settings apart from method, bits and seed ("" for the float model).
+        public var recipe: String
         public var file: String              // an evaluation file, or "total"
         public var runtime: String
         public var tokens: Int
@@ -89,17 +91,21 @@ public struct ComparisonReport: Sendable, Codable {
         for file in files {
             let rows = results.filter { $0.file == file }
             out += "\n## \(file == "total" ? "All text" : file)\n\n"
-            out += "| model | bits | ppl | bits/token | Δ bits/token [95% CI] | bits/byte | KL (nats) | top-1 agree | last word (n=\(rows.first?.taskSizes.lastWord ?? 0)) | choice of 4 (n=\(rows.first?.taskSizes.choice ?? 0)) |\n"
-            out += "|---|---|---:|---:|---|---:|---:|---:|---|---|\n"
+            // Task columns only where the text gave the task items.
+            let (lastWordItems, choiceItems) = (rows.first?.taskSizes.lastWord ?? 0, rows.first?.taskSizes.choice ?? 0)
+            out += "| model | bits | ppl | bits/token | Δ bits/token [95% CI] | bits/byte | KL (nats) | top-1 agree |"
+                + (lastWordItems > 0 ? " last word (n=\(lastWordItems)) |" : "") + (choiceItems > 0 ? " choice of 4 (n=\(choiceItems)) |" : "") + "\n"
+            out += "|---|---|---:|---:|---|---:|---:|---:|" + (lastWordItems > 0 ? "---|" : "") + (choiceItems > 0 ? "---|" : "") + "\n"
             for r in rows {
                 let floatBPT = rows.first { $0.method == "none" }?.bitsPerToken ?? r.bitsPerToken
                 let delta = r.confidenceIntervals.bitsPerTokenDelta.map {
                     String(format: "%+.4f [%+.4f, %+.4f]", r.bitsPerToken - floatBPT, $0.low, $0.high)
                 } ?? "-"
                 let spread = r.seedSpread.map { String(format: " ±%.4f", $0.bitsPerTokenStd) } ?? ""
-                out += "| \(r.name) | \(r.bits) | " + String(format: "%.4f | %.4f%@ | %@ | %.4f | %.5f | %.2f%% | %@ | %@ |\n",
-                    r.perplexity, r.bitsPerToken, spread, delta, r.bitsPerByte, r.kl, 100 * r.top1Agreement,
-                    percent(r.lastWordAccuracy, r.confidenceIntervals.lastWordAccuracy), percent(r.choiceAccuracy, r.confidenceIntervals.choiceAccuracy))
+                out += "| \(r.name) | \(r.bits) | " + String(format: "%.4f | %.4f%@ | %@ | %.4f | %.5f | %.2f%% |",
+                    r.perplexity, r.bitsPerToken, spread, delta, r.bitsPerByte, r.kl, 100 * r.top1Agreement)
+                    + (lastWordItems > 0 ? " \(percent(r.lastWordAccuracy, r.confidenceIntervals.lastWordAccuracy)) |" : "")
+                    + (choiceItems > 0 ? " \(percent(r.choiceAccuracy, r.confidenceIntervals.choiceAccuracy)) |" : "") + "\n"
             }
         }
         let totals = results.filter { $0.file == files.last }

@@ -59,6 +59,27 @@ public struct QuantizationRecipe: Sendable, Equatable {
     /// SmoothQuant's migration strength.
     public var alpha: Double
 
+    /// Everything but the method, bits and seed, in words: what tells two checkpoints of one method
+    /// and bit width apart (compare's rows carry it).
+    public var settings: String {
+        var parts = [dynamicActivations ? "dynamic per-token activation scales" : "static activation scales (clip \(clip.rawValue))",
+                     groupSize.map { "weight groups of \($0)" } ?? "per-channel weights"]
+        if !keepFloat.isEmpty { parts.append("kept float: " + keepFloat.sorted().joined(separator: ", ")) }
+        if method == .smoothquant || method == .mambaquant { parts.append("alpha \(alpha)") }
+        return parts.joined(separator: "; ")
+    }
+
+    /// The settings that differ from the defaults, short (empty for the default recipe).
+    public var tag: String {
+        let d = QuantizationRecipe(method: method, bits: bits)
+        var parts: [String] = []
+        if dynamicActivations { parts.append("dynamic") } else if clip != d.clip { parts.append("clip \(clip.rawValue)") }
+        if let g = groupSize { parts.append("g\(g)") }
+        if !keepFloat.isEmpty { parts.append("float " + keepFloat.sorted().map { $0.split(separator: ".").suffix(2).joined(separator: ".") }.joined(separator: ",")) }
+        if alpha != d.alpha && (method == .smoothquant || method == .mambaquant) { parts.append("alpha \(alpha)") }
+        return parts.joined(separator: ", ")
+    }
+
     public init(method: QuantizationMethod, bits: BitWidths = BitWidths(weight: 8, activation: 8), groupSize: Int? = nil,
                 dynamicActivations: Bool = false, clip: ActivationClip = .p99_99, seed: UInt64 = 0, keepFloat: Set<String> = [], alpha: Double = 0.5) {
         self.method = method; self.bits = bits; self.groupSize = groupSize; self.dynamicActivations = dynamicActivations

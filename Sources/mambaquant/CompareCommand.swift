@@ -106,8 +106,10 @@ struct CompareCommand: ParsableCommand {
                 throw MambaError(.mismatchedInputs, "\(dir) was quantized from another checkpoint (sha256 \(p.sourceSHA256.prefix(12))…), not \(modelDir) (sha256 \(sha.prefix(12))…)")
             }
             let q = try QuantizedModel.load(directory: dir)
-            contenders.append(Contender(name: (dir as NSString).lastPathComponent, method: q.recipe.method.rawValue, bits: q.recipe.bits.description,
-                                        seed: q.recipe.seed, model: q.model(runtime: kernelOptions.kernels), transformedFloat: nil, weightBytes: q.weightBytes, runtime: int8Path))
+            let tag = q.recipe.tag
+            contenders.append(Contender(name: (dir as NSString).lastPathComponent + (tag.isEmpty ? "" : " [\(tag)]"), method: q.recipe.method.rawValue,
+                                        bits: q.recipe.bits.description, seed: q.recipe.seed, model: q.model(runtime: kernelOptions.kernels), transformedFloat: nil,
+                                        weightBytes: q.weightBytes, runtime: int8Path, recipe: q.recipe.settings))
         }
         if !methodList.isEmpty {
             let stats = try cachedStats(float, modelDir: modelDir, sha: sha, calibFiles: calibFiles, parallelism: par)
@@ -117,7 +119,7 @@ struct CompareCommand: ParsableCommand {
                         let recipe = QuantizationRecipe(method: m, bits: b, seed: s)
                         let (q, transformed) = try QuantizedModel.quantizeKeepingTransformed(weights: weights!, stats: stats, recipe: recipe, parallelism: par)
                         contenders.append(Contender(name: m.rawValue, method: m.rawValue, bits: b.description, seed: s, model: q.model(runtime: kernelOptions.kernels),
-                                                    transformedFloat: transformed, weightBytes: q.weightBytes, runtime: int8Path))
+                                                    transformedFloat: transformed, weightBytes: q.weightBytes, runtime: int8Path, recipe: recipe.settings))
                         log("quantized \(m.rawValue) \(b)" + (seeds > 1 ? " seed \(s)" : ""))
                     }
                 }

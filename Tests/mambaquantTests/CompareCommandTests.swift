@@ -68,4 +68,28 @@ final class CompareCommandTests: XCTestCase {
         }
         XCTAssertEqual(try String(contentsOfFile: dir + "/t.txt", encoding: .utf8), "some text here\n")
     }
+
+    /// Two checkpoints of one method and bit width that differ in their recipe (static vs dynamic
+    /// scales) are two rows, each naming its recipe, never one row with a seed spread.
+    func testCheckpointsWithOtherRecipesAreSeparateRows() throws {
+        let dir = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let text = String(repeating: "The quality of mercy is not strained.\n", count: 20)
+        try text.write(toFile: dir + "/t.txt", atomically: true, encoding: .utf8)
+        let c = try CLI.run(["calibrate", "--model", tiny, "--data", dir + "/t.txt", "--samples", "2", "--seq-len", "24", "--quiet", "--out", dir + "/s.safetensors"])
+        XCTAssertEqual(c.status, 0, c.stderr)
+        for (name, extra) in [("static", [String]()), ("dynamic", ["--act-scale", "dynamic"])] {
+            let q = try CLI.run(["quantize", "--model", tiny, "--stats", dir + "/s.safetensors", "--method", "rtn", "--quiet", "--out", dir + "/" + name] + extra)
+            XCTAssertEqual(q.status, 0, q.stderr)
+        }
+        let r = try CLI.run(["compare", "--model", tiny, "--quantized", dir + "/static", "--quantized", dir + "/dynamic", "--data", dir + "/t.txt",
+                             "--seq-len", "32", "--max-tokens", "96", "--task-items", "0", "--no-speed", "--quiet", "--format", "json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let json = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        let rows = (json["results"] as! [[String: Any]]).filter { $0["method"] as? String == "rtn" }
+        XCTAssertEqual(rows.map { $0["name"] as! String }, ["static", "dynamic [dynamic]"])
+        XCTAssertTrue((rows[0]["recipe"] as! String).contains("static activation scales"), "\(rows[0])")
+        XCTAssertTrue((rows[1]["recipe"] as! String).contains("dynamic per-token"), "\(rows[1])")
+        XCTAssertTrue(rows.allSatisfy { $0["seed_spread"] == nil }, "no seed spread between different recipes")
+    }
 }
