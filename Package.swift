@@ -1,5 +1,5 @@
 // swift-tools-version:6.0
-// mambaquant: post-training quantization of Mamba state-space language models (DESIGN.md).
+// mambaquant: post-training quantization of Mamba state-space language models (docs/DESIGN.md).
 import PackageDescription
 
 let package = Package(
@@ -8,6 +8,9 @@ let package = Package(
     products: [
         .executable(name: "mambaquant", targets: ["mambaquant"]),
         .library(name: "MambaModel", targets: ["MambaModel"]),
+        // For the fuzz package (fuzz/Package.swift), which reaches the parsers through these.
+        .library(name: "MambaCalibration", targets: ["MambaCalibration"]),
+        .library(name: "MambaQuantization", targets: ["MambaQuantization"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -22,7 +25,8 @@ let package = Package(
             name: "CLapacke", pkgConfig: "lapacke",
             providers: [.apt(["liblapacke-dev"])]),
 
-        // Hot float kernels in C: AVX2+FMA chosen at run time, a scalar fallback (no unsafe flags).
+        // Hot kernels in C (scan, activations, Hadamard, 16-bit weights, int8 GEMM with VNNI/AVX2
+        // paths chosen at run time, scalar fallbacks; no unsafe flags) and the file/signal shims.
         .target(name: "CMambaKernels"),
         // Tensors, dtypes, safetensors IO, BLAS wrappers, the thread budget.
         .target(name: "MambaTensors", dependencies: ["COpenBLAS", "CMambaKernels"]),

@@ -64,11 +64,14 @@ public struct MambaConfig: Sendable, Equatable {
     }
 
     public static func parse(_ data: Data, source: String) throws -> MambaConfig {
-        // JSON5 reads the bare Infinity that Python's json (and transformers 4) writes into
-        // Mamba-2's time_step_limit; it is otherwise JSON.
-        let decoder = JSONDecoder()
-        decoder.allowsJSON5 = true
-        guard case .object(let json)? = try? decoder.decode(JSONValue.self, from: data) else {
+        // Python's json (and transformers 4) writes a bare Infinity into Mamba-2's time_step_limit,
+        // which is not JSON: such words become transformers 5's tagged form before a strict parse.
+        // (Foundation's JSON5 mode read them, but trapped on invalid UTF-8 and on "1e-": found by
+        // scripts/fuzz.sh, reproducers in Tests/Fixtures/fuzz/config.)
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw MambaError(.badConfig, "\(source) is not UTF-8 text")
+        }
+        guard case .object(let json)? = try? JSONDecoder().decode(JSONValue.self, from: Data(taggingBareSpecialFloats(text).utf8)) else {
             throw MambaError(.badConfig, "\(source) is not a JSON object")
         }
         // An original state-spaces config nests the SSM settings in ssm_cfg.
@@ -261,4 +264,37 @@ public struct MambaConfig: Sendable, Equatable {
             "residual_in_fp32": .bool(true),
         ].merging(spec.configJSON(self)) { _, mixerKey in mixerKey }
     }
+}
+
+/// `text` with the bare words Infinity, -Infinity and NaN outside strings replaced by
+/// {"__float__": "..."} (transformers 5's spelling, which JSONValue.float reads).
+func taggingBareSpecialFloats(_ text: String) -> String {
+    guard text.contains("Infinity") || text.contains("NaN") else { return text }
+    let scalars = Array(text.unicodeScalars)
+    var out = String.UnicodeScalarView()
+    var i = 0, inString = false
+    func word(_ w: String) -> Bool {
+        let ws = Array(w.unicodeScalars)
+        return i + ws.count <= scalars.count && Array(scalars[i..<(i + ws.count)]) == ws
+    }
+    while i < scalars.count {
+        let c = scalars[i]
+        if inString {
+            out.append(c)
+            if c == "\\", i + 1 < scalars.count { out.append(scalars[i + 1]); i += 2; continue }
+            if c == "\"" { inString = false }
+            i += 1
+            continue
+        }
+        if c == "\"" { inString = true; out.append(c); i += 1; continue }
+        var replaced = false
+        for w in ["-Infinity", "Infinity", "NaN"] where word(w) {
+            out.append(contentsOf: "{\"__float__\": \"\(w)\"}".unicodeScalars)
+            i += w.unicodeScalars.count
+            replaced = true
+            break
+        }
+        if !replaced { out.append(c); i += 1 }
+    }
+    return String(out)
 }
