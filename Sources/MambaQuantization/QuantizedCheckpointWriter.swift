@@ -110,13 +110,20 @@ public final class QuantizedCheckpointWriter {
         for f in QuantizedNames.tokenizerFiles where fm.fileExists(atPath: sourceDirectory + "/" + f) {
             try fm.copyItem(atPath: sourceDirectory + "/" + f, toPath: temp + "/" + f)
         }
-        if fm.fileExists(atPath: directory) {
+        // rename(2), tried first and retried once over an existing checkpoint: no check-then-act
+        // window, and a run that loses a race with another one writing the same --out says so in
+        // one line (FileManager.moveItem printed an NSCocoaErrorDomain dump).
+        func failure(_ what: String) -> MambaError {
+            let code = errno
+            let race = code == EEXIST || code == ENOTEMPTY || code == ENOENT ? " (another run wrote \(directory) at the same time?)" : ""
+            return MambaError(.io, "cannot \(what): \(String(cString: strerror(code)))\(race)")
+        }
+        if rename(temp, directory) != 0 {
+            guard errno == EEXIST || errno == ENOTEMPTY else { throw failure("move the finished checkpoint to \(directory)") }
             let old = temp + ".old"
-            try fm.moveItem(atPath: directory, toPath: old)
-            try fm.moveItem(atPath: temp, toPath: directory)
+            guard rename(directory, old) == 0 else { throw failure("move the previous \(directory) aside") }
+            guard rename(temp, directory) == 0 else { throw failure("move the finished checkpoint to \(directory)") }
             try? fm.removeItem(atPath: old)
-        } else {
-            try fm.moveItem(atPath: temp, toPath: directory)
         }
         TemporaryPaths.unregister(temp)
         finished = true
