@@ -24,9 +24,11 @@ public struct StatsFile: Sendable, Equatable {
     public var stats: CalibrationStats
     public var windows: CalibrationWindows
     public var provenance: Provenance
+    /// SHA-256 of the file's bytes as read (nil for statistics not read from a file).
+    public var fileSHA256: String?
 
-    public init(stats: CalibrationStats, windows: CalibrationWindows, provenance: Provenance) {
-        self.stats = stats; self.windows = windows; self.provenance = provenance
+    public init(stats: CalibrationStats, windows: CalibrationWindows, provenance: Provenance, fileSHA256: String? = nil) {
+        self.stats = stats; self.windows = windows; self.provenance = provenance; self.fileSHA256 = fileSHA256
     }
 
     static let pooledPrefix = "residual"
@@ -65,7 +67,9 @@ public struct StatsFile: Sendable, Equatable {
 
     public static func read(path: String) throws -> StatsFile {
         guard FileManager.default.fileExists(atPath: path) else { throw MambaError(.missingFile, "stats file \(path) not found") }
-        let f = try SafeTensorsFile(path: path)
+        // Read into memory (a few MB) and hashed from the same bytes: the hash a checkpoint
+        // records is of what was parsed, even if the file changes meanwhile.
+        let f = try SafeTensorsFile(path: path, copy: true)
         guard f.metadata["format"] == kind else {
             throw MambaError(.badFile, "\(path) is not a mambaquant stats file (made by `mambaquant calibrate`)")
         }
@@ -131,7 +135,8 @@ public struct StatsFile: Sendable, Equatable {
         return StatsFile(
             stats: CalibrationStats(sites: sites, pooledResidual: pooled), windows: windows,
             provenance: Provenance(checkpointSHA256: try need("checkpoint_sha256"), dataSHA256: try need("data_sha256"),
-                                   dataFiles: dataFiles, seed: UInt64(try need("seed")) ?? 0))
+                                   dataFiles: dataFiles, seed: UInt64(try need("seed")) ?? 0),
+            fileSHA256: f.sha256)
     }
 
     /// Refuses statistics gathered on another checkpoint.

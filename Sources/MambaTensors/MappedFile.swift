@@ -11,9 +11,14 @@ import Foundation
 public final class MappedFile: @unchecked Sendable {
     public let path: String
     public let bytes: UnsafeRawBufferPointer
+    /// true when `bytes` is a private copy (read into memory) rather than a mapping.
+    private let copied: Bool
 
-    public init(path: String) throws {
+    /// `copy`: read the file into memory instead of mapping it, for small inputs that must be
+    /// hashed exactly as they were parsed (a stats file rewritten during quantize).
+    public init(path: String, copy: Bool = false) throws {
         self.path = path
+        copied = copy
         guard let (fd, info) = try openRegularFile(path) else {
             throw MambaError(.missingFile, "cannot open \(path): \(String(cString: strerror(errno)))")
         }
@@ -21,6 +26,20 @@ public final class MappedFile: @unchecked Sendable {
         let size = Int(info.st_size)
         if size == 0 {
             bytes = UnsafeRawBufferPointer(start: nil, count: 0)
+            return
+        }
+        if copy {
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 16)
+            var done = 0
+            while done < size {
+                let n = read(fd, buffer.baseAddress! + done, size - done)
+                if n <= 0 {
+                    buffer.deallocate()
+                    throw MambaError(.io, "cannot read \(path): \(n == 0 ? "it shrank while being read" : String(cString: strerror(errno)))")
+                }
+                done += n
+            }
+            bytes = UnsafeRawBufferPointer(buffer)
             return
         }
         guard let base = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), base != MAP_FAILED else {
@@ -31,7 +50,9 @@ public final class MappedFile: @unchecked Sendable {
     }
 
     deinit {
-        if let base = bytes.baseAddress {
+        if copied {
+            UnsafeMutableRawBufferPointer(mutating: bytes).deallocate()
+        } else if let base = bytes.baseAddress {
             mq_unregister_mapping(base)
             munmap(UnsafeMutableRawPointer(mutating: base), bytes.count)
         }

@@ -88,8 +88,9 @@ public final class SafeTensorsFile: @unchecked Sendable {
     private let views: [String: TensorView]
     private let file: MappedFile
 
-    public init(path: String) throws {
-        let file = try MappedFile(path: path)
+    /// `copy`: read into memory rather than mapped (MappedFile).
+    public init(path: String, copy: Bool = false) throws {
+        let file = try MappedFile(path: path, copy: copy)
         self.file = file
         self.path = path
         let raw = file.bytes
@@ -187,6 +188,9 @@ public final class SafeTensorsFile: @unchecked Sendable {
     }
 
     public var fileSize: Int { file.bytes.count }
+
+    /// SHA-256 of the bytes this reader parsed (hex).
+    public var sha256: String { SHA256.hex(of: file.bytes) }
 }
 
 /// A JSON number that is an integer (not 260.5, not a boolean) and fits in Int.

@@ -59,7 +59,7 @@ struct QuantizeCommand: ParsableCommand {
         // Memory-mapped; a layer is widened, transformed, quantized and written at a time.
         let weights = try CheckpointWeights(directory: model)
         let statsFile = try StatsFile.read(path: stats)
-        let statsSHA = try SHA256.hex(ofFiles: [stats])
+        let statsSHA = statsFile.fileSHA256!   // of the bytes that were parsed
         let sha = try checkpointSHA256(directory: model)
         try statsFile.checkBelongs(toCheckpointSHA256: sha, checkpoint: model)
         try QuantizedModel.checkKeepFloat(recipe.keepFloat, weights.config)
