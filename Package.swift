@@ -37,9 +37,10 @@ let package = Package(
         // Hadamard and KLT rotations, smoothing, norm folding: the function-preserving transforms.
         .target(name: "MambaTransforms", dependencies: ["MambaModel", "MambaTensors", "MambaCalibration", "CLapacke"]),
         // Quantizers, the quantized ops and checkpoint, the quantize pipeline.
-        .target(name: "MambaQuantization", dependencies: ["MambaModel", "MambaTensors", "MambaCalibration", "MambaTransforms", "MambaEvaluation", "CMambaKernels"]),
-        // Metrics, timing and reports.
-        .target(name: "MambaEvaluation", dependencies: ["MambaModel", "MambaTensors"]),
+        .target(name: "MambaQuantization", dependencies: ["MambaModel", "MambaTensors", "MambaCalibration", "MambaTransforms", "CMambaKernels"]),
+        // Metrics, reports and what a comparison runs (the float model, checkpoints, on-the-fly
+        // recipes with cached calibration); timing lives in MambaModel.
+        .target(name: "MambaEvaluation", dependencies: ["MambaModel", "MambaTensors", "MambaCalibration", "MambaQuantization"]),
         // The thin command line.
         .executableTarget(
             name: "mambaquant",

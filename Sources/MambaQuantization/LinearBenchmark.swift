@@ -1,4 +1,4 @@
-import MambaEvaluation
+import MambaCalibration
 import MambaModel
 import MambaTensors
 
@@ -40,3 +40,17 @@ public func benchmarkLinear(
     return LinearBenchmarkResult(shape: shape, m: m, n: n, k: k, sgemmGflops: ops / fs / 1e9, int8Gops: ops / qs / 1e9, gemmSpeedup: fs / qs)
 }
 
+extension QuantizedModel {
+    /// mambaquant w8a8 (or `recipe`) of `weights`, calibrated on `windows` windows of `seqLength`
+    /// random token ids: what `bench` times when it is given no checkpoint (speed does not depend
+    /// on what the scales are, only that they exist).
+    public static func quantizeOnRandomTokens(weights: MambaWeights, float: MambaLM, recipe: QuantizationRecipe = .init(method: .mambaquant),
+                                              windows count: Int = 4, seqLength: Int = 128, parallelism par: Parallelism) throws -> QuantizedModel {
+        var rng = SeededRandom(seed: 7)
+        let ids = (0..<(count * seqLength * 8)).map { _ in Int(rng.next() % UInt64(float.vocabSize)) }
+        let windows = try CalibrationWindows.draw(from: [("random", ids)], samples: count, seqLength: seqLength, seed: 7)
+        let stats = try Calibrator.run(model: float, windows: windows, parallelism: par)
+        let file = StatsFile(stats: stats, windows: windows, provenance: .init(checkpointSHA256: "random", dataSHA256: "random", dataFiles: ["random"], seed: 7))
+        return try quantize(weights: weights, stats: file, recipe: recipe, parallelism: par)
+    }
+}

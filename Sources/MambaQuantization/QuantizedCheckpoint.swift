@@ -215,3 +215,10 @@ extension QuantizedModel {
         return QuantizedModel(config: config, recipe: recipe, embedding: embedding, blocks: [], lmHead: lmHead, transforms: transforms)
     }
 }
+
+extension QuantizedModel {
+    /// A float or a quantized checkpoint, by its config: the model `generate` and `evaluate` run.
+    public static func loadAny(directory: String, runtime: QuantizedRuntime = .int8) throws -> MambaLM {
+        isQuantized(directory: directory) ? try loadModel(directory: directory, runtime: runtime) : try MambaLM.load(directory: directory)
+    }
+}

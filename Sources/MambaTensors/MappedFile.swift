@@ -87,3 +87,11 @@ public func contentsOfRegularFile(atPath path: String) throws -> Data? {
     close(fd)
     return FileManager.default.contents(atPath: path)
 }
+
+/// A text file's contents (calibration and evaluation text), decoded as UTF-8.
+public func readText(_ path: String) throws -> String {
+    guard let data = try contentsOfRegularFile(atPath: path) else {
+        throw MambaError(.missingFile, "file \(path) not found")
+    }
+    return String(decoding: data, as: UTF8.self)
+}

@@ -112,12 +112,7 @@ struct BenchCommand: ParsableCommand {
     func quantizedModel(_ weights: MambaWeights, _ float: MambaLM, _ par: Parallelism) throws -> QuantizedModel {
         if let quantized { return try QuantizedModel.load(directory: quantized) }
         printError("calibrating on 4 random windows of 128 tokens and quantizing (mambaquant w8a8)")
-        var rng = SeededRandom(seed: 7)
-        let ids = (0..<4096).map { _ in Int(rng.next() % UInt64(float.vocabSize)) }
-        let windows = try CalibrationWindows.draw(from: [("random", ids)], samples: 4, seqLength: 128, seed: 7)
-        let stats = try Calibrator.run(model: float, windows: windows, parallelism: par)
-        let file = StatsFile(stats: stats, windows: windows, provenance: .init(checkpointSHA256: "random", dataSHA256: "random", dataFiles: ["random"], seed: 7))
-        return try QuantizedModel.quantize(weights: weights, stats: file, recipe: QuantizationRecipe(method: .mambaquant), parallelism: par)
+        return try QuantizedModel.quantizeOnRandomTokens(weights: weights, float: float, parallelism: par)
     }
 }
 

@@ -56,27 +56,3 @@ struct CalibrateCommand: ParsableCommand {
                           modelDir, samples, seqLen, stats.sites.count, seconds, Double(windows.tokenCount) / seconds, par.threads, out))
     }
 }
-
-/// Tokenizes the data, draws the seeded windows, runs the float model over them and ties the
-/// result to the checkpoint and data it came from (shared by `calibrate` and `compare`).
-func calibrateStats(
-    _ model: some LayerSource, modelDirectory modelDir: String, dataFiles: [String], samples: Int, seqLen: Int, seed: UInt64,
-    parallelism par: Parallelism, progress: Calibrator.Progress?
-) throws -> StatsFile {
-    guard let tokenizer = try loadTokenizer(modelDirectory: modelDir) else {
-        throw MambaError(.missingFile, "\(modelDir) has no tokenizer.json: calibration text cannot be tokenized")
-    }
-    try MemoryEstimate.layerStreamed(model.config, windows: samples, seqLength: seqLen, threads: par.threads)
-        .check(job: "calibration", lower: "--samples, --seq-len or --threads")
-    let texts = try dataFiles.map { path -> (name: String, tokens: [Int]) in (path, tokenizer.encode(try readText(path))) }
-    let windows = try CalibrationWindows.draw(from: texts, samples: samples, seqLength: seqLen, seed: seed)
-    let vocab = model.config.vocabSize
-    if let bad = windows.windows.joined().first(where: { $0 >= vocab }) {
-        throw MambaError(.mismatchedInputs, "the tokenizer of \(modelDir) gives id \(bad), outside the model's vocabulary [0, \(vocab))")
-    }
-    let stats = try Calibrator.run(source: model, windows: windows, parallelism: par, progress: progress)
-    let provenance = StatsFile.Provenance(
-        checkpointSHA256: try checkpointSHA256(directory: modelDir), dataSHA256: try SHA256.hex(ofFiles: dataFiles),
-        dataFiles: dataFiles.map { URL(fileURLWithPath: $0).lastPathComponent }, seed: seed)
-    return StatsFile(stats: stats, windows: windows, provenance: provenance)
-}

@@ -69,61 +69,23 @@ struct CompareCommand: ParsableCommand {
         let modelDir = try model ?? fromManifest("--model") { [$0.defaultModel] }[0]
         let evalFiles = data.isEmpty ? try fromManifest("--data") { try $0.files("test") + $0.files("ood-test") } : data
         let calibFiles = calibData.isEmpty ? try fromManifest("--calib-data") { try $0.files("calib") } : calibData
-        if QuantizedModel.isQuantized(directory: modelDir) {
-            throw MambaError(.badInput, "--model \(modelDir) is a quantized checkpoint: give its float source, and the quantized one with --quantized")
-        }
         for path in [out, plot].compactMap({ $0 }) { try refuseOverwritingInput(path, inputs: [modelDir] + quantized + evalFiles + calibFiles) }
-        let methodList = try (methods ?? (quantized.isEmpty ? QuantizationMethod.allCases.map(\.rawValue).joined(separator: ",") : ""))
+        var setup = ComparisonSetup(modelDirectory: modelDir)
+        setup.quantized = quantized
+        setup.methods = try (methods ?? (quantized.isEmpty ? QuantizationMethod.allCases.map(\.rawValue).joined(separator: ",") : ""))
             .split(separator: ",").map { name -> QuantizationMethod in
                 guard let m = QuantizationMethod(rawValue: String(name)) else {
                     throw MambaError(.badInput, "unknown method \"\(name)\": use one of \(QuantizationMethod.allCases.map(\.rawValue).joined(separator: ", "))")
                 }
                 return m
             }
-        let bitList = try bits.split(separator: ",").map { try BitWidths(parsing: String($0)) }
-
-        // Quantizing here (--methods) needs the whole model in memory; checkpoints quantized
-        // beforehand (--quantized) need only the float runtime, which keeps 16-bit weights as stored.
-        let checkpoint = try CheckpointWeights(directory: modelDir)
-        let weights = methodList.isEmpty ? nil : try checkpoint.all()
-        guard let tokenizer = try loadTokenizer(modelDirectory: modelDir) else {
-            throw MambaError(.missingFile, "\(modelDir) has no tokenizer.json: evaluation text cannot be tokenized")
-        }
-        let sha = try checkpointSHA256(directory: modelDir)
-        let files = try evalFiles.map { path -> EvaluationFile in
-            let text = try readText(path)
-            return EvaluationFile(name: path, text: text, tokens: tokenizer.encode(text))
-        }
-        let float = try weights.map { MambaLM(weights: $0) } ?? MambaLM(checkpoint: checkpoint)
-        let floatType = weights == nil ? checkpoint.runtimeWeightType : "float32"
-        var contenders = [Contender(name: "float", method: "none", bits: floatType == "float32" ? "fp32" : floatType, seed: nil, model: float,
-                                    transformedFloat: nil, weightBytes: weights.map { 4 * $0.parameterCount } ?? checkpoint.runtimeBytes,
-                                    runtime: floatType == "float32" ? "float32 (OpenBLAS)" : "\(floatType) weights, float32 arithmetic")]
-        let int8Path = kernelOptions.kernels.description
-        for dir in quantized {
-            let p = try QuantizedModel.provenance(directory: dir)
-            guard p.sourceSHA256 == sha else {
-                throw MambaError(.mismatchedInputs, "\(dir) was quantized from another checkpoint (sha256 \(p.sourceSHA256.prefix(12))…), not \(modelDir) (sha256 \(sha.prefix(12))…)")
-            }
-            let q = try QuantizedModel.load(directory: dir)
-            let tag = q.recipe.tag
-            contenders.append(Contender(name: (dir as NSString).lastPathComponent + (tag.isEmpty ? "" : " [\(tag)]"), method: q.recipe.method.rawValue,
-                                        bits: q.recipe.bits.description, seed: q.recipe.seed, model: q.model(runtime: kernelOptions.kernels), transformedFloat: nil,
-                                        weightBytes: q.weightBytes, runtime: int8Path, recipe: q.recipe.settings))
-        }
-        if !methodList.isEmpty {
-            let stats = try cachedStats(float, modelDir: modelDir, sha: sha, calibFiles: calibFiles, parallelism: par)
-            for m in methodList {
-                for b in bitList {
-                    for s in 0..<UInt64(seeds) {
-                        let recipe = QuantizationRecipe(method: m, bits: b, seed: s)
-                        let (q, transformed) = try QuantizedModel.quantizeKeepingTransformed(weights: weights!, stats: stats, recipe: recipe, parallelism: par)
-                        contenders.append(Contender(name: m.rawValue, method: m.rawValue, bits: b.description, seed: s, model: q.model(runtime: kernelOptions.kernels),
-                                                    transformedFloat: transformed, weightBytes: q.weightBytes, runtime: int8Path, recipe: recipe.settings))
-                        log("quantized \(m.rawValue) \(b)" + (seeds > 1 ? " seed \(s)" : ""))
-                    }
-                }
-            }
+        setup.bits = try bits.split(separator: ",").map { try BitWidths(parsing: String($0)) }
+        setup.seeds = seeds
+        (setup.evaluationFiles, setup.calibrationFiles) = (evalFiles, calibFiles)
+        (setup.calibrationSamples, setup.calibrationSeqLength) = (calibSamples, calibSeqLen)
+        (setup.cacheDirectory, setup.runtime) = (cacheDir, kernelOptions.kernels)
+        let (contenders, files, tokenizer) = try setup.prepare(parallelism: par, log: log) { layers in
+            ProgressBar("calibrate", unit: "tok", unitsPerStep: Double(calibSeqLen) / Double(layers), quiet: quiet).update
         }
 
         var options = CompareOptions()
@@ -142,10 +104,10 @@ struct CompareCommand: ParsableCommand {
                 })
         }
         if kernelOptions.kernels == .int8 {
-            report.notes.append("Quantized models run int8 GEMMs (\(int8Path)) for every per-channel linear and an integer conv1d; the SSM recurrence runs in float32 on the quantized x, dt, B and C.")
+            report.notes.append("Quantized models run int8 GEMMs (\(kernelOptions.kernels.description)) for every per-channel linear and an integer conv1d; the SSM recurrence runs in float32 on the quantized x, dt, B and C.")
         }
         var took = String(format: "compare took %.0f s on %d threads", seconds, par.threads)
-        if !methodList.isEmpty {
+        if !setup.methods.isEmpty {
             took += String(format: "; calibration: %d x %d tokens of %@", calibSamples, calibSeqLen,
                            calibFiles.map { ($0 as NSString).lastPathComponent }.joined(separator: ", "))
         }
@@ -157,24 +119,6 @@ struct CompareCommand: ParsableCommand {
     }
 
     func log(_ line: String) { if !quiet { printError(line) } }
-
-    /// Calibration of `model` on `calibFiles`, cached under `cacheDir` by checkpoint, data and
-    /// settings (docs/DESIGN.md section 5): compare's second run starts at quantization.
-    func cachedStats(_ model: MambaLM, modelDir: String, sha: String, calibFiles: [String], parallelism: Parallelism) throws -> StatsFile {
-        let dataSHA = try SHA256.hex(ofFiles: calibFiles)
-        let key = SHA256.hex(of: Array("\(sha) \(dataSHA) \(calibSamples) \(calibSeqLen) 0 \(StatsFile.formatVersion)".utf8))
-        let path = cacheDir + "/stats-" + key.prefix(24) + ".safetensors"
-        if FileManager.default.fileExists(atPath: path), let cached = try? StatsFile.read(path: path), cached.provenance.checkpointSHA256 == sha {
-            log("calibration from cache \(path)")
-            return cached
-        }
-        let bar = ProgressBar("calibrate", unit: "tok", unitsPerStep: Double(calibSeqLen) / Double(model.config.numLayers), quiet: quiet)
-        let stats = try calibrateStats(model, modelDirectory: modelDir, dataFiles: calibFiles, samples: calibSamples, seqLen: calibSeqLen,
-                                       seed: 0, parallelism: parallelism, progress: bar.update)
-        try FileManager.default.createDirectory(atPath: cacheDir, withIntermediateDirectories: true)
-        try stats.write(to: path)
-        return stats
-    }
 }
 
 /// Writes text through a temporary file and a rename, so a reader never sees half a report.

@@ -34,7 +34,7 @@ struct EvaluateCommand: ParsableCommand {
         let manifest = (model == nil || data.isEmpty) ? try CorpusManifest() : nil
         let modelDir = model ?? manifest!.defaultModel
         let files = data.isEmpty ? try manifest!.files("test") : data
-        let lm = try loadAnyModel(directory: modelDir, kernels: kernelOptions.kernels)
+        let lm = try QuantizedModel.loadAny(directory: modelDir, runtime: kernelOptions.kernels)
         guard let tokenizer = try loadTokenizer(modelDirectory: modelDir) else {
             throw MambaError(.missingFile, "\(modelDir) has no tokenizer.json: evaluation text cannot be tokenized")
         }
@@ -60,10 +60,4 @@ struct EvaluateCommand: ParsableCommand {
                          modelDir, score.tokens, score.bytes, score.windows, seqLen, score.perplexity, score.bitsPerToken, score.bitsPerByte, seconds))
         }
     }
-}
-
-/// A float or a quantized checkpoint, by its config.
-func loadAnyModel(directory: String, kernels: QuantizedRuntime = .int8) throws -> MambaLM {
-    QuantizedModel.isQuantized(directory: directory)
-        ? try QuantizedModel.loadModel(directory: directory, runtime: kernels) : try MambaLM.load(directory: directory)
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MambaModel
+import MambaQuantization
 import MambaTensors
 
 struct GenerateCommand: ParsableCommand {
@@ -56,7 +57,7 @@ struct GenerateCommand: ParsableCommand {
                 throw MambaError(.missingFile, "cannot write \(logitsOut): directory \(dir) does not exist")
             }
         }
-        let lm = try loadAnyModel(directory: model, kernels: kernelOptions.kernels)
+        let lm = try QuantizedModel.loadAny(directory: model, runtime: kernelOptions.kernels)
         if let bad = ids.first(where: { $0 < 0 || $0 >= lm.vocabSize }) {
             throw MambaError(.badInput, "token id \(bad) is outside the model's vocabulary [0, \(lm.vocabSize))")
         }

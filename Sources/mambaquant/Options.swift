@@ -25,13 +25,6 @@ struct KernelOptions: ParsableArguments {
 }
 
 /// Reads the whole of a text file, or says which file is missing.
-func readText(_ path: String) throws -> String {
-    guard let data = try contentsOfRegularFile(atPath: path) else {
-        throw MambaError(.missingFile, "file \(path) not found")
-    }
-    return String(decoding: data, as: UTF8.self)
-}
-
 /// Prints to stderr (progress and summaries; stdout is for results).
 func printError(_ text: String) {
     FileHandle.standardError.write(Data((text + "\n").utf8))

@@ -1,5 +1,5 @@
 import Foundation
-import MambaEvaluation
+import MambaModel
 import XCTest
 
 final class TimingTests: XCTestCase {

@@ -1,7 +1,8 @@
 import Dispatch
 import Foundation
-import MambaModel
 import MambaTensors
+
+// Timing and process memory for bench and compare (side-by-side medians; peak RSS).
 
 /// Seconds of one call of `body`.
 public func measureSeconds(_ body: () throws -> Void) rethrows -> Double {
