@@ -144,7 +144,7 @@ public func runComparison(
                     choiceAccuracy: wilsonInterval(successes: choiceCorrect, trials: leadTasks.choice.count)),
                 seedSpread: seedSpread,
                 prefillTokensPerS: speed[g[0]]?.prefillTokensPerSecond, decodeTokensPerS: speed[g[0]]?.decodeTokensPerSecond,
-                weightBytes: c.weightBytes, peakMemoryBytes: peak[g[0]]))
+                weightBytes: c.weightBytes, weightsPlusGrowthBytes: peak[g[0]]))
         }
     }
     let scored = perFile.reduce(0) { $0 + $1.accuracy[0].positions }

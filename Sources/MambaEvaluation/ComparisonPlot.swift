@@ -1,29 +1,35 @@
 import Foundation
 
-/// A self-contained SVG of a comparison report: left, the weakest site's SQNR per layer, one line
-/// per quantized model; right, bits per token of every model over all text (lower is better),
-/// the float model's level drawn across.
+/// A self-contained SVG of a comparison report. Left: the weakest site's SQNR per layer for one
+/// bit width (w8a8 when compared), one line per method. Right: every quantized row's change in
+/// bits per byte from float over all text, with its 95% paired-bootstrap interval, one row per
+/// model (labels left of the axis, never rotated or clipped); the panel grows with the rows.
 public enum ComparisonPlot {
     static let palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22", "#393b79", "#637939"]
 
     public static func svg(_ r: ComparisonReport) -> String {
-        let (w, h) = (1100.0, 460.0)
+        let lastFile = r.results.last?.file
+        let rows = r.results.filter { $0.file == lastFile && $0.method != "none" }
+        let methods = r.sites.map(\.method).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
+        let bitWidths = r.sites.map(\.bits).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
+        let shownBits = bitWidths.contains("w8a8") ? "w8a8" : bitWidths.first
+        let rowHeight = 22.0
+        let (w, h) = (1100.0, max(460.0, 110 + rowHeight * Double(rows.count)))
         var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(w))\" height=\"\(Int(h))\" font-family=\"sans-serif\" font-size=\"12\">\n"
         s += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
         s += text(20, 24, "mambaquant compare: \(escape(r.model))", size: 15, bold: true)
 
-        // Left panel: SQNR lines.
-        let models = r.sites.map { "\($0.method) \($0.bits)" }.reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
+        // Left panel: SQNR per layer, one bit width, one line per method.
         let layers = Set(r.sites.compactMap(\.layer)).sorted()
-        let (lx, ly, lw, lh) = (60.0, 60.0, 440.0, 320.0)
-        s += text(lx, ly - 12, "weakest-site SQNR per layer (dB, higher is better)", size: 13, bold: true)
+        let (lx, ly, lw, lh) = (60.0, 60.0, 380.0, 320.0)
+        s += text(lx, ly - 12, "weakest-site SQNR per layer, \(escape(shownBits ?? "-")) (dB, higher is better)", size: 13, bold: true)
         s += axes(lx, ly, lw, lh)
-        if !layers.isEmpty {
-            var perModel: [String: [Double]] = [:]
-            for m in models {
-                perModel[m] = layers.map { l in r.sites.filter { "\($0.method) \($0.bits)" == m && $0.layer == l }.map(\.sqnrDb).min() ?? 0 }
+        if let bits = shownBits, !layers.isEmpty {
+            var perMethod: [String: [Double]] = [:]
+            for m in methods {
+                perMethod[m] = layers.map { l in r.sites.filter { $0.method == m && $0.bits == bits && $0.layer == l }.map(\.sqnrDb).min() ?? 0 }
             }
-            let all = perModel.values.flatMap { $0 }
+            let all = perMethod.values.flatMap { $0 }
             let (lo, hi) = (floor((all.min() ?? 0) / 5) * 5, ceil((all.max() ?? 1) / 5) * 5 + (all.isEmpty ? 5 : 0))
             let span = max(hi - lo, 1)
             func px(_ i: Int) -> Double { lx + (layers.count == 1 ? lw / 2 : lw * Double(i) / Double(layers.count - 1)) }
@@ -34,38 +40,41 @@ public enum ComparisonPlot {
             }
             for (i, l) in layers.enumerated() { s += text(px(i), ly + lh + 16, "\(l)", anchor: "middle") }
             s += text(lx + lw / 2, ly + lh + 34, "layer", anchor: "middle")
-            for (k, m) in models.enumerated() {
+            for (k, m) in methods.enumerated() {
                 let color = palette[k % palette.count]
-                let pts = perModel[m]!.enumerated().map { String(format: "%.1f,%.1f", px($0.offset), py($0.element)) }.joined(separator: " ")
+                let pts = perMethod[m]!.enumerated().map { "\(number(px($0.offset))),\(number(py($0.element)))" }.joined(separator: " ")
                 s += "<polyline fill=\"none\" stroke=\"\(color)\" stroke-width=\"2\" points=\"\(pts)\"/>\n"
-                s += "<rect x=\(q(lx + lw + 12)) y=\(q(ly + Double(k) * 16)) width=\"10\" height=\"10\" fill=\"\(color)\"/>"
-                s += text(lx + lw + 26, ly + Double(k) * 16 + 9, escape(m))
+                s += "<rect x=\(q(lx + 10)) y=\(q(ly + lh + 46 + Double(k) * 16)) width=\"10\" height=\"10\" fill=\"\(color)\"/>"
+                s += text(lx + 24, ly + lh + 55 + Double(k) * 16, escape(m))
             }
         } else {
             s += text(lx + lw / 2, ly + lh / 2, "no per-site SQNR (quantized on the fly only)", anchor: "middle")
         }
 
-        // Right panel: bits per token, all text.
-        let lastFile = r.results.last?.file
-        let rows = r.results.filter { $0.file == lastFile }
-        let (rx, ry, rw, rh) = (690.0, 60.0, 380.0, 320.0)
-        s += text(rx, ry - 12, "bits per token, all text (lower is better)", size: 13, bold: true)
-        s += axes(rx, ry, rw, rh)
-        if let floatRow = rows.first(where: { $0.method == "none" }) {
-            let values = rows.map(\.bitsPerToken)
-            let lo = max(0, (values.min() ?? 0) - 0.02 * (values.max() ?? 1)), hi = (values.max() ?? 1) * 1.005
-            let span = max(hi - lo, 1e-9)
-            let bw = rw / Double(max(rows.count, 1))
-            func py(_ v: Double) -> Double { ry + rh - rh * (v - lo) / span }
-            for (i, row) in rows.enumerated() {
-                let color = row.method == "none" ? "#555" : palette[(models.firstIndex(of: "\(row.method) \(row.bits)") ?? i) % palette.count]
-                let x = rx + Double(i) * bw + bw * 0.15
-                s += "<rect x=\(q(x)) y=\(q(py(row.bitsPerToken))) width=\(q(bw * 0.7)) height=\(q(ry + rh - py(row.bitsPerToken))) fill=\"\(color)\"><title>\(escape(row.name)) \(row.bits): \(String(format: "%.4f", row.bitsPerToken))</title></rect>\n"
-                // Inside an attribute the numbers go unquoted (translate("1","2") was not XML).
-                s += "<text transform=\"translate(\(number(x + bw * 0.35)),\(number(ry + rh + 10))) rotate(45)\" font-size=\"10\">\(escape(row.name)) \(escape(row.bits))</text>\n"
+        // Right panel: Δ bits per byte [95% CI], one row per quantized model.
+        let (labelX, rx, ry, rw) = (520.0, 760.0, 60.0, 310.0)
+        s += text(labelX, ry - 12, "Δ bits per byte vs float, all text, 95% interval (lower is better)", size: 13, bold: true)
+        let intervals = rows.map { row in (row, row.confidenceIntervals.bitsPerByteDelta) }
+        let values: [Double] = intervals.flatMap { iv -> [Double] in [iv.1?.low ?? 0, iv.1?.high ?? 0] } + [0]
+        let (lo, hi) = (values.min()!, values.max()!)
+        let pad = max((hi - lo) * 0.05, 1e-6)
+        func px(_ v: Double) -> Double { rx + rw * (v - (lo - pad)) / ((hi + pad) - (lo - pad)) }
+        let bottom = ry + rowHeight * Double(max(rows.count, 1)) + 8
+        s += line(px(0), ry - 4, px(0), bottom, "#555", dash: true)
+        s += line(rx, bottom, rx + rw, bottom, "#333")
+        for v in [lo, 0, hi] where v == 0 || abs(v) > pad {
+            s += text(px(v), bottom + 16, String(format: "%+.4f", v), size: 10, anchor: "middle")
+        }
+        for (i, (row, ci)) in intervals.enumerated() {
+            let y = ry + rowHeight * (Double(i) + 0.5)
+            let color = palette[(methods.firstIndex(of: row.method) ?? i) % palette.count]
+            s += text(labelX, y + 4, "\(escape(row.name)) \(escape(row.bits))", size: 11)
+            if let ci {
+                s += line(px(ci.low), y, px(ci.high), y, color)
+                s += line(px(ci.low), y - 4, px(ci.low), y + 4, color) + line(px(ci.high), y - 4, px(ci.high), y + 4, color)
             }
-            s += line(rx, py(floatRow.bitsPerToken), rx + rw, py(floatRow.bitsPerToken), "#555", dash: true)
-            s += text(rx - 8, py(lo) + 4, String(format: "%.3f", lo), anchor: "end") + text(rx - 8, py(hi) + 4, String(format: "%.3f", hi), anchor: "end")
+            let floatBPB = r.results.first { $0.file == lastFile && $0.method == "none" }?.bitsPerByte ?? row.bitsPerByte
+            s += "<circle cx=\(q(px(row.bitsPerByte - floatBPB))) cy=\(q(y)) r=\"4\" fill=\"\(color)\"><title>\(escape(row.name)) \(escape(row.bits)): \(String(format: "%+.5f", row.bitsPerByte - floatBPB)) bits/byte</title></circle>\n"
         }
         return s + "</svg>\n"
     }

@@ -3,7 +3,8 @@ import Foundation
 /// The `compare` report (schema version 1): what a user reads to decide whether to ship a
 /// quantized model. Keys are snake_case in JSON.
 public struct ComparisonReport: Sendable, Codable {
-    public static let schemaVersion = 1
+    /// 2: rows carry `recipe`; `peak_memory_bytes` became `weights_plus_growth_bytes`.
+    public static let schemaVersion = 2
 
     public struct DataInfo: Sendable, Codable {
         public var files: [String]
@@ -55,7 +56,9 @@ public struct ComparisonReport: Sendable, Codable {
         public var prefillTokensPerS: Double?
         public var decodeTokensPerS: Double?
         public var weightBytes: Int
-        public var peakMemoryBytes: Int?
+        /// The model's weights plus the growth of resident memory while it alone ran (all models
+        /// share one process, so a true per-model peak is not observable here).
+        public var weightsPlusGrowthBytes: Int?
     }
 
     public struct SiteRow: Sendable, Codable {
@@ -109,11 +112,11 @@ public struct ComparisonReport: Sendable, Codable {
             }
         }
         let totals = results.filter { $0.file == files.last }
-        out += "\n## Speed and memory (\(threads) threads)\n\n| model | bits | runtime | prefill tok/s | decode tok/s | weights MB | peak RSS MB |\n|---|---|---|---:|---:|---:|---:|\n"
+        out += "\n## Speed and memory (\(threads) threads)\n\n| model | bits | runtime | prefill tok/s | decode tok/s | weights MB | weights + run growth MB |\n|---|---|---|---:|---:|---:|---:|\n"
         for r in totals {
             out += "| \(r.name) | \(r.bits) | \(r.runtime) | " + String(format: "%@ | %@ | %.2f | %@ |\n",
                 opt(r.prefillTokensPerS, "%.0f"), opt(r.decodeTokensPerS, "%.1f"), Double(r.weightBytes) / 1e6,
-                opt(r.peakMemoryBytes.map { Double($0) / 1e6 }, "%.1f"))
+                opt(r.weightsPlusGrowthBytes.map { Double($0) / 1e6 }, "%.1f"))
         }
         if !sites.isEmpty {
             out += "\n## SQNR (dB) against the transformed float model, lowest site per layer\n\n"

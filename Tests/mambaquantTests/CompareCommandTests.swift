@@ -21,7 +21,7 @@ final class CompareCommandTests: XCTestCase {
         let r = try CLI.run(args + ["--format", "json", "--out", dir + "/report.json", "--plot", dir + "/plot.svg"])
         XCTAssertEqual(r.status, 0, r.stderr)
         let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/report.json"))) as! [String: Any]
-        XCTAssertEqual(json["schema_version"] as? Int, 1)
+        XCTAssertEqual(json["schema_version"] as? Int, 2)
         let data = json["data"] as! [String: Any]
         XCTAssertEqual(data["files"] as? [String], [dir + "/eval.txt"])
         XCTAssertEqual(data["tokens"] as? Int, 155)                  // 5 windows of 32 tokens, 31 scored each
