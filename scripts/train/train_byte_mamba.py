@@ -260,7 +260,8 @@ def atomic_write(path, write_fn):
     os.replace(tmp, path)
 
 
-def save_hf(model, out, dtype=torch.float32, extra_meta=None):
+def save_hf(model, out, dtype=torch.float32, extra_meta=None, config=None):
+    """Weights, config.json (`config`: a transformers config; default this model's) and tokenizer."""
     from safetensors.torch import save_file
     os.makedirs(out, exist_ok=True)
     sd = {k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}
@@ -268,8 +269,13 @@ def save_hf(model, out, dtype=torch.float32, extra_meta=None):
     if extra_meta:
         meta.update({k: str(v) for k, v in extra_meta.items()})
     atomic_write(os.path.join(out, "model.safetensors"), lambda p: save_file(sd, p, metadata=meta))
-    cfg = hf_config(model.cfg)
+    cfg = config or hf_config(model.cfg)
     atomic_write(os.path.join(out, "config.json"), lambda p: cfg.to_json_file(p))
+    write_tokenizer(out)
+
+
+def write_tokenizer(out):
+    """tokenizer.json and tokenizer_config.json beside a checkpoint (once; both bundled models)."""
     tok_path = os.path.join(out, "tokenizer.json")
     if not os.path.exists(tok_path):
         atomic_write(tok_path, lambda p: build_tokenizer().save(p))
@@ -291,21 +297,26 @@ def load_hf_into(out):
     return m
 
 
-def hf_check(out, model=None, n=300):
-    from transformers import MambaForCausalLM
+def hf_check(out, model=None, n=300, hf_class=None, load=None):
+    """Loads `out` with transformers (MambaForCausalLM, or `hf_class`) and compares its logits with
+    the training code's on the first `n` bytes of valid: no missing or unexpected keys, max diff < 1e-3."""
+    if hf_class is None:
+        from transformers import MambaForCausalLM as hf_class
     if model is None:
-        model = load_hf_into(out)
-    hf, info = MambaForCausalLM.from_pretrained(out, output_loading_info=True, torch_dtype=torch.float32)
+        model = (load or load_hf_into)(out)
+    hf, info = hf_class.from_pretrained(out, output_loading_info=True, dtype=torch.float32)
     hf.eval()
     bad = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
     assert not bad, bad
     text = open(os.path.join(CAL, "shakespeare-valid.txt"), "rb").read()[:n]
     ids = torch.tensor([list(text)], dtype=torch.long)
+    model.eval()
     with torch.no_grad():
         a = model(ids)
         b = hf(ids, use_cache=False).logits
     d = (a - b).abs().max().item()
-    print(f"hf-check {out}: no missing/unexpected keys; max |logit diff| over {n} bytes = {d:.3g}", flush=True)
+    print(f"hf-check {out}: no missing/unexpected keys; max |logit diff| over {n} bytes = {d:.3g} "
+          f"(logit scale {b.abs().max().item():.3g})", flush=True)
     assert d < 1e-3, d
     return d
 
@@ -412,9 +423,14 @@ def count_params(model):
     return sum(p.numel() for p in model.parameters())
 
 
-def finalize(model, a, out, log, stats):
-    """Evaluate best checkpoint on valid/test/ood-test, sample, HF check, write summary + README."""
-    best = load_hf_into(out)
+def finalize(model, a, out, log, stats, load=None, check=None, family="Mamba-1", script="train_byte_mamba.py",
+             hf_class="MambaForCausalLM", config_line=None):
+    """Evaluate best checkpoint on valid/test/ood-test, sample, HF check, write summary + README.
+    train_byte_mamba2.py passes its own loader, check, names and config line."""
+    load, check = load or load_hf_into, check or hf_check
+    config_line = config_line or (lambda c: f"hidden_size {c['d']}, {c['n_layer']} layers, d_inner {c['expand'] * c['d']}, "
+                                            f"state_size {c['N']}, dt_rank {c['R']}, conv_kernel {c['K']}, tied embeddings")
+    best = load(out)
     res = {}
     for split in ["valid", "test", "ood-test"]:
         bpb, scored, nw = eval_bpb(best, split, a.seq_len)
@@ -422,7 +438,7 @@ def finalize(model, a, out, log, stats):
         log(f"final {split}: bpb {bpb:.4f} ({scored} positions, {nw} windows)")
     s_temp = sample(best, b"ROMEO:", n=400, temperature=0.8, top_k=40, seed=0)
     s_greedy = sample(best, b"ROMEO:", n=200, temperature=0)
-    diff = hf_check(out, best)
+    diff = check(out, best)
     summary = dict(model=os.path.basename(os.path.normpath(out)), config=best.cfg, parameters=count_params(best),
                    seq_len=a.seq_len, batch=a.batch, lr=a.lr, weight_decay=a.wd, dtype_stored=stats.get("dtype", "F32"),
                    **{k: v for k, v in stats.items() if k != "dtype"},
@@ -433,14 +449,14 @@ def finalize(model, a, out, log, stats):
     atomic_write(os.path.join(out, "training_summary.json"),
                  lambda p: open(p, "w").write(json.dumps(summary, indent=2, ensure_ascii=False) + "\n"))
     c = best.cfg
-    readme = f"""# {summary['model']}: byte-level Mamba-1 reference model
+    readme = f"""# {summary['model']}: byte-level {family} reference model
 
-A small Mamba-1 language model over bytes (vocab 256, token id = byte value), trained from scratch on the
+A small {family} language model over bytes (vocab 256, token id = byte value), trained from scratch on the
 `train` split of `calibration/` (Shakespeare plays, see calibration/README.md) by
-`scripts/train/train_byte_mamba.py`. Hugging Face layout: loads with `transformers.MambaForCausalLM`
+`scripts/train/{script}`. Hugging Face layout: loads with `transformers.{hf_class}`
 (checked: no missing/unexpected keys, max |logit diff| vs the training code {diff:.2g}).
 
-- hidden_size {c['d']}, {c['n_layer']} layers, d_inner {c['expand'] * c['d']}, state_size {c['N']}, dt_rank {c['R']}, conv_kernel {c['K']}, tied embeddings
+- {config_line(c)}
 - parameters: {summary['parameters']:,}; weights stored {summary['dtype_stored']}
 - training: {stats.get('train_wall_s', 0) / 60:.1f} min wall on 2 CPU cores, {stats.get('steps')} steps,
   {stats.get('tokens_seen'):,} tokens seen (~{stats.get('epochs', 0):.2f} passes), seq_len {a.seq_len}, batch {a.batch},
@@ -470,12 +486,18 @@ training_summary.json. Licence of the training text: see calibration/README.md.
     log("finalize done")
 
 
-def train(a):
+def train(a, make_model=None, save=None, finish=None):
+    """The training loop of both bundled models (train_byte_mamba2.py passes its own model, saver
+    and end-of-training step): AdamW, warmup then cosine decay by wall clock, best-valid checkpoint."""
+    make_model = make_model or (lambda a: ByteMamba(d=a.d_model, n_layer=a.layers, R=a.dt_rank, chunk=a.chunk))
+    save = save or save_hf
+    finish = finish or finalize
     torch.manual_seed(a.seed)
     np.random.seed(a.seed)
     out = os.path.join(REPO, a.out) if not os.path.isabs(a.out) else a.out
-    os.makedirs(out, exist_ok=True)
     bench = a.bench > 0
+    if not bench:
+        os.makedirs(out, exist_ok=True)
     logf = None if bench else open(os.path.join(out, "train_log.txt"), "a")
 
     def log(s):
@@ -484,7 +506,7 @@ def train(a):
         if logf:
             logf.write(s + "\n"); logf.flush()
 
-    model = ByteMamba(d=a.d_model, n_layer=a.layers, R=a.dt_rank, chunk=a.chunk)
+    model = make_model(a)
     nparam = count_params(model)
     train_data = torch.from_numpy(np.frombuffer(load_split("train"), dtype=np.uint8).astype(np.int64))
     opt = torch.optim.AdamW(param_groups(model, a.wd), lr=a.lr, betas=(0.9, 0.95), eps=1e-8)
@@ -532,7 +554,7 @@ def train(a):
             msg = f"eval step {step} valid_bpb {vb:.4f} (eval {time.time() - te:.0f}s) elapsed {time.time() - t0:.0f}s"
             if vb < best:
                 best, best_step = vb, step
-                save_hf(model, out, dtype, {"step": step, "valid_bpb": f"{vb:.5f}"})
+                save(model, out, dtype, {"step": step, "valid_bpb": f"{vb:.5f}"})
                 msg += " [saved best]"
             log(msg)
             last_eval = time.time()
@@ -546,7 +568,7 @@ def train(a):
     log(f"eval step {step} (end) valid_bpb {vb:.4f}")
     if vb < best:
         best, best_step = vb, step
-        save_hf(model, out, dtype, {"step": step, "valid_bpb": f"{vb:.5f}"})
+        save(model, out, dtype, {"step": step, "valid_bpb": f"{vb:.5f}"})
         log("saved best (end)")
     stats = dict(train_wall_s=round(wall, 1), eval_time_during_training_s=round(eval_time, 1), steps=step,
                  tokens_seen=tokens, epochs=round(tokens / len(train_data), 3), best_step=best_step,
@@ -555,22 +577,20 @@ def train(a):
                  threads=torch.get_num_threads(), seed=a.seed)
     with open(os.path.join(out, ".train_stats.json"), "w") as f:
         json.dump(dict(stats=stats, args=vars(a)), f)
-    finalize(model, a, out, log, stats)
+    finish(model, a, out, log, stats)
 
 
-def main():
-    ap = argparse.ArgumentParser()
+def add_common_arguments(ap, out):
+    """The options both bundled models' scripts take (train_byte_mamba2.py adds its own shapes)."""
     ap.add_argument("--selftest", action="store_true")
     ap.add_argument("--hf-check", metavar="DIR")
     ap.add_argument("--finalize", metavar="DIR", help="re-run the end-of-training step on a saved run")
     ap.add_argument("--bench", type=float, default=0, help="measure tokens/s for this many seconds")
-    ap.add_argument("--out", default="models/bard-mamba")
+    ap.add_argument("--out", default=out)
     ap.add_argument("--minutes", type=float, default=70)
     ap.add_argument("--max-steps", type=int, default=0)
     ap.add_argument("--d-model", type=int, default=384)
     ap.add_argument("--layers", type=int, default=6)
-    ap.add_argument("--dt-rank", type=int, default=None)
-    ap.add_argument("--chunk", type=int, default=16)
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=2.5e-3)
@@ -581,21 +601,34 @@ def main():
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1234)
-    a = ap.parse_args()
+
+
+def run(a, selftest, hf_check, finalize, train):
+    """Dispatches the parsed options of either script."""
     torch.set_num_threads(a.threads)
     if a.selftest:
         return selftest()
     if a.hf_check:
         return hf_check(a.hf_check)
     if a.finalize:
-        st = json.load(open(os.path.join(a.finalize, ".train_stats.json")))
-        for k, v in st["args"].items():
-            setattr(a, k, v)
-        logf = open(os.path.join(a.finalize, "train_log.txt"), "a")
+        out = a.finalize
+        st = json.load(open(os.path.join(out, ".train_stats.json")))
+        for k, v in st["args"].items():  # the run's settings (seq_len etc.); its own "finalize" was None
+            if k not in ("finalize", "threads"):
+                setattr(a, k, v)
+        logf = open(os.path.join(out, "train_log.txt"), "a")
         def log(s):
             s = f"[{time.strftime('%H:%M:%S')}] {s}"; print(s, flush=True); logf.write(s + "\n"); logf.flush()
-        return finalize(None, a, a.finalize, log, st["stats"])
+        return finalize(None, a, out, log, st["stats"])
     train(a)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    add_common_arguments(ap, "models/bard-mamba")
+    ap.add_argument("--dt-rank", type=int, default=None)
+    ap.add_argument("--chunk", type=int, default=16)
+    run(ap.parse_args(), selftest, hf_check, finalize, train)
 
 
 if __name__ == "__main__":
