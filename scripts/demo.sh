@@ -2,8 +2,9 @@
 # The README's main job on the bundled model (models/bard-mamba, the default of
 # calibration/manifest.json) and corpus: installs the system libraries if missing, builds a release
 # binary, then calibrate -> quantize (MambaQuant W8A8) -> generate with the int8 model, and the
-# compare report of all four methods at w8a8, w4a8 and w8a6 against float32. Outputs go to
-# demo-output/ (report.md, report.svg, the stats file and the quantized checkpoint).
+# compare report of all four methods at w8a8, w4a8 and w8a6 against float32; then the same report
+# for the bundled Mamba-2 (models/bard-mamba2). Outputs go to demo-output/ (report.md, report.svg,
+# report-mamba2.md, report-mamba2.svg, the stats file and the quantized checkpoint).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
@@ -28,4 +29,8 @@ echo
 "$BIN" compare --out "$OUT/report.md" --plot "$OUT/report.svg"
 cat "$OUT/report.md"
 echo
-echo "report: $OUT/report.md, plot: $OUT/report.svg" >&2
+echo "== the bundled Mamba-2 (models/bard-mamba2) ==" >&2
+"$BIN" compare --model models/bard-mamba2 --out "$OUT/report-mamba2.md" --plot "$OUT/report-mamba2.svg"
+cat "$OUT/report-mamba2.md"
+echo
+echo "reports: $OUT/report.md and $OUT/report-mamba2.md, plots: $OUT/report.svg and $OUT/report-mamba2.svg" >&2

@@ -21,7 +21,7 @@ final class MappedFileTests: XCTestCase {
         let dir = try makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let path = dir + "/weights.safetensors"
-        FileManager.default.createFile(atPath: path, contents: Data(repeating: 7, count: 1 << 16))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(repeating: 7, count: 1 << 16))
         let child = Process()
         child.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
         child.arguments = ["MambaTensorsTests.MappedFileTests/testTruncationWhileMappedNamesTheFile"]

@@ -72,7 +72,7 @@ final class SafeTensorsTests: XCTestCase {
         let path = dir + "/t.safetensors"
         try w.write(to: path)
         let data = FileManager.default.contents(atPath: path)!
-        FileManager.default.createFile(atPath: path, contents: data.prefix(data.count - 100))
+        _ = FileManager.default.createFile(atPath: path, contents: data.prefix(data.count - 100))
         XCTAssertThrowsError(try SafeTensorsFile(path: path)) { error in
             let message = "\(error)"
             XCTAssertTrue(message.contains("weight") && message.contains("truncated"), message)
@@ -83,15 +83,15 @@ final class SafeTensorsTests: XCTestCase {
         let path = dir + "/g.safetensors"
         var bytes = [UInt8](repeating: 0, count: 16)
         bytes[0] = 0xFF; bytes[1] = 0xFF
-        FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
         XCTAssertThrowsError(try SafeTensorsFile(path: path)) { XCTAssertTrue("\($0)".contains("header length"), "\($0)") }
-        FileManager.default.createFile(atPath: path, contents: Data([1, 2, 3]))
+        _ = FileManager.default.createFile(atPath: path, contents: Data([1, 2, 3]))
         XCTAssertThrowsError(try SafeTensorsFile(path: path)) { XCTAssertTrue("\($0)".contains("too short"), "\($0)") }
         var json = Array("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}".utf8)
         var header = withUnsafeBytes(of: UInt64(json.count).littleEndian) { Array($0) }
         header += json
         json = header + [0, 0, 0, 0]
-        FileManager.default.createFile(atPath: path, contents: Data(json))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(json))
         XCTAssertThrowsError(try SafeTensorsFile(path: path)) { XCTAssertTrue("\($0)".contains("needs 8 bytes"), "\($0)") }
         XCTAssertThrowsError(try SafeTensorsFile(path: dir + "/missing.safetensors")) { XCTAssertTrue("\($0)".contains("missing.safetensors"), "\($0)") }
     }
@@ -111,7 +111,7 @@ final class SafeTensorsTests: XCTestCase {
         func write(_ header: String, data: Int = 16) {
             let json = Array(header.utf8)
             let bytes = withUnsafeBytes(of: UInt64(json.count).littleEndian) { Array($0) } + json + [UInt8](repeating: 0, count: data)
-            FileManager.default.createFile(atPath: path, contents: Data(bytes))
+            _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
         }
         let longName = String(repeating: "w", count: 2_000_000)
         let cases: [(String, String)] = [
@@ -159,11 +159,11 @@ final class SafeTensorsTests: XCTestCase {
         let n = data.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
         XCTAssertEqual(data[8 + Int(n) - 1], UInt8(ascii: " "), "the test needs a padded header")
         withUnsafeBytes(of: (n - 1).littleEndian) { data.replaceSubrange(0..<8, with: $0) }
-        FileManager.default.createFile(atPath: path, contents: data)
+        _ = FileManager.default.createFile(atPath: path, contents: data)
         XCTAssertThrowsError(try SafeTensorsFile(path: path)) { XCTAssertTrue("\($0)".contains("belong to no tensor"), "\($0)") }
         data.append(0)
         withUnsafeBytes(of: n.littleEndian) { data.replaceSubrange(0..<8, with: $0) }
-        FileManager.default.createFile(atPath: path, contents: data)
+        _ = FileManager.default.createFile(atPath: path, contents: data)
         XCTAssertThrowsError(try SafeTensorsFile(path: path)) { XCTAssertTrue("\($0)".contains("after the last tensor"), "\($0)") }
     }
 }

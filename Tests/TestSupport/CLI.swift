@@ -26,8 +26,8 @@ public enum CLI {
         p.arguments = arguments
         // Files rather than pipes: a chatty child can never block on a full pipe.
         let base = NSTemporaryDirectory() + "/mambaquant-cli-\(UUID().uuidString)"
-        FileManager.default.createFile(atPath: base + ".out", contents: nil)
-        FileManager.default.createFile(atPath: base + ".err", contents: nil)
+        _ = FileManager.default.createFile(atPath: base + ".out", contents: nil)
+        _ = FileManager.default.createFile(atPath: base + ".err", contents: nil)
         defer { for s in [".out", ".err"] { try? FileManager.default.removeItem(atPath: base + s) } }
         p.standardOutput = FileHandle(forWritingAtPath: base + ".out")
         p.standardError = FileHandle(forWritingAtPath: base + ".err")
