@@ -90,6 +90,15 @@ public struct Mamba2Mixer: MixerDescription {
     public func isNormalized(_ site: Site) -> Bool { site == .outProjInput }
     public func scaleVector(of site: Site) -> String? { site == .outProjInput ? "norm.weight" : nil }
 
+    /// Quamba2's finer scales: x and dt per head, B and C per group (`--scan-scales group`).
+    public func scanScaleGroups(_ site: Site, _ c: MambaConfig) -> Int? {
+        switch site {
+        case .convOutput, .dt: heads
+        case .B, .C: groups
+        default: nil
+        }
+    }
+
     public func makeMixer(_ ops: any MixerOpSource, _ c: MambaConfig, layer: Int) -> any MixerOp {
         Mamba2Forward(
             inProj: ops.linear("in_proj"), conv: ops.conv("conv1d"), scanInput: ops.scanInput(),

@@ -97,6 +97,9 @@ public protocol MixerDescription: Sendable {
     /// The per-channel vector tensor (a norm's weight) that multiplies `site` last before its
     /// consumer reads it: a per-channel smoothing of the site folds into it (nil: none).
     func scaleVector(of site: Site) -> String?
+    /// The number of contiguous channel groups a scan input may have its own static scales for
+    /// (Mamba-2: heads for x and dt, groups for B and C; nil: one scale per tensor only).
+    func scanScaleGroups(_ site: Site, _ c: MambaConfig) -> Int?
     /// The forward, built from leaf ops that `ops` provides (float, transformed or quantized).
     func makeMixer(_ ops: any MixerOpSource, _ c: MambaConfig, layer: Int) -> any MixerOp
     /// Random tensors with a trained model's value ranges (benchmarks and tests), keyed as
@@ -114,6 +117,7 @@ public protocol MixerDescription: Sendable {
 extension MixerDescription {
     public func isNormalized(_ site: Site) -> Bool { false }
     public func scaleVector(of site: Site) -> String? { nil }
+    public func scanScaleGroups(_ site: Site, _ c: MambaConfig) -> Int? { nil }
     public func module(_ name: String) -> ModuleSpec? { modules.first { $0.name == name } }
     /// The module whose input is `site` (the consumer a transform scales or rotates).
     public func consumer(of site: Site) -> ModuleSpec? { modules.first { $0.input == site } }

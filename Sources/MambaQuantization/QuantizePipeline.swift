@@ -113,12 +113,19 @@ struct LayerQuantizer {
                               floatWeight: nil, bias: b, input: nil)
     }
 
-    /// The activation quantizer of a site: dynamic, or static from the second pass's clip.
-    func activation(_ stats: CalibrationStats, _ layer: Int?, _ site: Site) throws -> ActivationQuantizer {
+    /// The activation quantizer of a site: dynamic, or static from the second pass's clip. With
+    /// `groups`, one static scale per contiguous channel group: the group's own absmax, capped at
+    /// the site's clip (so a group's scale is never coarser than the tensor's).
+    func activation(_ stats: CalibrationStats, _ layer: Int?, _ site: Site, groups: Int? = nil) throws -> ActivationQuantizer {
         let ab = recipe.bits.activation
         if recipe.dynamicActivations { return ActivationQuantizer(bits: ab, scale: .dynamic) }
-        let clip = try stats.site(layer, site).clip(recipe.clip.quantile)
-        return ActivationQuantizer(bits: ab, scale: .static(clip / Float(qmax(bits: ab))))
+        let s = try stats.site(layer, site)
+        let (clip, q) = (s.clip(recipe.clip.quantile), Float(qmax(bits: ab)))
+        guard let groups, groups > 0, s.channels % groups == 0 else { return ActivationQuantizer(bits: ab, scale: .static(clip / q)) }
+        let size = s.channels / groups
+        return ActivationQuantizer(bits: ab, scale: .groups((0..<groups).map { g in
+            min(clip, s.range.absmax[(g * size)..<((g + 1) * size)].max()!) / q
+        }))
     }
 }
 
@@ -185,7 +192,10 @@ final class TransformedLayers<Source: WeightSource>: LayerSource {
         for module in spec.modules {
             b.mixer.modules[module.name] = b.mixer.modules[module.name]!.with(input: try quantizer.activation(secondPass, i, module.input))
         }
-        for (site, _) in spec.scanInputs { b.mixer.scanInputs[site] = try quantizer.activation(secondPass, i, site) }
+        for (site, _) in spec.scanInputs {
+            let groups = quantizer.recipe.groupedScanScales ? spec.scanScaleGroups(site, config) : nil
+            b.mixer.scanInputs[site] = try quantizer.activation(secondPass, i, site, groups: groups)
+        }
         return b
     }
 }

@@ -45,6 +45,7 @@ extension QuantizedModel {
             "activation_bits": .number(Double(recipe.bits.activation)),
             "group_size": recipe.groupSize.map { .number(Double($0)) } ?? .null,
             "activation_scale": .string(recipe.dynamicActivations ? "dynamic" : "static"),
+            "scan_scales": .string(recipe.groupedScanScales ? "group" : "tensor"),
             "act_clip": .string(recipe.clip.rawValue),
             "alpha": .number(recipe.alpha),
             "seed": .number(Double(recipe.seed)),
@@ -117,10 +118,14 @@ extension QuantizedModel {
         let seed = q["seed"]?.int ?? 0
         guard seed >= 0 else { throw MambaError(.badConfig, "\(directory)/config.json: \"quantization\" has seed \(seed); it must be non-negative") }
         let dynamic = q["activation_scale"]?.string == "dynamic"
-        let recipe = QuantizationRecipe(
+        guard ["tensor", "group", nil].contains(q["scan_scales"]?.string) else {
+            throw MambaError(.badConfig, "\(directory)/config.json: \"quantization\" scan_scales must be \"tensor\" or \"group\", found \(q["scan_scales"]!)")
+        }
+        var recipe = QuantizationRecipe(
             method: method, bits: bits, groupSize: group, dynamicActivations: dynamic,
             clip: q["act_clip"]?.string.flatMap(ActivationClip.init(rawValue:)) ?? .max, seed: UInt64(seed),
             keepFloat: Set(q["kept_float"]?.array?.compactMap(\.string) ?? []), alpha: q["alpha"]?.double ?? 0.5)
+        recipe.groupedScanScales = q["scan_scales"]?.string == "group"
         let store = try TensorStore(directory: directory)
         var used = Set<String>()
 
@@ -182,7 +187,11 @@ extension QuantizedModel {
             }
             var scan: [Site: ActivationQuantizer] = [:]
             for (site, key) in spec.scanInputs {
-                scan[site] = ActivationQuantizer(bits: ab, scale: dynamic ? .dynamic : .static(try scalar(p + key)))
+                if let groups = recipe.groupedScanScales ? spec.scanScaleGroups(site, config) : nil, !dynamic {
+                    scan[site] = ActivationQuantizer(bits: ab, scale: .groups(try floats(p + key, [groups]).storage))
+                } else {
+                    scan[site] = ActivationQuantizer(bits: ab, scale: dynamic ? .dynamic : .static(try scalar(p + key)))
+                }
             }
             // S-SiLU scales the gate's input z channel by channel.
             let gateName = p + QuantizedNames.gateSmoothing

@@ -85,7 +85,11 @@ public final class QuantizedCheckpointWriter {
             }
         }
         for (site, key) in m.spec.scanInputs {
-            if let s = m.scanInputs[site]?.scale.staticScale { try tensors.add(p + key, shape: [], floats: [s]) }
+            switch m.scanInputs[site]?.scale {
+            case .static(let s)?: try tensors.add(p + key, shape: [], floats: [s])
+            case .groups(let g)?: try tensors.add(p + key, shape: [g.count], floats: g)   // per head or group (FORMAT.md)
+            default: break
+            }
         }
         if let s = m.gateSmoothing { try tensors.add(p + QuantizedNames.gateSmoothing, shape: [s.count], floats: s) }
         for module in m.spec.modules {

@@ -83,10 +83,22 @@ public struct QuantizedMatrix: Sendable, Equatable {
 public enum ActivationScale: Sendable, Equatable {
     case `static`(Float)
     case dynamic
+    /// Static, one scale per contiguous group of channels (Mamba-2's scan inputs per head or per
+    /// B/C group, as Quamba2 quantizes them); only for activations consumed in float.
+    case groups([Float])
 
     public var staticScale: Float? {
         if case .static(let s) = self { return s }
         return nil
+    }
+
+    /// The stored scales: one for a static scale, one per group, none when dynamic.
+    public var storedScales: [Float]? {
+        switch self {
+        case .static(let s): [s]
+        case .groups(let g): g
+        case .dynamic: nil
+        }
     }
 }
 
@@ -103,6 +115,7 @@ public struct ActivationQuantizer: Sendable, Equatable {
     /// The scale of each row of x [rows, cols]: the static scale, or absmax / qmax per row.
     public func rowScales(_ x: Tensor) -> [Float] {
         switch scale {
+        case .groups: preconditionFailure("group scales quantize scan inputs only, not a module's input")
         case .static(let s): return [Float](repeating: s, count: x.rows)
         case .dynamic:
             var scales = [Float](repeating: 0, count: x.rows)
@@ -115,8 +128,19 @@ public struct ActivationQuantizer: Sendable, Equatable {
 
     /// x -> clamp(round(x / scale)) * scale in place (CMambaKernels' mq_fake_quantize_rows_f32).
     public func fakeQuantize(_ x: inout Tensor) {
-        let scales = rowScales(x)
         let (rows, c) = (x.rows, x.cols)
+        if case .groups(let g) = scale {
+            let size = c / g.count
+            precondition(size * g.count == c, "\(g.count) scale groups do not divide \(c) channels")
+            x.storage.withUnsafeMutableBufferPointer { p in
+                for (k, s) in g.enumerated() {
+                    var one = s
+                    mq_fake_quantize_rows_f32(p.baseAddress! + k * size, Int32(rows), Int32(size), Int32(c), &one, 0, Int32(qmax(bits: bits)))
+                }
+            }
+            return
+        }
+        let scales = rowScales(x)
         x.storage.withUnsafeMutableBufferPointer { p in
             mq_fake_quantize_rows_f32(p.baseAddress, Int32(rows), Int32(c), Int32(c), scales, 1, Int32(qmax(bits: bits)))
         }
@@ -129,17 +153,20 @@ public struct ActivationQuantizer: Sendable, Equatable {
         x.storage.withUnsafeMutableBufferPointer { p in
             for r in 0..<rows {
                 let row = p.baseAddress! + r * c
-                let s: Float
+                // One scale per channel: the row's, or its group's.
+                let perChannel: [Float]
                 switch scale {
-                case .static(let v): s = v
+                case .static(let v): perChannel = [Float](repeating: v, count: c)
                 case .dynamic:
                     var m: Float = 0
                     for j in 0..<c { m = max(m, abs(row[j])) }
-                    s = m / q
+                    perChannel = [Float](repeating: m / q, count: c)
+                case .groups(let g): perChannel = (0..<c).map { g[$0 / (c / g.count)] }
                 }
-                guard s > 0 else { for j in 0..<c { row[j] = 0 }; continue }
-                let inv = 1 / s
-                for j in 0..<c { row[j] = quantizeSymmetric(row[j], inverseScale: inv, qmax: q) * s }
+                for j in 0..<c {
+                    let s = perChannel[j]
+                    row[j] = s > 0 ? quantizeSymmetric(row[j], inverseScale: 1 / s, qmax: q) * s : 0
+                }
             }
         }
     }

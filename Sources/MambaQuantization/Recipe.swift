@@ -58,6 +58,9 @@ public struct QuantizationRecipe: Sendable, Equatable {
     public var keepFloat: Set<String>
     /// SmoothQuant's migration strength.
     public var alpha: Double
+    /// Static scan-input scales per head / per B-C group where the mixer allows (Mamba-2), instead
+    /// of one per tensor.
+    public var groupedScanScales: Bool = false
 
     /// Everything but the method, bits and seed, in words: what tells two checkpoints of one method
     /// and bit width apart (compare's rows carry it).
@@ -66,6 +69,7 @@ public struct QuantizationRecipe: Sendable, Equatable {
                      groupSize.map { "weight groups of \($0)" } ?? "per-channel weights"]
         if !keepFloat.isEmpty { parts.append("kept float: " + keepFloat.sorted().joined(separator: ", ")) }
         if method == .smoothquant || method == .mambaquant { parts.append("alpha \(alpha)") }
+        if groupedScanScales { parts.append("scan-input scales per head and group") }
         return parts.joined(separator: "; ")
     }
 
@@ -77,6 +81,7 @@ public struct QuantizationRecipe: Sendable, Equatable {
         if let g = groupSize { parts.append("g\(g)") }
         if !keepFloat.isEmpty { parts.append("float " + keepFloat.sorted().map { $0.split(separator: ".").suffix(2).joined(separator: ".") }.joined(separator: ",")) }
         if alpha != d.alpha && (method == .smoothquant || method == .mambaquant) { parts.append("alpha \(alpha)") }
+        if groupedScanScales { parts.append("scan groups") }
         return parts.joined(separator: ", ")
     }
 

@@ -27,6 +27,8 @@ struct QuantizeCommand: ParsableCommand {
     var actClip: ActivationClip = .p99_99
     @Option(help: "static (calibrated per-tensor scales) or dynamic (per-token scales at run time).")
     var actScale = "static"
+    @Option(help: "Static scan-input scales: tensor (one per x, dt, B, C) or group (Mamba-2: per head for x and dt, per group for B and C).")
+    var scanScales = "tensor"
     @Option(help: "Comma-separated modules kept in float, e.g. lm_head,backbone.layers.0.mixer.out_proj.")
     var keepFloat: String?
     @Option(help: "Seed of the randomized Hadamard signs and fallback rotations.")
@@ -39,6 +41,7 @@ struct QuantizeCommand: ParsableCommand {
 
     func validate() throws {
         if !["static", "dynamic"].contains(actScale) { throw ValidationError("--act-scale must be static or dynamic, got \(actScale)") }
+        if !["tensor", "group"].contains(scanScales) { throw ValidationError("--scan-scales must be tensor or group, got \(scanScales)") }
         if let g = groupSize, g < 1 { throw ValidationError("--group-size must be at least 1") }
     }
 
@@ -47,10 +50,11 @@ struct QuantizeCommand: ParsableCommand {
         guard let method = QuantizationMethod(rawValue: method) else {
             throw MambaError(.badInput, "unknown method \"\(method)\": use one of \(QuantizationMethod.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        let recipe = QuantizationRecipe(
+        var recipe = QuantizationRecipe(
             method: method, bits: try BitWidths(parsing: bits), groupSize: groupSize, dynamicActivations: actScale == "dynamic",
             clip: actClip, seed: seed,
             keepFloat: Set((keepFloat ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }))
+        recipe.groupedScanScales = scanScales == "group"
         let model = try self.model ?? CorpusManifest().defaultModel
         try refuseOverwritingInput(out, inputs: [model, stats])
         if QuantizedModel.isQuantized(directory: model) {

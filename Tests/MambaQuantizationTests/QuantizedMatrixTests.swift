@@ -108,6 +108,29 @@ final class QuantizedMatrixTests: XCTestCase {
         }
     }
 
+    /// Group scales (one per contiguous channel group): the kernel path equals the reference, each
+    /// group lands on its own grid, and a zero scale zeroes its group.
+    func testGroupScalesFakeQuantizeEachGroupOnItsGrid() {
+        var rng = SeededRandom(seed: UInt64.random(in: 0...1_000_000))
+        let (rows, cols) = (5, 12)
+        let x = Tensor(shape: [rows, cols], storage: (0..<(rows * cols)).map { i in Float(rng.nextGaussian()) * Float(1 + i % cols / 4) })
+        let scales: [Float] = [0.01, 0.03, 0]
+        let q = ActivationQuantizer(bits: 8, scale: .groups(scales))
+        var fast = x, slow = x
+        q.fakeQuantize(&fast)
+        q.fakeQuantizeReference(&slow)
+        XCTAssertEqual(fast.storage, slow.storage)
+        for r in 0..<rows {
+            for j in 0..<cols {
+                let (s, v) = (scales[j / 4], fast.storage[r * cols + j])
+                if s == 0 { XCTAssertEqual(v, 0); continue }
+                XCTAssertEqual((v / s).rounded(), v / s, accuracy: 1e-3)
+                XCTAssertLessThanOrEqual(abs(v), 127 * s * 1.0001)
+            }
+        }
+        XCTAssertEqual(q.scale.storedScales, scales)
+    }
+
     func testBitsParsing() throws {
         XCTAssertEqual(try BitWidths(parsing: "w4a8"), BitWidths(weight: 4, activation: 8))
         XCTAssertEqual(try BitWidths(parsing: "W8A6").description, "w8a6")

@@ -88,11 +88,13 @@ final class QuantizedModelTests: XCTestCase {
         let w = try MambaWeights.load(directory: source)
         let stats = try statsFile(w)
         let provenance = QuantizationProvenance(sourceSHA256: "a", statsSHA256: "b")
-        for (method, bits, group) in [(QuantizationMethod.mambaquant, BitWidths(weight: 8, activation: 8), Int?.none),
-                                      (.smoothquant, BitWidths(weight: 4, activation: 6), 16)] {
-            let recipe = QuantizationRecipe(method: method, bits: bits, groupSize: group, seed: 11)
+        for (method, bits, group, scanGroups) in [(QuantizationMethod.mambaquant, BitWidths(weight: 8, activation: 8), Int?.none, false),
+                                                  (.smoothquant, BitWidths(weight: 4, activation: 6), 16, false),
+                                                  (.mambaquant, BitWidths(weight: 8, activation: 8), nil, true)] {
+            var recipe = QuantizationRecipe(method: method, bits: bits, groupSize: group, seed: 11)
+            recipe.groupedScanScales = scanGroups
             let q = try QuantizedModel.quantize(weights: w, stats: stats, recipe: recipe, parallelism: .serial)
-            let (a, b) = (dir + "/\(method)-a", dir + "/\(method)-b")
+            let (a, b) = (dir + "/\(method)\(scanGroups)-a", dir + "/\(method)\(scanGroups)-b")
             try q.write(directory: a, sourceDirectory: source, provenance: provenance)
             let loaded = try QuantizedModel.load(directory: a)
             XCTAssertTrue(loaded.recipe == recipe, "\(method): recipe survives")

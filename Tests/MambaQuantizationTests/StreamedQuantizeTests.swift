@@ -50,7 +50,16 @@ final class StreamedQuantizeTests: XCTestCase {
                 modules[s.name] = layer("backbone.layers.\(i).mixer." + s.name, m.weights[s.name]!, m.biases[s.name], try act(i, s.input), groups: s.allowsGroups)
             }
             var scan: [Site: ActivationQuantizer] = [:]
-            for (site, _) in m.spec.scanInputs { scan[site] = try act(i, site) }
+            for (site, _) in m.spec.scanInputs {
+                scan[site] = try act(i, site)
+                // Per head / group: each group's absmax, capped at the site's clip.
+                if recipe.groupedScanScales, !recipe.dynamicActivations, let g = m.spec.scanScaleGroups(site, p.config) {
+                    let st = try final.site(i, site), size = st.channels / g
+                    let clip = st.clip(recipe.clip.quantile)
+                    scan[site] = ActivationQuantizer(bits: ab, scale: .groups((0..<g).map { k in
+                        min(clip, st.range.absmax[(k * size)..<((k + 1) * size)].max()!) / Float(qmax(bits: ab)) }))
+                }
+            }
             return QuantizedBlock(norm: b.norm.map(floatVector), mixer: QuantizedMixer(
                 kind: m.kind, modules: modules, tensors: m.tensors, scanInputs: scan, gateSmoothing: m.gateSmoothing.map { $0.map(Float.init) },
                 hadamardSigns: m.onlineRotations.mapValues { $0.signs.map(Float.init) }))
@@ -101,6 +110,10 @@ final class StreamedQuantizeTests: XCTestCase {
         // Mamba-2: no x_proj to keep float; its out_proj instead.
         recipes[recipes.count - 1] = QuantizationRecipe(method: .mambaquant, bits: .init(weight: 4, activation: 8), groupSize: 8,
                                                         keepFloat: ["lm_head", "backbone.layers.1.mixer.out_proj"])
+        // And Quamba2-style scan scales: x and dt per head, B and C per group.
+        var grouped = QuantizationRecipe(method: .mambaquant)
+        grouped.groupedScanScales = true
+        recipes.append(grouped)
         let name = "tiny-mamba2-g2-untied"
         let w = try MambaWeights.load(directory: Fixtures.model(name))
         try assertSameCheckpoint(Fixtures.model(name), w, try statsFile(w, samples: 5, seqLength: 24, vocab: 50), recipes, name)
