@@ -3,17 +3,21 @@ import MambaEvaluation
 import TestSupport
 import XCTest
 
-/// The bundled model (models/bard-mamba) through the tool's float forward against transformers'
-/// MambaForCausalLM (scripts/reference/bundled_model_reference.py): the logits of the first
-/// window, and bits per byte over 4 windows of the validation text by the evaluation protocol.
+/// The bundled models (models/bard-mamba, models/bard-mamba2) through the tool's float forward
+/// against transformers' MambaForCausalLM and Mamba2ForCausalLM
+/// (scripts/reference/bundled_model_reference.py): the logits of the first window, and bits per
+/// byte over 4 windows of the validation text by the evaluation protocol.
 /// The training script's full validation figure (2.0553) is reproduced by
 /// `mambaquant evaluate --data calibration/shakespeare-valid.txt --seq-len 256` (closing note of
 /// issue 3); this test checks a prefix that a debug build scores in seconds.
 final class BundledModelTests: XCTestCase {
-    let modelDir = Fixtures.packageRoot + "/models/bard-mamba"
-
     func testMatchesTransformersOnTheValidationText() throws {
-        let reference = try SafeTensorsFile(path: Fixtures.root + "/bundled/bard-mamba-reference.safetensors")
+        for name in ["bard-mamba", "bard-mamba2"] { try check(name) }
+    }
+
+    func check(_ name: String) throws {
+        let modelDir = Fixtures.packageRoot + "/models/" + name
+        let reference = try SafeTensorsFile(path: Fixtures.root + "/bundled/\(name)-reference.safetensors")
         let seqLength = Int(reference.metadata["seq_len"]!)!, windows = Int(reference.metadata["windows"]!)!
         let expectedBPB = try reference.view("bits_per_byte").doubles()[0]
         let weights = try MambaWeights.load(directory: modelDir)
@@ -29,11 +33,11 @@ final class BundledModelTests: XCTestCase {
         XCTAssertEqual(prefix, Array(ids.prefix(prefix.count)))
         let logits = try model.logits(prefix)
         let err = maxAbsDifference(logits.storage, expectedLogits.storage)
-        XCTAssertLessThanOrEqual(err, 1e-4 * expectedLogits.absMax, "max |logit diff| \(err) of \(expectedLogits.absMax)")
+        XCTAssertLessThanOrEqual(err, 1e-4 * expectedLogits.absMax, "\(name): max |logit diff| \(err) of \(expectedLogits.absMax)")
 
         let score = try evaluateLikelihood(model, files: [ids], seqLength: seqLength, tokenBytes: tokenizer.byteCount, parallelism: .serial)
         XCTAssertEqual(score.windows, windows)
         XCTAssertEqual(score.tokens, Int(reference.metadata["scored"]!)!)
-        XCTAssertEqual(score.bitsPerByte, expectedBPB, accuracy: 1e-5)
+        XCTAssertEqual(score.bitsPerByte, expectedBPB, accuracy: 1e-5, name)
     }
 }

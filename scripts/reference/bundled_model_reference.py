@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Reference outputs of the bundled model from transformers' MambaForCausalLM (an implementation
-nobody here wrote), for Tests/MambaEvaluationTests/BundledModelTests.swift:
+"""Reference outputs of a bundled model from transformers' MambaForCausalLM or Mamba2ForCausalLM (by
+its config.json; an implementation nobody here wrote), for Tests/MambaEvaluationTests/BundledModelTests.swift:
 
 - the logits of the first window of calibration/shakespeare-valid.txt (first 48 positions), and
 - bits per byte over the first 4 windows of 256 bytes of that file, by the protocol of
@@ -8,6 +8,7 @@ nobody here wrote), for Tests/MambaEvaluationTests/BundledModelTests.swift:
   state, every position but the first scored).
 
     python3 scripts/reference/bundled_model_reference.py [--model models/bard-mamba]
+    python3 scripts/reference/bundled_model_reference.py --model models/bard-mamba2   # -> bard-mamba2-reference.safetensors
 """
 import argparse
 import math
@@ -15,7 +16,7 @@ import os
 
 import torch
 from safetensors.torch import save_file
-from transformers import MambaForCausalLM
+from transformers import AutoModelForCausalLM
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SEQ_LEN = 256
@@ -26,10 +27,12 @@ LOGIT_POSITIONS = 48
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=os.path.join(REPO, "models", "bard-mamba"))
-    ap.add_argument("--out", default=os.path.join(REPO, "Tests", "Fixtures", "bundled", "bard-mamba-reference.safetensors"))
+    ap.add_argument("--out", help="default: Tests/Fixtures/bundled/NAME-reference.safetensors")
     args = ap.parse_args()
+    name = os.path.basename(os.path.normpath(args.model))
+    args.out = args.out or os.path.join(REPO, "Tests", "Fixtures", "bundled", name + "-reference.safetensors")
     torch.manual_seed(0)
-    model = MambaForCausalLM.from_pretrained(args.model, torch_dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
     with open(os.path.join(REPO, "calibration", "shakespeare-valid.txt"), "rb") as f:
         data = f.read(SEQ_LEN * WINDOWS)
     ids = torch.tensor(list(data), dtype=torch.int64)
