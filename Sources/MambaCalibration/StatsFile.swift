@@ -97,7 +97,7 @@ public struct StatsFile: Sendable, Equatable {
         func floats(_ name: String, _ shape: [Int]) throws -> [Float] { try finite(name, try view(name, shape).floats()) }
         func doubles(_ name: String, _ shape: [Int]) throws -> [Double] { try finite(name, try view(name, shape).doubles()) }
         func count(_ name: String) throws -> Int {
-            guard f.contains(name), let c = try f.view(name).integers().first, try f.view(name).count == 1, c >= 0 else {
+            guard f.contains(name), case let v = try f.view(name), v.count == 1, let c = try v.integers().first, c >= 0 else {
                 throw MambaError(.badFile, "\(path): \(name) must hold one non-negative integer")
             }
             return c

@@ -64,9 +64,7 @@ public final class CheckpointWeights: @unchecked Sendable {
         let view = try store.view(name)
         let t = try view.tensor()
         view.releasePages()
-        if let bad = t.storage.firstIndex(where: { !$0.isFinite }) {
-            throw MambaError(.badFile, "tensor \(name) of \(store.directory) holds \(t.storage[bad]) at index \(bad): the checkpoint's weights must be finite")
-        }
+        if let bad = t.storage.firstIndex(where: { !$0.isFinite }) { throw nonFinite(name, t.storage[bad], at: bad) }
         return t
     }
 
@@ -82,9 +80,7 @@ public final class CheckpointWeights: @unchecked Sendable {
         }
         view.releasePages()
         let bad = bits.withUnsafeBufferPointer { mq_first_nonfinite_half($0.baseAddress, format.kernelFormat, $0.count) }
-        if bad < bits.count {
-            throw MambaError(.badFile, "tensor \(name) of \(store.directory) holds \(HalfMatrix(format: format, rows: 1, cols: 1, bits: [bits[bad]]).widened().storage[0]) at index \(bad): the checkpoint's weights must be finite")
-        }
+        if bad < bits.count { throw nonFinite(name, HalfMatrix(format: format, rows: 1, cols: 1, bits: [bits[bad]]).widened().storage[0], at: bad) }
         return HalfMatrix(format: format, rows: view.shape[0], cols: view.shape[1], bits: bits)
     }
 
@@ -106,6 +102,11 @@ public final class CheckpointWeights: @unchecked Sendable {
     /// The runtime's weight type: "float32", or the 16-bit type its matrices keep.
     public var runtimeWeightType: String {
         (try? store.view(embeddingName)).flatMap { HalfFormat($0.dtype)?.dtype.rawValue.lowercased() } ?? "float32"
+    }
+
+    /// A corrupt or diverged checkpoint would otherwise run and print NaN.
+    private func nonFinite(_ name: String, _ value: Float, at index: Int) -> MambaError {
+        MambaError(.badFile, "tensor \(name) of \(store.directory) holds \(value) at index \(index): the checkpoint's weights must be finite")
     }
 
     public func readEmbedding() throws -> Tensor { try tensor(embeddingName) }

@@ -30,15 +30,7 @@ public final class MappedFile: @unchecked Sendable {
         }
         if copy {
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 16)
-            var done = 0
-            while done < size {
-                let n = read(fd, buffer.baseAddress! + done, size - done)
-                if n <= 0 {
-                    buffer.deallocate()
-                    throw MambaError(.io, "cannot read \(path): \(n == 0 ? "it shrank while being read" : String(cString: strerror(errno)))")
-                }
-                done += n
-            }
+            do { try readFully(fd, into: buffer, path: path) } catch { buffer.deallocate(); throw error }
             bytes = UnsafeRawBufferPointer(buffer)
             return
         }
@@ -83,9 +75,26 @@ func openRegularFile(_ path: String) throws -> (fd: Int32, info: stat)? {
 /// The contents of the regular file at `path`; nil when it cannot be opened (missing, no
 /// permission), an error when it is a directory, FIFO, device or socket.
 public func contentsOfRegularFile(atPath path: String) throws -> Data? {
-    guard let (fd, _) = try openRegularFile(path) else { return nil }
-    close(fd)
-    return FileManager.default.contents(atPath: path)
+    guard let (fd, info) = try openRegularFile(path) else { return nil }
+    defer { close(fd) }
+    // Read through the descriptor that was checked (reopening by path would read whatever the
+    // path names by then, and opened the file twice).
+    var data = Data(count: Int(info.st_size))
+    try data.withUnsafeMutableBytes { try readFully(fd, into: $0, path: path) }
+    return data
+}
+
+/// Reads `buffer.count` bytes from `fd`; a file that shrinks meanwhile is an error.
+func readFully(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, path: String) throws {
+    var done = 0
+    while done < buffer.count {
+        let n = read(fd, buffer.baseAddress! + done, buffer.count - done)
+        if n < 0 && errno == EINTR { continue }
+        guard n > 0 else {
+            throw MambaError(.io, "cannot read \(path): \(n == 0 ? "it shrank while being read" : String(cString: strerror(errno)))")
+        }
+        done += n
+    }
 }
 
 /// A text file's contents (calibration and evaluation text), decoded as UTF-8.
