@@ -101,14 +101,16 @@ public struct MambaLM: Sendable {
             throw MambaError(.badInput, "token id \(bad) is outside the model's vocabulary [0, \(v))")
         }
         let eps = config.layerNormEpsilon
-        var u = embedding.forward(tokens)                      // [L, D], the float32 residual stream
+        var u = profiled("embedding") { embedding.forward(tokens) } // [L, D], the float32 residual stream
         for (i, block) in blocks.enumerated() {
             if let observer { observer.observe(rmsNorm(u, weight: nil, eps: eps), site: .residual, layer: i) }
-            let normed = rmsNorm(u, weight: block.norm, eps: eps)   // [L, D]
+            let normed = profiled("norm") { rmsNorm(u, weight: block.norm, eps: eps) } // [L, D]
             let out = block.mixer.forward(normed, state: &state.layers[i], layer: i, par, observer: observer)
-            u.storage.withUnsafeMutableBufferPointer { up in
-                out.storage.withUnsafeBufferPointer { op in
-                    for j in 0..<up.count { up[j] += op[j] }
+            profiled("residual") {
+                u.storage.withUnsafeMutableBufferPointer { up in
+                    out.storage.withUnsafeBufferPointer { op in
+                        for j in 0..<up.count { up[j] += op[j] }
+                    }
                 }
             }
         }
@@ -122,9 +124,9 @@ public struct MambaLM: Sendable {
         case .last: rows = u.rows((u.rows - 1)..<u.rows)
         case .all: rows = u
         }
-        let h = rmsNorm(rows, weight: normF, eps: eps)         // [L', D]
+        let h = profiled("norm") { rmsNorm(rows, weight: normF, eps: eps) } // [L', D]
         observer?.observe(h, site: .lmHeadInput, layer: nil)
-        return lmHead.forward(h, par)                          // [L', V]
+        return profiled("lm_head") { lmHead.forward(h, par) }  // [L', V]
     }
 
     /// Logits at every position of `tokens` from a fresh state.

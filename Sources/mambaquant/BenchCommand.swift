@@ -35,6 +35,8 @@ struct BenchCommand: ParsableCommand {
     var gemmRows = "1,16,64,512"
     @Option(help: "int8 kernel path: auto (the best this CPU has), avx2 or scalar (to measure a CPU without VNNI; pair with OPENBLAS_CORETYPE=Haswell for an AVX2 sgemm).")
     var int8Path = "auto"
+    @Flag(help: "Also time one prefill of each model step by step (in_proj, conv, scan, ...; medians of --runs).")
+    var steps = false
     @Flag(help: "Print JSON.")
     var json = false
     @OptionGroup var runtime: RuntimeOptions
@@ -90,13 +92,18 @@ struct BenchCommand: ParsableCommand {
                 gemm.append(benchmarkLinear(shape: shape, m: m, n: n, k: k, runs: runs, parallelism: par))
             }
         }
+        var profiles: [StepTimes] = []
+        if steps {
+            printError("timing one \(tokens)-token prefill of each model step by step, \(runs) runs")
+            profiles = try profilePrefill([float, int8], names: ["float32", "int8"], tokens: tokens, runs: runs, parallelism: par)
+        }
         let report = BenchReport(
             model: name, threads: par.threads, blasCore: BLASCore.current, int8Kernels: kernelOptions.kernels.description, runs: runs,
             quantization: "\(q.recipe.method.rawValue) \(q.recipe.bits)" + (q.recipe.dynamicActivations ? " dynamic" : ", static scales"), float32: t[0], int8: t[1],
             prefillSpeedup: t[1].prefillTokensPerSecond / t[0].prefillTokensPerSecond,
             decodeSpeedup: t[1].decodeTokensPerSecond / t[0].decodeTokensPerSecond,
             weightBytesFloat32: 4 * weights.parameterCount, weightBytesInt8: q.weightBytes,
-            weightBytesRatio: Double(4 * weights.parameterCount) / Double(q.weightBytes), gemm: gemm,
+            weightBytesRatio: Double(4 * weights.parameterCount) / Double(q.weightBytes), gemm: gemm, steps: profiles,
             notes: ["int8 GEMM timings include the quantization of the activations and the float epilogue; sgemm is OpenBLAS through the float model's own linear (sgemv at one row).",
                     "int4 weights are unpacked to one byte per weight at load (no packed int4 kernel yet)."])
         if json {
@@ -131,10 +138,11 @@ struct BenchReport: Encodable {
     let weightBytesInt8: Int
     let weightBytesRatio: Double
     let gemm: [LinearBenchmarkResult]
+    let steps: [StepTimes]
     let notes: [String]
 
     enum CodingKeys: String, CodingKey {
-        case model, threads, runs, quantization, float32, int8, gemm, notes
+        case model, threads, runs, quantization, float32, int8, gemm, steps, notes
         case blasCore = "blas_core", int8Kernels = "int8_kernels"
         case prefillSpeedup = "prefill_speedup", decodeSpeedup = "decode_speedup"
         case weightBytesFloat32 = "weight_bytes_float32", weightBytesInt8 = "weight_bytes_int8", weightBytesRatio = "weight_bytes_ratio"
@@ -153,6 +161,7 @@ struct BenchReport: Encodable {
                 s += String(format: "| %@ | %d | %d | %d | %.1f | %.1f | %.2fx |\n", g.shape, g.m, g.n, g.k, g.sgemmGflops, g.int8Gops, g.gemmSpeedup)
             }
         }
+        if !steps.isEmpty { s += "\n" + StepTimes.table(steps) }
         return s + "\n" + notes.map { "note: " + $0 }.joined(separator: "\n")
     }
 }

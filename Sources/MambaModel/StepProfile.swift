@@ -1,0 +1,115 @@
+import Dispatch
+import MambaTensors
+import Foundation
+
+// Where a forward spends its time, step by step (`bench --steps`). Off unless a profile is bound
+// with `StepProfile.$current.withValue`: an unbound `profiled` call costs one task-local read.
+
+/// Seconds per forward step, exclusive of nested steps: a step profiled inside another (the
+/// activation quantization inside in_proj) is recorded as "in_proj/quantize" and its time is not
+/// counted again in "in_proj".
+public final class StepProfile: @unchecked Sendable {
+    @TaskLocal public static var current: StepProfile?
+
+    private let lock = NSLock()
+    private var totals: [String: Double] = [:]
+    private var order: [String] = []
+    private var stack: [(name: String, start: UInt64, children: UInt64)] = []
+
+    public init() {}
+
+    func begin(_ step: String) {
+        lock.lock(); defer { lock.unlock() }
+        let name = stack.last.map { "\($0.name)/\(step)" } ?? step
+        stack.append((name, DispatchTime.now().uptimeNanoseconds, 0))
+    }
+
+    func end() {
+        lock.lock(); defer { lock.unlock() }
+        let top = stack.removeLast()
+        let elapsed = DispatchTime.now().uptimeNanoseconds - top.start
+        if !stack.isEmpty { stack[stack.count - 1].children += elapsed }
+        if totals[top.name] == nil { order.append(top.name) }
+        totals[top.name, default: 0] += Double(elapsed - min(elapsed, top.children)) / 1e9
+    }
+
+    /// (step, seconds) in the order steps first ran.
+    public var steps: [(step: String, seconds: Double)] {
+        lock.lock(); defer { lock.unlock() }
+        return order.map { ($0, totals[$0]!) }
+    }
+
+    public var totalSeconds: Double { steps.reduce(0) { $0 + $1.seconds } }
+}
+
+/// Runs `body`, charging its time to `step` when a profile is bound (otherwise just runs it).
+@inline(__always)
+public func profiled<T>(_ step: String, _ body: () throws -> T) rethrows -> T {
+    guard let profile = StepProfile.current else { return try body() }
+    profile.begin(step)
+    defer { profile.end() }
+    return try body()
+}
+
+/// One model's prefill, step by step: medians over runs of each step's milliseconds.
+public struct StepTimes: Sendable, Encodable {
+    public let model: String
+    public let tokens: Int
+    public let milliseconds: [String: Double]
+    /// Step names in the order they first ran.
+    public let order: [String]
+    /// Median of the runs' wall time (the steps plus what no step covers).
+    public let totalMilliseconds: Double
+
+    enum CodingKeys: String, CodingKey {
+        case model, tokens, milliseconds, order
+        case totalMilliseconds = "total_milliseconds"
+    }
+
+    /// A markdown table with one column per model: milliseconds and share of the model's total.
+    public static func table(_ models: [StepTimes]) -> String {
+        var names: [String] = []
+        for m in models { for n in m.order where !names.contains(n) { names.append(n) } }
+        var s = "| prefill step (ms, share) | " + models.map { "\($0.model)" }.joined(separator: " | ") + " |\n"
+        s += "|---|" + String(repeating: "---:|", count: models.count) + "\n"
+        func cell(_ ms: Double?, _ total: Double) -> String {
+            guard let ms else { return "" }
+            return String(format: "%.1f (%.0f%%)", ms, 100 * ms / total)
+        }
+        for n in names { s += "| \(n) | " + models.map { cell($0.milliseconds[n], $0.totalMilliseconds) }.joined(separator: " | ") + " |\n" }
+        let other = models.map { m in cell(max(0, m.totalMilliseconds - m.milliseconds.values.reduce(0, +)), m.totalMilliseconds) }
+        s += "| (outside steps) | " + other.joined(separator: " | ") + " |\n"
+        s += "| total | " + models.map { String(format: "%.1f", $0.totalMilliseconds) }.joined(separator: " | ") + " |\n"
+        return s
+    }
+}
+
+/// Times a `tokens`-token prefill (logits at every position) of each model under a step profile,
+/// `runs` times interleaved; each step's figure is its median over the runs.
+public func profilePrefill(
+    _ models: [MambaLM], names: [String], tokens: Int, runs: Int, parallelism: Parallelism, seed: UInt64 = 0
+) throws -> [StepTimes] {
+    var rng = SeededRandom(seed: seed)
+    let prompt = (0..<tokens).map { _ in Int(rng.next() % UInt64(models[0].vocabSize)) }
+    var samples = [[String: [Double]]](repeating: [:], count: models.count)
+    var orders = [[String]](repeating: [], count: models.count)
+    var totals = [[Double]](repeating: [], count: models.count)
+    for _ in 0..<runs {
+        for (i, model) in models.enumerated() {
+            let profile = StepProfile()
+            var state = model.makeState()
+            let seconds = try StepProfile.$current.withValue(profile) {
+                try measureSeconds { _ = try model.forward(prompt, state: &state, logits: .all, parallelism: parallelism) }
+            }
+            totals[i].append(1000 * seconds)
+            for (step, s) in profile.steps {
+                if samples[i][step] == nil { orders[i].append(step) }
+                samples[i][step, default: []].append(1000 * s)
+            }
+        }
+    }
+    return models.indices.map { i in
+        StepTimes(model: names[i], tokens: tokens, milliseconds: samples[i].mapValues { median($0) },
+                  order: orders[i], totalMilliseconds: median(totals[i]))
+    }
+}
