@@ -98,29 +98,27 @@ public struct Int8Linear: LinearOp {
 
     public func forward(_ x: Tensor, _ parallelism: Parallelism) -> Tensor {
         precondition(x.cols == weight.cols, "int8 linear expects \(weight.cols) input features, got \(x.cols)")
-        let a = Int8Rows(quantizing: x, with: input, parallelism)
-        var y = Tensor(zeros: [x.rows, weight.rows])
-        Self.gemm(a, weight, bias: bias?.storage, into: &y.storage, parallelism)
-        return y
+        let a = profiled("quantize") { Int8Rows(quantizing: x, with: input, parallelism) }
+        return profiled("gemm") {
+            Tensor(shape: [x.rows, weight.rows]) { Self.gemm(a, weight, bias: bias?.storage, into: $0, parallelism) }
+        }
     }
 
     /// y[i, j] = acc[i, j] * a.scales[i] * w.scales[j] + bias[j], the panels split between threads
     /// (at one row, the decode step, each thread streams its own part of the weights).
-    static func gemm(_ a: Int8Rows, _ w: PackedInt8Matrix, bias: [Float]?, into y: inout [Float], _ parallelism: Parallelism) {
+    static func gemm(_ a: Int8Rows, _ w: PackedInt8Matrix, bias: [Float]?, into y: UnsafeMutableBufferPointer<Float>, _ parallelism: Parallelism) {
         let (m, n, k, lda) = (Int32(a.rows), Int32(w.rows), Int32(w.cols), Int32(a.stride))
         // Below ~2^21 multiply-adds a second thread costs more to wake than it saves (measured: one
         // decode row of in_proj ran at 115 GOP/s on one thread, 72 split over two).
         let minimumPanels = max(1, (1 << 21) / max(1, a.rows * w.cols * Int(MQ_S8_PANEL)))
         withPointers(a.values, a.scales, w.packed, w.columnSums, w.scales, bias) { av, asc, wp, cs, ws, b in
-            y.withUnsafeMutableBufferPointer { yp in
-                let out = UncheckedSendable(yp.baseAddress!)
-                parallelism.forEachChunk(w.panels, minimumChunk: minimumPanels) { panels in
-                    var args = mq_gemm_s8_args(
-                        m: m, n: n, k: k, a: av.value, lda: lda, packed: wp.value, col_sums: cs.value,
-                        panel_begin: Int32(panels.lowerBound), panel_end: Int32(panels.upperBound),
-                        a_scale: asc.value, w_scale: ws.value, bias: b?.value, c: out.value, ldc: n, acc: nil, ldacc: 0)
-                    mq_gemm_s8(&args)
-                }
+            let out = UncheckedSendable(y.baseAddress!)
+            parallelism.forEachChunk(w.panels, minimumChunk: minimumPanels) { panels in
+                var args = mq_gemm_s8_args(
+                    m: m, n: n, k: k, a: av.value, lda: lda, packed: wp.value, col_sums: cs.value,
+                    panel_begin: Int32(panels.lowerBound), panel_end: Int32(panels.upperBound),
+                    a_scale: asc.value, w_scale: ws.value, bias: b?.value, c: out.value, ldc: n, acc: nil, ldacc: 0)
+                mq_gemm_s8(&args)
             }
         }
     }
@@ -131,7 +129,7 @@ public struct Int8Linear: LinearOp {
 /// across the K time steps a sum mixes; dynamic scales run the reference conv). The state holds
 /// the last K-1 quantized inputs as integer-valued floats.
 public struct Int8Conv: ConvOp {
-    let weightKE: [Int32]      // [K, E], transposed so the channel loop is contiguous
+    let weightKE: [Int8]       // [K, E], transposed so the channel loop is contiguous
     let outScale: [Float]      // [E]: s_x * s_w[e]
     let bias: [Float]          // [E]
     let inputScale: Float
@@ -143,8 +141,8 @@ public struct Int8Conv: ConvOp {
         guard let s = input.scale.staticScale else { preconditionFailure("Int8Conv needs a static input scale") }
         precondition(weight.groupSize == nil)
         let (e, k) = (weight.rows, weight.cols)
-        var t = [Int32](repeating: 0, count: e * k)
-        for c in 0..<e { for j in 0..<k { t[j * e + c] = Int32(weight.values[c * k + j]) } }
+        var t = [Int8](repeating: 0, count: e * k)
+        for c in 0..<e { for j in 0..<k { t[j * e + c] = weight.values[c * k + j] } }
         weightKE = t
         outScale = weight.scales.map { $0 * s }
         self.bias = bias?.storage ?? [Float](repeating: 0, count: e)
@@ -167,23 +165,17 @@ public struct Int8Conv: ConvOp {
                                     qp.baseAddress! + (k - 1) * e, Int32(e))
             }
         }
-        var out = Tensor(zeros: [l, e])
-        q.withUnsafeBufferPointer { qp in
-            weightKE.withUnsafeBufferPointer { w in
-                outScale.withUnsafeBufferPointer { os in
-                    bias.withUnsafeBufferPointer { b in
-                        out.storage.withUnsafeMutableBufferPointer { o in
-                            var acc = [Int32](repeating: 0, count: e)
-                            acc.withUnsafeMutableBufferPointer { a in
-                                for t in 0..<l {
-                                    a.update(repeating: 0)
-                                    for j in 0..<k {
-                                        let (row, wr) = (qp.baseAddress! + (t + j) * e, w.baseAddress! + j * e)
-                                        for c in 0..<e { a[c] &+= wr[c] &* Int32(row[c]) }
-                                    }
-                                    let orow = o.baseAddress! + t * e
-                                    for c in 0..<e { orow[c] = Float(a[c]) * os[c] + b[c] }
-                                }
+        let out = Tensor(shape: [l, e]) { o in
+            q.withUnsafeBufferPointer { qp in
+                weightKE.withUnsafeBufferPointer { w in
+                    outScale.withUnsafeBufferPointer { os in
+                        bias.withUnsafeBufferPointer { b in
+                            let (qv, wv, osv, bv, ov) = (UncheckedSendable(qp.baseAddress!), UncheckedSendable(w.baseAddress!),
+                                                         UncheckedSendable(os.baseAddress!), UncheckedSendable(b.baseAddress!),
+                                                         UncheckedSendable(o.baseAddress!))
+                            parallelism.forEachChunk(l, minimumChunk: 32) { t in
+                                mq_conv_s8(qv.value, Int32(t.lowerBound), Int32(t.upperBound), Int32(e), Int32(k), wv.value,
+                                           osv.value, bv.value, ov.value)
                             }
                         }
                     }

@@ -15,6 +15,16 @@ public struct Tensor: Sendable, Equatable {
         self.storage = [Float](repeating: 0, count: shape.reduce(1, *))
     }
 
+    /// A tensor whose every element `initialize` writes (a GEMM's output): no zero-filling pass,
+    /// which at prefill sizes (the head's [512, 50280] is 103 MB) costs as much as the page faults.
+    public init(shape: [Int], initializingWith initialize: (UnsafeMutableBufferPointer<Float>) -> Void) {
+        self.shape = shape
+        self.storage = [Float](unsafeUninitializedCapacity: shape.reduce(1, *)) { buffer, count in
+            initialize(buffer)
+            count = buffer.count
+        }
+    }
+
     public init(repeating value: Float, shape: [Int]) {
         self.shape = shape
         self.storage = [Float](repeating: value, count: shape.reduce(1, *))

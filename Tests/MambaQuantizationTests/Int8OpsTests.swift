@@ -64,6 +64,62 @@ final class Int8OpsTests: XCTestCase {
         }
     }
 
+    /// The float epilogue (acc * a_scale[i]) * w_scale[j] + bias[j] gives the same floats on every
+    /// path (VNNI computes it in registers with masked tails, the others in store_block), with and
+    /// without a bias, on odd N (a masked last panel) and M past the VNNI flipped-copy threshold.
+    func testGEMMEpilogueIsTheSameOnEveryPath() {
+        var rng = SeededRandom(seed: UInt64.random(in: 0...UInt64.max))
+        for (m, n, k) in [(1, 37, 45), (5, 51, 67), (19, 100, 129), (9, 16, 8)] {
+            let kp = Int(mq_s8_padded_k(Int32(k)))
+            var a = [Int8](repeating: 0, count: m * kp)
+            let values = randomInt8(m * k, &rng)
+            for i in 0..<m { for j in 0..<k { a[i * kp + j] = values[i * k + j] } }
+            let w = randomInt8(n * k, &rng)
+            var packed = [Int8](repeating: 0, count: mq_s8_packed_bytes(Int32(n), Int32(k)))
+            var sums = [Int32](repeating: 0, count: n)
+            mq_s8_pack(w, Int32(n), Int32(k), Int32(k), &packed, &sums)
+            var reference = [Int32](repeating: 0, count: m * n)
+            mq_gemm_s8_reference(Int32(m), Int32(n), Int32(k), a, Int32(kp), w, Int32(k), &reference, Int32(n))
+            let aScale = (0..<m).map { _ in Float(rng.nextUnit() + 0.01) * 0.02 }
+            let wScale = (0..<n).map { _ in Float(rng.nextUnit() + 0.01) * 0.03 }
+            let bias = (0..<n).map { _ in Float(rng.nextGaussian()) }
+            for withBias in [false, true] {
+                var want = [Float](repeating: 0, count: m * n)
+                for i in 0..<m {
+                    for j in 0..<n {
+                        let v = Float(reference[i * n + j]) * aScale[i] * wScale[j]
+                        want[i * n + j] = withBias ? v + bias[j] : v
+                    }
+                }
+                for level in levels {
+                    mq_s8_set_max_level(level)
+                    var got = [Float](repeating: .nan, count: m * n)
+                    a.withUnsafeBufferPointer { ap in
+                        packed.withUnsafeBufferPointer { pp in
+                            sums.withUnsafeBufferPointer { sp in
+                                aScale.withUnsafeBufferPointer { asp in
+                                    wScale.withUnsafeBufferPointer { wsp in
+                                        bias.withUnsafeBufferPointer { bp in
+                                            got.withUnsafeMutableBufferPointer { gp in
+                                                var args = mq_gemm_s8_args(
+                                                    m: Int32(m), n: Int32(n), k: Int32(k), a: ap.baseAddress, lda: Int32(kp),
+                                                    packed: pp.baseAddress, col_sums: sp.baseAddress, panel_begin: 0,
+                                                    panel_end: Int32((n + 15) / 16), a_scale: asp.baseAddress, w_scale: wsp.baseAddress,
+                                                    bias: withBias ? bp.baseAddress : nil, c: gp.baseAddress, ldc: Int32(n), acc: nil, ldacc: 0)
+                                                mq_gemm_s8(&args)
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    XCTAssertEqual(got, want, "m \(m) n \(n) k \(k) bias \(withBias) level \(level)")
+                }
+            }
+        }
+    }
+
     /// The extremes of the range: -127 * -127 summed over a long K must not saturate any int16 step.
     func testExtremeValuesDoNotSaturate() {
         // m = 3 takes the AVX2 sign trick, m = 9 its int16 form.
@@ -161,17 +217,31 @@ final class Int8OpsTests: XCTestCase {
     /// Int8Conv against ReferenceQuantizedConv, across two calls that hand the state on.
     func testInt8ConvMatchesTheReferenceConv() {
         var rng = SeededRandom(seed: UInt64.random(in: 0...UInt64.max))
-        for (e, k) in [(37, 4), (64, 3), (5, 1)] {
+        for (e, k) in [(37, 4), (64, 3), (5, 1), (130, 4)] {
             let w = Matrix(rows: e, cols: k, data: (0..<(e * k)).map { _ in rng.nextGaussian() * 0.5 })
             let qw = QuantizedMatrix(quantizing: w, bits: 8)
             let bias = Tensor(shape: [e], storage: (0..<e).map { _ in Float(rng.nextGaussian()) })
             let input = ActivationQuantizer(bits: 8, scale: .static(0.03))
             let (int8, reference) = (Int8Conv(weight: qw, bias: bias, input: input), ReferenceQuantizedConv(weight: qw, bias: bias, input: input))
             var (s1, s2) = ([Float](repeating: 0, count: (k - 1) * e), [Float](repeating: 0, count: (k - 1) * e))
-            for l in [7, 1, 2] {
+            for l in [7, 1, 2, 70] {
                 let x = Tensor(shape: [l, e], storage: (0..<(l * e)).map { _ in Float(rng.nextGaussian()) })
-                let (got, want) = (int8.forward(x, state: &s1, .serial), reference.forward(x, state: &s2, .serial))
-                XCTAssertLessThanOrEqual(maxAbsDifference(got.storage, want.storage), 1e-5 * max(1, want.absMax), "e \(e) k \(k) l \(l)")
+                let want = reference.forward(x, state: &s2, .serial)
+                // Every path and thread count from the same state: the same floats.
+                var outputs: [[Float]] = [], states: [[Float]] = []
+                for level in levels {
+                    mq_s8_set_max_level(level)
+                    for threads in [1, 2] {
+                        var state = s1
+                        let got = int8.forward(x, state: &state, Parallelism(threads: threads))
+                        XCTAssertLessThanOrEqual(maxAbsDifference(got.storage, want.storage), 1e-5 * max(1, want.absMax), "e \(e) k \(k) l \(l) level \(level)")
+                        outputs.append(got.storage)
+                        states.append(state)
+                    }
+                }
+                XCTAssertEqual(Set(outputs).count, 1, "e \(e) k \(k) l \(l): paths disagree")
+                XCTAssertEqual(Set(states).count, 1, "e \(e) k \(k) l \(l): states disagree")
+                s1 = states[0]
             }
         }
     }

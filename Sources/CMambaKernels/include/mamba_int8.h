@@ -43,6 +43,12 @@ void mq_fake_quantize_rows_f32(float *x, int m, int k, int ldx, const float *sca
 /// absmax[i] = max_j |x[i, j]| over j < k.
 void mq_absmax_rows_f32(const float *x, int m, int k, int ldx, float *absmax);
 
+/// The causal depthwise conv on integers, output rows [t_begin, t_end):
+/// out[t, c] = (sum_j w[j, c] * q[t + j, c]) * out_scale[c] + bias[c], with q [K-1+L, E] (the
+/// state's K-1 rows, then the inputs) and w [K, E].
+void mq_conv_s8(const int8_t *q, int t_begin, int t_end, int e, int k, const int8_t *w,
+                const float *out_scale, const float *bias, float *out);
+
 typedef struct {
     int m, n, k;
     const int8_t *a;          // [m, lda], lda = mq_s8_padded_k(k), zero padded
