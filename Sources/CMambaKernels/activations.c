@@ -70,3 +70,38 @@ void mq_exp_f32(const float *x, float *out, size_t n) {
 #endif
     for (size_t i = 0; i < n; i++) out[i] = expf(x[i]);
 }
+
+// The gate of the Mamba block (MambaModel/Ops.swift SiLUGate, MambaModel/TransformOps.swift
+// SmoothSiLUGate) in one pass per row: the same operations in the same order as the separate
+// passes it replaces (s * z, SiLU, then * y or * (y / s)).
+static inline float gate_scalar(float y, float z, const float *s, int j) {
+    return s ? silu_scalar(s[j] * z) * (y / s[j]) : silu_scalar(z) * y;
+}
+
+#if MQ_X86
+MQ_AVX2 static void gate_row_avx2(const float *y, const float *z, const float *s, float *out, int e) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    int j = 0;
+    for (; j + 8 <= e; j += 8) {
+        __m256 v = _mm256_loadu_ps(z + j), yv = _mm256_loadu_ps(y + j);
+        if (s) {
+            const __m256 sv = _mm256_loadu_ps(s + j);
+            v = _mm256_mul_ps(sv, v);
+            yv = _mm256_div_ps(yv, sv);
+        }
+        const __m256 silu = _mm256_div_ps(v, _mm256_add_ps(one, mq_exp256(_mm256_sub_ps(_mm256_setzero_ps(), v))));
+        _mm256_storeu_ps(out + j, _mm256_mul_ps(silu, yv));
+    }
+    for (; j < e; j++) out[j] = gate_scalar(y[j], z[j], s, j);
+}
+#endif
+
+void mq_gate_rows_f32(const float *y, const float *z, const float *s, float *out, int rows, int e) {
+    for (int r = 0; r < rows; r++) {
+        const size_t o = (size_t)r * e;
+#if MQ_X86
+        if (mq_has_avx2_fma()) { gate_row_avx2(y + o, z + o, s, out + o, e); continue; }
+#endif
+        for (int j = 0; j < e; j++) out[o + j] = gate_scalar(y[o + j], z[o + j], s, j);
+    }
+}

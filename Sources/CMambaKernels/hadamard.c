@@ -38,8 +38,55 @@ static inline __attribute__((always_inline)) void hadamard_row(
 }
 
 #if MQ_X86
+// The butterflies of distance h < 8 inside one vector of 8: lane i becomes v[i] + v[i + h] in the
+// lower half of each pair of h-blocks and v[i - h] - v[i] in the upper, that is
+// swap_h(v) + sign_h * v, one permute and one FMA per stage (the scalar loop above does not
+// vectorize at these distances). The same sums in the same order as hadamard_row's, so both
+// paths give the same floats.
+MQ_AVX2 static inline __m256 fwht8(__m256 v) {
+    const __m256 s1 = _mm256_setr_ps(1, -1, 1, -1, 1, -1, 1, -1);
+    const __m256 s2 = _mm256_setr_ps(1, 1, -1, -1, 1, 1, -1, -1);
+    const __m256 s4 = _mm256_setr_ps(1, 1, 1, 1, -1, -1, -1, -1);
+    v = _mm256_fmadd_ps(v, s1, _mm256_permute_ps(v, _MM_SHUFFLE(2, 3, 0, 1)));
+    v = _mm256_fmadd_ps(v, s2, _mm256_permute_ps(v, _MM_SHUFFLE(1, 0, 3, 2)));
+    return _mm256_fmadd_ps(v, s4, _mm256_permute2f128_ps(v, v, 0x01));
+}
+
+MQ_AVX2 static void hadamard_row_avx2(float *restrict x, int p, int m, const float *restrict factor,
+                                      const float *restrict signs, float *restrict scratch) {
+    if (p < 8) { hadamard_row(x, p, m, factor, signs, scratch); return; }
+    const int n = m * p;
+    for (int i = 0; i < n; i += 8)
+        _mm256_storeu_ps(x + i, fwht8(_mm256_mul_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(signs + i))));
+    for (int a = 0; a < m; a++) {
+        float *restrict v = x + a * p;
+        for (int h = 8; h < p; h *= 2)
+            for (int i = 0; i < p; i += 2 * h)
+                for (int j = i; j < i + h; j += 8) {
+                    const __m256 u = _mm256_loadu_ps(v + j), w = _mm256_loadu_ps(v + j + h);
+                    _mm256_storeu_ps(v + j, _mm256_add_ps(u, w));
+                    _mm256_storeu_ps(v + j + h, _mm256_sub_ps(u, w));
+                }
+    }
+    const float norm = 1.0f / sqrtf((float)n);
+    if (m == 1) {
+        for (int i = 0; i < n; i++) x[i] *= norm;
+        return;
+    }
+    for (int i = 0; i < m; i++) {
+        float *restrict out = scratch + i * p;
+        for (int b = 0; b < p; b++) out[b] = 0;
+        for (int j = 0; j < m; j++) {
+            const float c = factor[i * m + j] * norm;
+            const float *restrict src = x + j * p;
+            for (int b = 0; b < p; b++) out[b] += c * src[b];
+        }
+    }
+    for (int i = 0; i < n; i++) x[i] = scratch[i];
+}
+
 MQ_AVX2 static void hadamard_rows_avx2(float *x, int rows, int ld, int p, int m, const float *factor, const float *signs, float *scratch) {
-    for (int r = 0; r < rows; r++) hadamard_row(x + (size_t)r * ld, p, m, factor, signs, scratch);
+    for (int r = 0; r < rows; r++) hadamard_row_avx2(x + (size_t)r * ld, p, m, factor, signs, scratch);
 }
 #endif
 

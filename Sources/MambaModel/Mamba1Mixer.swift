@@ -153,36 +153,37 @@ public struct MambaMixer: MixerOp {
     public func forward(_ u: Tensor, state: inout LayerState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
         let (e, n, r) = (innerSize, stateSize, timeStepRank)
         observer?.observe(u, site: .inProjInput, layer: layer)
-        let xz = inProj.forward(u, par)                        // [L, 2E]
-        let x = xz.columns(0..<e)                              // [L, E]
-        let z = xz.columns(e..<(2 * e))                        // [L, E]
+        let xz = profiled("in_proj") { inProj.forward(u, par) }         // [L, 2E]
+        let (x, z) = profiled("split") { (xz.columns(0..<e), xz.columns(e..<(2 * e))) } // [L, E] each
         observer?.observe(x, site: .x, layer: layer)
         observer?.observe(z, site: .z, layer: layer)
-        var xc = silu(conv.forward(x, state: &state.conv, par)) // [L, E]
-        scanInput.forward(&xc, site: .convOutput)
+        var xc = profiled("conv") { silu(conv.forward(x, state: &state.conv, par)) } // [L, E]
+        profiled("scan inputs") { scanInput.forward(&xc, site: .convOutput) }
         observer?.observe(xc, site: .convOutput, layer: layer)
-        let xdbl = xProj.forward(xc, par)                      // [L, R + 2N]
-        var dtLow = xdbl.columns(0..<r)                        // [L, R]
-        var b = xdbl.columns(r..<(r + n))                      // [L, N]
-        var c = xdbl.columns((r + n)..<(r + 2 * n))            // [L, N]
+        let xdbl = profiled("x_proj") { xProj.forward(xc, par) }       // [L, R + 2N]
+        var (dtLow, b, c) = profiled("split") {                          // [L, R], [L, N], [L, N]
+            (xdbl.columns(0..<r), xdbl.columns(r..<(r + n)), xdbl.columns((r + n)..<(r + 2 * n)))
+        }
         if let eps = ssmNormEpsilon {                          // Falcon-Mamba: before dt_proj and the B, C quantizers
             dtLow = rmsNorm(dtLow, weight: nil, eps: eps)
             b = rmsNorm(b, weight: nil, eps: eps)
             c = rmsNorm(c, weight: nil, eps: eps)
         }
         observer?.observe(dtLow, site: .dtLow, layer: layer)
-        var dt = dtProj.forward(dtLow, par)                    // [L, E], before softplus
-        scanInput.forward(&dt, site: .dt)
-        scanInput.forward(&b, site: .B)
-        scanInput.forward(&c, site: .C)
+        var dt = profiled("dt_proj") { dtProj.forward(dtLow, par) }    // [L, E], before softplus
+        profiled("scan inputs") {
+            scanInput.forward(&dt, site: .dt)
+            scanInput.forward(&b, site: .B)
+            scanInput.forward(&c, site: .C)
+        }
         observer?.observe(dt, site: .dt, layer: layer)
         observer?.observe(b, site: .B, layer: layer)
         observer?.observe(c, site: .C, layer: layer)
-        let y = scan.forward(x: xc, dtRaw: dt, b: b, c: c, h: &state.ssm, par) // [L, E]
+        let y = profiled("scan") { scan.forward(x: xc, dtRaw: dt, b: b, c: c, h: &state.ssm, par) } // [L, E]
         observer?.observe(y, site: .y, layer: layer)
-        var g = gate.forward(y: y, z: z)                       // [L, E]
-        if let r = outProjRotation { g = r.rotate(g) }
+        var g = profiled("gate") { gate.forward(y: y, z: z, par) }     // [L, E]
+        if let r = outProjRotation { g = profiled("hadamard") { r.rotate(g, par) } }
         observer?.observe(g, site: .outProjInput, layer: layer)
-        return outProj.forward(g, par)                         // [L, D]
+        return profiled("out_proj") { outProj.forward(g, par) }        // [L, D]
     }
 }

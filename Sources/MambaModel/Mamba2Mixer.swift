@@ -189,8 +189,8 @@ public struct Mamba2Forward: MixerOp {
         observer?.observe(c, site: .C, layer: layer)
         let y = scan.forward(x: xs, dtRaw: dt, b: b, c: c, s: &state.ssm, par) // [L, E], D skip included
         observer?.observe(y, site: .y, layer: layer)
-        var g = norm.forward(gate.forward(y: y, z: z))         // [L, E]: norm(y * silu(z)) * weight
-        if let r = outProjRotation { g = r.rotate(g) }
+        var g = norm.forward(gate.forward(y: y, z: z, par))    // [L, E]: norm(y * silu(z)) * weight
+        if let r = outProjRotation { g = r.rotate(g, par) }
         observer?.observe(g, site: .outProjInput, layer: layer)
         return outProj.forward(g, par)                         // [L, D]
     }

@@ -21,7 +21,11 @@ public protocol ConvOp: Sendable {
 /// The gate: y * act(z), [L, E] x [L, E] -> [L, E]. Float Mamba uses SiLU; the smoothed model
 /// uses S-SiLU (docs/DESIGN.md section 2).
 public protocol GateOp: Sendable {
-    func forward(y: Tensor, z: Tensor) -> Tensor
+    func forward(y: Tensor, z: Tensor, _ parallelism: Parallelism) -> Tensor
+}
+
+extension GateOp {
+    public func forward(y: Tensor, z: Tensor) -> Tensor { forward(y: y, z: z, .serial) }
 }
 
 /// Token ids -> [L, D].
@@ -110,14 +114,29 @@ func causalConv(_ x: Tensor, state: inout [Float], weightKE: [Float], bias: [Flo
 
 public struct SiLUGate: GateOp {
     public init() {}
-    public func forward(y: Tensor, z: Tensor) -> Tensor {
-        var g = silu(z)
-        g.storage.withUnsafeMutableBufferPointer { gp in
-            y.storage.withUnsafeBufferPointer { yp in
-                for i in 0..<gp.count { gp[i] *= yp[i] }
+    public func forward(y: Tensor, z: Tensor, _ parallelism: Parallelism) -> Tensor {
+        gateRows(y: y, z: z, smoothing: nil, parallelism)
+    }
+}
+
+/// y * silu(z), or silu(s * z) * (y / s) with a smoothing vector s: rows split between threads.
+public func gateRows(y: Tensor, z: Tensor, smoothing s: [Float]?, _ parallelism: Parallelism) -> Tensor {
+    precondition(y.shape == z.shape && (s == nil || s!.count == z.cols), "gate: y \(y.shape), z \(z.shape)")
+    let e = z.cols
+    return Tensor(shape: z.shape) { out in
+        y.storage.withUnsafeBufferPointer { yp in
+            z.storage.withUnsafeBufferPointer { zp in
+                let (yv, zv, ov) = (UncheckedSendable(yp.baseAddress!), UncheckedSendable(zp.baseAddress!), UncheckedSendable(out.baseAddress!))
+                func run(_ sp: UncheckedSendable<UnsafePointer<Float>>?) {
+                    parallelism.forEachChunk(z.rows, minimumChunk: 16) { r in
+                        let o = r.lowerBound * e
+                        mq_gate_rows_f32(yv.value + o, zv.value + o, sp?.value, ov.value + o, Int32(r.count), Int32(e))
+                    }
+                }
+                guard let s else { return run(nil) }
+                s.withUnsafeBufferPointer { run(UncheckedSendable($0.baseAddress!)) }
             }
         }
-        return g
     }
 }
 

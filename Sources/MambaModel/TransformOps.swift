@@ -11,25 +11,9 @@ public struct SmoothSiLUGate: GateOp {
 
     public init(s: [Float]) { self.s = s }
 
-    public func forward(y: Tensor, z: Tensor) -> Tensor {
-        let e = s.count
-        precondition(z.cols == e && y.shape == z.shape)
-        var sz = z
-        sz.storage.withUnsafeMutableBufferPointer { p in
-            s.withUnsafeBufferPointer { sp in
-                for r in 0..<z.rows { for j in 0..<e { p[r * e + j] *= sp[j] } }
-            }
-        }
-        // silu(s z) / s = z * sigmoid(s z)
-        var g = silu(sz)
-        g.storage.withUnsafeMutableBufferPointer { gp in
-            y.storage.withUnsafeBufferPointer { yp in
-                s.withUnsafeBufferPointer { sp in
-                    for r in 0..<z.rows { for j in 0..<e { gp[r * e + j] *= yp[r * e + j] / sp[j] } }
-                }
-            }
-        }
-        return g
+    public func forward(y: Tensor, z: Tensor, _ parallelism: Parallelism) -> Tensor {
+        precondition(z.cols == s.count)
+        return gateRows(y: y, z: z, smoothing: s, parallelism)   // silu(s z) / s = z * sigmoid(s z)
     }
 }
 
@@ -50,13 +34,20 @@ public struct OnlineHadamard: Sendable {
     public var size: Int { hadamard.size }
 
     /// In float32 (CMambaKernels/hadamard.c); `rotateReference` is the double-precision definition.
-    public func rotate(_ x: Tensor) -> Tensor {
+    public func rotate(_ x: Tensor, _ parallelism: Parallelism = .serial) -> Tensor {
         precondition(x.cols == size)
         var r = x
-        var scratch = [Float](repeating: 0, count: size)
-        r.storage.withUnsafeMutableBufferPointer { p in
-            mq_hadamard_rows_f32(p.baseAddress, Int32(x.rows), Int32(size), Int32(hadamard.powerOfTwo), Int32(hadamard.factorSize),
-                                 factor, signs, &scratch)
+        let (n, p, m) = (size, Int32(hadamard.powerOfTwo), Int32(hadamard.factorSize))
+        r.storage.withUnsafeMutableBufferPointer { xp in
+            factor.withUnsafeBufferPointer { fp in
+                signs.withUnsafeBufferPointer { sp in
+                    let (xv, fv, sv) = (UncheckedSendable(xp.baseAddress!), UncheckedSendable(fp.baseAddress!), UncheckedSendable(sp.baseAddress!))
+                    parallelism.forEachChunk(x.rows, minimumChunk: 8) { rows in
+                        var scratch = [Float](repeating: 0, count: n)
+                        mq_hadamard_rows_f32(xv.value + rows.lowerBound * n, Int32(rows.count), Int32(n), p, m, fv.value, sv.value, &scratch)
+                    }
+                }
+            }
         }
         return r
     }

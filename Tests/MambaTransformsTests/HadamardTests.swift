@@ -69,4 +69,24 @@ final class OnlineHadamardTests: XCTestCase {
             }
         }
     }
+
+    /// The AVX2 path's in-register butterflies (distances 1, 2, 4) do the scalar loop's sums in its
+    /// order, and rows split between threads are rotated alike: the same floats every way.
+    func testPathsAndThreadsGiveTheSameFloats() {
+        var rng = SeededRandom(seed: UInt64.random(in: 0...UInt64.max))
+        for n in [8, 16, 40, 96, 1536] {
+            let op = OnlineHadamard(signs: (0..<n).map { _ in Float(rng.next() % 2 == 0 ? 1 : -1) }, hadamard: Hadamard(size: n)!)
+            let rows = 21
+            let x = Tensor(shape: [rows, n], storage: (0..<(rows * n)).map { _ in Float(rng.nextGaussian()) })
+            mq_force_scalar(1)
+            let scalar = op.rotate(x)
+            mq_force_scalar(0)
+            for threads in [1, 2] {
+                let got = op.rotate(x, Parallelism(threads: threads))
+                let tolerance: Float = n % 8 == 0 && Hadamard(size: n)!.factorSize == 1 ? 0 : 1e-6 * max(1, scalar.absMax)
+                XCTAssertLessThanOrEqual(maxAbsDifference(got.storage, scalar.storage), tolerance, "n \(n) threads \(threads)")
+                if threads == 2 { XCTAssertEqual(got, op.rotate(x), "n \(n): threads changed the result") }
+            }
+        }
+    }
 }

@@ -23,6 +23,10 @@ const char *mq_blas_core_for_cpu(void);
 /// out[i] = x[i] * sigmoid(x[i]).
 void mq_silu_f32(const float *x, float *out, size_t n);
 
+/// The block's gate on [rows, e]: out = y * silu(z), or with s (smoothing, [e]) the S-SiLU
+/// out = silu(s * z) * (y / s), per channel j.
+void mq_gate_rows_f32(const float *y, const float *z, const float *s, float *out, int rows, int e);
+
 /// out[i] = softplus(x[i]) = log(1 + exp(x)), and x itself above 20 (torch's threshold).
 void mq_softplus_f32(const float *x, float *out, size_t n);
 

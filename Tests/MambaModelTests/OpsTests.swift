@@ -1,0 +1,47 @@
+import CMambaKernels
+import MambaModel
+import MambaTensors
+import TestSupport
+import XCTest
+
+/// The fused gate kernel (CMambaKernels/activations.c mq_gate_rows_f32) against the separate passes
+/// it replaced, on both paths and split between threads.
+final class GateTests: XCTestCase {
+    override func tearDown() { mq_force_scalar(0) }
+
+    /// y * silu(z) and silu(s z) * (y / s), written out with the elementwise SiLU.
+    func definition(y: Tensor, z: Tensor, s: [Float]?) -> Tensor {
+        let e = z.cols
+        var sz = z
+        if let s { for i in 0..<sz.count { sz.storage[i] *= s[i % e] } }
+        var g = silu(sz)
+        for i in 0..<g.count { g.storage[i] *= s.map { y.storage[i] / $0[i % e] } ?? y.storage[i] }
+        return g
+    }
+
+    func testGateMatchesItsDefinitionOnEveryPath() {
+        var rng = SeededRandom(seed: UInt64.random(in: 0...UInt64.max))
+        for (rows, e) in [(1, 5), (7, 37), (33, 64), (20, 1536)] {
+            let y = Tensor(shape: [rows, e], storage: (0..<(rows * e)).map { _ in Float(rng.nextGaussian()) })
+            let z = Tensor(shape: [rows, e], storage: (0..<(rows * e)).map { _ in Float(rng.nextGaussian() * 4) })
+            let s = (0..<e).map { _ in Float(rng.nextUnit() * 3 + 0.1) }
+            for smoothing in [nil, s] {
+                let want = definition(y: y, z: z, s: smoothing)
+                var results: [Tensor] = []
+                for scalar in [Int32(1), 0] {
+                    mq_force_scalar(scalar)
+                    for threads in [1, 2] {
+                        let got = smoothing.map { SmoothSiLUGate(s: $0).forward(y: y, z: z, Parallelism(threads: threads)) }
+                            ?? SiLUGate().forward(y: y, z: z, Parallelism(threads: threads))
+                        XCTAssertEqual(got.shape, want.shape)
+                        XCTAssertLessThanOrEqual(maxAbsDifference(got.storage, want.storage), 1e-6 * max(1, want.absMax),
+                                                 "rows \(rows) e \(e) smoothing \(smoothing != nil) scalar \(scalar) threads \(threads)")
+                        results.append(got)
+                    }
+                    // Threads split rows; each row is computed the same way.
+                    XCTAssertEqual(results[results.count - 1], results[results.count - 2], "rows \(rows) e \(e) scalar \(scalar)")
+                }
+            }
+        }
+    }
+}
