@@ -466,3 +466,69 @@ void mq_gemm_s8(const mq_gemm_s8_args *args) {
 #endif
     gemm_scalar(args);
 }
+
+// MARK: - Roofline
+
+#include <time.h>
+
+static double now_seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+#if MQ_X86
+// Twelve independent accumulators (the GEMM's 6 x 2 block), no loads: the most vpdpbusd this core
+// retires; 64 multiply-adds each.
+MQ_VNNI static double peak_vnni(long iterations) {
+    __m512i acc[12];
+    for (int i = 0; i < 12; i++) acc[i] = _mm512_set1_epi32(i);
+    const __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(-2);
+    for (long it = 0; it < iterations; it++) {
+        for (int i = 0; i < 12; i++) acc[i] = _mm512_dpbusd_epi32(acc[i], a, b);
+    }
+    __m512i sum = acc[0];
+    for (int i = 1; i < 12; i++) sum = _mm512_add_epi32(sum, acc[i]);
+    return (double)_mm512_reduce_add_epi32(sum);
+}
+
+// The AVX2 int16 form's inner step (block_avx2_i16): vpmaddwd + vpaddd into 8 accumulators,
+// 16 multiply-adds per vpmaddwd.
+MQ_AVX2 static double peak_avx2(long iterations) {
+    __m256i acc[8], b[8];
+    for (int i = 0; i < 8; i++) acc[i] = _mm256_set1_epi32(i), b[i] = _mm256_set1_epi16((short)(i - 4));
+    __m256i a = _mm256_set1_epi16(3);
+    for (long it = 0; it < iterations; it++) {
+        // a "changes" every iteration, so the products cannot be hoisted out of the loop.
+        __asm__ volatile("" : "+v"(a));
+        for (int i = 0; i < 8; i++) acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(a, b[i]));
+    }
+    __m256i sum = acc[0];
+    for (int i = 1; i < 8; i++) sum = _mm256_add_epi32(sum, acc[i]);
+    int32_t lanes[8];
+    _mm256_storeu_si256((__m256i *)lanes, sum);
+    double r = 0;
+    for (int i = 0; i < 8; i++) r += lanes[i];
+    return r;
+}
+#endif
+
+double mq_s8_peak_gops(double seconds) {
+#if MQ_X86
+    const int level = mq_s8_level();
+    if (level == 0) return 0;
+    const double macs_per_iteration = level == 2 ? 12.0 * 64 : 8.0 * 16;
+    long iterations = 1 << 16;
+    volatile double sink = 0;
+    for (;;) {
+        const double t0 = now_seconds();
+        sink += level == 2 ? peak_vnni(iterations) : peak_avx2(iterations);
+        const double t = now_seconds() - t0;
+        if (t >= seconds || iterations > (1L << 40)) return 2.0 * macs_per_iteration * (double)iterations / t / 1e9;
+        iterations *= 2;
+    }
+#else
+    (void)seconds;
+    return 0;
+#endif
+}

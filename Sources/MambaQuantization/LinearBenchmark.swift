@@ -54,3 +54,15 @@ extension QuantizedModel {
         return try quantize(weights: weights, stats: file, recipe: recipe, parallelism: par)
     }
 }
+
+/// sgemm GFLOP/s of the float32 linear alone (OpenBLAS under whatever core it runs), median of
+/// `runs`: what `bench --blas-cores` compares between cores.
+public func benchmarkSgemm(m: Int, n: Int, k: Int, runs: Int, parallelism: Parallelism, seed: UInt64 = 1) -> Double {
+    var rng = SeededRandom(seed: seed)
+    let float = FloatLinear(weight: Tensor(shape: [n, k], storage: (0..<(n * k)).map { _ in Float(rng.nextGaussian()) * 0.05 }))
+    let x = Tensor(shape: [m, k], storage: (0..<(m * k)).map { _ in Float(rng.nextGaussian()) })
+    let reps = max(1, Int(2e9 / Double(2 * m * n * k)))
+    func seconds() -> Double { measureSeconds { for _ in 0..<reps { _ = float.forward(x, parallelism) } } / Double(reps) }
+    _ = seconds()
+    return 2 * Double(m * n * k) / median((0..<runs).map { _ in seconds() }) / 1e9
+}

@@ -5,18 +5,46 @@ import Foundation
 /// OpenBLAS picks its kernels from the CPU at load time, and Debian's 0.3.21 does not know some
 /// newer CPUs: on Sapphire Rapids it falls back to "Prescott" (SSE3), about 3x slower at sgemm than
 /// the AVX2 "Haswell" kernels on the same machine (measured here: 113 vs 236 prefill tokens/s at
-/// mamba-130m shapes). The core can only be chosen before the library loads (OPENBLAS_CORETYPE),
-/// so the executable re-executes itself once with the variable set. A user's own
-/// OPENBLAS_CORETYPE always wins.
+/// mamba-130m shapes), and on some AMD Zen 4 machines it runs "Haswell" where the AVX-512
+/// "SkylakeX" kernels were 1.62x faster in float32 prefill (647 vs 399 tokens/s, 1 thread; on the
+/// Zen 4 of the README's figures it picks "Cooperlake", an AVX-512 core, itself). The float32
+/// baseline must be the fastest core the CPU runs, so when OpenBLAS chose a weaker class of kernels
+/// than the CPU supports the executable re-executes itself once with OPENBLAS_CORETYPE set (it is
+/// read only when the library loads). A user's own OPENBLAS_CORETYPE always wins. `bench
+/// --blas-cores` measures every core the CPU runs and compares against the fastest.
 public enum BLASCore {
     /// The core OpenBLAS is running.
     public static var current: String { String(cString: openblas_get_corename()) }
 
-    /// The core to request instead, when OpenBLAS fell back to a generic one this CPU outgrows.
-    public static func betterCore(environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
-        guard environment["OPENBLAS_CORETYPE"] == nil, let wanted = mq_blas_core_for_cpu() else { return nil }
-        let generic: Set<String> = ["prescott", "core2", "nehalem", "katmai", "coppermine", "northwood", "banias", "atom", "unknown"]
-        return generic.contains(current.lowercased()) ? String(cString: wanted) : nil
+    /// The class of a core's kernels: 0 generic (SSE), 1 AVX2 + FMA, 2 AVX-512.
+    public static func tier(_ core: String) -> Int {
+        switch core.lowercased() {
+        case "skylakex", "cooperlake", "sapphirerapids": return 2
+        case "haswell", "zen", "zen3", "zen4": return 1
+        default: return 0
+        }
+    }
+
+    /// The best core this CPU runs by its features ("SkylakeX" with AVX-512 F/BW/VL/DQ, "Haswell"
+    /// with AVX2 + FMA), nil where OpenBLAS's own choice needs no help.
+    public static var coreForCPU: String? { mq_blas_core_for_cpu().map { String(cString: $0) } }
+
+    /// The core to request instead, when OpenBLAS chose a weaker class of kernels than the CPU runs.
+    public static func betterCore(environment: [String: String] = ProcessInfo.processInfo.environment,
+                                  running: String = current, forCPU: String? = coreForCPU) -> String? {
+        guard environment["OPENBLAS_CORETYPE"] == nil, let wanted = forCPU else { return nil }
+        return tier(running) < tier(wanted) ? wanted : nil
+    }
+
+    /// The cores worth measuring on this CPU: the running one and those of each class it supports
+    /// (Cooperlake's extra BF16 kernels are not used by sgemm, Zen's are Haswell's).
+    public static func candidates(running: String = current, forCPU: String? = coreForCPU) -> [String] {
+        var cores = [running]
+        let top = forCPU.map(tier) ?? 0
+        for (core, t) in [("Haswell", 1), ("SkylakeX", 2)] where t <= top && !cores.contains(where: { $0.lowercased() == core.lowercased() }) {
+            cores.append(core)
+        }
+        return cores
     }
 
     /// OpenBLAS's idle worker threads spin (sched_yield) for about 2^28 cycles after each call

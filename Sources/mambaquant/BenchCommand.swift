@@ -35,6 +35,10 @@ struct BenchCommand: ParsableCommand {
     var gemmRows = "1,16,64,512"
     @Option(help: "int8 kernel path: auto (the best this CPU has), avx2 or scalar (to measure a CPU without VNNI; pair with OPENBLAS_CORETYPE=Haswell for an AVX2 sgemm).")
     var int8Path = "auto"
+    @Flag(help: "Measure float32 under every OpenBLAS core this CPU runs (one child process each) and compare against the fastest.")
+    var blasCores = false
+    @Flag(help: .hidden)
+    var floatOnly = false
     @Flag(help: "Also time one prefill of each model step by step (in_proj, conv, scan, ...; medians of --runs).")
     var steps = false
     @Flag(help: "Print JSON.")
@@ -56,6 +60,15 @@ struct BenchCommand: ParsableCommand {
     }
 
     func run() throws {
+        var survey: [CoreMeasurement] = []
+        if blasCores && !floatOnly {
+            if let inherited = BLASCoreSurvey.inherited() {
+                survey = inherited
+            } else {
+                survey = try BLASCoreSurvey.run(arguments: CommandLine.arguments.dropFirst().filter { $0 != "--blas-cores" })
+                try BLASCoreSurvey.useFastest(survey)
+            }
+        }
         let par = runtime.parallelism
         mq_s8_set_max_level(["avx2": 1, "scalar": 0][int8Path] ?? -1)
         let weights: MambaWeights
@@ -74,17 +87,22 @@ struct BenchCommand: ParsableCommand {
             name = model!
         }
         let float = MambaLM(weights: weights)
-        let q = try quantizedModel(weights, float, par)
-        let int8 = q.model(runtime: kernelOptions.kernels)
-
-        printError("timing prefill (\(tokens) tokens) and decode (\(decodeSteps) steps), \(runs) runs each, interleaved")
-        let t = try measureThroughputSideBySide([float, int8], tokens: tokens, decodeSteps: decodeSteps, runs: runs, parallelism: par)
         let c = weights.config
         // The residual reader's and writer's [out, in] (in_proj [2E, D] on Mamba-1, [E + X + H, D] on Mamba-2).
         let spec = c.mixer.spec
         let shapes = [spec.residualReader, spec.residualWriter].compactMap { m in
             spec.presentParameters(c).first { $0.spec.key == m + ".weight" }.map { (m, $0.shape[0], $0.shape[1]) }
         }
+        if floatOnly {
+            let m = try BLASCoreSurvey.measure(float, shapes: shapes, tokens: tokens, runs: runs, parallelism: par)
+            print(String(decoding: try JSONEncoder().encode(m), as: UTF8.self))
+            return
+        }
+        let q = try quantizedModel(weights, float, par)
+        let int8 = q.model(runtime: kernelOptions.kernels)
+
+        printError("timing prefill (\(tokens) tokens) and decode (\(decodeSteps) steps), \(runs) runs each, interleaved")
+        let t = try measureThroughputSideBySide([float, int8], tokens: tokens, decodeSteps: decodeSteps, runs: runs, parallelism: par)
         var gemm: [LinearBenchmarkResult] = []
         for (shape, n, k) in shapes {
             for m in gemmRowList! {
@@ -92,6 +110,8 @@ struct BenchCommand: ParsableCommand {
                 gemm.append(benchmarkLinear(shape: shape, m: m, n: n, k: k, runs: runs, parallelism: par))
             }
         }
+        // The compute roofline beside the GEMM table: the path's multiply-add in register chains.
+        let peak = gemm.isEmpty ? 0 : mq_s8_peak_gops(0.2) * Double(par.threads)
         var profiles: [StepTimes] = []
         if steps {
             printError("timing one \(tokens)-token prefill of each model step by step, \(runs) runs")
@@ -103,7 +123,7 @@ struct BenchCommand: ParsableCommand {
             prefillSpeedup: t[1].prefillTokensPerSecond / t[0].prefillTokensPerSecond,
             decodeSpeedup: t[1].decodeTokensPerSecond / t[0].decodeTokensPerSecond,
             weightBytesFloat32: 4 * weights.parameterCount, weightBytesInt8: q.weightBytes,
-            weightBytesRatio: Double(4 * weights.parameterCount) / Double(q.weightBytes), gemm: gemm, steps: profiles,
+            weightBytesRatio: Double(4 * weights.parameterCount) / Double(q.weightBytes), gemm: gemm, int8PeakGops: peak, steps: profiles, blasCores: survey,
             notes: ["int8 GEMM timings include the quantization of the activations and the float epilogue; sgemm is OpenBLAS through the float model's own linear (sgemv at one row).",
                     "int4 weights are unpacked to one byte per weight at load (no packed int4 kernel yet)."])
         if json {
@@ -138,12 +158,14 @@ struct BenchReport: Encodable {
     let weightBytesInt8: Int
     let weightBytesRatio: Double
     let gemm: [LinearBenchmarkResult]
+    let int8PeakGops: Double
     let steps: [StepTimes]
+    let blasCores: [CoreMeasurement]
     let notes: [String]
 
     enum CodingKeys: String, CodingKey {
         case model, threads, runs, quantization, float32, int8, gemm, steps, notes
-        case blasCore = "blas_core", int8Kernels = "int8_kernels"
+        case blasCore = "blas_core", int8Kernels = "int8_kernels", blasCores = "blas_cores", int8PeakGops = "int8_peak_gops"
         case prefillSpeedup = "prefill_speedup", decodeSpeedup = "decode_speedup"
         case weightBytesFloat32 = "weight_bytes_float32", weightBytesInt8 = "weight_bytes_int8", weightBytesRatio = "weight_bytes_ratio"
     }
@@ -151,15 +173,18 @@ struct BenchReport: Encodable {
     var text: String {
         var s = "\(model), \(threads) threads, OpenBLAS core \(blasCore), \(int8Kernels), medians of \(runs) interleaved runs\n"
         s += "int8 model: \(quantization)\n\n"
+        if !blasCores.isEmpty { s += "float32 under each OpenBLAS core (\(blasCores.first!.sgemmGflops.isEmpty ? "" : "sgemm at M = prefill tokens, ")medians):\n\n" + BLASCoreSurvey.table(blasCores, running: blasCore) + "\n" }
         s += "|                    | float32 | int8 | int8 / float32 |\n|---|---:|---:|---:|\n"
         s += String(format: "| prefill %d tok/s | %.1f | %.1f | %.2fx |\n", float32.prefillTokens, float32.prefillTokensPerSecond, int8.prefillTokensPerSecond, prefillSpeedup)
         s += String(format: "| decode tok/s | %.1f | %.1f | %.2fx |\n", float32.decodeTokensPerSecond, int8.decodeTokensPerSecond, decodeSpeedup)
         s += String(format: "| weight MB | %.2f | %.2f | %.2fx smaller |\n", Double(weightBytesFloat32) / 1e6, Double(weightBytesInt8) / 1e6, weightBytesRatio)
         if !gemm.isEmpty {
-            s += "\n| linear | M | N | K | sgemm GFLOP/s | int8 GOP/s | speedup |\n|---|---:|---:|---:|---:|---:|---:|\n"
+            s += "\n| linear | M | N | K | sgemm GFLOP/s | int8 GOP/s | int8 % of peak | speedup |\n|---|---:|---:|---:|---:|---:|---:|---:|\n"
             for g in gemm {
-                s += String(format: "| %@ | %d | %d | %d | %.1f | %.1f | %.2fx |\n", g.shape, g.m, g.n, g.k, g.sgemmGflops, g.int8Gops, g.gemmSpeedup)
+                s += String(format: "| %@ | %d | %d | %d | %.1f | %.1f | %.0f%% | %.2fx |\n", g.shape, g.m, g.n, g.k, g.sgemmGflops, g.int8Gops,
+                            100 * g.int8Gops / max(int8PeakGops, 1e-9), g.gemmSpeedup)
             }
+            s += String(format: "\nint8 compute peak: %.1f GOP/s at %d thread(s) (the path's multiply-add in register chains, no loads)\n", int8PeakGops, threads)
         }
         if !steps.isEmpty { s += "\n" + StepTimes.table(steps) }
         return s + "\n" + notes.map { "note: " + $0 }.joined(separator: "\n")

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MambaModel
+import MambaQuantization
 import MambaTensors
 
 struct InspectCommand: ParsableCommand {
@@ -15,10 +16,11 @@ struct InspectCommand: ParsableCommand {
 
     func run() throws {
         let s = try CheckpointSummary.describe(directory: directory)
+        let machine = MachineRuntime()
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            print(String(decoding: try encoder.encode(s), as: UTF8.self))
+            print(String(decoding: try encoder.encode(InspectReport(summary: s, runtime: machine)), as: UTF8.self))
             return
         }
         print("\(s.directory): \(s.modelType) (\(s.family) mixers)")
@@ -27,9 +29,34 @@ struct InspectCommand: ParsableCommand {
         print("  \(s.parameters) parameters, \(s.bytesOnDisk) bytes on disk")
         if let t = s.tokenizer { print("  tokenizer \(t) (\(s.tokenizerVocabSize ?? 0) ids)") } else { print("  no tokenizer.json (runs from token ids)") }
         if let q = s.quantization { print("  quantization \(q)") }
+        print("  runs here on OpenBLAS core \(machine.blasCore) (float32) and \(machine.int8Kernels)")
         print("  tensors:")
         for t in s.tensors {
             print("    \(t.name)  \(t.dtype) \(shapeString(t.shape))  \(t.bytes) bytes")
         }
+    }
+}
+
+/// What would run a checkpoint on this machine: the float32 BLAS core and the int8 kernel path.
+struct MachineRuntime: Encodable {
+    let blasCore = BLASCore.current
+    let int8Kernels = QuantizedRuntime.int8.description
+
+    enum CodingKeys: String, CodingKey {
+        case blasCore = "blas_core", int8Kernels = "int8_kernels"
+    }
+}
+
+/// The summary's keys plus "runtime".
+struct InspectReport: Encodable {
+    let summary: CheckpointSummary
+    let runtime: MachineRuntime
+
+    enum CodingKeys: String, CodingKey { case runtime }
+
+    func encode(to encoder: Encoder) throws {
+        try summary.encode(to: encoder)
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(runtime, forKey: .runtime)
     }
 }

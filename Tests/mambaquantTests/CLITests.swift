@@ -50,6 +50,10 @@ final class CLITests: XCTestCase {
         let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
         XCTAssertEqual(obj?["convKernel"] as? Int, 3)
         XCTAssertEqual(obj?["tiedHead"] as? Bool, false)
+        // Which kernels would run it here (the figures of a report name them).
+        let runtime = obj?["runtime"] as? [String: String]
+        XCTAssertFalse(runtime?["blas_core"]?.isEmpty ?? true, r.stdout)
+        XCTAssertTrue(runtime?["int8_kernels"]?.hasPrefix("int8 (") ?? false, r.stdout)
     }
 
     /// More windows than memory: refused before anything is allocated, nothing written.

@@ -69,6 +69,11 @@ typedef struct {
 /// The packed GEMM over the panels [panel_begin, panel_end).
 void mq_gemm_s8(const mq_gemm_s8_args *args);
 
+/// The compute roofline of the int8 GEMM on this core, in GOP/s (2 per multiply-add): the path's
+/// multiply-add instruction in independent register chains, no memory traffic (vpdpbusd on VNNI;
+/// vpmaddwd + vpaddd, the int16 prefill form, on AVX2), timed for at least `seconds`. 0 on scalar.
+double mq_s8_peak_gops(double seconds);
+
 /// The definition: acc[i, j] = sum_k a[i, k] * w[j, k], w row-major [n, k] (row stride ldw).
 void mq_gemm_s8_reference(int m, int n, int k, const int8_t *a, int lda, const int8_t *w, int ldw,
                           int32_t *acc, int ldacc);
