@@ -298,19 +298,22 @@ MQ_AVX2 __attribute__((always_inline)) static inline void block_avx2(
     store_block(g, i0, MR, j0, sums);
 }
 
-// AVX2, int16 form for prefill: each 16-byte quarter of a panel's k-step (4 rows x 4 k) is sign-
-// extended to int16 once and shared by MR rows; a row's 4 activations, already int16, are
-// broadcast as one qword, and vpmaddwd leaves two partial sums per output (k0+k1, k2+k3), added
-// at the end. Four multiplies per 64 multiply-adds and no sign/abs fix-ups, where the sign trick
-// needs 2 vpsignb + vpabsb + 2 vpmaddubsw + 2 vpmaddwd.
+// AVX2, int16 form for prefill: the panel is widened to int16 once per call (16 rows x K, 32 bytes
+// per k-value: cache-resident while every row pair of a passes over it), the activations too. Per
+// k-step a quarter of the panel step (4 outputs x 4 k) is one register shared by both rows; a
+// row's 4 activations are broadcast as one qword, and vpmaddwd leaves two partial sums per output
+// (k0+k1, k2+k3), added at the end. Per 64 multiply-adds of a row: 4 vpmaddwd + 4 vpaddd, where
+// the sign trick needs 2 vpsignb + vpabsb + 2 vpmaddubsw + 2 vpmaddwd. Measured on a Zen 4 at
+// M = 512: 131 -> 148 GOP/s against widening each panel step per row pair; three rows per block
+// run out of the 16 ymm registers (95 GOP/s).
 MQ_AVX2 __attribute__((always_inline)) static inline void block_avx2_i16(
-    const mq_gemm_s8_args *g, const int8_t *panel, int kp, const int16_t *a16, int i0, int j0, const int MR) {
+    const mq_gemm_s8_args *g, const int16_t *w16, int kp, const int16_t *a16, int i0, int j0, const int MR) {
     __m256i acc[3][4];
     for (int r = 0; r < MR; r++)
         for (int q = 0; q < 4; q++) acc[r][q] = _mm256_setzero_si256();
     for (int s = 0; s < kp / MQ_S8_KSTEP; s++) {
         __m256i w[4];
-        for (int q = 0; q < 4; q++) w[q] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(panel + (size_t)s * 64 + q * 16)));
+        for (int q = 0; q < 4; q++) w[q] = _mm256_loadu_si256((const __m256i *)(w16 + (size_t)s * 64 + q * 16));
         for (int r = 0; r < MR; r++) {
             int64_t a4;
             memcpy(&a4, a16 + (size_t)(i0 + r) * kp + s * MQ_S8_KSTEP, 8);
@@ -331,19 +334,31 @@ MQ_AVX2 __attribute__((always_inline)) static inline void block_avx2_i16(
 // int16 copy of the activations); above it, the int16 form.
 #define MQ_AVX2_I16_MIN_ROWS 4
 
+MQ_AVX2 static void widen_s8(const int8_t *src, size_t count, int16_t *dst) {
+    size_t t = 0;
+    for (; t + 16 <= count; t += 16)
+        _mm256_storeu_si256((__m256i *)(dst + t), _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(src + t))));
+    for (; t < count; t++) dst[t] = src[t];
+}
+
 MQ_AVX2 static void gemm_avx2(const mq_gemm_s8_args *g) {
     const int kp = mq_s8_padded_k(g->k);
-    int16_t *a16 = g->m > MQ_AVX2_I16_MIN_ROWS ? malloc(sizeof(int16_t) * (size_t)g->m * kp) : NULL;
+    int16_t *a16 = NULL, *w16 = NULL;
+    if (g->m > MQ_AVX2_I16_MIN_ROWS) {
+        a16 = malloc(sizeof(int16_t) * (size_t)g->m * kp);
+        w16 = malloc(sizeof(int16_t) * (size_t)MQ_S8_PANEL * kp);
+        if (!a16 || !w16) { free(a16); free(w16); a16 = w16 = NULL; }   // the sign trick needs no scratch
+    }
     if (a16)
-        for (int i = 0; i < g->m; i++)
-            for (int t = 0; t < kp; t++) a16[(size_t)i * kp + t] = g->a[(size_t)i * g->lda + t];
+        for (int i = 0; i < g->m; i++) widen_s8(g->a + (size_t)i * g->lda, (size_t)kp, a16 + (size_t)i * kp);
     for (int p = g->panel_begin; p < g->panel_end; p++) {
         const int8_t *panel = g->packed + (size_t)p * MQ_S8_PANEL * kp;
         const int j0 = p * MQ_S8_PANEL;
         int i = 0;
         if (a16) {
-            for (; i + 2 <= g->m; i += 2) block_avx2_i16(g, panel, kp, a16, i, j0, 2);
-            if (i < g->m) block_avx2_i16(g, panel, kp, a16, i, j0, 1);
+            widen_s8(panel, (size_t)MQ_S8_PANEL * kp, w16);
+            for (; i + 2 <= g->m; i += 2) block_avx2_i16(g, w16, kp, a16, i, j0, 2);
+            if (i < g->m) block_avx2_i16(g, w16, kp, a16, i, j0, 1);
             continue;
         }
         for (; i + 4 <= g->m; i += 4) block_avx2(g, panel, kp, i, j0, 4);
@@ -354,6 +369,7 @@ MQ_AVX2 static void gemm_avx2(const mq_gemm_s8_args *g) {
         }
     }
     free(a16);
+    free(w16);
 }
 
 #define MQ_VNNI __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")))

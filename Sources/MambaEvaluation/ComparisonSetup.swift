@@ -47,7 +47,8 @@ public struct ComparisonSetup: Sendable {
         let floatType = weights == nil ? checkpoint.runtimeWeightType : "float32"
         var contenders = [Contender(name: "float", method: "none", bits: floatType == "float32" ? "fp32" : floatType, seed: nil, model: float,
                                     transformedFloat: nil, weightBytes: weights.map { 4 * $0.parameterCount } ?? checkpoint.runtimeBytes,
-                                    runtime: floatType == "float32" ? "float32 (OpenBLAS)" : "\(floatType) weights, float32 arithmetic")]
+                                    runtime: floatType == "float32" ? "float32 (OpenBLAS \(BLASCore.current))"
+                                        : "\(floatType) weights, float32 arithmetic (OpenBLAS \(BLASCore.current) above \(HalfLinear.gemvRows) rows)")]
         let int8Path = runtime.description
         for dir in quantized {
             let p = try QuantizedModel.provenance(directory: dir)

@@ -15,16 +15,34 @@ public enum QuantizedRuntime: String, Sendable, CaseIterable {
     case reference
 }
 
-/// A weight matrix packed for mq_gemm_s8: panels of 16 output rows, K padded to 4.
+/// A weight matrix packed for mq_gemm_s8: panels of 16 output rows, K padded to 4. With `block`,
+/// also its scales and column sums per block of K in the blocked GEMM's order (weight groups, or
+/// per-channel scales repeated across the blocks of a block-scaled input).
 public struct PackedInt8Matrix: Sendable {
     public let rows: Int
     public let cols: Int
     let packed: [Int8]
     let columnSums: [Int32]
     let scales: [Float]
+    /// Columns per block of the blocked GEMM (nil: one scale per output channel, mq_gemm_s8).
+    public let block: Int?
+    let blockScales: [Float]
+    let blockSums: [Int32]
 
-    public init(_ w: QuantizedMatrix) {
-        precondition(w.groupSize == nil, "the int8 GEMM takes one scale per output channel")
+    /// Whether the int8 kernels take these weights with input blocks of `inputBlock` (nil: one
+    /// scale per row): group sizes and blocks must be multiples of 4 and agree.
+    public static func supports(_ w: QuantizedMatrix, inputBlock: Int?) -> Bool {
+        let step = Int(MQ_S8_KSTEP)
+        switch (w.groupSize, inputBlock) {
+        case (nil, nil): return true
+        case (let g?, nil): return g % step == 0
+        case (nil, let b?): return b % step == 0
+        case (let g?, let b?): return g == b && g % step == 0
+        }
+    }
+
+    public init(_ w: QuantizedMatrix, inputBlock: Int? = nil) {
+        precondition(Self.supports(w, inputBlock: inputBlock), "the int8 GEMM takes groups and input blocks that are equal multiples of 4")
         rows = w.rows
         cols = w.cols
         var packed = [Int8](repeating: 0, count: mq_s8_packed_bytes(Int32(w.rows), Int32(w.cols)))
@@ -39,13 +57,44 @@ public struct PackedInt8Matrix: Sendable {
         self.packed = packed
         columnSums = sums
         scales = w.scales
+        block = w.groupSize ?? inputBlock
+        guard let block else {
+            blockScales = []
+            blockSums = []
+            return
+        }
+        let nb = Int(mq_s8_block_count(Int32(w.cols), Int32(block)))
+        var rowScales = [Float](repeating: 0, count: w.rows * nb), rowSums = [Int32](repeating: 0, count: w.rows * nb)
+        for j in 0..<w.rows {
+            for b in 0..<nb {
+                rowScales[j * nb + b] = w.groupSize == nil ? w.scales[j] : w.scales[j * nb + b]
+                var total: Int32 = 0
+                for t in (b * block)..<min(w.cols, (b + 1) * block) { total += Int32(w.values[j * w.cols + t]) }
+                rowSums[j * nb + b] = total
+            }
+        }
+        let paddedCount = (w.rows + Int(MQ_S8_PANEL) - 1) / Int(MQ_S8_PANEL) * Int(MQ_S8_PANEL) * nb
+        var ps = [Float](repeating: 0, count: paddedCount), pc = [Int32](repeating: 0, count: paddedCount)
+        mq_s8_pack_block_scales(rowScales, rowSums, Int32(w.rows), Int32(nb), &ps, &pc)
+        blockScales = ps
+        blockSums = pc
     }
 
     public var panels: Int { (rows + Int(MQ_S8_PANEL) - 1) / Int(MQ_S8_PANEL) }
-    public var bytes: Int { packed.count + 4 * (columnSums.count + scales.count) }
+
+    /// The packed weights, per-block column sums and per-block scales, for a direct kernel call.
+    public func withBlockedPointers<R>(_ body: (UnsafePointer<Int8>, UnsafePointer<Int32>, UnsafePointer<Float>) -> R) -> R {
+        precondition(block != nil, "not packed for the blocked GEMM")
+        return packed.withUnsafeBufferPointer { p in
+            blockSums.withUnsafeBufferPointer { s in blockScales.withUnsafeBufferPointer { body(p.baseAddress!, s.baseAddress!, $0.baseAddress!) } }
+        }
+    }
+
+    public var bytes: Int { packed.count + 4 * (columnSums.count + scales.count + blockScales.count + blockSums.count) }
 }
 
-/// Activations quantized to int8 rows (zero padded to the GEMM's K) with one scale per row.
+/// Activations quantized to int8 rows (zero padded to the GEMM's K) with one scale per row, or
+/// with `block`, one per row and block: [rows, ceil(cols / block)].
 public struct Int8Rows {
     public let rows: Int
     public let cols: Int
@@ -53,17 +102,37 @@ public struct Int8Rows {
     public var values: [Int8]
     public var scales: [Float]
 
-    /// Quantizes x [rows, cols] with the quantizer's static scale or a dynamic one per row, exactly
-    /// as ActivationQuantizer.fakeQuantize rounds (half away from zero, clamp to +-qmax).
-    public init(quantizing x: Tensor, with quantizer: ActivationQuantizer, _ parallelism: Parallelism) {
+    /// Quantizes x [rows, cols] with the quantizer's static scale, a dynamic one per row, or
+    /// dynamic ones per row and block, exactly as ActivationQuantizer.fakeQuantize rounds (half
+    /// away from zero, clamp to +-qmax). `repeatedOver` blocks repeats a row's one scale (a
+    /// per-row input of a block-scaled weight).
+    public init(quantizing x: Tensor, with quantizer: ActivationQuantizer, repeatedOver blocks: Int? = nil, _ parallelism: Parallelism) {
         rows = x.rows
         cols = x.cols
         stride = Int(mq_s8_padded_k(Int32(x.cols)))
         let q = qmax(bits: quantizer.bits)
-        let scales = quantizer.rowScales(x)
-        let inverse = scales.map { $0 > 0 ? 1 / $0 : 0 }
         var values = [Int8](repeating: 0, count: rows * stride)
         let (m, k, ldq) = (rows, cols, stride)
+        if let block = quantizer.scale.block {
+            let nb = Int(mq_s8_block_count(Int32(k), Int32(block)))
+            var scales = [Float](repeating: 0, count: m * nb)
+            x.storage.withUnsafeBufferPointer { xp in
+                values.withUnsafeMutableBufferPointer { vp in
+                    scales.withUnsafeMutableBufferPointer { sp in
+                        let (src, dst, sc) = (UncheckedSendable(xp.baseAddress!), UncheckedSendable(vp.baseAddress!), UncheckedSendable(sp.baseAddress!))
+                        parallelism.forEachChunk(m, minimumChunk: 64) { r in
+                            mq_quantize_blocks_s8(src.value + r.lowerBound * k, Int32(r.count), Int32(k), Int32(k), Int32(block), Int32(q),
+                                                  dst.value + r.lowerBound * ldq, Int32(ldq), sc.value + r.lowerBound * nb)
+                        }
+                    }
+                }
+            }
+            self.scales = scales
+            self.values = values
+            return
+        }
+        let scales = quantizer.rowScales(x)
+        let inverse = scales.map { $0 > 0 ? 1 / $0 : 0 }
         x.storage.withUnsafeBufferPointer { xp in
             inverse.withUnsafeBufferPointer { ip in
                 let (src, inv) = (UncheckedSendable(xp.baseAddress!), UncheckedSendable(ip.baseAddress!))
@@ -76,7 +145,7 @@ public struct Int8Rows {
                 }
             }
         }
-        self.scales = scales
+        self.scales = blocks.map { n in scales.flatMap { [Float](repeating: $0, count: n) } } ?? scales
         self.values = values
     }
 }
@@ -88,7 +157,7 @@ public struct Int8Linear: LinearOp {
     public let input: ActivationQuantizer
 
     public init(weight: QuantizedMatrix, bias: Tensor?, input: ActivationQuantizer) {
-        self.weight = PackedInt8Matrix(weight)
+        self.weight = PackedInt8Matrix(weight, inputBlock: input.scale.block)
         self.bias = bias
         self.input = input
     }
@@ -98,9 +167,29 @@ public struct Int8Linear: LinearOp {
 
     public func forward(_ x: Tensor, _ parallelism: Parallelism) -> Tensor {
         precondition(x.cols == weight.cols, "int8 linear expects \(weight.cols) input features, got \(x.cols)")
-        let a = profiled("quantize") { Int8Rows(quantizing: x, with: input, parallelism) }
+        let repeated = weight.block != nil && input.scale.block == nil ? Int(mq_s8_block_count(Int32(weight.cols), Int32(weight.block!))) : nil
+        let a = profiled("quantize") { Int8Rows(quantizing: x, with: input, repeatedOver: repeated, parallelism) }
         return profiled("gemm") {
-            Tensor(shape: [x.rows, weight.rows]) { Self.gemm(a, weight, bias: bias?.storage, into: $0, parallelism) }
+            Tensor(shape: [x.rows, weight.rows]) { y in
+                if weight.block != nil { Self.blockedGEMM(a, weight, bias: bias?.storage, into: y, parallelism) }
+                else { Self.gemm(a, weight, bias: bias?.storage, into: y, parallelism) }
+            }
+        }
+    }
+
+    /// The blocked GEMM (scales per block of K) with the panels split between threads.
+    static func blockedGEMM(_ a: Int8Rows, _ w: PackedInt8Matrix, bias: [Float]?, into y: UnsafeMutableBufferPointer<Float>, _ parallelism: Parallelism) {
+        let (m, n, k, lda, block) = (Int32(a.rows), Int32(w.rows), Int32(w.cols), Int32(a.stride), Int32(w.block!))
+        let minimumPanels = max(1, (1 << 21) / max(1, a.rows * w.cols * Int(MQ_S8_PANEL)))
+        withPointers(a.values, a.scales, w.packed, w.blockSums, w.blockScales, bias) { av, asc, wp, cs, ws, b in
+            let out = UncheckedSendable(y.baseAddress!)
+            parallelism.forEachChunk(w.panels, minimumChunk: minimumPanels) { panels in
+                var args = mq_gemm_s8_blocked_args(
+                    m: m, n: n, k: k, block: block, a: av.value, lda: lda, packed: wp.value, col_sums: cs.value,
+                    panel_begin: Int32(panels.lowerBound), panel_end: Int32(panels.upperBound),
+                    a_scale: asc.value, w_scale: ws.value, bias: b?.value, c: out.value, ldc: n)
+                mq_gemm_s8_blocked(&args)
+            }
         }
     }
 

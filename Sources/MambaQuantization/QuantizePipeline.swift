@@ -108,7 +108,7 @@ struct LayerQuantizer {
     /// A module's weights (or its float weights when kept float); the input quantizer comes later.
     func weights(_ name: String, _ w: Matrix, bias: [Double]?, groups: Bool) -> QuantizedLayer {
         let b = bias.map(floatVector)
-        if recipe.keepFloat.contains(name) { return QuantizedLayer(weight: nil, floatWeight: w.tensor, bias: b, input: nil) }
+        if recipe.keepsFloat(module: name) { return QuantizedLayer(weight: nil, floatWeight: w.tensor, bias: b, input: nil) }
         return QuantizedLayer(weight: QuantizedMatrix(quantizing: w, bits: recipe.bits.weight, groupSize: groups ? recipe.groupSize : nil),
                               floatWeight: nil, bias: b, input: nil)
     }
@@ -192,7 +192,7 @@ final class TransformedLayers<Source: WeightSource>: LayerSource {
         for module in spec.modules {
             b.mixer.modules[module.name] = b.mixer.modules[module.name]!.with(input: try quantizer.activation(secondPass, i, module.input))
         }
-        for (site, _) in spec.scanInputs {
+        for (site, _) in spec.scanInputs where !quantizer.recipe.keepsFloat(scanInput: site) {
             let groups = quantizer.recipe.groupedScanScales ? spec.scanScaleGroups(site, config) : nil
             b.mixer.scanInputs[site] = try quantizer.activation(secondPass, i, site, groups: groups)
         }

@@ -157,7 +157,7 @@ extension QuantizedModel {
         }
         func layer(_ prefix: String, rows: Int, cols: Int, bias: Bool, diskShape: [Int]? = nil, groups: Bool = true) throws -> QuantizedLayer {
             let b = bias ? try floats(prefix + ".bias", [rows]) : nil
-            if recipe.keepFloat.contains(prefix) {
+            if recipe.keepsFloat(module: prefix) {
                 let t = try floats(prefix + ".weight", diskShape ?? [rows, cols])
                 return QuantizedLayer(weight: nil, floatWeight: t.reshaped([rows, cols]), bias: b, input: nil)
             }
@@ -186,7 +186,7 @@ extension QuantizedModel {
                 }
             }
             var scan: [Site: ActivationQuantizer] = [:]
-            for (site, key) in spec.scanInputs {
+            for (site, key) in spec.scanInputs where !recipe.keepsFloat(scanInput: site) {
                 if let groups = recipe.groupedScanScales ? spec.scanScaleGroups(site, config) : nil, !dynamic {
                     scan[site] = ActivationQuantizer(bits: ab, scale: .groups(try floats(p + key, [groups]).storage))
                 } else {

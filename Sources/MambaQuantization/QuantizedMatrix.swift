@@ -86,6 +86,15 @@ public enum ActivationScale: Sendable, Equatable {
     /// Static, one scale per contiguous group of channels (Mamba-2's scan inputs per head or per
     /// B/C group, as Quamba2 quantizes them); only for activations consumed in float.
     case groups([Float])
+    /// Dynamic, one scale per row and block of this many columns (llama.cpp's Q8_0 activations:
+    /// blocks of 32 along the input dimension).
+    case dynamicBlocks(Int)
+
+    /// The block size of `.dynamicBlocks`.
+    public var block: Int? {
+        if case .dynamicBlocks(let b) = self { return b }
+        return nil
+    }
 
     public var staticScale: Float? {
         if case .static(let s) = self { return s }
@@ -97,7 +106,7 @@ public enum ActivationScale: Sendable, Equatable {
         switch self {
         case .static(let s): [s]
         case .groups(let g): g
-        case .dynamic: nil
+        case .dynamic, .dynamicBlocks: nil
         }
     }
 }
@@ -116,6 +125,7 @@ public struct ActivationQuantizer: Sendable, Equatable {
     public func rowScales(_ x: Tensor) -> [Float] {
         switch scale {
         case .groups: preconditionFailure("group scales quantize scan inputs only, not a module's input")
+        case .dynamicBlocks: preconditionFailure("block scales are per row and block, not per row: use blockScales")
         case .static(let s): return [Float](repeating: s, count: x.rows)
         case .dynamic:
             var scales = [Float](repeating: 0, count: x.rows)
@@ -140,10 +150,40 @@ public struct ActivationQuantizer: Sendable, Equatable {
             }
             return
         }
+        if let block = scale.block {
+            let nb = (c + block - 1) / block
+            let scales = blockScales(x, block: block)
+            x.storage.withUnsafeMutableBufferPointer { p in
+                for b in 0..<nb {
+                    let width = min(block, c - b * block)
+                    let column = (0..<rows).map { scales[$0 * nb + b] }
+                    mq_fake_quantize_rows_f32(p.baseAddress! + b * block, Int32(rows), Int32(width), Int32(c), column, 1, Int32(qmax(bits: bits)))
+                }
+            }
+            return
+        }
         let scales = rowScales(x)
         x.storage.withUnsafeMutableBufferPointer { p in
             mq_fake_quantize_rows_f32(p.baseAddress, Int32(rows), Int32(c), Int32(c), scales, 1, Int32(qmax(bits: bits)))
         }
+    }
+
+    /// Scales [rows, ceil(cols / block)]: each block's absmax / qmax (`.dynamicBlocks`).
+    public func blockScales(_ x: Tensor, block: Int) -> [Float] {
+        let (rows, c) = (x.rows, x.cols)
+        let nb = (c + block - 1) / block
+        let q = Float(qmax(bits: bits))
+        var scales = [Float](repeating: 0, count: rows * nb)
+        x.storage.withUnsafeBufferPointer { p in
+            for r in 0..<rows {
+                for b in 0..<nb {
+                    var m: Float = 0
+                    mq_absmax_rows_f32(p.baseAddress! + r * c + b * block, 1, Int32(min(block, c - b * block)), Int32(c), &m)
+                    scales[r * nb + b] = m / q
+                }
+            }
+        }
+        return scales
     }
 
     /// The plain definition of fakeQuantize (tests compare the kernel with it).
@@ -162,6 +202,12 @@ public struct ActivationQuantizer: Sendable, Equatable {
                     for j in 0..<c { m = max(m, abs(row[j])) }
                     perChannel = [Float](repeating: m / q, count: c)
                 case .groups(let g): perChannel = (0..<c).map { g[$0 / (c / g.count)] }
+                case .dynamicBlocks(let b):
+                    perChannel = (0..<c).map { j in
+                        var m: Float = 0
+                        for t in (j / b * b)..<min(c, j / b * b + b) { m = max(m, abs(row[t])) }
+                        return m / q
+                    }
                 }
                 for j in 0..<c {
                     let s = perChannel[j]

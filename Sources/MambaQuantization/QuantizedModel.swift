@@ -12,11 +12,18 @@ public struct QuantizedLayer: Sendable {
     public var bias: Tensor?
     public var input: ActivationQuantizer?
 
-    /// The int8 GEMM where the weights have one scale per output channel; group-wise weights (w4
-    /// with --group-size) run on the reference path.
+    public init(weight: QuantizedMatrix?, floatWeight: Tensor?, bias: Tensor?, input: ActivationQuantizer?) {
+        self.weight = weight; self.floatWeight = floatWeight; self.bias = bias; self.input = input
+    }
+
+    /// The int8 GEMM (blocked where the weights have groups or the input block scales); the
+    /// reference path where the kernels cannot take the combination (groups not a multiple of 4,
+    /// groups and input blocks of different sizes).
     public func linear(_ runtime: QuantizedRuntime = .int8) -> any LinearOp {
         if let weight, let input {
-            if runtime == .int8 && weight.groupSize == nil { return Int8Linear(weight: weight, bias: bias, input: input) }
+            if runtime == .int8 && PackedInt8Matrix.supports(weight, inputBlock: input.scale.block) {
+                return Int8Linear(weight: weight, bias: bias, input: input)
+            }
             return ReferenceQuantizedLinear(weight: weight, bias: bias, input: input)
         }
         return FloatLinear(weight: floatWeight!, bias: bias)
@@ -105,12 +112,21 @@ public struct QuantizedModel: Sendable {
         [QuantizedNames.lmHead] + (0..<c.numLayers).flatMap { i in c.mixer.spec.modules.map { BlockNames.mixerPrefix(layer: i) + $0.name } }
     }
 
+    /// Every name `--keep-float` takes: the modules, their short names (all layers), and the scan inputs.
+    public static func keepFloatNames(_ c: MambaConfig) -> Set<String> {
+        let spec = c.mixer.spec
+        return Set(quantizableModules(c) + spec.modules.map(\.name) + [QuantizationRecipe.allScanInputs]
+                   + spec.scanInputs.map { QuantizationRecipe.scanInputName($0.site) })
+    }
+
     /// Refuses a keep-float name that is not a quantizable module (a typo would otherwise quantize everything).
     public static func checkKeepFloat(_ names: Set<String>, _ c: MambaConfig) throws {
-        let known = Set(quantizableModules(c))
+        let known = keepFloatNames(c)
         if let bad = names.sorted().first(where: { !known.contains($0) }) {
-            let modules = c.mixer.spec.modules.map(\.name).joined(separator: ",")
-            throw MambaError(.badInput, "keep-float names \(bad), which is not a quantized module (lm_head or backbone.layers.N.mixer.{\(modules)} with N < \(c.numLayers))")
+            let spec = c.mixer.spec
+            let modules = spec.modules.map(\.name).joined(separator: ",")
+            let scan = spec.scanInputs.map { QuantizationRecipe.scanInputName($0.site) }.joined(separator: ", ")
+            throw MambaError(.badInput, "keep-float names \(bad), which is not a quantized module or scan input (lm_head, {\(modules)} in every layer, backbone.layers.N.mixer.{\(modules)} with N < \(c.numLayers), \(QuantizationRecipe.allScanInputs), or one of \(scan))")
         }
     }
 }

@@ -1,3 +1,4 @@
+import MambaModel
 import MambaTensors
 
 /// The four methods of docs/DESIGN.md section 2's table, run by the same pipeline.
@@ -54,7 +55,9 @@ public struct QuantizationRecipe: Sendable, Equatable {
     public var dynamicActivations: Bool
     public var clip: ActivationClip
     public var seed: UInt64
-    /// Module names kept in float (e.g. "lm_head", "backbone.layers.0.mixer.out_proj").
+    /// What stays in float: module names ("lm_head", "backbone.layers.0.mixer.out_proj"), a
+    /// module's short name for every layer ("x_proj"), "ssm_inputs" for every scan input, or one
+    /// scan input in every layer ("ssm_inputs.dt"; the sites are the mixer's scan inputs).
     public var keepFloat: Set<String>
     /// SmoothQuant's migration strength.
     public var alpha: Double
@@ -84,6 +87,19 @@ public struct QuantizationRecipe: Sendable, Equatable {
         if groupedScanScales { parts.append("scan groups") }
         return parts.joined(separator: ", ")
     }
+
+    /// Whether the module `name` (full name: lm_head or backbone.layers.N.mixer.MODULE) stays float.
+    public func keepsFloat(module name: String) -> Bool {
+        keepFloat.contains(name) || keepFloat.contains(String(name.split(separator: ".").last ?? ""))
+    }
+
+    /// Whether a scan input stays float (no quantize-dequantize before the recurrence).
+    public func keepsFloat(scanInput site: Site) -> Bool {
+        keepFloat.contains(Self.allScanInputs) || keepFloat.contains(Self.scanInputName(site))
+    }
+
+    public static let allScanInputs = "ssm_inputs"
+    public static func scanInputName(_ site: Site) -> String { "\(allScanInputs).\(site.rawValue)" }
 
     public init(method: QuantizationMethod, bits: BitWidths = BitWidths(weight: 8, activation: 8), groupSize: Int? = nil,
                 dynamicActivations: Bool = false, clip: ActivationClip = .p99_99, seed: UInt64 = 0, keepFloat: Set<String> = [], alpha: Double = 0.5) {

@@ -29,7 +29,7 @@ struct QuantizeCommand: ParsableCommand {
     var actScale = "static"
     @Option(help: "Static scan-input scales: tensor (one per x, dt, B, C) or group (Mamba-2: per head for x and dt, per group for B and C).")
     var scanScales = "tensor"
-    @Option(help: "Comma-separated modules kept in float, e.g. lm_head,backbone.layers.0.mixer.out_proj.")
+    @Option(help: "Comma-separated modules kept in float: lm_head, a module in every layer (x_proj), one layer's (backbone.layers.0.mixer.out_proj), ssm_inputs (every scan input) or one of them (ssm_inputs.dt).")
     var keepFloat: String?
     @Option(help: "Seed of the randomized Hadamard signs and fallback rotations.")
     var seed: UInt64 = 0

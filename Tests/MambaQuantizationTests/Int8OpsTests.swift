@@ -120,6 +120,96 @@ final class Int8OpsTests: XCTestCase {
         }
     }
 
+    /// The blocked GEMM (scales per block of K) against its definition on every path: the same
+    /// floats (each block's int32 sum is exact and the float sums run in one order everywhere),
+    /// odd shapes, a partial last block, extreme values, with and without a bias.
+    func testBlockedGEMMEqualsItsDefinitionOnEveryPath() {
+        var rng = SeededRandom(seed: UInt64.random(in: 0...UInt64.max))
+        for (m, n, k, block) in [(1, 37, 64, 32), (5, 51, 67, 32), (19, 100, 129, 16), (9, 16, 8, 4), (3, 33, 96, 96), (6, 20, 200, 32)] {
+            let kp = Int(mq_s8_padded_k(Int32(k))), nb = Int(mq_s8_block_count(Int32(k), Int32(block)))
+            var a = [Int8](repeating: 0, count: m * kp)
+            let extreme = rng.next() % 2 == 0
+            let values = extreme ? [Int8](repeating: -127, count: m * k) : randomInt8(m * k, &rng)
+            for i in 0..<m { for j in 0..<k { a[i * kp + j] = values[i * k + j] } }
+            let w = extreme ? [Int8](repeating: -127, count: n * k) : randomInt8(n * k, &rng)
+            let aScale = (0..<(m * nb)).map { _ in Float(rng.nextUnit() + 0.01) * 0.02 }
+            let wScale = (0..<(n * nb)).map { _ in Float(rng.nextUnit() + 0.01) * 0.03 }
+            let bias = (0..<n).map { _ in Float(rng.nextGaussian()) }
+            let q = QuantizedMatrix(rows: n, cols: k, bits: 8, groupSize: block, values: w, scales: wScale)
+            let packed = PackedInt8Matrix(q)
+            for withBias in [false, true] {
+                var want = [Float](repeating: .nan, count: m * n)
+                callBlocked(m: m, n: n, k: k, block: block, a: a, packed: packed, aScale: aScale, bias: withBias ? bias : nil, into: &want) { args in
+                    w.withUnsafeBufferPointer { wp in wScale.withUnsafeBufferPointer { sp in
+                        withUnsafePointer(to: args) { mq_gemm_s8_blocked_reference($0, wp.baseAddress, Int32(k), sp.baseAddress) }
+                    } }
+                }
+                for level in levels {
+                    mq_s8_set_max_level(level)
+                    var got = [Float](repeating: .nan, count: m * n)
+                    callBlocked(m: m, n: n, k: k, block: block, a: a, packed: packed, aScale: aScale, bias: withBias ? bias : nil, into: &got) { args in
+                        withUnsafePointer(to: args) { mq_gemm_s8_blocked($0) }
+                    }
+                    XCTAssertEqual(got, want, "m \(m) n \(n) k \(k) block \(block) bias \(withBias) extreme \(extreme) level \(level)")
+                }
+            }
+        }
+    }
+
+    func callBlocked(m: Int, n: Int, k: Int, block: Int, a: [Int8], packed: PackedInt8Matrix, aScale: [Float], bias: [Float]?,
+                     into c: inout [Float], _ body: (mq_gemm_s8_blocked_args) -> Void) {
+        let kp = Int32(mq_s8_padded_k(Int32(k)))
+        a.withUnsafeBufferPointer { ap in
+            packed.withBlockedPointers { pp, cs, ws in
+                aScale.withUnsafeBufferPointer { asp in
+                    c.withUnsafeMutableBufferPointer { cp in
+                        func run(_ b: UnsafePointer<Float>?) {
+                            body(mq_gemm_s8_blocked_args(
+                                m: Int32(m), n: Int32(n), k: Int32(k), block: Int32(block), a: ap.baseAddress, lda: kp, packed: pp, col_sums: cs,
+                                panel_begin: 0, panel_end: Int32(packed.panels), a_scale: asp.baseAddress, w_scale: ws, bias: b, c: cp.baseAddress, ldc: Int32(n)))
+                        }
+                        guard let bias else { return run(nil) }
+                        bias.withUnsafeBufferPointer { run($0.baseAddress) }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Int8Linear with weight groups or input blocks (Q8_0-style) against the reference linear, and
+    /// block quantization of activations against fakeQuantize's definition.
+    func testBlockScaledLinearsMatchTheReference() {
+        var rng = SeededRandom(seed: UInt64.random(in: 0...UInt64.max))
+        for (m, n, k) in [(1, 50, 64), (7, 33, 96), (17, 130, 100)] {
+            let w = Matrix(rows: n, cols: k, data: (0..<(n * k)).map { _ in rng.nextGaussian() * 0.1 })
+            let x = Tensor(shape: [m, k], storage: (0..<(m * k)).map { _ in Float(rng.nextGaussian()) * (rng.next() % 7 == 0 ? 20 : 1) })
+            let bias = Tensor(shape: [n], storage: (0..<n).map { _ in Float(rng.nextGaussian()) })
+            let blocks = ActivationQuantizer(bits: 8, scale: .dynamicBlocks(32))
+            var fake = x, reference = x
+            blocks.fakeQuantize(&fake)
+            blocks.fakeQuantizeReference(&reference)
+            XCTAssertEqual(fake, reference, "m \(m) k \(k)")
+            for (groups, input) in [(32, blocks), (nil, blocks), (32, ActivationQuantizer(bits: 8, scale: .dynamic)),
+                                    (4, ActivationQuantizer(bits: 8, scale: .static(0.05)))] as [(Int?, ActivationQuantizer)] {
+                let qw = QuantizedMatrix(quantizing: w, bits: 8, groupSize: groups)
+                let want = ReferenceQuantizedLinear(weight: qw, bias: bias, input: input).forward(x, .serial)
+                let layer = QuantizedLayer(weight: qw, floatWeight: nil, bias: bias, input: input)
+                XCTAssertTrue(layer.linear(.int8) is Int8Linear, "groups \(String(describing: groups)) \(input.scale)")
+                for level in levels {
+                    mq_s8_set_max_level(level)
+                    for threads in [1, 2] {
+                        let got = layer.linear(.int8).forward(x, Parallelism(threads: threads))
+                        XCTAssertLessThanOrEqual(maxAbsDifference(got.storage, want.storage), 2e-5 * max(1, want.absMax),
+                                                 "m \(m) n \(n) k \(k) groups \(String(describing: groups)) \(input.scale) level \(level)")
+                    }
+                }
+            }
+            // Groups and input blocks of different sizes: the reference path.
+            let mixed = QuantizedLayer(weight: QuantizedMatrix(quantizing: w, bits: 8, groupSize: 16), floatWeight: nil, bias: nil, input: blocks)
+            XCTAssertFalse(mixed.linear(.int8) is Int8Linear)
+        }
+    }
+
     /// The extremes of the range: -127 * -127 summed over a long K must not saturate any int16 step.
     func testExtremeValuesDoNotSaturate() {
         // m = 3 takes the AVX2 sign trick, m = 9 its int16 form.

@@ -74,6 +74,43 @@ void mq_gemm_s8(const mq_gemm_s8_args *args);
 /// vpmaddwd + vpaddd, the int16 prefill form, on AVX2), timed for at least `seconds`. 0 on scalar.
 double mq_s8_peak_gops(double seconds);
 
+// MARK: Scales per block of K (CMambaKernels/int8_blocked.c)
+
+/// ceil(k / block): blocks per row.
+int mq_s8_block_count(int k, int block);
+
+/// Dynamic per-row, per-block quantization (llama.cpp's Q8_0 activations): for each row i and
+/// block b of `block` columns, scales[i * nb + b] = absmax / qmax and q = round_half_away(x / scale)
+/// clamped (0 where the block is all zeros); q zero padded from k to ldq.
+void mq_quantize_blocks_s8(const float *x, int m, int k, int ldx, int block, int qmax, int8_t *q, int ldq, float *scales);
+
+/// Rearranges per-block weight scales and column sums ([n, nb] row-major) into the panel order the
+/// blocked GEMM reads: [panel][block][16], zero padded past n.
+void mq_s8_pack_block_scales(const float *w_scale, const int32_t *block_sums, int n, int nb, float *packed_scales, int32_t *packed_sums);
+
+typedef struct {
+    int m, n, k;
+    int block;                // columns per block, a multiple of MQ_S8_KSTEP
+    const int8_t *a;          // [m, lda], lda = mq_s8_padded_k(k), zero padded
+    int lda;
+    const int8_t *packed;     // from mq_s8_pack
+    const int32_t *col_sums;  // per-block column sums, from mq_s8_pack_block_scales
+    int panel_begin, panel_end;
+    const float *a_scale;     // [m, nb]
+    const float *w_scale;     // per-block weight scales, from mq_s8_pack_block_scales
+    const float *bias;        // [n] or NULL
+    float *c;                 // [m, ldc]
+    int ldc;
+} mq_gemm_s8_blocked_args;
+
+/// c[i, j] = sum over blocks b of (float)isum_b * (a_scale[i, b] * w_scale[j, b]), accumulated in
+/// float in block order, + bias[j]; isum_b the exact int32 sum over the block's columns.
+void mq_gemm_s8_blocked(const mq_gemm_s8_blocked_args *args);
+
+/// The definition, on the unpacked weights w [n, ldw] and their scales [n, nb] (args->packed,
+/// col_sums, w_scale and the panel range are not read).
+void mq_gemm_s8_blocked_reference(const mq_gemm_s8_blocked_args *args, const int8_t *w, int ldw, const float *w_scale);
+
 /// The definition: acc[i, j] = sum_k a[i, k] * w[j, k], w row-major [n, k] (row stride ldw).
 void mq_gemm_s8_reference(int m, int n, int k, const int8_t *a, int lda, const int8_t *w, int ldw,
                           int32_t *acc, int ldacc);
