@@ -12,6 +12,8 @@ public struct ComparisonSetup: Sendable {
     /// Recipes quantized on the fly, each with `seeds` rotation seeds.
     public var methods: [QuantizationMethod] = []
     public var bits: [BitWidths] = []
+    /// Named recipes quantized on the fly (the error budget's variants), after `methods`.
+    public var recipes: [(name: String, recipe: QuantizationRecipe)] = []
     public var seeds = 1
     public var evaluationFiles: [String] = []
     public var calibrationFiles: [String] = []
@@ -34,7 +36,7 @@ public struct ComparisonSetup: Sendable {
             throw MambaError(.badInput, "--model \(modelDir) is a quantized checkpoint: give its float source, and the quantized one with --quantized")
         }
         let checkpoint = try CheckpointWeights(directory: modelDir)
-        let weights = methods.isEmpty ? nil : try checkpoint.all()
+        let weights = methods.isEmpty && recipes.isEmpty ? nil : try checkpoint.all()
         guard let tokenizer = try loadTokenizer(modelDirectory: modelDir) else {
             throw MambaError(.missingFile, "\(modelDir) has no tokenizer.json: evaluation text cannot be tokenized")
         }
@@ -73,6 +75,15 @@ public struct ComparisonSetup: Sendable {
                         log("quantized \(m.rawValue) \(b)" + (seeds > 1 ? " seed \(s)" : ""))
                     }
                 }
+            }
+            for (name, recipe) in recipes {
+                try QuantizedModel.checkKeepFloat(recipe.keepFloat, weights.config)
+                // No per-site SQNR for these rows (the transformed float copy is dropped): a budget has dozens.
+                let (q, _) = try QuantizedModel.quantizeKeepingTransformed(weights: weights, stats: stats, recipe: recipe, parallelism: par)
+                contenders.append(Contender(name: name, method: recipe.method.rawValue, bits: recipe.bits.description, seed: recipe.seed,
+                                            model: q.model(runtime: runtime), transformedFloat: nil, weightBytes: q.weightBytes,
+                                            runtime: int8Path, recipe: recipe.settings))
+                log("quantized \(name)")
             }
         }
         return (contenders, files, tokenizer)

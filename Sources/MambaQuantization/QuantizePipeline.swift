@@ -118,7 +118,7 @@ struct LayerQuantizer {
     /// the site's clip (so a group's scale is never coarser than the tensor's).
     func activation(_ stats: CalibrationStats, _ layer: Int?, _ site: Site, groups: Int? = nil) throws -> ActivationQuantizer {
         let ab = recipe.bits.activation
-        if recipe.dynamicActivations { return ActivationQuantizer(bits: ab, scale: .dynamic) }
+        if let scale = recipe.activationScale { return ActivationQuantizer(bits: ab, scale: scale) }
         let s = try stats.site(layer, site)
         let (clip, q) = (s.clip(recipe.clip.quantile), Float(qmax(bits: ab)))
         guard let groups, groups > 0, s.channels % groups == 0 else { return ActivationQuantizer(bits: ab, scale: .static(clip / q)) }

@@ -1,3 +1,4 @@
+import CMambaKernels
 import Foundation
 import MambaModel
 import MambaTensors
@@ -44,7 +45,9 @@ extension QuantizedModel {
             "weight_bits": .number(Double(recipe.bits.weight)),
             "activation_bits": .number(Double(recipe.bits.activation)),
             "group_size": recipe.groupSize.map { .number(Double($0)) } ?? .null,
-            "activation_scale": .string(recipe.dynamicActivations ? "dynamic" : "static"),
+            "activation_scale": .string(recipe.dynamicActivations ? (recipe.activationBlock == nil ? "dynamic" : "block") : "static"),
+            "activation_block": recipe.activationBlock.map { .number(Double($0)) } ?? .null,
+            "profile": recipe.profile.map(JSONValue.string) ?? .null,
             "scan_scales": .string(recipe.groupedScanScales ? "group" : "tensor"),
             "act_clip": .string(recipe.clip.rawValue),
             "alpha": .number(recipe.alpha),
@@ -117,7 +120,14 @@ extension QuantizedModel {
         if let g = q["group_size"], !g.isNull, group == nil { throw MambaError(.badConfig, "\(directory)/config.json: \"quantization\" group_size \(g) is not an integer") }
         let seed = q["seed"]?.int ?? 0
         guard seed >= 0 else { throw MambaError(.badConfig, "\(directory)/config.json: \"quantization\" has seed \(seed); it must be non-negative") }
-        let dynamic = q["activation_scale"]?.string == "dynamic"
+        guard ["static", "dynamic", "block", nil].contains(q["activation_scale"]?.string) else {
+            throw MambaError(.badConfig, "\(directory)/config.json: \"quantization\" activation_scale must be \"static\", \"dynamic\" or \"block\", found \(q["activation_scale"]!)")
+        }
+        let dynamic = ["dynamic", "block"].contains(q["activation_scale"]?.string)
+        let actBlock = q["activation_scale"]?.string == "block" ? q["activation_block"]?.int : nil
+        if q["activation_scale"]?.string == "block", !(actBlock.map { $0 > 0 && $0 % Int(MQ_S8_KSTEP) == 0 && $0 <= 1 << 20 } ?? false) {
+            throw MambaError(.badConfig, "\(directory)/config.json: \"quantization\" activation_block must be a positive multiple of \(MQ_S8_KSTEP) with block scales, found \(q["activation_block"]?.description ?? "none")")
+        }
         guard ["tensor", "group", nil].contains(q["scan_scales"]?.string) else {
             throw MambaError(.badConfig, "\(directory)/config.json: \"quantization\" scan_scales must be \"tensor\" or \"group\", found \(q["scan_scales"]!)")
         }
@@ -126,6 +136,9 @@ extension QuantizedModel {
             clip: q["act_clip"]?.string.flatMap(ActivationClip.init(rawValue:)) ?? .max, seed: UInt64(seed),
             keepFloat: Set(q["kept_float"]?.array?.compactMap(\.string) ?? []), alpha: q["alpha"]?.double ?? 0.5)
         recipe.groupedScanScales = q["scan_scales"]?.string == "group"
+        recipe.activationBlock = actBlock
+        recipe.profile = q["profile"]?.string
+        let activationScale = recipe.activationScale
         let store = try TensorStore(directory: directory)
         var used = Set<String>()
 
@@ -161,7 +174,7 @@ extension QuantizedModel {
                 let t = try floats(prefix + ".weight", diskShape ?? [rows, cols])
                 return QuantizedLayer(weight: nil, floatWeight: t.reshaped([rows, cols]), bias: b, input: nil)
             }
-            let input = ActivationQuantizer(bits: ab, scale: dynamic ? .dynamic : .static(try scalar(prefix + ".input_scale")))
+            let input = ActivationQuantizer(bits: ab, scale: try activationScale ?? .static(scalar(prefix + ".input_scale")))
             return QuantizedLayer(weight: try matrix(prefix, rows: rows, cols: cols, diskShape: diskShape, groups: groups), floatWeight: nil, bias: b, input: input)
         }
 
@@ -190,7 +203,7 @@ extension QuantizedModel {
                 if let groups = recipe.groupedScanScales ? spec.scanScaleGroups(site, config) : nil, !dynamic {
                     scan[site] = ActivationQuantizer(bits: ab, scale: .groups(try floats(p + key, [groups]).storage))
                 } else {
-                    scan[site] = ActivationQuantizer(bits: ab, scale: dynamic ? .dynamic : .static(try scalar(p + key)))
+                    scan[site] = ActivationQuantizer(bits: ab, scale: try activationScale ?? .static(scalar(p + key)))
                 }
             }
             // S-SiLU scales the gate's input z channel by channel.

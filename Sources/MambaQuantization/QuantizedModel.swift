@@ -106,6 +106,9 @@ public struct QuantizedModel: Sendable {
         embedding.storedBytes + blocks.reduce(0) { $0 + $1.weightBytes } + lmHead.storedBytes + 4 * config.hiddenSize
     }
 
+    /// The head's module name (for --keep-float and the error budget).
+    public static let lmHeadModule = QuantizedNames.lmHead
+
     /// Every module name `--keep-float` may list for this config: lm_head and each layer's
     /// quantizable modules (backbone.layers.N.mixer.NAME).
     public static func quantizableModules(_ c: MambaConfig) -> [String] {

@@ -25,6 +25,8 @@ struct BenchCommand: ParsableCommand {
     var model: String?
     @Option(help: "A quantized checkpoint of --model to time instead of quantizing on the fly.")
     var quantized: String?
+    @Option(help: "The recipe of the int8 model quantized on the fly: fast or accurate (see quantize --profile).")
+    var profile: QuantizationProfile = .fast
     @Option(help: "Prompt length of the prefill measurement.")
     var tokens = 512
     @Option(help: "Single-token steps of the decode measurement.")
@@ -99,6 +101,7 @@ struct BenchCommand: ParsableCommand {
             return
         }
         let q = try quantizedModel(weights, float, par)
+        let recipeText = "\(q.recipe.method.rawValue) \(q.recipe.bits)" + (q.recipe.profile.map { ", profile \($0)" } ?? "") + ": " + q.recipe.settings
         let int8 = q.model(runtime: kernelOptions.kernels)
 
         printError("timing prefill (\(tokens) tokens) and decode (\(decodeSteps) steps), \(runs) runs each, interleaved")
@@ -119,7 +122,7 @@ struct BenchCommand: ParsableCommand {
         }
         let report = BenchReport(
             model: name, threads: par.threads, blasCore: BLASCore.current, int8Kernels: kernelOptions.kernels.description, runs: runs,
-            quantization: "\(q.recipe.method.rawValue) \(q.recipe.bits)" + (q.recipe.dynamicActivations ? " dynamic" : ", static scales"), float32: t[0], int8: t[1],
+            quantization: recipeText, float32: t[0], int8: t[1],
             prefillSpeedup: t[1].prefillTokensPerSecond / t[0].prefillTokensPerSecond,
             decodeSpeedup: t[1].decodeTokensPerSecond / t[0].decodeTokensPerSecond,
             weightBytesFloat32: 4 * weights.parameterCount, weightBytesInt8: q.weightBytes,
@@ -138,8 +141,10 @@ struct BenchCommand: ParsableCommand {
     /// The given quantized checkpoint, or mambaquant w8a8 calibrated on a few random token windows.
     func quantizedModel(_ weights: MambaWeights, _ float: MambaLM, _ par: Parallelism) throws -> QuantizedModel {
         if let quantized { return try QuantizedModel.load(directory: quantized) }
-        printError("calibrating on 4 random windows of 128 tokens and quantizing (mambaquant w8a8)")
-        return try QuantizedModel.quantizeOnRandomTokens(weights: weights, float: float, parallelism: par)
+        printError("calibrating on 4 random windows of 128 tokens and quantizing (mambaquant w8a8, profile \(profile.rawValue))")
+        var recipe = QuantizationRecipe(method: .mambaquant)
+        profile.apply(to: &recipe, spec: weights.config.mixer.spec)
+        return try QuantizedModel.quantizeOnRandomTokens(weights: weights, float: float, recipe: recipe, parallelism: par)
     }
 }
 

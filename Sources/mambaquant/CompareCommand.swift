@@ -18,8 +18,10 @@ struct CompareCommand: ParsableCommand {
     var quantized: [String] = []
     @Option(help: "Methods to quantize on the fly (default with no --quantized: rtn,smoothquant,hadamard,mambaquant).")
     var methods: String?
-    @Option(help: "Bit widths for --methods.")
-    var bits = "w8a8,w4a8,w8a6"
+    @Option(help: "Bit widths for --methods (default w8a8,w4a8,w8a6; w8a8 with --budget).")
+    var bits: String?
+    @Flag(help: "The error budget instead of the plain methods: each site quantized alone, then activation scales, clip, weight groups, kept-float modules and methods one family at a time, for --methods (default mambaquant) at --bits.")
+    var budget = false
     @Option(help: "Evaluation text (repeatable; default: the manifest's test and ood-test splits).")
     var data: [String] = []
     @Option(help: "Calibration text (repeatable; default: the manifest's calib split).")
@@ -72,14 +74,27 @@ struct CompareCommand: ParsableCommand {
         for path in [out, plot].compactMap({ $0 }) { try refuseOverwritingInput(path, inputs: [modelDir] + quantized + evalFiles + calibFiles) }
         var setup = ComparisonSetup(modelDirectory: modelDir)
         setup.quantized = quantized
-        setup.methods = try (methods ?? (quantized.isEmpty ? QuantizationMethod.allCases.map(\.rawValue).joined(separator: ",") : ""))
+        let defaultMethods = budget ? QuantizationMethod.mambaquant.rawValue : (quantized.isEmpty ? QuantizationMethod.allCases.map(\.rawValue).joined(separator: ",") : "")
+        setup.methods = try (methods ?? defaultMethods)
             .split(separator: ",").map { name -> QuantizationMethod in
                 guard let m = QuantizationMethod(rawValue: String(name)) else {
                     throw MambaError(.badInput, "unknown method \"\(name)\": use one of \(QuantizationMethod.allCases.map(\.rawValue).joined(separator: ", "))")
                 }
                 return m
             }
-        setup.bits = try bits.split(separator: ",").map { try BitWidths(parsing: String($0)) }
+        setup.bits = try (bits ?? (budget ? "w8a8" : "w8a8,w4a8,w8a6")).split(separator: ",").map { try BitWidths(parsing: String($0)) }
+        if budget {
+            // Each variant is its own row; the plain methods are the budget's "method:" rows.
+            let spec = try MambaConfig.load(directory: modelDir).mixer.spec
+            setup.recipes = setup.methods.flatMap { m in
+                setup.bits.flatMap { b in
+                    ErrorBudget.variants(method: m, bits: b, spec: spec).map { v in
+                        (name: (setup.methods.count > 1 ? m.rawValue + " " : "") + (setup.bits.count > 1 ? "\(b) " : "") + v.name, recipe: v.recipe)
+                    }
+                }
+            }
+            setup.methods = []
+        }
         setup.seeds = seeds
         (setup.evaluationFiles, setup.calibrationFiles) = (evalFiles, calibFiles)
         (setup.calibrationSamples, setup.calibrationSeqLength) = (calibSamples, calibSeqLen)
@@ -104,7 +119,7 @@ struct CompareCommand: ParsableCommand {
                 })
         }
         if kernelOptions.kernels == .int8 {
-            report.notes.append("Quantized models run int8 GEMMs (\(kernelOptions.kernels.description)) for every per-channel linear and an integer conv1d; the SSM recurrence runs in float32 on the quantized x, dt, B and C.")
+            report.notes.append("Quantized models run int8 GEMMs (\(kernelOptions.kernels.description)) for every quantized linear (blocked where weights have groups or activations block scales) and an integer conv1d where its input scale is static; the SSM recurrence runs in float32 on the quantized (or kept-float) x, dt, B and C.")
         }
         var took = String(format: "compare took %.0f s on %d threads", seconds, par.threads)
         if !setup.methods.isEmpty {

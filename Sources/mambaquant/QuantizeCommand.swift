@@ -8,6 +8,8 @@ import MambaTensors
 
 extension ActivationClip: ExpressibleByArgument {}
 
+extension QuantizationProfile: ExpressibleByArgument {}
+
 struct QuantizeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "quantize",
@@ -25,8 +27,10 @@ struct QuantizeCommand: ParsableCommand {
     var groupSize: Int?
     @Option(help: "Static activation scales clip at: max, p99.9, p99.99 or p99.999 of |x| in calibration (p99.99 was best on the bundled model's validation text; see README).")
     var actClip: ActivationClip = .p99_99
-    @Option(help: "static (calibrated per-tensor scales) or dynamic (per-token scales at run time).")
-    var actScale = "static"
+    @Option(help: "A named recipe: fast (static per-tensor scales, every site quantized: the paper's) or accurate (dynamic per-token scales; x_proj, dt_proj, conv1d and the SSM inputs float: llama.cpp Q8_0's accuracy). Flags given beside it override its settings.")
+    var profile: QuantizationProfile?
+    @Option(help: "static (calibrated per-tensor scales), dynamic (per-token scales at run time) or block (dynamic per token and block of 32 input columns, llama.cpp Q8_0's).")
+    var actScale: String?
     @Option(help: "Static scan-input scales: tensor (one per x, dt, B, C) or group (Mamba-2: per head for x and dt, per group for B and C).")
     var scanScales = "tensor"
     @Option(help: "Comma-separated modules kept in float: lm_head, a module in every layer (x_proj), one layer's (backbone.layers.0.mixer.out_proj), ssm_inputs (every scan input) or one of them (ssm_inputs.dt).")
@@ -40,7 +44,7 @@ struct QuantizeCommand: ParsableCommand {
     @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
-        if !["static", "dynamic"].contains(actScale) { throw ValidationError("--act-scale must be static or dynamic, got \(actScale)") }
+        if let actScale, !["static", "dynamic", "block"].contains(actScale) { throw ValidationError("--act-scale must be static, dynamic or block, got \(actScale)") }
         if !["tensor", "group"].contains(scanScales) { throw ValidationError("--scan-scales must be tensor or group, got \(scanScales)") }
         if let g = groupSize, g < 1 { throw ValidationError("--group-size must be at least 1") }
     }
@@ -50,12 +54,17 @@ struct QuantizeCommand: ParsableCommand {
         guard let method = QuantizationMethod(rawValue: method) else {
             throw MambaError(.badInput, "unknown method \"\(method)\": use one of \(QuantizationMethod.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        var recipe = QuantizationRecipe(
-            method: method, bits: try BitWidths(parsing: bits), groupSize: groupSize, dynamicActivations: actScale == "dynamic",
-            clip: actClip, seed: seed,
-            keepFloat: Set((keepFloat ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }))
-        recipe.groupedScanScales = scanScales == "group"
         let model = try self.model ?? CorpusManifest().defaultModel
+        var recipe = QuantizationRecipe(method: method, bits: try BitWidths(parsing: bits), groupSize: groupSize, clip: actClip, seed: seed)
+        profile?.apply(to: &recipe, spec: try MambaConfig.load(directory: model).mixer.spec)
+        if let actScale {
+            recipe.dynamicActivations = actScale != "static"
+            recipe.activationBlock = actScale == "block" ? 32 : nil
+        }
+        if let keepFloat {
+            recipe.keepFloat = Set(keepFloat.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
+        }
+        recipe.groupedScanScales = scanScales == "group"
         try refuseOverwritingInput(out, inputs: [model, stats])
         if QuantizedModel.isQuantized(directory: model) {
             throw MambaError(.badInput, "\(model) is already a quantized checkpoint: quantize its float source")

@@ -351,8 +351,14 @@ final class Int8OpsTests: XCTestCase {
         let stats = try Calibrator.run(model: MambaLM(weights: w), windows: windows, parallelism: .serial)
         let file = StatsFile(stats: stats, windows: windows, provenance: .init(checkpointSHA256: "t", dataSHA256: "t", dataFiles: ["t"], seed: 1))
         let tokens = (0..<29).map { ($0 * 11 + 3) % 50 }
-        for method in [QuantizationMethod.rtn, .mambaquant] {
-            let q = try QuantizedModel.quantize(weights: w, stats: file, recipe: .init(method: method), parallelism: .serial)
+        var accurate = QuantizationRecipe(method: .mambaquant)
+        QuantizationProfile.accurate.apply(to: &accurate, spec: w.config.mixer.spec)
+        var q8 = QuantizationRecipe(method: .hadamard, groupSize: 8)   // Q8_0-like: blocks and groups of 8 on these widths
+        q8.dynamicActivations = true
+        q8.activationBlock = 8
+        for recipe in [QuantizationRecipe(method: .rtn), QuantizationRecipe(method: .mambaquant), accurate, q8] {
+            let method = recipe.tag.isEmpty ? recipe.method.rawValue : recipe.tag
+            let q = try QuantizedModel.quantize(weights: w, stats: file, recipe: recipe, parallelism: .serial)
             let reference = try q.model(runtime: .reference).logits(tokens)
             let int8 = q.model(runtime: .int8)
             let got = try int8.logits(tokens)

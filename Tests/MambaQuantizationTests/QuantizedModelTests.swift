@@ -77,6 +77,36 @@ final class QuantizedModelTests: XCTestCase {
         XCTAssertLessThan(relativeError(try q.model().logits(tokens), reference), 0.05)
     }
 
+    /// Profiles set what they say, flags applied after them win, and keep-float's short names and
+    /// scan-input names reach every layer.
+    func testProfilesAndKeepFloatNames() throws {
+        let w = try MambaWeights.load(directory: Fixtures.model("tiny-tied"))
+        let spec = w.config.mixer.spec
+        var recipe = QuantizationRecipe(method: .mambaquant)
+        QuantizationProfile.accurate.apply(to: &recipe, spec: spec)
+        XCTAssertEqual(recipe.keepFloat, ["x_proj", "dt_proj", "conv1d", "ssm_inputs"])
+        XCTAssertTrue(recipe.dynamicActivations)
+        XCTAssertEqual(recipe.profile, "accurate")
+        XCTAssertTrue(recipe.tag.hasPrefix("accurate"))
+        let q = try QuantizedModel.quantize(weights: w, stats: try statsFile(w), recipe: recipe, parallelism: .serial)
+        for b in q.blocks {
+            XCTAssertNil(b.mixer.modules["x_proj"]?.weight)
+            XCTAssertNil(b.mixer.modules["conv1d"]?.weight)
+            XCTAssertNotNil(b.mixer.modules["in_proj"]?.weight)
+            XCTAssertEqual(b.mixer.modules["out_proj"]?.input?.scale, .dynamic)
+            XCTAssertTrue(b.mixer.scanInputs.isEmpty)
+        }
+        QuantizationProfile.fast.apply(to: &recipe, spec: spec)
+        XCTAssertEqual(recipe, { var r = QuantizationRecipe(method: .mambaquant); r.profile = "fast"; return r }())
+        // One scan input alone, by name; an unknown name is refused with the names it takes.
+        recipe.keepFloat = ["ssm_inputs.dt"]
+        let one = try QuantizedModel.quantize(weights: w, stats: try statsFile(w), recipe: recipe, parallelism: .serial)
+        XCTAssertEqual(Set(one.blocks[0].mixer.scanInputs.keys), [.convOutput, .B, .C])
+        XCTAssertThrowsError(try QuantizedModel.checkKeepFloat(["ssm_inputs.z"], w.config)) { error in
+            XCTAssertTrue("\(error)".contains("ssm_inputs.dt"), "\(error)")
+        }
+    }
+
     func testCheckpointRoundTripsAndIsDeterministic() throws {
         for name in ["tiny-untied-k3", "tiny-mamba2-g2-untied"] { try roundTrip(name) }
     }
@@ -90,9 +120,17 @@ final class QuantizedModelTests: XCTestCase {
         let provenance = QuantizationProvenance(sourceSHA256: "a", statsSHA256: "b")
         for (method, bits, group, scanGroups) in [(QuantizationMethod.mambaquant, BitWidths(weight: 8, activation: 8), Int?.none, false),
                                                   (.smoothquant, BitWidths(weight: 4, activation: 6), 16, false),
-                                                  (.mambaquant, BitWidths(weight: 8, activation: 8), nil, true)] {
+                                                  (.mambaquant, BitWidths(weight: 8, activation: 8), nil, true),
+                                                  (.hadamard, BitWidths(weight: 8, activation: 8), 8, false)] {
             var recipe = QuantizationRecipe(method: method, bits: bits, groupSize: group, seed: 11)
             recipe.groupedScanScales = scanGroups
+            if method == .hadamard {
+                // Q8_0-like: dynamic block scales, weight groups, and a float set by short names.
+                recipe.dynamicActivations = true
+                recipe.activationBlock = 8
+                recipe.keepFloat = ["conv1d", QuantizationRecipe.allScanInputs]
+                recipe.profile = "custom"
+            }
             let q = try QuantizedModel.quantize(weights: w, stats: stats, recipe: recipe, parallelism: .serial)
             let (a, b) = (dir + "/\(method)\(scanGroups)-a", dir + "/\(method)\(scanGroups)-b")
             try q.write(directory: a, sourceDirectory: source, provenance: provenance)

@@ -92,4 +92,22 @@ final class CompareCommandTests: XCTestCase {
         XCTAssertTrue((rows[1]["recipe"] as! String).contains("dynamic per-token"), "\(rows[1])")
         XCTAssertTrue(rows.allSatisfy { $0["seed_spread"] == nil }, "no seed spread between different recipes")
     }
+
+    /// --budget: one row per variant, named for what it isolates, the baseline first.
+    func testBudgetRowsNameWhatTheyIsolate() throws {
+        let dir = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try String(repeating: "The quality of mercy is not strained.\n", count: 20).write(toFile: dir + "/t.txt", atomically: true, encoding: .utf8)
+        let r = try CLI.run(["compare", "--model", tiny, "--budget", "--data", dir + "/t.txt", "--calib-data", dir + "/t.txt", "--calib-samples", "2",
+                             "--calib-seq-len", "24", "--seq-len", "32", "--max-tokens", "64", "--task-items", "0", "--no-speed", "--quiet",
+                             "--format", "json", "--cache-dir", dir + "/cache"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let json = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        let names = (json["results"] as! [[String: Any]]).map { $0["name"] as! String }
+        XCTAssertEqual(names.first, "float")
+        XCTAssertEqual(names.dropFirst().first, "baseline: all sites, static per-tensor")
+        for expected in ["only in_proj", "only ssm_inputs.dt", "activations: dynamic, blocks of 32", "dynamic per token + Q8_0's float set", "method: rtn"] {
+            XCTAssertTrue(names.contains(expected), "\(expected) in \(names)")
+        }
+    }
 }

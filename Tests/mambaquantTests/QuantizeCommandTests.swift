@@ -19,6 +19,34 @@ final class QuantizeCommandTests: XCTestCase {
         return out
     }
 
+    /// --profile writes its recipe and its name into the quantization object; a flag beside it wins.
+    func testProfilesAndTheirOverrides() throws {
+        let dir = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let stats = try calibrate(tiny, dir, "s.safetensors")
+        func quantization(_ extra: [String]) throws -> [String: Any] {
+            let out = dir + "/q\(extra.joined().hashValue)"
+            let r = try CLI.run(["quantize", "--model", tiny, "--stats", stats, "--quiet", "--out", out] + extra)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/config.json"))) as! [String: Any]
+            return config["quantization"] as! [String: Any]
+        }
+        let accurate = try quantization(["--profile", "accurate"])
+        XCTAssertEqual(accurate["profile"] as? String, "accurate")
+        XCTAssertEqual(accurate["activation_scale"] as? String, "dynamic")
+        XCTAssertEqual(Set(accurate["kept_float"] as! [String]), ["x_proj", "dt_proj", "conv1d", "ssm_inputs"])
+        let overridden = try quantization(["--profile", "accurate", "--act-scale", "block", "--keep-float", "lm_head"])
+        XCTAssertEqual(overridden["activation_scale"] as? String, "block")
+        XCTAssertEqual(overridden["activation_block"] as? Int, 32)
+        XCTAssertEqual(overridden["kept_float"] as? [String], ["lm_head"])
+        let fast = try quantization(["--profile", "fast"])
+        XCTAssertEqual(fast["activation_scale"] as? String, "static")
+        XCTAssertEqual(fast["kept_float"] as? [String], [])
+        let bad = try CLI.run(["quantize", "--model", tiny, "--stats", stats, "--profile", "precise", "--quiet", "--out", dir + "/bad"])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/bad"))
+    }
+
     /// A full disk while writing: one line with the reason, the temporary directory removed, an
     /// existing checkpoint untouched. Needs a small tmpfs (root); skipped where mount is refused.
     func testFullDiskLeavesTheOldCheckpoint() throws {

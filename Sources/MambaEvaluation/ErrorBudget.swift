@@ -1,0 +1,59 @@
+import MambaModel
+import MambaQuantization
+
+/// The error budget of `compare --budget` (docs/DESIGN.md section 2, "Choosing a recipe"): which
+/// quantization site and which family of choices costs how much accuracy, each as a recipe that
+/// compare evaluates against the float model like any other row.
+public enum ErrorBudget {
+    /// A named variant and what it isolates.
+    public struct Variant: Sendable {
+        public let name: String
+        public let recipe: QuantizationRecipe
+    }
+
+    /// The variants for `method` at `bits` on this mixer: the baseline (static per-tensor scales,
+    /// everything quantized: the paper's setting and `--profile fast`), each site alone (every
+    /// other module and scan input float; the embedding table is 8-bit in every row), then one
+    /// family of choices at a time, then the combinations a user would pick from.
+    public static func variants(method: QuantizationMethod, bits: BitWidths, spec: any MixerDescription) -> [Variant] {
+        let base = QuantizationRecipe(method: method, bits: bits)
+        func with(_ change: (inout QuantizationRecipe) -> Void) -> QuantizationRecipe {
+            var r = base
+            change(&r)
+            return r
+        }
+        let modules = spec.modules.map(\.name) + [QuantizedModel.lmHeadModule]
+        let scanSites = spec.scanInputs.map { QuantizationRecipe.scanInputName($0.site) }
+        let everything = Set(modules + [QuantizationRecipe.allScanInputs])
+        var v = [Variant(name: "baseline: all sites, static per-tensor", recipe: base)]
+        v.append(Variant(name: "floor: only the 8-bit embedding", recipe: with { $0.keepFloat = everything }))
+        for m in modules {
+            v.append(Variant(name: "only \(m)", recipe: with { $0.keepFloat = everything.subtracting([m]) }))
+        }
+        for s in scanSites {
+            v.append(Variant(name: "only \(s)", recipe: with { $0.keepFloat = Set(modules + scanSites.filter { $0 != s }) }))
+        }
+        v.append(Variant(name: "activations: dynamic per token", recipe: with { $0.dynamicActivations = true }))
+        v.append(Variant(name: "activations: dynamic, blocks of 32", recipe: with { $0.dynamicActivations = true; $0.activationBlock = 32 }))
+        for clip in ActivationClip.allCases where clip != base.clip {
+            v.append(Variant(name: "activations: static, clip \(clip.rawValue)", recipe: with { $0.clip = clip }))
+        }
+        v.append(Variant(name: "weights: groups of 32", recipe: with { $0.groupSize = 32 }))
+        let q8 = QuantizationProfile.floatSet(spec)   // what llama.cpp Q8_0 leaves in float
+        for m in q8.sorted() {
+            v.append(Variant(name: "float: \(m)", recipe: with { $0.keepFloat = [m] }))
+        }
+        v.append(Variant(name: "float: " + q8.sorted().joined(separator: ", "), recipe: with { $0.keepFloat = q8 }))
+        for other in QuantizationMethod.allCases where other != method {
+            v.append(Variant(name: "method: \(other.rawValue)", recipe: with { $0.method = other }))
+        }
+        v.append(Variant(name: "dynamic per token + Q8_0's float set", recipe: with { $0.dynamicActivations = true; $0.keepFloat = q8 }))
+        v.append(Variant(name: "dynamic blocks of 32 + Q8_0's float set", recipe: with {
+            $0.dynamicActivations = true; $0.activationBlock = 32; $0.keepFloat = q8
+        }))
+        v.append(Variant(name: "dynamic blocks of 32 + weight groups of 32 + Q8_0's float set", recipe: with {
+            $0.dynamicActivations = true; $0.activationBlock = 32; $0.groupSize = 32; $0.keepFloat = q8
+        }))
+        return v
+    }
+}
