@@ -2,9 +2,11 @@
 # The README's main job on the bundled model (models/bard-mamba, the default of
 # calibration/manifest.json) and corpus: installs the system libraries if missing, builds a release
 # binary, then calibrate -> quantize (MambaQuant W8A8) -> generate with the int8 model, and the
-# compare report of all four methods at w8a8, w4a8 and w8a6 against float32; then the same report
-# for the bundled Mamba-2 (models/bard-mamba2). Outputs go to demo-output/ (report.md, report.svg,
-# report-mamba2.md, report-mamba2.svg, the stats file and the quantized checkpoint).
+# compare report of all four methods at w8a8, w4a8 and w8a6 against float32; the two profiles
+# (fast: the paper's static scales; accurate: llama.cpp Q8_0's accuracy) side by side with speed;
+# then the same four-method report for the bundled Mamba-2 (models/bard-mamba2). Outputs go to
+# demo-output/ (report.md, report.svg, report-profiles.md, report-mamba2.md, report-mamba2.svg, the
+# stats file and the quantized checkpoints).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
@@ -18,7 +20,8 @@ mkdir -p "$OUT"
 ("$BIN" inspect "$MODEL" | head -4) || true   # head closes the pipe early: not an error
 echo
 "$BIN" calibrate --model "$MODEL" --out "$OUT/stats.safetensors"
-"$BIN" quantize --model "$MODEL" --stats "$OUT/stats.safetensors" --method mambaquant --bits w8a8 --out "$OUT/bard-mamba-w8a8"
+"$BIN" quantize --model "$MODEL" --stats "$OUT/stats.safetensors" --method mambaquant --bits w8a8 --profile fast --out "$OUT/bard-mamba-w8a8"
+"$BIN" quantize --model "$MODEL" --stats "$OUT/stats.safetensors" --method mambaquant --bits w8a8 --profile accurate --out "$OUT/bard-mamba-w8a8-accurate"
 echo
 echo "== float32 =="
 "$BIN" generate --model "$MODEL" --prompt "ROMEO:" --max-new-tokens 200 --temperature 0.8 --top-k 40 --seed 1
@@ -29,8 +32,12 @@ echo
 "$BIN" compare --out "$OUT/report.md" --plot "$OUT/report.svg"
 cat "$OUT/report.md"
 echo
+echo "== the two profiles: fast and accurate ==" >&2
+"$BIN" compare --quantized "$OUT/bard-mamba-w8a8" --quantized "$OUT/bard-mamba-w8a8-accurate" --task-items 0 --out "$OUT/report-profiles.md"
+cat "$OUT/report-profiles.md"
+echo
 echo "== the bundled Mamba-2 (models/bard-mamba2) ==" >&2
 "$BIN" compare --model models/bard-mamba2 --out "$OUT/report-mamba2.md" --plot "$OUT/report-mamba2.svg"
 cat "$OUT/report-mamba2.md"
 echo
-echo "reports: $OUT/report.md and $OUT/report-mamba2.md, plots: $OUT/report.svg and $OUT/report-mamba2.svg" >&2
+echo "reports: $OUT/report.md, $OUT/report-profiles.md and $OUT/report-mamba2.md, plots: $OUT/report.svg and $OUT/report-mamba2.svg" >&2

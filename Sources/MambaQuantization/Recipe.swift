@@ -117,6 +117,7 @@ public struct QuantizationRecipe: Sendable, Equatable {
         if !keepFloat.isEmpty { parts.append("kept float: " + keepFloat.sorted().joined(separator: ", ")) }
         if method == .smoothquant || method == .mambaquant { parts.append("alpha \(alpha)") }
         if groupedScanScales { parts.append("scan-input scales per head and group") }
+        if let profile { parts.insert("profile \(profile)", at: 0) }
         return parts.joined(separator: "; ")
     }
 

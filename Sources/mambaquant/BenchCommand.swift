@@ -101,7 +101,7 @@ struct BenchCommand: ParsableCommand {
             return
         }
         let q = try quantizedModel(weights, float, par)
-        let recipeText = "\(q.recipe.method.rawValue) \(q.recipe.bits)" + (q.recipe.profile.map { ", profile \($0)" } ?? "") + ": " + q.recipe.settings
+        let recipeText = "\(q.recipe.method.rawValue) \(q.recipe.bits): " + q.recipe.settings
         let int8 = q.model(runtime: kernelOptions.kernels)
 
         printError("timing prefill (\(tokens) tokens) and decode (\(decodeSteps) steps), \(runs) runs each, interleaved")
