@@ -169,30 +169,32 @@ public struct Mamba2Forward: MixerOp {
     public func forward(_ u: Tensor, state: inout LayerState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
         let (e, x, h, gn) = (innerSize, convChannels, scan.heads, scan.groups * scan.stateSize)
         observer?.observe(u, site: .inProjInput, layer: layer)
-        let proj = inProj.forward(u, par)                      // [L, E + X + H]
-        let z = proj.columns(0..<e)                            // [L, E]
-        let xbc = proj.columns(e..<(e + x))                    // [L, X]
-        var dt = proj.columns((e + x)..<(e + x + h))           // [L, H], before dt_bias and softplus
+        let proj = profiled("in_proj") { inProj.forward(u, par) }      // [L, E + X + H]
+        var (z, xbc, dt) = profiled("split") {                         // [L, E], [L, X], [L, H] (dt before dt_bias and softplus)
+            (proj.columns(0..<e), proj.columns(e..<(e + x)), proj.columns((e + x)..<(e + x + h)))
+        }
         observer?.observe(z, site: .z, layer: layer)
         observer?.observe(xbc, site: .x, layer: layer)
-        let conv = silu(conv.forward(xbc, state: &state.conv, par)) // [L, X]
-        var xs = conv.columns(0..<e)                           // [L, E]
-        var b = conv.columns(e..<(e + gn))                     // [L, G N]
-        var c = conv.columns((e + gn)..<(e + 2 * gn))          // [L, G N]
-        scanInput.forward(&xs, site: .convOutput)
-        scanInput.forward(&dt, site: .dt)
-        scanInput.forward(&b, site: .B)
-        scanInput.forward(&c, site: .C)
+        let convolved = profiled("conv") { silu(conv.forward(xbc, state: &state.conv, par)) } // [L, X]
+        var (xs, b, c) = profiled("split") {                           // [L, E], [L, G N], [L, G N]
+            (convolved.columns(0..<e), convolved.columns(e..<(e + gn)), convolved.columns((e + gn)..<(e + 2 * gn)))
+        }
+        profiled("scan inputs") {
+            scanInput.forward(&xs, site: .convOutput)
+            scanInput.forward(&dt, site: .dt)
+            scanInput.forward(&b, site: .B)
+            scanInput.forward(&c, site: .C)
+        }
         observer?.observe(xs, site: .convOutput, layer: layer)
         observer?.observe(dt, site: .dt, layer: layer)
         observer?.observe(b, site: .B, layer: layer)
         observer?.observe(c, site: .C, layer: layer)
-        let y = scan.forward(x: xs, dtRaw: dt, b: b, c: c, s: &state.ssm, par) // [L, E], D skip included
+        let y = profiled("scan") { scan.forward(x: xs, dtRaw: dt, b: b, c: c, s: &state.ssm, par) } // [L, E], D skip included
         observer?.observe(y, site: .y, layer: layer)
-        var g = norm.forward(gate.forward(y: y, z: z, par))    // [L, E]: norm(y * silu(z)) * weight
-        if let r = outProjRotation { g = r.rotate(g, par) }
+        var g = profiled("gate") { norm.forward(gate.forward(y: y, z: z, par)) } // [L, E]: norm(y * silu(z)) * weight
+        if let r = outProjRotation { g = profiled("hadamard") { r.rotate(g, par) } }
         observer?.observe(g, site: .outProjInput, layer: layer)
-        return outProj.forward(g, par)                         // [L, D]
+        return profiled("out_proj") { outProj.forward(g, par) }        // [L, D]
     }
 }
 
