@@ -5,22 +5,33 @@
 #include "simd_math.h"
 #include <math.h>
 
-static int forced_scalar = 0;
+static int max_level = -1;
 
-int mq_has_avx2_fma(void) {
+// 0 scalar, 1 AVX2 + FMA, 2 AVX-512 F/DQ as well.
+static int detected_level(void) {
 #if defined(__x86_64__) || defined(__i386__)
     static int cached = -1;
     if (cached < 0) {
         __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        cached = avx2 ? (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") ? 2 : 1) : 0;
     }
-    return cached && !forced_scalar;
+    return cached;
 #else
     return 0;
 #endif
 }
 
-void mq_force_scalar(int force) { forced_scalar = force; }
+int mq_f32_level(void) {
+    const int level = detected_level();
+    return max_level >= 0 && max_level < level ? max_level : level;
+}
+
+void mq_f32_set_max_level(int level) { max_level = level; }
+
+int mq_has_avx2_fma(void) { return mq_f32_level() >= 1; }
+
+void mq_force_scalar(int force) { max_level = force ? 0 : -1; }
 
 static inline float softplus_scalar(float v) { return v > 20.0f ? v : log1pf(expf(v)); }
 static inline float silu_scalar(float v) { return v / (1.0f + expf(-v)); }

@@ -7,13 +7,15 @@ import XCTest
 
 final class SelectiveScanTests: XCTestCase {
     /// The fast kernel against the plain Double reference, on odd sizes (state not a multiple of
-    /// 8, one time step, more steps than channels), both with AVX2 and with the scalar fallback.
+    /// 8, one time step, more steps than channels, N = 16 and 32 for the AVX-512 path), on every
+    /// path this CPU has: AVX-512, AVX2 and the scalar fallback.
     func testFastScanMatchesReference() {
         let seed = UInt64.random(in: 0..<1_000_000)
-        for scalar in [false, true] {
-            mq_force_scalar(scalar ? 1 : 0)
-            defer { mq_force_scalar(0) }
-            for (l, e, n) in [(1, 8, 16), (7, 13, 16), (33, 24, 5), (5, 17, 9), (64, 40, 16)] {
+        mq_f32_set_max_level(-1)
+        for level in (0...mq_f32_level()).reversed() {
+            mq_f32_set_max_level(level)
+            defer { mq_f32_set_max_level(-1) }
+            for (l, e, n) in [(1, 8, 16), (7, 13, 16), (33, 24, 5), (5, 17, 9), (64, 40, 16), (9, 7, 32)] {
                 let scan = SelectiveScan(
                     aLog: randomTensor([e, n], seed: seed, scale: 0.7, offset: 1),
                     dSkip: randomTensor([e], seed: seed + 1))
@@ -26,7 +28,7 @@ final class SelectiveScanTests: XCTestCase {
                 let fast = scan.forward(x: x, dtRaw: dt, b: b, c: c, h: &h1, Parallelism(threads: 2))
                 let ref = scan.reference(x: x, dtRaw: dt, b: b, c: c, h: &h2)
                 let tolerance = 1e-5 * max(1, ref.absMax)
-                XCTAssertLessThan(maxAbsDifference(fast.storage, ref.storage), tolerance, "y L\(l) E\(e) N\(n) scalar \(scalar) seed \(seed)")
+                XCTAssertLessThan(maxAbsDifference(fast.storage, ref.storage), tolerance, "y L\(l) E\(e) N\(n) level \(level) seed \(seed)")
                 XCTAssertLessThan(maxAbsDifference(h1, h2), 1e-5 * max(1, Tensor(shape: [h2.count], storage: h2).absMax), "h seed \(seed)")
             }
         }

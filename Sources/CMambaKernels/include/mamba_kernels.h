@@ -15,6 +15,10 @@ extern "C" {
 int mq_has_avx2_fma(void);
 /// Forces the scalar paths (for tests of the fallback); 0 restores the automatic choice.
 void mq_force_scalar(int force);
+/// The float kernels' path: 0 scalar, 1 AVX2 + FMA, 2 AVX-512 (F, DQ) where a kernel has one (the
+/// Mamba-1 scan), capped by mq_f32_set_max_level (-1 removes the cap; tests run every path).
+int mq_f32_level(void);
+void mq_f32_set_max_level(int level);
 
 /// The OpenBLAS core (OPENBLAS_CORETYPE) whose kernels this CPU runs: "SkylakeX" with AVX-512
 /// F/BW/VL/DQ, "Haswell" with AVX2+FMA, NULL otherwise (or off x86-64).
