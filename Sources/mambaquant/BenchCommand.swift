@@ -25,8 +25,8 @@ struct BenchCommand: ParsableCommand {
     var model: String?
     @Option(help: "A quantized checkpoint of --model to time instead of quantizing on the fly.")
     var quantized: String?
-    @Option(help: "The recipe of the int8 model quantized on the fly: fast or accurate (see quantize --profile).")
-    var profile: QuantizationProfile = .fast
+    @Option(help: "The recipe of the int8 model quantized on the fly: fast (default) or accurate (see quantize --profile).")
+    var profile: QuantizationProfile?
     @Option(help: "Prompt length of the prefill measurement.")
     var tokens = 512
     @Option(help: "Single-token steps of the decode measurement.")
@@ -51,6 +51,7 @@ struct BenchCommand: ParsableCommand {
     func validate() throws {
         if (preset == nil) == (model == nil) { throw ValidationError("give exactly one of --preset and --model") }
         if quantized != nil && model == nil { throw ValidationError("--quantized needs the float --model it was made from") }
+        if quantized != nil && profile != nil { throw ValidationError("--profile chooses the recipe of a model quantized on the fly; --quantized brings its own") }
         if tokens < 1 || runs < 1 || decodeSteps < 1 { throw ValidationError("--tokens, --runs and --decode-steps must be at least 1") }
         if !["auto", "avx2", "scalar"].contains(int8Path) { throw ValidationError("--int8-path must be auto, avx2 or scalar, got \(int8Path)") }
         if gemmRowList == nil { throw ValidationError("--gemm-rows must be positive integers separated by commas, got \(gemmRows)") }
@@ -141,6 +142,7 @@ struct BenchCommand: ParsableCommand {
     /// The given quantized checkpoint, or mambaquant w8a8 calibrated on a few random token windows.
     func quantizedModel(_ weights: MambaWeights, _ float: MambaLM, _ par: Parallelism) throws -> QuantizedModel {
         if let quantized { return try QuantizedModel.load(directory: quantized) }
+        let profile = self.profile ?? .fast
         printError("calibrating on 4 random windows of 128 tokens and quantizing (mambaquant w8a8, profile \(profile.rawValue))")
         var recipe = QuantizationRecipe(method: .mambaquant)
         profile.apply(to: &recipe, spec: weights.config.mixer.spec)
