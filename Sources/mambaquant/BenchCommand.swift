@@ -27,6 +27,8 @@ struct BenchCommand: ParsableCommand {
     var quantized: String?
     @Option(help: "The recipe of the int8 model quantized on the fly: fast (default) or accurate (see quantize --profile).")
     var profile: QuantizationProfile?
+    @Option(help: "Bit widths of the int8 model quantized on the fly (w8a8, w4a8, ...; int4 weights run unpacked on the int8 kernels).")
+    var bits = "w8a8"
     @Option(help: "Prompt length of the prefill measurement.")
     var tokens = 512
     @Option(help: "Single-token steps of the decode measurement.")
@@ -51,7 +53,8 @@ struct BenchCommand: ParsableCommand {
     func validate() throws {
         if (preset == nil) == (model == nil) { throw ValidationError("give exactly one of --preset and --model") }
         if quantized != nil && model == nil { throw ValidationError("--quantized needs the float --model it was made from") }
-        if quantized != nil && profile != nil { throw ValidationError("--profile chooses the recipe of a model quantized on the fly; --quantized brings its own") }
+        if quantized != nil && (profile != nil || bits != "w8a8") { throw ValidationError("--profile and --bits choose the recipe of a model quantized on the fly; --quantized brings its own") }
+        do { _ = try BitWidths(parsing: bits) } catch { throw ValidationError("\(error)") }
         if tokens < 1 || runs < 1 || decodeSteps < 1 { throw ValidationError("--tokens, --runs and --decode-steps must be at least 1") }
         if !["auto", "avx2", "scalar"].contains(int8Path) { throw ValidationError("--int8-path must be auto, avx2 or scalar, got \(int8Path)") }
         if gemmRowList == nil { throw ValidationError("--gemm-rows must be positive integers separated by commas, got \(gemmRows)") }
@@ -143,8 +146,8 @@ struct BenchCommand: ParsableCommand {
     func quantizedModel(_ weights: MambaWeights, _ float: MambaLM, _ par: Parallelism) throws -> QuantizedModel {
         if let quantized { return try QuantizedModel.load(directory: quantized) }
         let profile = self.profile ?? .fast
-        printError("calibrating on 4 random windows of 128 tokens and quantizing (mambaquant w8a8, profile \(profile.rawValue))")
-        var recipe = QuantizationRecipe(method: .mambaquant)
+        printError("calibrating on 4 random windows of 128 tokens and quantizing (mambaquant \(bits), profile \(profile.rawValue))")
+        var recipe = QuantizationRecipe(method: .mambaquant, bits: try BitWidths(parsing: bits))
         profile.apply(to: &recipe, spec: weights.config.mixer.spec)
         return try QuantizedModel.quantizeOnRandomTokens(weights: weights, float: float, recipe: recipe, parallelism: par)
     }
