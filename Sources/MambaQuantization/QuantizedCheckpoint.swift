@@ -20,7 +20,10 @@ public struct QuantizationProvenance: Sendable, Equatable {
 }
 
 enum QuantizedNames {
-    static let formatVersion = 1
+    /// Version 2 packs int4 weights two per byte; w8 checkpoints keep version 1 (nothing in them
+    /// changed, so older readers still read them). Both are read.
+    static func formatVersion(weightBits: Int) -> Int { weightBits == 4 ? 2 : 1 }
+    static let readableVersions = [1, 2]
     /// The safetensors header's metadata.
     static let metadata = ["format": "pt", "mambaquant": "quantized checkpoint format 1"]
     static let embedding = "backbone.embeddings"
@@ -39,7 +42,7 @@ extension QuantizedModel {
         var kept = recipe.keepFloat.sorted().map(JSONValue.string)
         if kept.isEmpty { kept = [] }
         return .object([
-            "format_version": .number(Double(QuantizedNames.formatVersion)),
+            "format_version": .number(Double(QuantizedNames.formatVersion(weightBits: recipe.bits.weight))),
             "tool_version": .string(MambaQuantVersion.current),
             "method": .string(recipe.method.rawValue),
             "weight_bits": .number(Double(recipe.bits.weight)),
@@ -55,7 +58,7 @@ extension QuantizedModel {
             "source_sha256": .string(provenance.sourceSHA256),
             "stats_sha256": .string(provenance.statsSHA256),
             "kept_float": .array(kept),
-            "int4_storage": .string("one value per byte, unpacked"),
+            "int4_storage": .string(recipe.bits.weight == 4 ? "two per byte, low nibble first" : "one value per byte, unpacked"),
             "transforms": .array(transforms.map { t in .string((t.layer.map { "layer \($0): " } ?? "") + t.step + ": " + t.detail) }),
         ])
     }
@@ -102,8 +105,8 @@ extension QuantizedModel {
         guard let q = config.json["quantization"]?.object else {
             throw MambaError(.badConfig, "\(directory)/config.json has no \"quantization\" object: not a quantized checkpoint")
         }
-        guard q["format_version"]?.int == QuantizedNames.formatVersion else {
-            throw MambaError(.badConfig, "\(directory) is quantized checkpoint format \(q["format_version"]?.description ?? "?"); this mambaquant reads format \(QuantizedNames.formatVersion)")
+        guard let version = q["format_version"]?.int, QuantizedNames.readableVersions.contains(version) else {
+            throw MambaError(.badConfig, "\(directory) is quantized checkpoint format \(q["format_version"]?.description ?? "?"); this mambaquant reads formats \(QuantizedNames.readableVersions.map(String.init).joined(separator: " and "))")
         }
         guard let method = q["method"]?.string.flatMap(QuantizationMethod.init(rawValue:)),
               let wb = q["weight_bits"]?.int, let ab = q["activation_bits"]?.int else {
@@ -163,7 +166,18 @@ extension QuantizedModel {
         func scalar(_ name: String) throws -> Float { try view(name, .f32, []).floats()[0] }
         func matrix(_ prefix: String, rows: Int, cols: Int, diskShape: [Int]? = nil, groups: Bool) throws -> QuantizedMatrix {
             let g = groups ? recipe.groupSize : nil
-            let values = try int8s(prefix + ".weight", diskShape ?? [rows, cols])
+            let values: [Int8]
+            if version >= 2 && wb == 4 {
+                var packedShape = diskShape ?? [rows, cols]
+                packedShape[packedShape.count - 1] = QuantizedMatrix.packedInt4Columns(packedShape[packedShape.count - 1])
+                let v = try view(prefix + ".weight", .u8, packedShape)
+                defer { v.releasePages() }
+                values = QuantizedMatrix.unpackInt4(Array(v.bytes.bindMemory(to: UInt8.self)), rows: rows, cols: cols)
+                // -8 is a valid nibble but never written (|q| <= qmax = 7): refuse it rather than run it.
+                if values.contains(-8) { throw MambaError(.badInput, "\(directory): \(prefix).weight holds the int4 value -8, which mambaquant never writes (|q| <= 7)") }
+            } else {
+                values = try int8s(prefix + ".weight", diskShape ?? [rows, cols])
+            }
             let m = QuantizedMatrix(rows: rows, cols: cols, bits: wb, groupSize: g, values: values, scales: [])
             let scales = try floats(prefix + ".weight_scale", m.scaleShape).storage
             return QuantizedMatrix(rows: rows, cols: cols, bits: wb, groupSize: g, values: values, scales: scales)

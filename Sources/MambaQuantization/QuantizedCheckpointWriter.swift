@@ -56,7 +56,14 @@ public final class QuantizedCheckpointWriter {
 
     private func layer(_ prefix: String, _ l: QuantizedLayer, shape: [Int]? = nil) throws {
         if let q = l.weight {
-            try tensors.add(prefix + ".weight", shape: shape ?? [q.rows, q.cols], int8s: q.values)
+            if q.bits == 4 {
+                // Format 2: two per byte along the last axis (FORMAT.md).
+                var disk = shape ?? [q.rows, q.cols]
+                disk[disk.count - 1] = QuantizedMatrix.packedInt4Columns(disk[disk.count - 1])
+                try tensors.add(prefix + ".weight", dtype: .u8, shape: disk, bytes: q.packedInt4)
+            } else {
+                try tensors.add(prefix + ".weight", shape: shape ?? [q.rows, q.cols], int8s: q.values)
+            }
             try tensors.add(prefix + ".weight_scale", shape: q.scaleShape, floats: q.scales)
             if let s = l.input?.scale.staticScale { try tensors.add(prefix + ".input_scale", shape: [], floats: [s]) }
         } else {

@@ -13,8 +13,8 @@ public func quantizeSymmetric(_ x: Float, inverseScale: Float, qmax: Float) -> F
 public func qmax(bits: Int) -> Int { (1 << (bits - 1)) - 1 }
 
 /// A weight matrix [rows, cols] as integers with one scale per row (per output channel) or per
-/// group of `groupSize` columns within a row. Values of int4 weights are stored one per byte in
-/// [-7, 7] (format version 1).
+/// group of `groupSize` columns within a row. In memory every value is one byte (int4 values in
+/// [-7, 7]); on disk int4 values are packed two per byte (format version 2, `packedInt4`).
 public struct QuantizedMatrix: Sendable, Equatable {
     public let rows: Int
     public let cols: Int
@@ -64,6 +64,39 @@ public struct QuantizedMatrix: Sendable, Equatable {
             }
         }
         self.init(rows: w.rows, cols: w.cols, bits: bits, groupSize: groupSize, values: values, scales: scales)
+    }
+
+    /// Bytes per row when int4 values are packed two per byte.
+    public static func packedInt4Columns(_ cols: Int) -> Int { (cols + 1) / 2 }
+
+    /// int4 values two per byte, row by row (FORMAT.md): column 2i in the low nibble, 2i + 1 in the
+    /// high one, each as 4-bit two's complement; an odd row ends with a zero high nibble.
+    public var packedInt4: [UInt8] {
+        precondition(bits <= 4, "only values of at most 4 bits pack two per byte")
+        let pc = Self.packedInt4Columns(cols)
+        var out = [UInt8](repeating: 0, count: rows * pc)
+        for r in 0..<rows {
+            for j in 0..<cols {
+                let nibble = UInt8(bitPattern: values[r * cols + j]) & 0x0F
+                out[r * pc + j / 2] |= j % 2 == 0 ? nibble : nibble << 4
+            }
+        }
+        return out
+    }
+
+    /// The inverse of `packedInt4`: nibbles sign-extended back to one value per byte.
+    public static func unpackInt4(_ packed: [UInt8], rows: Int, cols: Int) -> [Int8] {
+        let pc = packedInt4Columns(cols)
+        precondition(packed.count == rows * pc)
+        var out = [Int8](repeating: 0, count: rows * cols)
+        for r in 0..<rows {
+            for j in 0..<cols {
+                let byte = packed[r * pc + j / 2]
+                let nibble = j % 2 == 0 ? byte & 0x0F : byte >> 4
+                out[r * cols + j] = Int8(bitPattern: nibble << 4) >> 4   // sign-extend the low 4 bits
+            }
+        }
+        return out
     }
 
     /// The float matrix the integers stand for.

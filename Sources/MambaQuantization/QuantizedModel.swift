@@ -49,8 +49,10 @@ public struct QuantizedLayer: Sendable {
 }
 
 extension QuantizedMatrix {
-    /// Integers one per byte and float32 scales, as stored.
-    public var storedBytes: Int { values.count + 4 * scales.count }
+    /// Integers (int4 two per byte, int8 one) and float32 scales, as stored.
+    public var storedBytes: Int {
+        (bits == 4 ? rows * Self.packedInt4Columns(cols) : values.count) + 4 * scales.count
+    }
 }
 
 /// One quantized mixer, keyed by its description's names.

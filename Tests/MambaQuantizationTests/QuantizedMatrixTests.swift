@@ -76,6 +76,21 @@ final class QuantizedMatrixTests: XCTestCase {
         }
     }
 
+    /// int4 packing (format 2): low nibble first, two's complement, odd rows padded; the round trip
+    /// is exact for every value in [-7, 7].
+    func testInt4PacksTwoPerByteLowNibbleFirst() {
+        let m = QuantizedMatrix(rows: 2, cols: 3, bits: 4, groupSize: nil, values: [1, -1, 7, -7, 0, 3], scales: [1, 1])
+        XCTAssertEqual(m.packedInt4, [0xF1, 0x07, 0x09, 0x03])
+        var rng = SeededRandom(seed: UInt64.random(in: 0...UInt64.max))
+        for (rows, cols) in [(1, 1), (3, 7), (5, 64), (2, 129)] {
+            let values = (0..<(rows * cols)).map { _ in Int8(Int(rng.next() % 15) - 7) }
+            let q = QuantizedMatrix(rows: rows, cols: cols, bits: 4, groupSize: nil, values: values, scales: [Float](repeating: 1, count: rows))
+            XCTAssertEqual(q.packedInt4.count, rows * ((cols + 1) / 2))
+            XCTAssertEqual(QuantizedMatrix.unpackInt4(q.packedInt4, rows: rows, cols: cols), values, "\(rows) x \(cols)")
+            XCTAssertEqual(q.storedBytes, rows * ((cols + 1) / 2) + 4 * rows)
+        }
+    }
+
     func testZeroRowGetsZeroScale() {
         var w = randomMatrix(2, 5, seed: 3)
         for c in 0..<5 { w[1, c] = 0 }

@@ -107,6 +107,72 @@ final class QuantizedModelTests: XCTestCase {
         }
     }
 
+    /// w4 checkpoints are format 2 (weights U8, two per byte: about half of w8's file); a format-1
+    /// file of the same model (one value per byte, I8) still loads to the same logits, and a packed
+    /// -8, which is never written, is refused by name.
+    func testInt4IsPackedAndFormat1StillReads() throws {
+        let dir = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let source = Fixtures.model("tiny-untied-k3")
+        let w = try MambaWeights.load(directory: source)
+        let stats = try statsFile(w)
+        let provenance = QuantizationProvenance(sourceSHA256: "a", statsSHA256: "b")
+        var sizes: [Int] = []
+        for bits in [8, 4] {
+            let q = try QuantizedModel.quantize(weights: w, stats: stats, recipe: .init(method: .mambaquant, bits: .init(weight: bits, activation: 8)), parallelism: .serial)
+            try q.write(directory: dir + "/w\(bits)", sourceDirectory: source, provenance: provenance)
+            sizes.append(try FileManager.default.attributesOfItem(atPath: dir + "/w\(bits)/model.safetensors")[.size] as! Int)
+        }
+        let store = try SafeTensorsFile(path: dir + "/w4/model.safetensors")
+        let inProj = try store.view("backbone.layers.0.mixer.in_proj.weight")
+        XCTAssertEqual(inProj.dtype, .u8)
+        XCTAssertEqual(inProj.shape, [2 * w.config.innerSize, (w.config.hiddenSize + 1) / 2])
+        XCTAssertEqual(try store.view("backbone.embeddings.weight").dtype, .i8, "the embedding stays 8-bit")
+        XCTAssertEqual(inProj.bytes.count, 2 * w.config.innerSize * ((w.config.hiddenSize + 1) / 2))
+        // The tiny fixture's file is mostly its 8-bit embedding, scales and float tensors.
+        XCTAssertLessThan(sizes[1], sizes[0], "w4 file \(sizes[1]) bytes vs w8 \(sizes[0])")
+        let packed = try QuantizedModel.load(directory: dir + "/w4")
+        let logits = try packed.model().logits(tokens)
+
+        // The same checkpoint as format 1 wrote it: I8 weights, one value per byte.
+        let v1 = dir + "/w4-v1"
+        try FileManager.default.createDirectory(atPath: v1, withIntermediateDirectories: false)
+        var writer = SafeTensorsWriter(metadata: store.metadata)
+        let w8 = try SafeTensorsFile(path: dir + "/w8/model.safetensors")   // the unpacked shapes (conv1d's K = 3 is odd)
+        for name in store.names {
+            let v = try store.view(name)
+            let bytes = Array(v.bytes)
+            if v.dtype == .u8 {
+                let shape = try w8.view(name).shape
+                let unpacked = QuantizedMatrix.unpackInt4(bytes, rows: shape.dropLast().reduce(1, *), cols: shape.last!)
+                writer.add(name, shape: shape, int8s: unpacked)
+            } else {
+                writer.add(name, dtype: v.dtype, shape: v.shape, bytes: bytes)
+            }
+        }
+        try writer.write(to: v1 + "/model.safetensors")
+        var config = try String(contentsOfFile: dir + "/w4/config.json", encoding: .utf8)
+        config = config.replacingOccurrences(of: "\"format_version\" : 2", with: "\"format_version\" : 1")
+        XCTAssertTrue(config.contains("\"format_version\" : 1"), config)
+        try config.write(toFile: v1 + "/config.json", atomically: true, encoding: .utf8)
+        XCTAssertEqual(try QuantizedModel.load(directory: v1).model().logits(tokens), logits)
+
+        // A packed -8 (nibble 0x8) is refused.
+        var bad = SafeTensorsWriter(metadata: store.metadata)
+        for name in store.names {
+            let v = try store.view(name)
+            var bytes = Array(v.bytes)
+            if name == "backbone.layers.0.mixer.in_proj.weight" { bytes[0] = 0x08 }
+            bad.add(name, dtype: v.dtype, shape: v.shape, bytes: bytes)
+        }
+        try FileManager.default.createDirectory(atPath: dir + "/bad", withIntermediateDirectories: false)
+        try bad.write(to: dir + "/bad/model.safetensors")
+        try FileManager.default.copyItem(atPath: dir + "/w4/config.json", toPath: dir + "/bad/config.json")
+        XCTAssertThrowsError(try QuantizedModel.load(directory: dir + "/bad")) { error in
+            XCTAssertTrue("\(error)".contains("in_proj.weight holds the int4 value -8"), "\(error)")
+        }
+    }
+
     func testCheckpointRoundTripsAndIsDeterministic() throws {
         for name in ["tiny-untied-k3", "tiny-mamba2-g2-untied"] { try roundTrip(name) }
     }
