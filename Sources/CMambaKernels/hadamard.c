@@ -6,20 +6,11 @@
 #include "simd_math.h"
 #include <math.h>
 
-static inline __attribute__((always_inline)) void hadamard_row(
-    float *restrict x, int p, int m, const float *restrict factor, const float *restrict signs, float *restrict scratch) {
+// After the FWHT of each block: the m x m factor across blocks and the 1/sqrt(n) norm (inlined into
+// each path, so it is built for AVX2 and for the baseline like its callers).
+static inline __attribute__((always_inline)) void mix_blocks(
+    float *restrict x, int p, int m, const float *restrict factor, float *restrict scratch) {
     const int n = m * p;
-    for (int i = 0; i < n; i++) x[i] *= signs[i];
-    for (int a = 0; a < m; a++) {
-        float *restrict v = x + a * p;
-        for (int h = 1; h < p; h *= 2)
-            for (int i = 0; i < p; i += 2 * h)
-                for (int j = i; j < i + h; j++) {
-                    const float u = v[j], w = v[j + h];
-                    v[j] = u + w;
-                    v[j + h] = u - w;
-                }
-    }
     const float norm = 1.0f / sqrtf((float)n);
     if (m == 1) {
         for (int i = 0; i < n; i++) x[i] *= norm;
@@ -35,6 +26,23 @@ static inline __attribute__((always_inline)) void hadamard_row(
         }
     }
     for (int i = 0; i < n; i++) x[i] = scratch[i];
+}
+
+static inline __attribute__((always_inline)) void hadamard_row(
+    float *restrict x, int p, int m, const float *restrict factor, const float *restrict signs, float *restrict scratch) {
+    const int n = m * p;
+    for (int i = 0; i < n; i++) x[i] *= signs[i];
+    for (int a = 0; a < m; a++) {
+        float *restrict v = x + a * p;
+        for (int h = 1; h < p; h *= 2)
+            for (int i = 0; i < p; i += 2 * h)
+                for (int j = i; j < i + h; j++) {
+                    const float u = v[j], w = v[j + h];
+                    v[j] = u + w;
+                    v[j + h] = u - w;
+                }
+    }
+    mix_blocks(x, p, m, factor, scratch);
 }
 
 #if MQ_X86
@@ -68,21 +76,7 @@ MQ_AVX2 static void hadamard_row_avx2(float *restrict x, int p, int m, const flo
                     _mm256_storeu_ps(v + j + h, _mm256_sub_ps(u, w));
                 }
     }
-    const float norm = 1.0f / sqrtf((float)n);
-    if (m == 1) {
-        for (int i = 0; i < n; i++) x[i] *= norm;
-        return;
-    }
-    for (int i = 0; i < m; i++) {
-        float *restrict out = scratch + i * p;
-        for (int b = 0; b < p; b++) out[b] = 0;
-        for (int j = 0; j < m; j++) {
-            const float c = factor[i * m + j] * norm;
-            const float *restrict src = x + j * p;
-            for (int b = 0; b < p; b++) out[b] += c * src[b];
-        }
-    }
-    for (int i = 0; i < n; i++) x[i] = scratch[i];
+    mix_blocks(x, p, m, factor, scratch);
 }
 
 MQ_AVX2 static void hadamard_rows_avx2(float *x, int rows, int ld, int p, int m, const float *factor, const float *signs, float *scratch) {

@@ -3,7 +3,7 @@
 // single zmm for vpdpbusd, two ymm for the AVX2 sign trick, and the whole matrix is one forward
 // stream (what a memory-bound decode step wants). Every path accumulates the same integers exactly.
 #include "mamba_int8.h"
-#include "simd_math.h"
+#include "int8_internal.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -334,7 +334,7 @@ MQ_AVX2 __attribute__((always_inline)) static inline void block_avx2_i16(
 // int16 copy of the activations); above it, the int16 form.
 #define MQ_AVX2_I16_MIN_ROWS 4
 
-MQ_AVX2 static void widen_s8(const int8_t *src, size_t count, int16_t *dst) {
+MQ_AVX2 void mq_s8_widen(const int8_t *src, size_t count, int16_t *dst) {
     size_t t = 0;
     for (; t + 16 <= count; t += 16)
         _mm256_storeu_si256((__m256i *)(dst + t), _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(src + t))));
@@ -350,13 +350,13 @@ MQ_AVX2 static void gemm_avx2(const mq_gemm_s8_args *g) {
         if (!a16 || !w16) { free(a16); free(w16); a16 = w16 = NULL; }   // the sign trick needs no scratch
     }
     if (a16)
-        for (int i = 0; i < g->m; i++) widen_s8(g->a + (size_t)i * g->lda, (size_t)kp, a16 + (size_t)i * kp);
+        for (int i = 0; i < g->m; i++) mq_s8_widen(g->a + (size_t)i * g->lda, (size_t)kp, a16 + (size_t)i * kp);
     for (int p = g->panel_begin; p < g->panel_end; p++) {
         const int8_t *panel = g->packed + (size_t)p * MQ_S8_PANEL * kp;
         const int j0 = p * MQ_S8_PANEL;
         int i = 0;
         if (a16) {
-            widen_s8(panel, (size_t)MQ_S8_PANEL * kp, w16);
+            mq_s8_widen(panel, (size_t)MQ_S8_PANEL * kp, w16);
             for (; i + 2 <= g->m; i += 2) block_avx2_i16(g, w16, kp, a16, i, j0, 2);
             if (i < g->m) block_avx2_i16(g, w16, kp, a16, i, j0, 1);
             continue;
@@ -372,7 +372,6 @@ MQ_AVX2 static void gemm_avx2(const mq_gemm_s8_args *g) {
     free(w16);
 }
 
-#define MQ_VNNI __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")))
 
 // AVX-512 VNNI: vpdpbusd multiplies unsigned by signed bytes, so a is shifted to a + 128 (a xor
 // 0x80) and 128 * col_sum is subtracted at the end. An MR x (16 * NP) block: NP panels share each
@@ -433,7 +432,7 @@ MQ_VNNI __attribute__((always_inline)) static inline void block_vnni(
 
 #define MQ_VNNI_SINGLE_PANEL_ROWS 4
 
-MQ_VNNI static void flip_rows(const int8_t *a, int m, int kp, int lda, int8_t *out) {
+MQ_VNNI void mq_s8_flip_rows(const int8_t *a, int m, int kp, int lda, int8_t *out) {
     const __m512i flip = _mm512_set1_epi8((char)0x80);
     for (int i = 0; i < m; i++) {
         const int8_t *src = a + (size_t)i * lda;
@@ -451,7 +450,7 @@ MQ_VNNI static void gemm_vnni(const mq_gemm_s8_args *g) {
     // with a vpxord per broadcast in the inner loop.
     int8_t *copy = g->m > MQ_VNNI_SINGLE_PANEL_ROWS ? malloc((size_t)g->m * kp) : NULL;
     const int flipped = copy != NULL;
-    if (copy) flip_rows(g->a, g->m, kp, g->lda, copy);
+    if (copy) mq_s8_flip_rows(g->a, g->m, kp, g->lda, copy);
     const int8_t *a = copy ? copy : g->a;
     const int lda = copy ? kp : g->lda;
     int p = g->panel_begin;

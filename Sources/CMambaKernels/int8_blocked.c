@@ -7,7 +7,7 @@
 #pragma clang fp contract(off)
 
 #include "mamba_int8.h"
-#include "simd_math.h"
+#include "int8_internal.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,10 +141,10 @@ MQ_AVX2 static void blocked_avx2(const mq_gemm_s8_blocked_args *g) {
     int16_t *a16 = malloc(sizeof(int16_t) * (size_t)g->m * kp), *w16 = malloc(sizeof(int16_t) * (size_t)MQ_S8_PANEL * kp);
     if (!a16 || !w16) { free(a16); free(w16); blocked_scalar(g); return; }
     for (int i = 0; i < g->m; i++)
-        for (int t = 0; t < kp; t++) a16[(size_t)i * kp + t] = g->a[(size_t)i * g->lda + t];
+        mq_s8_widen(g->a + (size_t)i * g->lda, (size_t)kp, a16 + (size_t)i * kp);
     for (int p = g->panel_begin; p < g->panel_end; p++) {
         const int8_t *panel = g->packed + (size_t)p * MQ_S8_PANEL * kp;
-        for (int t = 0; t < MQ_S8_PANEL * kp; t++) w16[t] = panel[t];
+        mq_s8_widen(panel, (size_t)MQ_S8_PANEL * kp, w16);
         const float *ws = g->w_scale + (size_t)p * nb * MQ_S8_PANEL;
         int i = 0;
         for (; i + 2 <= g->m; i += 2) blocked_avx2_rows(g, a16, w16, ws, kp, nb, i, p * MQ_S8_PANEL, 2);
@@ -154,7 +154,6 @@ MQ_AVX2 static void blocked_avx2(const mq_gemm_s8_blocked_args *g) {
     free(w16);
 }
 
-#define MQ_VNNI __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")))
 
 // VNNI: a flipped to a + 128 once; per block, 128 * the block's column sums come off each int32
 // sum before it is scaled. MR rows x 2 panels.
@@ -203,8 +202,7 @@ MQ_VNNI static void blocked_vnni(const mq_gemm_s8_blocked_args *g) {
     const int kp = mq_s8_padded_k(g->k), nb = mq_s8_block_count(g->k, g->block);
     int8_t *a = malloc((size_t)g->m * kp);
     if (!a) { blocked_avx2(g); return; }
-    for (int i = 0; i < g->m; i++)
-        for (int t = 0; t < kp; t++) a[(size_t)i * kp + t] = (int8_t)(g->a[(size_t)i * g->lda + t] ^ 0x80);
+    mq_s8_flip_rows(g->a, g->m, kp, g->lda, a);
     int p = g->panel_begin;
     for (; p + 2 <= g->panel_end; p += 2) {
         int i = 0;

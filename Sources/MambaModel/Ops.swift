@@ -55,9 +55,8 @@ public struct FloatLinear: LinearOp {
     public var outFeatures: Int { weight.rows }
 
     public func forward(_ x: Tensor, _ parallelism: Parallelism) -> Tensor {
-        // Below ~2^21 multiply-adds (x_proj and dt_proj in decode) waking OpenBLAS's second thread
-        // costs more than it saves, as for the int8 GEMM (Int8Linear.gemm).
-        let small = parallelism.threads > 1 && x.rows * weight.rows * weight.cols < 1 << 21
+        // x_proj and dt_proj in decode: too small to be worth OpenBLAS's second thread.
+        let small = parallelism.threads > 1 && x.rows * weight.rows * weight.cols < Parallelism.minimumMultiplyAddsPerThread
         var y = small ? BLAS.withThreads(1) { BLAS.linear(x, weight) } : BLAS.linear(x, weight)
         if let bias { addRowVector(&y, bias) }
         return y

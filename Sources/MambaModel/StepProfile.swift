@@ -38,8 +38,6 @@ public final class StepProfile: @unchecked Sendable {
         lock.lock(); defer { lock.unlock() }
         return order.map { ($0, totals[$0]!) }
     }
-
-    public var totalSeconds: Double { steps.reduce(0) { $0 + $1.seconds } }
 }
 
 /// Runs `body`, charging its time to `step` when a profile is bound (otherwise just runs it).

@@ -18,26 +18,38 @@ public struct LinearBenchmarkResult: Sendable, Encodable {
     }
 }
 
+/// The random weights [n, k] and input [m, k] of a kernel-level timing, and the timer: one forward
+/// repeated so that a timing is about 20 ms at 100 GFLOP/s.
+private struct LinearProblem {
+    let weight: Tensor
+    let x: Tensor
+    let reps: Int
+    var ops: Double { 2 * Double(x.rows * weight.rows * weight.cols) }
+
+    init(m: Int, n: Int, k: Int, seed: UInt64) {
+        var rng = SeededRandom(seed: seed)
+        weight = Tensor(shape: [n, k], storage: (0..<(n * k)).map { _ in Float(rng.nextGaussian()) * 0.05 })
+        x = Tensor(shape: [m, k], storage: (0..<(m * k)).map { _ in Float(rng.nextGaussian()) })
+        reps = max(1, Int(2e9 / Double(2 * m * n * k)))
+    }
+
+    func seconds(_ op: any LinearOp, _ parallelism: Parallelism) -> Double {
+        measureSeconds { for _ in 0..<reps { _ = op.forward(x, parallelism) } } / Double(reps)
+    }
+}
+
 public func benchmarkLinear(
     shape: String, m: Int, n: Int, k: Int, runs: Int, parallelism: Parallelism, seed: UInt64 = 1
 ) -> LinearBenchmarkResult {
-    var rng = SeededRandom(seed: seed)
-    let w = (0..<(n * k)).map { _ in Float(rng.nextGaussian()) * 0.05 }
-    let x = Tensor(shape: [m, k], storage: (0..<(m * k)).map { _ in Float(rng.nextGaussian()) })
-    let float = FloatLinear(weight: Tensor(shape: [n, k], storage: w))
-    let int8 = Int8Linear(weight: QuantizedMatrix(quantizing: .init(Tensor(shape: [n, k], storage: w)), bits: 8), bias: nil,
-                          input: ActivationQuantizer(bits: 8, scale: .static(x.absMax / 127)))
-    // Enough repetitions that one timing is about 20 ms at 100 GFLOP/s.
-    let reps = max(1, Int(2e9 / Double(2 * m * n * k)))
-    func seconds(_ op: any LinearOp) -> Double {
-        measureSeconds { for _ in 0..<reps { _ = op.forward(x, parallelism) } } / Double(reps)
-    }
-    _ = seconds(float); _ = seconds(int8)
+    let problem = LinearProblem(m: m, n: n, k: k, seed: seed)
+    let float = FloatLinear(weight: problem.weight)
+    let int8 = Int8Linear(weight: QuantizedMatrix(quantizing: .init(problem.weight), bits: 8), bias: nil,
+                          input: ActivationQuantizer(bits: 8, scale: .static(problem.x.absMax / 127)))
+    _ = problem.seconds(float, parallelism); _ = problem.seconds(int8, parallelism)
     var f: [Double] = [], q: [Double] = []
-    for _ in 0..<runs { f.append(seconds(float)); q.append(seconds(int8)) }
-    let ops = 2 * Double(m * n * k)
+    for _ in 0..<runs { f.append(problem.seconds(float, parallelism)); q.append(problem.seconds(int8, parallelism)) }
     let (fs, qs) = (median(f), median(q))
-    return LinearBenchmarkResult(shape: shape, m: m, n: n, k: k, sgemmGflops: ops / fs / 1e9, int8Gops: ops / qs / 1e9, gemmSpeedup: fs / qs)
+    return LinearBenchmarkResult(shape: shape, m: m, n: n, k: k, sgemmGflops: problem.ops / fs / 1e9, int8Gops: problem.ops / qs / 1e9, gemmSpeedup: fs / qs)
 }
 
 extension QuantizedModel {
@@ -58,11 +70,8 @@ extension QuantizedModel {
 /// sgemm GFLOP/s of the float32 linear alone (OpenBLAS under whatever core it runs), median of
 /// `runs`: what `bench --blas-cores` compares between cores.
 public func benchmarkSgemm(m: Int, n: Int, k: Int, runs: Int, parallelism: Parallelism, seed: UInt64 = 1) -> Double {
-    var rng = SeededRandom(seed: seed)
-    let float = FloatLinear(weight: Tensor(shape: [n, k], storage: (0..<(n * k)).map { _ in Float(rng.nextGaussian()) * 0.05 }))
-    let x = Tensor(shape: [m, k], storage: (0..<(m * k)).map { _ in Float(rng.nextGaussian()) })
-    let reps = max(1, Int(2e9 / Double(2 * m * n * k)))
-    func seconds() -> Double { measureSeconds { for _ in 0..<reps { _ = float.forward(x, parallelism) } } / Double(reps) }
-    _ = seconds()
-    return 2 * Double(m * n * k) / median((0..<runs).map { _ in seconds() }) / 1e9
+    let problem = LinearProblem(m: m, n: n, k: k, seed: seed)
+    let float = FloatLinear(weight: problem.weight)
+    _ = problem.seconds(float, parallelism)
+    return problem.ops / median((0..<runs).map { _ in problem.seconds(float, parallelism) }) / 1e9
 }

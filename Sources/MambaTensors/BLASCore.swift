@@ -61,11 +61,21 @@ public enum BLASCore {
     public static func reexecWithBLASEnvironmentIfNeeded() {
         let core = betterCore(), timeout = threadTimeout()
         guard core != nil || timeout != nil else { return }
-        if let core { setenv("OPENBLAS_CORETYPE", core, 1) }
-        if let timeout { setenv("OPENBLAS_THREAD_TIMEOUT", timeout, 1) }
-        let args = CommandLine.arguments
-        var cargs = args.map { strdup($0) } + [nil]
+        var variables: [String: String] = [:]
+        if let core { variables["OPENBLAS_CORETYPE"] = core }
+        if let timeout { variables["OPENBLAS_THREAD_TIMEOUT"] = timeout }
+        reexec(setting: variables)   // returned: it failed; run on as we are
+    }
+
+    /// Re-executes the running program with its own arguments and these environment variables set
+    /// (OpenBLAS reads them only when it loads). Returns only when execv failed, with errno.
+    @discardableResult
+    public static func reexec(setting variables: [String: String]) -> Int32 {
+        for (name, value) in variables { setenv(name, value, 1) }
+        var cargs = CommandLine.arguments.map { strdup($0) } + [nil]
         execv("/proc/self/exe", &cargs)
-        for p in cargs { free(p) }   // execv returned: it failed; run on as we are
+        let error = errno
+        for p in cargs { free(p) }
+        return error
     }
 }

@@ -69,11 +69,9 @@ enum BLASCoreSurvey {
         guard let best = survey.max(by: { $0.prefillTokensPerSecond < $1.prefillTokensPerSecond }),
               best.core.lowercased() != BLASCore.current.lowercased() else { return }
         printError("re-running under OpenBLAS core \(best.core), the fastest at float32 prefill here")
-        setenv("OPENBLAS_CORETYPE", best.requested, 1)
-        setenv(environmentKey, String(decoding: try JSONEncoder().encode(survey), as: UTF8.self), 1)
-        var cargs = CommandLine.arguments.map { strdup($0) } + [nil]
-        execv("/proc/self/exe", &cargs)
-        throw MambaError(.badInput, "bench --blas-cores: could not re-execute under OpenBLAS core \(best.core): \(String(cString: strerror(errno)))")
+        let error = BLASCore.reexec(setting: ["OPENBLAS_CORETYPE": best.requested,
+                                              environmentKey: String(decoding: try JSONEncoder().encode(survey), as: UTF8.self)])
+        throw MambaError(.badInput, "bench --blas-cores: could not re-execute under OpenBLAS core \(best.core): \(String(cString: strerror(error)))")
     }
 
     static func table(_ survey: [CoreMeasurement], running: String) -> String {
