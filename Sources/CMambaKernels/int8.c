@@ -65,6 +65,48 @@ void mq_s8_pack(const int8_t *w, int n, int k, int ldw, int8_t *packed, int32_t 
     }
 }
 
+size_t mq_s4_packed_bytes(int n, int k) { return (size_t)panel_count(n) * mq_panel_bytes(k, 4); }
+
+void mq_s4_pack(const int8_t *packed8, int n, int k, uint8_t *packed4) {
+    const int steps = mq_s8_padded_k(k) / MQ_S8_KSTEP, pairs = mq_s4_padded_k(k) / 8;
+    for (int p = 0; p < panel_count(n); p++) {
+        const int8_t *src = packed8 + (size_t)p * mq_panel_bytes(k, 8);
+        uint8_t *dst = packed4 + (size_t)p * mq_panel_bytes(k, 4);
+        for (int t = 0; t < pairs; t++)
+            for (int i = 0; i < 64; i++) {
+                const int lo = src[(size_t)(2 * t) * 64 + i];
+                const int hi = 2 * t + 1 < steps ? src[(size_t)(2 * t + 1) * 64 + i] : 0;
+                dst[(size_t)t * 64 + i] = (uint8_t)((lo + 8) | ((hi + 8) << 4));
+            }
+    }
+}
+
+#if MQ_X86
+MQ_AVX2 static void unpack_panel_avx2(const uint8_t *panel4, int pairs, int8_t *out) {
+    const __m256i low = _mm256_set1_epi8(0x0F), eight = _mm256_set1_epi8(8);
+    for (int t = 0; t < pairs; t++)
+        for (int h = 0; h < 2; h++) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(panel4 + (size_t)t * 64 + 32 * h));
+            _mm256_storeu_si256((__m256i *)(out + (size_t)t * 128 + 32 * h), _mm256_sub_epi8(_mm256_and_si256(v, low), eight));
+            _mm256_storeu_si256((__m256i *)(out + (size_t)t * 128 + 64 + 32 * h),
+                                _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(v, 4), low), eight));
+        }
+}
+#endif
+
+void mq_s4_unpack_panel(const uint8_t *panel4, int k, int8_t *out) {
+    const int pairs = mq_s4_padded_k(k) / 8;
+#if MQ_X86
+    if (mq_s8_level() >= 1) { unpack_panel_avx2(panel4, pairs, out); return; }
+#endif
+    for (int t = 0; t < pairs; t++)
+        for (int i = 0; i < 64; i++) {
+            const uint8_t b = panel4[(size_t)t * 64 + i];
+            out[(size_t)t * 128 + i] = (int8_t)((b & 0x0F) - 8);
+            out[(size_t)t * 128 + 64 + i] = (int8_t)((b >> 4) - 8);
+        }
+}
+
 // MARK: - Activation quantization
 
 // Round half away from zero, then clamp: quantizeSymmetric in MambaQuantization/QuantizedMatrix.swift.
@@ -246,8 +288,11 @@ static inline void store_block(const mq_gemm_s8_args *g, int i0, int mr, int j0,
 static void gemm_scalar(const mq_gemm_s8_args *g) {
     const int kp = mq_s8_padded_k(g->k);
     int32_t sums[1][MQ_S8_PANEL];
+    int8_t *unpacked = g->weight_bits == 4 ? malloc((size_t)MQ_S8_PANEL * mq_s4_padded_k(g->k)) : NULL;
+    if (g->weight_bits == 4 && !unpacked) abort();   // a few KB
     for (int p = g->panel_begin; p < g->panel_end; p++) {
-        const int8_t *panel = g->packed + (size_t)p * MQ_S8_PANEL * kp;
+        const int8_t *panel = g->packed + (size_t)p * mq_panel_bytes(g->k, g->weight_bits);
+        if (unpacked) { mq_s4_unpack_panel((const uint8_t *)panel, g->k, unpacked); panel = unpacked; }
         for (int i = 0; i < g->m; i++) {
             const int8_t *a = g->a + (size_t)i * g->lda;
             memset(sums, 0, sizeof sums);
@@ -260,6 +305,7 @@ static void gemm_scalar(const mq_gemm_s8_args *g) {
             store_block(g, i, 1, p * MQ_S8_PANEL, sums);
         }
     }
+    free(unpacked);
 }
 
 #if MQ_X86
@@ -272,22 +318,47 @@ static inline int32_t load4(const int8_t *p) {
 // AVX2: an MR x 16 block. Per k-step each row's 4 bytes are broadcast; vpsignb moves a's sign onto
 // the weights so vpmaddubsw can take |a| as its unsigned operand (|a| <= 127, so the int16 pair sums
 // stay below 2 * 127 * 127 and never saturate); vpmaddwd with ones widens to int32.
+MQ_AVX2 __attribute__((always_inline)) static inline void step_avx2(
+    __m256i acc[4][2], const int8_t *a, int lda, int s, __m256i w0, __m256i w1, const int MR) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int r = 0; r < MR; r++) {
+        const __m256i ar = _mm256_set1_epi32(load4(a + (size_t)r * lda + s * MQ_S8_KSTEP));
+        const __m256i abs = _mm256_abs_epi8(ar);
+        const __m256i p0 = _mm256_maddubs_epi16(abs, _mm256_sign_epi8(w0, ar));
+        const __m256i p1 = _mm256_maddubs_epi16(abs, _mm256_sign_epi8(w1, ar));
+        acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(p0, ones));
+        acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(p1, ones));
+    }
+}
+
+// The two int8 halves of an int4 register: low nibbles (the pair's first step), high nibbles (the second).
+MQ_AVX2 static inline __m256i s4_low_avx2(__m256i v) {
+    return _mm256_sub_epi8(_mm256_and_si256(v, _mm256_set1_epi8(0x0F)), _mm256_set1_epi8(8));
+}
+MQ_AVX2 static inline __m256i s4_high_avx2(__m256i v) {
+    return _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0F)), _mm256_set1_epi8(8));
+}
+
 MQ_AVX2 __attribute__((always_inline)) static inline void block_avx2(
     const mq_gemm_s8_args *g, const int8_t *panel, int kp, int i0, int j0, const int MR) {
     __m256i acc[4][2];
     for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
-    const __m256i ones = _mm256_set1_epi16(1);
     const int8_t *a = g->a + (size_t)i0 * g->lda;
-    for (int s = 0; s < kp / MQ_S8_KSTEP; s++) {
-        const __m256i w0 = _mm256_loadu_si256((const __m256i *)(panel + (size_t)s * 64));
-        const __m256i w1 = _mm256_loadu_si256((const __m256i *)(panel + (size_t)s * 64 + 32));
-        for (int r = 0; r < MR; r++) {
-            const __m256i ar = _mm256_set1_epi32(load4(a + (size_t)r * g->lda + s * MQ_S8_KSTEP));
-            const __m256i abs = _mm256_abs_epi8(ar);
-            const __m256i p0 = _mm256_maddubs_epi16(abs, _mm256_sign_epi8(w0, ar));
-            const __m256i p1 = _mm256_maddubs_epi16(abs, _mm256_sign_epi8(w1, ar));
-            acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(p0, ones));
-            acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(p1, ones));
+    const int steps = kp / MQ_S8_KSTEP;
+    if (g->weight_bits == 4) {
+        // Decode reads half the bytes: each 64-byte load feeds two k-steps.
+        int s = 0;
+        for (; s < steps; s += 2) {
+            const __m256i v0 = _mm256_loadu_si256((const __m256i *)(panel + (size_t)s * 32));
+            const __m256i v1 = _mm256_loadu_si256((const __m256i *)(panel + (size_t)s * 32 + 32));
+            step_avx2(acc, a, g->lda, s, s4_low_avx2(v0), s4_low_avx2(v1), MR);
+            if (s + 1 < steps) step_avx2(acc, a, g->lda, s + 1, s4_high_avx2(v0), s4_high_avx2(v1), MR);
+        }
+    } else {
+        for (int s = 0; s < steps; s++) {
+            const __m256i w0 = _mm256_loadu_si256((const __m256i *)(panel + (size_t)s * 64));
+            const __m256i w1 = _mm256_loadu_si256((const __m256i *)(panel + (size_t)s * 64 + 32));
+            step_avx2(acc, a, g->lda, s, w0, w1, MR);
         }
     }
     int32_t sums[4][MQ_S8_PANEL];
@@ -349,14 +420,18 @@ MQ_AVX2 static void gemm_avx2(const mq_gemm_s8_args *g) {
         w16 = malloc(sizeof(int16_t) * (size_t)MQ_S8_PANEL * kp);
         if (!a16 || !w16) { free(a16); free(w16); a16 = w16 = NULL; }   // the sign trick needs no scratch
     }
+    // The int16 form reads a panel many times: int4 panels are unpacked once into this copy.
+    int8_t *unpacked = a16 && g->weight_bits == 4 ? malloc((size_t)MQ_S8_PANEL * mq_s4_padded_k(g->k)) : NULL;
+    if (a16 && g->weight_bits == 4 && !unpacked) { free(a16); free(w16); a16 = w16 = NULL; }
     if (a16)
         for (int i = 0; i < g->m; i++) mq_s8_widen(g->a + (size_t)i * g->lda, (size_t)kp, a16 + (size_t)i * kp);
     for (int p = g->panel_begin; p < g->panel_end; p++) {
-        const int8_t *panel = g->packed + (size_t)p * MQ_S8_PANEL * kp;
+        const int8_t *panel = g->packed + (size_t)p * mq_panel_bytes(g->k, g->weight_bits);
         const int j0 = p * MQ_S8_PANEL;
         int i = 0;
         if (a16) {
-            mq_s8_widen(panel, (size_t)MQ_S8_PANEL * kp, w16);
+            if (unpacked) mq_s4_unpack_panel((const uint8_t *)panel, g->k, unpacked);
+            mq_s8_widen(unpacked ? unpacked : panel, (size_t)MQ_S8_PANEL * kp, w16);
             for (; i + 2 <= g->m; i += 2) block_avx2_i16(g, w16, kp, a16, i, j0, 2);
             if (i < g->m) block_avx2_i16(g, w16, kp, a16, i, j0, 1);
             continue;
@@ -370,28 +445,51 @@ MQ_AVX2 static void gemm_avx2(const mq_gemm_s8_args *g) {
     }
     free(a16);
     free(w16);
+    free(unpacked);
 }
 
 
+// One k-step of an MR x (16 * NP) block: each row's 4 bytes broadcast (flipped to a + 128 here
+// unless the caller did), one vpdpbusd per panel.
+MQ_VNNI __attribute__((always_inline)) static inline void step_vnni(
+    __m512i acc[6][2], const int8_t *a, int lda, const int flipped, int s, const __m512i *w, const int MR, const int NP) {
+    const __m512i flip = _mm512_set1_epi32((int32_t)0x80808080u);
+    for (int r = 0; r < MR; r++) {
+        const __m512i ar = flipped ? _mm512_set1_epi32(load4(a + (size_t)r * lda + s * MQ_S8_KSTEP))
+                                   : _mm512_xor_si512(_mm512_set1_epi32(load4(a + (size_t)r * lda + s * MQ_S8_KSTEP)), flip);
+        for (int q = 0; q < NP; q++) acc[r][q] = _mm512_dpbusd_epi32(acc[r][q], ar, w[q]);
+    }
+}
+
 // AVX-512 VNNI: vpdpbusd multiplies unsigned by signed bytes, so a is shifted to a + 128 (a xor
 // 0x80) and 128 * col_sum is subtracted at the end. An MR x (16 * NP) block: NP panels share each
-// broadcast of a.
+// broadcast of a. W4: int4 panels.
 MQ_VNNI __attribute__((always_inline)) static inline void block_vnni(
     const mq_gemm_s8_args *g, const int8_t *a_rows, int lda, const int flipped, const int8_t *panel, size_t panel_stride,
-    int kp, int i0, int j0, const int MR, const int NP) {
+    int kp, int i0, int j0, const int MR, const int NP, const int W4) {
     __m512i acc[6][2];
     for (int r = 0; r < MR; r++)
         for (int q = 0; q < NP; q++) acc[r][q] = _mm512_setzero_si512();
-    const __m512i flip = _mm512_set1_epi32((int32_t)0x80808080u);
     const int8_t *a = a_rows + (size_t)i0 * lda;
     const int steps = kp / MQ_S8_KSTEP;
-    for (int s = 0; s < steps; s++) {
-        __m512i w[2];
-        for (int q = 0; q < NP; q++) w[q] = _mm512_loadu_si512((const void *)(panel + q * panel_stride + (size_t)s * 64));
-        for (int r = 0; r < MR; r++) {
-            const __m512i ar = flipped ? _mm512_set1_epi32(load4(a + (size_t)r * lda + s * MQ_S8_KSTEP))
-                                       : _mm512_xor_si512(_mm512_set1_epi32(load4(a + (size_t)r * lda + s * MQ_S8_KSTEP)), flip);
-            for (int q = 0; q < NP; q++) acc[r][q] = _mm512_dpbusd_epi32(acc[r][q], ar, w[q]);
+    if (W4) {
+        // Each 64-byte load of a panel feeds two k-steps (mamba_int8.h, int4 panels).
+        int s = 0;
+        for (; s < steps; s += 2) {
+            __m512i lo[2], hi[2];
+            for (int q = 0; q < NP; q++) {
+                const __m512i v = _mm512_loadu_si512((const void *)(panel + q * panel_stride + (size_t)s * 32));
+                lo[q] = mq_s4_low_vnni(v);
+                hi[q] = mq_s4_high_vnni(v);
+            }
+            step_vnni(acc, a, lda, flipped, s, lo, MR, NP);
+            if (s + 1 < steps) step_vnni(acc, a, lda, flipped, s + 1, hi, MR, NP);
+        }
+    } else {
+        for (int s = 0; s < steps; s++) {
+            __m512i w[2];
+            for (int q = 0; q < NP; q++) w[q] = _mm512_loadu_si512((const void *)(panel + q * panel_stride + (size_t)s * 64));
+            step_vnni(acc, a, lda, flipped, s, w, MR, NP);
         }
     }
     // The epilogue in registers: the 128 * col_sum correction, then the raw sums or
@@ -417,16 +515,16 @@ MQ_VNNI __attribute__((always_inline)) static inline void block_vnni(
     }
 }
 
-#define MQ_VNNI_ROWS(NP)                                                                            \
+#define MQ_VNNI_ROWS(NP, W4)                                                                           \
     do {                                                                                            \
         int i = 0;                                                                                  \
-        for (; i + 6 <= g->m; i += 6) block_vnni(g, a, lda, flipped, panel, stride, kp, i, j0, 6, NP);              \
+        for (; i + 6 <= g->m; i += 6) block_vnni(g, a, lda, flipped, panel, stride, kp, i, j0, 6, NP, W4);              \
         switch (g->m - i) {                                                                         \
-        case 5: block_vnni(g, a, lda, flipped, panel, stride, kp, i, j0, 5, NP); break;                             \
-        case 4: block_vnni(g, a, lda, flipped, panel, stride, kp, i, j0, 4, NP); break;                             \
-        case 3: block_vnni(g, a, lda, flipped, panel, stride, kp, i, j0, 3, NP); break;                             \
-        case 2: block_vnni(g, a, lda, flipped, panel, stride, kp, i, j0, 2, NP); break;                             \
-        case 1: block_vnni(g, a, lda, flipped, panel, stride, kp, i, j0, 1, NP); break;                             \
+        case 5: block_vnni(g, a, lda, flipped, panel, stride, kp, i, j0, 5, NP, W4); break;                             \
+        case 4: block_vnni(g, a, lda, flipped, panel, stride, kp, i, j0, 4, NP, W4); break;                             \
+        case 3: block_vnni(g, a, lda, flipped, panel, stride, kp, i, j0, 3, NP, W4); break;                             \
+        case 2: block_vnni(g, a, lda, flipped, panel, stride, kp, i, j0, 2, NP, W4); break;                             \
+        case 1: block_vnni(g, a, lda, flipped, panel, stride, kp, i, j0, 1, NP, W4); break;                             \
         }                                                                                           \
     } while (0)
 
@@ -443,9 +541,9 @@ MQ_VNNI void mq_s8_flip_rows(const int8_t *a, int m, int kp, int lda, int8_t *ou
     }
 }
 
-MQ_VNNI static void gemm_vnni(const mq_gemm_s8_args *g) {
+MQ_VNNI __attribute__((always_inline)) static inline void gemm_vnni_panels(const mq_gemm_s8_args *g, const int W4) {
     const int kp = mq_s8_padded_k(g->k);
-    const size_t stride = (size_t)MQ_S8_PANEL * kp;
+    const size_t stride = mq_panel_bytes(g->k, g->weight_bits);
     // Above a few rows a is read once per panel pair: flip it to a + 128 once here instead of
     // with a vpxord per broadcast in the inner loop.
     int8_t *copy = g->m > MQ_VNNI_SINGLE_PANEL_ROWS ? malloc((size_t)g->m * kp) : NULL;
@@ -459,14 +557,19 @@ MQ_VNNI static void gemm_vnni(const mq_gemm_s8_args *g) {
     for (; g->m > MQ_VNNI_SINGLE_PANEL_ROWS && p + 2 <= g->panel_end; p += 2) {
         const int8_t *panel = g->packed + p * stride;
         const int j0 = p * MQ_S8_PANEL;
-        MQ_VNNI_ROWS(2);
+        MQ_VNNI_ROWS(2, W4);
     }
     for (; p < g->panel_end; p++) {
         const int8_t *panel = g->packed + p * stride;
         const int j0 = p * MQ_S8_PANEL;
-        MQ_VNNI_ROWS(1);
+        MQ_VNNI_ROWS(1, W4);
     }
     free(copy);
+}
+
+MQ_VNNI static void gemm_vnni(const mq_gemm_s8_args *g) {
+    if (g->weight_bits == 4) gemm_vnni_panels(g, 1);
+    else gemm_vnni_panels(g, 0);
 }
 #endif
 

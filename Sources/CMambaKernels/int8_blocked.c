@@ -71,8 +71,11 @@ static inline void store_row(const mq_gemm_s8_blocked_args *g, int i, int j0, co
 
 static void blocked_scalar(const mq_gemm_s8_blocked_args *g) {
     const int kp = mq_s8_padded_k(g->k), nb = mq_s8_block_count(g->k, g->block), steps = g->block / MQ_S8_KSTEP;
+    int8_t *unpacked = g->weight_bits == 4 ? malloc((size_t)MQ_S8_PANEL * mq_s4_padded_k(g->k)) : NULL;
+    if (g->weight_bits == 4 && !unpacked) abort();   // a few KB
     for (int p = g->panel_begin; p < g->panel_end; p++) {
-        const int8_t *panel = g->packed + (size_t)p * MQ_S8_PANEL * kp;
+        const int8_t *panel = g->packed + (size_t)p * mq_panel_bytes(g->k, g->weight_bits);
+        if (unpacked) { mq_s4_unpack_panel((const uint8_t *)panel, g->k, unpacked); panel = unpacked; }
         const float *ws = g->w_scale + (size_t)p * nb * MQ_S8_PANEL;
         for (int i = 0; i < g->m; i++) {
             const int8_t *a = g->a + (size_t)i * g->lda;
@@ -93,6 +96,7 @@ static void blocked_scalar(const mq_gemm_s8_blocked_args *g) {
             store_row(g, i, p * MQ_S8_PANEL, acc);
         }
     }
+    free(unpacked);
 }
 
 #if MQ_X86
@@ -139,11 +143,13 @@ MQ_AVX2 __attribute__((always_inline)) static inline void blocked_avx2_rows(
 MQ_AVX2 static void blocked_avx2(const mq_gemm_s8_blocked_args *g) {
     const int kp = mq_s8_padded_k(g->k), nb = mq_s8_block_count(g->k, g->block);
     int16_t *a16 = malloc(sizeof(int16_t) * (size_t)g->m * kp), *w16 = malloc(sizeof(int16_t) * (size_t)MQ_S8_PANEL * kp);
-    if (!a16 || !w16) { free(a16); free(w16); blocked_scalar(g); return; }
+    int8_t *unpacked = g->weight_bits == 4 ? malloc((size_t)MQ_S8_PANEL * mq_s4_padded_k(g->k)) : NULL;
+    if (!a16 || !w16 || (g->weight_bits == 4 && !unpacked)) { free(a16); free(w16); free(unpacked); blocked_scalar(g); return; }
     for (int i = 0; i < g->m; i++)
         mq_s8_widen(g->a + (size_t)i * g->lda, (size_t)kp, a16 + (size_t)i * kp);
     for (int p = g->panel_begin; p < g->panel_end; p++) {
-        const int8_t *panel = g->packed + (size_t)p * MQ_S8_PANEL * kp;
+        const int8_t *panel = g->packed + (size_t)p * mq_panel_bytes(g->k, g->weight_bits);
+        if (unpacked) { mq_s4_unpack_panel((const uint8_t *)panel, g->k, unpacked); panel = unpacked; }
         mq_s8_widen(panel, (size_t)MQ_S8_PANEL * kp, w16);
         const float *ws = g->w_scale + (size_t)p * nb * MQ_S8_PANEL;
         int i = 0;
@@ -152,29 +158,50 @@ MQ_AVX2 static void blocked_avx2(const mq_gemm_s8_blocked_args *g) {
     }
     free(a16);
     free(w16);
+    free(unpacked);
 }
 
 
 // VNNI: a flipped to a + 128 once; per block, 128 * the block's column sums come off each int32
 // sum before it is scaled. MR rows x 2 panels.
+// One k-step: each row's 4 (flipped) bytes broadcast, one vpdpbusd per panel.
+MQ_VNNI __attribute__((always_inline)) static inline void blocked_step_vnni(
+    __m512i s[4][2], const int8_t *a, int kp, int i0, int st, const __m512i *w, const int np, const int MR) {
+    for (int r = 0; r < MR; r++) {
+        int32_t a4;
+        memcpy(&a4, a + (size_t)(i0 + r) * kp + st * MQ_S8_KSTEP, 4);
+        const __m512i ar = _mm512_set1_epi32(a4);
+        for (int q = 0; q < np; q++) s[r][q] = _mm512_dpbusd_epi32(s[r][q], ar, w[q]);
+    }
+}
+
 MQ_VNNI __attribute__((always_inline)) static inline void blocked_vnni_block(
-    const mq_gemm_s8_blocked_args *g, const int8_t *a, int kp, int nb, int p, const int np, int i0, const int MR) {
+    const mq_gemm_s8_blocked_args *g, const int8_t *a, int kp, int nb, int p, const int np, int i0, const int MR, const int W4) {
     const int steps = g->block / MQ_S8_KSTEP, ksteps = kp / MQ_S8_KSTEP;
-    const size_t stride = (size_t)MQ_S8_PANEL * kp;
+    const size_t stride = mq_panel_bytes(g->k, W4 ? 4 : 8);
     __m512 acc[4][2];
     for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     for (int b = 0; b < nb; b++) {
         __m512i s[4][2];
         for (int r = 0; r < MR; r++) s[r][0] = s[r][1] = _mm512_setzero_si512();
         const int end = (b + 1) * steps < ksteps ? (b + 1) * steps : ksteps;
-        for (int st = b * steps; st < end; st++) {
-            __m512i w[2];
-            for (int q = 0; q < np; q++) w[q] = _mm512_loadu_si512((const void *)(g->packed + (size_t)(p + q) * stride + (size_t)st * 64));
-            for (int r = 0; r < MR; r++) {
-                int32_t a4;
-                memcpy(&a4, a + (size_t)(i0 + r) * kp + st * MQ_S8_KSTEP, 4);
-                const __m512i ar = _mm512_set1_epi32(a4);
-                for (int q = 0; q < np; q++) s[r][q] = _mm512_dpbusd_epi32(s[r][q], ar, w[q]);
+        if (W4) {
+            // Blocks are whole step pairs (block % 8 == 0): one load feeds two k-steps.
+            for (int st = b * steps; st < end; st += 2) {
+                __m512i lo[2], hi[2];
+                for (int q = 0; q < np; q++) {
+                    const __m512i v = _mm512_loadu_si512((const void *)(g->packed + (size_t)(p + q) * stride + (size_t)st * 32));
+                    lo[q] = mq_s4_low_vnni(v);
+                    hi[q] = mq_s4_high_vnni(v);
+                }
+                blocked_step_vnni(s, a, kp, i0, st, lo, np, MR);
+                if (st + 1 < end) blocked_step_vnni(s, a, kp, i0, st + 1, hi, np, MR);
+            }
+        } else {
+            for (int st = b * steps; st < end; st++) {
+                __m512i w[2];
+                for (int q = 0; q < np; q++) w[q] = _mm512_loadu_si512((const void *)(g->packed + (size_t)(p + q) * stride + (size_t)st * 64));
+                blocked_step_vnni(s, a, kp, i0, st, w, np, MR);
             }
         }
         for (int q = 0; q < np; q++) {
@@ -198,22 +225,28 @@ MQ_VNNI __attribute__((always_inline)) static inline void blocked_vnni_block(
     }
 }
 
-MQ_VNNI static void blocked_vnni(const mq_gemm_s8_blocked_args *g) {
+MQ_VNNI __attribute__((always_inline)) static inline void blocked_vnni_panels(const mq_gemm_s8_blocked_args *g, const int8_t *a, const int W4) {
     const int kp = mq_s8_padded_k(g->k), nb = mq_s8_block_count(g->k, g->block);
-    int8_t *a = malloc((size_t)g->m * kp);
-    if (!a) { blocked_avx2(g); return; }
-    mq_s8_flip_rows(g->a, g->m, kp, g->lda, a);
     int p = g->panel_begin;
     for (; p + 2 <= g->panel_end; p += 2) {
         int i = 0;
-        for (; i + 4 <= g->m; i += 4) blocked_vnni_block(g, a, kp, nb, p, 2, i, 4);
-        for (; i < g->m; i++) blocked_vnni_block(g, a, kp, nb, p, 2, i, 1);
+        for (; i + 4 <= g->m; i += 4) blocked_vnni_block(g, a, kp, nb, p, 2, i, 4, W4);
+        for (; i < g->m; i++) blocked_vnni_block(g, a, kp, nb, p, 2, i, 1, W4);
     }
     if (p < g->panel_end) {
         int i = 0;
-        for (; i + 4 <= g->m; i += 4) blocked_vnni_block(g, a, kp, nb, p, 1, i, 4);
-        for (; i < g->m; i++) blocked_vnni_block(g, a, kp, nb, p, 1, i, 1);
+        for (; i + 4 <= g->m; i += 4) blocked_vnni_block(g, a, kp, nb, p, 1, i, 4, W4);
+        for (; i < g->m; i++) blocked_vnni_block(g, a, kp, nb, p, 1, i, 1, W4);
     }
+}
+
+MQ_VNNI static void blocked_vnni(const mq_gemm_s8_blocked_args *g) {
+    const int kp = mq_s8_padded_k(g->k);
+    int8_t *a = malloc((size_t)g->m * kp);
+    if (!a) { blocked_avx2(g); return; }
+    mq_s8_flip_rows(g->a, g->m, kp, g->lda, a);
+    if (g->weight_bits == 4) blocked_vnni_panels(g, a, 1);
+    else blocked_vnni_panels(g, a, 0);
     free(a);
 }
 #endif

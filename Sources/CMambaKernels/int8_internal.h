@@ -7,11 +7,32 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/// K padded for int4 panels: whole step pairs.
+static inline int mq_s4_padded_k(int k) { return (k + 7) / 8 * 8; }
+
+/// Bytes of one packed panel of K = k (padded) values: int8 (weight_bits 8) or int4 (4).
+static inline size_t mq_panel_bytes(int k, int weight_bits) {
+    return weight_bits == 4 ? (size_t)8 * (size_t)mq_s4_padded_k(k) : (size_t)16 * (size_t)((k + 3) / 4 * 4);
+}
+
+/// One int4 panel (mq_s4_pack) back to the int8 panel layout: 16 * mq_s4_padded_k(k) bytes (the
+/// paths that read a panel many times from a scratch copy: scalar, the AVX2 int16 form).
+void mq_s4_unpack_panel(const uint8_t *panel4, int k, int8_t *out);
+
 #if MQ_X86
 #define MQ_VNNI __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")))
 
 /// dst[t] = src[t] sign-extended to int16, t < count (the AVX2 int16 form's operands).
 void mq_s8_widen(const int8_t *src, size_t count, int16_t *dst);
+
+/// The two int8 halves of a 64-byte int4 register (mamba_int8.h): the pair's first k-step from the
+/// low nibbles, the second from the high ones.
+MQ_VNNI static inline __m512i mq_s4_low_vnni(__m512i v) {
+    return _mm512_sub_epi8(_mm512_and_si512(v, _mm512_set1_epi8(0x0F)), _mm512_set1_epi8(8));
+}
+MQ_VNNI static inline __m512i mq_s4_high_vnni(__m512i v) {
+    return _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0F)), _mm512_set1_epi8(8));
+}
 
 /// out[i, t] = a[i, t] xor 0x80 = a + 128 as unsigned, rows of kp bytes (vpdpbusd's unsigned operand).
 void mq_s8_flip_rows(const int8_t *a, int m, int kp, int lda, int8_t *out);

@@ -15,12 +15,15 @@ public enum QuantizedRuntime: String, Sendable, CaseIterable {
     case reference
 }
 
-/// A weight matrix packed for mq_gemm_s8: panels of 16 output rows, K padded to 4. With `block`,
+/// A weight matrix packed for mq_gemm_s8: panels of 16 output rows, K padded to 4; values of at
+/// most 4 bits in int4 panels (two per byte, mamba_int8.h), the rest one per byte. With `block`,
 /// also its scales and column sums per block of K in the blocked GEMM's order (weight groups, or
 /// per-channel scales repeated across the blocks of a block-scaled input).
 public struct PackedInt8Matrix: Sendable {
     public let rows: Int
     public let cols: Int
+    /// 8, or 4: `packed` holds int4 panels (mq_s4_pack).
+    public let weightBits: Int
     let packed: [Int8]
     let columnSums: [Int32]
     let scales: [Float]
@@ -30,9 +33,10 @@ public struct PackedInt8Matrix: Sendable {
     let blockSums: [Int32]
 
     /// Whether the int8 kernels take these weights with input blocks of `inputBlock` (nil: one
-    /// scale per row): group sizes and blocks must be multiples of 4 and agree.
+    /// scale per row): group sizes and blocks must be multiples of 4 (of 8 for int4 panels, whose
+    /// loads hold two k-steps) and agree.
     public static func supports(_ w: QuantizedMatrix, inputBlock: Int?) -> Bool {
-        let step = Int(MQ_S8_KSTEP)
+        let step = Int(MQ_S8_KSTEP) * (w.bits <= 4 ? 2 : 1)
         switch (w.groupSize, inputBlock) {
         case (nil, nil): return true
         case (let g?, nil): return g % step == 0
@@ -45,6 +49,7 @@ public struct PackedInt8Matrix: Sendable {
         precondition(Self.supports(w, inputBlock: inputBlock), "the int8 GEMM takes groups and input blocks that are equal multiples of 4")
         rows = w.rows
         cols = w.cols
+        weightBits = w.bits <= 4 ? 4 : 8
         var packed = [Int8](repeating: 0, count: mq_s8_packed_bytes(Int32(w.rows), Int32(w.cols)))
         var sums = [Int32](repeating: 0, count: w.rows)
         w.values.withUnsafeBufferPointer { v in
@@ -53,6 +58,14 @@ public struct PackedInt8Matrix: Sendable {
                     mq_s8_pack(v.baseAddress, Int32(w.rows), Int32(w.cols), Int32(w.cols), p.baseAddress, s.baseAddress)
                 }
             }
+        }
+        if weightBits == 4 {
+            precondition(w.values.allSatisfy { $0 >= -8 && $0 <= 7 }, "int4 panels hold values in [-8, 7]")
+            var half = [Int8](repeating: 0, count: mq_s4_packed_bytes(Int32(w.rows), Int32(w.cols)))
+            half.withUnsafeMutableBytes { h in
+                mq_s4_pack(packed, Int32(w.rows), Int32(w.cols), h.baseAddress!.assumingMemoryBound(to: UInt8.self))
+            }
+            packed = half
         }
         self.packed = packed
         columnSums = sums
@@ -184,7 +197,7 @@ public struct Int8Linear: LinearOp {
 
     /// The blocked GEMM (scales per block of K) with the panels split between threads.
     static func blockedGEMM(_ a: Int8Rows, _ w: PackedInt8Matrix, bias: [Float]?, into y: UnsafeMutableBufferPointer<Float>, _ parallelism: Parallelism) {
-        let (m, n, k, lda, block) = (Int32(a.rows), Int32(w.rows), Int32(w.cols), Int32(a.stride), Int32(w.block!))
+        let (m, n, k, lda, block, bits) = (Int32(a.rows), Int32(w.rows), Int32(w.cols), Int32(a.stride), Int32(w.block!), Int32(w.weightBits))
         let minimumPanels = minimumPanelsPerThread(a, w)
         withPointers(a.values, a.scales, w.packed, w.blockSums, w.blockScales, bias) { av, asc, wp, cs, ws, b in
             let out = UncheckedSendable(y.baseAddress!)
@@ -192,7 +205,7 @@ public struct Int8Linear: LinearOp {
                 var args = mq_gemm_s8_blocked_args(
                     m: m, n: n, k: k, block: block, a: av.value, lda: lda, packed: wp.value, col_sums: cs.value,
                     panel_begin: Int32(panels.lowerBound), panel_end: Int32(panels.upperBound),
-                    a_scale: asc.value, w_scale: ws.value, bias: b?.value, c: out.value, ldc: n)
+                    a_scale: asc.value, w_scale: ws.value, bias: b?.value, c: out.value, ldc: n, weight_bits: bits)
                 mq_gemm_s8_blocked(&args)
             }
         }
@@ -201,7 +214,7 @@ public struct Int8Linear: LinearOp {
     /// y[i, j] = acc[i, j] * a.scales[i] * w.scales[j] + bias[j], the panels split between threads
     /// (at one row, the decode step, each thread streams its own part of the weights).
     static func gemm(_ a: Int8Rows, _ w: PackedInt8Matrix, bias: [Float]?, into y: UnsafeMutableBufferPointer<Float>, _ parallelism: Parallelism) {
-        let (m, n, k, lda) = (Int32(a.rows), Int32(w.rows), Int32(w.cols), Int32(a.stride))
+        let (m, n, k, lda, bits) = (Int32(a.rows), Int32(w.rows), Int32(w.cols), Int32(a.stride), Int32(w.weightBits))
         let minimumPanels = minimumPanelsPerThread(a, w)
         withPointers(a.values, a.scales, w.packed, w.columnSums, w.scales, bias) { av, asc, wp, cs, ws, b in
             let out = UncheckedSendable(y.baseAddress!)
@@ -209,7 +222,7 @@ public struct Int8Linear: LinearOp {
                 var args = mq_gemm_s8_args(
                     m: m, n: n, k: k, a: av.value, lda: lda, packed: wp.value, col_sums: cs.value,
                     panel_begin: Int32(panels.lowerBound), panel_end: Int32(panels.upperBound),
-                    a_scale: asc.value, w_scale: ws.value, bias: b?.value, c: out.value, ldc: n, acc: nil, ldacc: 0)
+                    a_scale: asc.value, w_scale: ws.value, bias: b?.value, c: out.value, ldc: n, acc: nil, ldacc: 0, weight_bits: bits)
                 mq_gemm_s8(&args)
             }
         }

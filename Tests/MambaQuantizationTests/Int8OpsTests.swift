@@ -19,7 +19,7 @@ final class Int8OpsTests: XCTestCase {
     }
 
     /// The raw int32 sums of mq_gemm_s8 over the given panel ranges (a has row stride padded K).
-    func accumulators(m: Int, n: Int, k: Int, a: [Int8], packed: [Int8], sums: [Int32], panels: [Range<Int32>]) -> [Int32] {
+    func accumulators(m: Int, n: Int, k: Int, a: [Int8], packed: [Int8], sums: [Int32], panels: [Range<Int32>], weightBits: Int32 = 8) -> [Int32] {
         var got = [Int32](repeating: -1, count: m * n)
         a.withUnsafeBufferPointer { ap in
             packed.withUnsafeBufferPointer { pp in
@@ -29,7 +29,7 @@ final class Int8OpsTests: XCTestCase {
                             var args = mq_gemm_s8_args(
                                 m: Int32(m), n: Int32(n), k: Int32(k), a: ap.baseAddress, lda: mq_s8_padded_k(Int32(k)), packed: pp.baseAddress,
                                 col_sums: sp.baseAddress, panel_begin: r.lowerBound, panel_end: r.upperBound, a_scale: nil, w_scale: nil,
-                                bias: nil, c: nil, ldc: 0, acc: gp.baseAddress, ldacc: Int32(n))
+                                bias: nil, c: nil, ldc: 0, acc: gp.baseAddress, ldacc: Int32(n), weight_bits: weightBits)
                             mq_gemm_s8(&args)
                         }
                     }
@@ -60,6 +60,36 @@ final class Int8OpsTests: XCTestCase {
                 // Two calls over disjoint panel ranges, as the threads make them.
                 let got = accumulators(m: m, n: n, k: k, a: a, packed: packed, sums: sums, panels: [0..<(panels / 2), (panels / 2)..<panels])
                 XCTAssertEqual(got, reference, "m \(m) n \(n) k \(k) level \(level)")
+            }
+        }
+    }
+
+    /// int4 panels (two values per byte, unpacked in registers on VNNI and in the AVX2 decode form,
+    /// from a scratch copy elsewhere): the same exact int32 sums as the definition on odd shapes
+    /// (K with an odd number of k-steps, so the last pair is half empty), the extremes -8 and 7, M
+    /// on both sides of every path's row threshold.
+    func testInt4GEMMAccumulatorsEqualTheReferenceOnEveryPath() {
+        var rng = SeededRandom(seed: UInt64.random(in: 0...UInt64.max))
+        for (m, n, k) in [(1, 37, 45), (3, 16, 36), (5, 33, 67), (17, 100, 129), (7, 64, 258), (13, 48, 3), (2, 1, 1), (1, 300, 1536)] {
+            let kp = Int(mq_s8_padded_k(Int32(k)))
+            let extreme = rng.next() % 3 == 0
+            var a = [Int8](repeating: 0, count: m * kp)
+            let values = extreme ? [Int8](repeating: -127, count: m * k) : randomInt8(m * k, &rng)
+            for i in 0..<m { for j in 0..<k { a[i * kp + j] = values[i * k + j] } }
+            let w = extreme ? (0..<(n * k)).map { $0 % 2 == 0 ? Int8(-8) : 7 } : (0..<(n * k)).map { _ in Int8(Int(rng.next() % 16) - 8) }
+            var reference = [Int32](repeating: 0, count: m * n)
+            mq_gemm_s8_reference(Int32(m), Int32(n), Int32(k), a, Int32(kp), w, Int32(k), &reference, Int32(n))
+            var packed = [Int8](repeating: 0, count: mq_s8_packed_bytes(Int32(n), Int32(k)))
+            var sums = [Int32](repeating: 0, count: n)
+            mq_s8_pack(w, Int32(n), Int32(k), Int32(k), &packed, &sums)
+            var half = [Int8](repeating: 0, count: mq_s4_packed_bytes(Int32(n), Int32(k)))
+            half.withUnsafeMutableBytes { mq_s4_pack(packed, Int32(n), Int32(k), $0.baseAddress!.assumingMemoryBound(to: UInt8.self)) }
+            let panels = Int32((n + 15) / 16)
+            XCTAssertEqual(half.count, Int(panels) * 16 * ((k + 7) / 8 * 8) / 2, "int4 panels: half a byte per value, K padded to 8")
+            for level in levels {
+                mq_s8_set_max_level(level)
+                let got = accumulators(m: m, n: n, k: k, a: a, packed: half, sums: sums, panels: [0..<(panels / 2), (panels / 2)..<panels], weightBits: 4)
+                XCTAssertEqual(got, reference, "m \(m) n \(n) k \(k) extreme \(extreme) level \(level)")
             }
         }
     }
@@ -105,7 +135,8 @@ final class Int8OpsTests: XCTestCase {
                                                     m: Int32(m), n: Int32(n), k: Int32(k), a: ap.baseAddress, lda: Int32(kp),
                                                     packed: pp.baseAddress, col_sums: sp.baseAddress, panel_begin: 0,
                                                     panel_end: Int32((n + 15) / 16), a_scale: asp.baseAddress, w_scale: wsp.baseAddress,
-                                                    bias: withBias ? bp.baseAddress : nil, c: gp.baseAddress, ldc: Int32(n), acc: nil, ldacc: 0)
+                                                    bias: withBias ? bp.baseAddress : nil, c: gp.baseAddress, ldc: Int32(n), acc: nil, ldacc: 0,
+                                                    weight_bits: 8)
                                                 mq_gemm_s8(&args)
                                             }
                                         }
@@ -125,7 +156,7 @@ final class Int8OpsTests: XCTestCase {
     /// odd shapes, a partial last block, extreme values, with and without a bias.
     func testBlockedGEMMEqualsItsDefinitionOnEveryPath() {
         var rng = SeededRandom(seed: UInt64.random(in: 0...UInt64.max))
-        for (m, n, k, block) in [(1, 37, 64, 32), (5, 51, 67, 32), (19, 100, 129, 16), (9, 16, 8, 4), (3, 33, 96, 96), (6, 20, 200, 32)] {
+        for (m, n, k, block) in [(1, 37, 64, 32), (5, 51, 67, 32), (19, 100, 129, 16), (9, 16, 8, 4), (3, 33, 96, 96), (6, 20, 200, 32), (2, 40, 300, 8), (1, 17, 261, 128)] {
             let kp = Int(mq_s8_padded_k(Int32(k))), nb = Int(mq_s8_block_count(Int32(k), Int32(block)))
             var a = [Int8](repeating: 0, count: m * kp)
             let extreme = rng.next() % 2 == 0
@@ -136,7 +167,12 @@ final class Int8OpsTests: XCTestCase {
             let wScale = (0..<(n * nb)).map { _ in Float(rng.nextUnit() + 0.01) * 0.03 }
             let bias = (0..<n).map { _ in Float(rng.nextGaussian()) }
             let q = QuantizedMatrix(rows: n, cols: k, bits: 8, groupSize: block, values: w, scales: wScale)
-            let packed = PackedInt8Matrix(q)
+            // The same values at 4 bits (clamped into [-8, 7]) in int4 panels, where the block allows.
+            let w4 = w.map { max(-8, min(7, $0)) }
+            let q4 = QuantizedMatrix(rows: n, cols: k, bits: 4, groupSize: block, values: w4, scales: wScale)
+            var cases = [(w, PackedInt8Matrix(q))]
+            if PackedInt8Matrix.supports(q4, inputBlock: nil) { cases.append((w4, PackedInt8Matrix(q4))) }
+            for (w, packed) in cases {
             for withBias in [false, true] {
                 var want = [Float](repeating: .nan, count: m * n)
                 callBlocked(m: m, n: n, k: k, block: block, a: a, packed: packed, aScale: aScale, bias: withBias ? bias : nil, into: &want) { args in
@@ -150,8 +186,9 @@ final class Int8OpsTests: XCTestCase {
                     callBlocked(m: m, n: n, k: k, block: block, a: a, packed: packed, aScale: aScale, bias: withBias ? bias : nil, into: &got) { args in
                         withUnsafePointer(to: args) { mq_gemm_s8_blocked($0) }
                     }
-                    XCTAssertEqual(got, want, "m \(m) n \(n) k \(k) block \(block) bias \(withBias) extreme \(extreme) level \(level)")
+                    XCTAssertEqual(got, want, "m \(m) n \(n) k \(k) block \(block) bits \(packed.weightBits) bias \(withBias) extreme \(extreme) level \(level)")
                 }
+            }
             }
         }
     }
@@ -166,7 +203,8 @@ final class Int8OpsTests: XCTestCase {
                         func run(_ b: UnsafePointer<Float>?) {
                             body(mq_gemm_s8_blocked_args(
                                 m: Int32(m), n: Int32(n), k: Int32(k), block: Int32(block), a: ap.baseAddress, lda: kp, packed: pp, col_sums: cs,
-                                panel_begin: 0, panel_end: Int32(packed.panels), a_scale: asp.baseAddress, w_scale: ws, bias: b, c: cp.baseAddress, ldc: Int32(n)))
+                                panel_begin: 0, panel_end: Int32(packed.panels), a_scale: asp.baseAddress, w_scale: ws, bias: b, c: cp.baseAddress, ldc: Int32(n),
+                                weight_bits: Int32(packed.weightBits)))
                         }
                         guard let bias else { return run(nil) }
                         bias.withUnsafeBufferPointer { run($0.baseAddress) }
@@ -191,7 +229,9 @@ final class Int8OpsTests: XCTestCase {
             XCTAssertEqual(fake, reference, "m \(m) k \(k)")
             for (groups, input) in [(32, blocks), (nil, blocks), (32, ActivationQuantizer(bits: 8, scale: .dynamic)),
                                     (4, ActivationQuantizer(bits: 8, scale: .static(0.05)))] as [(Int?, ActivationQuantizer)] {
-                let qw = QuantizedMatrix(quantizing: w, bits: 8, groupSize: groups)
+            // int4 panels too (groups of 4 are not whole step pairs: 8-bit only).
+            for bits in groups == 4 ? [8] : [8, 4] {
+                let qw = QuantizedMatrix(quantizing: w, bits: bits, groupSize: groups)
                 let want = ReferenceQuantizedLinear(weight: qw, bias: bias, input: input).forward(x, .serial)
                 let layer = QuantizedLayer(weight: qw, floatWeight: nil, bias: bias, input: input)
                 XCTAssertTrue(layer.linear(.int8) is Int8Linear, "groups \(String(describing: groups)) \(input.scale)")
@@ -200,9 +240,10 @@ final class Int8OpsTests: XCTestCase {
                     for threads in [1, 2] {
                         let got = layer.linear(.int8).forward(x, Parallelism(threads: threads))
                         XCTAssertLessThanOrEqual(maxAbsDifference(got.storage, want.storage), 2e-5 * max(1, want.absMax),
-                                                 "m \(m) n \(n) k \(k) groups \(String(describing: groups)) \(input.scale) level \(level)")
+                                                 "m \(m) n \(n) k \(k) bits \(bits) groups \(String(describing: groups)) \(input.scale) level \(level)")
                     }
                 }
+            }
             }
             // Groups and input blocks of different sizes: the reference path.
             let mixed = QuantizedLayer(weight: QuantizedMatrix(quantizing: w, bits: 8, groupSize: 16), floatWeight: nil, bias: nil, input: blocks)

@@ -30,6 +30,20 @@ size_t mq_s8_packed_bytes(int n, int k);
 /// packed[panel][k / 4][16 rows][4 k], zero padded in n and k. col_sums[n] = sum_k w[n, k].
 void mq_s8_pack(const int8_t *w, int n, int k, int ldw, int8_t *packed, int32_t *col_sums);
 
+// MARK: int4 weights (4-bit values in [-8, 7], two per byte)
+//
+// The int4 panel holds the int8 panel's bytes at half the size: K is padded to a multiple of 8 (two
+// k-steps), and the 64 bytes of a step pair (2t, 2t+1) hold, in byte i, step 2t's byte i in the low
+// nibble and step 2t+1's byte i in the high nibble, each offset-binary (value + 8). One 64-byte load
+// and two mask/shift + subtract give the two steps' int8 registers; the int32 sums are the int8
+// GEMM's, so every path stays exact. Chosen over the file's row-major nibble order (FORMAT.md)
+// because unpacking is then lane-wise, with no shuffle.
+
+/// Bytes of the int4 panels of an [n, k] matrix.
+size_t mq_s4_packed_bytes(int n, int k);
+/// Converts int8 panels from mq_s8_pack (every value in [-8, 7]) into int4 panels.
+void mq_s4_pack(const int8_t *packed8, int n, int k, uint8_t *packed4);
+
 /// q[i, j] = clamp(round_half_away(x[i, j] * inv_scale[i]), -qmax, qmax) for j < k and 0 for
 /// k <= j < ldq (the padding the GEMM reads). Equal to quantizeSymmetric in Swift.
 void mq_quantize_rows_s8(const float *x, int m, int k, int ldx, const float *inv_scale,
@@ -64,9 +78,10 @@ typedef struct {
     int ldc;
     int32_t *acc;             // if not NULL, the raw int32 sums are written here ([m, ldacc]) instead
     int ldacc;
+    int weight_bits;          // 8: `packed` from mq_s8_pack; 4: from mq_s4_pack
 } mq_gemm_s8_args;
 
-/// The packed GEMM over the panels [panel_begin, panel_end).
+/// The packed GEMM over the panels [panel_begin, panel_end), int8 or int4 weights.
 void mq_gemm_s8(const mq_gemm_s8_args *args);
 
 /// The compute roofline of the int8 GEMM on this core, in GOP/s (2 per multiply-add): the path's
@@ -101,6 +116,7 @@ typedef struct {
     const float *bias;        // [n] or NULL
     float *c;                 // [m, ldc]
     int ldc;
+    int weight_bits;          // 8, or 4 (mq_s4_pack; then block is a multiple of 8)
 } mq_gemm_s8_blocked_args;
 
 /// c[i, j] = sum over blocks b of (float)isum_b * (a_scale[i, b] * w_scale[j, b]), accumulated in
