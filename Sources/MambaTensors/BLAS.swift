@@ -54,6 +54,13 @@ extension BLAS {
 }
 
 extension BLAS {
+    /// c[m, n] -= a[m, k] * b[k, n] in Double with row strides (GPTQ's lazy block update).
+    public static func dgemmSubtract(_ a: UnsafePointer<Double>, lda: Int, _ b: UnsafePointer<Double>, ldb: Int,
+                                     into c: UnsafeMutablePointer<Double>, ldc: Int, m: Int, k: Int, n: Int) {
+        guard m > 0, n > 0, k > 0 else { return }
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), -1, a, Int32(lda), b, Int32(ldb), 1, c, Int32(ldc))
+    }
+
     /// c[m, n] = a[m, k] * b[k, n] in Double (the offline transforms' arithmetic).
     public static func dgemm(_ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>, into c: UnsafeMutablePointer<Double>, m: Int, k: Int, n: Int, transposeA: Bool = false) {
         guard m > 0, n > 0, k > 0 else { return }

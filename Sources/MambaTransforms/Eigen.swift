@@ -1,7 +1,7 @@
 import CLapacke
 import MambaTensors
 
-/// The one file that calls LAPACKE (docs/DESIGN.md section 4).
+/// The one file that calls LAPACKE (docs/DESIGN.md section 4): eigendecomposition (KLT) and GPTQ's Cholesky.
 public enum Eigen {
     /// Eigendecomposition of a symmetric n x n matrix (row-major) by LAPACKE_dsyevd: eigenvalues in
     /// descending order and the eigenvectors as the columns of a row-major n x n matrix. Runs with
@@ -23,6 +23,25 @@ public enum Eigen {
         var vectors = [Double](repeating: 0, count: n * n)
         for i in 0..<n { for j in 0..<n { vectors[i * n + j] = m[i * n + (n - 1 - j)] } }
         return (w.reversed(), vectors)
+    }
+
+    /// The upper Cholesky factor U of the inverse of a symmetric positive definite n x n matrix
+    /// (row-major), inverse(a) = Uᵀ U, with U's strict lower triangle zero: GPTQ's `Hinv`
+    /// (dpotrf, dpotri, dpotrf). nil when `a` is not positive definite.
+    public static func inverseCholeskyUpper(_ a: [Double], n: Int) -> [Double]? {
+        precondition(a.count == n * n)
+        var m = a
+        let uplo = { (c: Character) in CChar(UInt8(ascii: c.unicodeScalars.first!)) }
+        let ok: Bool = m.withUnsafeMutableBufferPointer { mp in
+            guard LAPACKE_dpotrf(LAPACK_ROW_MAJOR, uplo("L"), Int32(n), mp.baseAddress!, Int32(n)) == 0,
+                  LAPACKE_dpotri(LAPACK_ROW_MAJOR, uplo("L"), Int32(n), mp.baseAddress!, Int32(n)) == 0 else { return false }
+            // dpotri leaves the inverse in the lower triangle: mirror it, then factor it from above.
+            for i in 0..<n { for j in (i + 1)..<max(i + 1, n) { mp[i * n + j] = mp[j * n + i] } }
+            return LAPACKE_dpotrf(LAPACK_ROW_MAJOR, uplo("U"), Int32(n), mp.baseAddress!, Int32(n)) == 0
+        }
+        guard ok else { return nil }
+        for i in 0..<n { for j in 0..<i { m[i * n + j] = 0 } }
+        return m
     }
 
     /// A seeded random orthogonal matrix (the eigenvectors of a random symmetric Gaussian matrix,
