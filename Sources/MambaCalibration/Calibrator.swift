@@ -9,12 +9,16 @@ import MambaTensors
 final class SiteRecorder: ActivationObserver {
     var sites: [SiteKey: SiteStatistics] = [:]
     var pooled: [Tensor] = []
+    /// Sites that also carry second-moment sums besides the KLT sites (GPTQ's Hessians).
+    let hessianSites: Set<Site>
+
+    init(hessianSites: Set<Site> = []) { self.hessianSites = hessianSites }
 
     func observe(_ activation: Tensor, site: Site, layer: Int?) {
         let key = SiteKey(layer: layer, site: site)
         if sites[key] == nil {
-            let klt = layer != nil && KLTSite.perLayer.contains(site)
-            sites[key] = SiteStatistics(channels: activation.cols, moments: klt)
+            let moments = (layer != nil && KLTSite.perLayer.contains(site)) || hessianSites.contains(site)
+            sites[key] = SiteStatistics(channels: activation.cols, moments: moments)
         }
         sites[key]!.update(activation)
         if site == KLTSite.pooled { pooled.append(activation) }
@@ -73,8 +77,12 @@ public enum Calibrator {
     /// before layer i + 1 is built. Each site's per-window statistics merge in window order, so
     /// the result does not depend on the thread count; the pooled residual moments accumulate each
     /// (layer, window) activation in that order. `afterLayer` sees the statistics once layer i's sites are complete.
+    /// `hessianSites` also gather second moments (x xᵀ sums, what GPTQ's H is) for `afterLayer`; a
+    /// layer's are dropped once it has seen them (a [C, C] Double per site and layer would not fit
+    /// for big models), unless they are KLT sites.
     public static func run(
         source: some LayerSource, windows: CalibrationWindows, parallelism: Parallelism, progress: Progress? = nil,
+        hessianSites: Set<Site> = [],
         afterLayer: (Int, CalibrationStats) throws -> Void = { _, _ in }
     ) throws -> CalibrationStats {
         let c = source.config
@@ -96,7 +104,7 @@ public enum Calibrator {
                         let (out, u) = (UncheckedSendable(slots), UncheckedSendable(streams))   // each iteration its own slots
                         DispatchQueue.concurrentPerform(iterations: batch.count) { k in
                             out.value[k] = Result {
-                                let recorder = SiteRecorder()
+                                let recorder = SiteRecorder(hessianSites: hessianSites)
                                 try body(batch.lowerBound + k, &u.value[batch.lowerBound + k], recorder)
                                 return recorder
                             }
@@ -124,6 +132,7 @@ public enum Calibrator {
             done += residual.count
             progress?(done, steps)
             try afterLayer(i, total)
+            for site in hessianSites.subtracting(KLTSite.perLayer) { total.sites[SiteKey(layer: i, site: site)]?.moments = nil }
         }
         let normF = try source.finalNorm()
         try forEachWindow { _, u, recorder in

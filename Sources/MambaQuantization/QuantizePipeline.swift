@@ -75,7 +75,7 @@ extension QuantizedModel {
         var head: Matrix = Matrix(try source.readLMHead() ?? source.readEmbedding())
         var normF: [Double]? = try source.readNormF().storage.map(Double.init)
         plan.transformHead(&head, normF: &normF)
-        let lmHeadWeights = quantizer.weights(QuantizedNames.lmHead, head, bias: nil, groups: true)
+        let lmHeadWeights = try quantizer.weights(QuantizedNames.lmHead, head, bias: nil, groups: true)
         let transformedHead: Tensor? = keepTransformed ? head.tensor : nil
         head = Matrix(rows: 0, cols: 0, data: [])
         var emb = Matrix(try source.readEmbedding())
@@ -88,7 +88,8 @@ extension QuantizedModel {
         // layer i, given their static scales once the windows have passed through it.
         let layers = TransformedLayers(source: source, plan: plan, stats: stats.stats, quantizer: quantizer, table: table, keep: keepTransformed,
                                        threads: parallelism.threads)
-        let final = try Calibrator.run(source: layers, windows: stats.windows, parallelism: parallelism, progress: progress) { i, secondPass in
+        let final = try Calibrator.run(source: layers, windows: stats.windows, parallelism: parallelism, progress: progress,
+                                       hessianSites: layers.hessianSites) { i, secondPass in
             try onBlock(i, try layers.finish(layer: i, secondPass: secondPass))
         }
         var config = c
@@ -106,11 +107,26 @@ struct LayerQuantizer {
     let recipe: QuantizationRecipe
 
     /// A module's weights (or its float weights when kept float); the input quantizer comes later.
-    func weights(_ name: String, _ w: Matrix, bias: [Double]?, groups: Bool) -> QuantizedLayer {
+    /// With `hessian` (Xᵀ X of the module's input), rounded by GPTQ on the scales round-to-nearest
+    /// would use.
+    func weights(_ name: String, _ w: Matrix, bias: [Double]?, groups: Bool, hessian: [Double]? = nil, threads: Int = 1) throws -> QuantizedLayer {
         let b = bias.map(floatVector)
         if recipe.keepsFloat(module: name) { return QuantizedLayer(weight: nil, floatWeight: w.tensor, bias: b, input: nil) }
-        return QuantizedLayer(weight: QuantizedMatrix(quantizing: w, bits: recipe.bits.weight, groupSize: groups ? recipe.groupSize : nil),
-                              floatWeight: nil, bias: b, input: nil)
+        let (bits, group) = (recipe.bits.weight, groups ? recipe.groupSize : nil)
+        var q = QuantizedMatrix(quantizing: w, bits: bits, groupSize: group)
+        if let hessian {
+            do {
+                q.values = try BLAS.withThreads(threads) {
+                    try GPTQ.round(w, hessian: hessian, bits: bits, groupSize: group, scales: q.scales, options: recipe.gptq, threads: threads)
+                }
+            } catch let e as MambaError { throw MambaError(e.kind, "\(name): \(e.message)") }
+        }
+        return QuantizedLayer(weight: q, floatWeight: nil, bias: b, input: nil)
+    }
+
+    /// Whether `module` of a mixer waits for its input's Hessian from the second pass (GPTQ).
+    func roundsByGPTQ(_ module: ModuleSpec, name: String) -> Bool {
+        recipe.weightRounding == .gptq && module.kind == .linear && !recipe.keepsFloat(module: name)
     }
 
     /// The activation quantizer of a site: dynamic, or static from the second pass's clip. With
@@ -148,12 +164,20 @@ final class TransformedLayers<Source: WeightSource>: LayerSource {
     let keep: Bool
     let threads: Int
     var pending: (layer: Int, block: QuantizedBlock)?
+    /// GPTQ's linears of the pending layer: their transformed weights wait for the second pass's Hessians.
+    var pendingWeights: [String: (weight: Matrix, bias: [Double]?, groups: Bool)] = [:]
     var log: [AppliedTransform] = []
     /// Transformed float blocks, when the caller keeps the transformed model.
     var kept: [MambaBlock] = []
 
     init(source: Source, plan: MethodPlan, stats: CalibrationStats, quantizer: LayerQuantizer, table: FloatEmbedding, keep: Bool, threads: Int) {
         (self.source, self.plan, self.stats, self.quantizer, self.table, self.keep, self.threads) = (source, plan, stats, quantizer, table, keep, threads)
+    }
+
+    /// The inputs of the linears GPTQ rounds: the second pass gathers their Hessians.
+    var hessianSites: Set<Site> {
+        guard quantizer.recipe.weightRounding == .gptq else { return [] }
+        return Set(config.mixer.spec.modules.filter { $0.kind == .linear }.map(\.input))
     }
 
     var config: MambaConfig { source.config }
@@ -168,7 +192,11 @@ final class TransformedLayers<Source: WeightSource>: LayerSource {
         let (m, prefix) = (b.mixer, BlockNames.mixerPrefix(layer: i))
         var modules: [String: QuantizedLayer] = [:]
         for spec in m.spec.modules {
-            modules[spec.name] = quantizer.weights(prefix + spec.name, m.weight(spec.name), bias: m.biases[spec.name], groups: spec.allowsGroups)
+            if quantizer.roundsByGPTQ(spec, name: prefix + spec.name) {
+                pendingWeights[spec.name] = (m.weight(spec.name), m.biases[spec.name], spec.allowsGroups)
+                continue
+            }
+            modules[spec.name] = try quantizer.weights(prefix + spec.name, m.weight(spec.name), bias: m.biases[spec.name], groups: spec.allowsGroups)
         }
         pending = (i, QuantizedBlock(
             norm: b.norm.map(floatVector),
@@ -189,6 +217,14 @@ final class TransformedLayers<Source: WeightSource>: LayerSource {
         pending = nil
         var b = built
         let spec = b.mixer.spec
+        for module in spec.modules {
+            guard let (w, bias, groups) = pendingWeights.removeValue(forKey: module.name) else { continue }
+            guard let h = try secondPass.site(i, module.input).moments?.symmetrized.sumOfProducts else {
+                preconditionFailure("the second pass gathered no Hessian at \(module.input)")
+            }
+            b.mixer.modules[module.name] = try quantizer.weights(BlockNames.mixerPrefix(layer: i) + module.name, w, bias: bias, groups: groups,
+                                                                 hessian: h, threads: threads)
+        }
         for module in spec.modules {
             b.mixer.modules[module.name] = b.mixer.modules[module.name]!.with(input: try quantizer.activation(secondPass, i, module.input))
         }

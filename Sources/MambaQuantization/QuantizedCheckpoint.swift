@@ -58,6 +58,10 @@ extension QuantizedModel {
             "source_sha256": .string(provenance.sourceSHA256),
             "stats_sha256": .string(provenance.statsSHA256),
             "kept_float": .array(kept),
+            "weight_rounding": .string(recipe.weightRounding.rawValue),
+            "gptq": recipe.weightRounding == .gptq
+                ? .object(["dampening": .number(recipe.gptq.dampening), "block_size": .number(Double(recipe.gptq.blockSize)), "act_order": .bool(recipe.gptq.actOrder)])
+                : .null,
             "int4_storage": .string(recipe.bits.weight == 4 ? "two per byte, low nibble first" : "one value per byte, unpacked"),
             "transforms": .array(transforms.map { t in .string((t.layer.map { "layer \($0): " } ?? "") + t.step + ": " + t.detail) }),
         ])
@@ -141,6 +145,18 @@ extension QuantizedModel {
         recipe.groupedScanScales = q["scan_scales"]?.string == "group"
         recipe.activationBlock = actBlock
         recipe.profile = q["profile"]?.string
+        // Checkpoints from before GPTQ were rounded to nearest.
+        if let r = q["weight_rounding"], !r.isNull {
+            guard let rounding = r.string.flatMap(WeightRounding.init(rawValue:)) else {
+                throw MambaError(.badConfig, "\(directory)/config.json: \"quantization\" weight_rounding must be \"rtn\" or \"gptq\", found \(r)")
+            }
+            recipe.weightRounding = rounding
+        } else {
+            recipe.weightRounding = .rtn
+        }
+        if recipe.weightRounding == .gptq, let g = q["gptq"]?.object {
+            recipe.gptq = GPTQ.Options(dampening: g["dampening"]?.double ?? 0.01, blockSize: g["block_size"]?.int ?? 128, actOrder: g["act_order"]?.bool ?? false)
+        }
         let activationScale = recipe.activationScale
         let store = try TensorStore(directory: directory)
         var used = Set<String>()

@@ -80,6 +80,15 @@ public enum QuantizationProfile: String, CaseIterable, Sendable {
     }
 }
 
+/// How weights are rounded onto their scales: to nearest (with the clip search at <= 4 bits), or by
+/// GPTQ against each linear's input Hessian from the second pass (GPTQ.swift).
+public enum WeightRounding: String, CaseIterable, Sendable, Codable {
+    case rtn, gptq
+
+    /// The default per weight width, by measurement on the bundled model (README "GPTQ").
+    public static func defaultFor(weightBits: Int) -> WeightRounding { weightBits <= 4 ? .gptq : .rtn }
+}
+
 public struct QuantizationRecipe: Sendable, Equatable {
     public var method: QuantizationMethod
     public var bits: BitWidths
@@ -101,6 +110,10 @@ public struct QuantizationRecipe: Sendable, Equatable {
     public var activationBlock: Int?
     /// The named profile the recipe came from ("fast", "accurate"; nil: flags only).
     public var profile: String?
+    /// Rounding of the linears' weights (the conv's and the embedding's are always to nearest).
+    public var weightRounding: WeightRounding
+    /// GPTQ's dampening, block size and column order.
+    public var gptq = GPTQ.Options()
 
     /// The activation scale of every quantized site.
     public var activationScale: ActivationScale? {
@@ -117,6 +130,7 @@ public struct QuantizationRecipe: Sendable, Equatable {
         if !keepFloat.isEmpty { parts.append("kept float: " + keepFloat.sorted().joined(separator: ", ")) }
         if method == .smoothquant || method == .mambaquant { parts.append("alpha \(alpha)") }
         if groupedScanScales { parts.append("scan-input scales per head and group") }
+        parts.append(weightRounding == .gptq ? "GPTQ weights (dampening \(gptq.dampening)\(gptq.actOrder ? ", act-order" : ""))" : "weights rounded to nearest")
         if let profile { parts.insert("profile \(profile)", at: 0) }
         return parts.joined(separator: "; ")
     }
@@ -131,6 +145,8 @@ public struct QuantizationRecipe: Sendable, Equatable {
         if !keepFloat.isEmpty { parts.append("float " + keepFloat.sorted().map { $0.split(separator: ".").suffix(2).joined(separator: ".") }.joined(separator: ",")) }
         if alpha != d.alpha && (method == .smoothquant || method == .mambaquant) { parts.append("alpha \(alpha)") }
         if groupedScanScales { parts.append("scan groups") }
+        if weightRounding != d.weightRounding { parts.append(weightRounding.rawValue) }
+        if weightRounding == .gptq && gptq != d.gptq { parts.append("damp \(gptq.dampening)\(gptq.actOrder ? " act-order" : "")") }
         return parts.joined(separator: ", ")
     }
 
@@ -151,5 +167,6 @@ public struct QuantizationRecipe: Sendable, Equatable {
                 dynamicActivations: Bool = false, clip: ActivationClip = .p99_99, seed: UInt64 = 0, keepFloat: Set<String> = [], alpha: Double = 0.5) {
         self.method = method; self.bits = bits; self.groupSize = groupSize; self.dynamicActivations = dynamicActivations
         self.clip = clip; self.seed = seed; self.keepFloat = keepFloat; self.alpha = alpha
+        weightRounding = .defaultFor(weightBits: bits.weight)
     }
 }

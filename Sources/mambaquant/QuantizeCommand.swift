@@ -10,6 +10,8 @@ extension ActivationClip: ExpressibleByArgument {}
 
 extension QuantizationProfile: ExpressibleByArgument {}
 
+extension WeightRounding: ExpressibleByArgument {}
+
 struct QuantizeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "quantize",
@@ -35,6 +37,12 @@ struct QuantizeCommand: ParsableCommand {
     var scanScales = "tensor"
     @Option(help: "Comma-separated modules kept in float: lm_head, a module in every layer (x_proj), one layer's (backbone.layers.0.mixer.out_proj), ssm_inputs (every scan input) or one of them (ssm_inputs.dt).")
     var keepFloat: String?
+    @Option(help: "Weight rounding of the linears: gptq (against each input's Hessian from the second pass) or rtn (to nearest). Default: gptq at 4 bits, rtn at 8 (measured on the bundled model; see README).")
+    var weightRounding: WeightRounding?
+    @Option(help: "GPTQ's dampening: this fraction of the Hessian's mean diagonal is added to it.")
+    var gptqDamp = 0.01
+    @Flag(help: "GPTQ rounds columns in descending order of the Hessian's diagonal (act-order; scales stay per contiguous group).")
+    var gptqActOrder = false
     @Option(help: "Seed of the randomized Hadamard signs and fallback rotations.")
     var seed: UInt64 = 0
     @Option(help: "Output checkpoint directory.")
@@ -47,6 +55,7 @@ struct QuantizeCommand: ParsableCommand {
         if let actScale, !["static", "dynamic", "block"].contains(actScale) { throw ValidationError("--act-scale must be static, dynamic or block, got \(actScale)") }
         if !["tensor", "group"].contains(scanScales) { throw ValidationError("--scan-scales must be tensor or group, got \(scanScales)") }
         if let g = groupSize, g < 1 { throw ValidationError("--group-size must be at least 1") }
+        if !(gptqDamp > 0 && gptqDamp < 1) { throw ValidationError("--gptq-damp must be in (0, 1), got \(gptqDamp)") }
     }
 
     func run() throws {
@@ -65,6 +74,8 @@ struct QuantizeCommand: ParsableCommand {
             recipe.keepFloat = Set(keepFloat.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
         }
         recipe.groupedScanScales = scanScales == "group"
+        if let weightRounding { recipe.weightRounding = weightRounding }
+        recipe.gptq = GPTQ.Options(dampening: gptqDamp, actOrder: gptqActOrder)
         try refuseOverwritingInput(out, inputs: [model, stats])
         if QuantizedModel.isQuantized(directory: model) {
             throw MambaError(.badInput, "\(model) is already a quantized checkpoint: quantize its float source")

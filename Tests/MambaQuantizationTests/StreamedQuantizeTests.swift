@@ -15,9 +15,12 @@ final class StreamedQuantizeTests: XCTestCase {
     /// sites recorded, window statistics merged in window order.
     final class Recorder: ActivationObserver {
         var stats = CalibrationStats(sites: [:], pooledResidual: Moments(channels: 1))
+        /// Sites whose x xᵀ sums GPTQ needs (the linears' inputs).
+        let momentSites: Set<Site>
+        init(momentSites: Set<Site>) { self.momentSites = momentSites }
         func observe(_ activation: Tensor, site: Site, layer: Int?) {
             let key = SiteKey(layer: layer, site: site)
-            if stats.sites[key] == nil { stats.sites[key] = SiteStatistics(channels: activation.cols, moments: false) }
+            if stats.sites[key] == nil { stats.sites[key] = SiteStatistics(channels: activation.cols, moments: layer != nil && momentSites.contains(site)) }
             stats.sites[key]!.update(activation)
         }
     }
@@ -28,7 +31,8 @@ final class StreamedQuantizeTests: XCTestCase {
         let transformed = p.floatModel()
         var final = CalibrationStats(sites: [:], pooledResidual: Moments(channels: 1))
         for window in file.windows.windows {
-            let r = Recorder()
+            let gptq = recipe.weightRounding == .gptq
+            let r = Recorder(momentSites: gptq ? Set(transformed.config.mixer.spec.modules.filter { $0.kind == .linear }.map(\.input)) : [])
             var state = transformed.makeState()
             _ = try transformed.forward(window, state: &state, logits: .none, observer: r)
             final.merge(r.stats)
@@ -38,16 +42,21 @@ final class StreamedQuantizeTests: XCTestCase {
             if recipe.dynamicActivations { return ActivationQuantizer(bits: ab, scale: .dynamic) }
             return ActivationQuantizer(bits: ab, scale: .static(try final.site(layer, site).clip(recipe.clip.quantile) / Float(qmax(bits: ab))))
         }
-        func layer(_ name: String, _ m: Matrix, _ bias: [Double]?, _ input: ActivationQuantizer, groups: Bool) -> QuantizedLayer {
+        func layer(_ name: String, _ m: Matrix, _ bias: [Double]?, _ input: ActivationQuantizer, groups: Bool, hessian: [Double]? = nil) throws -> QuantizedLayer {
             let b = bias.map(floatVector)
             if recipe.keepFloat.contains(name) { return QuantizedLayer(weight: nil, floatWeight: m.tensor, bias: b, input: nil) }
-            return QuantizedLayer(weight: QuantizedMatrix(quantizing: m, bits: wb, groupSize: groups ? recipe.groupSize : nil), floatWeight: nil, bias: b, input: input)
+            var q = QuantizedMatrix(quantizing: m, bits: wb, groupSize: groups ? recipe.groupSize : nil)
+            // GPTQ on the same scales, against the whole-model second pass's Hessian of the input.
+            if let hessian { q.values = try GPTQ.round(m, hessian: hessian, bits: wb, groupSize: q.groupSize, scales: q.scales, options: recipe.gptq) }
+            return QuantizedLayer(weight: q, floatWeight: nil, bias: b, input: input)
         }
         let blocks = try p.blocks.enumerated().map { i, b in
             let m = b.mixer
             var modules: [String: QuantizedLayer] = [:]
             for s in m.spec.modules {
-                modules[s.name] = layer("backbone.layers.\(i).mixer." + s.name, m.weights[s.name]!, m.biases[s.name], try act(i, s.input), groups: s.allowsGroups)
+                let hessian = recipe.weightRounding == .gptq && s.kind == .linear ? try final.site(i, s.input).moments!.symmetrized.sumOfProducts : nil
+                modules[s.name] = try layer("backbone.layers.\(i).mixer." + s.name, m.weights[s.name]!, m.biases[s.name], try act(i, s.input),
+                                            groups: s.allowsGroups, hessian: hessian)
             }
             var scan: [Site: ActivationQuantizer] = [:]
             for (site, _) in m.spec.scanInputs {
@@ -67,7 +76,7 @@ final class StreamedQuantizeTests: XCTestCase {
         var config = p.config
         config.json["tie_word_embeddings"] = .bool(false)
         return QuantizedModel(config: config, recipe: recipe, embedding: QuantizedMatrix(quantizing: p.embedding, bits: 8), blocks: blocks,
-                              lmHead: layer("lm_head", p.lmHead!, nil, try act(nil, .lmHeadInput), groups: true), transforms: log)
+                              lmHead: try layer("lm_head", p.lmHead!, nil, try act(nil, .lmHeadInput), groups: true), transforms: log)
     }
 
     func statsFile(_ w: MambaWeights, samples: Int, seqLength: Int, vocab: Int) throws -> StatsFile {
@@ -103,6 +112,12 @@ final class StreamedQuantizeTests: XCTestCase {
         recipes.append(QuantizationRecipe(method: .mambaquant, dynamicActivations: true))
         recipes.append(QuantizationRecipe(method: .mambaquant, bits: .init(weight: 4, activation: 8), groupSize: 8,
                                           keepFloat: ["lm_head", "backbone.layers.1.mixer.x_proj"]))
+        // w4 rounded to nearest, and GPTQ with act-order (the recipe above takes GPTQ, w4's default).
+        var rtn = QuantizationRecipe(method: .mambaquant, bits: .init(weight: 4, activation: 8))
+        rtn.weightRounding = .rtn
+        var actOrder = QuantizationRecipe(method: .hadamard, bits: .init(weight: 4, activation: 8), groupSize: 8)
+        actOrder.gptq.actOrder = true
+        recipes.insert(contentsOf: [rtn, actOrder], at: recipes.count - 1)   // the keep-float recipe stays last
         for name in ["tiny-tied", "tiny-untied-k3", "tiny-falcon-untied-bf16"] {
             let w = try MambaWeights.load(directory: Fixtures.model(name))
             try assertSameCheckpoint(Fixtures.model(name), w, try statsFile(w, samples: 5, seqLength: 24, vocab: 50), recipes, name)
