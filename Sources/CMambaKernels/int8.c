@@ -81,6 +81,20 @@ void mq_s4_pack(const int8_t *packed8, int n, int k, uint8_t *packed4) {
     }
 }
 
+void mq_packed_row(const int8_t *packed, int weight_bits, int k, int row, int8_t *out) {
+    const int8_t *panel = packed + (size_t)(row / MQ_S8_PANEL) * mq_panel_bytes(k, weight_bits);
+    const int r = row % MQ_S8_PANEL;
+    for (int j = 0; j < k; j++) {
+        const int s = j / MQ_S8_KSTEP, t = j % MQ_S8_KSTEP;
+        if (weight_bits == 4) {
+            const uint8_t b = (uint8_t)panel[(size_t)(s / 2) * 64 + r * MQ_S8_KSTEP + t];
+            out[j] = (int8_t)(((s % 2) ? (b >> 4) : (b & 0x0F)) - 8);
+        } else {
+            out[j] = panel[(size_t)s * 64 + r * MQ_S8_KSTEP + t];
+        }
+    }
+}
+
 #if MQ_X86
 MQ_AVX2 static void unpack_panel_avx2(const uint8_t *panel4, int pairs, int8_t *out) {
     const __m256i low = _mm256_set1_epi8(0x0F), eight = _mm256_set1_epi8(8);

@@ -41,12 +41,19 @@ public protocol LayerSource {
     func block(_ i: Int) throws -> MambaBlock
     /// norm_f's weight (nil: folded into the head).
     func finalNorm() throws -> Tensor?
+    /// The linear between norm_f and the head (MambaLM.headInput; nil: none).
+    func headInputLinear() throws -> (any LinearOp)?
+}
+
+extension LayerSource {
+    public func headInputLinear() throws -> (any LinearOp)? { nil }
 }
 
 extension MambaLM: LayerSource {
     public func embed(_ windows: [[Int]]) throws -> [Tensor] { windows.map { embedding.forward($0) } }
     public func block(_ i: Int) throws -> MambaBlock { blocks[i] }
     public func finalNorm() throws -> Tensor? { normF }
+    public func headInputLinear() throws -> (any LinearOp)? { headInput }
 }
 
 /// The float checkpoint, widened a layer at a time.
@@ -135,8 +142,10 @@ public enum Calibrator {
             for site in hessianSites.subtracting(KLTSite.perLayer) { total.sites[SiteKey(layer: i, site: site)]?.moments = nil }
         }
         let normF = try source.finalNorm()
+        let headInput = UncheckedSendable(try source.headInputLinear())   // read-only, shared by the windows
         try forEachWindow { _, u, recorder in
-            recorder.observe(rmsNorm(u, weight: normF, eps: eps), site: .lmHeadInput, layer: nil)
+            let h = rmsNorm(u, weight: normF, eps: eps)
+            recorder.observe(headInput.value.map { $0.forward(h, serial) } ?? h, site: .lmHeadInput, layer: nil)
         }
         parallelism.applyToBLAS()
         return total

@@ -12,6 +12,10 @@ public struct ComparisonSetup: Sendable {
     /// Recipes quantized on the fly, each with `seeds` rotation seeds.
     public var methods: [QuantizationMethod] = []
     public var bits: [BitWidths] = []
+    /// Weight roundings of `methods` × `bits` (nil: the bit width's default); more than one names rows by rounding.
+    public var weightRoundings: [WeightRounding?] = [nil]
+    /// Weight groups of `methods` × `bits` (nil: per output channel).
+    public var groupSize: Int?
     /// Named recipes quantized on the fly (the error budget's variants), after `methods`.
     public var recipes: [(name: String, recipe: QuantizationRecipe)] = []
     public var seeds = 1
@@ -67,12 +71,16 @@ public struct ComparisonSetup: Sendable {
             let stats = try cachedCalibration(float, sha: sha, parallelism: par, log: log, progress: calibrationProgress)
             for m in methods {
                 for b in bits {
-                    for s in 0..<UInt64(seeds) {
-                        let recipe = QuantizationRecipe(method: m, bits: b, seed: s)
-                        let (q, transformed) = try QuantizedModel.quantizeKeepingTransformed(weights: weights, stats: stats, recipe: recipe, parallelism: par)
-                        contenders.append(Contender(name: m.rawValue, method: m.rawValue, bits: b.description, seed: s, model: q.model(runtime: runtime),
-                                                    transformedFloat: transformed, weightBytes: q.weightBytes, runtime: int8Path, recipe: recipe.settings))
-                        log("quantized \(m.rawValue) \(b)" + (seeds > 1 ? " seed \(s)" : ""))
+                    for rounding in weightRoundings {
+                        for s in 0..<UInt64(seeds) {
+                            var recipe = QuantizationRecipe(method: m, bits: b, groupSize: groupSize, seed: s)
+                            if let rounding { recipe.weightRounding = rounding }
+                            let name = m.rawValue + (weightRoundings.count > 1 ? " " + recipe.weightRounding.rawValue : "")
+                            let (q, transformed) = try QuantizedModel.quantizeKeepingTransformed(weights: weights, stats: stats, recipe: recipe, parallelism: par)
+                            contenders.append(Contender(name: name, method: m.rawValue, bits: b.description, seed: s, model: q.model(runtime: runtime),
+                                                        transformedFloat: transformed, weightBytes: q.weightBytes, runtime: int8Path, recipe: recipe.settings))
+                            log("quantized \(name) \(b)" + (seeds > 1 ? " seed \(s)" : ""))
+                        }
                     }
                 }
             }

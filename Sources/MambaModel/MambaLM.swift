@@ -37,6 +37,10 @@ public struct MambaLM: Sendable {
     public var embedding: any EmbeddingOp  // [V, D]
     public var blocks: [MambaBlock]
     public var normF: Tensor?              // [D]; nil once folded into lm_head
+    /// A [D, D] linear between norm_f and lm_head (nil: none): a tied head keeps norm_f's weight
+    /// here as R1ᵀ diag(w) R1 so that the rotated embedding table is also the head
+    /// (docs/DESIGN.md section 2, "One table").
+    public var headInput: (any LinearOp)?
     public var lmHead: any LinearOp        // [V, D]
 
     /// The float model from loaded weights: each layer's description builds its forward from
@@ -49,12 +53,21 @@ public struct MambaLM: Sendable {
         lmHead = FloatLinear(weight: w.lmHead ?? w.embedding)
     }
 
-    public init(config: MambaConfig, embedding: any EmbeddingOp, blocks: [MambaBlock], normF: Tensor?, lmHead: any LinearOp) {
+    public init(config: MambaConfig, embedding: any EmbeddingOp, blocks: [MambaBlock], normF: Tensor?, headInput: (any LinearOp)? = nil,
+                lmHead: any LinearOp) {
         self.config = config
         self.embedding = embedding
         self.blocks = blocks
         self.normF = normF
+        self.headInput = headInput
         self.lmHead = lmHead
+    }
+
+    /// lm_head's input from the last residual rows: norm_f, then the head-input linear if any.
+    public func headInput(_ u: Tensor, _ par: Parallelism = .serial) -> Tensor {
+        let h = rmsNorm(u, weight: normF, eps: config.layerNormEpsilon)
+        guard let headInput else { return h }
+        return profiled("head_input") { headInput.forward(h, par) }
     }
 
     /// The float model of a checkpoint as stored (see `init(checkpoint:)`).
@@ -119,12 +132,12 @@ public struct MambaLM: Sendable {
         switch positions {
         case .none:
             // No logits, but an observer still sees lm_head's input (calibration needs it).
-            if let observer { observer.observe(rmsNorm(u, weight: normF, eps: eps), site: .lmHeadInput, layer: nil) }
+            if let observer { observer.observe(headInput(u, par), site: .lmHeadInput, layer: nil) }
             return Tensor(zeros: [0, v])
         case .last: rows = u.rows((u.rows - 1)..<u.rows)
         case .all: rows = u
         }
-        let h = profiled("norm") { rmsNorm(rows, weight: normF, eps: eps) } // [L', D]
+        let h = profiled("norm") { headInput(rows, par) } // [L', D]
         observer?.observe(h, site: .lmHeadInput, layer: nil)
         return profiled("lm_head") { lmHead.forward(h, par) }  // [L', V]
     }

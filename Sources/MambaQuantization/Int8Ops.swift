@@ -26,7 +26,9 @@ public struct PackedInt8Matrix: Sendable {
     public let weightBits: Int
     let packed: [Int8]
     let columnSums: [Int32]
+    /// The weights' own scales: [rows], or [rows, groups] with `groupSize`.
     let scales: [Float]
+    let groupSize: Int?
     /// Columns per block of the blocked GEMM (nil: one scale per output channel, mq_gemm_s8).
     public let block: Int?
     let blockScales: [Float]
@@ -70,6 +72,7 @@ public struct PackedInt8Matrix: Sendable {
         self.packed = packed
         columnSums = sums
         scales = w.scales
+        groupSize = w.groupSize
         block = w.groupSize ?? inputBlock
         guard let block else {
             blockScales = []
@@ -104,6 +107,30 @@ public struct PackedInt8Matrix: Sendable {
     }
 
     public var bytes: Int { packed.count + 4 * (columnSums.count + scales.count + blockScales.count + blockSums.count) }
+}
+
+/// The embedding lookup of a tied head (QuantizedModel.tiedHead): rows are read back from the
+/// head's packed panels (mq_packed_row) and scaled, so the table is in memory once, in the GEMM's
+/// layout. The same floats as QuantizedEmbedding over the unpacked table.
+public struct PackedTableEmbedding: EmbeddingOp {
+    public let table: PackedInt8Matrix
+
+    public init(table: PackedInt8Matrix) { self.table = table }
+    public var vocabSize: Int { table.rows }
+
+    public func forward(_ tokens: [Int]) -> Tensor {
+        let (d, groups) = (table.cols, table.groupSize.map { (table.cols + $0 - 1) / $0 } ?? 1)
+        let group = table.groupSize ?? d
+        var row = [Int8](repeating: 0, count: d)
+        return Tensor(shape: [tokens.count, d]) { out in
+            table.packed.withUnsafeBufferPointer { p in
+                for (i, t) in tokens.enumerated() {
+                    mq_packed_row(p.baseAddress, Int32(table.weightBits), Int32(d), Int32(t), &row)
+                    for j in 0..<d { out[i * d + j] = Float(row[j]) * table.scales[t * groups + j / group] }
+                }
+            }
+        }
+    }
 }
 
 /// Activations quantized to int8 rows (zero padded to the GEMM's K) with one scale per row, or

@@ -45,7 +45,8 @@ extension QuantizedModel {
         var blocks: [QuantizedBlock] = []
         let r = try stream(weights: weights, stats: stats, recipe: recipe, parallelism: parallelism, progress: progress,
                            keepTransformed: keepTransformed, embedding: { embedding = $0 }, block: { blocks.append($1) })
-        let q = QuantizedModel(config: r.config, recipe: recipe, embedding: embedding!, blocks: blocks, lmHead: r.lmHead, transforms: r.transforms)
+        let q = QuantizedModel(config: r.config, recipe: recipe, embedding: embedding!, blocks: blocks, lmHead: r.lmHead, transforms: r.transforms,
+                               headInput: r.headInput, tiedHead: r.tiedHead)
         return (q, r.transformed)
     }
 
@@ -56,6 +57,10 @@ extension QuantizedModel {
         public let transforms: [AppliedTransform]
         /// The transformed float model (only when asked for: it holds every layer in float32).
         public let transformed: MambaLM?
+        /// A tied source's head-input matrix (QuantizedModel.headInput).
+        public let headInput: Tensor?
+        /// Whether the embedding handed out is also the head (QuantizedModel.tiedHead).
+        public let tiedHead: Bool
     }
 
     /// The pipeline, handing out the quantized embedding first and then each finished block in
@@ -70,17 +75,33 @@ extension QuantizedModel {
         let plan = try MethodPlan(recipe.method, stats: stats.stats, config: c, seed: recipe.seed, alpha: recipe.alpha)
         let quantizer = LayerQuantizer(recipe: recipe)
 
-        // Outside the blocks: the head (norm_f folded in, R1), then the embedding (R1); one
-        // V x D Double at a time.
-        var head: Matrix = Matrix(try source.readLMHead() ?? source.readEmbedding())
-        var normF: [Double]? = try source.readNormF().storage.map(Double.init)
-        plan.transformHead(&head, normF: &normF)
-        let lmHeadWeights = try quantizer.weights(QuantizedNames.lmHead, head, bias: nil, groups: true)
-        let transformedHead: Tensor? = keepTransformed ? head.tensor : nil
-        head = Matrix(rows: 0, cols: 0, data: [])
+        // Outside the blocks, one V x D Double at a time: an untied head (norm_f folded in, R1);
+        // the embedding (R1). A tied head stays tied: norm_f's weight becomes the head-input
+        // matrix R1ᵀ diag(w) R1, and the embedding's table, quantized as the head (its bits and
+        // groups, per-row scales), is both (docs/DESIGN.md section 2, "One table").
+        let normF = try source.readNormF().storage.map(Double.init)
+        var lmHeadWeights: QuantizedLayer? = nil
+        var transformedHead: Tensor? = nil
+        var headInput: Tensor? = nil
+        if let untied = try source.readLMHead() {
+            var head = Matrix(untied), folded: [Double]? = normF
+            plan.transformHead(&head, normF: &folded)
+            lmHeadWeights = try quantizer.weights(QuantizedNames.lmHead, head, bias: nil, groups: true)
+            if keepTransformed { transformedHead = head.tensor }
+        } else {
+            headInput = plan.headInputTransform(normF: normF).tensor
+        }
         var emb = Matrix(try source.readEmbedding())
         plan.transformEmbedding(&emb)
-        try onEmbedding(QuantizedMatrix(quantizing: emb, bits: 8))
+        let tiedHead = lmHeadWeights == nil && !recipe.keepsFloat(module: QuantizedNames.lmHead)
+        let embedding = tiedHead ? QuantizedMatrix(quantizing: emb, bits: recipe.bits.weight, groupSize: recipe.groupSize) : QuantizedMatrix(quantizing: emb, bits: 8)
+        try onEmbedding(embedding)
+        if lmHeadWeights == nil {
+            // Tied: the table itself, or (lm_head kept float) its float copy beside the int8 embedding.
+            lmHeadWeights = tiedHead ? QuantizedLayer(weight: embedding, floatWeight: nil, bias: nil, input: nil)
+                : QuantizedLayer(weight: nil, floatWeight: emb.tensor, bias: nil, input: nil)
+            if keepTransformed { transformedHead = emb.tensor }
+        }
         let table = FloatEmbedding(table: emb.tensor)
         emb = Matrix(rows: 0, cols: 0, data: [])
 
@@ -88,17 +109,19 @@ extension QuantizedModel {
         // layer i, given their static scales once the windows have passed through it.
         let layers = TransformedLayers(source: source, plan: plan, stats: stats.stats, quantizer: quantizer, table: table, keep: keepTransformed,
                                        threads: parallelism.threads)
+        layers.headInput = headInput.map { FloatLinear(weight: $0) }
         let final = try Calibrator.run(source: layers, windows: stats.windows, parallelism: parallelism, progress: progress,
                                        hessianSites: layers.hessianSites) { i, secondPass in
             try onBlock(i, try layers.finish(layer: i, secondPass: secondPass))
         }
         var config = c
-        config.json["tie_word_embeddings"] = .bool(false)
-        let lmHead = lmHeadWeights.with(input: try quantizer.activation(final, nil, .lmHeadInput))
+        config.json["tie_word_embeddings"] = .bool(tiedHead)
+        let lmHead = lmHeadWeights!.with(input: try quantizer.activation(final, nil, .lmHeadInput))
         let transformed = transformedHead.map { h in
-            MambaLM(config: c, embedding: table, blocks: layers.kept, normF: nil, lmHead: FloatLinear(weight: h))
+            MambaLM(config: c, embedding: table, blocks: layers.kept, normF: nil, headInput: layers.headInput, lmHead: FloatLinear(weight: h))
         }
-        return StreamResult(config: config, lmHead: lmHead, transforms: plan.globalLog + layers.log, transformed: transformed)
+        return StreamResult(config: config, lmHead: lmHead, transforms: plan.globalLog + layers.log, transformed: transformed,
+                            headInput: headInput, tiedHead: tiedHead)
     }
 }
 
@@ -169,6 +192,8 @@ final class TransformedLayers<Source: WeightSource>: LayerSource {
     var log: [AppliedTransform] = []
     /// Transformed float blocks, when the caller keeps the transformed model.
     var kept: [MambaBlock] = []
+    /// A tied head's input matrix: the second pass observes the head's input after it.
+    var headInput: (any LinearOp)?
 
     init(source: Source, plan: MethodPlan, stats: CalibrationStats, quantizer: LayerQuantizer, table: FloatEmbedding, keep: Bool, threads: Int) {
         (self.source, self.plan, self.stats, self.quantizer, self.table, self.keep, self.threads) = (source, plan, stats, quantizer, table, keep, threads)
@@ -209,7 +234,8 @@ final class TransformedLayers<Source: WeightSource>: LayerSource {
         return float
     }
 
-    func finalNorm() throws -> Tensor? { nil }   // folded into the head
+    func finalNorm() throws -> Tensor? { nil }   // folded into the head or the head-input matrix
+    func headInputLinear() throws -> (any LinearOp)? { headInput }
 
     /// Layer i with the static scales of its module inputs and scan inputs from the second pass.
     func finish(layer i: Int, secondPass: CalibrationStats) throws -> QuantizedBlock {

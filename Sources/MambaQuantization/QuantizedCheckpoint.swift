@@ -22,13 +22,17 @@ public struct QuantizationProvenance: Sendable, Equatable {
 enum QuantizedNames {
     /// Version 2 packs int4 weights two per byte; w8 checkpoints keep version 1 (nothing in them
     /// changed, so older readers still read them). Both are read.
-    static func formatVersion(weightBits: Int) -> Int { weightBits == 4 ? 2 : 1 }
-    static let readableVersions = [1, 2]
+    /// Version 3 adds a tied source's head-input matrix and, with a quantized head, one table for
+    /// the embedding and the head (`tied_head`).
+    static func formatVersion(weightBits: Int, headInput: Bool) -> Int { headInput ? 3 : weightBits == 4 ? 2 : 1 }
+    static let readableVersions = [1, 2, 3]
     /// The safetensors header's metadata.
     static let metadata = ["format": "pt", "mambaquant": "quantized checkpoint format 1"]
     static let embedding = "backbone.embeddings"
     static let lmHead = "lm_head"
     static let normF = "backbone.norm_f.weight"
+    /// The head-input matrix [D, D] (format 3).
+    static let headInput = "lm_head.input_transform"
     /// S-SiLU's s, under the mixer's prefix.
     static let gateSmoothing = "gate_smooth"
     /// The online Hadamard's signs, after the name of the module whose input it rotates.
@@ -38,11 +42,13 @@ enum QuantizedNames {
 
 extension QuantizedModel {
     /// The "quantization" object of config.json.
-    static func quantizationJSON(_ recipe: QuantizationRecipe, _ transforms: [AppliedTransform], _ provenance: QuantizationProvenance) -> JSONValue {
+    static func quantizationJSON(_ recipe: QuantizationRecipe, _ transforms: [AppliedTransform], _ provenance: QuantizationProvenance,
+                                 headInput: Bool = false, tiedHead: Bool = false) -> JSONValue {
         var kept = recipe.keepFloat.sorted().map(JSONValue.string)
         if kept.isEmpty { kept = [] }
         return .object([
-            "format_version": .number(Double(QuantizedNames.formatVersion(weightBits: recipe.bits.weight))),
+            "format_version": .number(Double(QuantizedNames.formatVersion(weightBits: recipe.bits.weight, headInput: headInput))),
+            "tied_head": .bool(tiedHead),
             "tool_version": .string(MambaQuantVersion.current),
             "method": .string(recipe.method.rawValue),
             "weight_bits": .number(Double(recipe.bits.weight)),
@@ -98,7 +104,7 @@ extension QuantizedModel {
         let q = try load(directory: directory, mixer: mixer) { i, b, config in
             blocks.append(MambaBlock(norm: b.norm, mixer: b.mixer.spec.makeMixer(QuantizedOpSource(mixer: b.mixer, runtime: runtime), config, layer: i)))
         }
-        return MambaLM(config: q.config, embedding: QuantizedEmbedding(table: q.embedding), blocks: blocks, normF: nil, lmHead: q.lmHead.linear(runtime))
+        return q.outerModel(blocks: blocks, runtime: runtime)
     }
 
     /// Reads the checkpoint, handing each block (with the config) to `onBlock` in layer order
@@ -209,9 +215,14 @@ extension QuantizedModel {
         }
 
         let (d, v) = (config.hiddenSize, config.vocabSize)
-        let embValues = try int8s(QuantizedNames.embedding + ".weight", [v, d])
-        let embedding = QuantizedMatrix(rows: v, cols: d, bits: 8, groupSize: nil, values: embValues,
-                                        scales: try floats(QuantizedNames.embedding + ".weight_scale", [v]).storage)
+        let tiedHead = q["tied_head"]?.bool ?? false
+        if tiedHead && recipe.keepsFloat(module: QuantizedNames.lmHead) {
+            throw MambaError(.badConfig, "\(directory)/config.json: \"quantization\" has tied_head true and lm_head kept float; a tied table is quantized")
+        }
+        // A tied table takes the head's bits and groups; an embedding of its own is int8 per row.
+        let embedding = tiedHead ? try matrix(QuantizedNames.embedding, rows: v, cols: d, groups: true)
+            : QuantizedMatrix(rows: v, cols: d, bits: 8, groupSize: nil, values: try int8s(QuantizedNames.embedding + ".weight", [v, d]),
+                              scales: try floats(QuantizedNames.embedding + ".weight_scale", [v]).storage)
         for i in 0..<config.numLayers {
             let kind = config.mixer, spec = kind.spec, p = BlockNames.mixerPrefix(layer: i)
             let norm = try floats(BlockNames.norm(layer: i), [d])
@@ -259,12 +270,20 @@ extension QuantizedModel {
                 config)
         }
         _ = try floats(QuantizedNames.normF, [d])
-        let lmHead = try layer(QuantizedNames.lmHead, rows: v, cols: d, bias: false)
+        let lmHead = tiedHead
+            ? QuantizedLayer(weight: embedding, floatWeight: nil, bias: nil,
+                             input: ActivationQuantizer(bits: ab, scale: try activationScale ?? .static(scalar(QuantizedNames.lmHead + ".input_scale"))))
+            : try layer(QuantizedNames.lmHead, rows: v, cols: d, bias: false)
+        let headInput = store.contains(QuantizedNames.headInput) ? try floats(QuantizedNames.headInput, [d, d]) : nil
+        if version < 3 && (tiedHead || headInput != nil) {
+            throw MambaError(.badConfig, "\(directory) is format \(version) but has a tied head or \(QuantizedNames.headInput), which need format 3")
+        }
         if let extra = store.names.first(where: { !used.contains($0) }) {
             throw MambaError(.unusedTensor, "\(directory) has tensor \(extra), which this quantized format does not use")
         }
         let transforms = (q["transforms"]?.array ?? []).compactMap(\.string).map { AppliedTransform(step: $0, layer: nil, detail: "") }
-        return QuantizedModel(config: config, recipe: recipe, embedding: embedding, blocks: [], lmHead: lmHead, transforms: transforms)
+        return QuantizedModel(config: config, recipe: recipe, embedding: embedding, blocks: [], lmHead: lmHead, transforms: transforms,
+                              headInput: headInput, tiedHead: tiedHead)
     }
 }
 

@@ -54,17 +54,22 @@ public final class QuantizedCheckpointWriter {
         TemporaryPaths.unregister(temp)
     }
 
+    /// Integer weights and their scales.
+    private func matrix(_ prefix: String, _ q: QuantizedMatrix, shape: [Int]? = nil) throws {
+        if q.bits == 4 {
+            // Format 2: two per byte along the last axis (FORMAT.md).
+            var disk = shape ?? [q.rows, q.cols]
+            disk[disk.count - 1] = QuantizedMatrix.packedInt4Columns(disk[disk.count - 1])
+            try tensors.add(prefix + ".weight", dtype: .u8, shape: disk, bytes: q.packedInt4)
+        } else {
+            try tensors.add(prefix + ".weight", shape: shape ?? [q.rows, q.cols], int8s: q.values)
+        }
+        try tensors.add(prefix + ".weight_scale", shape: q.scaleShape, floats: q.scales)
+    }
+
     private func layer(_ prefix: String, _ l: QuantizedLayer, shape: [Int]? = nil) throws {
         if let q = l.weight {
-            if q.bits == 4 {
-                // Format 2: two per byte along the last axis (FORMAT.md).
-                var disk = shape ?? [q.rows, q.cols]
-                disk[disk.count - 1] = QuantizedMatrix.packedInt4Columns(disk[disk.count - 1])
-                try tensors.add(prefix + ".weight", dtype: .u8, shape: disk, bytes: q.packedInt4)
-            } else {
-                try tensors.add(prefix + ".weight", shape: shape ?? [q.rows, q.cols], int8s: q.values)
-            }
-            try tensors.add(prefix + ".weight_scale", shape: q.scaleShape, floats: q.scales)
+            try matrix(prefix, q, shape: shape)
             if let s = l.input?.scale.staticScale { try tensors.add(prefix + ".input_scale", shape: [], floats: [s]) }
         } else {
             let t = l.floatWeight!
@@ -73,9 +78,9 @@ public final class QuantizedCheckpointWriter {
         if let b = l.bias { try tensors.add(prefix + ".bias", b) }
     }
 
+    /// The embedding: int8 per row, or a tied head's table (its bits and groups).
     public func add(embedding e: QuantizedMatrix) throws {
-        try tensors.add(QuantizedNames.embedding + ".weight", shape: [e.rows, e.cols], int8s: e.values)
-        try tensors.add(QuantizedNames.embedding + ".weight_scale", shape: [e.rows], floats: e.scales)
+        try matrix(QuantizedNames.embedding, e)
         weightBytes += e.storedBytes
     }
 
@@ -105,17 +110,27 @@ public final class QuantizedCheckpointWriter {
         weightBytes += b.weightBytes
     }
 
-    /// norm_f (all ones: folded), lm_head, config.json with the "quantization" object, the source's
+    /// norm_f (all ones: folded), the head-input matrix, lm_head (only its input scale when tied:
+    /// the table was the embedding), config.json with the "quantization" object, the source's
     /// tokenizer files; then the rename into place.
-    public func finish(config: MambaConfig, recipe: QuantizationRecipe, lmHead: QuantizedLayer, transforms: [AppliedTransform],
-                       provenance: QuantizationProvenance) throws {
+    public func finish(config: MambaConfig, recipe: QuantizationRecipe, lmHead: QuantizedLayer, headInput: Tensor? = nil, tiedHead: Bool = false,
+                       transforms: [AppliedTransform], provenance: QuantizationProvenance) throws {
         try tensors.add(QuantizedNames.normF, Tensor(repeating: 1, shape: [config.hiddenSize]))
         weightBytes += 4 * config.hiddenSize
-        try layer(QuantizedNames.lmHead, lmHead)
-        weightBytes += lmHead.storedBytes
+        if let headInput {
+            try tensors.add(QuantizedNames.headInput, headInput)
+            weightBytes += 4 * headInput.count
+        }
+        if tiedHead {
+            if let s = lmHead.input?.scale.staticScale { try tensors.add(QuantizedNames.lmHead + ".input_scale", shape: [], floats: [s]) }
+        } else {
+            try layer(QuantizedNames.lmHead, lmHead)
+            weightBytes += lmHead.storedBytes
+        }
         try tensors.finish()
         var json = config.json
-        json["quantization"] = QuantizedModel.quantizationJSON(recipe, transforms, provenance)
+        json["tie_word_embeddings"] = .bool(tiedHead)
+        json["quantization"] = QuantizedModel.quantizationJSON(recipe, transforms, provenance, headInput: headInput != nil, tiedHead: tiedHead)
         try writeAtomically(try JSONValue.object(json).prettyData(), to: temp + "/" + MambaConfig.fileName)
         let fm = FileManager.default
         for f in QuantizedNames.tokenizerFiles where fm.fileExists(atPath: sourceDirectory + "/" + f) {
@@ -149,7 +164,7 @@ extension QuantizedModel {
         do {
             try w.add(embedding: embedding)
             for (i, b) in blocks.enumerated() { try w.add(block: b, layer: i, config: config) }
-            try w.finish(config: config, recipe: recipe, lmHead: lmHead, transforms: transforms, provenance: provenance)
+            try w.finish(config: config, recipe: recipe, lmHead: lmHead, headInput: headInput, tiedHead: tiedHead, transforms: transforms, provenance: provenance)
         } catch {
             w.abandon()
             throw error

@@ -93,19 +93,39 @@ public struct QuantizedModel: Sendable {
     public var blocks: [QuantizedBlock]
     public var lmHead: QuantizedLayer
     public var transforms: [AppliedTransform]
+    /// [D, D] float32 between norm_f and the head: a tied source's norm_f weight, rotated with R1
+    /// (MambaLM.headInput); nil when norm_f was folded into an untied head.
+    public var headInput: Tensor? = nil
+    /// One table for the embedding and the head: `lmHead.weight` is `embedding` (the head's bits and
+    /// groups, per-row scales = the head's per-output-channel scales), stored and held once.
+    public var tiedHead = false
 
     /// The model with its leaf ops swapped for quantized ones (the same forward as float). On the
     /// int8 runtime the linears run int8 GEMMs and the conv sums integers; the SSM inputs take the
     /// same integer grids on both runtimes and the recurrence runs in float32.
     public func model(runtime: QuantizedRuntime = .int8) -> MambaLM {
-        MambaLM(config: config, embedding: QuantizedEmbedding(table: embedding), blocks: blocks.enumerated().map { i, b in
+        let blocks = blocks.enumerated().map { i, b in
             MambaBlock(norm: b.norm, mixer: b.mixer.spec.makeMixer(QuantizedOpSource(mixer: b.mixer, runtime: runtime), config, layer: i))
-        }, normF: nil, lmHead: lmHead.linear(runtime))
+        }
+        return outerModel(blocks: blocks, runtime: runtime)
     }
 
-    /// Bytes of the weights as stored (integers one per byte, scales, float tensors).
+    /// The language model around `blocks`: the embedding, norm_f's head-input matrix and the head;
+    /// a tied head's embedding reads the head's packed panels on the int8 runtime (one table in
+    /// memory; the reference runtime shares the integers' storage).
+    func outerModel(blocks: [MambaBlock], runtime: QuantizedRuntime) -> MambaLM {
+        let head = lmHead.linear(runtime)
+        let table: any EmbeddingOp = tiedHead ? ((head as? Int8Linear).map { PackedTableEmbedding(table: $0.weight) } ?? QuantizedEmbedding(table: embedding))
+            : QuantizedEmbedding(table: embedding)
+        // The matrix is symmetric (R1ᵀ diag(w) R1), so the linear's x Mᵀ is x M.
+        return MambaLM(config: config, embedding: table, blocks: blocks, normF: nil, headInput: headInput.map { FloatLinear(weight: $0) }, lmHead: head)
+    }
+
+    /// Bytes of the weights as stored (int4 two per byte, int8 one, scales, float tensors), a tied
+    /// table once.
     public var weightBytes: Int {
-        embedding.storedBytes + blocks.reduce(0) { $0 + $1.weightBytes } + lmHead.storedBytes + 4 * config.hiddenSize
+        embedding.storedBytes + blocks.reduce(0) { $0 + $1.weightBytes } + (tiedHead ? 0 : lmHead.storedBytes)
+            + 4 * ((headInput?.count ?? 0) + config.hiddenSize)
     }
 
     /// The head's module name (for --keep-float and the error budget).

@@ -63,19 +63,19 @@ public struct ReferenceQuantizedScanInput: ScanInputOp {
 
 /// int8 rows with one scale each: a lookup, dequantized on the way out.
 public struct QuantizedEmbedding: EmbeddingOp {
-    public let table: QuantizedMatrix      // [V, D]
+    public let table: QuantizedMatrix      // [V, D], scales per row (or per row and group: a tied head's table)
 
     public init(table: QuantizedMatrix) { self.table = table }
     public var vocabSize: Int { table.rows }
 
     public func forward(_ tokens: [Int]) -> Tensor {
-        let d = table.cols
+        let (d, groups) = (table.cols, table.groupsPerRow)
+        let group = table.groupSize ?? d
         var out = Tensor(zeros: [tokens.count, d])
         table.values.withUnsafeBufferPointer { v in
             out.storage.withUnsafeMutableBufferPointer { o in
                 for (i, t) in tokens.enumerated() {
-                    let s = table.scales[t]
-                    for j in 0..<d { o[i * d + j] = Float(v[t * d + j]) * s }
+                    for j in 0..<d { o[i * d + j] = Float(v[t * d + j]) * table.scales[t * groups + j / group] }
                 }
             }
         }

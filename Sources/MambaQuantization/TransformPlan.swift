@@ -33,7 +33,7 @@ public struct MethodPlan: Sendable {
     public init(_ method: QuantizationMethod, stats: CalibrationStats, config: MambaConfig, seed: UInt64, alpha: Double) throws {
         (self.method, self.seed, self.alpha) = (method, seed, alpha)
         try Self.checkWidths(stats, config)
-        var log: [AppliedTransform] = [.init(step: "fold_norms", layer: nil, detail: "block norms into in_proj, norm_f into an untied lm_head")]
+        var log: [AppliedTransform] = [.init(step: "fold_norms", layer: nil, detail: "block norms into in_proj; norm_f into an untied lm_head, or beside a tied one as the head-input matrix")]
         switch method {
         case .rtn, .smoothquant:
             residualRotation = nil
@@ -69,6 +69,14 @@ public struct MethodPlan: Sendable {
         if let w = normF { head.scaleColumns(w) }
         normF = nil
         if let (r, _) = residualRotation { head = head.times(r) }
+    }
+
+    /// A tied head's input matrix: norm_f's weight as diag(w), rotated by R1 (Rᵀ diag(w) R); the
+    /// table stays the embedding's (ModelParameters.foldFinalNorm).
+    public func headInputTransform(normF w: [Double]) -> Matrix {
+        let d = Matrix.diagonal(w)
+        guard let (r, _) = residualRotation else { return d }
+        return r.transposedTimes(d.times(r))
     }
 
     /// The embedding: R1.
@@ -149,9 +157,14 @@ public struct MethodPlan: Sendable {
 public func applyPlan(_ method: QuantizationMethod, to p: inout ModelParameters, stats: CalibrationStats, seed: UInt64, alpha: Double) throws -> [AppliedTransform] {
     let plan = try MethodPlan(method, stats: stats, config: p.config, seed: seed, alpha: alpha)
     var log = plan.globalLog
-    var head = p.lmHead ?? p.embedding
-    plan.transformHead(&head, normF: &p.normF)
-    p.lmHead = head
+    if var head = p.lmHead {
+        plan.transformHead(&head, normF: &p.normF)
+        p.lmHead = head
+    } else {
+        // Tied: the table stays the embedding's, norm_f's weight goes to the head-input matrix.
+        p.headInput = plan.headInputTransform(normF: p.normF ?? [Double](repeating: 1, count: p.hiddenSize))
+        p.normF = nil
+    }
     plan.transformEmbedding(&p.embedding)
     for i in p.blocks.indices { log += try plan.apply(layer: i, to: &p.blocks[i], stats: stats) }
     return log

@@ -22,6 +22,13 @@ public struct Matrix: Sendable, Equatable {
         return m
     }
 
+    /// diag(d).
+    public static func diagonal(_ d: [Double]) -> Matrix {
+        var m = Matrix(rows: d.count, cols: d.count, data: [Double](repeating: 0, count: d.count * d.count))
+        for i in 0..<d.count { m.data[i * d.count + i] = d[i] }
+        return m
+    }
+
     public var tensor: Tensor { Tensor(shape: [rows, cols], storage: data.map(Float.init)) }
 
     public subscript(_ i: Int, _ j: Int) -> Double {

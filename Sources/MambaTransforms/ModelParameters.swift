@@ -86,6 +86,9 @@ public struct ModelParameters: Sendable {
     public var normF: [Double]?           // nil once folded into lm_head
     /// nil while tied to the embedding.
     public var lmHead: Matrix?
+    /// [D, D] between norm_f and a tied head (nil: none): norm_f's weight kept out of the table
+    /// (`foldFinalNorm`), rotated with R1.
+    public var headInput: Matrix?
 
     public init(weights w: MambaWeights) {
         config = w.config
@@ -102,8 +105,10 @@ public struct ModelParameters: Sendable {
     /// The float model these parameters define (ops: S-SiLU where smoothed, the online rotation
     /// where rotated). Its logits equal the original model's up to float rounding.
     public func floatModel() -> MambaLM {
+        // The head-input matrix is symmetric (diag(w), or R1ᵀ diag(w) R1), so x Mᵀ = x M.
         MambaLM(config: config, embedding: FloatEmbedding(table: embedding.tensor), blocks: blocks.enumerated().map { i, b in b.floatBlock(layer: i) },
-                normF: normF.map(floatVector), lmHead: FloatLinear(weight: (lmHead ?? embedding).tensor))
+                normF: normF.map(floatVector), headInput: headInput.map { FloatLinear(weight: $0.tensor) },
+                lmHead: FloatLinear(weight: (lmHead ?? embedding).tensor))
     }
 }
 

@@ -139,10 +139,16 @@ extension BlockParameters {
 extension ModelParameters {
     /// norm_f folded into lm_head (untied from the embedding first).
     public mutating func foldFinalNorm() {
-        var head = lmHead ?? embedding
-        if let w = normF { head.scaleColumns(w) }
+        defer { normF = nil }
+        guard let w = normF else { return }
+        // A tied head stays tied (one table for the embedding and the head): norm_f's weight
+        // becomes the head-input matrix diag(w), which R1 rotates with the stream.
+        guard var head = lmHead else {
+            headInput = .diagonal(w)
+            return
+        }
+        head.scaleColumns(w)
         lmHead = head
-        normF = nil
     }
 
     /// Norm folding everywhere: each block's RMSNorm into its residual reader, norm_f into lm_head.
@@ -157,7 +163,9 @@ extension ModelParameters {
         precondition(r.rows == hiddenSize && r.cols == hiddenSize)
         embedding = embedding.times(r)
         for i in blocks.indices { blocks[i].rotateResidual(r) }
-        lmHead = lmHead!.times(r)
+        lmHead = lmHead?.times(r)
+        // norm(u R) = norm(u) R, so the head reads norm(u) R Rᵀ diag(w) R: the matrix becomes Rᵀ M R.
+        headInput = headInput.map { r.transposedTimes($0.times(r)) }
     }
 
     public func hasPath(through site: Site, layer i: Int) -> Bool { blocks[i].hasPath(through: site) }

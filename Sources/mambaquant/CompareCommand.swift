@@ -20,6 +20,10 @@ struct CompareCommand: ParsableCommand {
     var methods: String?
     @Option(help: "Bit widths for --methods (default w8a8,w4a8,w8a6; w8a8 with --budget).")
     var bits: String?
+    @Option(help: "Weight roundings for --methods (comma-separated rtn,gptq; default: each bit width's own, gptq at 4 bits, rtn at 8).")
+    var weightRounding: String?
+    @Option(help: "Weight scales per group of this many input columns for --methods (default: one per output channel).")
+    var groupSize: Int?
     @Flag(help: "The error budget instead of the plain methods: each site quantized alone, then activation scales, clip, weight groups, kept-float modules and methods one family at a time, for --methods (default mambaquant) at --bits.")
     var budget = false
     @Option(help: "Evaluation text (repeatable; default: the manifest's test and ood-test splits).")
@@ -95,6 +99,14 @@ struct CompareCommand: ParsableCommand {
             }
             setup.methods = []
         }
+        if let weightRounding {
+            setup.weightRoundings = try weightRounding.split(separator: ",").map { name in
+                guard let r = WeightRounding(rawValue: String(name)) else { throw MambaError(.badInput, "unknown weight rounding \"\(name)\": use rtn or gptq") }
+                return r
+            }
+        }
+        if let groupSize, groupSize < 1 { throw MambaError(.badInput, "--group-size must be at least 1, got \(groupSize)") }
+        setup.groupSize = groupSize
         setup.seeds = seeds
         (setup.evaluationFiles, setup.calibrationFiles) = (evalFiles, calibFiles)
         (setup.calibrationSamples, setup.calibrationSeqLength) = (calibSamples, calibSeqLen)

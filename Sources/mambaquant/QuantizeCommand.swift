@@ -97,7 +97,8 @@ struct QuantizeCommand: ParsableCommand {
                 result = try QuantizedModel.stream(
                     weights: weights, stats: statsFile, recipe: recipe, parallelism: par, progress: bar.update,
                     embedding: { try writer.add(embedding: $0) }, block: { try writer.add(block: $1, layer: $0, config: weights.config) })
-                try writer.finish(config: result.config, recipe: recipe, lmHead: result.lmHead, transforms: result.transforms,
+                try writer.finish(config: result.config, recipe: recipe, lmHead: result.lmHead, headInput: result.headInput, tiedHead: result.tiedHead,
+                                  transforms: result.transforms,
                                   provenance: QuantizationProvenance(sourceSHA256: sha, statsSHA256: statsSHA))
             } catch {
                 writer.abandon()

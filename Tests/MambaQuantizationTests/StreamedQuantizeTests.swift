@@ -73,10 +73,16 @@ final class StreamedQuantizeTests: XCTestCase {
                 kind: m.kind, modules: modules, tensors: m.tensors, scanInputs: scan, gateSmoothing: m.gateSmoothing.map { $0.map(Float.init) },
                 hadamardSigns: m.onlineRotations.mapValues { $0.signs.map(Float.init) }))
         }
+        // A tied head stays tied: the embedding's table quantized as the head is both (unless the
+        // head is kept float: then a float copy of the table beside the int8 embedding).
+        let tied = p.lmHead == nil && !recipe.keepFloat.contains("lm_head")
+        let embedding = tied ? QuantizedMatrix(quantizing: p.embedding, bits: wb, groupSize: recipe.groupSize) : QuantizedMatrix(quantizing: p.embedding, bits: 8)
+        let head = tied ? QuantizedLayer(weight: embedding, floatWeight: nil, bias: nil, input: try act(nil, .lmHeadInput))
+            : try layer("lm_head", p.lmHead ?? p.embedding, nil, try act(nil, .lmHeadInput), groups: true)
         var config = p.config
-        config.json["tie_word_embeddings"] = .bool(false)
-        return QuantizedModel(config: config, recipe: recipe, embedding: QuantizedMatrix(quantizing: p.embedding, bits: 8), blocks: blocks,
-                              lmHead: try layer("lm_head", p.lmHead!, nil, try act(nil, .lmHeadInput), groups: true), transforms: log)
+        config.json["tie_word_embeddings"] = .bool(tied)
+        return QuantizedModel(config: config, recipe: recipe, embedding: embedding, blocks: blocks, lmHead: head, transforms: log,
+                              headInput: p.headInput?.tensor, tiedHead: tied)
     }
 
     func statsFile(_ w: MambaWeights, samples: Int, seqLength: Int, vocab: Int) throws -> StatsFile {
@@ -98,7 +104,8 @@ final class StreamedQuantizeTests: XCTestCase {
             let r = try QuantizedModel.stream(weights: source, stats: file, recipe: recipe, parallelism: Parallelism(threads: 2),
                                               embedding: { try writer.add(embedding: $0) },
                                               block: { try writer.add(block: $1, layer: $0, config: w.config) })
-            try writer.finish(config: r.config, recipe: recipe, lmHead: r.lmHead, transforms: r.transforms, provenance: provenance)
+            try writer.finish(config: r.config, recipe: recipe, lmHead: r.lmHead, headInput: r.headInput, tiedHead: r.tiedHead,
+                              transforms: r.transforms, provenance: provenance)
             XCTAssertEqual(writer.weightBytes, whole.weightBytes, "\(label) \(recipe.method) weight bytes")
             for f in ["model.safetensors", "config.json"] {
                 XCTAssertTrue(FileManager.default.contentsEqual(atPath: dir + "/whole\(k)/" + f, andPath: dir + "/streamed\(k)/" + f),

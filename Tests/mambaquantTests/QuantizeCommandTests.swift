@@ -56,7 +56,7 @@ final class QuantizeCommandTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: disk, withIntermediateDirectories: false)
         let mount = Process()
         mount.executableURL = URL(fileURLWithPath: "/bin/mount")
-        mount.arguments = ["-t", "tmpfs", "-o", "size=160k", "tmpfs", disk]
+        mount.arguments = ["-t", "tmpfs", "-o", "size=128k", "tmpfs", disk]
         mount.standardError = FileHandle.nullDevice
         try mount.run()
         mount.waitUntilExit()
@@ -70,7 +70,7 @@ final class QuantizeCommandTests: XCTestCase {
         }
         let stats = try calibrate(tiny, dir, "s.safetensors")
         let q = disk + "/q"
-        // The first checkpoint (about 60 KB, twice that while its shard is assembled) fits; a second beside it does not.
+        // The first checkpoint (about 50 KB, twice that while its shard is assembled) fits; a second beside it does not.
         let first = try CLI.run(["quantize", "--model", tiny, "--stats", stats, "--method", "rtn", "--quiet", "--out", q])
         XCTAssertEqual(first.status, 0, first.stderr)
         let before = try Data(contentsOf: URL(fileURLWithPath: q + "/model.safetensors"))

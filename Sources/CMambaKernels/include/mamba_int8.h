@@ -39,6 +39,10 @@ void mq_s8_pack(const int8_t *w, int n, int k, int ldw, int8_t *packed, int32_t 
 // GEMM's, so every path stays exact. Chosen over the file's row-major nibble order (FORMAT.md)
 // because unpacking is then lane-wise, with no shuffle.
 
+/// Row `row` of a packed [n, k] matrix (int8 panels from mq_s8_pack, weight_bits 8, or int4 panels,
+/// 4) as int8 values out[k]: a tied head's table read back as the embedding.
+void mq_packed_row(const int8_t *packed, int weight_bits, int k, int row, int8_t *out);
+
 /// Bytes of the int4 panels of an [n, k] matrix.
 size_t mq_s4_packed_bytes(int n, int k);
 /// Converts int8 panels from mq_s8_pack (every value in [-8, 7]) into int4 panels.
