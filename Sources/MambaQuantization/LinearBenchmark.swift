@@ -11,10 +11,12 @@ public struct LinearBenchmarkResult: Sendable, Encodable {
     public let sgemmGflops: Double
     public let int8Gops: Double
     public let gemmSpeedup: Double
+    /// The same GEMM on int4 panels (nil: not timed).
+    public let int4Gops: Double?
 
     enum CodingKeys: String, CodingKey {
         case shape, m, n, k
-        case sgemmGflops = "sgemm_gflops", int8Gops = "int8_gops", gemmSpeedup = "gemm_speedup"
+        case sgemmGflops = "sgemm_gflops", int8Gops = "int8_gops", gemmSpeedup = "gemm_speedup", int4Gops = "int4_gops"
     }
 }
 
@@ -38,18 +40,26 @@ private struct LinearProblem {
     }
 }
 
+/// `weightBits` [8] or [8, 4]: the int8 GEMM on int8 panels, and on int4 panels too, interleaved.
 public func benchmarkLinear(
-    shape: String, m: Int, n: Int, k: Int, runs: Int, parallelism: Parallelism, seed: UInt64 = 1
+    shape: String, m: Int, n: Int, k: Int, runs: Int, parallelism: Parallelism, seed: UInt64 = 1, weightBits: [Int] = [8]
 ) -> LinearBenchmarkResult {
     let problem = LinearProblem(m: m, n: n, k: k, seed: seed)
     let float = FloatLinear(weight: problem.weight)
-    let int8 = Int8Linear(weight: QuantizedMatrix(quantizing: .init(problem.weight), bits: 8), bias: nil,
-                          input: ActivationQuantizer(bits: 8, scale: .static(problem.x.absMax / 127)))
-    _ = problem.seconds(float, parallelism); _ = problem.seconds(int8, parallelism)
-    var f: [Double] = [], q: [Double] = []
-    for _ in 0..<runs { f.append(problem.seconds(float, parallelism)); q.append(problem.seconds(int8, parallelism)) }
-    let (fs, qs) = (median(f), median(q))
-    return LinearBenchmarkResult(shape: shape, m: m, n: n, k: k, sgemmGflops: problem.ops / fs / 1e9, int8Gops: problem.ops / qs / 1e9, gemmSpeedup: fs / qs)
+    let quantized = weightBits.map { bits in
+        Int8Linear(weight: QuantizedMatrix(quantizing: .init(problem.weight), bits: bits), bias: nil,
+                   input: ActivationQuantizer(bits: 8, scale: .static(problem.x.absMax / 127)))
+    }
+    _ = problem.seconds(float, parallelism)
+    for q in quantized { _ = problem.seconds(q, parallelism) }
+    var f: [Double] = [], q = [[Double]](repeating: [], count: quantized.count)
+    for _ in 0..<runs {
+        f.append(problem.seconds(float, parallelism))
+        for (i, op) in quantized.enumerated() { q[i].append(problem.seconds(op, parallelism)) }
+    }
+    let (fs, qs) = (median(f), q.map(median))
+    return LinearBenchmarkResult(shape: shape, m: m, n: n, k: k, sgemmGflops: problem.ops / fs / 1e9, int8Gops: problem.ops / qs[0] / 1e9,
+                                 gemmSpeedup: fs / qs[0], int4Gops: qs.count > 1 ? problem.ops / qs[1] / 1e9 : nil)
 }
 
 extension QuantizedModel {

@@ -27,7 +27,7 @@ struct BenchCommand: ParsableCommand {
     var quantized: String?
     @Option(help: "The recipe of the int8 model quantized on the fly: fast (default) or accurate (see quantize --profile).")
     var profile: QuantizationProfile?
-    @Option(help: "Bit widths of the int8 model quantized on the fly (w8a8, w4a8, ...; int4 weights run unpacked on the int8 kernels).")
+    @Option(help: "Bit widths of the int8 model quantized on the fly: one (w8a8, w4a8, ...) or several, comma-separated, timed side by side (w8a8,w4a8: the first is the one compared with float32, the others with it).")
     var bits = "w8a8"
     @Option(help: "Prompt length of the prefill measurement.")
     var tokens = 512
@@ -54,10 +54,16 @@ struct BenchCommand: ParsableCommand {
         if (preset == nil) == (model == nil) { throw ValidationError("give exactly one of --preset and --model") }
         if quantized != nil && model == nil { throw ValidationError("--quantized needs the float --model it was made from") }
         if quantized != nil && (profile != nil || bits != "w8a8") { throw ValidationError("--profile and --bits choose the recipe of a model quantized on the fly; --quantized brings its own") }
-        do { _ = try BitWidths(parsing: bits) } catch { throw ValidationError("\(error)") }
+        do { _ = try bitsList() } catch { throw ValidationError("\(error)") }
         if tokens < 1 || runs < 1 || decodeSteps < 1 { throw ValidationError("--tokens, --runs and --decode-steps must be at least 1") }
         if !["auto", "avx2", "scalar"].contains(int8Path) { throw ValidationError("--int8-path must be auto, avx2 or scalar, got \(int8Path)") }
         if gemmRowList == nil { throw ValidationError("--gemm-rows must be positive integers separated by commas, got \(gemmRows)") }
+    }
+
+    func bitsList() throws -> [BitWidths] {
+        let list = try bits.split(separator: ",").map { try BitWidths(parsing: String($0).trimmingCharacters(in: .whitespaces)) }
+        guard !list.isEmpty else { throw MambaError(.badInput, "--bits lists no bit widths") }
+        return list
     }
 
     var gemmRowList: [Int]? {
@@ -82,7 +88,7 @@ struct BenchCommand: ParsableCommand {
         if let preset {
             // bench holds the float32 model and the int8 one side by side.
             let p = Double(preset.config.parameterCount)
-            try MemoryEstimate(parts: [("float32 weights", 4 * p), ("int8 weights", 1.1 * p)] + MemoryEstimate.quantize(
+            try MemoryEstimate(parts: [("float32 weights", 4 * p), ("int8 weights", 1.1 * p * Double(try bitsList().count))] + MemoryEstimate.quantize(
                 preset.config, windows: 4, seqLength: 128, threads: par.threads).parts)
                 .check(job: "bench --preset \(preset.rawValue)", lower: "the model: choose a smaller preset (bench runs the float32 model beside the int8 one)")
             printError("building random \(preset.rawValue) weights")
@@ -104,17 +110,26 @@ struct BenchCommand: ParsableCommand {
             print(String(decoding: try JSONEncoder().encode(m), as: UTF8.self))
             return
         }
-        let q = try quantizedModel(weights, float, par)
+        let models = try quantizedModels(weights, float, par)
+        let q = models[0]
         let recipeText = "\(q.recipe.method.rawValue) \(q.recipe.bits): " + q.recipe.settings
-        let int8 = q.model(runtime: kernelOptions.kernels)
+        let int8 = models.map { $0.model(runtime: kernelOptions.kernels) }
 
         printError("timing prefill (\(tokens) tokens) and decode (\(decodeSteps) steps), \(runs) runs each, interleaved")
-        let t = try measureThroughputSideBySide([float, int8], tokens: tokens, decodeSteps: decodeSteps, runs: runs, parallelism: par)
+        let t = try measureThroughputSideBySide([float] + int8, tokens: tokens, decodeSteps: decodeSteps, runs: runs, parallelism: par)
+        let variants = zip(models.dropFirst(), t.dropFirst(2)).map { m, r in
+            BenchVariant(bits: m.recipe.bits.description, quantization: m.recipe.settings, throughput: r, weightBytes: m.weightBytes,
+                         prefillVsFirst: r.prefillTokensPerSecond / t[1].prefillTokensPerSecond,
+                         decodeVsFirst: r.decodeTokensPerSecond / t[1].decodeTokensPerSecond,
+                         bytesVsFirst: Double(m.weightBytes) / Double(q.weightBytes))
+        }
+        // The kernel table also times int4 panels when a listed width has 4-bit weights.
+        let gemmBits = models.contains { $0.recipe.bits.weight == 4 } ? [8, 4] : [8]
         var gemm: [LinearBenchmarkResult] = []
         for (shape, n, k) in shapes {
             for m in gemmRowList! {
                 printError("timing \(shape) [\(m) x \(k)] x [\(k) x \(n)]")
-                gemm.append(benchmarkLinear(shape: shape, m: m, n: n, k: k, runs: runs, parallelism: par))
+                gemm.append(benchmarkLinear(shape: shape, m: m, n: n, k: k, runs: runs, parallelism: par, weightBits: gemmBits))
             }
         }
         // The compute roofline beside the GEMM table: the path's multiply-add in register chains.
@@ -122,7 +137,8 @@ struct BenchCommand: ParsableCommand {
         var profiles: [StepTimes] = []
         if steps {
             printError("timing one \(tokens)-token prefill of each model step by step, \(runs) runs")
-            profiles = try profilePrefill([float, int8], names: ["float32", "int8"], tokens: tokens, runs: runs, parallelism: par)
+            profiles = try profilePrefill([float] + int8, names: ["float32"] + models.map { models.count > 1 ? $0.recipe.bits.description : "int8" },
+                                          tokens: tokens, runs: runs, parallelism: par)
         }
         let report = BenchReport(
             model: name, threads: par.threads, blasCore: BLASCore.current, int8Kernels: kernelOptions.kernels.description, runs: runs,
@@ -130,9 +146,10 @@ struct BenchCommand: ParsableCommand {
             prefillSpeedup: t[1].prefillTokensPerSecond / t[0].prefillTokensPerSecond,
             decodeSpeedup: t[1].decodeTokensPerSecond / t[0].decodeTokensPerSecond,
             weightBytesFloat32: 4 * weights.parameterCount, weightBytesInt8: q.weightBytes,
-            weightBytesRatio: Double(4 * weights.parameterCount) / Double(q.weightBytes), gemm: gemm, int8PeakGops: peak, steps: profiles, blasCores: survey,
+            weightBytesRatio: Double(4 * weights.parameterCount) / Double(q.weightBytes), variants: variants, gemm: gemm, int8PeakGops: peak,
+            steps: profiles, blasCores: survey,
             notes: ["int8 GEMM timings include the quantization of the activations and the float epilogue; sgemm is OpenBLAS through the float model's own linear (sgemv at one row).",
-                    "int4 weights are unpacked to one byte per weight at load (no packed int4 kernel yet)."])
+                    "int4 weights run packed two per byte (int4 panels unpacked in registers); weight bytes are as stored, a tied embedding and head counted once."])
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -142,14 +159,33 @@ struct BenchCommand: ParsableCommand {
         }
     }
 
-    /// The given quantized checkpoint, or mambaquant w8a8 calibrated on a few random token windows.
-    func quantizedModel(_ weights: MambaWeights, _ float: MambaLM, _ par: Parallelism) throws -> QuantizedModel {
-        if let quantized { return try QuantizedModel.load(directory: quantized) }
+    /// The given quantized checkpoint, or mambaquant at each of --bits calibrated on a few random
+    /// token windows.
+    func quantizedModels(_ weights: MambaWeights, _ float: MambaLM, _ par: Parallelism) throws -> [QuantizedModel] {
+        if let quantized { return [try QuantizedModel.load(directory: quantized)] }
         let profile = self.profile ?? .fast
-        printError("calibrating on 4 random windows of 128 tokens and quantizing (mambaquant \(bits), profile \(profile.rawValue))")
-        var recipe = QuantizationRecipe(method: .mambaquant, bits: try BitWidths(parsing: bits))
-        profile.apply(to: &recipe, spec: weights.config.mixer.spec)
-        return try QuantizedModel.quantizeOnRandomTokens(weights: weights, float: float, recipe: recipe, parallelism: par)
+        return try bitsList().map { b in
+            printError("calibrating on 4 random windows of 128 tokens and quantizing (mambaquant \(b), profile \(profile.rawValue))")
+            var recipe = QuantizationRecipe(method: .mambaquant, bits: b)
+            profile.apply(to: &recipe, spec: weights.config.mixer.spec)
+            return try QuantizedModel.quantizeOnRandomTokens(weights: weights, float: float, recipe: recipe, parallelism: par)
+        }
+    }
+}
+
+/// Another bit width timed beside the first quantized model (bench --bits w8a8,w4a8).
+struct BenchVariant: Encodable {
+    let bits: String
+    let quantization: String
+    let throughput: ThroughputResult
+    let weightBytes: Int
+    let prefillVsFirst: Double
+    let decodeVsFirst: Double
+    let bytesVsFirst: Double
+
+    enum CodingKeys: String, CodingKey {
+        case bits, quantization, throughput
+        case weightBytes = "weight_bytes", prefillVsFirst = "prefill_vs_first", decodeVsFirst = "decode_vs_first", bytesVsFirst = "weight_bytes_vs_first"
     }
 }
 
@@ -167,6 +203,7 @@ struct BenchReport: Encodable {
     let weightBytesFloat32: Int
     let weightBytesInt8: Int
     let weightBytesRatio: Double
+    let variants: [BenchVariant]
     let gemm: [LinearBenchmarkResult]
     let int8PeakGops: Double
     let steps: [StepTimes]
@@ -174,7 +211,7 @@ struct BenchReport: Encodable {
     let notes: [String]
 
     enum CodingKeys: String, CodingKey {
-        case model, threads, runs, quantization, float32, int8, gemm, steps, notes
+        case model, threads, runs, quantization, float32, int8, variants, gemm, steps, notes
         case blasCore = "blas_core", int8Kernels = "int8_kernels", blasCores = "blas_cores", int8PeakGops = "int8_peak_gops"
         case prefillSpeedup = "prefill_speedup", decodeSpeedup = "decode_speedup"
         case weightBytesFloat32 = "weight_bytes_float32", weightBytesInt8 = "weight_bytes_int8", weightBytesRatio = "weight_bytes_ratio"
@@ -188,11 +225,23 @@ struct BenchReport: Encodable {
         s += String(format: "| prefill %d tok/s | %.1f | %.1f | %.2fx |\n", float32.prefillTokens, float32.prefillTokensPerSecond, int8.prefillTokensPerSecond, prefillSpeedup)
         s += String(format: "| decode tok/s | %.1f | %.1f | %.2fx |\n", float32.decodeTokensPerSecond, int8.decodeTokensPerSecond, decodeSpeedup)
         s += String(format: "| weight MB | %.2f | %.2f | %.2fx smaller |\n", Double(weightBytesFloat32) / 1e6, Double(weightBytesInt8) / 1e6, weightBytesRatio)
+        if !variants.isEmpty {
+            let first = quantization.split(separator: ":").first.map(String.init) ?? "first"
+            s += "\nOther widths in the same runs, against \(first):\n\n| bits | prefill tok/s | decode tok/s | weight MB | prefill ratio | decode ratio | bytes ratio |\n|---|---:|---:|---:|---:|---:|---:|\n"
+            for v in variants {
+                s += String(format: "| %@ | %.1f | %.1f | %.2f | %.2fx | %.2fx | %.2f |\n", v.bits, v.throughput.prefillTokensPerSecond,
+                            v.throughput.decodeTokensPerSecond, Double(v.weightBytes) / 1e6, v.prefillVsFirst, v.decodeVsFirst, v.bytesVsFirst)
+            }
+        }
         if !gemm.isEmpty {
-            s += "\n| linear | M | N | K | sgemm GFLOP/s | int8 GOP/s | int8 % of peak | speedup |\n|---|---:|---:|---:|---:|---:|---:|---:|\n"
+            let int4 = gemm.contains { $0.int4Gops != nil }
+            s += "\n| linear | M | N | K | sgemm GFLOP/s | int8 GOP/s | int8 % of peak | speedup |" + (int4 ? " int4-weight GOP/s | int4 / int8 |" : "")
+                + "\n|---|---:|---:|---:|---:|---:|---:|---:|" + (int4 ? "---:|---:|" : "") + "\n"
             for g in gemm {
-                s += String(format: "| %@ | %d | %d | %d | %.1f | %.1f | %.0f%% | %.2fx |\n", g.shape, g.m, g.n, g.k, g.sgemmGflops, g.int8Gops,
+                s += String(format: "| %@ | %d | %d | %d | %.1f | %.1f | %.0f%% | %.2fx |", g.shape, g.m, g.n, g.k, g.sgemmGflops, g.int8Gops,
                             100 * g.int8Gops / max(int8PeakGops, 1e-9), g.gemmSpeedup)
+                if let g4 = g.int4Gops { s += String(format: " %.1f | %.2fx |", g4, g4 / g.int8Gops) }
+                s += "\n"
             }
             s += String(format: "\nint8 compute peak: %.1f GOP/s at %d thread(s) (the path's multiply-add in register chains, no loads)\n", int8PeakGops, threads)
         }

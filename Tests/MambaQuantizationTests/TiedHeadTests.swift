@@ -9,7 +9,6 @@ import XCTest
 /// the lookup from the head's packed panels equals the plain one, a tied source's checkpoint
 /// stores the table once with the head-input matrix, and it runs as quantized.
 final class TiedHeadTests: XCTestCase {
-
     /// PackedTableEmbedding (rows read back from int8 or int4 panels, scales per row or group)
     /// gives QuantizedEmbedding's floats on random tables of odd shapes.
     func testPackedTableLookupEqualsThePlainLookup() {
