@@ -8,15 +8,38 @@ import XCTest
 /// It must give the committed fixture's logits, so FORMAT.md says everything needed to run a
 /// checkpoint (the online Hadamard's construction and side, where each scale applies).
 final class FormatReaderTests: XCTestCase {
-    let directory = Fixtures.root + "/quantized/tiny-tied-mambaquant-w8a8"
+    /// Format 1 (w8a8, untied head) and format 3 (w4a8 in groups of 8, GPTQ, one tied table).
+    let fixtures = ["tiny-tied-mambaquant-w8a8", "tiny-tied-mambaquant-w4a8-g8"]
     let tokens = [5, 17, 200, 3, 99, 42, 7, 130, 64, 250, 1, 18]
 
     struct Reader {
         let file: SafeTensorsFile
+        /// group_size (nil: per output channel).
+        let group: Int?
         func floats(_ name: String) throws -> [Float] { try file.view(name).floats() }
-        func int8s(_ name: String) throws -> [Int8] { try file.view(name).int8s() }
         func shape(_ name: String) throws -> [Int] { try file.view(name).shape }
         func scalar(_ name: String) throws -> Float { try floats(name)[0] }
+
+        /// A weight's integers [rows, cols] (FORMAT.md "Numbers": I8, or U8 two per byte, low
+        /// nibble first, 4-bit two's complement) and its scale for (row, column).
+        func weights(_ module: String, cols: Int) throws -> (values: [Int], scale: (Int, Int) -> Float) {
+            let v = try file.view(module + ".weight"), scales = try floats(module + ".weight_scale")
+            var values: [Int]
+            if v.dtype == .u8 {
+                let bytes = Array(v.bytes.bindMemory(to: UInt8.self)), perRow = (cols + 1) / 2
+                values = []
+                for r in 0..<(bytes.count / perRow) {
+                    for j in 0..<cols {
+                        let nibble = Int(j % 2 == 0 ? bytes[r * perRow + j / 2] & 0x0F : bytes[r * perRow + j / 2] >> 4)
+                        values.append(nibble >= 8 ? nibble - 16 : nibble)
+                    }
+                }
+            } else {
+                values = try v.int8s().map(Int.init)
+            }
+            let perRow = scales.count / (values.count / cols)
+            return (values, { r, j in scales[r * perRow + (perRow == 1 ? 0 : j / group!)] })
+        }
     }
 
     // FORMAT.md "Quantizing an activation" (static scale).
@@ -25,19 +48,33 @@ final class FormatReaderTests: XCTestCase {
         return x.map { min(max(($0 * inverse).rounded(.toNearestOrAwayFromZero), -qmax), qmax) }
     }
 
-    // FORMAT.md "A quantized linear": x [L, in] -> [L, out].
-    static func linear(_ r: Reader, _ module: String, _ x: [Float], rows l: Int, qmax: Float, bias: Bool = false) throws -> [Float] {
-        let w = try r.int8s(module + ".weight"), shape = try r.shape(module + ".weight")
-        let (out, inn) = (shape[0], shape[1])
-        let ws = try r.floats(module + ".weight_scale"), sx = try r.scalar(module + ".input_scale")
+    // FORMAT.md "A quantized linear": x [L, in] -> [L, out]; the weights under `module` (the
+    // embedding's table for a tied head), the input scale under `inputScale`.
+    static func linear(_ r: Reader, _ module: String, _ x: [Float], rows l: Int, cols inn: Int, qmax: Float, bias: Bool = false,
+                       inputScale: String? = nil) throws -> [Float] {
+        let (w, ws) = try r.weights(module, cols: inn)
+        let out = w.count / inn
+        let sx = try r.scalar((inputScale ?? module) + ".input_scale")
         let b = bias ? try r.floats(module + ".bias") : [Float](repeating: 0, count: out)
         let q = quantize(x, scale: sx, qmax: qmax)
+        let g = r.group ?? inn
         var y = [Float](repeating: 0, count: l * out)
         for t in 0..<l {
             for o in 0..<out {
-                var acc = 0
-                for i in 0..<inn { acc += Int(q[t * inn + i]) * Int(w[o * inn + i]) }
-                y[t * out + o] = Float(acc) * sx * ws[o] + b[o]
+                if r.group == nil {
+                    var acc = 0
+                    for i in 0..<inn { acc += Int(q[t * inn + i]) * w[o * inn + i] }
+                    y[t * out + o] = Float(acc) * sx * ws(o, 0) + b[o]
+                    continue
+                }
+                // Groups: each group's integer sum scaled by its own scale, added in order.
+                var acc: Float = 0
+                for g0 in stride(from: 0, to: inn, by: g) {
+                    var isum = 0
+                    for i in g0..<min(inn, g0 + g) { isum += Int(q[t * inn + i]) * w[o * inn + i] }
+                    acc = acc + Float(isum) * (sx * ws(o, g0))
+                }
+                y[t * out + o] = acc + b[o]
             }
         }
         return y
@@ -98,11 +135,17 @@ final class FormatReaderTests: XCTestCase {
     }
 
     func testAReaderWrittenFromFormatMDGivesTheToolsLogits() throws {
+        for name in fixtures { try checkReader(name) }
+    }
+
+    func checkReader(_ name: String) throws {
+        let directory = Fixtures.root + "/quantized/" + name
         let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: directory + "/config.json"))) as! [String: Any]
         let q = config["quantization"] as! [String: Any]
         XCTAssertEqual(q["activation_scale"] as? String, "static")
         let qmax = Float((1 << ((q["activation_bits"] as! Int) - 1)) - 1)
-        let r = Reader(file: try SafeTensorsFile(path: directory + "/model.safetensors"))
+        let tied = q["tied_head"] as? Bool ?? false
+        let r = Reader(file: try SafeTensorsFile(path: directory + "/model.safetensors"), group: q["group_size"] as? Int)
         let (d, layers, n, k) = (config["hidden_size"] as! Int, config["num_hidden_layers"] as! Int, config["state_size"] as! Int, config["conv_kernel"] as! Int)
         let e = (config["expand"] as! Int) * d
         let rank = config["time_step_rank"] as! Int
@@ -110,32 +153,33 @@ final class FormatReaderTests: XCTestCase {
         let l = tokens.count
         func silu(_ v: Float) -> Float { v / (1 + exp(-v)) }
 
-        // Embedding.
-        let emb = try r.int8s("backbone.embeddings.weight"), embScale = try r.floats("backbone.embeddings.weight_scale")
+        // Embedding (a tied table has the head's bits and groups).
+        let (emb, embScale) = try r.weights("backbone.embeddings", cols: d)
         var u = [Float](repeating: 0, count: l * d)
-        for (t, id) in tokens.enumerated() { for j in 0..<d { u[t * d + j] = Float(emb[id * d + j]) * embScale[id] } }
+        for (t, id) in tokens.enumerated() { for j in 0..<d { u[t * d + j] = Float(emb[id * d + j]) * embScale(id, j) } }
 
         for i in 0..<layers {
             let p = "backbone.layers.\(i).", m = p + "mixer."
             let h = Self.rmsNorm(u, rows: l, weight: try r.floats(p + "norm.weight"), eps: eps)
-            let xz = try Self.linear(r, m + "in_proj", h, rows: l, qmax: qmax)                        // [L, 2E]
+            let xz = try Self.linear(r, m + "in_proj", h, rows: l, cols: d, qmax: qmax)               // [L, 2E]
             // Conv (step 2) on x = columns 0..<E.
             let convIn = Self.quantize((0..<(l * e)).map { xz[($0 / e) * 2 * e + $0 % e] }, scale: try r.scalar(m + "conv1d.input_scale"), qmax: qmax)
-            let cw = try r.int8s(m + "conv1d.weight"), cs = try r.floats(m + "conv1d.weight_scale"), cb = try r.floats(m + "conv1d.bias")
+            let (cw, cs) = try r.weights(m + "conv1d", cols: k)   // never grouped
+            let cb = try r.floats(m + "conv1d.bias")
             let sIn = try r.scalar(m + "conv1d.input_scale")
             var xc = [Float](repeating: 0, count: l * e)
             for t in 0..<l {
                 for c in 0..<e {
                     var acc = 0
-                    for j in 0..<k where t - k + 1 + j >= 0 { acc += Int(cw[c * k + j]) * Int(convIn[(t - k + 1 + j) * e + c]) }
-                    xc[t * e + c] = silu(cb[c] + Float(acc) * sIn * cs[c])
+                    for j in 0..<k where t - k + 1 + j >= 0 { acc += cw[c * k + j] * Int(convIn[(t - k + 1 + j) * e + c]) }
+                    xc[t * e + c] = silu(cb[c] + Float(acc) * sIn * cs(c, 0))
                 }
             }
             // Step 3: fake-quantized x.
             let xScale = try r.scalar(m + "x_scale")
             let xq = Self.quantize(xc, scale: xScale, qmax: qmax).map { $0 * xScale }
             // Step 4.
-            let xdbl = try Self.linear(r, m + "x_proj", xq, rows: l, qmax: qmax)                      // [L, R + 2N]
+            let xdbl = try Self.linear(r, m + "x_proj", xq, rows: l, cols: e, qmax: qmax)             // [L, R + 2N]
             let width = rank + 2 * n
             let dtLow = (0..<(l * rank)).map { xdbl[($0 / rank) * width + $0 % rank] }
             let (bScale, cScale) = (try r.scalar(m + "B_scale"), try r.scalar(m + "C_scale"))
@@ -143,7 +187,7 @@ final class FormatReaderTests: XCTestCase {
             let c = Self.quantize((0..<(l * n)).map { xdbl[($0 / n) * width + rank + n + $0 % n] }, scale: cScale, qmax: qmax).map { $0 * cScale }
             // Step 5.
             let dtScale = try r.scalar(m + "dt_scale")
-            let dt = Self.quantize(try Self.linear(r, m + "dt_proj", dtLow, rows: l, qmax: qmax, bias: true), scale: dtScale, qmax: qmax).map { $0 * dtScale }
+            let dt = Self.quantize(try Self.linear(r, m + "dt_proj", dtLow, rows: l, cols: rank, qmax: qmax, bias: true), scale: dtScale, qmax: qmax).map { $0 * dtScale }
             // Step 6, in Double.
             let aLog = try r.floats(m + "A_log"), dSkip = try r.floats(m + "D")
             var state = [Double](repeating: 0, count: e * n)
@@ -176,14 +220,20 @@ final class FormatReaderTests: XCTestCase {
                 for j in 0..<e { g[t * e + j] = Float((0..<e).reduce(0.0) { $0 + row[$1] * rot[$1][j] }) }
             }
             // Step 9 and the residual.
-            let out = try Self.linear(r, m + "out_proj", g, rows: l, qmax: qmax)
+            let out = try Self.linear(r, m + "out_proj", g, rows: l, cols: e, qmax: qmax)
             for j in 0..<(l * d) { u[j] += out[j] }
         }
-        let logits = try Self.linear(r, "lm_head", Self.rmsNorm(u, rows: l, weight: try r.floats("backbone.norm_f.weight"), eps: eps), rows: l, qmax: qmax)
-        let committed = try SafeTensorsFile(path: Fixtures.root + "/quantized/tiny-tied-mambaquant-w8a8-logits.safetensors").view("logits").tensor()
+        // Head: norm_f, the head-input matrix when present (h M), then lm_head or the tied table.
+        var h = Self.rmsNorm(u, rows: l, weight: try r.floats("backbone.norm_f.weight"), eps: eps)
+        if r.file.names.contains("lm_head.input_transform") {
+            let mat = try r.floats("lm_head.input_transform")
+            h = (0..<(l * d)).map { o in (0..<d).reduce(Float(0)) { $0 + h[(o / d) * d + $1] * mat[$1 * d + o % d] } }
+        }
+        let logits = try Self.linear(r, tied ? "backbone.embeddings" : "lm_head", h, rows: l, cols: d, qmax: qmax, inputScale: "lm_head")
+        let committed = try SafeTensorsFile(path: directory + "-logits.safetensors").view("logits").tensor()
         XCTAssertEqual(logits.count, committed.count)
         let err = maxAbsDifference(logits, committed.storage)
-        XCTAssertLessThanOrEqual(err, 1e-3 * committed.absMax, "max |Δlogit| \(err) of \(committed.absMax)")
+        XCTAssertLessThanOrEqual(err, 1e-3 * committed.absMax, "\(name): max |Δlogit| \(err) of \(committed.absMax)")
     }
 
     /// The Paley factors FORMAT.md defines are Hadamard matrices (F F^T = m I) and R is orthogonal.

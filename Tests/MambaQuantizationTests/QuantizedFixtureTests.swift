@@ -4,13 +4,25 @@ import MambaQuantization
 import TestSupport
 import XCTest
 
-/// The committed quantized checkpoint (Tests/Fixtures/quantized, made by
-/// scripts/fixtures/make_quantized_fixture.sh) in format version 1: it loads, both runtimes give its
-/// committed logits, and writing it again gives the same tensor file byte for byte (FORMAT.md
-/// cannot drift from the code unnoticed).
+/// The committed quantized checkpoints (Tests/Fixtures/quantized, made by
+/// scripts/fixtures/make_quantized_fixture.sh) in format version 1 (w8a8, an untied int8 head) and
+/// 3 (w4a8 in groups of 8 by GPTQ, one tied table): they load, both runtimes give their committed
+/// logits, and writing them again gives the same tensor file byte for byte (FORMAT.md cannot drift
+/// from the code unnoticed).
 final class QuantizedFixtureTests: XCTestCase {
     let directory = Fixtures.root + "/quantized/tiny-tied-mambaquant-w8a8"
+    let format3 = Fixtures.root + "/quantized/tiny-tied-mambaquant-w4a8-g8"
     let tokens = [5, 17, 200, 3, 99, 42, 7, 130, 64, 250, 1, 18]
+
+    func testFormat3LoadsWithItsRecipe() throws {
+        let q = try QuantizedModel.load(directory: format3)
+        XCTAssertEqual(q.recipe.bits, BitWidths(weight: 4, activation: 8))
+        XCTAssertEqual(q.recipe.groupSize, 8)
+        XCTAssertEqual(q.recipe.weightRounding, .gptq)
+        XCTAssertTrue(q.tiedHead)
+        XCTAssertEqual(q.embedding.bits, 4)
+        XCTAssertEqual(q.headInput?.shape, [32, 32])
+    }
 
     func testLoadsWithItsRecipe() throws {
         let q = try QuantizedModel.load(directory: directory)
@@ -24,31 +36,37 @@ final class QuantizedFixtureTests: XCTestCase {
     }
 
     func testBothRuntimesGiveTheCommittedLogits() throws {
-        let q = try QuantizedModel.load(directory: directory)
-        let committed = try SafeTensorsFile(path: Fixtures.root + "/quantized/tiny-tied-mambaquant-w8a8-logits.safetensors").view("logits").tensor()
-        XCTAssertEqual(committed.shape, [tokens.count, 260])
-        for (runtime, tolerance) in [(QuantizedRuntime.reference, Float(1e-4)), (.int8, 1e-3)] {
-            let logits = try q.model(runtime: runtime).logits(tokens)
-            XCTAssertLessThanOrEqual(maxAbsDifference(logits.storage, committed.storage), tolerance * committed.absMax, "\(runtime)")
+        for dir in [directory, format3] {
+            let q = try QuantizedModel.load(directory: dir)
+            let committed = try SafeTensorsFile(path: dir + "-logits.safetensors").view("logits").tensor()
+            XCTAssertEqual(committed.shape, [tokens.count, 260])
+            for (runtime, tolerance) in [(QuantizedRuntime.reference, Float(1e-4)), (.int8, 1e-3)] {
+                let logits = try q.model(runtime: runtime).logits(tokens)
+                XCTAssertLessThanOrEqual(maxAbsDifference(logits.storage, committed.storage), tolerance * committed.absMax, "\(dir) \(runtime)")
+            }
         }
     }
 
     /// The block-at-a-time runtime loader builds the same model as loading everything first.
     func testLoadModelEqualsLoadThenModel() throws {
-        for runtime in [QuantizedRuntime.int8, .reference] {
-            let direct = try QuantizedModel.loadModel(directory: directory, runtime: runtime).logits(tokens)
-            XCTAssertEqual(direct.storage, try QuantizedModel.load(directory: directory).model(runtime: runtime).logits(tokens).storage, "\(runtime)")
+        for dir in [directory, format3] {
+            for runtime in [QuantizedRuntime.int8, .reference] {
+                let direct = try QuantizedModel.loadModel(directory: dir, runtime: runtime).logits(tokens)
+                XCTAssertEqual(direct.storage, try QuantizedModel.load(directory: dir).model(runtime: runtime).logits(tokens).storage, "\(dir) \(runtime)")
+            }
         }
     }
 
     func testRewritingGivesTheSameTensorFile() throws {
-        let q = try QuantizedModel.load(directory: directory)
-        let out = try makeTemporaryDirectory() + "/again"
-        defer { try? FileManager.default.removeItem(atPath: (out as NSString).deletingLastPathComponent) }
-        try q.write(directory: out, sourceDirectory: directory, provenance: try QuantizedModel.provenance(directory: directory))
-        XCTAssertTrue(FileManager.default.contentsEqual(atPath: out + "/model.safetensors", andPath: directory + "/model.safetensors"))
-        let again = try QuantizedModel.load(directory: out)
-        XCTAssertTrue(again.recipe == q.recipe)
+        for dir in [directory, format3] {
+            let q = try QuantizedModel.load(directory: dir)
+            let out = try makeTemporaryDirectory() + "/again"
+            defer { try? FileManager.default.removeItem(atPath: (out as NSString).deletingLastPathComponent) }
+            try q.write(directory: out, sourceDirectory: dir, provenance: try QuantizedModel.provenance(directory: dir))
+            XCTAssertTrue(FileManager.default.contentsEqual(atPath: out + "/model.safetensors", andPath: dir + "/model.safetensors"), dir)
+            let again = try QuantizedModel.load(directory: out)
+            XCTAssertTrue(again.recipe == q.recipe, dir)
+        }
     }
 
     /// A hand-edited quantization object with values the runtime does not support is refused in one
