@@ -43,14 +43,30 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
 
     /// `quantize`: the larger of the head/embedding phase (two V x D Double matrices and the R1
     /// products) and the layer phase (the second pass with a layer in Double, quantized weights).
-    public static func quantize(_ c: MambaConfig, windows: Int, seqLength: Int, threads: Int) -> MemoryEstimate {
+    /// With `gptq`, the layer phase also holds the x xᵀ sums (Double) at each linear's input, per
+    /// window in flight and merged, and GPTQ's working copies of the largest.
+    public static func quantize(_ c: MambaConfig, windows: Int, seqLength: Int, threads: Int, gptq: Bool = false) -> MemoryEstimate {
         let (d, v) = (Double(c.hiddenSize), Double(c.vocabSize))
         let outside = MemoryEstimate(parts: [
             ("embedding and head in Double (V \(c.vocabSize) x D \(c.hiddenSize))", 2 * 8 * v * d),
             ("R1 and its eigendecomposition (D x D Double)", 6 * 8 * d * d),
             ("embedding table (float32)", 4 * v * d),
         ])
-        let layers = layerStreamed(c, windows: windows, seqLength: seqLength, threads: threads, doubleCopies: 3)
+        var layers = layerStreamed(c, windows: windows, seqLength: seqLength, threads: threads, doubleCopies: 3)
+        if gptq {
+            let spec = c.mixer.spec
+            // Input widths of the linears (a weight [out, in]); sites read by two linears count once each: an upper bound.
+            let inputs = spec.presentParameters(c).compactMap { p, shape -> Double? in
+                guard case .weight(let m) = p.role, spec.module(m)?.kind == .linear else { return nil }
+                return Double(shape[shape.count - 1])
+            }
+            let squares = inputs.reduce(0) { $0 + $1 * $1 }, largest = inputs.max() ?? 0
+            layers = MemoryEstimate(parts: layers.parts + [
+                ("GPTQ Hessians (x xᵀ in Double at the linears' inputs, \(threads) windows in flight and merged)", 8 * squares * Double(max(1, threads) + 2)),
+                ("GPTQ's working copies of the largest Hessian", 4 * 8 * largest * largest),
+                ("an untied head in float32 until GPTQ rounds it", 4 * v * d),
+            ])
+        }
         return outside.bytes > layers.bytes ? outside : layers
     }
 

@@ -61,10 +61,14 @@ extension QuantizedModel {
         public let headInput: Tensor?
         /// Whether the embedding handed out is also the head (QuantizedModel.tiedHead).
         public let tiedHead: Bool
+        /// Seconds GPTQ spent rounding (0 when rounding to nearest).
+        public var gptqSeconds = 0.0
     }
 
     /// The pipeline, handing out the quantized embedding first and then each finished block in
-    /// layer order (a writer appends them to the checkpoint as they come).
+    /// layer order (a writer appends them to the checkpoint as they come); a tied table, which is
+    /// also the head, is handed out after the blocks (GPTQ rounds it with the head's Hessian,
+    /// known only once the windows have passed every layer).
     public static func stream(
         weights source: some WeightSource, stats: StatsFile, recipe: QuantizationRecipe, parallelism: Parallelism,
         progress: Calibrator.Progress? = nil, keepTransformed: Bool = false,
@@ -79,29 +83,34 @@ extension QuantizedModel {
         // the embedding (R1). A tied head stays tied: norm_f's weight becomes the head-input
         // matrix R1ᵀ diag(w) R1, and the embedding's table, quantized as the head (its bits and
         // groups, per-row scales), is both (docs/DESIGN.md section 2, "One table").
+        // GPTQ rounds the head (a tied table too) last, against its input's Hessian from the
+        // second pass; until then the transformed head waits in float32.
+        let headByGPTQ = recipe.weightRounding == .gptq && !recipe.keepsFloat(module: QuantizedNames.lmHead)
         let normF = try source.readNormF().storage.map(Double.init)
         var lmHeadWeights: QuantizedLayer? = nil
+        var pendingHead: Tensor? = nil
         var transformedHead: Tensor? = nil
         var headInput: Tensor? = nil
         if let untied = try source.readLMHead() {
             var head = Matrix(untied), folded: [Double]? = normF
             plan.transformHead(&head, normF: &folded)
-            lmHeadWeights = try quantizer.weights(QuantizedNames.lmHead, head, bias: nil, groups: true)
+            if headByGPTQ { pendingHead = head.tensor } else { lmHeadWeights = try quantizer.weights(QuantizedNames.lmHead, head, bias: nil, groups: true) }
             if keepTransformed { transformedHead = head.tensor }
         } else {
             headInput = plan.headInputTransform(normF: normF).tensor
         }
         var emb = Matrix(try source.readEmbedding())
         plan.transformEmbedding(&emb)
-        let tiedHead = lmHeadWeights == nil && !recipe.keepsFloat(module: QuantizedNames.lmHead)
-        let embedding = tiedHead ? QuantizedMatrix(quantizing: emb, bits: recipe.bits.weight, groupSize: recipe.groupSize) : QuantizedMatrix(quantizing: emb, bits: 8)
-        try onEmbedding(embedding)
-        if lmHeadWeights == nil {
-            // Tied: the table itself, or (lm_head kept float) its float copy beside the int8 embedding.
-            lmHeadWeights = tiedHead ? QuantizedLayer(weight: embedding, floatWeight: nil, bias: nil, input: nil)
-                : QuantizedLayer(weight: nil, floatWeight: emb.tensor, bias: nil, input: nil)
-            if keepTransformed { transformedHead = emb.tensor }
+        let tiedHead = headInput != nil && !recipe.keepsFloat(module: QuantizedNames.lmHead)
+        var tiedTable: QuantizedMatrix? = nil
+        if tiedHead {
+            if !headByGPTQ { tiedTable = QuantizedMatrix(quantizing: emb, bits: recipe.bits.weight, groupSize: recipe.groupSize) }
+        } else {
+            try onEmbedding(QuantizedMatrix(quantizing: emb, bits: 8))
+            // A tied head kept float: a float copy of the table beside the int8 embedding.
+            if headInput != nil { lmHeadWeights = QuantizedLayer(weight: nil, floatWeight: emb.tensor, bias: nil, input: nil) }
         }
+        if headInput != nil && keepTransformed { transformedHead = emb.tensor }
         let table = FloatEmbedding(table: emb.tensor)
         emb = Matrix(rows: 0, cols: 0, data: [])
 
@@ -111,8 +120,23 @@ extension QuantizedModel {
                                        threads: parallelism.threads)
         layers.headInput = headInput.map { FloatLinear(weight: $0) }
         let final = try Calibrator.run(source: layers, windows: stats.windows, parallelism: parallelism, progress: progress,
-                                       hessianSites: layers.hessianSites) { i, secondPass in
+                                       hessianSites: layers.hessianSites.union(headByGPTQ ? [.lmHeadInput] : [])) { i, secondPass in
             try onBlock(i, try layers.finish(layer: i, secondPass: secondPass))
+        }
+        if headByGPTQ {
+            guard let h = try final.site(nil, .lmHeadInput).moments?.symmetrized.sumOfProducts else {
+                preconditionFailure("the second pass gathered no Hessian at the head's input")
+            }
+            let weights = Matrix(pendingHead ?? table.table)
+            pendingHead = nil
+            try layers.timeGPTQ {
+                let head = try quantizer.weights(QuantizedNames.lmHead, weights, bias: nil, groups: true, hessian: h, threads: parallelism.threads)
+                if tiedHead { tiedTable = head.weight } else { lmHeadWeights = head }
+            }
+        }
+        if let tiedTable {
+            try onEmbedding(tiedTable)
+            lmHeadWeights = QuantizedLayer(weight: tiedTable, floatWeight: nil, bias: nil, input: nil)
         }
         var config = c
         config.json["tie_word_embeddings"] = .bool(tiedHead)
@@ -121,7 +145,7 @@ extension QuantizedModel {
             MambaLM(config: c, embedding: table, blocks: layers.kept, normF: nil, headInput: layers.headInput, lmHead: FloatLinear(weight: h))
         }
         return StreamResult(config: config, lmHead: lmHead, transforms: plan.globalLog + layers.log, transformed: transformed,
-                            headInput: headInput, tiedHead: tiedHead)
+                            headInput: headInput, tiedHead: tiedHead, gptqSeconds: layers.gptqSeconds)
     }
 }
 
@@ -194,9 +218,16 @@ final class TransformedLayers<Source: WeightSource>: LayerSource {
     var kept: [MambaBlock] = []
     /// A tied head's input matrix: the second pass observes the head's input after it.
     var headInput: (any LinearOp)?
+    /// Wall time of GPTQ's rounding (Cholesky and column loop; not the Hessians' accumulation).
+    var gptqSeconds = 0.0
 
     init(source: Source, plan: MethodPlan, stats: CalibrationStats, quantizer: LayerQuantizer, table: FloatEmbedding, keep: Bool, threads: Int) {
         (self.source, self.plan, self.stats, self.quantizer, self.table, self.keep, self.threads) = (source, plan, stats, quantizer, table, keep, threads)
+    }
+
+    /// Runs `body`, adding its wall time to `gptqSeconds`.
+    func timeGPTQ(_ body: () throws -> Void) throws {
+        gptqSeconds += try measureSeconds { try body() }
     }
 
     /// The inputs of the linears GPTQ rounds: the second pass gathers their Hessians.
@@ -248,8 +279,10 @@ final class TransformedLayers<Source: WeightSource>: LayerSource {
             guard let h = try secondPass.site(i, module.input).moments?.symmetrized.sumOfProducts else {
                 preconditionFailure("the second pass gathered no Hessian at \(module.input)")
             }
-            b.mixer.modules[module.name] = try quantizer.weights(BlockNames.mixerPrefix(layer: i) + module.name, w, bias: bias, groups: groups,
-                                                                 hessian: h, threads: threads)
+            try timeGPTQ {
+                b.mixer.modules[module.name] = try quantizer.weights(BlockNames.mixerPrefix(layer: i) + module.name, w, bias: bias, groups: groups,
+                                                                     hessian: h, threads: threads)
+            }
         }
         for module in spec.modules {
             b.mixer.modules[module.name] = b.mixer.modules[module.name]!.with(input: try quantizer.activation(secondPass, i, module.input))

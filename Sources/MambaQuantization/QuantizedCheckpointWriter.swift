@@ -162,8 +162,10 @@ extension QuantizedModel {
                       shardBytes: Int = QuantizedCheckpointWriter.defaultShardBytes) throws {
         let w = try QuantizedCheckpointWriter(directory: directory, sourceDirectory: sourceDirectory, shardBytes: shardBytes)
         do {
-            try w.add(embedding: embedding)
+            // A tied table goes after the blocks, as `stream` hands it out.
+            if !tiedHead { try w.add(embedding: embedding) }
             for (i, b) in blocks.enumerated() { try w.add(block: b, layer: i, config: config) }
+            if tiedHead { try w.add(embedding: embedding) }
             try w.finish(config: config, recipe: recipe, lmHead: lmHead, headInput: headInput, tiedHead: tiedHead, transforms: transforms, provenance: provenance)
         } catch {
             w.abandon()

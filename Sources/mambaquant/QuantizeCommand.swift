@@ -87,7 +87,8 @@ struct QuantizeCommand: ParsableCommand {
         let sha = try checkpointSHA256(directory: model)
         try statsFile.checkBelongs(toCheckpointSHA256: sha, checkpoint: model)
         try QuantizedModel.checkKeepFloat(recipe.keepFloat, weights.config)
-        try MemoryEstimate.quantize(weights.config, windows: statsFile.windows.windows.count, seqLength: statsFile.windows.seqLength, threads: par.threads)
+        try MemoryEstimate.quantize(weights.config, windows: statsFile.windows.windows.count, seqLength: statsFile.windows.seqLength, threads: par.threads,
+                                    gptq: recipe.weightRounding == .gptq)
             .check(job: "quantize", lower: "--threads or the stats file's windows (calibrate with fewer --samples or a shorter --seq-len)")
         let bar = ProgressBar("quantize", unit: "tok", unitsPerStep: Double(statsFile.windows.seqLength) / Double(weights.config.numLayers), quiet: quiet)
         let writer = try QuantizedCheckpointWriter(directory: out, sourceDirectory: model)
@@ -106,6 +107,9 @@ struct QuantizeCommand: ParsableCommand {
             }
         }
         for t in result.transforms { printError("  " + (t.layer.map { "layer \($0): " } ?? "") + t.step + ": " + t.detail) }
+        if recipe.weightRounding == .gptq {
+            printError(String(format: "  GPTQ rounding: %.1f s of it (dampening %g%@)", result.gptqSeconds, recipe.gptq.dampening, recipe.gptq.actOrder ? ", act-order" : ""))
+        }
         printError(String(format: "quantized %@ with %@ %@ in %.1f s -> %@ (%.2f MB of weights, float32 %.2f MB)",
                           model, method.rawValue, recipe.bits.description, seconds, out,
                           Double(writer.weightBytes) / 1e6, Double(4 * weights.parameterCount) / 1e6))

@@ -20,7 +20,7 @@ final class StreamedQuantizeTests: XCTestCase {
         init(momentSites: Set<Site>) { self.momentSites = momentSites }
         func observe(_ activation: Tensor, site: Site, layer: Int?) {
             let key = SiteKey(layer: layer, site: site)
-            if stats.sites[key] == nil { stats.sites[key] = SiteStatistics(channels: activation.cols, moments: layer != nil && momentSites.contains(site)) }
+            if stats.sites[key] == nil { stats.sites[key] = SiteStatistics(channels: activation.cols, moments: momentSites.contains(site)) }
             stats.sites[key]!.update(activation)
         }
     }
@@ -32,7 +32,7 @@ final class StreamedQuantizeTests: XCTestCase {
         var final = CalibrationStats(sites: [:], pooledResidual: Moments(channels: 1))
         for window in file.windows.windows {
             let gptq = recipe.weightRounding == .gptq
-            let r = Recorder(momentSites: gptq ? Set(transformed.config.mixer.spec.modules.filter { $0.kind == .linear }.map(\.input)) : [])
+            let r = Recorder(momentSites: gptq ? Set(transformed.config.mixer.spec.modules.filter { $0.kind == .linear }.map(\.input) + [.lmHeadInput]) : [])
             var state = transformed.makeState()
             _ = try transformed.forward(window, state: &state, logits: .none, observer: r)
             final.merge(r.stats)
@@ -75,10 +75,14 @@ final class StreamedQuantizeTests: XCTestCase {
         }
         // A tied head stays tied: the embedding's table quantized as the head is both (unless the
         // head is kept float: then a float copy of the table beside the int8 embedding).
+        // GPTQ rounds the head, a tied table too, against the head input's Hessian.
         let tied = p.lmHead == nil && !recipe.keepFloat.contains("lm_head")
-        let embedding = tied ? QuantizedMatrix(quantizing: p.embedding, bits: wb, groupSize: recipe.groupSize) : QuantizedMatrix(quantizing: p.embedding, bits: 8)
-        let head = tied ? QuantizedLayer(weight: embedding, floatWeight: nil, bias: nil, input: try act(nil, .lmHeadInput))
-            : try layer("lm_head", p.lmHead ?? p.embedding, nil, try act(nil, .lmHeadInput), groups: true)
+        let headHessian = recipe.weightRounding == .gptq && !recipe.keepFloat.contains("lm_head")
+            ? try final.site(nil, .lmHeadInput).moments!.symmetrized.sumOfProducts : nil
+        // The pipeline holds the head in float32 until its Hessian is known.
+        let headWeights = headHessian == nil ? p.lmHead ?? p.embedding : Matrix((p.lmHead ?? p.embedding).tensor)
+        let head = try layer("lm_head", headWeights, nil, try act(nil, .lmHeadInput), groups: true, hessian: headHessian)
+        let embedding = tied ? head.weight! : QuantizedMatrix(quantizing: p.embedding, bits: 8)
         var config = p.config
         config.json["tie_word_embeddings"] = .bool(tied)
         return QuantizedModel(config: config, recipe: recipe, embedding: embedding, blocks: blocks, lmHead: head, transforms: log,
