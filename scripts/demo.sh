@@ -4,9 +4,10 @@
 # binary, then calibrate -> quantize (MambaQuant W8A8) -> generate with the int8 model, and the
 # compare report of all four methods at w8a8, w4a8 and w8a6 against float32; the two profiles
 # (fast: the paper's static scales; accurate: llama.cpp Q8_0's accuracy) side by side with speed;
-# then the same four-method report for the bundled Mamba-2 (models/bard-mamba2). Outputs go to
-# demo-output/ (report.md, report.svg, report-profiles.md, report-mamba2.md, report-mamba2.svg, the
-# stats file and the quantized checkpoints).
+# w4a8 with GPTQ against round-to-nearest for three methods; then the same four-method report for
+# the bundled Mamba-2 (models/bard-mamba2). Outputs go to demo-output/ (report.md, report.svg,
+# report-profiles.md, report-w4.md, report-mamba2.md, report-mamba2.svg, the stats file and the
+# quantized checkpoints).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
@@ -36,8 +37,12 @@ echo "== the two profiles: fast and accurate ==" >&2
 "$BIN" compare --quantized "$OUT/bard-mamba-w8a8" --quantized "$OUT/bard-mamba-w8a8-accurate" --task-items 0 --out "$OUT/report-profiles.md"
 cat "$OUT/report-profiles.md"
 echo
+echo "== 4-bit weights: GPTQ against round-to-nearest ==" >&2
+"$BIN" compare --methods rtn,hadamard,mambaquant --bits w4a8 --weight-rounding rtn,gptq --task-items 0 --no-speed --out "$OUT/report-w4.md"
+cat "$OUT/report-w4.md"
+echo
 echo "== the bundled Mamba-2 (models/bard-mamba2) ==" >&2
 "$BIN" compare --model models/bard-mamba2 --out "$OUT/report-mamba2.md" --plot "$OUT/report-mamba2.svg"
 cat "$OUT/report-mamba2.md"
 echo
-echo "reports: $OUT/report.md, $OUT/report-profiles.md and $OUT/report-mamba2.md, plots: $OUT/report.svg and $OUT/report-mamba2.svg" >&2
+echo "reports: $OUT/report.md, $OUT/report-profiles.md, $OUT/report-w4.md and $OUT/report-mamba2.md, plots: $OUT/report.svg and $OUT/report-mamba2.svg" >&2
