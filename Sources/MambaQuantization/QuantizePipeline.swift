@@ -94,7 +94,9 @@ extension QuantizedModel {
         if let untied = try source.readLMHead() {
             var head = Matrix(untied), folded: [Double]? = normF
             plan.transformHead(&head, normF: &folded)
-            if headByGPTQ { pendingHead = head.tensor } else { lmHeadWeights = try quantizer.weights(QuantizedNames.lmHead, head, bias: nil, groups: true) }
+            if headByGPTQ { pendingHead = head.tensor } else {
+                lmHeadWeights = try quantizer.weights(QuantizedNames.lmHead, head, bias: nil, groups: true, threads: parallelism.threads)
+            }
             if keepTransformed { transformedHead = head.tensor }
         } else {
             headInput = plan.headInputTransform(normF: normF).tensor
@@ -104,9 +106,9 @@ extension QuantizedModel {
         let tiedHead = headInput != nil && !recipe.keepsFloat(module: QuantizedNames.lmHead)
         var tiedTable: QuantizedMatrix? = nil
         if tiedHead {
-            if !headByGPTQ { tiedTable = QuantizedMatrix(quantizing: emb, bits: recipe.bits.weight, groupSize: recipe.groupSize) }
+            if !headByGPTQ { tiedTable = QuantizedMatrix(quantizing: emb, bits: recipe.bits.weight, groupSize: recipe.groupSize, threads: parallelism.threads) }
         } else {
-            try onEmbedding(QuantizedMatrix(quantizing: emb, bits: 8))
+            try onEmbedding(QuantizedMatrix(quantizing: emb, bits: 8, threads: parallelism.threads))
             // A tied head kept float: a float copy of the table beside the int8 embedding.
             if headInput != nil { lmHeadWeights = QuantizedLayer(weight: nil, floatWeight: emb.tensor, bias: nil, input: nil) }
         }
@@ -160,7 +162,7 @@ struct LayerQuantizer {
         let b = bias.map(floatVector)
         if recipe.keepsFloat(module: name) { return QuantizedLayer(weight: nil, floatWeight: w.tensor, bias: b, input: nil) }
         let (bits, group) = (recipe.bits.weight, groups ? recipe.groupSize : nil)
-        var q = QuantizedMatrix(quantizing: w, bits: bits, groupSize: group)
+        var q = QuantizedMatrix(quantizing: w, bits: bits, groupSize: group, threads: threads)
         if let hessian {
             do {
                 q.values = try BLAS.withThreads(threads) {
@@ -252,7 +254,8 @@ final class TransformedLayers<Source: WeightSource>: LayerSource {
                 pendingWeights[spec.name] = (m.weight(spec.name), m.biases[spec.name], spec.allowsGroups)
                 continue
             }
-            modules[spec.name] = try quantizer.weights(prefix + spec.name, m.weight(spec.name), bias: m.biases[spec.name], groups: spec.allowsGroups)
+            modules[spec.name] = try quantizer.weights(prefix + spec.name, m.weight(spec.name), bias: m.biases[spec.name], groups: spec.allowsGroups,
+                                                       threads: threads)
         }
         pending = (i, QuantizedBlock(
             norm: b.norm.map(floatVector),

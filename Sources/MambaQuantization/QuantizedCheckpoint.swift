@@ -161,7 +161,7 @@ extension QuantizedModel {
             recipe.weightRounding = .rtn
         }
         if recipe.weightRounding == .gptq, let g = q["gptq"]?.object {
-            recipe.gptq = GPTQ.Options(dampening: g["dampening"]?.double ?? 0.01, blockSize: g["block_size"]?.int ?? 128, actOrder: g["act_order"]?.bool ?? false)
+            recipe.gptq = GPTQ.Options(dampening: g["dampening"]?.double ?? 0.01, blockSize: g["block_size"]?.int ?? 128, actOrder: g["act_order"]?.bool ?? true)
         }
         let activationScale = recipe.activationScale
         let store = try TensorStore(directory: directory)

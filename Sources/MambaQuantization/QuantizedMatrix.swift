@@ -32,7 +32,7 @@ public struct QuantizedMatrix: Sendable, Equatable {
 
     /// Quantizes `w` (Double). At 4 bits or fewer a per-scale clipping search picks the range
     /// (a fraction of the absmax) that minimizes the squared error of that row or group.
-    public init(quantizing w: Matrix, bits: Int, groupSize: Int? = nil) {
+    public init(quantizing w: Matrix, bits: Int, groupSize: Int? = nil, threads: Int = 1) {
         precondition(bits >= 2 && bits <= 8)
         if let g = groupSize { precondition(g > 0) }
         let q = Double(qmax(bits: bits))
@@ -41,26 +41,42 @@ public struct QuantizedMatrix: Sendable, Equatable {
         var values = [Int8](repeating: 0, count: w.rows * w.cols)
         var scales = [Float](repeating: 0, count: w.rows * groups)
         let ratios: [Double] = bits <= 4 ? stride(from: 1.0, through: 0.5, by: -0.025).map { $0 } : [1.0]
-        for r in 0..<w.rows {
-            for gi in 0..<groups {
-                let range = (gi * group)..<min(w.cols, (gi + 1) * group)
-                var absmax = 0.0
-                for j in range { absmax = max(absmax, abs(w[r, j])) }
-                var best = (error: Double.infinity, scale: Float(0))
-                for ratio in ratios {
-                    let scale = Float(absmax * ratio / q)
-                    guard scale > 0 else { best = (0, 0); break }
-                    let inv = 1 / scale
-                    var err = 0.0
-                    for j in range {
-                        let v = Double(quantizeSymmetric(Float(w[r, j]), inverseScale: inv, qmax: Float(q))) * Double(scale)
-                        err += (v - w[r, j]) * (v - w[r, j])
+        let cols = w.cols
+        // Rows through raw pointers: the search touches every value 21 times at 4 bits (it was most
+        // of quantize's time on the head, 50280 x 768, through the Matrix subscript).
+        w.data.withUnsafeBufferPointer { wp in
+            values.withUnsafeMutableBufferPointer { vpb in
+                scales.withUnsafeMutableBufferPointer { spb in
+                // Rows are independent: split between threads (the same values on any count).
+                let (vp, sp) = (UncheckedSendable(vpb.baseAddress!), UncheckedSendable(spb.baseAddress!))
+                let wpp = UncheckedSendable(wp.baseAddress!)
+                Parallelism(threads: threads).forEachChunk(w.rows, minimumChunk: 64) { rows in
+                for r in rows {
+                    let (vp, sp) = (vp.value, sp.value)
+                    for gi in 0..<groups {
+                        let row = wpp.value + r * cols + gi * group
+                        let count = min(cols, (gi + 1) * group) - gi * group
+                        var absmax = 0.0
+                        for j in 0..<count { absmax = max(absmax, abs(row[j])) }
+                        var best = (error: Double.infinity, scale: Float(0))
+                        for ratio in ratios {
+                            let scale = Float(absmax * ratio / q)
+                            guard scale > 0 else { best = (0, 0); break }
+                            let inv = 1 / scale
+                            var err = 0.0
+                            for j in 0..<count {
+                                let v = Double(quantizeSymmetric(Float(row[j]), inverseScale: inv, qmax: Float(q))) * Double(scale)
+                                err += (v - row[j]) * (v - row[j])
+                            }
+                            if err < best.error { best = (err, scale) }
+                        }
+                        sp[r * groups + gi] = best.scale
+                        let inv: Float = best.scale > 0 ? 1 / best.scale : 0
+                        for j in 0..<count { vp[r * cols + gi * group + j] = Int8(quantizeSymmetric(Float(row[j]), inverseScale: inv, qmax: Float(q))) }
                     }
-                    if err < best.error { best = (err, scale) }
                 }
-                scales[r * groups + gi] = best.scale
-                let inv: Float = best.scale > 0 ? 1 / best.scale : 0
-                for j in range { values[r * w.cols + j] = Int8(quantizeSymmetric(Float(w[r, j]), inverseScale: inv, qmax: Float(q))) }
+                }
+                }
             }
         }
         self.init(rows: w.rows, cols: w.cols, bits: bits, groupSize: groupSize, values: values, scales: scales)

@@ -112,8 +112,9 @@ public struct QuantizationRecipe: Sendable, Equatable {
     public var profile: String?
     /// Rounding of the linears' weights (the conv's and the embedding's are always to nearest).
     public var weightRounding: WeightRounding
-    /// GPTQ's dampening, block size and column order.
-    public var gptq = GPTQ.Options()
+    /// GPTQ's dampening, block size and column order: act-order by default (on the bundled model,
+    /// all text, mambaquant w4a8: KL 0.00986 against 0.01033 in natural order; README "4-bit weights").
+    public var gptq = GPTQ.Options(actOrder: true)
 
     /// The activation scale of every quantized site.
     public var activationScale: ActivationScale? {
@@ -130,7 +131,7 @@ public struct QuantizationRecipe: Sendable, Equatable {
         if !keepFloat.isEmpty { parts.append("kept float: " + keepFloat.sorted().joined(separator: ", ")) }
         if method == .smoothquant || method == .mambaquant { parts.append("alpha \(alpha)") }
         if groupedScanScales { parts.append("scan-input scales per head and group") }
-        parts.append(weightRounding == .gptq ? "GPTQ weights (dampening \(gptq.dampening)\(gptq.actOrder ? ", act-order" : ""))" : "weights rounded to nearest")
+        parts.append(weightRounding == .gptq ? "GPTQ weights (dampening \(gptq.dampening), \(gptq.actOrder ? "act-order" : "natural order"))" : "weights rounded to nearest")
         if let profile { parts.insert("profile \(profile)", at: 0) }
         return parts.joined(separator: "; ")
     }
@@ -146,7 +147,7 @@ public struct QuantizationRecipe: Sendable, Equatable {
         if alpha != d.alpha && (method == .smoothquant || method == .mambaquant) { parts.append("alpha \(alpha)") }
         if groupedScanScales { parts.append("scan groups") }
         if weightRounding != d.weightRounding { parts.append(weightRounding.rawValue) }
-        if weightRounding == .gptq && gptq != d.gptq { parts.append("damp \(gptq.dampening)\(gptq.actOrder ? " act-order" : "")") }
+        if weightRounding == .gptq && gptq != d.gptq { parts.append("damp \(gptq.dampening), \(gptq.actOrder ? "act-order" : "natural order")") }
         return parts.joined(separator: ", ")
     }
 

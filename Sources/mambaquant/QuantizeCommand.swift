@@ -41,8 +41,8 @@ struct QuantizeCommand: ParsableCommand {
     var weightRounding: WeightRounding?
     @Option(help: "GPTQ's dampening: this fraction of the Hessian's mean diagonal is added to it.")
     var gptqDamp = 0.01
-    @Flag(help: "GPTQ rounds columns in descending order of the Hessian's diagonal (act-order; scales stay per contiguous group).")
-    var gptqActOrder = false
+    @Flag(inversion: .prefixedNo, help: "GPTQ rounds columns in descending order of the Hessian's diagonal (act-order, the default; scales stay per contiguous group), or in their natural order.")
+    var gptqActOrder = true
     @Option(help: "Seed of the randomized Hadamard signs and fallback rotations.")
     var seed: UInt64 = 0
     @Option(help: "Output checkpoint directory.")

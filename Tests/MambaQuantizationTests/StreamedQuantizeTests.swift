@@ -123,12 +123,13 @@ final class StreamedQuantizeTests: XCTestCase {
         recipes.append(QuantizationRecipe(method: .mambaquant, dynamicActivations: true))
         recipes.append(QuantizationRecipe(method: .mambaquant, bits: .init(weight: 4, activation: 8), groupSize: 8,
                                           keepFloat: ["lm_head", "backbone.layers.1.mixer.x_proj"]))
-        // w4 rounded to nearest, and GPTQ with act-order (the recipe above takes GPTQ, w4's default).
+        // w4 rounded to nearest, and GPTQ in natural column order (the recipe above takes GPTQ with
+        // act-order, w4's default).
         var rtn = QuantizationRecipe(method: .mambaquant, bits: .init(weight: 4, activation: 8))
         rtn.weightRounding = .rtn
-        var actOrder = QuantizationRecipe(method: .hadamard, bits: .init(weight: 4, activation: 8), groupSize: 8)
-        actOrder.gptq.actOrder = true
-        recipes.insert(contentsOf: [rtn, actOrder], at: recipes.count - 1)   // the keep-float recipe stays last
+        var natural = QuantizationRecipe(method: .hadamard, bits: .init(weight: 4, activation: 8), groupSize: 8)
+        natural.gptq.actOrder = false
+        recipes.insert(contentsOf: [rtn, natural], at: recipes.count - 1)   // the keep-float recipe stays last
         for name in ["tiny-tied", "tiny-untied-k3", "tiny-falcon-untied-bf16"] {
             let w = try MambaWeights.load(directory: Fixtures.model(name))
             try assertSameCheckpoint(Fixtures.model(name), w, try statsFile(w, samples: 5, seqLength: 24, vocab: 50), recipes, name)
