@@ -302,11 +302,10 @@ static inline void store_block(const mq_gemm_s8_args *g, int i0, int mr, int j0,
 static void gemm_scalar(const mq_gemm_s8_args *g) {
     const int kp = mq_s8_padded_k(g->k);
     int32_t sums[1][MQ_S8_PANEL];
-    int8_t *unpacked = g->weight_bits == 4 ? malloc((size_t)MQ_S8_PANEL * mq_s4_padded_k(g->k)) : NULL;
-    if (g->weight_bits == 4 && !unpacked) abort();   // a few KB
+    int8_t *unpacked = mq_s4_scratch(g->weight_bits, g->k);
+    if (g->weight_bits == 4 && !unpacked) abort();   // 16 x K bytes
     for (int p = g->panel_begin; p < g->panel_end; p++) {
-        const int8_t *panel = g->packed + (size_t)p * mq_panel_bytes(g->k, g->weight_bits);
-        if (unpacked) { mq_s4_unpack_panel((const uint8_t *)panel, g->k, unpacked); panel = unpacked; }
+        const int8_t *panel = mq_panel_s8(g->packed, p, g->k, g->weight_bits, unpacked);
         for (int i = 0; i < g->m; i++) {
             const int8_t *a = g->a + (size_t)i * g->lda;
             memset(sums, 0, sizeof sums);
@@ -435,7 +434,7 @@ MQ_AVX2 static void gemm_avx2(const mq_gemm_s8_args *g) {
         if (!a16 || !w16) { free(a16); free(w16); a16 = w16 = NULL; }   // the sign trick needs no scratch
     }
     // The int16 form reads a panel many times: int4 panels are unpacked once into this copy.
-    int8_t *unpacked = a16 && g->weight_bits == 4 ? malloc((size_t)MQ_S8_PANEL * mq_s4_padded_k(g->k)) : NULL;
+    int8_t *unpacked = a16 ? mq_s4_scratch(g->weight_bits, g->k) : NULL;
     if (a16 && g->weight_bits == 4 && !unpacked) { free(a16); free(w16); a16 = w16 = NULL; }
     if (a16)
         for (int i = 0; i < g->m; i++) mq_s8_widen(g->a + (size_t)i * g->lda, (size_t)kp, a16 + (size_t)i * kp);
@@ -444,8 +443,7 @@ MQ_AVX2 static void gemm_avx2(const mq_gemm_s8_args *g) {
         const int j0 = p * MQ_S8_PANEL;
         int i = 0;
         if (a16) {
-            if (unpacked) mq_s4_unpack_panel((const uint8_t *)panel, g->k, unpacked);
-            mq_s8_widen(unpacked ? unpacked : panel, (size_t)MQ_S8_PANEL * kp, w16);
+            mq_s8_widen(mq_panel_s8(g->packed, p, g->k, g->weight_bits, unpacked), (size_t)MQ_S8_PANEL * kp, w16);
             for (; i + 2 <= g->m; i += 2) block_avx2_i16(g, w16, kp, a16, i, j0, 2);
             if (i < g->m) block_avx2_i16(g, w16, kp, a16, i, j0, 1);
             continue;

@@ -71,11 +71,10 @@ static inline void store_row(const mq_gemm_s8_blocked_args *g, int i, int j0, co
 
 static void blocked_scalar(const mq_gemm_s8_blocked_args *g) {
     const int kp = mq_s8_padded_k(g->k), nb = mq_s8_block_count(g->k, g->block), steps = g->block / MQ_S8_KSTEP;
-    int8_t *unpacked = g->weight_bits == 4 ? malloc((size_t)MQ_S8_PANEL * mq_s4_padded_k(g->k)) : NULL;
-    if (g->weight_bits == 4 && !unpacked) abort();   // a few KB
+    int8_t *unpacked = mq_s4_scratch(g->weight_bits, g->k);
+    if (g->weight_bits == 4 && !unpacked) abort();   // 16 x K bytes
     for (int p = g->panel_begin; p < g->panel_end; p++) {
-        const int8_t *panel = g->packed + (size_t)p * mq_panel_bytes(g->k, g->weight_bits);
-        if (unpacked) { mq_s4_unpack_panel((const uint8_t *)panel, g->k, unpacked); panel = unpacked; }
+        const int8_t *panel = mq_panel_s8(g->packed, p, g->k, g->weight_bits, unpacked);
         const float *ws = g->w_scale + (size_t)p * nb * MQ_S8_PANEL;
         for (int i = 0; i < g->m; i++) {
             const int8_t *a = g->a + (size_t)i * g->lda;
@@ -143,14 +142,12 @@ MQ_AVX2 __attribute__((always_inline)) static inline void blocked_avx2_rows(
 MQ_AVX2 static void blocked_avx2(const mq_gemm_s8_blocked_args *g) {
     const int kp = mq_s8_padded_k(g->k), nb = mq_s8_block_count(g->k, g->block);
     int16_t *a16 = malloc(sizeof(int16_t) * (size_t)g->m * kp), *w16 = malloc(sizeof(int16_t) * (size_t)MQ_S8_PANEL * kp);
-    int8_t *unpacked = g->weight_bits == 4 ? malloc((size_t)MQ_S8_PANEL * mq_s4_padded_k(g->k)) : NULL;
+    int8_t *unpacked = mq_s4_scratch(g->weight_bits, g->k);
     if (!a16 || !w16 || (g->weight_bits == 4 && !unpacked)) { free(a16); free(w16); free(unpacked); blocked_scalar(g); return; }
     for (int i = 0; i < g->m; i++)
         mq_s8_widen(g->a + (size_t)i * g->lda, (size_t)kp, a16 + (size_t)i * kp);
     for (int p = g->panel_begin; p < g->panel_end; p++) {
-        const int8_t *panel = g->packed + (size_t)p * mq_panel_bytes(g->k, g->weight_bits);
-        if (unpacked) { mq_s4_unpack_panel((const uint8_t *)panel, g->k, unpacked); panel = unpacked; }
-        mq_s8_widen(panel, (size_t)MQ_S8_PANEL * kp, w16);
+        mq_s8_widen(mq_panel_s8(g->packed, p, g->k, g->weight_bits, unpacked), (size_t)MQ_S8_PANEL * kp, w16);
         const float *ws = g->w_scale + (size_t)p * nb * MQ_S8_PANEL;
         int i = 0;
         for (; i + 2 <= g->m; i += 2) blocked_avx2_rows(g, a16, w16, ws, kp, nb, i, p * MQ_S8_PANEL, 2);

@@ -6,6 +6,7 @@
 #include "simd_math.h"
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 /// K padded for int4 panels: whole step pairs.
 static inline int mq_s4_padded_k(int k) { return (k + 7) / 8 * 8; }
@@ -18,6 +19,20 @@ static inline size_t mq_panel_bytes(int k, int weight_bits) {
 /// One int4 panel (mq_s4_pack) back to the int8 panel layout: 16 * mq_s4_padded_k(k) bytes (the
 /// paths that read a panel many times from a scratch copy: scalar, the AVX2 int16 form).
 void mq_s4_unpack_panel(const uint8_t *panel4, int k, int8_t *out);
+
+/// Scratch for one unpacked int4 panel (NULL for int8 weights, which are read in place). The paths
+/// that read a panel from memory many times unpack it once per call into this.
+static inline int8_t *mq_s4_scratch(int weight_bits, int k) {
+    return weight_bits == 4 ? malloc((size_t)16 * (size_t)mq_s4_padded_k(k)) : NULL;
+}
+
+/// Panel p of packed weights as int8: in place, or (int4) unpacked into `scratch`.
+static inline const int8_t *mq_panel_s8(const int8_t *packed, int p, int k, int weight_bits, int8_t *scratch) {
+    const int8_t *panel = packed + (size_t)p * mq_panel_bytes(k, weight_bits);
+    if (weight_bits != 4) return panel;
+    mq_s4_unpack_panel((const uint8_t *)panel, k, scratch);
+    return scratch;
+}
 
 #if MQ_X86
 #define MQ_VNNI __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")))

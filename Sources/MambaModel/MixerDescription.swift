@@ -119,6 +119,9 @@ extension MixerDescription {
     public func scaleVector(of site: Site) -> String? { nil }
     public func scanScaleGroups(_ site: Site, _ c: MambaConfig) -> Int? { nil }
     public func module(_ name: String) -> ModuleSpec? { modules.first { $0.name == name } }
+
+    /// The sites the linear modules read (GPTQ's Hessians are gathered there).
+    public var linearInputs: Set<Site> { Set(modules.filter { $0.kind == .linear }.map(\.input)) }
     /// The module whose input is `site` (the consumer a transform scales or rotates).
     public func consumer(of site: Site) -> ModuleSpec? { modules.first { $0.input == site } }
     /// The width of `site`'s activation where the description fixes it: the rows that produce it,

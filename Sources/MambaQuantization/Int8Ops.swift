@@ -119,14 +119,13 @@ public struct PackedTableEmbedding: EmbeddingOp {
     public var vocabSize: Int { table.rows }
 
     public func forward(_ tokens: [Int]) -> Tensor {
-        let (d, groups) = (table.cols, table.groupSize.map { (table.cols + $0 - 1) / $0 } ?? 1)
-        let group = table.groupSize ?? d
+        let d = table.cols
         var row = [Int8](repeating: 0, count: d)
         return Tensor(shape: [tokens.count, d]) { out in
             table.packed.withUnsafeBufferPointer { p in
                 for (i, t) in tokens.enumerated() {
                     mq_packed_row(p.baseAddress, Int32(table.weightBits), Int32(d), Int32(t), &row)
-                    for j in 0..<d { out[i * d + j] = Float(row[j]) * table.scales[t * groups + j / group] }
+                    dequantizeRow(row, row: t, cols: d, scales: table.scales, groupSize: table.groupSize, into: out.baseAddress! + i * d)
                 }
             }
         }

@@ -235,7 +235,7 @@ final class TransformedLayers<Source: WeightSource>: LayerSource {
     /// The inputs of the linears GPTQ rounds: the second pass gathers their Hessians.
     var hessianSites: Set<Site> {
         guard quantizer.recipe.weightRounding == .gptq else { return [] }
-        return Set(config.mixer.spec.modules.filter { $0.kind == .linear }.map(\.input))
+        return config.mixer.spec.linearInputs
     }
 
     var config: MambaConfig { source.config }

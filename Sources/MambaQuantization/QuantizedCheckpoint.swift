@@ -204,14 +204,18 @@ extension QuantizedModel {
             let scales = try floats(prefix + ".weight_scale", m.scaleShape).storage
             return QuantizedMatrix(rows: rows, cols: cols, bits: wb, groupSize: g, values: values, scales: scales)
         }
+        // A module's input quantizer: the recipe's dynamic scale, or its stored static one.
+        func input(_ prefix: String) throws -> ActivationQuantizer {
+            ActivationQuantizer(bits: ab, scale: try activationScale ?? .static(scalar(prefix + ".input_scale")))
+        }
         func layer(_ prefix: String, rows: Int, cols: Int, bias: Bool, diskShape: [Int]? = nil, groups: Bool = true) throws -> QuantizedLayer {
             let b = bias ? try floats(prefix + ".bias", [rows]) : nil
             if recipe.keepsFloat(module: prefix) {
                 let t = try floats(prefix + ".weight", diskShape ?? [rows, cols])
                 return QuantizedLayer(weight: nil, floatWeight: t.reshaped([rows, cols]), bias: b, input: nil)
             }
-            let input = ActivationQuantizer(bits: ab, scale: try activationScale ?? .static(scalar(prefix + ".input_scale")))
-            return QuantizedLayer(weight: try matrix(prefix, rows: rows, cols: cols, diskShape: diskShape, groups: groups), floatWeight: nil, bias: b, input: input)
+            return QuantizedLayer(weight: try matrix(prefix, rows: rows, cols: cols, diskShape: diskShape, groups: groups), floatWeight: nil, bias: b,
+                                  input: try input(prefix))
         }
 
         let (d, v) = (config.hiddenSize, config.vocabSize)
@@ -270,9 +274,7 @@ extension QuantizedModel {
                 config)
         }
         _ = try floats(QuantizedNames.normF, [d])
-        let lmHead = tiedHead
-            ? QuantizedLayer(weight: embedding, floatWeight: nil, bias: nil,
-                             input: ActivationQuantizer(bits: ab, scale: try activationScale ?? .static(scalar(QuantizedNames.lmHead + ".input_scale"))))
+        let lmHead = tiedHead ? QuantizedLayer(weight: embedding, floatWeight: nil, bias: nil, input: try input(QuantizedNames.lmHead))
             : try layer(QuantizedNames.lmHead, rows: v, cols: d, bias: false)
         let headInput = store.contains(QuantizedNames.headInput) ? try floats(QuantizedNames.headInput, [d, d]) : nil
         if version < 3 && (tiedHead || headInput != nil) {

@@ -67,10 +67,15 @@ public final class QuantizedCheckpointWriter {
         try tensors.add(prefix + ".weight_scale", shape: q.scaleShape, floats: q.scales)
     }
 
+    /// The static scale of a module's input (none with dynamic scales).
+    private func inputScale(_ prefix: String, _ l: QuantizedLayer) throws {
+        if let s = l.input?.scale.staticScale { try tensors.add(prefix + ".input_scale", shape: [], floats: [s]) }
+    }
+
     private func layer(_ prefix: String, _ l: QuantizedLayer, shape: [Int]? = nil) throws {
         if let q = l.weight {
             try matrix(prefix, q, shape: shape)
-            if let s = l.input?.scale.staticScale { try tensors.add(prefix + ".input_scale", shape: [], floats: [s]) }
+            try inputScale(prefix, l)
         } else {
             let t = l.floatWeight!
             try tensors.add(prefix + ".weight", dtype: .f32, shape: shape ?? t.shape, floats: t.storage)
@@ -122,7 +127,7 @@ public final class QuantizedCheckpointWriter {
             weightBytes += 4 * headInput.count
         }
         if tiedHead {
-            if let s = lmHead.input?.scale.staticScale { try tensors.add(QuantizedNames.lmHead + ".input_scale", shape: [], floats: [s]) }
+            try inputScale(QuantizedNames.lmHead, lmHead)
         } else {
             try layer(QuantizedNames.lmHead, lmHead)
             weightBytes += lmHead.storedBytes

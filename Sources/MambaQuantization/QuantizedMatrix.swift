@@ -42,44 +42,48 @@ public struct QuantizedMatrix: Sendable, Equatable {
         var scales = [Float](repeating: 0, count: w.rows * groups)
         let ratios: [Double] = bits <= 4 ? stride(from: 1.0, through: 0.5, by: -0.025).map { $0 } : [1.0]
         let cols = w.cols
-        // Rows through raw pointers: the search touches every value 21 times at 4 bits (it was most
-        // of quantize's time on the head, 50280 x 768, through the Matrix subscript).
+        // Rows through raw pointers (the search touches every value 21 times at 4 bits: it was most
+        // of quantize's time on the head, 50280 x 768, through the Matrix subscript), split between
+        // threads: rows are independent, so the values are the same on any count.
         w.data.withUnsafeBufferPointer { wp in
-            values.withUnsafeMutableBufferPointer { vpb in
-                scales.withUnsafeMutableBufferPointer { spb in
-                // Rows are independent: split between threads (the same values on any count).
-                let (vp, sp) = (UncheckedSendable(vpb.baseAddress!), UncheckedSendable(spb.baseAddress!))
-                let wpp = UncheckedSendable(wp.baseAddress!)
-                Parallelism(threads: threads).forEachChunk(w.rows, minimumChunk: 64) { rows in
-                for r in rows {
-                    let (vp, sp) = (vp.value, sp.value)
-                    for gi in 0..<groups {
-                        let row = wpp.value + r * cols + gi * group
-                        let count = min(cols, (gi + 1) * group) - gi * group
-                        var absmax = 0.0
-                        for j in 0..<count { absmax = max(absmax, abs(row[j])) }
-                        var best = (error: Double.infinity, scale: Float(0))
-                        for ratio in ratios {
-                            let scale = Float(absmax * ratio / q)
-                            guard scale > 0 else { best = (0, 0); break }
-                            let inv = 1 / scale
-                            var err = 0.0
-                            for j in 0..<count {
-                                let v = Double(quantizeSymmetric(Float(row[j]), inverseScale: inv, qmax: Float(q))) * Double(scale)
-                                err += (v - row[j]) * (v - row[j])
+            values.withUnsafeMutableBufferPointer { vp in
+                scales.withUnsafeMutableBufferPointer { sp in
+                    let (x, v, sc) = (UncheckedSendable(wp.baseAddress!), UncheckedSendable(vp.baseAddress!), UncheckedSendable(sp.baseAddress!))
+                    Parallelism(threads: threads).forEachChunk(w.rows, minimumChunk: 64) { rows in
+                        for r in rows {
+                            for gi in 0..<groups {
+                                let offset = r * cols + gi * group
+                                sc.value[r * groups + gi] = Self.quantizeGroup(x.value + offset, count: min(cols, (gi + 1) * group) - gi * group,
+                                                                               ratios: ratios, qmax: q, into: v.value + offset)
                             }
-                            if err < best.error { best = (err, scale) }
                         }
-                        sp[r * groups + gi] = best.scale
-                        let inv: Float = best.scale > 0 ? 1 / best.scale : 0
-                        for j in 0..<count { vp[r * cols + gi * group + j] = Int8(quantizeSymmetric(Float(row[j]), inverseScale: inv, qmax: Float(q))) }
                     }
-                }
-                }
                 }
             }
         }
         self.init(rows: w.rows, cols: w.cols, bits: bits, groupSize: groupSize, values: values, scales: scales)
+    }
+
+    /// One row or group: the scale among `ratios` of the absmax with the least squared error, and
+    /// its integers written to `out`.
+    static func quantizeGroup(_ x: UnsafePointer<Double>, count: Int, ratios: [Double], qmax q: Double, into out: UnsafeMutablePointer<Int8>) -> Float {
+        var absmax = 0.0
+        for j in 0..<count { absmax = max(absmax, abs(x[j])) }
+        var best = (error: Double.infinity, scale: Float(0))
+        for ratio in ratios {
+            let scale = Float(absmax * ratio / q)
+            guard scale > 0 else { best = (0, 0); break }
+            let inv = 1 / scale
+            var err = 0.0
+            for j in 0..<count {
+                let v = Double(quantizeSymmetric(Float(x[j]), inverseScale: inv, qmax: Float(q))) * Double(scale)
+                err += (v - x[j]) * (v - x[j])
+            }
+            if err < best.error { best = (err, scale) }
+        }
+        let inv: Float = best.scale > 0 ? 1 / best.scale : 0
+        for j in 0..<count { out[j] = Int8(quantizeSymmetric(Float(x[j]), inverseScale: inv, qmax: Float(q))) }
+        return best.scale
     }
 
     /// Bytes per row when int4 values are packed two per byte.

@@ -69,16 +69,21 @@ public struct QuantizedEmbedding: EmbeddingOp {
     public var vocabSize: Int { table.rows }
 
     public func forward(_ tokens: [Int]) -> Tensor {
-        let (d, groups) = (table.cols, table.groupsPerRow)
-        let group = table.groupSize ?? d
-        var out = Tensor(zeros: [tokens.count, d])
-        table.values.withUnsafeBufferPointer { v in
-            out.storage.withUnsafeMutableBufferPointer { o in
+        let d = table.cols
+        return Tensor(shape: [tokens.count, d]) { out in
+            table.values.withUnsafeBufferPointer { v in
                 for (i, t) in tokens.enumerated() {
-                    for j in 0..<d { o[i * d + j] = Float(v[t * d + j]) * table.scales[t * groups + j / group] }
+                    dequantizeRow(v.baseAddress! + t * d, row: t, cols: d, scales: table.scales, groupSize: table.groupSize, into: out.baseAddress! + i * d)
                 }
             }
         }
-        return out
     }
+}
+
+/// Row `t` of a table (its integers `q` [cols]) times its scales, one per row or per row and group:
+/// the embedding lookup of both runtimes (QuantizedEmbedding, PackedTableEmbedding).
+func dequantizeRow(_ q: UnsafePointer<Int8>, row t: Int, cols d: Int, scales: [Float], groupSize: Int?, into out: UnsafeMutablePointer<Float>) {
+    let group = groupSize ?? d
+    let groups = (d + group - 1) / group
+    for j in 0..<d { out[j] = Float(q[j]) * scales[t * groups + j / group] }
 }

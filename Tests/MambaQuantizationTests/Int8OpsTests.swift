@@ -387,10 +387,7 @@ final class Int8OpsTests: XCTestCase {
 
     func int8MatchesReference(_ name: String) throws {
         let w = try MambaWeights.load(directory: Fixtures.model(name))
-        let text = (0..<300).map { ($0 * 7 + $0 / 9) % 50 }
-        let windows = try CalibrationWindows.draw(from: [("t", text)], samples: 4, seqLength: 24, seed: 1)
-        let stats = try Calibrator.run(model: MambaLM(weights: w), windows: windows, parallelism: .serial)
-        let file = StatsFile(stats: stats, windows: windows, provenance: .init(checkpointSHA256: "t", dataSHA256: "t", dataFiles: ["t"], seed: 1))
+        let file = try calibratedStats(w, text: (0..<300).map { ($0 * 7 + $0 / 9) % 50 }, samples: 4, seqLength: 24, seed: 1)
         let tokens = (0..<29).map { ($0 * 11 + 3) % 50 }
         var accurate = QuantizationRecipe(method: .mambaquant)
         QuantizationProfile.accurate.apply(to: &accurate, spec: w.config.mixer.spec)

@@ -12,10 +12,7 @@ final class QuantizedModelTests: XCTestCase {
     let tokens = (0..<37).map { ($0 * 13 + 5) % 50 }
 
     func statsFile(_ w: MambaWeights, samples: Int = 6, seed: UInt64 = 3) throws -> StatsFile {
-        let text = (0..<400).map { ($0 * 7 + $0 / 9) % 50 }
-        let windows = try CalibrationWindows.draw(from: [("t", text)], samples: samples, seqLength: 24, seed: seed)
-        let stats = try Calibrator.run(model: MambaLM(weights: w), windows: windows, parallelism: .serial)
-        return StatsFile(stats: stats, windows: windows, provenance: .init(checkpointSHA256: "test", dataSHA256: "test", dataFiles: ["t"], seed: seed))
+        try calibratedStats(w, text: (0..<400).map { ($0 * 7 + $0 / 9) % 50 }, samples: samples, seqLength: 24, seed: seed, label: "test")
     }
 
     func fixtures() throws -> [(String, MambaWeights)] {

@@ -32,7 +32,7 @@ final class StreamedQuantizeTests: XCTestCase {
         var final = CalibrationStats(sites: [:], pooledResidual: Moments(channels: 1))
         for window in file.windows.windows {
             let gptq = recipe.weightRounding == .gptq
-            let r = Recorder(momentSites: gptq ? Set(transformed.config.mixer.spec.modules.filter { $0.kind == .linear }.map(\.input) + [.lmHeadInput]) : [])
+            let r = Recorder(momentSites: gptq ? transformed.config.mixer.spec.linearInputs.union([.lmHeadInput]) : [])
             var state = transformed.makeState()
             _ = try transformed.forward(window, state: &state, logits: .none, observer: r)
             final.merge(r.stats)
@@ -90,10 +90,7 @@ final class StreamedQuantizeTests: XCTestCase {
     }
 
     func statsFile(_ w: MambaWeights, samples: Int, seqLength: Int, vocab: Int) throws -> StatsFile {
-        let text = (0..<2000).map { ($0 * 7 + $0 / 9) % vocab }
-        let windows = try CalibrationWindows.draw(from: [("t", text)], samples: samples, seqLength: seqLength, seed: 4)
-        let stats = try Calibrator.run(model: MambaLM(weights: w), windows: windows, parallelism: .serial)
-        return StatsFile(stats: stats, windows: windows, provenance: .init(checkpointSHA256: "t", dataSHA256: "t", dataFiles: ["t"], seed: 4))
+        try calibratedStats(w, text: (0..<2000).map { ($0 * 7 + $0 / 9) % vocab }, samples: samples, seqLength: seqLength, seed: 4)
     }
 
     func assertSameCheckpoint(_ directory: String, _ w: MambaWeights, _ file: StatsFile, _ recipes: [QuantizationRecipe], _ label: String) throws {

@@ -23,13 +23,6 @@ final class TiedHeadTests: XCTestCase {
         }
     }
 
-    func statsFile(_ w: MambaWeights) throws -> StatsFile {
-        let text = (0..<400).map { ($0 * 7 + $0 / 9) % 50 }
-        let windows = try CalibrationWindows.draw(from: [("t", text)], samples: 4, seqLength: 24, seed: 3)
-        let stats = try Calibrator.run(model: MambaLM(weights: w), windows: windows, parallelism: .serial)
-        return StatsFile(stats: stats, windows: windows, provenance: .init(checkpointSHA256: "t", dataSHA256: "t", dataFiles: ["t"], seed: 3))
-    }
-
     /// A tied source: the head is the embedding's table (the head's bits and groups), stored once,
     /// beside the head-input matrix; the checkpoint is format 3, reads back with the same logits
     /// on both runtimes, and the int8 runtime's lookup reads the head's panels. Kept float, the
@@ -38,7 +31,7 @@ final class TiedHeadTests: XCTestCase {
         let source = Fixtures.model("tiny-tied")
         let w = try MambaWeights.load(directory: source)
         XCTAssertNil(w.lmHead)
-        let stats = try statsFile(w)
+        let stats = try calibratedStats(w, text: (0..<400).map { ($0 * 7 + $0 / 9) % 50 }, samples: 4, seqLength: 24, seed: 3)
         let tokens = (0..<29).map { ($0 * 11 + 3) % 50 }
         let (d, v) = (w.config.hiddenSize, w.config.vocabSize)
         var keptFloat = QuantizationRecipe(method: .mambaquant)

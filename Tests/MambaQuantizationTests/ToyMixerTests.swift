@@ -79,10 +79,7 @@ final class ToyMixerTests: XCTestCase {
     let tokens = (0..<23).map { ($0 * 7 + 3) % 40 }
 
     func stats(_ w: MambaWeights) throws -> StatsFile {
-        let text = (0..<300).map { ($0 * 11 + $0 / 7) % 40 }
-        let windows = try CalibrationWindows.draw(from: [("t", text)], samples: 4, seqLength: 20, seed: 2)
-        let stats = try Calibrator.run(model: MambaLM(weights: w), windows: windows, parallelism: .serial)
-        return StatsFile(stats: stats, windows: windows, provenance: .init(checkpointSHA256: "t", dataSHA256: "t", dataFiles: ["t"], seed: 2))
+        try calibratedStats(w, text: (0..<300).map { ($0 * 11 + $0 / 7) % 40 }, samples: 4, seqLength: 20, seed: 2)
     }
 
     /// The generic loader reads exactly the description's tensors back, and a Mamba-1 config refuses them.
