@@ -17,7 +17,7 @@ public struct SiteKey: Hashable, Sendable, Comparable, CustomStringConvertible {
     public static func < (a: SiteKey, b: SiteKey) -> Bool {
         let (la, lb) = (a.layer ?? Int.max, b.layer ?? Int.max)
         if la != lb { return la < lb }
-        return Site.allCases.firstIndex(of: a.site)! < Site.allCases.firstIndex(of: b.site)!
+        return Site.precedes(a.site, b.site)
     }
 }
 

@@ -128,8 +128,8 @@ public enum Calibrator {
             try forEachWindow { _, u, recorder in
                 recorder.observe(rmsNorm(u, weight: nil, eps: eps), site: .residual, layer: i)
                 let normed = rmsNorm(u, weight: block.norm, eps: eps)
-                var state = block.mixer.makeState()
-                let out = block.mixer.forward(normed, state: &state, layer: i, serial, observer: recorder)
+                var state: any LayerState = block.mixer.makeState()
+                let out = block.mixer.forward(normed, layerState: &state, layer: i, serial, observer: recorder)
                 u.storage.withUnsafeMutableBufferPointer { up in
                     out.storage.withUnsafeBufferPointer { op in
                         for j in 0..<up.count { up[j] += op[j] }

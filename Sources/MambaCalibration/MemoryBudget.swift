@@ -18,13 +18,13 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
         parts.filter { $0.1 >= 1e6 }.sorted { $0.1 > $1.1 }.map { "\($0.0) \(gigabytes($0.1))" }.joined(separator: ", ")
     }
 
-    /// The second-pass (and calibration) peak: every window's residual stream, one layer widened
+    /// The second-pass (and calibration) peak: every window's residual stream, the largest layer widened
     /// to float32 (plus `doubleCopies` of it in Double while it is transformed), the activations
     /// of `threads` windows inside a layer, and the statistics.
     public static func layerStreamed(_ c: MambaConfig, windows: Int, seqLength: Int, threads: Int, doubleCopies: Double = 0) -> MemoryEstimate {
         let (d, e, v) = (Double(c.hiddenSize), Double(c.innerSize), Double(c.vocabSize))
         let (w, l, t) = (Double(windows), Double(seqLength), Double(max(1, threads)))
-        let layer = 4 * Double(c.layerParameterCount)
+        let layer = 4 * Double(c.largestLayerParameterCount)
         var parts: [(String, Double)] = [
             ("residual streams (\(windows) x \(seqLength) tokens x D \(c.hiddenSize), float32)", 4 * w * l * d),
             // xz, x, z, conv out, dt, y, gate and the block output: about 12 [L, E] float32 per window in flight,
@@ -54,13 +54,17 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
         ])
         var layers = layerStreamed(c, windows: windows, seqLength: seqLength, threads: threads, doubleCopies: 3)
         if gptq {
-            let spec = c.mixer.spec
-            // Input widths of the linears (a weight [out, in]); sites read by two linears count once each: an upper bound.
-            let inputs = spec.presentParameters(c).compactMap { p, shape -> Double? in
-                guard case .weight(let m) = p.role, spec.module(m)?.kind == .linear else { return nil }
-                return Double(shape[shape.count - 1])
+            // Input widths of each kind's linears (a weight [out, in]); sites read by two linears count
+            // once each: an upper bound. A layer's Hessians are dropped once it is rounded, so the
+            // kind with the most is what the peak holds.
+            let widths = c.distinctKinds.map { kind in
+                let spec = kind.spec
+                return spec.presentParameters(c).compactMap { p, shape -> Double? in
+                    guard case .weight(let m) = p.role, spec.module(m)?.kind == .linear else { return nil }
+                    return Double(shape[shape.count - 1])
+                }
             }
-            let squares = inputs.reduce(0) { $0 + $1 * $1 }, largest = inputs.max() ?? 0
+            let squares = widths.map { $0.reduce(0) { $0 + $1 * $1 } }.max() ?? 0, largest = widths.joined().max() ?? 0
             layers = MemoryEstimate(parts: layers.parts + [
                 ("GPTQ Hessians (x xᵀ in Double at the linears' inputs, \(threads) windows in flight and merged)", 8 * squares * Double(max(1, threads) + 2)),
                 ("GPTQ's working copies of the largest Hessian", 4 * 8 * largest * largest),

@@ -151,10 +151,11 @@ extension SiteKey {
     /// Parses `layers.{i}.{site}` or `{site}`.
     init?(prefix: String) {
         let parts = prefix.split(separator: ".", omittingEmptySubsequences: false)
-        if parts.count == 3, parts[0] == "layers", let i = Int(parts[1]), let s = Site(rawValue: String(parts[2])) {
-            self.init(layer: i, site: s)
-        } else if parts.count == 1, let s = Site(rawValue: prefix), s == .lmHeadInput {
-            self.init(layer: nil, site: s)
+        if parts.count == 3, parts[0] == "layers", let i = Int(parts[1]), Site.isValidName(parts[2]), parts[2] != Site.lmHeadInput.rawValue {
+            // Any name here; whether layer i's kind has the site is the model's to say (MethodPlan.checkWidths).
+            self.init(layer: i, site: Site(String(parts[2])))
+        } else if parts.count == 1, prefix == Site.lmHeadInput.rawValue {
+            self.init(layer: nil, site: .lmHeadInput)
         } else {
             return nil
         }

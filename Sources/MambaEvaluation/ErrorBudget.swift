@@ -11,19 +11,19 @@ public enum ErrorBudget {
         public let recipe: QuantizationRecipe
     }
 
-    /// The variants for `method` at `bits` on this mixer: the baseline (static per-tensor scales,
+    /// The variants for `method` at `bits` on this model's layer kinds: the baseline (static per-tensor scales,
     /// everything quantized: the paper's setting and `--profile fast`), each site alone (every
     /// other module and scan input float; the embedding table is 8-bit in every row), then one
     /// family of choices at a time, then the combinations a user would pick from.
-    public static func variants(method: QuantizationMethod, bits: BitWidths, spec: any MixerDescription) -> [Variant] {
+    public static func variants(method: QuantizationMethod, bits: BitWidths, config: MambaConfig) -> [Variant] {
         let base = QuantizationRecipe(method: method, bits: bits)
         func with(_ change: (inout QuantizationRecipe) -> Void) -> QuantizationRecipe {
             var r = base
             change(&r)
             return r
         }
-        let modules = spec.modules.map(\.name) + [QuantizedModel.lmHeadModule]
-        let scanSites = spec.scanInputs.map { QuantizationRecipe.scanInputName($0.site) }
+        let modules = config.moduleNames + [QuantizedModel.lmHeadModule]
+        let scanSites = config.scanInputSites.map(QuantizationRecipe.scanInputName)
         let everything = Set(modules + [QuantizationRecipe.allScanInputs])
         var v = [Variant(name: "baseline: all sites, static per-tensor", recipe: base)]
         v.append(Variant(name: "floor: only the 8-bit embedding", recipe: with { $0.keepFloat = everything }))
@@ -39,7 +39,7 @@ public enum ErrorBudget {
             v.append(Variant(name: "activations: static, clip \(clip.rawValue)", recipe: with { $0.clip = clip }))
         }
         v.append(Variant(name: "weights: groups of 32", recipe: with { $0.groupSize = 32 }))
-        let q8 = QuantizationProfile.floatSet(spec)   // what llama.cpp Q8_0 leaves in float
+        let q8 = QuantizationProfile.floatSet(config.distinctKinds)   // what llama.cpp Q8_0 leaves in float
         for m in q8.sorted() {
             v.append(Variant(name: "float: \(m)", recipe: with { $0.keepFloat = [m] }))
         }

@@ -11,7 +11,7 @@ public struct CheckpointSummary: Sendable, Encodable {
     }
     public let directory: String
     public let modelType: String
-    /// The mixer family the layers run ("mamba1", "falcon_mamba").
+    /// The mixer family the layers run ("mamba1", "falcon_mamba"; kinds joined by "+" for a mix).
     public let family: String
     /// Settings taken from defaults rather than config.json.
     public let notes: [String]
@@ -39,10 +39,10 @@ public struct CheckpointSummary: Sendable, Encodable {
         return CheckpointSummary(
             directory: directory,
             modelType: config.json["model_type"]?.string ?? "mamba (state-spaces config)",
-            family: config.mixer.spec.name, notes: config.defaultedSettings,
+            family: config.family, notes: config.defaultedSettings,
             hiddenSize: config.hiddenSize, numLayers: config.numLayers, innerSize: config.innerSize,
             stateSize: config.stateSize, timeStepRank: config.timeStepRank, convKernel: config.convKernel,
-            vocabSize: config.vocabSize, mixerSettings: config.mixer.spec.settings(config),
+            vocabSize: config.vocabSize, mixerSettings: config.distinctKinds.map { $0.spec.settings(config) }.joined(separator: "; "),
             tiedHead: !tensors.contains { $0.name == ModelParameter.lmHead.name },
             // Scales and other side tensors of a quantized checkpoint are not parameters.
             parameters: tensors.filter { !isQuantized || !$0.name.hasSuffix("_scale") }.reduce(0) { $0 + $1.shape.reduce(1, *) },

@@ -41,7 +41,7 @@ public final class CheckpointWeights: @unchecked Sendable {
         try check(embeddingName, ModelParameter.embedding.shape(c))
         for i in 0..<c.numLayers {
             let prefix = BlockNames.mixerPrefix(layer: i)
-            for (spec, _) in c.mixer.spec.presentParameters(c) { try check(prefix + spec.key, spec.diskShape(c)!) }
+            for (spec, _) in c.mixer(layer: i).presentParameters(c) { try check(prefix + spec.key, spec.diskShape(c)!) }
             try check(BlockNames.norm(layer: i), [c.hiddenSize])
         }
         try check(ModelParameter.normF.name, ModelParameter.normF.shape(c))
@@ -54,7 +54,7 @@ public final class CheckpointWeights: @unchecked Sendable {
         tiedHead = !store.contains(ModelParameter.lmHead.name)
         if let extra = unused.sorted().first {
             let more = unused.count > 1 ? " (and \(unused.count - 1) more)" : ""
-            throw MambaError(.unusedTensor, "checkpoint \(store.directory) has tensor \(extra)\(more), which a \(c.mixer.spec.name) model with this config does not use")
+            throw MambaError(.unusedTensor, "checkpoint \(store.directory) has tensor \(extra)\(more), which a \(c.family) model with this config does not use")
         }
     }
 
@@ -118,7 +118,7 @@ public final class CheckpointWeights: @unchecked Sendable {
     /// in place), and every other tensor widened to float32 in `BlockWeights`.
     public func readStoredLayer(_ i: Int) throws -> (block: BlockWeights, linears: [String: StoredMatrix]) {
         let prefix = BlockNames.mixerPrefix(layer: i)
-        let spec = config.mixer.spec
+        let spec = config.mixer(layer: i)
         var tensors: [String: Tensor] = [:], linears: [String: StoredMatrix] = [:]
         for (p, shape) in spec.presentParameters(config) {
             if case .weight(let m) = p.role, spec.module(m)?.kind == .linear {
@@ -127,7 +127,7 @@ public final class CheckpointWeights: @unchecked Sendable {
                 tensors[p.key] = try tensor(prefix + p.key).reshaped(shape)
             }
         }
-        return (BlockWeights(norm: try tensor(BlockNames.norm(layer: i)), mixer: MixerWeights(kind: config.mixer, tensors: tensors)), linears)
+        return (BlockWeights(norm: try tensor(BlockNames.norm(layer: i)), mixer: MixerWeights(kind: config.layerKinds[i], tensors: tensors)), linears)
     }
     public func readNormF() throws -> Tensor { try tensor(ModelParameter.normF.name) }
     /// nil when tied to the embedding.
@@ -137,10 +137,10 @@ public final class CheckpointWeights: @unchecked Sendable {
     public func readLayer(_ i: Int) throws -> BlockWeights {
         let prefix = BlockNames.mixerPrefix(layer: i)
         var tensors: [String: Tensor] = [:]
-        for (spec, shape) in config.mixer.spec.presentParameters(config) {
+        for (spec, shape) in config.mixer(layer: i).presentParameters(config) {
             tensors[spec.key] = try tensor(prefix + spec.key).reshaped(shape)
         }
-        return BlockWeights(norm: try tensor(BlockNames.norm(layer: i)), mixer: MixerWeights(kind: config.mixer, tensors: tensors))
+        return BlockWeights(norm: try tensor(BlockNames.norm(layer: i)), mixer: MixerWeights(kind: config.layerKinds[i], tensors: tensors))
     }
 
     /// Every tensor widened (small models, and tests). Refused up front when the float32 copy

@@ -51,6 +51,8 @@ public struct Mamba1Mixer: MixerDescription {
         ]
     }
 
+    public var sites: [Site] { [.inProjInput, .x, .z, .convOutput, .dtLow, .dt, .B, .C, .y, .outProjInput] }
+
     public var scanInputs: [(site: Site, scaleKey: String)] {
         [(.convOutput, "x_scale"), (.dt, "dt_scale"), (.B, "B_scale"), (.C, "C_scale")]
     }
@@ -68,8 +70,8 @@ public struct Mamba1Mixer: MixerDescription {
         }
     }
 
-    public var residualReader: String { "in_proj" }
-    public var residualWriter: String { "out_proj" }
+    public var residualReaders: [String] { ["in_proj"] }
+    public var residualWriters: [String] { ["out_proj"] }
 
     public var modelType: String { ssmNormEpsilon == nil ? "mamba" : "falcon_mamba" }
     public var architecture: String { ssmNormEpsilon == nil ? "MambaForCausalLM" : "FalconMambaForCausalLM" }
@@ -144,13 +146,13 @@ public struct MambaMixer: MixerOp {
     public var stateSize: Int { scan.stateSize }
     public var timeStepRank: Int { dtProj.inFeatures }
 
-    public func makeState() -> LayerState {
-        LayerState(conv: [Float](repeating: 0, count: (conv.kernelSize - 1) * innerSize),
+    public func makeState() -> RecurrentState {
+        RecurrentState(conv: [Float](repeating: 0, count: (conv.kernelSize - 1) * innerSize),
                    ssm: [Float](repeating: 0, count: innerSize * stateSize))
     }
 
     /// u: normalized block input [L, D] -> mixer output [L, D]; `state` is this layer's decode state.
-    public func forward(_ u: Tensor, state: inout LayerState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
+    public func forward(_ u: Tensor, state: inout RecurrentState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
         let (e, n, r) = (innerSize, stateSize, timeStepRank)
         observer?.observe(u, site: .inProjInput, layer: layer)
         let xz = profiled("in_proj") { inProj.forward(u, par) }         // [L, 2E]

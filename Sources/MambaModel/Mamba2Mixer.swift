@@ -67,6 +67,8 @@ public struct Mamba2Mixer: MixerDescription {
 
     /// The SSM's inputs, as for Mamba-1: x (the conv output's x part), dt before dt_bias and
     /// softplus ([L, H]), B and C.
+    public var sites: [Site] { [.inProjInput, .z, .x, .convOutput, .dt, .B, .C, .y, .outProjInput] }
+
     public var scanInputs: [(site: Site, scaleKey: String)] {
         [(.convOutput, "x_scale"), (.dt, "dt_scale"), (.B, "B_scale"), (.C, "C_scale")]
     }
@@ -81,8 +83,8 @@ public struct Mamba2Mixer: MixerDescription {
         }
     }
 
-    public var residualReader: String { "in_proj" }
-    public var residualWriter: String { "out_proj" }
+    public var residualReaders: [String] { ["in_proj"] }
+    public var residualWriters: [String] { ["out_proj"] }
 
     /// out_proj's input is the output of the gated group RMSNorm: S-SiLU's smoothing of z would
     /// change the norm's statistics, but a smoothing of out_proj's input folds into the norm's
@@ -161,12 +163,12 @@ public struct Mamba2Forward: MixerOp {
     public var innerSize: Int { scan.heads * scan.headDim }
     var convChannels: Int { innerSize + 2 * scan.groups * scan.stateSize }
 
-    public func makeState() -> LayerState {
-        LayerState(conv: [Float](repeating: 0, count: (conv.kernelSize - 1) * convChannels),
+    public func makeState() -> RecurrentState {
+        RecurrentState(conv: [Float](repeating: 0, count: (conv.kernelSize - 1) * convChannels),
                    ssm: [Float](repeating: 0, count: innerSize * scan.stateSize))
     }
 
-    public func forward(_ u: Tensor, state: inout LayerState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
+    public func forward(_ u: Tensor, state: inout RecurrentState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
         let (e, x, h, gn) = (innerSize, convChannels, scan.heads, scan.groups * scan.stateSize)
         observer?.observe(u, site: .inProjInput, layer: layer)
         let proj = profiled("in_proj") { inProj.forward(u, par) }      // [L, E + X + H]

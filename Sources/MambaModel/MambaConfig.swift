@@ -8,7 +8,6 @@ import MambaTensors
 /// R = timeStepRank, K = convKernel, V = vocabSize (padded).
 public struct MambaConfig: Sendable, Equatable {
     public var hiddenSize: Int          // D
-    public var numLayers: Int
     public var stateSize: Int           // N
     public var expand: Int
     public var innerSize: Int           // E
@@ -19,18 +18,20 @@ public struct MambaConfig: Sendable, Equatable {
     public var useBias: Bool            // in_proj / out_proj biases
     public var useConvBias: Bool
     public var tieWordEmbeddings: Bool
-    /// The mixer every layer runs (one kind per model until a hybrid config names one per layer).
-    public var mixer: MixerKind = .mamba1
+    /// The mixer of each layer, in order: the config resolves to one kind per layer (every layer
+    /// of today's Mamba configs runs the same one; hybrids and Vision Mamba mix them).
+    public var layerKinds: [MixerKind]
     /// The config file as read, so that a quantized checkpoint can carry it forward unchanged.
     public var json: [String: JSONValue]
 
     public init(
         hiddenSize: Int, numLayers: Int, stateSize: Int = 16, expand: Int = 2, convKernel: Int = 4,
         timeStepRank: Int? = nil, vocabSize: Int, layerNormEpsilon: Float = 1e-5, useBias: Bool = false,
-        useConvBias: Bool = true, tieWordEmbeddings: Bool = true, mixer: MixerKind = .mamba1
+        useConvBias: Bool = true, tieWordEmbeddings: Bool = true, mixer: MixerKind = .mamba1, layerKinds: [MixerKind]? = nil
     ) {
+        precondition(layerKinds == nil || layerKinds!.count == numLayers, "\(layerKinds!.count) layer kinds for \(numLayers) layers")
         self.hiddenSize = hiddenSize
-        self.numLayers = numLayers
+        self.layerKinds = layerKinds ?? Array(repeating: mixer, count: numLayers)
         self.stateSize = stateSize
         self.expand = expand
         self.innerSize = expand * hiddenSize
@@ -41,10 +42,25 @@ public struct MambaConfig: Sendable, Equatable {
         self.useBias = useBias
         self.useConvBias = useConvBias
         self.tieWordEmbeddings = tieWordEmbeddings
-        self.mixer = mixer
         self.json = [:]
         self.json = hfJSON()
     }
+
+    public var numLayers: Int { layerKinds.count }
+
+    /// Layer `i`'s mixer description.
+    public func mixer(layer i: Int) -> any MixerDescription { layerKinds[i].spec }
+
+    /// The kinds the layers run, each once, in order of first appearance.
+    public var distinctKinds: [MixerKind] {
+        layerKinds.reduce(into: []) { kinds, k in if !kinds.contains(k) { kinds.append(k) } }
+    }
+
+    /// The layers' mixer names for messages and `inspect` ("mamba1"; "mamba1+gated_mlp" for a mix).
+    public var family: String { distinctKinds.map(\.spec.name).joined(separator: "+") }
+
+    /// Every layer runs `kind` (a uniform model's mixer, set once the config is parsed).
+    public mutating func setAllLayers(_ kind: MixerKind) { layerKinds = Array(repeating: kind, count: numLayers) }
 
     /// dt_rank "auto" = ceil(D / 16) (state-spaces mamba_simple.py).
     public static func autoTimeStepRank(_ hiddenSize: Int) -> Int { (hiddenSize + 15) / 16 }
@@ -162,10 +178,10 @@ public struct MambaConfig: Sendable, Equatable {
             // transformers' FalconMambaConfig default when the key is absent (inspect says so).
             let eps = json["mixer_rms_eps"]?.double ?? Self.defaultMixerRMSEpsilon
             guard eps >= 0, eps.isFinite else { throw MambaError(.badConfig, "\(source): mixer_rms_eps must be a finite non-negative number, found \(eps)") }
-            config.mixer = .falconMamba(ssmNormEpsilon: Float(eps))
+            config.setAllLayers(.falconMamba(ssmNormEpsilon: Float(eps)))
         }
         if isMamba2 {
-            config.mixer = MixerKind(try mamba2Mixer(json, ssm: ssm, innerSize: config.innerSize, stateSpacesLayout: stateSpacesLayout, source: source, int: int))
+            config.setAllLayers(MixerKind(try mamba2Mixer(json, ssm: ssm, innerSize: config.innerSize, stateSpacesLayout: stateSpacesLayout, source: source, int: int)))
         }
         config.json = JSONValue.object(json).encodable.object!
         return config
@@ -211,14 +227,17 @@ public struct MambaConfig: Sendable, Equatable {
         return Mamba2Mixer(heads: h, headDim: p, groups: groups, chunkSize: chunk, timeStepMin: Float(limit.0), timeStepMax: Float(limit.1))
     }
 
-    /// Parameters of one layer: its norm and its mixer's tensors.
-    public var layerParameterCount: Int {
-        hiddenSize + mixer.spec.presentParameters(self).reduce(0) { $0 + $1.shape.reduce(1, *) }
+    /// Parameters of layer `i`: its norm and its mixer's tensors.
+    public func layerParameterCount(_ i: Int) -> Int {
+        hiddenSize + mixer(layer: i).presentParameters(self).reduce(0) { $0 + $1.shape.reduce(1, *) }
     }
+
+    /// Parameters of the largest layer (what a layer-at-a-time pipeline holds at once).
+    public var largestLayerParameterCount: Int { distinctKinds.map { layerParameterCount(layerKinds.firstIndex(of: $0)!) }.max() ?? 0 }
 
     /// Parameters of a model with this config (the tied head counted once).
     public var parameterCount: Int {
-        vocabSize * hiddenSize * (tieWordEmbeddings ? 1 : 2) + numLayers * layerParameterCount + hiddenSize
+        vocabSize * hiddenSize * (tieWordEmbeddings ? 1 : 2) + (0..<numLayers).reduce(0) { $0 + layerParameterCount($1) } + hiddenSize
     }
 
     /// transformers' model types that mix Mamba(-2) layers with attention (or MoE) layers.
@@ -229,10 +248,11 @@ public struct MambaConfig: Sendable, Equatable {
 
     /// A line about settings taken from defaults rather than config.json (for `inspect`).
     public var defaultedSettings: [String] {
-        if mixer.spec.name == "falcon_mamba" && json["mixer_rms_eps"] == nil {
+        let mixer = layerKinds.first?.spec
+        if mixer?.name == "falcon_mamba" && json["mixer_rms_eps"] == nil {
             return ["mixer_rms_eps absent from config.json: using transformers' default \(Self.defaultMixerRMSEpsilon)"]
         }
-        if let m = mixer.spec as? Mamba2Mixer {
+        if let m = mixer as? Mamba2Mixer {
             var notes: [String] = []
             let headDimGiven = json["head_dim"] != nil || json["ssm_cfg"]?["headdim"] != nil
             if !headDimGiven && json["num_heads"] == nil {
@@ -249,9 +269,9 @@ public struct MambaConfig: Sendable, Equatable {
     }
 
     /// A Hugging Face config.json for this configuration (for checkpoints we write): the common
-    /// keys and the mixer's own.
+    /// keys and the first layer's mixer's own (a config that mixes kinds names them itself).
     public func hfJSON() -> [String: JSONValue] {
-        let spec = mixer.spec
+        let spec = layerKinds.first?.spec ?? Mamba1Mixer()
         return [
             "model_type": .string(spec.modelType),
             "architectures": .array([.string(spec.architecture)]),

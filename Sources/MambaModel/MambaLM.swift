@@ -22,9 +22,14 @@ public struct MambaBlock: Sendable {
 }
 
 public struct MambaState: Sendable, Equatable {
-    public var layers: [LayerState]
+    /// Each layer's own decode state (its mixer's State).
+    public var layers: [any LayerState]
     /// Tokens consumed so far.
     public var position: Int = 0
+
+    public static func == (a: MambaState, b: MambaState) -> Bool {
+        a.position == b.position && a.layers.count == b.layers.count && zip(a.layers, b.layers).allSatisfy { $0.isEqual(to: $1) }
+    }
 }
 
 /// Which positions' logits a forward returns.
@@ -89,7 +94,7 @@ public struct MambaLM: Sendable {
         var blocks: [MambaBlock] = []
         for i in 0..<c.numLayers {
             let (block, linears) = try w.readStoredLayer(i)
-            blocks.append(MambaBlock(norm: block.norm, mixer: c.mixer.spec.makeMixer(FloatOpSource(block.mixer, linears: linears), c, layer: i)))
+            blocks.append(MambaBlock(norm: block.norm, mixer: c.mixer(layer: i).makeMixer(FloatOpSource(block.mixer, linears: linears), c, layer: i)))
         }
         self.init(config: c, embedding: table.embedding(), blocks: blocks, normF: try w.readNormF(),
                   lmHead: (try w.readStoredLMHead() ?? table).linear(bias: nil))
@@ -118,7 +123,7 @@ public struct MambaLM: Sendable {
         for (i, block) in blocks.enumerated() {
             if let observer { observer.observe(rmsNorm(u, weight: nil, eps: eps), site: .residual, layer: i) }
             let normed = profiled("norm") { rmsNorm(u, weight: block.norm, eps: eps) } // [L, D]
-            let out = block.mixer.forward(normed, state: &state.layers[i], layer: i, par, observer: observer)
+            let out = block.mixer.forward(normed, layerState: &state.layers[i], layer: i, par, observer: observer)
             profiled("residual") {
                 u.storage.withUnsafeMutableBufferPointer { up in
                     out.storage.withUnsafeBufferPointer { op in

@@ -82,15 +82,22 @@ public protocol MixerDescription: Sendable {
     var parameters: [ParameterSpec] { get }
     /// Quantizable modules in checkpoint order.
     var modules: [ModuleSpec] { get }
+    /// The activation sites the forward reports to an observer, in the order it reports them
+    /// (calibration keys statistics on them; `.residual` and `.lmHeadInput` belong to the model
+    /// around the mixers and are not listed).
+    var sites: [Site] { get }
     /// Activation sites quantized before the scan (not module inputs): the site and the scalar
     /// tensor name of its static scale in a quantized checkpoint.
     var scanInputs: [(site: Site, scaleKey: String)] { get }
     /// The module rows that produce `site` (nil: no module output is that site).
     func producer(of site: Site, _ c: MambaConfig) -> OutputSlice?
-    /// The module reading the block's normalized input (the residual stream, R1's left side) and
-    /// the module writing the block's output (R1's right side).
-    var residualReader: String { get }
-    var residualWriter: String { get }
+    /// The modules reading the block's normalized input (the residual stream: R1's left side, where
+    /// the block's norm folds) and the modules writing the block's output (R1's right side).
+    var residualReaders: [String] { get }
+    var residualWriters: [String] { get }
+    /// The modules whose input takes an online Hadamard (R2) under the rotation methods (default:
+    /// the module reading .outProjInput).
+    var onlineRotated: [String] { get }
     /// Whether a weightless RMSNorm sits between `site`'s producing rows and its consumer:
     /// orthogonal rotations cross it exactly, per-channel smoothing does not.
     func isNormalized(_ site: Site) -> Bool
@@ -119,6 +126,7 @@ extension MixerDescription {
     public func scaleVector(of site: Site) -> String? { nil }
     public func scanScaleGroups(_ site: Site, _ c: MambaConfig) -> Int? { nil }
     public func module(_ name: String) -> ModuleSpec? { modules.first { $0.name == name } }
+    public var onlineRotated: [String] { consumer(of: .outProjInput).map { [$0.name] } ?? [] }
 
     /// The sites the linear modules read (GPTQ's Hessians are gathered there).
     public var linearInputs: Set<Site> { Set(modules.filter { $0.kind == .linear }.map(\.input)) }
@@ -127,7 +135,7 @@ extension MixerDescription {
     /// The width of `site`'s activation where the description fixes it: the rows that produce it,
     /// or the input features of the module that reads it (nil: neither, e.g. the scan output).
     public func channels(of site: Site, _ c: MambaConfig) -> Int? {
-        if site == .residual || site == .inProjInput { return c.hiddenSize }
+        if site == .residual { return c.hiddenSize }
         if let slice = producer(of: site, c) { return slice.rows.count }
         guard let m = consumer(of: site) else { return nil }
         let shape = presentParameters(c).first { $0.spec.key == m.name + ".weight" }?.shape
@@ -156,6 +164,20 @@ public struct MixerKind: Sendable, Equatable {
     public static func falconMamba(ssmNormEpsilon: Float) -> MixerKind { MixerKind(Mamba1Mixer(ssmNormEpsilon: ssmNormEpsilon)) }
 }
 
+extension MambaConfig {
+    /// Short names of the quantizable modules of every layer kind, in order of first appearance.
+    public var moduleNames: [String] { orderedUnion(distinctKinds.map { $0.spec.modules.map(\.name) }) }
+
+    /// The scan-input sites of every layer kind, in order of first appearance.
+    public var scanInputSites: [Site] { orderedUnion(distinctKinds.map { $0.spec.scanInputs.map(\.site) }) }
+}
+
+/// The elements of `lists` in order, each once.
+func orderedUnion<T: Hashable>(_ lists: [[T]]) -> [T] {
+    var seen = Set<T>()
+    return lists.joined().filter { seen.insert($0).inserted }
+}
+
 /// The block-level checkpoint names (outside the mixer).
 public enum BlockNames {
     public static func mixerPrefix(layer: Int) -> String { "backbone.layers.\(layer).mixer." }
@@ -181,14 +203,41 @@ public protocol MixerOpSource {
 
 /// A mixer's forward with its own decode state.
 public protocol MixerOp: Sendable {
+    /// What the mixer carries from one decode step to the next.
+    associatedtype State: LayerState
     /// A fresh (all zero) decode state for this mixer.
-    func makeState() -> LayerState
+    func makeState() -> State
     /// u: normalized block input [L, D] -> mixer output [L, D].
-    func forward(_ u: Tensor, state: inout LayerState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor
+    func forward(_ u: Tensor, state: inout State, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor
 }
 
-/// Per-layer decode state of a recurrent mixer: the last K-1 conv inputs and the SSM state.
-public struct LayerState: Sendable, Equatable {
+extension MixerOp {
+    /// `forward` on a type-erased state (a model holds one state per layer, of each layer's own
+    /// type). The state is moved out and back so that its buffers stay uniquely referenced and
+    /// update in place.
+    public func forward(_ u: Tensor, layerState: inout any LayerState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
+        guard var s = layerState as? State else {
+            preconditionFailure("layer \(layer) was handed a \(type(of: layerState)) state; its mixer keeps \(State.self)")
+        }
+        layerState = StatelessState()
+        defer { layerState = s }
+        return forward(u, state: &s, layer: layer, par, observer: observer)
+    }
+}
+
+/// One layer's decode state: each mixer type has its own (Mamba's conv window and SSM state; an
+/// attention layer's KV cache; none for an MLP).
+public protocol LayerState: Sendable {
+    /// Equality across the type-erased states of a model (MambaState's ==).
+    func isEqual(to other: any LayerState) -> Bool
+}
+
+extension LayerState where Self: Equatable {
+    public func isEqual(to other: any LayerState) -> Bool { (other as? Self) == self }
+}
+
+/// The state of a recurrent mixer (Mamba-1, Mamba-2): the last K-1 conv inputs and the SSM state.
+public struct RecurrentState: LayerState, Equatable {
     public var conv: [Float]               // [K-1, channels]
     public var ssm: [Float]                // the recurrence's state
 
@@ -196,4 +245,9 @@ public struct LayerState: Sendable, Equatable {
         self.conv = conv
         self.ssm = ssm
     }
+}
+
+/// The state of a mixer that carries nothing between tokens (an MLP).
+public struct StatelessState: LayerState, Equatable {
+    public init() {}
 }

@@ -15,8 +15,8 @@ extension MambaWeights {
         func next() -> UInt64 { s &+= 1; return s }
         let d = c.hiddenSize
         func w(_ shape: [Int]) -> Tensor { randomTensor(shape, seed: next(), scale: 1 / Double(shape.last!).squareRoot()) }
-        let layers = (0..<c.numLayers).map { _ in
-            let mixer = MixerWeights(kind: c.mixer, tensors: c.mixer.spec.randomTensors(c, next: next))
+        let layers = c.layerKinds.map { kind in
+            let mixer = MixerWeights(kind: kind, tensors: kind.spec.randomTensors(c, next: next))
             return BlockWeights(norm: randomTensor([d], seed: next(), scale: 0.1, offset: 1), mixer: mixer)
         }
         return MambaWeights(

@@ -235,7 +235,7 @@ final class TransformedLayers<Source: WeightSource>: LayerSource {
     /// The inputs of the linears GPTQ rounds: the second pass gathers their Hessians.
     var hessianSites: Set<Site> {
         guard quantizer.recipe.weightRounding == .gptq else { return [] }
-        return config.mixer.spec.linearInputs
+        return config.distinctKinds.reduce(into: Set<Site>()) { $0.formUnion($1.spec.linearInputs) }
     }
 
     var config: MambaConfig { source.config }

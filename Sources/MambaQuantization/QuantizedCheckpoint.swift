@@ -88,10 +88,10 @@ extension QuantizedModel {
     }
 
     /// Reads a quantized checkpoint; every tensor is checked for presence, dtype and shape.
-    /// `mixer` overrides the mixer that config.json's model_type implies (a caller's own mixer type).
-    public static func load(directory: String, mixer: MixerKind? = nil) throws -> QuantizedModel {
+    /// `layerKinds` overrides the kinds that config.json implies (a caller's own mixer types).
+    public static func load(directory: String, layerKinds: [MixerKind]? = nil) throws -> QuantizedModel {
         var blocks: [QuantizedBlock] = []
-        var q = try load(directory: directory, mixer: mixer) { _, b, _ in blocks.append(b) }
+        var q = try load(directory: directory, layerKinds: layerKinds) { _, b, _ in blocks.append(b) }
         q.blocks = blocks
         return q
     }
@@ -99,9 +99,9 @@ extension QuantizedModel {
     /// The runnable model, built a block at a time as the checkpoint is read: each block's
     /// integers are packed for the GEMM and dropped, and its pages of the mapped file released,
     /// so loading holds about one copy of the weights, not the file, the integers and the panels.
-    public static func loadModel(directory: String, runtime: QuantizedRuntime = .int8, mixer: MixerKind? = nil) throws -> MambaLM {
+    public static func loadModel(directory: String, runtime: QuantizedRuntime = .int8, layerKinds: [MixerKind]? = nil) throws -> MambaLM {
         var blocks: [MambaBlock] = []
-        let q = try load(directory: directory, mixer: mixer) { i, b, config in
+        let q = try load(directory: directory, layerKinds: layerKinds) { i, b, config in
             blocks.append(MambaBlock(norm: b.norm, mixer: b.mixer.spec.makeMixer(QuantizedOpSource(mixer: b.mixer, runtime: runtime), config, layer: i)))
         }
         return q.outerModel(blocks: blocks, runtime: runtime)
@@ -109,9 +109,14 @@ extension QuantizedModel {
 
     /// Reads the checkpoint, handing each block (with the config) to `onBlock` in layer order
     /// instead of keeping it (the returned model has no blocks).
-    static func load(directory: String, mixer: MixerKind?, onBlock: (Int, QuantizedBlock, MambaConfig) throws -> Void) throws -> QuantizedModel {
+    static func load(directory: String, layerKinds: [MixerKind]?, onBlock: (Int, QuantizedBlock, MambaConfig) throws -> Void) throws -> QuantizedModel {
         var config = try MambaConfig.load(directory: directory)
-        if let mixer { config.mixer = mixer }
+        if let layerKinds {
+            guard layerKinds.count == config.numLayers else {
+                throw MambaError(.mismatchedInputs, "\(layerKinds.count) layer kinds given for \(directory), whose config has \(config.numLayers) layers")
+            }
+            config.layerKinds = layerKinds
+        }
         guard let q = config.json["quantization"]?.object else {
             throw MambaError(.badConfig, "\(directory)/config.json has no \"quantization\" object: not a quantized checkpoint")
         }
@@ -228,7 +233,7 @@ extension QuantizedModel {
             : QuantizedMatrix(rows: v, cols: d, bits: 8, groupSize: nil, values: try int8s(QuantizedNames.embedding + ".weight", [v, d]),
                               scales: try floats(QuantizedNames.embedding + ".weight_scale", [v]).storage)
         for i in 0..<config.numLayers {
-            let kind = config.mixer, spec = kind.spec, p = BlockNames.mixerPrefix(layer: i)
+            let kind = config.layerKinds[i], spec = kind.spec, p = BlockNames.mixerPrefix(layer: i)
             let norm = try floats(BlockNames.norm(layer: i), [d])
             let present = spec.presentParameters(config)
             let hasBias = Set(present.compactMap { if case .bias(let m) = $0.spec.role { m } else { nil } })

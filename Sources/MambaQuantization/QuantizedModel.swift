@@ -134,24 +134,22 @@ public struct QuantizedModel: Sendable {
     /// Every module name `--keep-float` may list for this config: lm_head and each layer's
     /// quantizable modules (backbone.layers.N.mixer.NAME).
     public static func quantizableModules(_ c: MambaConfig) -> [String] {
-        [QuantizedNames.lmHead] + (0..<c.numLayers).flatMap { i in c.mixer.spec.modules.map { BlockNames.mixerPrefix(layer: i) + $0.name } }
+        [QuantizedNames.lmHead] + (0..<c.numLayers).flatMap { i in c.mixer(layer: i).modules.map { BlockNames.mixerPrefix(layer: i) + $0.name } }
     }
 
-    /// Every name `--keep-float` takes: the modules, their short names (all layers), and the scan inputs.
+    /// Every name `--keep-float` takes: the modules, their short names (every layer that has one),
+    /// and the scan inputs.
     public static func keepFloatNames(_ c: MambaConfig) -> Set<String> {
-        let spec = c.mixer.spec
-        return Set(quantizableModules(c) + spec.modules.map(\.name) + [QuantizationRecipe.allScanInputs]
-                   + spec.scanInputs.map { QuantizationRecipe.scanInputName($0.site) })
+        Set(quantizableModules(c) + c.moduleNames + [QuantizationRecipe.allScanInputs] + c.scanInputSites.map(QuantizationRecipe.scanInputName))
     }
 
     /// Refuses a keep-float name that is not a quantizable module (a typo would otherwise quantize everything).
     public static func checkKeepFloat(_ names: Set<String>, _ c: MambaConfig) throws {
         let known = keepFloatNames(c)
         if let bad = names.sorted().first(where: { !known.contains($0) }) {
-            let spec = c.mixer.spec
-            let modules = spec.modules.map(\.name).joined(separator: ",")
-            let scan = spec.scanInputs.map { QuantizationRecipe.scanInputName($0.site) }.joined(separator: ", ")
-            throw MambaError(.badInput, "keep-float names \(bad), which is not a quantized module or scan input (lm_head, {\(modules)} in every layer, backbone.layers.N.mixer.{\(modules)} with N < \(c.numLayers), \(QuantizationRecipe.allScanInputs), or one of \(scan))")
+            let modules = c.moduleNames.joined(separator: ",")
+            let scan = c.scanInputSites.map(QuantizationRecipe.scanInputName).joined(separator: ", ")
+            throw MambaError(.badInput, "keep-float names \(bad), which is not a quantized module or scan input (lm_head, {\(modules)} in every layer that has them, backbone.layers.N.mixer.{\(modules)} with N < \(c.numLayers), \(QuantizationRecipe.allScanInputs), or one of \(scan))")
         }
     }
 }

@@ -60,13 +60,17 @@ public enum QuantizationProfile: String, CaseIterable, Sendable {
     /// and the SSM inputs kept float. Measured: KL 0.00005, top-1 99.54% (fast: 0.00059, 98.72%).
     case accurate
 
-    /// What the profile keeps in float on this mixer.
-    public static func floatSet(_ spec: any MixerDescription) -> Set<String> {
-        Set(spec.modules.map(\.name).filter { !["in_proj", "out_proj"].contains($0) } + [QuantizationRecipe.allScanInputs])
+    /// What the accurate profile keeps in float on these layer kinds: every module that neither
+    /// reads nor writes the residual stream (on Mamba all but in_proj and out_proj) and the scan inputs.
+    public static func floatSet(_ kinds: [MixerKind]) -> Set<String> {
+        Set(kinds.flatMap { k in
+            let spec = k.spec, residual = Set(spec.residualReaders + spec.residualWriters)
+            return spec.modules.map(\.name).filter { !residual.contains($0) }
+        } + [QuantizationRecipe.allScanInputs])
     }
 
     /// The profile's settings on top of `recipe` (method, bits and seed are the caller's).
-    public func apply(to recipe: inout QuantizationRecipe, spec: any MixerDescription) {
+    public func apply(to recipe: inout QuantizationRecipe, config: MambaConfig) {
         recipe.profile = rawValue
         switch self {
         case .fast:
@@ -75,7 +79,7 @@ public enum QuantizationProfile: String, CaseIterable, Sendable {
         case .accurate:
             recipe.dynamicActivations = true
             recipe.activationBlock = nil
-            recipe.keepFloat = Self.floatSet(spec)
+            recipe.keepFloat = Self.floatSet(config.distinctKinds)
         }
     }
 }

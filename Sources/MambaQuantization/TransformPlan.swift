@@ -53,13 +53,17 @@ public struct MethodPlan: Sendable {
     /// Every site's statistics have the model's width there: a stats file of another model (its
     /// source hash forged or skipped) is refused by site instead of trapping in a transform.
     static func checkWidths(_ stats: CalibrationStats, _ c: MambaConfig) throws {
-        for (key, s) in stats.sites {
-            let expected = key.layer == nil ? c.hiddenSize : c.mixer.spec.channels(of: key.site, c)
-            if let expected, s.channels != expected {
-                throw MambaError(.mismatchedInputs, "the stats' site \(key) has \(s.channels) channels, this model's \(key.site.rawValue) has \(expected): the stats file is from another model")
-            }
+        for (key, s) in stats.sites.sorted(by: { $0.key < $1.key }) {
             if let layer = key.layer, layer >= c.numLayers {
                 throw MambaError(.mismatchedInputs, "the stats have site \(key), but the model has \(c.numLayers) layers: the stats file is from another model")
+            }
+            let spec = key.layer.map(c.mixer(layer:))
+            if let spec, key.site != .residual, !spec.sites.contains(key.site) {
+                throw MambaError(.mismatchedInputs, "the stats have site \(key), which layer \(key.layer!) (\(spec.name)) does not have: the stats file is from another model")
+            }
+            let expected = spec.map { $0.channels(of: key.site, c) } ?? c.hiddenSize
+            if let expected, s.channels != expected {
+                throw MambaError(.mismatchedInputs, "the stats' site \(key) has \(s.channels) channels, this model's \(key.site.rawValue) has \(expected): the stats file is from another model")
             }
         }
     }
@@ -92,7 +96,7 @@ public struct MethodPlan: Sendable {
         case .rtn:
             return []
         case .smoothquant:
-            let reader = b.mixer.spec.residualReader
+            let reader = b.mixer.spec.residualReaders.joined(separator: ", ")
             b.smoothInProjInput(smoothingFactors(activationAbsMax: try stats.site(i, .residual).range.absmax,
                                                  weightColumnAbsMax: b.residualReaderColumnAbsMax, alpha: alpha))
             var steps = ["\(reader) input (norm)"]
@@ -140,10 +144,13 @@ public struct MethodPlan: Sendable {
                 try smoothOutThroughNorm(&b, i, stats, alpha)
                 steps.append("smoothing of out_proj input into the norm weight (alpha \(alpha))")
             }
-            if let n = b.mixer.spec.consumer(of: .outProjInput).map({ b.mixer.weight($0.name).cols }) {
-                if let h = RandomizedHadamard(size: n, seed: seed &+ 2000 &+ UInt64(i)) {
-                    b.rotateOutProjInput(h)
-                    steps.append("R2 online Hadamard \(n) (\(h.hadamard.factorSize) x \(h.hadamard.powerOfTwo))")
+            // R2 on each module the description names (Mamba: out_proj); the first keeps the seed
+            // it always had, so checkpoints of one rotated module per layer stay as they were.
+            for (k, module) in b.mixer.spec.onlineRotated.enumerated() {
+                let n = b.mixer.weight(module).cols
+                if let h = RandomizedHadamard(size: n, seed: seed &+ 2000 &+ UInt64(i) &+ UInt64(k) &* 1_000_003) {
+                    b.rotateInput(of: module, h)
+                    steps.append("R2 online Hadamard \(n) (\(h.hadamard.factorSize) x \(h.hadamard.powerOfTwo))" + (k > 0 ? " on \(module)" : ""))
                 } else {
                     steps.append("no online Hadamard of size \(n): R2 skipped")
                 }

@@ -53,23 +53,29 @@ extension BlockParameters {
     /// The per-input-column absmax of the module consuming `site` (SmoothQuant's weight side).
     public func consumerColumnAbsMax(_ site: Site) -> [Double] { mixer.weight(consumer(site).name).columnAbsMax }
 
-    /// The per-input-column absmax of the module reading the block's normalized input.
-    public var residualReaderColumnAbsMax: [Double] { mixer.weight(spec.residualReader).columnAbsMax }
+    /// The per-input-column absmax over the modules reading the block's normalized input (one
+    /// smoothing of that input scales all of them).
+    public var residualReaderColumnAbsMax: [Double] {
+        spec.residualReaders.map { mixer.weight($0).columnAbsMax }.reduce(into: [Double]()) { m, c in
+            m = m.isEmpty ? c : zip(m, c).map { max($0, $1) }
+        }
+    }
 
-    /// Norm folding: the RMSNorm weight into the residual reader's input columns. RMSNorm with
+    /// Norm folding: the RMSNorm weight into every residual reader's input columns. RMSNorm with
     /// weight 1 commutes with any orthogonal rotation, which is what makes R1 exact.
     public mutating func foldNorm() {
-        if let w = norm { mixer.weights[spec.residualReader]!.scaleColumns(w) }
+        if let w = norm { for reader in spec.residualReaders { mixer.weights[reader]!.scaleColumns(w) } }
         norm = nil
     }
 
-    /// R1's share in this block (offline): the reader's input u -> u R, the writer's output o -> o R.
+    /// R1's share in this block (offline): each reader's input u -> u R, each writer's output o -> o R.
     public mutating func rotateResidual(_ r: Matrix) {
         precondition(norm == nil, "fold the norms before rotating the residual stream")
-        let (reader, writer) = (spec.residualReader, spec.residualWriter)
-        mixer.weights[reader] = mixer.weight(reader).times(r)
-        mixer.weights[writer] = r.transposedTimes(mixer.weight(writer))
-        if let b = mixer.biases[writer] { mixer.biases[writer] = rowTimes(b, r) }
+        for reader in spec.residualReaders { mixer.weights[reader] = mixer.weight(reader).times(r) }
+        for writer in spec.residualWriters {
+            mixer.weights[writer] = r.transposedTimes(mixer.weight(writer))
+            if let b = mixer.biases[writer] { mixer.biases[writer] = rowTimes(b, r) }
+        }
     }
 
     /// An orthogonal rotation between the rows producing `site` and the linear consuming it
@@ -120,19 +126,21 @@ extension BlockParameters {
     }
 
     /// R2, the online rotation of out_proj's input: g -> g R at run time, out_proj W -> W R.
-    public mutating func rotateOutProjInput(_ r: RandomizedHadamard) {
-        let reader = consumer(.outProjInput).name
+    public mutating func rotateOutProjInput(_ r: RandomizedHadamard) { rotateInput(of: consumer(.outProjInput).name, r) }
+
+    /// An online rotation of `reader`'s input: x -> x R at run time, the linear's W -> W R.
+    public mutating func rotateInput(of reader: String, _ r: RandomizedHadamard) {
         let n = r.hadamard.size
         precondition(n == mixer.weight(reader).cols)
         mixer.weights[reader] = mixer.weight(reader).times(Matrix(rows: n, cols: n, data: r.matrix))
         mixer.onlineRotations[reader] = r
     }
 
-    /// SmoothQuant at the block input: the RMSNorm weight divided by s, the residual reader's columns times s.
+    /// SmoothQuant at the block input: the RMSNorm weight divided by s, every residual reader's columns times s.
     public mutating func smoothInProjInput(_ s: [Double]) {
         let w = norm ?? [Double](repeating: 1, count: s.count)
         norm = zip(w, s).map { $0 / $1 }
-        mixer.weights[spec.residualReader]!.scaleColumns(s)
+        for reader in spec.residualReaders { mixer.weights[reader]!.scaleColumns(s) }
     }
 }
 

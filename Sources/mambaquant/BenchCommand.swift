@@ -100,9 +100,10 @@ struct BenchCommand: ParsableCommand {
         }
         let float = MambaLM(weights: weights)
         let c = weights.config
-        // The residual reader's and writer's [out, in] (in_proj [2E, D] on Mamba-1, [E + X + H, D] on Mamba-2).
-        let spec = c.mixer.spec
-        let shapes = [spec.residualReader, spec.residualWriter].compactMap { m in
+        // The first layer's residual readers' and writers' [out, in] (in_proj [2E, D] on Mamba-1,
+        // [E + X + H, D] on Mamba-2; out_proj).
+        let spec = c.mixer(layer: 0)
+        let shapes = (spec.residualReaders + spec.residualWriters).compactMap { m in
             spec.presentParameters(c).first { $0.spec.key == m + ".weight" }.map { (m, $0.shape[0], $0.shape[1]) }
         }
         if floatOnly {
@@ -167,7 +168,7 @@ struct BenchCommand: ParsableCommand {
         return try bitsList().map { b in
             printError("calibrating on 4 random windows of 128 tokens and quantizing (mambaquant \(b), profile \(profile.rawValue))")
             var recipe = QuantizationRecipe(method: .mambaquant, bits: b)
-            profile.apply(to: &recipe, spec: weights.config.mixer.spec)
+            profile.apply(to: &recipe, config: weights.config)
             return try QuantizedModel.quantizeOnRandomTokens(weights: weights, float: float, recipe: recipe, parallelism: par)
         }
     }

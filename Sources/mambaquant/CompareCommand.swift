@@ -89,10 +89,10 @@ struct CompareCommand: ParsableCommand {
         setup.bits = try (bits ?? (budget ? "w8a8" : "w8a8,w4a8,w8a6")).split(separator: ",").map { try BitWidths(parsing: String($0)) }
         if budget {
             // Each variant is its own row; the plain methods are the budget's "method:" rows.
-            let spec = try MambaConfig.load(directory: modelDir).mixer.spec
+            let config = try MambaConfig.load(directory: modelDir)
             setup.recipes = setup.methods.flatMap { m in
                 setup.bits.flatMap { b in
-                    ErrorBudget.variants(method: m, bits: b, spec: spec).map { v in
+                    ErrorBudget.variants(method: m, bits: b, config: config).map { v in
                         (name: (setup.methods.count > 1 ? m.rawValue + " " : "") + (setup.bits.count > 1 ? "\(b) " : "") + v.name, recipe: v.recipe)
                     }
                 }

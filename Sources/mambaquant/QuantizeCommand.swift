@@ -65,7 +65,7 @@ struct QuantizeCommand: ParsableCommand {
         }
         let model = try self.model ?? CorpusManifest().defaultModel
         var recipe = QuantizationRecipe(method: method, bits: try BitWidths(parsing: bits), groupSize: groupSize, clip: actClip, seed: seed)
-        profile?.apply(to: &recipe, spec: try MambaConfig.load(directory: model).mixer.spec)
+        profile?.apply(to: &recipe, config: try MambaConfig.load(directory: model))
         if let actScale {
             recipe.dynamicActivations = actScale != "static"
             recipe.activationBlock = actScale == "block" ? 32 : nil

@@ -10,8 +10,8 @@ final class ErrorBudgetTests: XCTestCase {
     func testVariantsIsolateWhatTheySay() throws {
         for name in ["tiny-tied", "tiny-mamba2"] {
             let config = try MambaConfig.load(directory: Fixtures.model(name))
-            let spec = config.mixer.spec
-            let v = ErrorBudget.variants(method: .mambaquant, bits: BitWidths(weight: 8, activation: 8), spec: spec)
+            let spec = config.mixer(layer: 0)
+            let v = ErrorBudget.variants(method: .mambaquant, bits: BitWidths(weight: 8, activation: 8), config: config)
             XCTAssertEqual(Set(v.map(\.name)).count, v.count, name)
             XCTAssertEqual(v[0].recipe, QuantizationRecipe(method: .mambaquant))
             for variant in v { XCTAssertNoThrow(try QuantizedModel.checkKeepFloat(variant.recipe.keepFloat, config), variant.name) }
@@ -30,7 +30,7 @@ final class ErrorBudgetTests: XCTestCase {
                 XCTAssertTrue(alone.recipe.keepsFloat(module: "backbone.layers.0.mixer.in_proj"))
             }
             var accurate = QuantizationRecipe(method: .mambaquant)
-            QuantizationProfile.accurate.apply(to: &accurate, spec: spec)
+            QuantizationProfile.accurate.apply(to: &accurate, config: config)
             accurate.profile = nil
             XCTAssertTrue(v.contains { $0.recipe == accurate }, "the accurate profile is one of the budget's rows")
         }

@@ -86,6 +86,6 @@ final class Mamba2MixerTests: XCTestCase {
         try w.save(directory: dir)
         let loaded = try MambaLM.load(directory: dir)
         XCTAssertEqual(try loaded.logits(tokens), logits)
-        XCTAssertEqual(try MambaConfig.load(directory: dir).mixer, c.mixer)
+        XCTAssertEqual(try MambaConfig.load(directory: dir).layerKinds, c.layerKinds)
     }
 }

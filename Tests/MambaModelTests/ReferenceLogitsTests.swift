@@ -71,21 +71,21 @@ final class ReferenceLogitsTests: XCTestCase {
 
     func testFalconMambaConfigsPickTheNormedMixer() throws {
         let withEps = try MambaConfig.load(directory: Fixtures.model("tiny-falcon"))
-        XCTAssertEqual(withEps.mixer, .falconMamba(ssmNormEpsilon: 1e-6))
+        XCTAssertEqual(withEps.layerKinds, Array(repeating: .falconMamba(ssmNormEpsilon: 1e-6), count: withEps.numLayers))
         XCTAssertTrue(withEps.defaultedSettings.isEmpty)
         let without = try MambaConfig.load(directory: Fixtures.model("tiny-falcon-untied-bf16"))
-        XCTAssertEqual(without.mixer, .falconMamba(ssmNormEpsilon: 1e-6))
+        XCTAssertEqual(without.distinctKinds, [.falconMamba(ssmNormEpsilon: 1e-6)])
         XCTAssertEqual(without.defaultedSettings.count, 1)
         XCTAssertTrue(without.defaultedSettings[0].contains("mixer_rms_eps"))
-        XCTAssertNotEqual(without.mixer, .mamba1)
-        XCTAssertEqual(try MambaConfig.load(directory: Fixtures.model("tiny-tied")).mixer, .mamba1)
+        XCTAssertNotEqual(without.distinctKinds, [.mamba1])
+        XCTAssertEqual(try MambaConfig.load(directory: Fixtures.model("tiny-tied")).distinctKinds, [.mamba1])
     }
 
     /// The norms matter: the same weights run as plain Mamba-1 give other logits.
     func testFalconNormsChangeTheForward() throws {
         var w = try MambaWeights.load(directory: Fixtures.model("tiny-falcon"))
         let ref = try reference("tiny-falcon")
-        w.config.mixer = .mamba1
+        w.config.setAllLayers(.mamba1)
         for i in w.layers.indices { w.layers[i].mixer.kind = .mamba1 }
         let plain = try MambaLM(weights: w).logits(ref.inputIds)
         XCTAssertGreaterThan(maxAbsDifference(plain.storage, ref.logits.storage), 0.01 * ref.logits.absMax)
@@ -112,13 +112,13 @@ final class ReferenceLogitsTests: XCTestCase {
 
     func testMamba2ConfigsAreRead() throws {
         let a = try MambaConfig.load(directory: Fixtures.model("tiny-mamba2"))
-        let m = try XCTUnwrap(a.mixer.spec as? Mamba2Mixer)
+        let m = try XCTUnwrap(a.mixer(layer: 0) as? Mamba2Mixer)
         XCTAssertEqual([m.heads, m.headDim, m.groups, m.chunkSize], [8, 8, 1, 8])
         XCTAssertEqual(m.timeStepMax, .infinity)               // {"__float__": "Infinity"}
         XCTAssertTrue(a.tieWordEmbeddings)
-        let bare = try XCTUnwrap(try MambaConfig.load(directory: Fixtures.model("tiny-mamba2-bf16")).mixer.spec as? Mamba2Mixer)
+        let bare = try XCTUnwrap(try MambaConfig.load(directory: Fixtures.model("tiny-mamba2-bf16")).mixer(layer: 0) as? Mamba2Mixer)
         XCTAssertEqual(bare.timeStepMax, .infinity)            // a bare Infinity (not JSON, but what older writers wrote)
-        let limited = try XCTUnwrap(try MambaConfig.load(directory: Fixtures.model("tiny-mamba2-g2-untied")).mixer.spec as? Mamba2Mixer)
+        let limited = try XCTUnwrap(try MambaConfig.load(directory: Fixtures.model("tiny-mamba2-g2-untied")).mixer(layer: 0) as? Mamba2Mixer)
         XCTAssertEqual([limited.timeStepMin, limited.timeStepMax], [0.02, 0.3])
         XCTAssertEqual(limited.groups, 2)
     }

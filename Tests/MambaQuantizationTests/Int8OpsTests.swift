@@ -390,7 +390,7 @@ final class Int8OpsTests: XCTestCase {
         let file = try calibratedStats(w, text: (0..<300).map { ($0 * 7 + $0 / 9) % 50 }, samples: 4, seqLength: 24, seed: 1)
         let tokens = (0..<29).map { ($0 * 11 + 3) % 50 }
         var accurate = QuantizationRecipe(method: .mambaquant)
-        QuantizationProfile.accurate.apply(to: &accurate, spec: w.config.mixer.spec)
+        QuantizationProfile.accurate.apply(to: &accurate, config: w.config)
         var q8 = QuantizationRecipe(method: .hadamard, groupSize: 8)   // Q8_0-like: blocks and groups of 8 on these widths
         q8.dynamicActivations = true
         q8.activationBlock = 8

@@ -78,9 +78,8 @@ final class QuantizedModelTests: XCTestCase {
     /// scan-input names reach every layer.
     func testProfilesAndKeepFloatNames() throws {
         let w = try MambaWeights.load(directory: Fixtures.model("tiny-tied"))
-        let spec = w.config.mixer.spec
         var recipe = QuantizationRecipe(method: .mambaquant)
-        QuantizationProfile.accurate.apply(to: &recipe, spec: spec)
+        QuantizationProfile.accurate.apply(to: &recipe, config: w.config)
         XCTAssertEqual(recipe.keepFloat, ["x_proj", "dt_proj", "conv1d", "ssm_inputs"])
         XCTAssertTrue(recipe.dynamicActivations)
         XCTAssertEqual(recipe.profile, "accurate")
@@ -93,7 +92,7 @@ final class QuantizedModelTests: XCTestCase {
             XCTAssertEqual(b.mixer.modules["out_proj"]?.input?.scale, .dynamic)
             XCTAssertTrue(b.mixer.scanInputs.isEmpty)
         }
-        QuantizationProfile.fast.apply(to: &recipe, spec: spec)
+        QuantizationProfile.fast.apply(to: &recipe, config: w.config)
         XCTAssertEqual(recipe, { var r = QuantizationRecipe(method: .mambaquant); r.profile = "fast"; return r }())
         // One scan input alone, by name; an unknown name is refused with the names it takes.
         recipe.keepFloat = ["ssm_inputs.dt"]

@@ -32,7 +32,7 @@ final class StreamedQuantizeTests: XCTestCase {
         var final = CalibrationStats(sites: [:], pooledResidual: Moments(channels: 1))
         for window in file.windows.windows {
             let gptq = recipe.weightRounding == .gptq
-            let r = Recorder(momentSites: gptq ? transformed.config.mixer.spec.linearInputs.union([.lmHeadInput]) : [])
+            let r = Recorder(momentSites: gptq ? transformed.config.mixer(layer: 0).linearInputs.union([Site.lmHeadInput]) : [])
             var state = transformed.makeState()
             _ = try transformed.forward(window, state: &state, logits: .none, observer: r)
             final.merge(r.stats)

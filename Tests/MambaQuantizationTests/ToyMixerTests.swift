@@ -34,8 +34,9 @@ struct GatedLinearMixer: MixerDescription {
         }
     }
 
-    var residualReader: String { "in_proj" }
-    var residualWriter: String { "out_proj" }
+    var sites: [Site] { [.inProjInput, .x, .z, .outProjInput] }
+    var residualReaders: [String] { ["in_proj"] }
+    var residualWriters: [String] { ["out_proj"] }
     var modelType: String { "mamba" }   // read back with the mixer passed in (loaders take `mixer:`)
     var architecture: String { "GatedLinearForCausalLM" }
     func configJSON(_ c: MambaConfig) -> [String: JSONValue] { [:] }
@@ -58,9 +59,9 @@ struct GatedLinearMixer: MixerDescription {
 struct GatedLinearOp: MixerOp {
     let inProj: any LinearOp, gate: any GateOp, rotation: OnlineHadamard?, outProj: any LinearOp
 
-    func makeState() -> LayerState { LayerState(conv: [], ssm: []) }
+    func makeState() -> StatelessState { StatelessState() }
 
-    func forward(_ u: Tensor, state: inout LayerState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
+    func forward(_ u: Tensor, state: inout StatelessState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
         let e = outProj.inFeatures
         observer?.observe(u, site: .inProjInput, layer: layer)
         let xz = inProj.forward(u, par)
@@ -92,7 +93,7 @@ final class ToyMixerTests: XCTestCase {
         XCTAssertEqual(try MambaLM(weights: loaded).logits(tokens).storage, try MambaLM(weights: w).logits(tokens).storage)
         XCTAssertEqual(w.parameterCount, 40 * 16 * 2 + 2 * (16 + 64 * 16 + 16 * 32 + 16) + 16)
         var mamba1 = config
-        mamba1.mixer = .mamba1
+        mamba1.setAllLayers(.mamba1)
         XCTAssertThrowsError(try MambaWeights.load(store: try TensorStore(directory: dir), config: mamba1)) { error in
             XCTAssertTrue("\(error)".contains("conv1d.weight"), "\(error)")
         }
@@ -146,7 +147,7 @@ final class ToyMixerTests: XCTestCase {
         XCTAssertTrue(names.contains("backbone.layers.0.mixer.out_proj.hadamard_signs"))
         XCTAssertTrue(names.contains("backbone.layers.0.mixer.gate_smooth"))
         XCTAssertFalse(names.contains { $0.contains("conv1d") || $0.contains("A_log") })
-        let loaded = try QuantizedModel.load(directory: out, mixer: config.mixer)
+        let loaded = try QuantizedModel.load(directory: out, layerKinds: config.layerKinds)
         XCTAssertEqual(loaded.weightBytes, q.weightBytes)
         XCTAssertEqual(try loaded.model().logits(tokens).storage, try q.model().logits(tokens).storage)
         // Without the mixer, config.json's model_type says Mamba-1, whose tensors are not there.
