@@ -33,8 +33,8 @@ public enum ErrorBudget {
         for s in scanSites {
             v.append(Variant(name: "only \(s)", recipe: with { $0.keepFloat = Set(modules + scanSites.filter { $0 != s }) }))
         }
-        v.append(Variant(name: "activations: dynamic per token", recipe: with { $0.dynamicActivations = true }))
-        v.append(Variant(name: "activations: dynamic, blocks of 32", recipe: with { $0.dynamicActivations = true; $0.activationBlock = 32 }))
+        v.append(Variant(name: "activations: dynamic per token", recipe: with { $0.activations = .perToken }))
+        v.append(Variant(name: "activations: dynamic, blocks of 32", recipe: with { $0.activations = .perTokenBlocks(32) }))
         for clip in ActivationClip.allCases where clip != base.clip {
             v.append(Variant(name: "activations: static, clip \(clip.rawValue)", recipe: with { $0.clip = clip }))
         }
@@ -47,12 +47,12 @@ public enum ErrorBudget {
         for other in QuantizationMethod.allCases where other != method {
             v.append(Variant(name: "method: \(other.rawValue)", recipe: with { $0.method = other }))
         }
-        v.append(Variant(name: "dynamic per token + Q8_0's float set", recipe: with { $0.dynamicActivations = true; $0.keepFloat = q8 }))
+        v.append(Variant(name: "dynamic per token + Q8_0's float set", recipe: with { $0.activations = .perToken; $0.keepFloat = q8 }))
         v.append(Variant(name: "dynamic blocks of 32 + Q8_0's float set", recipe: with {
-            $0.dynamicActivations = true; $0.activationBlock = 32; $0.keepFloat = q8
+            $0.activations = .perTokenBlocks(32); $0.keepFloat = q8
         }))
         v.append(Variant(name: "dynamic blocks of 32 + weight groups of 32 + Q8_0's float set", recipe: with {
-            $0.dynamicActivations = true; $0.activationBlock = 32; $0.groupSize = 32; $0.keepFloat = q8
+            $0.activations = .perTokenBlocks(32); $0.groupSize = 32; $0.keepFloat = q8
         }))
         return v
     }

@@ -291,7 +291,7 @@ final class TransformedLayers<Source: WeightSource>: LayerSource {
             b.mixer.modules[module.name] = b.mixer.modules[module.name]!.with(input: try quantizer.activation(secondPass, i, module.input))
         }
         for (site, _) in spec.scanInputs where !quantizer.recipe.keepsFloat(scanInput: site) {
-            let groups = quantizer.recipe.groupedScanScales ? spec.scanScaleGroups(site, config) : nil
+            let groups = quantizer.recipe.scanScales == .group ? spec.scanScaleGroups(site, config) : nil
             b.mixer.scanInputs[site] = try quantizer.activation(secondPass, i, site, groups: groups)
         }
         return b

@@ -8,24 +8,7 @@ import MambaTensors
 // tokenizer files. The names outside the mixers live in this file; each mixer's come from its
 // description (MixerDescription.swift) plus the suffixes below.
 
-/// Where a quantized checkpoint came from (written into its config).
-public struct QuantizationProvenance: Sendable, Equatable {
-    public var sourceSHA256: String
-    public var statsSHA256: String
-
-    public init(sourceSHA256: String, statsSHA256: String) {
-        self.sourceSHA256 = sourceSHA256
-        self.statsSHA256 = statsSHA256
-    }
-}
-
 enum QuantizedNames {
-    /// Version 2 packs int4 weights two per byte; w8 checkpoints keep version 1 (nothing in them
-    /// changed, so older readers still read them). Both are read.
-    /// Version 3 adds a tied source's head-input matrix and, with a quantized head, one table for
-    /// the embedding and the head (`tied_head`).
-    static func formatVersion(weightBits: Int, headInput: Bool) -> Int { headInput ? 3 : weightBits == 4 ? 2 : 1 }
-    static let readableVersions = [1, 2, 3]
     /// The safetensors header's metadata.
     static let metadata = ["format": "pt", "mambaquant": "quantized checkpoint format 1"]
     static let embedding = "backbone.embeddings"
@@ -41,38 +24,6 @@ enum QuantizedNames {
 }
 
 extension QuantizedModel {
-    /// The "quantization" object of config.json.
-    static func quantizationJSON(_ recipe: QuantizationRecipe, _ transforms: [AppliedTransform], _ provenance: QuantizationProvenance,
-                                 headInput: Bool = false, tiedHead: Bool = false) -> JSONValue {
-        var kept = recipe.keepFloat.sorted().map(JSONValue.string)
-        if kept.isEmpty { kept = [] }
-        return .object([
-            "format_version": .number(Double(QuantizedNames.formatVersion(weightBits: recipe.bits.weight, headInput: headInput))),
-            "tied_head": .bool(tiedHead),
-            "tool_version": .string(MambaQuantVersion.current),
-            "method": .string(recipe.method.rawValue),
-            "weight_bits": .number(Double(recipe.bits.weight)),
-            "activation_bits": .number(Double(recipe.bits.activation)),
-            "group_size": recipe.groupSize.map { .number(Double($0)) } ?? .null,
-            "activation_scale": .string(recipe.dynamicActivations ? (recipe.activationBlock == nil ? "dynamic" : "block") : "static"),
-            "activation_block": recipe.activationBlock.map { .number(Double($0)) } ?? .null,
-            "profile": recipe.profile.map(JSONValue.string) ?? .null,
-            "scan_scales": .string(recipe.groupedScanScales ? "group" : "tensor"),
-            "act_clip": .string(recipe.clip.rawValue),
-            "alpha": .number(recipe.alpha),
-            "seed": .number(Double(recipe.seed)),
-            "source_sha256": .string(provenance.sourceSHA256),
-            "stats_sha256": .string(provenance.statsSHA256),
-            "kept_float": .array(kept),
-            "weight_rounding": .string(recipe.weightRounding.rawValue),
-            "gptq": recipe.weightRounding == .gptq
-                ? .object(["dampening": .number(recipe.gptq.dampening), "block_size": .number(Double(recipe.gptq.blockSize)), "act_order": .bool(recipe.gptq.actOrder)])
-                : .null,
-            "int4_storage": .string(recipe.bits.weight == 4 ? "two per byte, low nibble first" : "one value per byte, unpacked"),
-            "transforms": .array(transforms.map { t in .string((t.layer.map { "layer \($0): " } ?? "") + t.step + ": " + t.detail) }),
-        ])
-    }
-
     /// Whether `directory` holds a quantized checkpoint (its config has a "quantization" object).
     public static func isQuantized(directory: String) -> Bool {
         (try? MambaConfig.load(directory: directory))?.json["quantization"] != nil
@@ -80,11 +31,11 @@ extension QuantizedModel {
 
     /// The source checkpoint and stats file a quantized checkpoint was made from.
     public static func provenance(directory: String) throws -> QuantizationProvenance {
-        let q = try MambaConfig.load(directory: directory).json["quantization"]
-        guard let source = q?["source_sha256"]?.string, let stats = q?["stats_sha256"]?.string else {
+        guard let q = try MambaConfig.load(directory: directory).json["quantization"],
+              let p = try? JSONDecoder().decode(QuantizationProvenance.self, from: JSONEncoder().encode(q)) else {
             throw MambaError(.badConfig, "\(directory)/config.json: no \"quantization\" object with source_sha256 and stats_sha256")
         }
-        return QuantizationProvenance(sourceSHA256: source, statsSHA256: stats)
+        return p
     }
 
     /// Reads a quantized checkpoint; every tensor is checked for presence, dtype and shape.
@@ -117,57 +68,12 @@ extension QuantizedModel {
             }
             config.layerKinds = layerKinds
         }
-        guard let q = config.json["quantization"]?.object else {
+        guard let json = config.json["quantization"], json.object != nil else {
             throw MambaError(.badConfig, "\(directory)/config.json has no \"quantization\" object: not a quantized checkpoint")
         }
-        guard let version = q["format_version"]?.int, QuantizedNames.readableVersions.contains(version) else {
-            throw MambaError(.badConfig, "\(directory) is quantized checkpoint format \(q["format_version"]?.description ?? "?"); this mambaquant reads formats \(QuantizedNames.readableVersions.map(String.init).joined(separator: " and "))")
-        }
-        guard let method = q["method"]?.string.flatMap(QuantizationMethod.init(rawValue:)),
-              let wb = q["weight_bits"]?.int, let ab = q["activation_bits"]?.int else {
-            throw MambaError(.badConfig, "\(directory)/config.json: \"quantization\" lacks method, weight_bits or activation_bits")
-        }
-        // The recipe's values go through the same checks as quantize's flags: a hand-edited or
-        // corrupt config must not reach the kernels (activation bits 33 trapped, 1000 ran).
-        let bits: BitWidths
-        do { bits = try BitWidths(parsing: "w\(wb)a\(ab)") } catch {
-            throw MambaError(.badConfig, "\(directory)/config.json: \"quantization\" has weight_bits \(wb) and activation_bits \(ab); weight bits 4 or 8 and activation bits 4 to 8 are supported")
-        }
-        let group = q["group_size"]?.int
-        if let group, group <= 0 { throw MambaError(.badConfig, "\(directory)/config.json: \"quantization\" has group_size \(group); it must be positive or null") }
-        if let g = q["group_size"], !g.isNull, group == nil { throw MambaError(.badConfig, "\(directory)/config.json: \"quantization\" group_size \(g) is not an integer") }
-        let seed = q["seed"]?.int ?? 0
-        guard seed >= 0 else { throw MambaError(.badConfig, "\(directory)/config.json: \"quantization\" has seed \(seed); it must be non-negative") }
-        guard ["static", "dynamic", "block", nil].contains(q["activation_scale"]?.string) else {
-            throw MambaError(.badConfig, "\(directory)/config.json: \"quantization\" activation_scale must be \"static\", \"dynamic\" or \"block\", found \(q["activation_scale"]!)")
-        }
-        let dynamic = ["dynamic", "block"].contains(q["activation_scale"]?.string)
-        let actBlock = q["activation_scale"]?.string == "block" ? q["activation_block"]?.int : nil
-        if q["activation_scale"]?.string == "block", !(actBlock.map { $0 > 0 && $0 % Int(MQ_S8_KSTEP) == 0 && $0 <= 1 << 20 } ?? false) {
-            throw MambaError(.badConfig, "\(directory)/config.json: \"quantization\" activation_block must be a positive multiple of \(MQ_S8_KSTEP) with block scales, found \(q["activation_block"]?.description ?? "none")")
-        }
-        guard ["tensor", "group", nil].contains(q["scan_scales"]?.string) else {
-            throw MambaError(.badConfig, "\(directory)/config.json: \"quantization\" scan_scales must be \"tensor\" or \"group\", found \(q["scan_scales"]!)")
-        }
-        var recipe = QuantizationRecipe(
-            method: method, bits: bits, groupSize: group, dynamicActivations: dynamic,
-            clip: q["act_clip"]?.string.flatMap(ActivationClip.init(rawValue:)) ?? .max, seed: UInt64(seed),
-            keepFloat: Set(q["kept_float"]?.array?.compactMap(\.string) ?? []), alpha: q["alpha"]?.double ?? 0.5)
-        recipe.groupedScanScales = q["scan_scales"]?.string == "group"
-        recipe.activationBlock = actBlock
-        recipe.profile = q["profile"]?.string
-        // Checkpoints from before GPTQ were rounded to nearest.
-        if let r = q["weight_rounding"], !r.isNull {
-            guard let rounding = r.string.flatMap(WeightRounding.init(rawValue:)) else {
-                throw MambaError(.badConfig, "\(directory)/config.json: \"quantization\" weight_rounding must be \"rtn\" or \"gptq\", found \(r)")
-            }
-            recipe.weightRounding = rounding
-        } else {
-            recipe.weightRounding = .rtn
-        }
-        if recipe.weightRounding == .gptq, let g = q["gptq"]?.object {
-            recipe.gptq = GPTQ.Options(dampening: g["dampening"]?.double ?? 0.01, blockSize: g["block_size"]?.int ?? 128, actOrder: g["act_order"]?.bool ?? true)
-        }
+        let q = try QuantizationObject(json: json, source: directory + "/config.json")
+        let (recipe, version) = (q.recipe, q.formatVersion)
+        let (wb, ab) = (recipe.bits.weight, recipe.bits.activation)
         let activationScale = recipe.activationScale
         let store = try TensorStore(directory: directory)
         var used = Set<String>()
@@ -224,7 +130,7 @@ extension QuantizedModel {
         }
 
         let (d, v) = (config.hiddenSize, config.vocabSize)
-        let tiedHead = q["tied_head"]?.bool ?? false
+        let tiedHead = q.tiedHead
         if tiedHead && recipe.keepsFloat(module: QuantizedNames.lmHead) {
             throw MambaError(.badConfig, "\(directory)/config.json: \"quantization\" has tied_head true and lm_head kept float; a tied table is quantized")
         }
@@ -250,7 +156,7 @@ extension QuantizedModel {
             }
             var scan: [Site: ActivationQuantizer] = [:]
             for (site, key) in spec.scanInputs where !recipe.keepsFloat(scanInput: site) {
-                if let groups = recipe.groupedScanScales ? spec.scanScaleGroups(site, config) : nil, !dynamic {
+                if let groups = recipe.scanScales == .group ? spec.scanScaleGroups(site, config) : nil, !recipe.activations.isDynamic {
                     scan[site] = ActivationQuantizer(bits: ab, scale: .groups(try floats(p + key, [groups]).storage))
                 } else {
                     scan[site] = ActivationQuantizer(bits: ab, scale: try activationScale ?? .static(scalar(p + key)))
@@ -288,7 +194,7 @@ extension QuantizedModel {
         if let extra = store.names.first(where: { !used.contains($0) }) {
             throw MambaError(.unusedTensor, "\(directory) has tensor \(extra), which this quantized format does not use")
         }
-        let transforms = (q["transforms"]?.array ?? []).compactMap(\.string).map { AppliedTransform(step: $0, layer: nil, detail: "") }
+        let transforms = q.transforms.map { AppliedTransform(step: $0, layer: nil, detail: "") }
         return QuantizedModel(config: config, recipe: recipe, embedding: embedding, blocks: [], lmHead: lmHead, transforms: transforms,
                               headInput: headInput, tiedHead: tiedHead)
     }

@@ -135,7 +135,8 @@ public final class QuantizedCheckpointWriter {
         try tensors.finish()
         var json = config.json
         json["tie_word_embeddings"] = .bool(tiedHead)
-        json["quantization"] = QuantizedModel.quantizationJSON(recipe, transforms, provenance, headInput: headInput != nil, tiedHead: tiedHead)
+        json["quantization"] = try QuantizationObject(recipe: recipe, transforms: transforms, provenance: provenance, headInput: headInput != nil,
+                                                      tiedHead: tiedHead).json
         try writeAtomically(try JSONValue.object(json).prettyData(), to: temp + "/" + MambaConfig.fileName)
         let fm = FileManager.default
         for f in QuantizedNames.tokenizerFiles where fm.fileExists(atPath: sourceDirectory + "/" + f) {

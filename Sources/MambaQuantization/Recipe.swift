@@ -16,18 +16,79 @@ public struct BitWidths: Sendable, Equatable, CustomStringConvertible {
         self.activation = activation
     }
 
+    /// The widths the kernels take, or a refusal naming the one that is not.
+    public init(validating weight: Int, activation: Int, source: String) throws {
+        guard [4, 8].contains(weight) else { throw MambaError(.badInput, "weight bits \(weight) in \(source): 4 or 8 are supported") }
+        guard (4...8).contains(activation) else { throw MambaError(.badInput, "activation bits \(activation) in \(source): 4 to 8 are supported") }
+        self.init(weight: weight, activation: activation)
+    }
+
     public init(parsing text: String) throws {
         let t = text.lowercased()
         guard t.hasPrefix("w"), let a = t.firstIndex(of: "a"),
               let w = Int(t[t.index(after: t.startIndex)..<a]), let x = Int(t[t.index(after: a)...]) else {
             throw MambaError(.badInput, "bits \"\(text)\" is not of the form wXaY (e.g. w8a8, w4a8, w8a6)")
         }
-        guard [4, 8].contains(w) else { throw MambaError(.badInput, "weight bits \(w) in \"\(text)\": 4 or 8 are supported") }
-        guard (4...8).contains(x) else { throw MambaError(.badInput, "activation bits \(x) in \"\(text)\": 4 to 8 are supported") }
-        self.init(weight: w, activation: x)
+        try self.init(validating: w, activation: x, source: "\"\(text)\"")
     }
 
     public var description: String { "w\(weight)a\(activation)" }
+}
+
+/// How the recipe scales activations at every quantized site (each site's own scale is an
+/// ActivationScale).
+public enum ActivationScaling: Sendable, Equatable {
+    /// A static scale per tensor from the second calibration pass's clip (the paper's setting).
+    case calibrated
+    /// One scale per token, at run time.
+    case perToken
+    /// One scale per token and block of this many input columns, at run time (llama.cpp Q8_0's 32).
+    case perTokenBlocks(Int)
+
+    /// The block of `--act-scale block`.
+    public static let defaultBlock = 32
+
+    /// The word config.json and `--act-scale` use: static, dynamic or block.
+    public var name: String {
+        switch self {
+        case .calibrated: "static"
+        case .perToken: "dynamic"
+        case .perTokenBlocks: "block"
+        }
+    }
+
+    /// From its word (a block's size given apart).
+    public init?(name: String, block: Int = defaultBlock) {
+        switch name {
+        case "static": self = .calibrated
+        case "dynamic": self = .perToken
+        case "block": self = .perTokenBlocks(block)
+        default: return nil
+        }
+    }
+
+    public var isDynamic: Bool { self != .calibrated }
+
+    /// The block size of `.perTokenBlocks`.
+    public var block: Int? {
+        if case .perTokenBlocks(let b) = self { return b }
+        return nil
+    }
+
+    /// Every site's run-time scale (nil: each site's calibrated one).
+    public var runtimeScale: ActivationScale? {
+        switch self {
+        case .calibrated: nil
+        case .perToken: .dynamic
+        case .perTokenBlocks(let b): .dynamicBlocks(b)
+        }
+    }
+}
+
+/// Static scan-input scales: one per tensor, or one per channel group where the mixer has groups
+/// (Mamba-2: per head for x and dt, per group for B and C).
+public enum ScanScales: String, CaseIterable, Sendable, Codable {
+    case tensor, group
 }
 
 /// Where static activation scales clip: the maximum seen in calibration or a percentile of |x|.
@@ -50,7 +111,7 @@ public enum ActivationClip: String, CaseIterable, Sendable, Codable {
 /// Everything that decides a quantized checkpoint besides its inputs.
 /// Named recipes (`quantize --profile`, `bench --profile`), chosen from the error budget
 /// (`compare --budget`; README "Choosing a recipe"). Explicit flags override a profile's settings.
-public enum QuantizationProfile: String, CaseIterable, Sendable {
+public enum QuantizationProfile: String, CaseIterable, Sendable, Codable {
     /// Static per-tensor activation scales, every site quantized: the MambaQuant paper's setting,
     /// the fastest.
     case fast
@@ -71,14 +132,13 @@ public enum QuantizationProfile: String, CaseIterable, Sendable {
 
     /// The profile's settings on top of `recipe` (method, bits and seed are the caller's).
     public func apply(to recipe: inout QuantizationRecipe, config: MambaConfig) {
-        recipe.profile = rawValue
+        recipe.profile = self
         switch self {
         case .fast:
-            recipe.dynamicActivations = false
+            recipe.activations = .calibrated
             recipe.keepFloat = []
         case .accurate:
-            recipe.dynamicActivations = true
-            recipe.activationBlock = nil
+            recipe.activations = .perToken
             recipe.keepFloat = Self.floatSet(config.distinctKinds)
         }
     }
@@ -97,7 +157,7 @@ public struct QuantizationRecipe: Sendable, Equatable {
     public var method: QuantizationMethod
     public var bits: BitWidths
     public var groupSize: Int?
-    public var dynamicActivations: Bool
+    public var activations: ActivationScaling
     public var clip: ActivationClip
     public var seed: UInt64
     /// What stays in float: module names ("lm_head", "backbone.layers.0.mixer.out_proj"), a
@@ -106,37 +166,32 @@ public struct QuantizationRecipe: Sendable, Equatable {
     public var keepFloat: Set<String>
     /// SmoothQuant's migration strength.
     public var alpha: Double
-    /// Static scan-input scales per head / per B-C group where the mixer allows (Mamba-2), instead
-    /// of one per tensor.
-    public var groupedScanScales: Bool = false
-    /// With dynamic activations: one scale per row and block of this many input columns (llama.cpp
-    /// Q8_0's 32) instead of one per row.
-    public var activationBlock: Int?
-    /// The named profile the recipe came from ("fast", "accurate"; nil: flags only).
-    public var profile: String?
+    public var scanScales: ScanScales = .tensor
+    /// The named profile the recipe came from (nil: flags only).
+    public var profile: QuantizationProfile?
     /// Rounding of the linears' weights (the conv's and the embedding's are always to nearest).
     public var weightRounding: WeightRounding
     /// GPTQ's dampening, block size and column order: act-order by default (on the bundled model,
     /// all text, mambaquant w4a8: KL 0.00986 against 0.01033 in natural order; README "4-bit weights").
     public var gptq = GPTQ.Options(actOrder: true)
 
-    /// The activation scale of every quantized site.
-    public var activationScale: ActivationScale? {
-        guard dynamicActivations else { return nil }
-        return activationBlock.map { .dynamicBlocks($0) } ?? .dynamic
-    }
+    /// The activation scale of every quantized site (nil: each site's calibrated one).
+    public var activationScale: ActivationScale? { activations.runtimeScale }
 
     /// Everything but the method, bits and seed, in words: what tells two checkpoints of one method
     /// and bit width apart (compare's rows carry it).
     public var settings: String {
-        var parts = [dynamicActivations ? (activationBlock.map { "dynamic activation scales per token and block of \($0)" } ?? "dynamic per-token activation scales")
-                        : "static activation scales (clip \(clip.rawValue))",
-                     groupSize.map { "weight groups of \($0)" } ?? "per-channel weights"]
+        let scaling = switch activations {
+        case .calibrated: "static activation scales (clip \(clip.rawValue))"
+        case .perToken: "dynamic per-token activation scales"
+        case .perTokenBlocks(let b): "dynamic activation scales per token and block of \(b)"
+        }
+        var parts = [scaling, groupSize.map { "weight groups of \($0)" } ?? "per-channel weights"]
         if !keepFloat.isEmpty { parts.append("kept float: " + keepFloat.sorted().joined(separator: ", ")) }
         if method == .smoothquant || method == .mambaquant { parts.append("alpha \(alpha)") }
-        if groupedScanScales { parts.append("scan-input scales per head and group") }
+        if scanScales == .group { parts.append("scan-input scales per head and group") }
         parts.append(weightRounding == .gptq ? "GPTQ weights (dampening \(gptq.dampening), \(gptq.actOrder ? "act-order" : "natural order"))" : "weights rounded to nearest")
-        if let profile { parts.insert("profile \(profile)", at: 0) }
+        if let profile { parts.insert("profile \(profile.rawValue)", at: 0) }
         return parts.joined(separator: "; ")
     }
 
@@ -144,12 +199,16 @@ public struct QuantizationRecipe: Sendable, Equatable {
     public var tag: String {
         let d = QuantizationRecipe(method: method, bits: bits)
         var parts: [String] = []
-        if let profile { parts.append(profile) }
-        if dynamicActivations { parts.append(activationBlock.map { "act blocks \($0)" } ?? "dynamic") } else if clip != d.clip { parts.append("clip \(clip.rawValue)") }
+        if let profile { parts.append(profile.rawValue) }
+        switch activations {
+        case .perToken: parts.append("dynamic")
+        case .perTokenBlocks(let b): parts.append("act blocks \(b)")
+        case .calibrated: if clip != d.clip { parts.append("clip \(clip.rawValue)") }
+        }
         if let g = groupSize { parts.append("g\(g)") }
         if !keepFloat.isEmpty { parts.append("float " + keepFloat.sorted().map { $0.split(separator: ".").suffix(2).joined(separator: ".") }.joined(separator: ",")) }
         if alpha != d.alpha && (method == .smoothquant || method == .mambaquant) { parts.append("alpha \(alpha)") }
-        if groupedScanScales { parts.append("scan groups") }
+        if scanScales == .group { parts.append("scan groups") }
         if weightRounding != d.weightRounding { parts.append(weightRounding.rawValue) }
         if weightRounding == .gptq && gptq != d.gptq { parts.append("damp \(gptq.dampening), \(gptq.actOrder ? "act-order" : "natural order")") }
         return parts.joined(separator: ", ")
@@ -169,8 +228,9 @@ public struct QuantizationRecipe: Sendable, Equatable {
     public static func scanInputName(_ site: Site) -> String { "\(allScanInputs).\(site.rawValue)" }
 
     public init(method: QuantizationMethod, bits: BitWidths = BitWidths(weight: 8, activation: 8), groupSize: Int? = nil,
-                dynamicActivations: Bool = false, clip: ActivationClip = .p99_99, seed: UInt64 = 0, keepFloat: Set<String> = [], alpha: Double = 0.5) {
-        self.method = method; self.bits = bits; self.groupSize = groupSize; self.dynamicActivations = dynamicActivations
+                activations: ActivationScaling = .calibrated, clip: ActivationClip = .p99_99, seed: UInt64 = 0, keepFloat: Set<String> = [],
+                alpha: Double = 0.5) {
+        self.method = method; self.bits = bits; self.groupSize = groupSize; self.activations = activations
         self.clip = clip; self.seed = seed; self.keepFloat = keepFloat; self.alpha = alpha
         weightRounding = .defaultFor(weightBits: bits.weight)
     }

@@ -8,6 +8,10 @@ public struct AppliedTransform: Sendable, Codable, Equatable {
     public let step: String
     public let layer: Int?
     public let detail: String
+
+    public init(step: String, layer: Int?, detail: String) {
+        (self.step, self.layer, self.detail) = (step, layer, detail)
+    }
 }
 
 /// The transforms each method applies (docs/DESIGN.md section 2's table), in order, on the float

@@ -57,3 +57,15 @@ public enum TemporaryPaths {
         }
     }
 }
+
+/// The tool never overwrites its input (docs/DESIGN.md section 5).
+public func refuseOverwritingInput(_ output: String, inputs: [String]) throws {
+    let out = URL(fileURLWithPath: output).standardizedFileURL.resolvingSymlinksInPath().path
+    for input in inputs {
+        let inPath = URL(fileURLWithPath: input).standardizedFileURL.resolvingSymlinksInPath().path
+        let insideAndExisting = out.hasPrefix(inPath + "/") && FileManager.default.fileExists(atPath: out)
+        if out == inPath || insideAndExisting {
+            throw MambaError(.badInput, "refusing to write \(output): it would overwrite the input \(input)")
+        }
+    }
+}

@@ -9,6 +9,14 @@ import MambaTensors
 
 extension ModelPreset: ExpressibleByArgument {}
 
+/// `bench --int8-path`: the int8 kernels' best path on this CPU, or a weaker one forced.
+enum Int8PathChoice: String, CaseIterable, ExpressibleByArgument {
+    case auto, avx2, scalar
+
+    /// mq_s8_set_max_level's level (-1: no cap).
+    var level: Int32 { switch self { case .auto: -1; case .avx2: 1; case .scalar: 0 } }
+}
+
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
@@ -27,49 +35,39 @@ struct BenchCommand: ParsableCommand {
     var quantized: String?
     @Option(help: "The recipe of the int8 model quantized on the fly: fast (default) or accurate (see quantize --profile).")
     var profile: QuantizationProfile?
-    @Option(help: "Bit widths of the int8 model quantized on the fly: one (w8a8, w4a8, ...) or several, comma-separated, timed side by side (w8a8,w4a8: the first is the one compared with float32, the others with it).")
-    var bits = "w8a8"
+    @Option(help: "Bit widths of the int8 model quantized on the fly (default w8a8): one (w8a8, w4a8, ...) or several, comma-separated, timed side by side (w8a8,w4a8: the first is the one compared with float32, the others with it).",
+            transform: ArgumentParsing.list(ArgumentParsing.bits))
+    var bits: [BitWidths]?
     @Option(help: "Prompt length of the prefill measurement.")
     var tokens = 512
     @Option(help: "Single-token steps of the decode measurement.")
     var decodeSteps = 64
     @Option(help: "Repetitions; medians are reported.")
     var runs = 5
-    @Option(help: "Row counts of the kernel-level GEMM comparison (comma-separated; empty to skip).")
-    var gemmRows = "1,16,64,512"
+    @Option(help: "Row counts of the kernel-level GEMM comparison (comma-separated; empty to skip).",
+            transform: { $0.isEmpty ? [] : try ArgumentParsing.list(ArgumentParsing.positive)($0) })
+    var gemmRows: [Int] = [1, 16, 64, 512]
     @Option(help: "int8 kernel path: auto (the best this CPU has), avx2 or scalar (to measure a CPU without VNNI; pair with OPENBLAS_CORETYPE=Haswell for an AVX2 sgemm).")
-    var int8Path = "auto"
+    var int8Path: Int8PathChoice = .auto
     @Flag(help: "Measure float32 under every OpenBLAS core this CPU runs (one child process each) and compare against the fastest.")
     var blasCores = false
     @Flag(help: .hidden)
     var floatOnly = false
     @Flag(help: "Also time one prefill of each model step by step (in_proj, conv, scan, ...; medians of --runs).")
     var steps = false
-    @Flag(help: "Print JSON.")
-    var json = false
+    @OptionGroup var output: OutputOptions
     @OptionGroup var runtime: RuntimeOptions
     @OptionGroup var kernelOptions: KernelOptions
 
     func validate() throws {
         if (preset == nil) == (model == nil) { throw ValidationError("give exactly one of --preset and --model") }
         if quantized != nil && model == nil { throw ValidationError("--quantized needs the float --model it was made from") }
-        if quantized != nil && (profile != nil || bits != "w8a8") { throw ValidationError("--profile and --bits choose the recipe of a model quantized on the fly; --quantized brings its own") }
-        do { _ = try bitsList() } catch { throw ValidationError("\(error)") }
+        if quantized != nil && (profile != nil || bits != nil) { throw ValidationError("--profile and --bits choose the recipe of a model quantized on the fly; --quantized brings its own") }
         if tokens < 1 || runs < 1 || decodeSteps < 1 { throw ValidationError("--tokens, --runs and --decode-steps must be at least 1") }
-        if !["auto", "avx2", "scalar"].contains(int8Path) { throw ValidationError("--int8-path must be auto, avx2 or scalar, got \(int8Path)") }
-        if gemmRowList == nil { throw ValidationError("--gemm-rows must be positive integers separated by commas, got \(gemmRows)") }
     }
 
-    func bitsList() throws -> [BitWidths] {
-        let list = try bits.split(separator: ",").map { try BitWidths(parsing: String($0).trimmingCharacters(in: .whitespaces)) }
-        guard !list.isEmpty else { throw MambaError(.badInput, "--bits lists no bit widths") }
-        return list
-    }
-
-    var gemmRowList: [Int]? {
-        let parts = gemmRows.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
-        return parts.contains { $0 == nil || $0! < 1 } ? nil : parts.map { $0! }
-    }
+    /// The widths quantized on the fly, the first compared with float32.
+    var bitsList: [BitWidths] { bits ?? [BitWidths(weight: 8, activation: 8)] }
 
     func run() throws {
         var survey: [CoreMeasurement] = []
@@ -82,13 +80,13 @@ struct BenchCommand: ParsableCommand {
             }
         }
         let par = runtime.parallelism
-        mq_s8_set_max_level(["avx2": 1, "scalar": 0][int8Path] ?? -1)
+        mq_s8_set_max_level(int8Path.level)
         let weights: MambaWeights
         let name: String
         if let preset {
             // bench holds the float32 model and the int8 one side by side.
             let p = Double(preset.config.parameterCount)
-            try MemoryEstimate(parts: [("float32 weights", 4 * p), ("int8 weights", 1.1 * p * Double(try bitsList().count))] + MemoryEstimate.quantize(
+            try MemoryEstimate(parts: [("float32 weights", 4 * p), ("int8 weights", 1.1 * p * Double(bitsList.count))] + MemoryEstimate.quantize(
                 preset.config, windows: 4, seqLength: 128, threads: par.threads).parts)
                 .check(job: "bench --preset \(preset.rawValue)", lower: "the model: choose a smaller preset (bench runs the float32 model beside the int8 one)")
             printError("building random \(preset.rawValue) weights")
@@ -128,7 +126,7 @@ struct BenchCommand: ParsableCommand {
         let gemmBits = models.contains { $0.recipe.bits.weight == 4 } ? [8, 4] : [8]
         var gemm: [LinearBenchmarkResult] = []
         for (shape, n, k) in shapes {
-            for m in gemmRowList! {
+            for m in gemmRows {
                 printError("timing \(shape) [\(m) x \(k)] x [\(k) x \(n)]")
                 gemm.append(benchmarkLinear(shape: shape, m: m, n: n, k: k, runs: runs, parallelism: par, weightBits: gemmBits))
             }
@@ -151,10 +149,8 @@ struct BenchCommand: ParsableCommand {
             steps: profiles, blasCores: survey,
             notes: ["int8 GEMM timings include the quantization of the activations and the float epilogue; sgemm is OpenBLAS through the float model's own linear (sgemv at one row).",
                     "int4 weights run packed two per byte (int4 panels unpacked in registers); weight bytes are as stored, a tied embedding and head counted once."])
-        if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+        if output.json {
+            try output.printJSON(report)
         } else {
             print(report.text)
         }
@@ -165,7 +161,7 @@ struct BenchCommand: ParsableCommand {
     func quantizedModels(_ weights: MambaWeights, _ float: MambaLM, _ par: Parallelism) throws -> [QuantizedModel] {
         if let quantized { return [try QuantizedModel.load(directory: quantized)] }
         let profile = self.profile ?? .fast
-        return try bitsList().map { b in
+        return try bitsList.map { b in
             printError("calibrating on 4 random windows of 128 tokens and quantizing (mambaquant \(b), profile \(profile.rawValue))")
             var recipe = QuantizationRecipe(method: .mambaquant, bits: b)
             profile.apply(to: &recipe, config: weights.config)

@@ -10,10 +10,8 @@ struct CalibrateCommand: ParsableCommand {
         commandName: "calibrate",
         abstract: "Run calibration text through a float model and save activation statistics at every quantization site.")
 
-    @Option(help: "Float checkpoint directory (default: the bundled model named by calibration/manifest.json).")
-    var model: String?
-    @Option(help: "Calibration text file (repeatable; default: the manifest's calib split).")
-    var data: [String] = []
+    @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var dataOptions: DataOptions   // default: the calib split
     @Option(help: "Token windows to draw.")
     var samples = 128
     @Option(help: "Tokens per window.")
@@ -33,9 +31,8 @@ struct CalibrateCommand: ParsableCommand {
 
     func run() throws {
         let par = runtime.parallelism
-        let manifest = (model == nil || data.isEmpty) ? try CorpusManifest() : nil
-        let modelDir = model ?? manifest!.defaultModel
-        let dataFiles = data.isEmpty ? try manifest!.files("calib") : data
+        let modelDir = try modelOptions.directory()
+        let dataFiles = try dataOptions.files(splits: ["calib"])
         try refuseOverwritingInput(out, inputs: [modelDir] + dataFiles)
         let outDir = URL(fileURLWithPath: out).deletingLastPathComponent().path
         guard FileManager.default.fileExists(atPath: outDir) else {

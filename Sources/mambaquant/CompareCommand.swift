@@ -6,28 +6,34 @@ import MambaModel
 import MambaQuantization
 import MambaTensors
 
+/// compare's report: Markdown tables or JSON.
+enum ReportFormat: String, CaseIterable, ExpressibleByArgument {
+    case md, json
+}
+
 struct CompareCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "compare",
         abstract: "Float and quantized models on the same text: accuracy, tasks, per-site SQNR, speed and memory.",
         discussion: "With no options: the demo on the bundled model and corpus (all four methods at w8a8, w4a8 and w8a6).")
 
-    @Option(help: "Float checkpoint (default: the bundled model named by calibration/manifest.json).")
-    var model: String?
+    @OptionGroup var modelOptions: ModelOptions
     @Option(help: "A quantized checkpoint of that model (repeatable).")
     var quantized: [String] = []
-    @Option(help: "Methods to quantize on the fly (default with no --quantized: rtn,smoothquant,hadamard,mambaquant).")
-    var methods: String?
-    @Option(help: "Bit widths for --methods (default w8a8,w4a8,w8a6; w8a8 with --budget).")
-    var bits: String?
-    @Option(help: "Weight roundings for --methods (comma-separated rtn,gptq; default: each bit width's own, gptq at 4 bits, rtn at 8).")
-    var weightRounding: String?
+    @Option(help: "Methods to quantize on the fly, comma-separated (default with no --quantized: rtn,smoothquant,hadamard,mambaquant).",
+            transform: ArgumentParsing.list(ArgumentParsing.value))
+    var methods: [QuantizationMethod]?
+    @Option(help: "Bit widths for --methods, comma-separated (default w8a8,w4a8,w8a6; w8a8 with --budget).",
+            transform: ArgumentParsing.list(ArgumentParsing.bits))
+    var bits: [BitWidths]?
+    @Option(help: "Weight roundings for --methods (comma-separated rtn,gptq; default: each bit width's own, gptq at 4 bits, rtn at 8).",
+            transform: ArgumentParsing.list(ArgumentParsing.value))
+    var weightRounding: [WeightRounding]?
     @Option(help: "Weight scales per group of this many input columns for --methods (default: one per output channel).")
     var groupSize: Int?
     @Flag(help: "The error budget instead of the plain methods: each site quantized alone, then activation scales, clip, weight groups, kept-float modules and methods one family at a time, for --methods (default mambaquant) at --bits.")
     var budget = false
-    @Option(help: "Evaluation text (repeatable; default: the manifest's test and ood-test splits).")
-    var data: [String] = []
+    @OptionGroup var dataOptions: DataOptions   // default: the test and ood-test splits
     @Option(help: "Calibration text (repeatable; default: the manifest's calib split).")
     var calibData: [String] = []
     @Option(help: "Calibration windows and their length.")
@@ -43,7 +49,7 @@ struct CompareCommand: ParsableCommand {
     @Option(help: "Rotation seeds per quantized model: mean and spread are reported.")
     var seeds = 1
     @Option(help: "md or json.")
-    var format = "md"
+    var format: ReportFormat = .md
     @Option(help: "Write the report here instead of stdout.")
     var out: String?
     @Option(help: "Also write an SVG: per-layer SQNR per method, and bits per token per model.")
@@ -58,7 +64,7 @@ struct CompareCommand: ParsableCommand {
     @OptionGroup var kernelOptions: KernelOptions
 
     func validate() throws {
-        if !["md", "json"].contains(format) { throw ValidationError("--format must be md or json, got \(format)") }
+        if let groupSize, groupSize < 1 { throw ValidationError("--group-size must be at least 1, got \(groupSize)") }
         if seqLen < 2 { throw ValidationError("--seq-len must be at least 2, got \(seqLen)") }
         if seeds < 1 || taskItems < 0 || maxTokens < 0 || calibSamples < 1 || calibSeqLen < 1 {
             throw ValidationError("--seeds, --calib-samples and --calib-seq-len must be at least 1; --task-items and --max-tokens not negative")
@@ -67,26 +73,15 @@ struct CompareCommand: ParsableCommand {
 
     func run() throws {
         let par = runtime.parallelism
-        let manifest = (model == nil || data.isEmpty || calibData.isEmpty) ? try? CorpusManifest() : nil
-        func fromManifest(_ what: String, _ get: (CorpusManifest) throws -> [String]) throws -> [String] {
-            guard let manifest else { throw MambaError(.missingFile, "no \(CorpusManifest.defaultPath) here: give \(what) (or run from the project directory)") }
-            return try get(manifest)
-        }
-        let modelDir = try model ?? fromManifest("--model") { [$0.defaultModel] }[0]
-        let evalFiles = data.isEmpty ? try fromManifest("--data") { try $0.files("test") + $0.files("ood-test") } : data
-        let calibFiles = calibData.isEmpty ? try fromManifest("--calib-data") { try $0.files("calib") } : calibData
+        let modelDir = try modelOptions.directory()
+        let evalFiles = try dataOptions.files(splits: ["test", "ood-test"])
+        let calibFiles = calibData.isEmpty ? try CorpusManifest.bundled(for: "--calib-data").files("calib") : calibData
         for path in [out, plot].compactMap({ $0 }) { try refuseOverwritingInput(path, inputs: [modelDir] + quantized + evalFiles + calibFiles) }
         var setup = ComparisonSetup(modelDirectory: modelDir)
         setup.quantized = quantized
-        let defaultMethods = budget ? QuantizationMethod.mambaquant.rawValue : (quantized.isEmpty ? QuantizationMethod.allCases.map(\.rawValue).joined(separator: ",") : "")
-        setup.methods = try (methods ?? defaultMethods)
-            .split(separator: ",").map { name -> QuantizationMethod in
-                guard let m = QuantizationMethod(rawValue: String(name)) else {
-                    throw MambaError(.badInput, "unknown method \"\(name)\": use one of \(QuantizationMethod.allCases.map(\.rawValue).joined(separator: ", "))")
-                }
-                return m
-            }
-        setup.bits = try (bits ?? (budget ? "w8a8" : "w8a8,w4a8,w8a6")).split(separator: ",").map { try BitWidths(parsing: String($0)) }
+        setup.methods = methods ?? (budget ? [.mambaquant] : quantized.isEmpty ? QuantizationMethod.allCases : [])
+        let w8a8 = BitWidths(weight: 8, activation: 8)
+        setup.bits = bits ?? (budget ? [w8a8] : [w8a8, BitWidths(weight: 4, activation: 8), BitWidths(weight: 8, activation: 6)])
         if budget {
             // Each variant is its own row; the plain methods are the budget's "method:" rows.
             let config = try MambaConfig.load(directory: modelDir)
@@ -99,13 +94,7 @@ struct CompareCommand: ParsableCommand {
             }
             setup.methods = []
         }
-        if let weightRounding {
-            setup.weightRoundings = try weightRounding.split(separator: ",").map { name in
-                guard let r = WeightRounding(rawValue: String(name)) else { throw MambaError(.badInput, "unknown weight rounding \"\(name)\": use rtn or gptq") }
-                return r
-            }
-        }
-        if let groupSize, groupSize < 1 { throw MambaError(.badInput, "--group-size must be at least 1, got \(groupSize)") }
+        if let weightRounding { setup.weightRoundings = weightRounding }
         setup.groupSize = groupSize
         setup.seeds = seeds
         (setup.evaluationFiles, setup.calibrationFiles) = (evalFiles, calibFiles)
@@ -139,7 +128,7 @@ struct CompareCommand: ParsableCommand {
                            calibFiles.map { ($0 as NSString).lastPathComponent }.joined(separator: ", "))
         }
         report.notes.append(took + ".")
-        let text = format == "json" ? try report.json() : report.markdown()
+        let text = format == .json ? try report.json() : report.markdown()
         if let out { try writeAtomically(text, to: out) } else { print(text) }
         if let plot { try writeAtomically(ComparisonPlot.svg(report), to: plot) }
         log(String(format: "compared %d models on %d files in %.0f s", contenders.count, files.count, seconds))

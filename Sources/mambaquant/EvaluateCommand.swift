@@ -10,16 +10,13 @@ struct EvaluateCommand: ParsableCommand {
         commandName: "evaluate",
         abstract: "Perplexity and bits per byte of one checkpoint (float or quantized) on text files.")
 
-    @Option(help: "Checkpoint directory (default: the bundled model named by calibration/manifest.json).")
-    var model: String?
-    @Option(help: "Evaluation text file (repeatable; default: the manifest's test split).")
-    var data: [String] = []
+    @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var dataOptions: DataOptions   // default: the test split
     @Option(help: "Tokens per window (non-overlapping windows, fresh state each).")
     var seqLen = 512
     @Option(help: "Score at most this many tokens per file.")
     var maxTokens: Int?
-    @Flag(help: "Print JSON.")
-    var json = false
+    @OptionGroup var output: OutputOptions
     @Flag(help: "No progress bar.")
     var quiet = false
     @OptionGroup var runtime: RuntimeOptions
@@ -31,9 +28,8 @@ struct EvaluateCommand: ParsableCommand {
 
     func run() throws {
         let par = runtime.parallelism
-        let manifest = (model == nil || data.isEmpty) ? try CorpusManifest() : nil
-        let modelDir = model ?? manifest!.defaultModel
-        let files = data.isEmpty ? try manifest!.files("test") : data
+        let modelDir = try modelOptions.directory()
+        let files = try dataOptions.files(splits: ["test"])
         let lm = try QuantizedModel.loadAny(directory: modelDir, runtime: kernelOptions.kernels)
         guard let tokenizer = try loadTokenizer(modelDirectory: modelDir) else {
             throw MambaError(.missingFile, "\(modelDir) has no tokenizer.json: evaluation text cannot be tokenized")
@@ -45,16 +41,14 @@ struct EvaluateCommand: ParsableCommand {
             score = try evaluateLikelihood(lm, files: tokens, seqLength: seqLen, tokenBytes: tokenizer.byteCount, parallelism: par,
                                            maxTokens: maxTokens, progress: bar.update)
         }
-        if json {
+        if output.json {
             struct Report: Encodable {
                 let model: String; let files: [String]; let seqLen: Int; let tokens: Int; let bytes: Int; let windows: Int
                 let perplexity: Double; let bitsPerToken: Double; let bitsPerByte: Double; let seconds: Double
             }
             let r = Report(model: modelDir, files: files, seqLen: seqLen, tokens: score.tokens, bytes: score.bytes, windows: score.windows,
                            perplexity: score.perplexity, bitsPerToken: score.bitsPerToken, bitsPerByte: score.bitsPerByte, seconds: seconds)
-            let enc = JSONEncoder()
-            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try enc.encode(r), as: UTF8.self))
+            try output.printJSON(r)
         } else {
             print(String(format: "%@: %d tokens (%d bytes) in %d windows of %d: perplexity %.4f, %.5f bits/token, %.5f bits/byte (%.1f s)",
                          modelDir, score.tokens, score.bytes, score.windows, seqLen, score.perplexity, score.bitsPerToken, score.bitsPerByte, seconds))

@@ -10,17 +10,14 @@ struct InspectCommand: ParsableCommand {
 
     @Argument(help: "Checkpoint directory.")
     var directory: String
-    @Flag(help: "Print JSON.")
-    var json = false
+    @OptionGroup var output: OutputOptions
     @OptionGroup var runtime: RuntimeOptions
 
     func run() throws {
         let s = try CheckpointSummary.describe(directory: directory)
         let machine = MachineRuntime()
-        if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            print(String(decoding: try encoder.encode(InspectReport(summary: s, runtime: machine)), as: UTF8.self))
+        if output.json {
+            try output.printJSON(InspectReport(summary: s, runtime: machine))
             return
         }
         print("\(s.directory): \(s.modelType) (\(s.family) mixers)")

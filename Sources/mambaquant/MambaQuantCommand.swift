@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import MambaTensors
 
 @main
@@ -10,6 +11,18 @@ struct MambaQuantCommand: ParsableCommand {
 
     static func main() {
         BLASCore.reexecWithBLASEnvironmentIfNeeded()
-        main(nil)
+        do {
+            var command = try parseAsRoot(nil)
+            try command.run()
+        } catch {
+            // --help and --version print as ArgumentParser prints them. Every refusal is one line
+            // (docs/DESIGN.md section 5): ArgumentParser's usage errors add a help line and the
+            // usage; the message alone is kept, with its exit code.
+            let code = exitCode(for: error)
+            if code.isSuccess { exit(withError: error) }
+            let first = message(for: error).split(separator: "\n").first.map(String.init) ?? String(describing: error)
+            FileHandle.standardError.write(Data(("Error: " + first + "\n").utf8))
+            Foundation.exit(code.rawValue)
+        }
     }
 }

@@ -1,10 +1,89 @@
 import ArgumentParser
 import Foundation
 import MambaModel
+import MambaEvaluation
 import MambaQuantization
 import MambaTensors
 
 extension QuantizedRuntime: ExpressibleByArgument {}
+extension QuantizationMethod: ExpressibleByArgument {}
+extension ActivationClip: ExpressibleByArgument {}
+extension QuantizationProfile: ExpressibleByArgument {}
+extension WeightRounding: ExpressibleByArgument {}
+extension ScanScales: ExpressibleByArgument {}
+
+extension ActivationScaling: ExpressibleByArgument {
+    public init?(argument: String) { self.init(name: argument) }
+    public static var allValueStrings: [String] { ["static", "dynamic", "block"] }
+}
+
+/// How a command-line word becomes a value: an enum's own case names (the one parser each option
+/// of that type uses), or a throwing parser whose message says what is wrong (`--bits w3a8`).
+enum ArgumentParsing {
+    static func value<T: ExpressibleByArgument>(_ text: String) throws -> T {
+        guard let v = T(argument: text) else {
+            throw ValidationError("\"\(text)\" is not one of \(T.allValueStrings.joined(separator: ", "))")
+        }
+        return v
+    }
+
+    /// Comma-separated values, each parsed by `parse`; an empty list is refused.
+    static func list<T>(_ parse: @escaping (String) throws -> T) -> (String) throws -> [T] {
+        { text in
+            let items = try text.split(separator: ",").map { try parse($0.trimmingCharacters(in: .whitespaces)) }
+            guard !items.isEmpty else { throw ValidationError("the list is empty") }
+            return items
+        }
+    }
+
+    static func bits(_ text: String) throws -> BitWidths { try BitWidths(parsing: text) }
+
+    static func positive(_ text: String) throws -> Int {
+        guard let v = Int(text), v >= 1 else { throw ValidationError("\"\(text)\" is not a positive integer") }
+        return v
+    }
+}
+
+/// `--model`, on the commands that default to the bundled model.
+struct ModelOptions: ParsableArguments {
+    @Option(help: "Checkpoint directory (default: the bundled model named by calibration/manifest.json).")
+    var model: String?
+
+    func directory() throws -> String { try model ?? CorpusManifest.bundled(for: "--model").defaultModel }
+}
+
+/// `--data`, on the commands that default to a split of the bundled corpus.
+struct DataOptions: ParsableArguments {
+    @Option(help: "Text file (repeatable; default: the bundled corpus's split for this command, named in calibration/manifest.json).")
+    var data: [String] = []
+
+    func files(splits: [String]) throws -> [String] {
+        data.isEmpty ? try splits.flatMap(CorpusManifest.bundled(for: "--data").files) : data
+    }
+}
+
+/// `--json`, on the commands that print a report.
+struct OutputOptions: ParsableArguments {
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    /// Pretty, key-sorted JSON on stdout.
+    func printJSON(_ value: some Encodable) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        print(String(decoding: try encoder.encode(value), as: UTF8.self))
+    }
+}
+
+extension CorpusManifest {
+    /// The bundled manifest, or a refusal saying which flag to give instead.
+    static func bundled(for flag: String) throws -> CorpusManifest {
+        guard FileManager.default.fileExists(atPath: defaultPath) else {
+            throw MambaError(.missingFile, "no \(defaultPath) here: give \(flag) (or run from the project directory)")
+        }
+        return try CorpusManifest()
+    }
+}
 
 /// `--threads`, on every command (docs/DESIGN.md section 5).
 struct RuntimeOptions: ParsableArguments {
@@ -40,14 +119,3 @@ func parseTokenList(_ text: String) throws -> [Int] {
     }
 }
 
-/// The tool never overwrites its input (docs/DESIGN.md section 5).
-func refuseOverwritingInput(_ output: String, inputs: [String]) throws {
-    let out = URL(fileURLWithPath: output).standardizedFileURL.resolvingSymlinksInPath().path
-    for input in inputs {
-        let inPath = URL(fileURLWithPath: input).standardizedFileURL.resolvingSymlinksInPath().path
-        let insideAndExisting = out.hasPrefix(inPath + "/") && FileManager.default.fileExists(atPath: out)
-        if out == inPath || insideAndExisting {
-            throw MambaError(.badInput, "refusing to write \(output): it would overwrite the input \(input)")
-        }
-    }
-}

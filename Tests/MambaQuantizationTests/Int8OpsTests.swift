@@ -392,8 +392,7 @@ final class Int8OpsTests: XCTestCase {
         var accurate = QuantizationRecipe(method: .mambaquant)
         QuantizationProfile.accurate.apply(to: &accurate, config: w.config)
         var q8 = QuantizationRecipe(method: .hadamard, groupSize: 8)   // Q8_0-like: blocks and groups of 8 on these widths
-        q8.dynamicActivations = true
-        q8.activationBlock = 8
+        q8.activations = .perTokenBlocks(8)
         for recipe in [QuantizationRecipe(method: .rtn), QuantizationRecipe(method: .mambaquant), accurate, q8] {
             let method = recipe.tag.isEmpty ? recipe.method.rawValue : recipe.tag
             let q = try QuantizedModel.quantize(weights: w, stats: file, recipe: recipe, parallelism: .serial)

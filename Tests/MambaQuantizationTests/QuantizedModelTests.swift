@@ -56,7 +56,7 @@ final class QuantizedModelTests: XCTestCase {
                 XCTAssertLessThan(e8, 0.2, "\(method) w8a8 on \(name)")
                 XCTAssertGreaterThan(e8, 0, "\(method) w8a8 on \(name) must actually round")
                 // tiny-mamba2-g2-untied (F16 weights, a dt clamp that binds) measured 5.3-5.7% dynamic.
-                XCTAssertLessThan(try error(.init(method: method, dynamicActivations: true)), name.hasPrefix("tiny-mamba2") ? 0.08 : 0.05, "\(method) w8a8 dynamic on \(name)")
+                XCTAssertLessThan(try error(.init(method: method, activations: .perToken)), name.hasPrefix("tiny-mamba2") ? 0.08 : 0.05, "\(method) w8a8 dynamic on \(name)")
                 XCTAssertGreaterThan(try error(.init(method: method, bits: .init(weight: 4, activation: 8))), e8, "\(method) on \(name): w4a8 costs more than w8a8")
                 XCTAssertGreaterThan(try error(.init(method: method, bits: .init(weight: 8, activation: 4))), e8, "\(method) on \(name): w8a4 costs more than w8a8")
             }
@@ -67,7 +67,7 @@ final class QuantizedModelTests: XCTestCase {
         let w = try MambaWeights.load(directory: Fixtures.model("tiny-tied"))
         let reference = try MambaLM(weights: w).logits(tokens)
         let stats = try statsFile(w)
-        let q = try QuantizedModel.quantize(weights: w, stats: stats, recipe: .init(method: .rtn, dynamicActivations: true, keepFloat: ["lm_head"]), parallelism: .serial)
+        let q = try QuantizedModel.quantize(weights: w, stats: stats, recipe: .init(method: .rtn, activations: .perToken, keepFloat: ["lm_head"]), parallelism: .serial)
         XCTAssertNil(q.lmHead.weight)
         XCTAssertNotNil(q.lmHead.floatWeight)
         XCTAssertEqual(q.blocks[0].mixer.modules["in_proj"]?.input?.scale, .dynamic)
@@ -81,8 +81,8 @@ final class QuantizedModelTests: XCTestCase {
         var recipe = QuantizationRecipe(method: .mambaquant)
         QuantizationProfile.accurate.apply(to: &recipe, config: w.config)
         XCTAssertEqual(recipe.keepFloat, ["x_proj", "dt_proj", "conv1d", "ssm_inputs"])
-        XCTAssertTrue(recipe.dynamicActivations)
-        XCTAssertEqual(recipe.profile, "accurate")
+        XCTAssertEqual(recipe.activations, .perToken)
+        XCTAssertEqual(recipe.profile, .accurate)
         XCTAssertTrue(recipe.tag.hasPrefix("accurate"))
         let q = try QuantizedModel.quantize(weights: w, stats: try statsFile(w), recipe: recipe, parallelism: .serial)
         for b in q.blocks {
@@ -93,7 +93,7 @@ final class QuantizedModelTests: XCTestCase {
             XCTAssertTrue(b.mixer.scanInputs.isEmpty)
         }
         QuantizationProfile.fast.apply(to: &recipe, config: w.config)
-        XCTAssertEqual(recipe, { var r = QuantizationRecipe(method: .mambaquant); r.profile = "fast"; return r }())
+        XCTAssertEqual(recipe, { var r = QuantizationRecipe(method: .mambaquant); r.profile = .fast; return r }())
         // One scan input alone, by name; an unknown name is refused with the names it takes.
         recipe.keepFloat = ["ssm_inputs.dt"]
         let one = try QuantizedModel.quantize(weights: w, stats: try statsFile(w), recipe: recipe, parallelism: .serial)
@@ -185,13 +185,12 @@ final class QuantizedModelTests: XCTestCase {
                                                   (.mambaquant, BitWidths(weight: 8, activation: 8), nil, true),
                                                   (.hadamard, BitWidths(weight: 8, activation: 8), 8, false)] {
             var recipe = QuantizationRecipe(method: method, bits: bits, groupSize: group, seed: 11)
-            recipe.groupedScanScales = scanGroups
+            recipe.scanScales = scanGroups ? .group : .tensor
             if method == .hadamard {
                 // Q8_0-like: dynamic block scales, weight groups, and a float set by short names.
-                recipe.dynamicActivations = true
-                recipe.activationBlock = 8
+                recipe.activations = .perTokenBlocks(8)
                 recipe.keepFloat = ["conv1d", QuantizationRecipe.allScanInputs]
-                recipe.profile = "custom"
+                recipe.profile = .accurate   // a profile's name survives even with flags on top
             }
             let q = try QuantizedModel.quantize(weights: w, stats: stats, recipe: recipe, parallelism: .serial)
             let (a, b) = (dir + "/\(method)\(scanGroups)-a", dir + "/\(method)\(scanGroups)-b")

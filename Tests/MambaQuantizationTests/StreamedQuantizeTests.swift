@@ -39,7 +39,7 @@ final class StreamedQuantizeTests: XCTestCase {
         }
         let (wb, ab) = (recipe.bits.weight, recipe.bits.activation)
         func act(_ layer: Int?, _ site: Site) throws -> ActivationQuantizer {
-            if recipe.dynamicActivations { return ActivationQuantizer(bits: ab, scale: .dynamic) }
+            if recipe.activations.isDynamic { return ActivationQuantizer(bits: ab, scale: .dynamic) }
             return ActivationQuantizer(bits: ab, scale: .static(try final.site(layer, site).clip(recipe.clip.quantile) / Float(qmax(bits: ab))))
         }
         func layer(_ name: String, _ m: Matrix, _ bias: [Double]?, _ input: ActivationQuantizer, groups: Bool, hessian: [Double]? = nil) throws -> QuantizedLayer {
@@ -62,7 +62,7 @@ final class StreamedQuantizeTests: XCTestCase {
             for (site, _) in m.spec.scanInputs {
                 scan[site] = try act(i, site)
                 // Per head / group: each group's absmax, capped at the site's clip.
-                if recipe.groupedScanScales, !recipe.dynamicActivations, let g = m.spec.scanScaleGroups(site, p.config) {
+                if recipe.scanScales == .group, !recipe.activations.isDynamic, let g = m.spec.scanScaleGroups(site, p.config) {
                     let st = try final.site(i, site), size = st.channels / g
                     let clip = st.clip(recipe.clip.quantile)
                     scan[site] = ActivationQuantizer(bits: ab, scale: .groups((0..<g).map { k in
@@ -117,7 +117,7 @@ final class StreamedQuantizeTests: XCTestCase {
 
     func testStreamedEqualsWholeModelOnTheFixtures() throws {
         var recipes = QuantizationMethod.allCases.map { QuantizationRecipe(method: $0) }
-        recipes.append(QuantizationRecipe(method: .mambaquant, dynamicActivations: true))
+        recipes.append(QuantizationRecipe(method: .mambaquant, activations: .perToken))
         recipes.append(QuantizationRecipe(method: .mambaquant, bits: .init(weight: 4, activation: 8), groupSize: 8,
                                           keepFloat: ["lm_head", "backbone.layers.1.mixer.x_proj"]))
         // w4 rounded to nearest, and GPTQ in natural column order (the recipe above takes GPTQ with
@@ -136,7 +136,7 @@ final class StreamedQuantizeTests: XCTestCase {
                                                         keepFloat: ["lm_head", "backbone.layers.1.mixer.out_proj"])
         // And Quamba2-style scan scales: x and dt per head, B and C per group.
         var grouped = QuantizationRecipe(method: .mambaquant)
-        grouped.groupedScanScales = true
+        grouped.scanScales = .group
         recipes.append(grouped)
         let name = "tiny-mamba2-g2-untied"
         let w = try MambaWeights.load(directory: Fixtures.model(name))

@@ -152,7 +152,7 @@ final class ToyHybridTests: XCTestCase {
             // model of width 16 they cost more than dynamic ones (SmoothQuant's: 16% of the range).
             for rounding in [WeightRounding.rtn, .gptq] {
               for dynamic in [false, true] {
-                var recipe = QuantizationRecipe(method: method, dynamicActivations: dynamic)
+                var recipe = QuantizationRecipe(method: method, activations: dynamic ? .perToken : .calibrated)
                 recipe.weightRounding = rounding
                 let q = try QuantizedModel.quantize(weights: w, stats: file, recipe: recipe, parallelism: .serial)
                 let int8 = try q.model(runtime: .int8).logits(tokens)

@@ -115,7 +115,7 @@ final class ToyMixerTests: XCTestCase {
                 XCTAssertNotNil(p.blocks[0].mixer.onlineRotations["out_proj"])
                 XCTAssertTrue(log.contains { $0.detail.contains("R2 online Hadamard 32") }, "\(log)")
             }
-            let q = try QuantizedModel.quantize(weights: w, stats: file, recipe: .init(method: method, dynamicActivations: true), parallelism: .serial)
+            let q = try QuantizedModel.quantize(weights: w, stats: file, recipe: .init(method: method, activations: .perToken), parallelism: .serial)
             let int8 = try q.model(runtime: .int8).logits(tokens)
             let ref = try q.model(runtime: .reference).logits(tokens)
             XCTAssertLessThanOrEqual(maxAbsDifference(int8.storage, ref.storage), 1e-3 * ref.absMax, "\(method)")

@@ -1,0 +1,69 @@
+import Foundation
+import MambaCalibration
+import MambaModel
+import MambaTensors
+
+/// `mambaquant quantize` as the library runs it, in two steps. Opening checks everything before
+/// anything is written: the output is none of the inputs, the model is a float checkpoint, the
+/// stats file belongs to it, the keep-float names exist, and the job fits in memory. Running
+/// streams the pipeline into a checkpoint writer that is abandoned (its temporary directory
+/// removed, --out untouched) on any error.
+public struct QuantizeJob {
+    public let model: String
+    public let out: String
+    public let recipe: QuantizationRecipe
+    public let parallelism: Parallelism
+    /// Memory-mapped: a layer is widened, transformed, quantized and written at a time.
+    public let weights: CheckpointWeights
+    public let stats: StatsFile
+    let provenance: QuantizationProvenance
+
+    /// What a finished job reports.
+    public struct Summary: Sendable {
+        public let transforms: [AppliedTransform]
+        public let seconds: Double
+        /// GPTQ's share of `seconds` (0 when rounding to nearest).
+        public let gptqSeconds: Double
+        /// Bytes of the checkpoint's weights, and of the float model in float32.
+        public let weightBytes: Int
+        public let floatBytes: Int
+    }
+
+    public init(model: String, stats statsPath: String, out: String, recipe: QuantizationRecipe, parallelism: Parallelism) throws {
+        try refuseOverwritingInput(out, inputs: [model, statsPath])
+        if QuantizedModel.isQuantized(directory: model) {
+            throw MambaError(.badInput, "\(model) is already a quantized checkpoint: quantize its float source")
+        }
+        let weights = try CheckpointWeights(directory: model)
+        let stats = try StatsFile.read(path: statsPath)
+        let sha = try checkpointSHA256(directory: model)
+        try stats.checkBelongs(toCheckpointSHA256: sha, checkpoint: model)
+        try QuantizedModel.checkKeepFloat(recipe.keepFloat, weights.config)
+        try MemoryEstimate.quantize(weights.config, windows: stats.windows.windows.count, seqLength: stats.windows.seqLength,
+                                    threads: parallelism.threads, gptq: recipe.weightRounding == .gptq)
+            .check(job: "quantize", lower: "--threads or the stats file's windows (calibrate with fewer --samples or a shorter --seq-len)")
+        (self.model, self.out, self.recipe, self.parallelism, self.weights, self.stats) = (model, out, recipe, parallelism, weights, stats)
+        // Of the bytes that were parsed.
+        provenance = QuantizationProvenance(sourceSHA256: sha, statsSHA256: stats.fileSHA256!)
+    }
+
+    /// Quantizes into `out`; `progress` as Calibrator's (one step per window per layer).
+    public func run(progress: Calibrator.Progress? = nil) throws -> Summary {
+        let writer = try QuantizedCheckpointWriter(directory: out, sourceDirectory: model)
+        var result: QuantizedModel.StreamResult!
+        let seconds = try measureSeconds {
+            do {
+                result = try QuantizedModel.stream(
+                    weights: weights, stats: stats, recipe: recipe, parallelism: parallelism, progress: progress,
+                    embedding: { try writer.add(embedding: $0) }, block: { try writer.add(block: $1, layer: $0, config: weights.config) })
+                try writer.finish(config: result.config, recipe: recipe, lmHead: result.lmHead, headInput: result.headInput, tiedHead: result.tiedHead,
+                                  transforms: result.transforms, provenance: provenance)
+            } catch {
+                writer.abandon()
+                throw error
+            }
+        }
+        return Summary(transforms: result.transforms, seconds: seconds, gptqSeconds: result.gptqSeconds, weightBytes: writer.weightBytes,
+                       floatBytes: 4 * weights.parameterCount)
+    }
+}
