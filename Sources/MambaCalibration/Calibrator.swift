@@ -66,6 +66,78 @@ extension CheckpointWeights: LayerSource {
     public func finalNorm() throws -> Tensor? { try readNormF() }
 }
 
+/// The calibration windows' residual streams ([tokens, D] float32 each, all held), advanced a
+/// layer at a time, as GPTQ-style pipelines do: every window passes layer i (`threads` windows at
+/// once, one thread each, the mixers single-threaded) before any passes layer i + 1, and each
+/// window's sites merge into `stats` in window order, so the statistics do not depend on the
+/// thread count; the pooled residual moments take each (layer, window) activation in that order.
+public final class WindowStreams {
+    private var residual: [Tensor]
+    private let parallelism: Parallelism
+    private let eps: Float
+    /// Sites that also gather second moments (x xᵀ sums: GPTQ's H) besides the KLT sites.
+    private let hessianSites: Set<Site>
+    public private(set) var stats: CalibrationStats
+
+    /// `residual`: each window's embedded tokens.
+    public init(_ residual: [Tensor], config: MambaConfig, parallelism: Parallelism, hessianSites: Set<Site> = []) {
+        self.residual = residual
+        (self.parallelism, eps, self.hessianSites) = (parallelism, config.layerNormEpsilon, hessianSites)
+        stats = CalibrationStats(sites: [:], pooledResidual: Moments(channels: config.hiddenSize))
+    }
+
+    public var count: Int { residual.count }
+
+    /// Every window through layer `i`'s block, its sites recorded.
+    public func advance(through block: MambaBlock, layer i: Int) throws {
+        let (eps, serial) = (eps, Parallelism.serial)
+        try forEachWindow { u, recorder in
+            var state: any LayerState = block.mixer.makeState()
+            block.step(&u, state: &state, layer: i, eps: eps, serial, observer: recorder)
+        }
+    }
+
+    /// Layer `i`'s x xᵀ sums dropped once used (a [C, C] Double per site and layer would not fit
+    /// for big models), except at the KLT sites.
+    public func dropHessians(layer i: Int) {
+        for site in hessianSites.subtracting(KLTSite.perLayer) { stats.sites[SiteKey(layer: i, site: site)]?.moments = nil }
+    }
+
+    /// lm_head's input recorded after the last layer: norm_f, then the head-input linear if any.
+    public func observeHead(normF: Tensor?, headInput: (any LinearOp)?) throws {
+        let (eps, serial, headInput) = (eps, Parallelism.serial, UncheckedSendable(headInput))   // read-only, shared by the windows
+        try forEachWindow { u, recorder in
+            let h = rmsNorm(u, weight: normF, eps: eps)
+            recorder.observe(headInput.value.map { $0.forward(h, serial) } ?? h, site: .lmHeadInput, layer: nil)
+        }
+        parallelism.applyToBLAS()
+    }
+
+    /// Runs `body` for every window, `threads` at a time, merging each window's recorder in window order.
+    private func forEachWindow(_ body: @escaping @Sendable (inout Tensor, SiteRecorder) throws -> Void) throws {
+        let hessianSites = hessianSites
+        var start = 0
+        while start < residual.count {
+            let batch = start..<min(residual.count, start + parallelism.threads)
+            var results = [Result<SiteRecorder, Error>?](repeating: nil, count: batch.count)
+            results.withUnsafeMutableBufferPointer { slots in
+                residual.withUnsafeMutableBufferPointer { streams in
+                    let (out, u) = (UncheckedSendable(slots), UncheckedSendable(streams))   // each iteration its own slots
+                    DispatchQueue.concurrentPerform(iterations: batch.count) { k in
+                        out.value[k] = Result {
+                            let recorder = SiteRecorder(hessianSites: hessianSites)
+                            try body(&u.value[batch.lowerBound + k], recorder)
+                            return recorder
+                        }
+                    }
+                }
+            }
+            for r in results { try r!.get().merge(into: &stats) }
+            start = batch.upperBound
+        }
+    }
+}
+
 /// Runs calibration windows through a float model and gathers every site's statistics.
 public enum Calibrator {
     /// Progress after each finished (layer, window batch): (steps done, steps in all), one step
@@ -78,77 +150,17 @@ public enum Calibrator {
         try run(source: model, windows: windows, parallelism: parallelism, progress: progress)
     }
 
-    /// Layer by layer (as GPTQ-style pipelines do): the residual streams of all windows are held,
-    /// [windows x tokens, D] in float32; layer i is built once, every window advances through it
-    /// (`threads` windows at a time, one thread each), its sites are recorded and it is released
-    /// before layer i + 1 is built. Each site's per-window statistics merge in window order, so
-    /// the result does not depend on the thread count; the pooled residual moments accumulate each
-    /// (layer, window) activation in that order. `afterLayer` sees the statistics once layer i's sites are complete.
-    /// `hessianSites` also gather second moments (x xᵀ sums, what GPTQ's H is) for `afterLayer`; a
-    /// layer's are dropped once it has seen them (a [C, C] Double per site and layer would not fit
-    /// for big models), unless they are KLT sites.
-    public static func run(
-        source: some LayerSource, windows: CalibrationWindows, parallelism: Parallelism, progress: Progress? = nil,
-        hessianSites: Set<Site> = [],
-        afterLayer: (Int, CalibrationStats) throws -> Void = { _, _ in }
-    ) throws -> CalibrationStats {
+    /// The layer loop: layer i is built once, every window advances through it, and it is
+    /// released before layer i + 1 is built.
+    public static func run(source: some LayerSource, windows: CalibrationWindows, parallelism: Parallelism, progress: Progress? = nil) throws -> CalibrationStats {
         let c = source.config
-        let (d, eps, layers) = (c.hiddenSize, c.layerNormEpsilon, c.numLayers)
-        var total = CalibrationStats(sites: [:], pooledResidual: Moments(channels: d))
-        var residual = try source.embed(windows.windows)
-        let serial = Parallelism(threads: 1)
-        let steps = layers * residual.count
-        var done = 0
-
-        /// Runs `body` for every window, `threads` at a time, merging each window's recorder in window order.
-        func forEachWindow(_ body: @escaping @Sendable (Int, inout Tensor, SiteRecorder) throws -> Void) throws {
-            var start = 0
-            while start < residual.count {
-                let batch = start..<min(residual.count, start + parallelism.threads)
-                var results = [Result<SiteRecorder, Error>?](repeating: nil, count: batch.count)
-                results.withUnsafeMutableBufferPointer { slots in
-                    residual.withUnsafeMutableBufferPointer { streams in
-                        let (out, u) = (UncheckedSendable(slots), UncheckedSendable(streams))   // each iteration its own slots
-                        DispatchQueue.concurrentPerform(iterations: batch.count) { k in
-                            out.value[k] = Result {
-                                let recorder = SiteRecorder(hessianSites: hessianSites)
-                                try body(batch.lowerBound + k, &u.value[batch.lowerBound + k], recorder)
-                                return recorder
-                            }
-                        }
-                    }
-                }
-                for r in results { try r!.get().merge(into: &total) }
-                start = batch.upperBound
-            }
+        let streams = WindowStreams(try source.embed(windows.windows), config: c, parallelism: parallelism)
+        for i in 0..<c.numLayers {
+            try streams.advance(through: try source.block(i), layer: i)
+            progress?((i + 1) * streams.count, c.numLayers * streams.count)
         }
-
-        for i in 0..<layers {
-            let block = try source.block(i)
-            try forEachWindow { _, u, recorder in
-                recorder.observe(rmsNorm(u, weight: nil, eps: eps), site: .residual, layer: i)
-                let normed = rmsNorm(u, weight: block.norm, eps: eps)
-                var state: any LayerState = block.mixer.makeState()
-                let out = block.mixer.forward(normed, layerState: &state, layer: i, serial, observer: recorder)
-                u.storage.withUnsafeMutableBufferPointer { up in
-                    out.storage.withUnsafeBufferPointer { op in
-                        for j in 0..<up.count { up[j] += op[j] }
-                    }
-                }
-            }
-            done += residual.count
-            progress?(done, steps)
-            try afterLayer(i, total)
-            for site in hessianSites.subtracting(KLTSite.perLayer) { total.sites[SiteKey(layer: i, site: site)]?.moments = nil }
-        }
-        let normF = try source.finalNorm()
-        let headInput = UncheckedSendable(try source.headInputLinear())   // read-only, shared by the windows
-        try forEachWindow { _, u, recorder in
-            let h = rmsNorm(u, weight: normF, eps: eps)
-            recorder.observe(headInput.value.map { $0.forward(h, serial) } ?? h, site: .lmHeadInput, layer: nil)
-        }
-        parallelism.applyToBLAS()
-        return total
+        try streams.observeHead(normF: try source.finalNorm(), headInput: try source.headInputLinear())
+        return streams.stats
     }
 }
 

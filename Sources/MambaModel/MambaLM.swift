@@ -19,6 +19,23 @@ public struct MambaBlock: Sendable {
     public init(float w: BlockWeights, config: MambaConfig, layer: Int) {
         self.init(norm: w.norm, mixer: w.mixer.kind.spec.makeMixer(FloatOpSource(w.mixer), config, layer: layer))
     }
+
+    /// The block on the residual stream u [L, D]: u += mixer(norm(u)) (pre-norm, float32 residual
+    /// as transformers' MambaBlock with residual_in_fp32). The observer sees u / rms(u) at
+    /// .residual first (the R1 site). The one block step of the forward and of calibration.
+    public func step(_ u: inout Tensor, state: inout any LayerState, layer: Int, eps: Float, _ par: Parallelism,
+                     observer: (any ActivationObserver)?) {
+        if let observer { observer.observe(rmsNorm(u, weight: nil, eps: eps), site: .residual, layer: layer) }
+        let normed = profiled("norm") { rmsNorm(u, weight: norm, eps: eps) } // [L, D]
+        let out = mixer.forward(normed, layerState: &state, layer: layer, par, observer: observer)
+        profiled("residual") {
+            u.storage.withUnsafeMutableBufferPointer { up in
+                out.storage.withUnsafeBufferPointer { op in
+                    for j in 0..<up.count { up[j] += op[j] }
+                }
+            }
+        }
+    }
 }
 
 public struct MambaState: Sendable, Equatable {
@@ -118,19 +135,9 @@ public struct MambaLM: Sendable {
         if let bad = tokens.first(where: { $0 < 0 || $0 >= v }) {
             throw MambaError(.badInput, "token id \(bad) is outside the model's vocabulary [0, \(v))")
         }
-        let eps = config.layerNormEpsilon
         var u = profiled("embedding") { embedding.forward(tokens) } // [L, D], the float32 residual stream
         for (i, block) in blocks.enumerated() {
-            if let observer { observer.observe(rmsNorm(u, weight: nil, eps: eps), site: .residual, layer: i) }
-            let normed = profiled("norm") { rmsNorm(u, weight: block.norm, eps: eps) } // [L, D]
-            let out = block.mixer.forward(normed, layerState: &state.layers[i], layer: i, par, observer: observer)
-            profiled("residual") {
-                u.storage.withUnsafeMutableBufferPointer { up in
-                    out.storage.withUnsafeBufferPointer { op in
-                        for j in 0..<up.count { up[j] += op[j] }
-                    }
-                }
-            }
+            block.step(&u, state: &state.layers[i], layer: i, eps: config.layerNormEpsilon, par, observer: observer)
         }
         state.position += tokens.count
         let rows: Tensor

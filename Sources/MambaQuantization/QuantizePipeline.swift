@@ -69,6 +69,13 @@ extension QuantizedModel {
     /// layer order (a writer appends them to the checkpoint as they come); a tied table, which is
     /// also the head, is handed out after the blocks (GPTQ rounds it with the head's Hessian,
     /// known only once the windows have passed every layer).
+    ///
+    /// One loop over the layers, each step named: read layer i (widened from the checkpoint's
+    /// dtype), transform it (the method's plan, in Double), round its weights (GPTQ's linears
+    /// wait for their Hessians), advance the calibration windows through its transformed float
+    /// block (the second pass), round GPTQ's linears and take the static scales from what the
+    /// windows saw there, then hand the block out. Only the windows' residual streams and their
+    /// statistics go from one iteration to the next.
     public static func stream(
         weights source: some WeightSource, stats: StatsFile, recipe: QuantizationRecipe, parallelism: Parallelism,
         progress: Calibrator.Progress? = nil, keepTransformed: Bool = false,
@@ -76,89 +83,139 @@ extension QuantizedModel {
     ) throws -> StreamResult {
         try checkKeepFloat(recipe.keepFloat, source.config)
         let c = source.config
+        let threads = parallelism.threads
         let plan = try MethodPlan(recipe.method, stats: stats.stats, config: c, seed: recipe.seed, alpha: recipe.alpha)
-        let quantizer = LayerQuantizer(recipe: recipe)
+        let quantizer = LayerQuantizer(recipe: recipe, threads: threads)
+        var outer = try OuterWeights(source: source, plan: plan, quantizer: quantizer, keepTransformed: keepTransformed)
+        if let embedding = outer.separateEmbedding { try onEmbedding(embedding) }
 
-        // Outside the blocks, one V x D Double at a time: an untied head (norm_f folded in, R1);
-        // the embedding (R1). A tied head stays tied: norm_f's weight becomes the head-input
-        // matrix R1ᵀ diag(w) R1, and the embedding's table, quantized as the head (its bits and
-        // groups, per-row scales), is both (docs/DESIGN.md section 2, "One table").
-        // GPTQ rounds the head (a tied table too) last, against its input's Hessian from the
-        // second pass; until then the transformed head waits in float32.
-        let headByGPTQ = recipe.weightRounding == .gptq && !recipe.keepsFloat(module: QuantizedNames.lmHead)
+        let streams = WindowStreams(stats.windows.windows.map { outer.table.forward($0) }, config: c, parallelism: parallelism,
+                                    hessianSites: quantizer.hessianSites(c).union(outer.headByGPTQ ? [.lmHeadInput] : []))
+        var log = plan.globalLog, kept: [MambaBlock] = [], gptqSeconds = 0.0
+        for i in 0..<c.numLayers {
+            var layer = try quantizer.transformAndRound(try source.readLayer(i), layer: i, config: c, plan: plan, stats: stats.stats, log: &log)
+            if keepTransformed { kept.append(layer.float) }
+            try streams.advance(through: layer.float, layer: i)
+            progress?((i + 1) * streams.count, c.numLayers * streams.count)
+            gptqSeconds += try quantizer.roundAwaiting(&layer, layer: i, secondPass: streams.stats)
+            try onBlock(i, try quantizer.withStaticScales(layer.block, layer: i, secondPass: streams.stats, config: c))
+            streams.dropHessians(layer: i)
+        }
+        try streams.observeHead(normF: nil, headInput: outer.headInputLinear)   // norm_f is folded into the head or the head-input matrix
+
+        gptqSeconds += try outer.roundHeadByGPTQ(secondPass: streams.stats)
+        if let table = outer.tiedTable { try onEmbedding(table) }
+        var config = c
+        config.json["tie_word_embeddings"] = .bool(outer.tiedHead)
+        let lmHead = outer.lmHead.with(input: try quantizer.activation(streams.stats, nil, .lmHeadInput))
+        let transformed = outer.transformedHead.map { h in
+            MambaLM(config: c, embedding: outer.table, blocks: kept, normF: nil, headInput: outer.headInputLinear, lmHead: FloatLinear(weight: h))
+        }
+        return StreamResult(config: config, lmHead: lmHead, transforms: log, transformed: transformed,
+                            headInput: outer.headInput, tiedHead: outer.tiedHead, gptqSeconds: gptqSeconds)
+    }
+}
+
+/// The weights outside the blocks, one V x D Double at a time: an untied head (norm_f folded in,
+/// R1); the embedding (R1). A tied head stays tied: norm_f's weight becomes the head-input matrix
+/// R1ᵀ diag(w) R1, and the embedding's table, quantized as the head (its bits and groups, per-row
+/// scales), is both (docs/DESIGN.md section 2, "One table"). GPTQ rounds the head (a tied table
+/// too) last, against its input's Hessian from the second pass; until then the transformed head
+/// waits in float32.
+struct OuterWeights {
+    let quantizer: LayerQuantizer
+    let headByGPTQ: Bool
+    /// The transformed embedding in float32: the windows' residual streams start from it.
+    let table: FloatEmbedding
+    /// A tied source's head-input matrix [D, D] (QuantizedModel.headInput).
+    let headInput: Tensor?
+    /// Whether the table is also the head (QuantizedModel.tiedHead).
+    let tiedHead: Bool
+    /// The int8 embedding of its own, when the table is not the head.
+    let separateEmbedding: QuantizedMatrix?
+    /// The transformed head (kept for the transformed float model).
+    let transformedHead: Tensor?
+    /// The head's weights once rounded (a tied table's are `tiedTable`).
+    private(set) var lmHead: QuantizedLayer
+    private(set) var tiedTable: QuantizedMatrix?
+    /// An untied head's transformed weights while GPTQ waits for their Hessian.
+    private var awaitingHead: Tensor?
+
+    init(source: some WeightSource, plan: MethodPlan, quantizer: LayerQuantizer, keepTransformed: Bool) throws {
+        let recipe = quantizer.recipe
+        self.quantizer = quantizer
+        headByGPTQ = recipe.weightRounding == .gptq && !recipe.keepsFloat(module: QuantizedNames.lmHead)
         let normF = try source.readNormF().storage.map(Double.init)
-        var lmHeadWeights: QuantizedLayer? = nil
-        var pendingHead: Tensor? = nil
+        var lmHead: QuantizedLayer? = nil
         var transformedHead: Tensor? = nil
-        var headInput: Tensor? = nil
         if let untied = try source.readLMHead() {
             var head = Matrix(untied), folded: [Double]? = normF
             plan.transformHead(&head, normF: &folded)
-            if headByGPTQ { pendingHead = head.tensor } else {
-                lmHeadWeights = try quantizer.weights(QuantizedNames.lmHead, head, bias: nil, groups: true, threads: parallelism.threads)
+            if headByGPTQ { awaitingHead = head.tensor } else {
+                lmHead = try quantizer.weights(QuantizedNames.lmHead, head, bias: nil, groups: true)
             }
             if keepTransformed { transformedHead = head.tensor }
+            headInput = nil
         } else {
             headInput = plan.headInputTransform(normF: normF).tensor
         }
         var emb = Matrix(try source.readEmbedding())
         plan.transformEmbedding(&emb)
-        let tiedHead = headInput != nil && !recipe.keepsFloat(module: QuantizedNames.lmHead)
-        var tiedTable: QuantizedMatrix? = nil
+        tiedHead = headInput != nil && !recipe.keepsFloat(module: QuantizedNames.lmHead)
         if tiedHead {
-            if !headByGPTQ { tiedTable = QuantizedMatrix(quantizing: emb, bits: recipe.bits.weight, groupSize: recipe.groupSize, threads: parallelism.threads) }
+            separateEmbedding = nil
+            if !headByGPTQ { tiedTable = QuantizedMatrix(quantizing: emb, bits: recipe.bits.weight, groupSize: recipe.groupSize, threads: quantizer.threads) }
         } else {
-            try onEmbedding(QuantizedMatrix(quantizing: emb, bits: 8, threads: parallelism.threads))
+            separateEmbedding = QuantizedMatrix(quantizing: emb, bits: 8, threads: quantizer.threads)
             // A tied head kept float: a float copy of the table beside the int8 embedding.
-            if headInput != nil { lmHeadWeights = QuantizedLayer(weight: nil, floatWeight: emb.tensor, bias: nil, input: nil) }
+            if headInput != nil { lmHead = QuantizedLayer(weight: nil, floatWeight: emb.tensor, bias: nil, input: nil) }
         }
         if headInput != nil && keepTransformed { transformedHead = emb.tensor }
-        let table = FloatEmbedding(table: emb.tensor)
-        emb = Matrix(rows: 0, cols: 0, data: [])
-
-        // The blocks: transformed and their weights quantized when the second pass asks for
-        // layer i, given their static scales once the windows have passed through it.
-        let layers = TransformedLayers(source: source, plan: plan, stats: stats.stats, quantizer: quantizer, table: table, keep: keepTransformed,
-                                       threads: parallelism.threads)
-        layers.headInput = headInput.map { FloatLinear(weight: $0) }
-        let final = try Calibrator.run(source: layers, windows: stats.windows, parallelism: parallelism, progress: progress,
-                                       hessianSites: layers.hessianSites.union(headByGPTQ ? [.lmHeadInput] : [])) { i, secondPass in
-            try onBlock(i, try layers.finish(layer: i, secondPass: secondPass))
-        }
-        if headByGPTQ {
-            guard let h = try final.site(nil, .lmHeadInput).moments?.symmetrized.sumOfProducts else {
-                preconditionFailure("the second pass gathered no Hessian at the head's input")
-            }
-            let weights = Matrix(pendingHead ?? table.table)
-            pendingHead = nil
-            try layers.timeGPTQ {
-                let head = try quantizer.weights(QuantizedNames.lmHead, weights, bias: nil, groups: true, hessian: h, threads: parallelism.threads)
-                if tiedHead { tiedTable = head.weight } else { lmHeadWeights = head }
-            }
-        }
-        if let tiedTable {
-            try onEmbedding(tiedTable)
-            lmHeadWeights = QuantizedLayer(weight: tiedTable, floatWeight: nil, bias: nil, input: nil)
-        }
-        var config = c
-        config.json["tie_word_embeddings"] = .bool(tiedHead)
-        let lmHead = lmHeadWeights!.with(input: try quantizer.activation(final, nil, .lmHeadInput))
-        let transformed = transformedHead.map { h in
-            MambaLM(config: c, embedding: table, blocks: layers.kept, normF: nil, headInput: layers.headInput, lmHead: FloatLinear(weight: h))
-        }
-        return StreamResult(config: config, lmHead: lmHead, transforms: plan.globalLog + layers.log, transformed: transformed,
-                            headInput: headInput, tiedHead: tiedHead, gptqSeconds: layers.gptqSeconds)
+        self.transformedHead = transformedHead
+        table = FloatEmbedding(table: emb.tensor)
+        // Filled in below (GPTQ) or now (a tied table).
+        self.lmHead = lmHead ?? tiedTable.map { QuantizedLayer(weight: $0, floatWeight: nil, bias: nil, input: nil) }
+            ?? QuantizedLayer(weight: nil, floatWeight: nil, bias: nil, input: nil)
     }
+
+    var headInputLinear: (any LinearOp)? { headInput.map { FloatLinear(weight: $0) } }
+
+    /// GPTQ's rounding of the head against its input's Hessian from the second pass (seconds spent).
+    mutating func roundHeadByGPTQ(secondPass: CalibrationStats) throws -> Double {
+        guard headByGPTQ else { return 0 }
+        guard let h = try secondPass.site(nil, .lmHeadInput).moments?.symmetrized.sumOfProducts else {
+            preconditionFailure("the second pass gathered no Hessian at the head's input")
+        }
+        let weights = Matrix(awaitingHead ?? table.table)
+        awaitingHead = nil
+        return try measureSeconds {
+            let head = try quantizer.weights(QuantizedNames.lmHead, weights, bias: nil, groups: true, hessian: h)
+            lmHead = head
+            if tiedHead { tiedTable = head.weight }
+        }
+    }
+}
+
+/// One layer between its transform and its hand-out.
+struct LayerInProgress {
+    /// The quantized block, without its static scales until the second pass has seen the layer.
+    var block: QuantizedBlock
+    /// The transformed float block the windows advance through.
+    let float: MambaBlock
+    /// GPTQ's linears: their transformed weights wait for their inputs' Hessians.
+    var awaitingGPTQ: [(module: ModuleSpec, weight: Matrix, bias: [Double]?)]
 }
 
 /// The recipe's rounding of weights and activations.
 struct LayerQuantizer {
     let recipe: QuantizationRecipe
+    /// For the Double products and the rounding loops (the second pass runs windows one thread each).
+    let threads: Int
 
     /// A module's weights (or its float weights when kept float); the input quantizer comes later.
     /// With `hessian` (Xᵀ X of the module's input), rounded by GPTQ on the scales round-to-nearest
     /// would use.
-    func weights(_ name: String, _ w: Matrix, bias: [Double]?, groups: Bool, hessian: [Double]? = nil, threads: Int = 1) throws -> QuantizedLayer {
+    func weights(_ name: String, _ w: Matrix, bias: [Double]?, groups: Bool, hessian: [Double]? = nil) throws -> QuantizedLayer {
         let b = bias.map(floatVector)
         if recipe.keepsFloat(module: name) { return QuantizedLayer(weight: nil, floatWeight: w.tensor, bias: b, input: nil) }
         let (bits, group) = (recipe.bits.weight, groups ? recipe.groupSize : nil)
@@ -176,6 +233,66 @@ struct LayerQuantizer {
     /// Whether `module` of a mixer waits for its input's Hessian from the second pass (GPTQ).
     func roundsByGPTQ(_ module: ModuleSpec, name: String) -> Bool {
         recipe.weightRounding == .gptq && module.kind == .linear && !recipe.keepsFloat(module: name)
+    }
+
+    /// The inputs of the linears GPTQ rounds, over every layer kind: the second pass gathers their Hessians.
+    func hessianSites(_ c: MambaConfig) -> Set<Site> {
+        guard recipe.weightRounding == .gptq else { return [] }
+        return c.distinctKinds.reduce(into: Set<Site>()) { $0.formUnion($1.spec.linearInputs) }
+    }
+
+    /// Layer `i` transformed by the plan (its log appended to `log`) and its weights rounded, but
+    /// for GPTQ's linears; its Double parameters are released once its float block is built.
+    func transformAndRound(_ read: BlockWeights, layer i: Int, config: MambaConfig, plan: MethodPlan, stats: CalibrationStats,
+                           log: inout [AppliedTransform]) throws -> LayerInProgress {
+        var b = BlockParameters(read, config: config)
+        log += try BLAS.withThreads(threads) { try plan.apply(layer: i, to: &b, stats: stats) }
+        let (m, prefix) = (b.mixer, BlockNames.mixerPrefix(layer: i))
+        var modules: [String: QuantizedLayer] = [:]
+        var awaiting: [(module: ModuleSpec, weight: Matrix, bias: [Double]?)] = []
+        for spec in m.spec.modules {
+            if roundsByGPTQ(spec, name: prefix + spec.name) {
+                awaiting.append((spec, m.weight(spec.name), m.biases[spec.name]))
+            } else {
+                modules[spec.name] = try weights(prefix + spec.name, m.weight(spec.name), bias: m.biases[spec.name], groups: spec.allowsGroups)
+            }
+        }
+        let block = QuantizedBlock(
+            norm: b.norm.map(floatVector),
+            mixer: QuantizedMixer(kind: m.kind, modules: modules, tensors: m.tensors, scanInputs: [:], gateSmoothing: m.gateSmoothing.map { $0.map(Float.init) },
+                                  hadamardSigns: m.onlineRotations.mapValues { $0.signs.map(Float.init) }))
+        return LayerInProgress(block: block, float: b.floatBlock(layer: i), awaitingGPTQ: awaiting)
+    }
+
+    /// GPTQ's linears of layer `i` rounded against their inputs' Hessians from the second pass
+    /// (seconds spent: the Cholesky and the column loop, not the Hessians' accumulation).
+    func roundAwaiting(_ layer: inout LayerInProgress, layer i: Int, secondPass: CalibrationStats) throws -> Double {
+        let awaiting = layer.awaitingGPTQ
+        layer.awaitingGPTQ = []
+        return try measureSeconds {
+            for (module, w, bias) in awaiting {
+                guard let h = try secondPass.site(i, module.input).moments?.symmetrized.sumOfProducts else {
+                    preconditionFailure("the second pass gathered no Hessian at \(module.input)")
+                }
+                layer.block.mixer.modules[module.name] = try weights(BlockNames.mixerPrefix(layer: i) + module.name, w, bias: bias,
+                                                                     groups: module.allowsGroups, hessian: h)
+            }
+        }
+    }
+
+    /// Layer `i` with the quantizers of its module inputs and scan inputs: the recipe's dynamic
+    /// scales, or static ones from what the second pass saw.
+    func withStaticScales(_ block: QuantizedBlock, layer i: Int, secondPass: CalibrationStats, config: MambaConfig) throws -> QuantizedBlock {
+        var b = block
+        let spec = b.mixer.spec
+        for module in spec.modules {
+            b.mixer.modules[module.name] = b.mixer.modules[module.name]!.with(input: try activation(secondPass, i, module.input))
+        }
+        for (site, _) in spec.scanInputs where !recipe.keepsFloat(scanInput: site) {
+            let groups = recipe.scanScales == .group ? spec.scanScaleGroups(site, config) : nil
+            b.mixer.scanInputs[site] = try activation(secondPass, i, site, groups: groups)
+        }
+        return b
     }
 
     /// The activation quantizer of a site: dynamic, or static from the second pass's clip. With
@@ -198,102 +315,5 @@ extension QuantizedLayer {
     /// The same weights with their input quantizer (none for a module kept in float).
     func with(input: ActivationQuantizer) -> QuantizedLayer {
         QuantizedLayer(weight: weight, floatWeight: floatWeight, bias: bias, input: weight == nil ? nil : input)
-    }
-}
-
-/// The second pass's layer source: layer i transformed on demand and quantized at once; the
-/// quantized block (without its activation scales) waits for the second pass, while the layer's
-/// Double parameters are released as soon as its float block is built.
-final class TransformedLayers<Source: WeightSource>: LayerSource {
-    let source: Source
-    let plan: MethodPlan
-    let stats: CalibrationStats
-    let quantizer: LayerQuantizer
-    let table: FloatEmbedding
-    let keep: Bool
-    let threads: Int
-    var pending: (layer: Int, block: QuantizedBlock)?
-    /// GPTQ's linears of the pending layer: their transformed weights wait for the second pass's Hessians.
-    var pendingWeights: [String: (weight: Matrix, bias: [Double]?, groups: Bool)] = [:]
-    var log: [AppliedTransform] = []
-    /// Transformed float blocks, when the caller keeps the transformed model.
-    var kept: [MambaBlock] = []
-    /// A tied head's input matrix: the second pass observes the head's input after it.
-    var headInput: (any LinearOp)?
-    /// Wall time of GPTQ's rounding (Cholesky and column loop; not the Hessians' accumulation).
-    var gptqSeconds = 0.0
-
-    init(source: Source, plan: MethodPlan, stats: CalibrationStats, quantizer: LayerQuantizer, table: FloatEmbedding, keep: Bool, threads: Int) {
-        (self.source, self.plan, self.stats, self.quantizer, self.table, self.keep, self.threads) = (source, plan, stats, quantizer, table, keep, threads)
-    }
-
-    /// Runs `body`, adding its wall time to `gptqSeconds`.
-    func timeGPTQ(_ body: () throws -> Void) throws {
-        gptqSeconds += try measureSeconds { try body() }
-    }
-
-    /// The inputs of the linears GPTQ rounds: the second pass gathers their Hessians.
-    var hessianSites: Set<Site> {
-        guard quantizer.recipe.weightRounding == .gptq else { return [] }
-        return config.distinctKinds.reduce(into: Set<Site>()) { $0.formUnion($1.spec.linearInputs) }
-    }
-
-    var config: MambaConfig { source.config }
-
-    func embed(_ windows: [[Int]]) throws -> [Tensor] { windows.map { table.forward($0) } }
-
-    func block(_ i: Int) throws -> MambaBlock {
-        var b = BlockParameters(try source.readLayer(i), config: config)
-        // The second pass runs windows one thread each with OpenBLAS single-threaded; the layer's
-        // Double products get the whole budget.
-        log += try BLAS.withThreads(threads) { try plan.apply(layer: i, to: &b, stats: stats) }
-        let (m, prefix) = (b.mixer, BlockNames.mixerPrefix(layer: i))
-        var modules: [String: QuantizedLayer] = [:]
-        for spec in m.spec.modules {
-            if quantizer.roundsByGPTQ(spec, name: prefix + spec.name) {
-                pendingWeights[spec.name] = (m.weight(spec.name), m.biases[spec.name], spec.allowsGroups)
-                continue
-            }
-            modules[spec.name] = try quantizer.weights(prefix + spec.name, m.weight(spec.name), bias: m.biases[spec.name], groups: spec.allowsGroups,
-                                                       threads: threads)
-        }
-        pending = (i, QuantizedBlock(
-            norm: b.norm.map(floatVector),
-            mixer: QuantizedMixer(
-                kind: m.kind, modules: modules, tensors: m.tensors, scanInputs: [:],
-                gateSmoothing: m.gateSmoothing.map { $0.map(Float.init) },
-                hadamardSigns: m.onlineRotations.mapValues { $0.signs.map(Float.init) })))
-        let float = b.floatBlock(layer: i)
-        if keep { kept.append(float) }
-        return float
-    }
-
-    func finalNorm() throws -> Tensor? { nil }   // folded into the head or the head-input matrix
-    func headInputLinear() throws -> (any LinearOp)? { headInput }
-
-    /// Layer i with the static scales of its module inputs and scan inputs from the second pass.
-    func finish(layer i: Int, secondPass: CalibrationStats) throws -> QuantizedBlock {
-        guard let (layer, built) = pending, layer == i else { preconditionFailure("layer \(i) finished before it was built") }
-        pending = nil
-        var b = built
-        let spec = b.mixer.spec
-        for module in spec.modules {
-            guard let (w, bias, groups) = pendingWeights.removeValue(forKey: module.name) else { continue }
-            guard let h = try secondPass.site(i, module.input).moments?.symmetrized.sumOfProducts else {
-                preconditionFailure("the second pass gathered no Hessian at \(module.input)")
-            }
-            try timeGPTQ {
-                b.mixer.modules[module.name] = try quantizer.weights(BlockNames.mixerPrefix(layer: i) + module.name, w, bias: bias, groups: groups,
-                                                                     hessian: h, threads: threads)
-            }
-        }
-        for module in spec.modules {
-            b.mixer.modules[module.name] = b.mixer.modules[module.name]!.with(input: try quantizer.activation(secondPass, i, module.input))
-        }
-        for (site, _) in spec.scanInputs where !quantizer.recipe.keepsFloat(scanInput: site) {
-            let groups = quantizer.recipe.scanScales == .group ? spec.scanScaleGroups(site, config) : nil
-            b.mixer.scanInputs[site] = try quantizer.activation(secondPass, i, site, groups: groups)
-        }
-        return b
     }
 }
