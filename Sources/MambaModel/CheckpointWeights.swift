@@ -114,33 +114,30 @@ public final class CheckpointWeights: @unchecked Sendable {
     /// nil when tied to the embedding.
     public func readStoredLMHead() throws -> StoredMatrix? { tiedHead ? nil : try storedMatrix(ModelParameter.lmHead.name) }
 
-    /// Layer `i` as the float runtime holds it: its linear modules' weights by module name (16-bit
-    /// in place), and every other tensor widened to float32 in `BlockWeights`.
-    public func readStoredLayer(_ i: Int) throws -> (block: BlockWeights, linears: [String: StoredMatrix]) {
-        let prefix = BlockNames.mixerPrefix(layer: i)
-        let spec = config.mixer(layer: i)
-        var tensors: [String: Tensor] = [:], linears: [String: StoredMatrix] = [:]
-        for (p, shape) in spec.presentParameters(config) {
-            if case .weight(let m) = p.role, spec.module(m)?.kind == .linear {
-                linears[m] = try storedMatrix(prefix + p.key)
-            } else {
-                tensors[p.key] = try tensor(prefix + p.key).reshaped(shape)
-            }
-        }
-        return (BlockWeights(norm: try tensor(BlockNames.norm(layer: i)), mixer: MixerWeights(kind: config.layerKinds[i], tensors: tensors)), linears)
-    }
+    /// Layer `i` as the float runtime holds it: its linear modules' weights 16-bit in place, every
+    /// other tensor widened to float32.
+    public func readStoredLayer(_ i: Int) throws -> BlockWeights { try readLayer(i, keepHalf: true) }
     public func readNormF() throws -> Tensor { try tensor(ModelParameter.normF.name) }
     /// nil when tied to the embedding.
     public func readLMHead() throws -> Tensor? { tiedHead ? nil : try tensor(ModelParameter.lmHead.name) }
 
     /// Layer `i`'s norm and mixer tensors in float32 (a depthwise conv's weight as [C, K]).
-    public func readLayer(_ i: Int) throws -> BlockWeights {
+    public func readLayer(_ i: Int) throws -> BlockWeights { try readLayer(i, keepHalf: false) }
+
+    private func readLayer(_ i: Int, keepHalf: Bool) throws -> BlockWeights {
         let prefix = BlockNames.mixerPrefix(layer: i)
-        var tensors: [String: Tensor] = [:]
-        for (spec, shape) in config.mixer(layer: i).presentParameters(config) {
-            tensors[spec.key] = try tensor(prefix + spec.key).reshaped(shape)
+        let kind = config.layerKinds[i]
+        var keyed: [String: Tensor] = [:], half: [String: StoredMatrix] = [:]
+        for (p, shape) in kind.spec.presentParameters(config) {
+            if keepHalf, case .weight(let m) = p.role, kind.spec.module(m)?.kind == .linear, let h = try halfMatrix(prefix + p.key) {
+                half[m] = .half(h)
+            } else {
+                keyed[p.key] = try tensor(prefix + p.key).reshaped(shape)
+            }
         }
-        return BlockWeights(norm: try tensor(BlockNames.norm(layer: i)), mixer: MixerWeights(kind: config.layerKinds[i], tensors: tensors))
+        var mixer = MixerWeights(kind: kind, keyed: keyed)
+        for (m, w) in half { mixer.modules[m, default: FloatModule(weight: w, bias: nil)].weight = w }
+        return BlockWeights(norm: try tensor(BlockNames.norm(layer: i)), mixer: mixer)
     }
 
     /// Every tensor widened (small models, and tests). Refused up front when the float32 copy

@@ -17,7 +17,7 @@ public struct MambaBlock: Sendable {
 
     /// The float block of one layer's weights: its description builds the forward from float ops.
     public init(float w: BlockWeights, config: MambaConfig, layer: Int) {
-        self.init(norm: w.norm, mixer: w.mixer.kind.spec.makeMixer(FloatOpSource(w.mixer), config, layer: layer))
+        self.init(norm: w.norm, mixer: w.mixer.spec.makeMixer(LayerOpSource(float: w.mixer), config, layer: layer))
     }
 
     /// The block on the residual stream u [L, D]: u += mixer(norm(u)) (pre-norm, float32 residual
@@ -109,10 +109,7 @@ public struct MambaLM: Sendable {
         let c = w.config
         let table = try w.readStoredEmbedding()
         var blocks: [MambaBlock] = []
-        for i in 0..<c.numLayers {
-            let (block, linears) = try w.readStoredLayer(i)
-            blocks.append(MambaBlock(norm: block.norm, mixer: c.mixer(layer: i).makeMixer(FloatOpSource(block.mixer, linears: linears), c, layer: i)))
-        }
+        for i in 0..<c.numLayers { blocks.append(MambaBlock(float: try w.readStoredLayer(i), config: c, layer: i)) }
         self.init(config: c, embedding: table.embedding(), blocks: blocks, normF: try w.readNormF(),
                   lmHead: (try w.readStoredLMHead() ?? table).linear(bias: nil))
     }

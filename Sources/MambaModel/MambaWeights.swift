@@ -1,22 +1,8 @@
 import Foundation
 import MambaTensors
 
-/// Float tensors of one mixer, keyed as its description names them (memory shapes: a depthwise
-/// conv's weight is [C, K]).
-public struct MixerWeights: Sendable {
-    public var kind: MixerKind
-    public var tensors: [String: Tensor]
-
-    public init(kind: MixerKind, tensors: [String: Tensor]) {
-        self.kind = kind
-        self.tensors = tensors
-    }
-
-    public subscript(key: String) -> Tensor? {
-        get { tensors[key] }
-        set { tensors[key] = newValue }
-    }
-}
+/// Float tensors of one mixer: the float stage of the layer store.
+public typealias MixerWeights = LayerStore<FloatModule>
 
 public struct BlockWeights: Sendable {
     public var norm: Tensor            // [D]
@@ -57,8 +43,8 @@ public struct MambaWeights: Sendable {
         for (i, l) in layers.enumerated() {
             out.append((BlockNames.norm(layer: i), l.norm))
             let prefix = BlockNames.mixerPrefix(layer: i)
-            for (spec, _) in l.mixer.kind.spec.presentParameters(config) {
-                guard let t = l.mixer[spec.key] else { continue }
+            for (spec, _) in l.mixer.spec.presentParameters(config) {
+                guard let t = l.mixer.tensor(of: spec) else { continue }
                 out.append((prefix + spec.key, t.reshaped(spec.diskShape(config)!)))
             }
         }
@@ -79,33 +65,4 @@ public struct MambaWeights: Sendable {
 
     /// Number of parameters (the tied head counted once).
     public var parameterCount: Int { namedTensors().reduce(0) { $0 + $1.1.count } }
-}
-
-/// Float ops over a checkpoint's tensors: the original model. Linear weights come from `linears`
-/// when the runtime holds them as stored (16-bit), else from the float32 tensors.
-struct FloatOpSource: MixerOpSource {
-    let weights: MixerWeights
-    let linears: [String: StoredMatrix]
-
-    init(_ weights: MixerWeights, linears: [String: StoredMatrix] = [:]) {
-        self.weights = weights
-        self.linears = linears
-    }
-
-    func linear(_ module: String) -> any LinearOp {
-        (linears[module] ?? .float(tensor(module + ".weight"))).linear(bias: weights[module + ".bias"])
-    }
-
-    func conv(_ module: String) -> any ConvOp {
-        FloatConv(weight: tensor(module + ".weight"), bias: weights[module + ".bias"])
-    }
-
-    func tensor(_ key: String) -> Tensor {
-        guard let t = weights[key] else { preconditionFailure("\(weights.kind.spec.name) mixer has no tensor \(key)") }
-        return t
-    }
-
-    func scanInput() -> any ScanInputOp { IdentityScanInput() }
-    func gate() -> any GateOp { SiLUGate() }
-    func onlineRotation(before module: String) -> OnlineHadamard? { nil }
 }

@@ -16,7 +16,7 @@ extension MambaWeights {
         let d = c.hiddenSize
         func w(_ shape: [Int]) -> Tensor { randomTensor(shape, seed: next(), scale: 1 / Double(shape.last!).squareRoot()) }
         let layers = c.layerKinds.map { kind in
-            let mixer = MixerWeights(kind: kind, tensors: kind.spec.randomTensors(c, next: next))
+            let mixer = MixerWeights(kind: kind, keyed: kind.spec.randomTensors(c, next: next))
             return BlockWeights(norm: randomTensor([d], seed: next(), scale: 0.1, offset: 1), mixer: mixer)
         }
         return MambaWeights(

@@ -252,15 +252,13 @@ struct LayerQuantizer {
         var awaiting: [(module: ModuleSpec, weight: Matrix, bias: [Double]?)] = []
         for spec in m.spec.modules {
             if roundsByGPTQ(spec, name: prefix + spec.name) {
-                awaiting.append((spec, m.weight(spec.name), m.biases[spec.name]))
+                awaiting.append((spec, m.weight(spec.name), m.module(spec.name).bias))
             } else {
-                modules[spec.name] = try weights(prefix + spec.name, m.weight(spec.name), bias: m.biases[spec.name], groups: spec.allowsGroups)
+                modules[spec.name] = try weights(prefix + spec.name, m.weight(spec.name), bias: m.module(spec.name).bias, groups: spec.allowsGroups)
             }
         }
-        let block = QuantizedBlock(
-            norm: b.norm.map(floatVector),
-            mixer: QuantizedMixer(kind: m.kind, modules: modules, tensors: m.tensors, scanInputs: [:], gateSmoothing: m.gateSmoothing.map { $0.map(Float.init) },
-                                  hadamardSigns: m.onlineRotations.mapValues { $0.signs.map(Float.init) }))
+        // The vectors and the transforms' artifacts go as they are.
+        let block = QuantizedBlock(norm: b.norm.map(floatVector), mixer: QuantizedMixer(kind: m.kind, modules: modules, tensors: m.tensors))
         return LayerInProgress(block: block, float: b.floatBlock(layer: i), awaitingGPTQ: awaiting)
     }
 
@@ -290,7 +288,7 @@ struct LayerQuantizer {
         }
         for (site, _) in spec.scanInputs where !recipe.keepsFloat(scanInput: site) {
             let groups = recipe.scanScales == .group ? spec.scanScaleGroups(site, config) : nil
-            b.mixer.scanInputs[site] = try activation(secondPass, i, site, groups: groups)
+            b.scanInputs[site] = try activation(secondPass, i, site, groups: groups)
         }
         return b
     }

@@ -16,10 +16,6 @@ enum QuantizedNames {
     static let normF = "backbone.norm_f.weight"
     /// The head-input matrix [D, D] (format 3).
     static let headInput = "lm_head.input_transform"
-    /// S-SiLU's s, under the mixer's prefix.
-    static let gateSmoothing = "gate_smooth"
-    /// The online Hadamard's signs, after the name of the module whose input it rotates.
-    static func hadamardSigns(_ module: String) -> String { module + ".hadamard_signs" }
     static let tokenizerFiles = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
 }
 
@@ -53,7 +49,7 @@ extension QuantizedModel {
     public static func loadModel(directory: String, runtime: QuantizedRuntime = .int8, layerKinds: [MixerKind]? = nil) throws -> MambaLM {
         var blocks: [MambaBlock] = []
         let q = try load(directory: directory, layerKinds: layerKinds) { i, b, config in
-            blocks.append(MambaBlock(norm: b.norm, mixer: b.mixer.spec.makeMixer(QuantizedOpSource(mixer: b.mixer, runtime: runtime), config, layer: i)))
+            blocks.append(b.block(runtime: runtime, config: config, layer: i))
         }
         return q.outerModel(blocks: blocks, runtime: runtime)
     }
@@ -163,25 +159,23 @@ extension QuantizedModel {
                 }
             }
             // S-SiLU scales the gate's input z channel by channel.
-            let gateName = p + QuantizedNames.gateSmoothing
-            var gate: [Float]? = nil
+            let gateName = p + LayerArtifact.gateSmoothing
             if store.contains(gateName) {
                 guard let z = spec.producer(of: .z, config) else {
                     throw MambaError(.unusedTensor, "\(directory) has tensor \(gateName), but a \(spec.name) mixer has no SiLU gate")
                 }
-                gate = try floats(gateName, [z.rows.count]).storage
+                tensors[LayerArtifact.gateSmoothing] = try floats(gateName, [z.rows.count])
             }
-            var signs: [String: [Float]] = [:]
-            for module in spec.modules where store.contains(p + QuantizedNames.hadamardSigns(module.name)) {
+            for module in spec.modules where store.contains(p + LayerArtifact.hadamardSigns(module.name)) {
                 let n = modules[module.name]!.inFeatures
                 if Hadamard(size: n) == nil {
                     throw MambaError(.badFile, "\(directory): layer \(i) has an online rotation of size \(n), for which there is no Hadamard transform")
                 }
-                signs[module.name] = try floats(p + QuantizedNames.hadamardSigns(module.name), [n]).storage
+                tensors[LayerArtifact.hadamardSigns(module.name)] = try floats(p + LayerArtifact.hadamardSigns(module.name), [n])
             }
             try onBlock(i, QuantizedBlock(
                 norm: norm.storage.allSatisfy { $0 == 1 } ? nil : norm,
-                mixer: QuantizedMixer(kind: kind, modules: modules, tensors: tensors, scanInputs: scan, gateSmoothing: gate, hadamardSigns: signs)),
+                mixer: QuantizedMixer(kind: kind, modules: modules, tensors: tensors), scanInputs: scan),
                 config)
         }
         _ = try floats(QuantizedNames.normF, [d])

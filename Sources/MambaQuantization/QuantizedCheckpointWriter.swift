@@ -102,15 +102,15 @@ public final class QuantizedCheckpointWriter {
             }
         }
         for (site, key) in m.spec.scanInputs {
-            switch m.scanInputs[site]?.scale {
+            switch b.scanInputs[site]?.scale {
             case .static(let s)?: try tensors.add(p + key, shape: [], floats: [s])
             case .groups(let g)?: try tensors.add(p + key, shape: [g.count], floats: g)   // per head or group (FORMAT.md)
             default: break
             }
         }
-        if let s = m.gateSmoothing { try tensors.add(p + QuantizedNames.gateSmoothing, shape: [s.count], floats: s) }
+        if let s = m.gateSmoothing { try tensors.add(p + LayerArtifact.gateSmoothing, s) }
         for module in m.spec.modules {
-            if let s = m.hadamardSigns[module.name] { try tensors.add(p + QuantizedNames.hadamardSigns(module.name), shape: [s.count], floats: s) }
+            if let s = m.hadamardSigns(before: module.name) { try tensors.add(p + LayerArtifact.hadamardSigns(module.name), s) }
         }
         weightBytes += b.weightBytes
     }

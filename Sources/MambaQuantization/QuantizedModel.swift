@@ -55,33 +55,31 @@ extension QuantizedMatrix {
     }
 }
 
-/// One quantized mixer, keyed by its description's names.
-public struct QuantizedMixer: Sendable {
-    public var kind: MixerKind
-    /// Quantized (or kept-float) modules by name.
-    public var modules: [String: QuantizedLayer]
-    /// Role .vector tensors (A_log, D, ...) in float32.
-    public var tensors: [String: Tensor]
-    /// Static quantizers of the scan inputs, by site.
-    public var scanInputs: [Site: ActivationQuantizer]
-    /// S-SiLU's per-channel s (nil: plain SiLU).
-    public var gateSmoothing: [Float]?
-    /// The online Hadamard's signs, by the module whose input it rotates.
-    public var hadamardSigns: [String: [Float]]
-
-    public var spec: any MixerDescription { kind.spec }
-}
+/// One quantized mixer: the quantized stage of the layer store (modules quantized or kept float,
+/// vectors and artifacts in float32).
+public typealias QuantizedMixer = LayerStore<QuantizedLayer>
 
 public struct QuantizedBlock: Sendable {
     public var norm: Tensor?               // nil: all ones (folded)
     public var mixer: QuantizedMixer
+    /// Static quantizers of the scan inputs, by site (none when kept float or dynamic).
+    public var scanInputs: [Site: ActivationQuantizer]
 
-    /// Bytes as stored: the modules, the float tensors, the norm, S-SiLU's s and the rotations' signs.
+    public init(norm: Tensor?, mixer: QuantizedMixer, scanInputs: [Site: ActivationQuantizer] = [:]) {
+        (self.norm, self.mixer, self.scanInputs) = (norm, mixer, scanInputs)
+    }
+
+    /// Bytes as stored: the modules, the float tensors (vectors and artifacts) and the norm.
     public var weightBytes: Int {
-        let m = mixer
-        let floats = m.tensors.values.reduce(0) { $0 + $1.count } + (norm?.count ?? 0) + (m.gateSmoothing?.count ?? 0)
-            + m.hadamardSigns.values.reduce(0) { $0 + $1.count }
-        return m.modules.values.reduce(0) { $0 + $1.storedBytes } + 4 * floats
+        let floats = mixer.tensors.values.reduce(0) { $0 + $1.count } + (norm?.count ?? 0)
+        return mixer.modules.values.reduce(0) { $0 + $1.storedBytes } + 4 * floats
+    }
+
+    /// The block with its leaf ops swapped for quantized ones on `runtime`.
+    public func block(runtime: QuantizedRuntime, config: MambaConfig, layer: Int) -> MambaBlock {
+        let ops = LayerOpSource(mixer, linear: { $0.linear(runtime) }, conv: { $0.conv(runtime) },
+                                scanInput: ReferenceQuantizedScanInput(quantizers: scanInputs))
+        return MambaBlock(norm: norm, mixer: mixer.spec.makeMixer(ops, config, layer: layer))
     }
 }
 
@@ -104,10 +102,7 @@ public struct QuantizedModel: Sendable {
     /// int8 runtime the linears run int8 GEMMs and the conv sums integers; the SSM inputs take the
     /// same integer grids on both runtimes and the recurrence runs in float32.
     public func model(runtime: QuantizedRuntime = .int8) -> MambaLM {
-        let blocks = blocks.enumerated().map { i, b in
-            MambaBlock(norm: b.norm, mixer: b.mixer.spec.makeMixer(QuantizedOpSource(mixer: b.mixer, runtime: runtime), config, layer: i))
-        }
-        return outerModel(blocks: blocks, runtime: runtime)
+        outerModel(blocks: blocks.enumerated().map { i, b in b.block(runtime: runtime, config: config, layer: i) }, runtime: runtime)
     }
 
     /// The language model around `blocks`: the embedding, norm_f's head-input matrix and the head;
@@ -151,31 +146,5 @@ public struct QuantizedModel: Sendable {
             let scan = c.scanInputSites.map(QuantizationRecipe.scanInputName).joined(separator: ", ")
             throw MambaError(.badInput, "keep-float names \(bad), which is not a quantized module or scan input (lm_head, {\(modules)} in every layer that has them, backbone.layers.N.mixer.{\(modules)} with N < \(c.numLayers), \(QuantizationRecipe.allScanInputs), or one of \(scan))")
         }
-    }
-}
-
-/// Quantized ops over one quantized mixer, on the chosen runtime.
-struct QuantizedOpSource: MixerOpSource {
-    let mixer: QuantizedMixer
-    let runtime: QuantizedRuntime
-
-    func module(_ name: String) -> QuantizedLayer {
-        guard let m = mixer.modules[name] else { preconditionFailure("\(mixer.spec.name) mixer has no module \(name)") }
-        return m
-    }
-
-    func linear(_ name: String) -> any LinearOp { module(name).linear(runtime) }
-    func conv(_ name: String) -> any ConvOp { module(name).conv(runtime) }
-
-    func tensor(_ key: String) -> Tensor {
-        guard let t = mixer.tensors[key] else { preconditionFailure("\(mixer.spec.name) mixer has no tensor \(key)") }
-        return t
-    }
-
-    func scanInput() -> any ScanInputOp { ReferenceQuantizedScanInput(quantizers: mixer.scanInputs) }
-    func gate() -> any GateOp { mixer.gateSmoothing.map { SmoothSiLUGate(s: $0) } ?? SiLUGate() }
-
-    func onlineRotation(before module: String) -> OnlineHadamard? {
-        mixer.hadamardSigns[module].map { OnlineHadamard(signs: $0, hadamard: Hadamard(size: $0.count)!) }
     }
 }

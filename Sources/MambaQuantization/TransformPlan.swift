@@ -125,7 +125,7 @@ public struct MethodPlan: Sendable {
             let klt = method == .mambaquant
             var steps: [String] = []
             if b.hasPath(through: .dtLow) {
-                let rank = b.mixer.spec.producer(of: .dtLow, b.mixer.config)!.rows.count
+                let rank = b.mixer.spec.producer(of: .dtLow, b.config)!.rows.count
                 var sigma: [Double]? = nil
                 if klt {
                     guard let m = try stats.site(i, .dtLow).moments else {

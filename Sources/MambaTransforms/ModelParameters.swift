@@ -1,55 +1,38 @@
 import MambaModel
 import MambaTensors
 
-/// One mixer's parameters in Double, as the transforms change them, keyed by its description's
-/// module names: weights (a depthwise conv's as [C, K]), biases, the tensors no transform touches,
-/// S-SiLU's smoothing of the gate and the online rotations of module inputs.
-public struct MixerParameters: Sendable {
-    public var kind: MixerKind
-    /// The model's config (the description's row ranges depend on it).
-    public let config: MambaConfig
-    /// [out, in] per module ([C, K] for a depthwise conv).
-    public var weights: [String: Matrix]
-    /// [out] per module that has a bias.
-    public var biases: [String: [Double]]
-    /// Role .vector tensors (A_log, D, ...); only a norm weight a smoothing folds into changes.
-    public var tensors: [String: Tensor]
-    /// S-SiLU's per-channel s (nil: plain SiLU).
-    public var gateSmoothing: [Double]?
-    /// Online rotations of module inputs (R2), by module name.
-    public var onlineRotations: [String: RandomizedHadamard]
+/// A module while the transforms change it: [out, in] in Double ([C, K] for a depthwise conv)
+/// and its bias.
+public struct DoubleModule: Sendable {
+    public var weight: Matrix
+    public var bias: [Double]?
 
-    public init(_ w: MixerWeights, config: MambaConfig) {
-        kind = w.kind
-        self.config = config
-        (weights, biases, tensors) = ([:], [:], [:])
-        for p in w.kind.spec.parameters {
-            guard let t = w[p.key] else { continue }
-            switch p.role {
-            case .weight(let m): weights[m] = Matrix(t)
-            case .bias(let m): biases[m] = t.storage.map(Double.init)
-            case .vector: tensors[p.key] = t
-            }
-        }
-        gateSmoothing = nil
-        onlineRotations = [:]
+    public init(weight: Matrix, bias: [Double]?) {
+        self.weight = weight
+        self.bias = bias
+    }
+}
+
+/// One mixer's parameters in Double, as the transforms change them: the transform stage of the
+/// layer store. The tensors no transform touches stay float32; a norm weight a smoothing folds
+/// into changes, and the transforms add their artifacts there (LayerArtifact).
+public typealias MixerParameters = LayerStore<DoubleModule>
+
+extension LayerStore where Module == DoubleModule {
+    public init(_ w: MixerWeights) {
+        self = w.mapModules { _, m in DoubleModule(weight: Matrix(m.floatWeight), bias: m.bias?.storage.map(Double.init)) }
     }
 
-    public var spec: any MixerDescription { kind.spec }
-
-    /// The weight of `module`; a description's own module names are always present.
-    public func weight(_ module: String) -> Matrix {
-        guard let w = weights[module] else { preconditionFailure("\(spec.name) mixer has no module \(module)") }
-        return w
-    }
+    /// The weight of `module`.
+    public func weight(_ module: String) -> Matrix { self.module(module).weight }
 
     /// Multiplies rows `slice.rows` of the producing module (weight and bias) by `s`.
     mutating func scaleOutputs(_ slice: OutputSlice, _ s: [Double]) {
         precondition(s.count == slice.rows.count)
-        weights[slice.module]!.scaleRows(s, in: slice.rows)
-        if var b = biases[slice.module] {
+        modules[slice.module]!.weight.scaleRows(s, in: slice.rows)
+        if var b = modules[slice.module]!.bias {
             for (j, r) in slice.rows.enumerated() { b[r] *= s[j] }
-            biases[slice.module] = b
+            modules[slice.module]!.bias = b
         }
     }
 
@@ -57,25 +40,28 @@ public struct MixerParameters: Sendable {
     /// rows (channel c of its input is row c).
     mutating func scaleInputs(_ module: ModuleSpec, _ s: [Double]) {
         switch module.kind {
-        case .linear: weights[module.name]!.scaleColumns(s)
-        case .depthwiseConv: weights[module.name]!.scaleRows(s)
+        case .linear: modules[module.name]!.weight.scaleColumns(s)
+        case .depthwiseConv: modules[module.name]!.weight.scaleRows(s)
         }
     }
 }
 
 public struct BlockParameters: Sendable {
-    /// RMSNorm weight; nil once folded into the residual reader (then all ones).
+    /// RMSNorm weight; nil once folded into the residual readers (then all ones).
     public var norm: [Double]?
     public var mixer: MixerParameters
+    /// The model's config (the description's row ranges depend on it).
+    public let config: MambaConfig
 
     public init(_ w: BlockWeights, config: MambaConfig) {
         norm = w.norm.storage.map(Double.init)
-        mixer = MixerParameters(w.mixer, config: config)
+        mixer = MixerParameters(w.mixer)
+        self.config = config
     }
 
     /// The float block these parameters define (S-SiLU where smoothed, the online rotation where rotated).
     public func floatBlock(layer: Int) -> MambaBlock {
-        MambaBlock(norm: norm.map(floatVector), mixer: mixer.spec.makeMixer(ParametersOpSource(mixer), mixer.config, layer: layer))
+        MambaBlock(norm: norm.map(floatVector), mixer: mixer.spec.makeMixer(LayerOpSource(transformed: mixer), config, layer: layer))
     }
 }
 
@@ -112,31 +98,11 @@ public struct ModelParameters: Sendable {
     }
 }
 
-/// Float ops over the transformed parameters.
-struct ParametersOpSource: MixerOpSource {
-    let p: MixerParameters
-
-    init(_ p: MixerParameters) { self.p = p }
-
-    func linear(_ module: String) -> any LinearOp {
-        FloatLinear(weight: p.weight(module).tensor, bias: p.biases[module].map(floatVector))
-    }
-
-    func conv(_ module: String) -> any ConvOp {
-        FloatConv(weight: p.weight(module).tensor, bias: p.biases[module].map(floatVector))
-    }
-
-    func tensor(_ key: String) -> Tensor {
-        guard let t = p.tensors[key] else { preconditionFailure("\(p.spec.name) mixer has no tensor \(key)") }
-        return t
-    }
-
-    func scanInput() -> any ScanInputOp { IdentityScanInput() }
-
-    func gate() -> any GateOp { p.gateSmoothing.map { SmoothSiLUGate(s: $0.map(Float.init)) } ?? SiLUGate() }
-
-    func onlineRotation(before module: String) -> OnlineHadamard? {
-        p.onlineRotations[module].map { OnlineHadamard(signs: $0.signs.map(Float.init), hadamard: $0.hadamard) }
+extension LayerOpSource where Module == DoubleModule {
+    /// Float ops over the transformed parameters.
+    public init(transformed store: LayerStore<DoubleModule>) {
+        self.init(store, linear: { FloatLinear(weight: $0.weight.tensor, bias: $0.bias.map(floatVector)) },
+                  conv: { FloatConv(weight: $0.weight.tensor, bias: $0.bias.map(floatVector)) })
     }
 }
 

@@ -17,7 +17,7 @@ extension BlockParameters {
 
     /// The rows producing `site` (a description's own sites only: a bug otherwise).
     func producer(_ site: Site) -> OutputSlice {
-        guard let slice = spec.producer(of: site, mixer.config) else {
+        guard let slice = spec.producer(of: site, config) else {
             preconditionFailure("\(spec.name) mixer has no module producing \(site.rawValue)")
         }
         return slice
@@ -31,7 +31,7 @@ extension BlockParameters {
 
     /// Whether the mixer both produces and consumes `site` (a transform between the two applies).
     public func hasPath(through site: Site) -> Bool {
-        spec.producer(of: site, mixer.config) != nil && spec.consumer(of: site) != nil
+        spec.producer(of: site, config) != nil && spec.consumer(of: site) != nil
     }
 
     /// Whether a per-channel smoothing between `site`'s producer and consumer is exact (a path
@@ -41,7 +41,7 @@ extension BlockParameters {
     /// Whether the mixer gates with SiLU(z) before a module reading .outProjInput, so that S-SiLU
     /// can smooth that module's input.
     public var hasSmoothableGate: Bool {
-        spec.producer(of: .z, mixer.config) != nil && spec.consumer(of: .outProjInput) != nil && !spec.isNormalized(.outProjInput)
+        spec.producer(of: .z, config) != nil && spec.consumer(of: .outProjInput) != nil && !spec.isNormalized(.outProjInput)
     }
 
     /// Whether a per-channel vector (a norm's weight) scales `site` just before its consumer, so
@@ -64,17 +64,17 @@ extension BlockParameters {
     /// Norm folding: the RMSNorm weight into every residual reader's input columns. RMSNorm with
     /// weight 1 commutes with any orthogonal rotation, which is what makes R1 exact.
     public mutating func foldNorm() {
-        if let w = norm { for reader in spec.residualReaders { mixer.weights[reader]!.scaleColumns(w) } }
+        if let w = norm { for reader in spec.residualReaders { mixer.modules[reader]!.weight.scaleColumns(w) } }
         norm = nil
     }
 
     /// R1's share in this block (offline): each reader's input u -> u R, each writer's output o -> o R.
     public mutating func rotateResidual(_ r: Matrix) {
         precondition(norm == nil, "fold the norms before rotating the residual stream")
-        for reader in spec.residualReaders { mixer.weights[reader] = mixer.weight(reader).times(r) }
+        for reader in spec.residualReaders { mixer.modules[reader]!.weight = mixer.weight(reader).times(r) }
         for writer in spec.residualWriters {
-            mixer.weights[writer] = r.transposedTimes(mixer.weight(writer))
-            if let b = mixer.biases[writer] { mixer.biases[writer] = rowTimes(b, r) }
+            mixer.modules[writer]!.weight = r.transposedTimes(mixer.weight(writer))
+            if let b = mixer.modules[writer]!.bias { mixer.modules[writer]!.bias = rowTimes(b, r) }
         }
     }
 
@@ -84,12 +84,12 @@ extension BlockParameters {
     public mutating func rotate(site: Site, _ r: Matrix) {
         let (slice, reader) = (producer(site), consumer(site))
         precondition(r.rows == slice.rows.count && r.cols == slice.rows.count && reader.kind == .linear)
-        mixer.weights[slice.module]!.setRowBlock(slice.rows, r.transposedTimes(mixer.weight(slice.module).rowBlock(slice.rows)))
-        if var b = mixer.biases[slice.module] {
+        mixer.modules[slice.module]!.weight.setRowBlock(slice.rows, r.transposedTimes(mixer.weight(slice.module).rowBlock(slice.rows)))
+        if var b = mixer.modules[slice.module]!.bias {
             b.replaceSubrange(slice.rows, with: rowTimes(Array(b[slice.rows]), r))
-            mixer.biases[slice.module] = b
+            mixer.modules[slice.module]!.bias = b
         }
-        mixer.weights[reader.name] = mixer.weight(reader.name).times(r)
+        mixer.modules[reader.name]!.weight = mixer.weight(reader.name).times(r)
     }
 
     /// Per-channel smoothing between the rows producing `site` and the module consuming it: the
@@ -107,10 +107,10 @@ extension BlockParameters {
     public mutating func smoothOutProjInput(_ s: [Double]) {
         let (z, reader) = (producer(.z), consumer(.outProjInput))
         precondition(s.count == z.rows.count)
-        precondition(mixer.onlineRotations[reader.name] == nil, "smooth out_proj's input before rotating it")
+        precondition(mixer.hadamardSigns(before: reader.name) == nil, "smooth out_proj's input before rotating it")
         mixer.scaleOutputs(z, s.map { 1 / $0 })
-        let old = mixer.gateSmoothing ?? [Double](repeating: 1, count: s.count)
-        mixer.gateSmoothing = zip(old, s).map { $0 * $1 }
+        let old = mixer.gateSmoothing?.storage ?? [Float](repeating: 1, count: s.count)
+        mixer.tensors[LayerArtifact.gateSmoothing] = Tensor(shape: [s.count], storage: zip(old, s).map { Float(Double($0) * $1) })
         mixer.scaleInputs(reader, s)
     }
 
@@ -132,15 +132,15 @@ extension BlockParameters {
     public mutating func rotateInput(of reader: String, _ r: RandomizedHadamard) {
         let n = r.hadamard.size
         precondition(n == mixer.weight(reader).cols)
-        mixer.weights[reader] = mixer.weight(reader).times(Matrix(rows: n, cols: n, data: r.matrix))
-        mixer.onlineRotations[reader] = r
+        mixer.modules[reader]!.weight = mixer.weight(reader).times(Matrix(rows: n, cols: n, data: r.matrix))
+        mixer.tensors[LayerArtifact.hadamardSigns(reader)] = Tensor(shape: [n], storage: r.signs.map(Float.init))
     }
 
     /// SmoothQuant at the block input: the RMSNorm weight divided by s, every residual reader's columns times s.
     public mutating func smoothInProjInput(_ s: [Double]) {
         let w = norm ?? [Double](repeating: 1, count: s.count)
         norm = zip(w, s).map { $0 / $1 }
-        for reader in spec.residualReaders { mixer.weights[reader]!.scaleColumns(s) }
+        for reader in spec.residualReaders { mixer.modules[reader]!.weight.scaleColumns(s) }
     }
 }
 

@@ -30,7 +30,7 @@ final class QuantizedFixtureTests: XCTestCase {
         XCTAssertEqual(q.recipe.bits, BitWidths(weight: 8, activation: 8))
         XCTAssertNil(q.recipe.groupSize)
         XCTAssertEqual(q.blocks.count, 2)
-        XCTAssertNotNil(q.blocks[0].mixer.hadamardSigns["out_proj"])
+        XCTAssertNotNil(q.blocks[0].mixer.hadamardSigns(before: "out_proj"))
         XCTAssertNotNil(q.blocks[0].mixer.gateSmoothing)
         XCTAssertEqual(q.lmHead.input?.scale.staticScale.map { $0 > 0 }, true)
     }

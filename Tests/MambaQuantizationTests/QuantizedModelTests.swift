@@ -90,14 +90,14 @@ final class QuantizedModelTests: XCTestCase {
             XCTAssertNil(b.mixer.modules["conv1d"]?.weight)
             XCTAssertNotNil(b.mixer.modules["in_proj"]?.weight)
             XCTAssertEqual(b.mixer.modules["out_proj"]?.input?.scale, .dynamic)
-            XCTAssertTrue(b.mixer.scanInputs.isEmpty)
+            XCTAssertTrue(b.scanInputs.isEmpty)
         }
         QuantizationProfile.fast.apply(to: &recipe, config: w.config)
         XCTAssertEqual(recipe, { var r = QuantizationRecipe(method: .mambaquant); r.profile = .fast; return r }())
         // One scan input alone, by name; an unknown name is refused with the names it takes.
         recipe.keepFloat = ["ssm_inputs.dt"]
         let one = try QuantizedModel.quantize(weights: w, stats: try statsFile(w), recipe: recipe, parallelism: .serial)
-        XCTAssertEqual(Set(one.blocks[0].mixer.scanInputs.keys), [.convOutput, .B, .C])
+        XCTAssertEqual(Set(one.blocks[0].scanInputs.keys), [.convOutput, .B, .C])
         XCTAssertThrowsError(try QuantizedModel.checkKeepFloat(["ssm_inputs.z"], w.config)) { error in
             XCTAssertTrue("\(error)".contains("ssm_inputs.dt"), "\(error)")
         }

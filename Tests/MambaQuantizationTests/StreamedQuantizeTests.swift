@@ -55,7 +55,7 @@ final class StreamedQuantizeTests: XCTestCase {
             var modules: [String: QuantizedLayer] = [:]
             for s in m.spec.modules {
                 let hessian = recipe.weightRounding == .gptq && s.kind == .linear ? try final.site(i, s.input).moments!.symmetrized.sumOfProducts : nil
-                modules[s.name] = try layer("backbone.layers.\(i).mixer." + s.name, m.weights[s.name]!, m.biases[s.name], try act(i, s.input),
+                modules[s.name] = try layer("backbone.layers.\(i).mixer." + s.name, m.weight(s.name), m.module(s.name).bias, try act(i, s.input),
                                             groups: s.allowsGroups, hessian: hessian)
             }
             var scan: [Site: ActivationQuantizer] = [:]
@@ -69,9 +69,7 @@ final class StreamedQuantizeTests: XCTestCase {
                         min(clip, st.range.absmax[(k * size)..<((k + 1) * size)].max()!) / Float(qmax(bits: ab)) }))
                 }
             }
-            return QuantizedBlock(norm: b.norm.map(floatVector), mixer: QuantizedMixer(
-                kind: m.kind, modules: modules, tensors: m.tensors, scanInputs: scan, gateSmoothing: m.gateSmoothing.map { $0.map(Float.init) },
-                hadamardSigns: m.onlineRotations.mapValues { $0.signs.map(Float.init) }))
+            return QuantizedBlock(norm: b.norm.map(floatVector), mixer: QuantizedMixer(kind: m.kind, modules: modules, tensors: m.tensors), scanInputs: scan)
         }
         // A tied head stays tied: the embedding's table quantized as the head is both (unless the
         // head is kept float: then a float copy of the table beside the int8 embedding).

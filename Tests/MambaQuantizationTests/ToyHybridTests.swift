@@ -141,8 +141,8 @@ final class ToyHybridTests: XCTestCase {
             let err = maxAbsDifference(try p.floatModel().logits(tokens).storage, reference.storage)
             XCTAssertLessThanOrEqual(err, 1e-4 * reference.absMax, "\(method)")
             if method == .hadamard || method == .mambaquant {
-                XCTAssertNotNil(p.blocks[1].mixer.onlineRotations["down_proj"], "\(method)")
-                XCTAssertNotNil(p.blocks[0].mixer.onlineRotations["out_proj"], "\(method)")
+                XCTAssertNotNil(p.blocks[1].mixer.hadamardSigns(before: "down_proj"), "\(method)")
+                XCTAssertNotNil(p.blocks[0].mixer.hadamardSigns(before: "out_proj"), "\(method)")
                 XCTAssertTrue(log.contains { $0.layer == 1 && $0.detail.contains("R2 online Hadamard 32") }, "\(log)")
             }
             if method == .smoothquant {

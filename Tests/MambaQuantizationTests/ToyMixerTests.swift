@@ -112,7 +112,7 @@ final class ToyMixerTests: XCTestCase {
             XCTAssertLessThanOrEqual(err, 1e-4 * reference.absMax, "\(method)")
             if method == .mambaquant {
                 XCTAssertNotNil(p.blocks[0].mixer.gateSmoothing)
-                XCTAssertNotNil(p.blocks[0].mixer.onlineRotations["out_proj"])
+                XCTAssertNotNil(p.blocks[0].mixer.hadamardSigns(before: "out_proj"))
                 XCTAssertTrue(log.contains { $0.detail.contains("R2 online Hadamard 32") }, "\(log)")
             }
             let q = try QuantizedModel.quantize(weights: w, stats: file, recipe: .init(method: method, activations: .perToken), parallelism: .serial)

@@ -101,12 +101,12 @@ final class TransformTests: XCTestCase {
         let r = w.config.timeStepRank
         for i in scaled.layers.indices {
             let s = positive(r, seed: UInt64(i + 5)).map(Float.init)
-            var xProj = scaled.layers[i].mixer["x_proj.weight"]!
-            var dtProj = scaled.layers[i].mixer["dt_proj.weight"]!
+            var xProj = scaled.layers[i].mixer.module("x_proj").floatWeight
+            var dtProj = scaled.layers[i].mixer.module("dt_proj").floatWeight
             for row in 0..<r { for c in 0..<xProj.cols { xProj.storage[row * xProj.cols + c] /= s[row] } }
             for row in 0..<dtProj.rows { for c in 0..<r { dtProj.storage[row * r + c] *= s[c] } }
-            scaled.layers[i].mixer["x_proj.weight"] = xProj
-            scaled.layers[i].mixer["dt_proj.weight"] = dtProj
+            scaled.layers[i].mixer.modules["x_proj"]!.weight = .float(xProj)
+            scaled.layers[i].mixer.modules["dt_proj"]!.weight = .float(dtProj)
         }
         let err = maxAbsDifference(try MambaLM(weights: scaled).logits(tokens).storage, reference.storage)
         XCTAssertGreaterThan(err, 1e-3 * reference.absMax)
