@@ -50,7 +50,7 @@ let package = Package(
             ]),
 
         // Shared test helpers (fixture paths, seeded random data, error measures).
-        .target(name: "TestSupport", dependencies: ["MambaTensors", "MambaModel"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["MambaTensors", "MambaModel", "CMambaKernels"], path: "Tests/TestSupport"),
         .testTarget(name: "MambaTensorsTests", dependencies: ["MambaTensors", "MambaModel", "TestSupport"]),
         .testTarget(name: "MambaModelTests", dependencies: ["MambaModel", "TestSupport"]),
         .testTarget(name: "MambaCalibrationTests", dependencies: ["MambaCalibration", "TestSupport"]),

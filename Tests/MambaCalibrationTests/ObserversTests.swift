@@ -15,7 +15,7 @@ final class ObserversTests: XCTestCase {
     }
 
     func testChannelRangeMatchesBruteForce() {
-        let x = randomTensor(rows: 37, cols: 11, seed: UInt64.random(in: 1...1000))
+        let x = randomTensor(rows: 37, cols: 11, seed: freshSeed(in: 1...1000))
         var r = ChannelRange(channels: 11)
         r.update(x)
         for j in 0..<11 {
@@ -27,7 +27,7 @@ final class ObserversTests: XCTestCase {
     }
 
     func testHistogramQuantileIsWithinOneBinOfSorting() {
-        let x = randomTensor(rows: 301, cols: 13, seed: UInt64.random(in: 1...1000))
+        let x = randomTensor(rows: 301, cols: 13, seed: freshSeed(in: 1...1000))
         var h = MagnitudeHistogram()
         h.update(x)
         XCTAssertEqual(h.total, Double(x.count))
@@ -54,7 +54,7 @@ final class ObserversTests: XCTestCase {
     }
 
     func testMomentsMatchTwoPassDouble() {
-        let x = randomTensor(rows: 53, cols: 9, seed: UInt64.random(in: 1...1000))
+        let x = randomTensor(rows: 53, cols: 9, seed: freshSeed(in: 1...1000))
         var m = Moments(channels: 9)
         m.update(x.rows(0..<20))
         m.update(x.rows(20..<53))
@@ -75,7 +75,7 @@ final class ObserversTests: XCTestCase {
     }
 
     func testMergeEqualsOnePass() {
-        let x = randomTensor(rows: 41, cols: 7, seed: UInt64.random(in: 1...1000))
+        let x = randomTensor(rows: 41, cols: 7, seed: freshSeed(in: 1...1000))
         var whole = SiteStatistics(channels: 7, moments: true)
         whole.update(x)
         var a = SiteStatistics(channels: 7, moments: true), b = SiteStatistics(channels: 7, moments: true)

@@ -14,7 +14,7 @@ final class ComparisonTests: XCTestCase {
 
     func testAgainstBruteForce() throws {
         let a = MambaLM(weights: randomWeights(config, seed: 1)), b = MambaLM(weights: randomWeights(config, seed: 2))
-        let ws = windows(seed: UInt64.random(in: 0...1_000_000))
+        let ws = windows(seed: freshSeed(in: 0...1_000_000))
         let r = try compareOnWindows(reference: a, candidates: [a, b], windows: ws, tokenBytes: { _ in 2 }, parallelism: .serial)
         XCTAssertEqual(r.count, 3)
         XCTAssertEqual(r[1].meanKL, 0, accuracy: 1e-12)
@@ -77,7 +77,7 @@ final class ComparisonTests: XCTestCase {
     /// Scoring from the context's state equals scoring the whole sequence from scratch.
     func testChoiceScoringMatchesFullSequences() throws {
         let m = MambaLM(weights: randomWeights(config, seed: 4))
-        var rng = SeededRandom(seed: UInt64.random(in: 0...1_000_000))
+        var rng = SeededRandom(seed: freshSeed(in: 0...1_000_000))
         var expected: [Bool] = []
         var items: [ChoiceItem] = []
         for _ in 0..<6 {

@@ -1,5 +1,6 @@
 import MambaEvaluation
 import MambaTensors
+import TestSupport
 import XCTest
 
 final class StatisticsTests: XCTestCase {
@@ -14,7 +15,7 @@ final class StatisticsTests: XCTestCase {
     }
 
     func testPairedBootstrap() {
-        var rng = SeededRandom(seed: UInt64.random(in: 0...1_000_000))
+        var rng = SeededRandom(seed: freshSeed(in: 0...1_000_000))
         let n = 37
         let w = (0..<n).map { _ in Double(100 + rng.next() % 50) }
         let b = (0..<n).map { w[$0] * (2 + rng.nextGaussian()) }      // noisy across windows

@@ -20,7 +20,7 @@ final class GateTests: XCTestCase {
     }
 
     func testGateMatchesItsDefinitionOnEveryPath() {
-        var rng = SeededRandom(seed: UInt64.random(in: 0...UInt64.max))
+        var rng = SeededRandom(seed: freshSeed())
         for (rows, e) in [(1, 5), (7, 37), (33, 64), (20, 1536)] {
             let y = Tensor(shape: [rows, e], storage: (0..<(rows * e)).map { _ in Float(rng.nextGaussian()) })
             let z = Tensor(shape: [rows, e], storage: (0..<(rows * e)).map { _ in Float(rng.nextGaussian() * 4) })

@@ -49,7 +49,7 @@ final class GPTQTests: XCTestCase {
     /// to-nearest's on the same scales (QuantizedMatrix's clip search), per row and per group, with
     /// and without act-order, at 4 and 8 bits.
     func testGPTQErrorIsBelowRoundToNearest() throws {
-        var rng = SeededRandom(seed: UInt64.random(in: 0...UInt64.max))
+        var rng = SeededRandom(seed: freshSeed())
         let (n, k, m) = (23, 72, 300)
         // X = Z A: correlated channels, a few of them 8x larger (the outliers GPTQ must work around).
         let a = (0..<(k * k)).map { _ in rng.nextGaussian() / Double(k).squareRoot() }

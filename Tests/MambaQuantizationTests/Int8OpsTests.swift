@@ -9,11 +9,6 @@ import XCTest
 /// The int8 kernels (CMambaKernels/int8.c) against their plain definitions on random data, every
 /// path this CPU has (scalar, AVX2, AVX-512 VNNI), and the int8 model against the reference path.
 final class Int8OpsTests: XCTestCase {
-    override func tearDown() { mq_s8_set_max_level(-1) }
-
-    /// Paths to test: 0 scalar, 1 AVX2, 2 VNNI, up to what this CPU has.
-    var levels: [Int32] { mq_s8_set_max_level(-1); return Array(0...mq_s8_level()) }
-
     func randomInt8(_ count: Int, _ rng: inout SeededRandom, limit: Int = 127) -> [Int8] {
         (0..<count).map { _ in Int8(Int(rng.next() % UInt64(2 * limit + 1)) - limit) }
     }
@@ -41,7 +36,7 @@ final class Int8OpsTests: XCTestCase {
 
     /// Exact int32 sums on odd shapes (M = 1, 3, 17; K not a multiple of 32; N not of 16).
     func testGEMMAccumulatorsEqualTheReferenceOnEveryPath() {
-        var rng = SeededRandom(seed: UInt64.random(in: 0...UInt64.max))
+        var rng = SeededRandom(seed: freshSeed())
         for (m, n, k) in [(1, 37, 45), (3, 16, 32), (17, 33, 67), (17, 100, 129), (7, 64, 258), (13, 48, 3), (2, 1, 1)] {
             let kp = Int(mq_s8_padded_k(Int32(k)))
             var a = [Int8](repeating: 0, count: m * kp)
@@ -55,8 +50,7 @@ final class Int8OpsTests: XCTestCase {
             mq_s8_pack(w, Int32(n), Int32(k), Int32(k), &packed, &sums)
             for r in 0..<n { XCTAssertEqual(sums[r], w[(r * k)..<((r + 1) * k)].reduce(0) { $0 + Int32($1) }) }
             let panels = Int32((n + 15) / 16)
-            for level in levels {
-                mq_s8_set_max_level(level)
+            KernelPaths.forEachInt8Level { level in
                 // Two calls over disjoint panel ranges, as the threads make them.
                 let got = accumulators(m: m, n: n, k: k, a: a, packed: packed, sums: sums, panels: [0..<(panels / 2), (panels / 2)..<panels])
                 XCTAssertEqual(got, reference, "m \(m) n \(n) k \(k) level \(level)")
@@ -69,7 +63,7 @@ final class Int8OpsTests: XCTestCase {
     /// (K with an odd number of k-steps, so the last pair is half empty), the extremes -8 and 7, M
     /// on both sides of every path's row threshold.
     func testInt4GEMMAccumulatorsEqualTheReferenceOnEveryPath() {
-        var rng = SeededRandom(seed: UInt64.random(in: 0...UInt64.max))
+        var rng = SeededRandom(seed: freshSeed())
         for (m, n, k) in [(1, 37, 45), (3, 16, 36), (5, 33, 67), (17, 100, 129), (7, 64, 258), (13, 48, 3), (2, 1, 1), (1, 300, 1536)] {
             let kp = Int(mq_s8_padded_k(Int32(k)))
             let extreme = rng.next() % 3 == 0
@@ -86,8 +80,7 @@ final class Int8OpsTests: XCTestCase {
             half.withUnsafeMutableBytes { mq_s4_pack(packed, Int32(n), Int32(k), $0.baseAddress!.assumingMemoryBound(to: UInt8.self)) }
             let panels = Int32((n + 15) / 16)
             XCTAssertEqual(half.count, Int(panels) * 16 * ((k + 7) / 8 * 8) / 2, "int4 panels: half a byte per value, K padded to 8")
-            for level in levels {
-                mq_s8_set_max_level(level)
+            KernelPaths.forEachInt8Level { level in
                 let got = accumulators(m: m, n: n, k: k, a: a, packed: half, sums: sums, panels: [0..<(panels / 2), (panels / 2)..<panels], weightBits: 4)
                 XCTAssertEqual(got, reference, "m \(m) n \(n) k \(k) extreme \(extreme) level \(level)")
             }
@@ -98,7 +91,7 @@ final class Int8OpsTests: XCTestCase {
     /// path (VNNI computes it in registers with masked tails, the others in store_block), with and
     /// without a bias, on odd N (a masked last panel) and M past the VNNI flipped-copy threshold.
     func testGEMMEpilogueIsTheSameOnEveryPath() {
-        var rng = SeededRandom(seed: UInt64.random(in: 0...UInt64.max))
+        var rng = SeededRandom(seed: freshSeed())
         for (m, n, k) in [(1, 37, 45), (5, 51, 67), (19, 100, 129), (9, 16, 8)] {
             let kp = Int(mq_s8_padded_k(Int32(k)))
             var a = [Int8](repeating: 0, count: m * kp)
@@ -121,8 +114,7 @@ final class Int8OpsTests: XCTestCase {
                         want[i * n + j] = withBias ? v + bias[j] : v
                     }
                 }
-                for level in levels {
-                    mq_s8_set_max_level(level)
+                KernelPaths.forEachInt8Level { level in
                     var got = [Float](repeating: .nan, count: m * n)
                     a.withUnsafeBufferPointer { ap in
                         packed.withUnsafeBufferPointer { pp in
@@ -155,7 +147,7 @@ final class Int8OpsTests: XCTestCase {
     /// floats (each block's int32 sum is exact and the float sums run in one order everywhere),
     /// odd shapes, a partial last block, extreme values, with and without a bias.
     func testBlockedGEMMEqualsItsDefinitionOnEveryPath() {
-        var rng = SeededRandom(seed: UInt64.random(in: 0...UInt64.max))
+        var rng = SeededRandom(seed: freshSeed())
         for (m, n, k, block) in [(1, 37, 64, 32), (5, 51, 67, 32), (19, 100, 129, 16), (9, 16, 8, 4), (3, 33, 96, 96), (6, 20, 200, 32), (2, 40, 300, 8), (1, 17, 261, 128)] {
             let kp = Int(mq_s8_padded_k(Int32(k))), nb = Int(mq_s8_block_count(Int32(k), Int32(block)))
             var a = [Int8](repeating: 0, count: m * kp)
@@ -180,8 +172,7 @@ final class Int8OpsTests: XCTestCase {
                         withUnsafePointer(to: args) { mq_gemm_s8_blocked_reference($0, wp.baseAddress, Int32(k), sp.baseAddress) }
                     } }
                 }
-                for level in levels {
-                    mq_s8_set_max_level(level)
+                KernelPaths.forEachInt8Level { level in
                     var got = [Float](repeating: .nan, count: m * n)
                     callBlocked(m: m, n: n, k: k, block: block, a: a, packed: packed, aScale: aScale, bias: withBias ? bias : nil, into: &got) { args in
                         withUnsafePointer(to: args) { mq_gemm_s8_blocked($0) }
@@ -217,7 +208,7 @@ final class Int8OpsTests: XCTestCase {
     /// Int8Linear with weight groups or input blocks (Q8_0-style) against the reference linear, and
     /// block quantization of activations against fakeQuantize's definition.
     func testBlockScaledLinearsMatchTheReference() {
-        var rng = SeededRandom(seed: UInt64.random(in: 0...UInt64.max))
+        var rng = SeededRandom(seed: freshSeed())
         for (m, n, k) in [(1, 50, 64), (7, 33, 96), (17, 130, 100)] {
             let w = Matrix(rows: n, cols: k, data: (0..<(n * k)).map { _ in rng.nextGaussian() * 0.1 })
             let x = Tensor(shape: [m, k], storage: (0..<(m * k)).map { _ in Float(rng.nextGaussian()) * (rng.next() % 7 == 0 ? 20 : 1) })
@@ -235,8 +226,7 @@ final class Int8OpsTests: XCTestCase {
                 let want = ReferenceQuantizedLinear(weight: qw, bias: bias, input: input).forward(x, .serial)
                 let layer = QuantizedLayer(weight: qw, floatWeight: nil, bias: bias, input: input)
                 XCTAssertTrue(layer.linear(.int8) is Int8Linear, "groups \(String(describing: groups)) \(input.scale)")
-                for level in levels {
-                    mq_s8_set_max_level(level)
+                KernelPaths.forEachInt8Level { level in
                     for threads in [1, 2] {
                         let got = layer.linear(.int8).forward(x, Parallelism(threads: threads))
                         XCTAssertLessThanOrEqual(maxAbsDifference(got.storage, want.storage), 2e-5 * max(1, want.absMax),
@@ -268,8 +258,7 @@ final class Int8OpsTests: XCTestCase {
         var packed = [Int8](repeating: 0, count: mq_s8_packed_bytes(Int32(n), Int32(k)))
         var sums = [Int32](repeating: 0, count: n)
         mq_s8_pack(w, Int32(n), Int32(k), Int32(k), &packed, &sums)
-        for level in levels {
-            mq_s8_set_max_level(level)
+        KernelPaths.forEachInt8Level { level in
             let got = accumulators(m: m, n: n, k: k, a: a, packed: packed, sums: sums, panels: [0..<2])
             XCTAssertEqual(got, reference, "m \(m) level \(level)")
         }
@@ -277,15 +266,14 @@ final class Int8OpsTests: XCTestCase {
 
     /// Row quantization equals quantizeSymmetric element for element, ties and clamping included.
     func testQuantizeRowsEqualsQuantizeSymmetric() {
-        var rng = SeededRandom(seed: UInt64.random(in: 0...UInt64.max))
+        var rng = SeededRandom(seed: freshSeed())
         let (m, k) = (5, 77)
         var x = (0..<(m * k)).map { _ in Float(rng.nextGaussian() * 60) }
         // Exact ties (x * inv lands on n + 0.5) and values past the clamp.
         for j in 0..<10 { x[j] = Float(j) - 4.5; x[k + j] = 200 * (j % 2 == 0 ? 1 : -1) }
         let inverse: [Float] = [1, 0.37, 2.5, 0, 1.0 / 3]
         let ldq = Int(mq_s8_padded_k(Int32(k))) + 4
-        for (bits, level) in [8, 6, 4].flatMap({ b in levels.map { (b, $0) } }) {
-            mq_s8_set_max_level(level)
+        for bits in [8, 6, 4] { KernelPaths.forEachInt8Level { level in
             let q = qmax(bits: bits)
             var out = [Int8](repeating: 99, count: m * ldq)
             mq_quantize_rows_s8(x, Int32(m), Int32(k), Int32(k), inverse, Int32(q), &out, Int32(ldq))
@@ -298,18 +286,17 @@ final class Int8OpsTests: XCTestCase {
             var absmax = [Float](repeating: -1, count: m)
             mq_absmax_rows_f32(x, Int32(m), Int32(k), Int32(k), &absmax)
             for i in 0..<m { XCTAssertEqual(absmax[i], x[(i * k)..<((i + 1) * k)].map(abs).max()!) }
-        }
+        } }
     }
 
     /// The fake-quantize kernel (conv and SSM inputs) equals its plain definition bit for bit.
     func testFakeQuantizeEqualsItsDefinition() {
-        var rng = SeededRandom(seed: UInt64.random(in: 0...UInt64.max))
+        var rng = SeededRandom(seed: freshSeed())
         let (m, k) = (6, 53)
         var x = Tensor(shape: [m, k], storage: (0..<(m * k)).map { _ in Float(rng.nextGaussian() * 3) })
         for j in 0..<8 { x.storage[j] = (Float(j) - 3.5) * 0.25 }      // ties at scale 0.25
         for j in 0..<k { x.storage[5 * k + j] = 0 }                      // an all-zero row (dynamic scale 0)
-        for level in levels {
-            mq_s8_set_max_level(level)
+        KernelPaths.forEachInt8Level { level in
             for quantizer in [ActivationQuantizer(bits: 8, scale: .static(0.25)), ActivationQuantizer(bits: 4, scale: .static(0.3)),
                               ActivationQuantizer(bits: 8, scale: .dynamic), ActivationQuantizer(bits: 8, scale: .static(0))] {
                 var (got, want) = (x, x)
@@ -323,7 +310,7 @@ final class Int8OpsTests: XCTestCase {
     /// Int8Linear against ReferenceQuantizedLinear (quantize-dequantize in float): the same integers,
     /// so the outputs differ only by float rounding; static and dynamic scales, bias, 1 and 2 threads.
     func testInt8LinearMatchesTheReferenceLinear() {
-        var rng = SeededRandom(seed: UInt64.random(in: 0...UInt64.max))
+        var rng = SeededRandom(seed: freshSeed())
         for (m, n, k) in [(1, 50, 70), (3, 33, 45), (17, 130, 96)] {
             let w = Matrix(rows: n, cols: k, data: (0..<(n * k)).map { _ in rng.nextGaussian() * 0.1 })
             let qw = QuantizedMatrix(quantizing: w, bits: 8)
@@ -332,8 +319,7 @@ final class Int8OpsTests: XCTestCase {
             for input in [ActivationQuantizer(bits: 8, scale: .static(x.absMax / 127 * 0.8)), ActivationQuantizer(bits: 8, scale: .dynamic),
                           ActivationQuantizer(bits: 6, scale: .static(0.05))] {
                 let reference = ReferenceQuantizedLinear(weight: qw, bias: bias, input: input).forward(x, .serial)
-                for level in levels {
-                    mq_s8_set_max_level(level)
+                KernelPaths.forEachInt8Level { level in
                     for threads in [1, 2] {
                         let got = Int8Linear(weight: qw, bias: bias, input: input).forward(x, Parallelism(threads: threads))
                         XCTAssertEqual(got.shape, reference.shape)
@@ -347,7 +333,7 @@ final class Int8OpsTests: XCTestCase {
 
     /// Int8Conv against ReferenceQuantizedConv, across two calls that hand the state on.
     func testInt8ConvMatchesTheReferenceConv() {
-        var rng = SeededRandom(seed: UInt64.random(in: 0...UInt64.max))
+        var rng = SeededRandom(seed: freshSeed())
         for (e, k) in [(37, 4), (64, 3), (5, 1), (130, 4)] {
             let w = Matrix(rows: e, cols: k, data: (0..<(e * k)).map { _ in rng.nextGaussian() * 0.5 })
             let qw = QuantizedMatrix(quantizing: w, bits: 8)
@@ -360,8 +346,7 @@ final class Int8OpsTests: XCTestCase {
                 let want = reference.forward(x, state: &s2, .serial)
                 // Every path and thread count from the same state: the same floats.
                 var outputs: [[Float]] = [], states: [[Float]] = []
-                for level in levels {
-                    mq_s8_set_max_level(level)
+                KernelPaths.forEachInt8Level { level in
                     for threads in [1, 2] {
                         var state = s1
                         let got = int8.forward(x, state: &state, Parallelism(threads: threads))

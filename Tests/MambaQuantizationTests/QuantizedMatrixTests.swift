@@ -27,7 +27,7 @@ final class QuantizedMatrixTests: XCTestCase {
     }
 
     func testPerRowInt8ErrorIsAtMostHalfAStep() {
-        let seed = UInt64.random(in: 0...1_000_000)
+        let seed = freshSeed(in: 0...1_000_000)
         let w = randomMatrix(7, 37, seed: seed)
         let q = QuantizedMatrix(quantizing: w, bits: 8)
         XCTAssertEqual(q.scaleShape, [7])
@@ -57,7 +57,7 @@ final class QuantizedMatrixTests: XCTestCase {
     }
 
     func testInt4ClippingSearchNeverLosesToPlainAbsmax() {
-        var rng = SeededRandom(seed: UInt64.random(in: 0...1_000_000))
+        var rng = SeededRandom(seed: freshSeed(in: 0...1_000_000))
         var w = randomMatrix(9, 41, seed: rng.next())
         w[2, 3] = 25                                      // an outlier makes clipping pay
         let q = QuantizedMatrix(quantizing: w, bits: 4)
@@ -81,7 +81,7 @@ final class QuantizedMatrixTests: XCTestCase {
     func testInt4PacksTwoPerByteLowNibbleFirst() {
         let m = QuantizedMatrix(rows: 2, cols: 3, bits: 4, groupSize: nil, values: [1, -1, 7, -7, 0, 3], scales: [1, 1])
         XCTAssertEqual(m.packedInt4, [0xF1, 0x07, 0x09, 0x03])
-        var rng = SeededRandom(seed: UInt64.random(in: 0...UInt64.max))
+        var rng = SeededRandom(seed: freshSeed())
         for (rows, cols) in [(1, 1), (3, 7), (5, 64), (2, 129)] {
             let values = (0..<(rows * cols)).map { _ in Int8(Int(rng.next() % 15) - 7) }
             let q = QuantizedMatrix(rows: rows, cols: cols, bits: 4, groupSize: nil, values: values, scales: [Float](repeating: 1, count: rows))
@@ -100,7 +100,7 @@ final class QuantizedMatrixTests: XCTestCase {
     }
 
     func testActivationFakeQuantization() {
-        var rng = SeededRandom(seed: UInt64.random(in: 0...1_000_000))
+        var rng = SeededRandom(seed: freshSeed(in: 0...1_000_000))
         let x = Tensor(shape: [3, 11], storage: (0..<33).map { _ in Float(rng.nextGaussian()) * 3 })
         // Dynamic: each row's absmax is exact, every value on that row's grid.
         var d = x
@@ -126,7 +126,7 @@ final class QuantizedMatrixTests: XCTestCase {
     /// Group scales (one per contiguous channel group): the kernel path equals the reference, each
     /// group lands on its own grid, and a zero scale zeroes its group.
     func testGroupScalesFakeQuantizeEachGroupOnItsGrid() {
-        var rng = SeededRandom(seed: UInt64.random(in: 0...1_000_000))
+        var rng = SeededRandom(seed: freshSeed(in: 0...1_000_000))
         let (rows, cols) = (5, 12)
         let x = Tensor(shape: [rows, cols], storage: (0..<(rows * cols)).map { i in Float(rng.nextGaussian()) * Float(1 + i % cols / 4) })
         let scales: [Float] = [0.01, 0.03, 0]

@@ -12,7 +12,7 @@ final class SafeTensorsStreamTests: XCTestCase {
 
     /// Odd sizes and dtypes from a fresh seed.
     func tensors() -> [(String, Tensor, DType)] {
-        let seed = UInt64.random(in: 1...1_000_000)
+        let seed = freshSeed(in: 1...1_000_000)
         return (0..<7).map { i in
             let shape = [1 + (Int(seed) + 3 * i) % 13, 1 + (Int(seed) / 7 + i) % 5]
             return ("t\(i).weight", randomTensor(shape, seed: seed &+ UInt64(i)), [DType.f32, .bf16, .f16][i % 3])
