@@ -9,8 +9,9 @@ import MambaTensors
 // description (MixerDescription.swift) plus the suffixes below.
 
 enum QuantizedNames {
-    /// The safetensors header's metadata.
-    static let metadata = ["format": "pt", "mambaquant": "quantized checkpoint format 1"]
+    /// The safetensors header's metadata, naming the format version config.json's
+    /// "quantization" object gives.
+    static func metadata(formatVersion: Int) -> [String: String] { ["format": "pt", "mambaquant": "quantized checkpoint format \(formatVersion)"] }
     static let embedding = "backbone.embeddings"
     static let lmHead = "lm_head"
     static let normF = "backbone.norm_f.weight"

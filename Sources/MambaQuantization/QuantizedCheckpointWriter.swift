@@ -43,7 +43,7 @@ public final class QuantizedCheckpointWriter {
         } catch {
             throw MambaError(.io, "cannot create \(temp): \(error.localizedDescription)")
         }
-        tensors = ShardedSafeTensorsWriter(directory: temp, shardBytes: shardBytes, metadata: QuantizedNames.metadata)
+        tensors = ShardedSafeTensorsWriter(directory: temp, shardBytes: shardBytes, metadata: [:])   // set by finish
     }
 
     deinit { if !finished { abandon() } }
@@ -132,11 +132,12 @@ public final class QuantizedCheckpointWriter {
             try layer(QuantizedNames.lmHead, lmHead)
             weightBytes += lmHead.storedBytes
         }
+        let object = QuantizationObject(recipe: recipe, transforms: transforms, provenance: provenance, headInput: headInput != nil, tiedHead: tiedHead)
+        tensors.metadata = QuantizedNames.metadata(formatVersion: object.formatVersion)
         try tensors.finish()
         var json = config.json
         json["tie_word_embeddings"] = .bool(tiedHead)
-        json["quantization"] = try QuantizationObject(recipe: recipe, transforms: transforms, provenance: provenance, headInput: headInput != nil,
-                                                      tiedHead: tiedHead).json
+        json["quantization"] = try object.json
         try writeAtomically(try JSONValue.object(json).prettyData(), to: temp + "/" + MambaConfig.fileName)
         let fm = FileManager.default
         for f in QuantizedNames.tokenizerFiles where fm.fileExists(atPath: sourceDirectory + "/" + f) {

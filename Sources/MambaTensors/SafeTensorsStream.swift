@@ -35,7 +35,8 @@ public final class ShardedSafeTensorsWriter: SafeTensorsSink {
     }
     public let directory: String
     public let shardBytes: Int
-    public let metadata: [String: String]
+    /// The header's __metadata__ (read when the shards are finished).
+    public var metadata: [String: String]
     private var shards: [Shard] = []
     private var names = Set<String>()
 

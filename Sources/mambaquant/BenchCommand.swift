@@ -22,9 +22,10 @@ struct BenchCommand: ParsableCommand {
         commandName: "bench",
         abstract: "Time float32 and int8 side by side: prefill, decode, weight bytes, and int8 GEMM vs sgemm at the model's shapes.",
         discussion: """
-            With --preset the weights are random; the int8 model is a mambaquant w8a8 quantization of them, \
-            calibrated on a few random token windows (online Hadamard and S-SiLU included). int4 checkpoints \
-            given with --quantized are unpacked to one byte per weight at load.
+            With --preset the weights are random; the int8 model is a mambaquant quantization of them at --bits \
+            (w8a8 by default), calibrated on a few random token windows (online Hadamard and S-SiLU included). \
+            4-bit weights, quantized on the fly or given with --quantized, stay packed two per byte and run \
+            on the int4 kernels.
             """)
 
     @Option(help: "A model shape with random weights: \(ModelPreset.allCases.map(\.rawValue).joined(separator: ", ")).")
