@@ -69,129 +69,151 @@ extension QuantizedModel {
             throw MambaError(.badConfig, "\(directory)/config.json has no \"quantization\" object: not a quantized checkpoint")
         }
         let q = try QuantizationObject(json: json, source: directory + "/config.json")
-        let (recipe, version) = (q.recipe, q.formatVersion)
-        let (wb, ab) = (recipe.bits.weight, recipe.bits.activation)
-        let activationScale = recipe.activationScale
-        let store = try TensorStore(directory: directory)
-        var used = Set<String>()
-
-        func view(_ name: String, _ dtype: DType, _ shape: [Int]) throws -> TensorView {
-            guard store.contains(name) else { throw MambaError(.missingTensor, "\(directory) lacks tensor \(name)") }
-            let v = try store.view(name)
-            guard v.dtype == dtype else { throw MambaError(.dtypeMismatch, "\(directory): \(name) is \(v.dtype.rawValue), expected \(dtype.rawValue)") }
-            guard v.shape == shape else { throw MambaError(.shapeMismatch, "\(directory): \(name) has shape \(shapeString(v.shape)), expected \(shapeString(shape))") }
-            used.insert(name)
-            return v
-        }
-        func floats(_ name: String, _ shape: [Int]) throws -> Tensor {
-            let v = try view(name, .f32, shape)
-            defer { v.releasePages() }
-            return Tensor(shape: shape, storage: try v.floats())
-        }
-        func int8s(_ name: String, _ shape: [Int]) throws -> [Int8] {
-            let v = try view(name, .i8, shape)
-            defer { v.releasePages() }
-            return try v.int8s()
-        }
-        func scalar(_ name: String) throws -> Float { try view(name, .f32, []).floats()[0] }
-        func matrix(_ prefix: String, rows: Int, cols: Int, diskShape: [Int]? = nil, groups: Bool) throws -> QuantizedMatrix {
-            let g = groups ? recipe.groupSize : nil
-            let values: [Int8]
-            if version >= 2 && wb == 4 {
-                var packedShape = diskShape ?? [rows, cols]
-                packedShape[packedShape.count - 1] = QuantizedMatrix.packedInt4Columns(packedShape[packedShape.count - 1])
-                let v = try view(prefix + ".weight", .u8, packedShape)
-                defer { v.releasePages() }
-                values = QuantizedMatrix.unpackInt4(Array(v.bytes.bindMemory(to: UInt8.self)), rows: rows, cols: cols)
-                // -8 is a valid nibble but never written (|q| <= qmax = 7): refuse it rather than run it.
-                if values.contains(-8) { throw MambaError(.badInput, "\(directory): \(prefix).weight holds the int4 value -8, which mambaquant never writes (|q| <= 7)") }
-            } else {
-                values = try int8s(prefix + ".weight", diskShape ?? [rows, cols])
-            }
-            let m = QuantizedMatrix(rows: rows, cols: cols, bits: wb, groupSize: g, values: values, scales: [])
-            let scales = try floats(prefix + ".weight_scale", m.scaleShape).storage
-            return QuantizedMatrix(rows: rows, cols: cols, bits: wb, groupSize: g, values: values, scales: scales)
-        }
-        // A module's input quantizer: the recipe's dynamic scale, or its stored static one.
-        func input(_ prefix: String) throws -> ActivationQuantizer {
-            ActivationQuantizer(bits: ab, scale: try activationScale ?? .static(scalar(prefix + ".input_scale")))
-        }
-        func layer(_ prefix: String, rows: Int, cols: Int, bias: Bool, diskShape: [Int]? = nil, groups: Bool = true) throws -> QuantizedLayer {
-            let b = bias ? try floats(prefix + ".bias", [rows]) : nil
-            if recipe.keepsFloat(module: prefix) {
-                let t = try floats(prefix + ".weight", diskShape ?? [rows, cols])
-                return QuantizedLayer(weight: nil, floatWeight: t.reshaped([rows, cols]), bias: b, input: nil)
-            }
-            return QuantizedLayer(weight: try matrix(prefix, rows: rows, cols: cols, diskShape: diskShape, groups: groups), floatWeight: nil, bias: b,
-                                  input: try input(prefix))
-        }
-
         let (d, v) = (config.hiddenSize, config.vocabSize)
-        let tiedHead = q.tiedHead
-        if tiedHead && recipe.keepsFloat(module: QuantizedNames.lmHead) {
+        if q.tiedHead && q.recipe.keepsFloat(module: QuantizedNames.lmHead) {
             throw MambaError(.badConfig, "\(directory)/config.json: \"quantization\" has tied_head true and lm_head kept float; a tied table is quantized")
         }
+        let reader = QuantizedCheckpointReader(directory: directory, store: try TensorStore(directory: directory), object: q, config: config)
         // A tied table takes the head's bits and groups; an embedding of its own is int8 per row.
-        let embedding = tiedHead ? try matrix(QuantizedNames.embedding, rows: v, cols: d, groups: true)
-            : QuantizedMatrix(rows: v, cols: d, bits: 8, groupSize: nil, values: try int8s(QuantizedNames.embedding + ".weight", [v, d]),
-                              scales: try floats(QuantizedNames.embedding + ".weight_scale", [v]).storage)
-        for i in 0..<config.numLayers {
-            let kind = config.layerKinds[i], spec = kind.spec, p = BlockNames.mixerPrefix(layer: i)
-            let norm = try floats(BlockNames.norm(layer: i), [d])
-            let present = spec.presentParameters(config)
-            let hasBias = Set(present.compactMap { if case .bias(let m) = $0.spec.role { m } else { nil } })
-            var modules: [String: QuantizedLayer] = [:]
-            var tensors: [String: Tensor] = [:]
-            for (param, shape) in present {
-                switch param.role {
-                case .weight(let module):
-                    modules[module] = try layer(p + module, rows: shape[0], cols: shape[1], bias: hasBias.contains(module),
-                                                diskShape: param.diskShape(config), groups: spec.module(module)!.allowsGroups)
-                case .bias: break   // read with its module
-                case .vector: tensors[param.key] = try floats(p + param.key, shape)
-                }
-            }
-            var scan: [Site: ActivationQuantizer] = [:]
-            for (site, key) in spec.scanInputs where !recipe.keepsFloat(scanInput: site) {
-                if let groups = recipe.scanScales == .group ? spec.scanScaleGroups(site, config) : nil, !recipe.activations.isDynamic {
-                    scan[site] = ActivationQuantizer(bits: ab, scale: .groups(try floats(p + key, [groups]).storage))
-                } else {
-                    scan[site] = ActivationQuantizer(bits: ab, scale: try activationScale ?? .static(scalar(p + key)))
-                }
-            }
-            // S-SiLU scales the gate's input z channel by channel.
-            let gateName = p + LayerArtifact.gateSmoothing
-            if store.contains(gateName) {
-                guard let z = spec.producer(of: .z, config) else {
-                    throw MambaError(.unusedTensor, "\(directory) has tensor \(gateName), but a \(spec.name) mixer has no SiLU gate")
-                }
-                tensors[LayerArtifact.gateSmoothing] = try floats(gateName, [z.rows.count])
-            }
-            for module in spec.modules where store.contains(p + LayerArtifact.hadamardSigns(module.name)) {
-                let n = modules[module.name]!.inFeatures
-                if Hadamard(size: n) == nil {
-                    throw MambaError(.badFile, "\(directory): layer \(i) has an online rotation of size \(n), for which there is no Hadamard transform")
-                }
-                tensors[LayerArtifact.hadamardSigns(module.name)] = try floats(p + LayerArtifact.hadamardSigns(module.name), [n])
-            }
-            try onBlock(i, QuantizedBlock(
-                norm: norm.storage.allSatisfy { $0 == 1 } ? nil : norm,
-                mixer: QuantizedMixer(kind: kind, modules: modules, tensors: tensors), scanInputs: scan),
-                config)
+        let embedding = q.tiedHead ? try reader.matrix(QuantizedNames.embedding, rows: v, cols: d, groups: true)
+            : QuantizedMatrix(rows: v, cols: d, bits: 8, groupSize: nil, values: try reader.int8s(QuantizedNames.embedding + ".weight", [v, d]),
+                              scales: try reader.floats(QuantizedNames.embedding + ".weight_scale", [v]).storage)
+        for i in 0..<config.numLayers { try onBlock(i, try reader.block(i), config) }
+        _ = try reader.floats(QuantizedNames.normF, [d])
+        let lmHead = q.tiedHead ? QuantizedLayer(weight: embedding, floatWeight: nil, bias: nil, input: try reader.input(QuantizedNames.lmHead))
+            : try reader.layer(QuantizedNames.lmHead, rows: v, cols: d, bias: false)
+        let headInput = reader.store.contains(QuantizedNames.headInput) ? try reader.floats(QuantizedNames.headInput, [d, d]) : nil
+        if q.formatVersion < 3 && (q.tiedHead || headInput != nil) {
+            throw MambaError(.badConfig, "\(directory) is format \(q.formatVersion) but has a tied head or \(QuantizedNames.headInput), which need format 3")
         }
-        _ = try floats(QuantizedNames.normF, [d])
-        let lmHead = tiedHead ? QuantizedLayer(weight: embedding, floatWeight: nil, bias: nil, input: try input(QuantizedNames.lmHead))
-            : try layer(QuantizedNames.lmHead, rows: v, cols: d, bias: false)
-        let headInput = store.contains(QuantizedNames.headInput) ? try floats(QuantizedNames.headInput, [d, d]) : nil
-        if version < 3 && (tiedHead || headInput != nil) {
-            throw MambaError(.badConfig, "\(directory) is format \(version) but has a tied head or \(QuantizedNames.headInput), which need format 3")
-        }
-        if let extra = store.names.first(where: { !used.contains($0) }) {
+        if let extra = reader.store.names.first(where: { !reader.used.contains($0) }) {
             throw MambaError(.unusedTensor, "\(directory) has tensor \(extra), which this quantized format does not use")
         }
         let transforms = q.transforms.map { AppliedTransform(step: $0, layer: nil, detail: "") }
-        return QuantizedModel(config: config, recipe: recipe, embedding: embedding, blocks: [], lmHead: lmHead, transforms: transforms,
-                              headInput: headInput, tiedHead: tiedHead)
+        return QuantizedModel(config: config, recipe: q.recipe, embedding: embedding, blocks: [], lmHead: lmHead, transforms: transforms,
+                              headInput: headInput, tiedHead: q.tiedHead)
+    }
+}
+
+/// Reads a quantized checkpoint's tensors by the names FORMAT.md gives, checking each one's
+/// presence, dtype and shape, and remembers which it read (a tensor left over is refused).
+final class QuantizedCheckpointReader {
+    let directory: String
+    let store: TensorStore
+    let recipe: QuantizationRecipe
+    let formatVersion: Int
+    let config: MambaConfig
+    private(set) var used = Set<String>()
+
+    init(directory: String, store: TensorStore, object: QuantizationObject, config: MambaConfig) {
+        (self.directory, self.store, recipe, formatVersion, self.config) = (directory, store, object.recipe, object.formatVersion, config)
+    }
+
+    func view(_ name: String, _ dtype: DType, _ shape: [Int]) throws -> TensorView {
+        guard store.contains(name) else { throw MambaError(.missingTensor, "\(directory) lacks tensor \(name)") }
+        let v = try store.view(name)
+        guard v.dtype == dtype else { throw MambaError(.dtypeMismatch, "\(directory): \(name) is \(v.dtype.rawValue), expected \(dtype.rawValue)") }
+        guard v.shape == shape else { throw MambaError(.shapeMismatch, "\(directory): \(name) has shape \(shapeString(v.shape)), expected \(shapeString(shape))") }
+        used.insert(name)
+        return v
+    }
+
+    func floats(_ name: String, _ shape: [Int]) throws -> Tensor {
+        let v = try view(name, .f32, shape)
+        defer { v.releasePages() }
+        return Tensor(shape: shape, storage: try v.floats())
+    }
+
+    func int8s(_ name: String, _ shape: [Int]) throws -> [Int8] {
+        let v = try view(name, .i8, shape)
+        defer { v.releasePages() }
+        return try v.int8s()
+    }
+
+    func scalar(_ name: String) throws -> Float { try view(name, .f32, []).floats()[0] }
+
+    /// Integer weights (int4 two per byte from format 2 on) and their scales.
+    func matrix(_ prefix: String, rows: Int, cols: Int, diskShape: [Int]? = nil, groups: Bool) throws -> QuantizedMatrix {
+        let (g, wb) = (groups ? recipe.groupSize : nil, recipe.bits.weight)
+        let values: [Int8]
+        if formatVersion >= 2 && wb == 4 {
+            var packedShape = diskShape ?? [rows, cols]
+            packedShape[packedShape.count - 1] = QuantizedMatrix.packedInt4Columns(packedShape[packedShape.count - 1])
+            let v = try view(prefix + ".weight", .u8, packedShape)
+            defer { v.releasePages() }
+            values = QuantizedMatrix.unpackInt4(Array(v.bytes.bindMemory(to: UInt8.self)), rows: rows, cols: cols)
+            // -8 is a valid nibble but never written (|q| <= qmax = 7): refuse it rather than run it.
+            if values.contains(-8) { throw MambaError(.badInput, "\(directory): \(prefix).weight holds the int4 value -8, which mambaquant never writes (|q| <= 7)") }
+        } else {
+            values = try int8s(prefix + ".weight", diskShape ?? [rows, cols])
+        }
+        let m = QuantizedMatrix(rows: rows, cols: cols, bits: wb, groupSize: g, values: values, scales: [])
+        let scales = try floats(prefix + ".weight_scale", m.scaleShape).storage
+        return QuantizedMatrix(rows: rows, cols: cols, bits: wb, groupSize: g, values: values, scales: scales)
+    }
+
+    /// A static activation scale stored under `name`, or the recipe's dynamic one.
+    func activation(_ name: String) throws -> ActivationQuantizer {
+        ActivationQuantizer(bits: recipe.bits.activation, scale: try recipe.activationScale ?? .static(scalar(name)))
+    }
+
+    /// A module's input quantizer.
+    func input(_ prefix: String) throws -> ActivationQuantizer { try activation(prefix + ".input_scale") }
+
+    /// A module: quantized with its input quantizer, or float where the recipe keeps it float.
+    func layer(_ prefix: String, rows: Int, cols: Int, bias: Bool, diskShape: [Int]? = nil, groups: Bool = true) throws -> QuantizedLayer {
+        let b = bias ? try floats(prefix + ".bias", [rows]) : nil
+        if recipe.keepsFloat(module: prefix) {
+            let t = try floats(prefix + ".weight", diskShape ?? [rows, cols])
+            return QuantizedLayer(weight: nil, floatWeight: t.reshaped([rows, cols]), bias: b, input: nil)
+        }
+        return QuantizedLayer(weight: try matrix(prefix, rows: rows, cols: cols, diskShape: diskShape, groups: groups), floatWeight: nil, bias: b,
+                              input: try input(prefix))
+    }
+
+    /// Layer `i`: its norm, its kind's modules and vectors, its scan-input scales and the
+    /// transforms' artifacts.
+    func block(_ i: Int) throws -> QuantizedBlock {
+        let kind = config.layerKinds[i], spec = kind.spec, p = BlockNames.mixerPrefix(layer: i)
+        let norm = try floats(BlockNames.norm(layer: i), [config.hiddenSize])
+        let present = spec.presentParameters(config)
+        let hasBias = Set(present.compactMap { if case .bias(let m) = $0.spec.role { m } else { nil } })
+        var modules: [String: QuantizedLayer] = [:]
+        var tensors: [String: Tensor] = [:]
+        for (param, shape) in present {
+            switch param.role {
+            case .weight(let module):
+                modules[module] = try layer(p + module, rows: shape[0], cols: shape[1], bias: hasBias.contains(module),
+                                            diskShape: param.diskShape(config), groups: spec.module(module)!.allowsGroups)
+            case .bias: break   // read with its module
+            case .vector: tensors[param.key] = try floats(p + param.key, shape)
+            }
+        }
+        var scan: [Site: ActivationQuantizer] = [:]
+        for (site, key) in spec.scanInputs where !recipe.keepsFloat(scanInput: site) {
+            if let groups = recipe.scanScales == .group ? spec.scanScaleGroups(site, config) : nil, !recipe.activations.isDynamic {
+                scan[site] = ActivationQuantizer(bits: recipe.bits.activation, scale: .groups(try floats(p + key, [groups]).storage))
+            } else {
+                scan[site] = try activation(p + key)
+            }
+        }
+        // S-SiLU scales the gate's input z channel by channel.
+        let gateName = p + LayerArtifact.gateSmoothing
+        if store.contains(gateName) {
+            guard let z = spec.producer(of: .z, config) else {
+                throw MambaError(.unusedTensor, "\(directory) has tensor \(gateName), but a \(spec.name) mixer has no SiLU gate")
+            }
+            tensors[LayerArtifact.gateSmoothing] = try floats(gateName, [z.rows.count])
+        }
+        for module in spec.modules where store.contains(p + LayerArtifact.hadamardSigns(module.name)) {
+            let n = modules[module.name]!.inFeatures
+            if Hadamard(size: n) == nil {
+                throw MambaError(.badFile, "\(directory): layer \(i) has an online rotation of size \(n), for which there is no Hadamard transform")
+            }
+            tensors[LayerArtifact.hadamardSigns(module.name)] = try floats(p + LayerArtifact.hadamardSigns(module.name), [n])
+        }
+        return QuantizedBlock(norm: norm.storage.allSatisfy { $0 == 1 } ? nil : norm,
+                              mixer: QuantizedMixer(kind: kind, modules: modules, tensors: tensors), scanInputs: scan)
     }
 }
 
