@@ -77,7 +77,7 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
     /// Refuses when the estimate exceeds MemAvailable (kept as is where /proc/meminfo is absent).
     public func check(job: String, lower: String, available: Double? = SystemMemory.available()) throws {
         guard let available, bytes > available else { return }
-        throw MambaError(.outOfMemory, "\(job) needs about \(gigabytes(bytes)) of memory (\(description)) but \(gigabytes(available)) is available (MemAvailable): lower \(lower)")
+        throw MambaError(.outOfMemory, "\(job) needs about \(gigabytes(bytes)) of memory (\(description)) but \(gigabytes(available)) is available (\(SystemMemory.availableSource())): lower \(lower)")
     }
 }
 

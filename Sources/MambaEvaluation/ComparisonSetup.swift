@@ -57,10 +57,7 @@ public struct ComparisonSetup: Sendable {
                                         : "\(floatType) weights, float32 arithmetic (OpenBLAS \(BLASCore.current) above \(HalfLinear.gemvRows) rows)")]
         let int8Path = runtime.description
         for dir in quantized {
-            let p = try QuantizedModel.provenance(directory: dir)
-            guard p.sourceSHA256 == sha else {
-                throw MambaError(.mismatchedInputs, "\(dir) was quantized from another checkpoint (sha256 \(p.sourceSHA256.prefix(12))…), not \(modelDir) (sha256 \(sha.prefix(12))…)")
-            }
+            try QuantizedModel.checkSource(directory: dir, model: modelDir, sha: sha)
             let q = try QuantizedModel.load(directory: dir)
             let tag = q.recipe.tag
             contenders.append(Contender(name: (dir as NSString).lastPathComponent + (tag.isEmpty ? "" : " [\(tag)]"), method: q.recipe.method.rawValue,

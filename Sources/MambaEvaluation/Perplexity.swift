@@ -54,6 +54,10 @@ public func scoreWindow(_ model: MambaLM, _ window: [Int], tokenBytes: (Int) -> 
         score.nats += negativeLogLikelihood(logits.storage[(t * v)..<((t + 1) * v)], target: window[t + 1])
         score.bytes += tokenBytes(window[t + 1])
     }
+    // A score of NaN or Inf (weights that overflow float32 on the way) is refused, never printed.
+    guard score.nats.isFinite else {
+        throw MambaError(.badInput, "the model's logits are not finite on a window of \(window.count) tokens: its weights or activations overflow float32")
+    }
     score.tokens = window.count - 1
     score.windows = 1
     return (score, logits)

@@ -146,7 +146,7 @@ public final class CheckpointWeights: @unchecked Sendable {
     public func all(available: Double? = SystemMemory.available()) throws -> MambaWeights {
         let need = 4 * Double(config.parameterCount)
         if let available, need > available {
-            throw MambaError(.outOfMemory, "the float model of \(store.directory) needs \(gigabytes(need)) in float32 (\(gigabytes(Double(bytesOnDisk))) on disk) but \(gigabytes(available)) is available (MemAvailable): calibrate and quantize it, which work a layer at a time, and run the int8 model")
+            throw MambaError(.outOfMemory, "the float model of \(store.directory) needs \(gigabytes(need)) in float32 (\(gigabytes(Double(bytesOnDisk))) on disk) but \(gigabytes(available)) is available (\(SystemMemory.availableSource())): calibrate and quantize it, which work a layer at a time, and run the int8 model")
         }
         return MambaWeights(config: config, embedding: try readEmbedding(), layers: try (0..<config.numLayers).map(readLayer),
                      normF: try readNormF(), lmHead: try readLMHead())

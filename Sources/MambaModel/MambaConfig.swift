@@ -163,7 +163,8 @@ public struct MambaConfig: Sendable, Equatable {
         if let inner = try int(["intermediate_size"], in: json), inner != expand * hidden {
             throw MambaError(.badConfig, "\(source): intermediate_size \(inner) is not expand x hidden_size = \(expand * hidden)")
         }
-        let eps = json["layer_norm_epsilon"]?.double ?? json["norm_epsilon"]?.double ?? 1e-5
+        let epsValue = [json["layer_norm_epsilon"], json["norm_epsilon"]].compactMap { $0 }.first { !$0.isNull }
+        let eps = epsValue.map { $0.float ?? .nan } ?? 1e-5   // a non-number is refused below, not defaulted
         guard eps > 0, eps < 1 else {
             throw MambaError(.badConfig, "\(source): layer_norm_epsilon must be in (0, 1), found \(eps)")
         }
@@ -176,8 +177,15 @@ public struct MambaConfig: Sendable, Equatable {
             tieWordEmbeddings: json["tie_word_embeddings"]?.bool ?? json["tie_embeddings"]?.bool ?? !(isMamba2 && !stateSpacesLayout))
         if modelType == "falcon_mamba" {
             // transformers' FalconMambaConfig default when the key is absent (inspect says so).
-            let eps = json["mixer_rms_eps"]?.double ?? Self.defaultMixerRMSEpsilon
-            guard eps >= 0, eps.isFinite else { throw MambaError(.badConfig, "\(source): mixer_rms_eps must be a finite non-negative number, found \(eps)") }
+            // A present key must be a finite non-negative number: NaN and Infinity (Python's json
+            // writes them bare) are refused, not replaced by the default.
+            let given = json["mixer_rms_eps"].flatMap { $0.isNull ? nil : $0 }
+            let eps = try given.map { v -> Double in
+                guard let d = v.float, d >= 0, Float(d).isFinite else {
+                    throw MambaError(.badConfig, "\(source): mixer_rms_eps must be a finite non-negative number, found \(v.encodable)")
+                }
+                return d
+            } ?? Self.defaultMixerRMSEpsilon
             config.setAllLayers(.falconMamba(ssmNormEpsilon: Float(eps)))
         }
         if isMamba2 {
@@ -196,21 +204,27 @@ public struct MambaConfig: Sendable, Equatable {
             if let value, value <= 0 { throw MambaError(.badConfig, "\(source): \(key) must be positive, found \(value)") }
             return value
         }
-        var heads = try positive("num_heads", try int(["num_heads"], json))
-        var headDim = try positive("head_dim", try int(["head_dim"], json) ?? int(["headdim"], ssm))
+        // Bounded before any product: a forged num_heads x head_dim must be refused, not overflow.
+        func bounded(_ key: String, _ value: Int?) throws -> Int? {
+            if let value, value > e { throw MambaError(.badConfig, "\(source): \(key) \(value) exceeds expand x hidden_size = \(e)") }
+            return try positive(key, value)
+        }
+        var heads = try bounded("num_heads", try int(["num_heads"], json))
+        var headDim = try bounded("head_dim", try int(["head_dim"], json) ?? int(["headdim"], ssm))
         if heads == nil && headDim == nil { headDim = 64 }
         if let p = headDim, heads == nil, e % p == 0 { heads = e / p }
         if let h = heads, headDim == nil, e % h == 0 { headDim = e / h }
         guard let h = heads, let p = headDim, h * p == e else {
             throw MambaError(.badConfig, "\(source): num_heads \(heads.map(String.init) ?? "?") x head_dim \(headDim.map(String.init) ?? "?") is not expand x hidden_size = \(e)")
         }
-        let groups = try positive("n_groups", try int(["n_groups"], json) ?? int(["ngroups"], ssm)) ?? (stateSpacesLayout ? 1 : 8)
+        let groups = try bounded("n_groups", try int(["n_groups"], json) ?? int(["ngroups"], ssm)) ?? (stateSpacesLayout ? 1 : 8)
         guard h % groups == 0 else { throw MambaError(.badConfig, "\(source): n_groups \(groups) does not divide num_heads \(h)") }
         let chunk = try positive("chunk_size", try int(["chunk_size"], json) ?? int(["chunk_size"], ssm)) ?? 256
         var limit: (Double, Double) = (0, .infinity)
         if let v = json["time_step_limit"] ?? ssm["dt_limit"], !v.isNull {
-            guard let a = v.array, a.count == 2, let lo = a[0].float, let hi = a[1].float, lo >= 0, lo <= hi, !hi.isNaN else {
-                throw MambaError(.badConfig, "\(source): time_step_limit must be [min, max] with 0 <= min <= max, found \(v.encodable)")
+            // min finite in float32 (a clamp at +inf would give inf dt and NaN states); max may be +inf.
+            guard let a = v.array, a.count == 2, let lo = a[0].float, let hi = a[1].float, lo >= 0, Float(lo).isFinite, lo <= hi, !hi.isNaN else {
+                throw MambaError(.badConfig, "\(source): time_step_limit must be [min, max] with 0 <= min <= max and min finite, found \(v.encodable)")
             }
             limit = (lo, hi)
         }

@@ -104,7 +104,7 @@ public struct MambaLM: Sendable {
     public init(checkpoint w: CheckpointWeights, available: Double? = SystemMemory.available()) throws {
         let need = Double(w.runtimeBytes)
         if let available, need > available {
-            throw MambaError(.outOfMemory, "the float model of \(w.store.directory) needs \(gigabytes(need)) (\(w.runtimeWeightType) weights) but \(gigabytes(available)) is available (MemAvailable): quantize it, which works a layer at a time, and run the int8 model")
+            throw MambaError(.outOfMemory, "the float model of \(w.store.directory) needs \(gigabytes(need)) (\(w.runtimeWeightType) weights) but \(gigabytes(available)) is available (\(SystemMemory.availableSource())): quantize it, which works a layer at a time, and run the int8 model")
         }
         let c = w.config
         let table = try w.readStoredEmbedding()

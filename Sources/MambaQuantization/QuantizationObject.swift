@@ -146,7 +146,9 @@ extension QuantizationRecipe: Codable {
             throw MambaError(.badConfig, "\"quantization\" has weight_bits \(wb) and activation_bits \(ab); weight bits 4 or 8 and activation bits 4 to 8 are supported")
         }
         let group = try c.integer(.groupSize)
-        if let group, group <= 0 { throw MambaError(.badConfig, "\"quantization\" has group_size \(group); it must be positive or null") }
+        if let group, !(1...QuantizationRecipe.maxGroupSize).contains(group) {
+            throw MambaError(.badConfig, "\"quantization\" has group_size \(group); it must be in 1...\(QuantizationRecipe.maxGroupSize) or null")
+        }
         let seed = try c.integer(.seed) ?? 0
         guard seed >= 0 else { throw MambaError(.badConfig, "\"quantization\" has seed \(seed); it must be non-negative") }
         let scaleName = try c.decodeIfPresent(String.self, forKey: .activationScale) ?? "static"

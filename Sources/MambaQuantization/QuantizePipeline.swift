@@ -83,6 +83,14 @@ extension QuantizedModel {
     ) throws -> StreamResult {
         try checkKeepFloat(recipe.keepFloat, source.config)
         let c = source.config
+        if recipe.scanScales == .group, !c.distinctKinds.contains(where: { k in k.spec.scanInputs.contains { k.spec.scanScaleGroups($0.site, c) != nil } }) {
+            throw MambaError(.badInput, "scan_scales group needs scan inputs with heads or groups (Mamba-2); this model's \(c.family) layers have none: use tensor")
+        }
+        // The second pass embeds the stats file's windows: an id outside the table (a stats file
+        // of another model, or forged) would read outside it.
+        if let bad = stats.windows.windows.joined().first(where: { $0 < 0 || $0 >= c.vocabSize }) {
+            throw MambaError(.mismatchedInputs, "the stats file's calibration tokens include id \(bad), outside the model's vocabulary [0, \(c.vocabSize)): the stats file is from another model")
+        }
         let threads = parallelism.threads
         let plan = try MethodPlan(recipe.method, stats: stats.stats, config: c, seed: recipe.seed, alpha: recipe.alpha)
         let quantizer = LayerQuantizer(recipe: recipe, threads: threads)
@@ -164,9 +172,12 @@ struct OuterWeights {
         tiedHead = headInput != nil && !recipe.keepsFloat(module: QuantizedNames.lmHead)
         if tiedHead {
             separateEmbedding = nil
-            if !headByGPTQ { tiedTable = QuantizedMatrix(quantizing: emb, bits: recipe.bits.weight, groupSize: recipe.groupSize, threads: quantizer.threads) }
+            if !headByGPTQ {
+                tiedTable = try QuantizedMatrix(quantizing: emb, bits: recipe.bits.weight, groupSize: recipe.groupSize, threads: quantizer.threads)
+                    .checkedScales(QuantizedNames.embedding)
+            }
         } else {
-            separateEmbedding = QuantizedMatrix(quantizing: emb, bits: 8, threads: quantizer.threads)
+            separateEmbedding = try QuantizedMatrix(quantizing: emb, bits: 8, threads: quantizer.threads).checkedScales(QuantizedNames.embedding)
             // A tied head kept float: a float copy of the table beside the int8 embedding.
             if headInput != nil { lmHead = QuantizedLayer(weight: nil, floatWeight: emb.tensor, bias: nil, input: nil) }
         }
@@ -219,7 +230,7 @@ struct LayerQuantizer {
         let b = bias.map(floatVector)
         if recipe.keepsFloat(module: name) { return QuantizedLayer(weight: nil, floatWeight: w.tensor, bias: b, input: nil) }
         let (bits, group) = (recipe.bits.weight, groups ? recipe.groupSize : nil)
-        var q = QuantizedMatrix(quantizing: w, bits: bits, groupSize: group, threads: threads)
+        var q = try QuantizedMatrix(quantizing: w, bits: bits, groupSize: group, threads: threads).checkedScales(name)
         if let hessian {
             do {
                 q.values = try BLAS.withThreads(threads) {
@@ -301,11 +312,27 @@ struct LayerQuantizer {
         if let scale = recipe.activationScale { return ActivationQuantizer(bits: ab, scale: scale) }
         let s = try stats.site(layer, site)
         let (clip, q) = (s.clip(recipe.clip.quantile), Float(qmax(bits: ab)))
+        // A range past what a scale may hold (activations that overflow, a forged stats file) is
+        // refused here rather than written as an Inf or NaN scale.
+        guard clip.isFinite, clip / q <= QuantizedNames.maxScale else {
+            throw MambaError(.badInput, "the calibrated range at \(SiteKey(layer: layer, site: site)) is \(clip): activations there overflow what a scale may hold (at most \(QuantizedNames.maxScale))")
+        }
         guard let groups, groups > 0, s.channels % groups == 0 else { return ActivationQuantizer(bits: ab, scale: .static(clip / q)) }
         let size = s.channels / groups
         return ActivationQuantizer(bits: ab, scale: .groups((0..<groups).map { g in
             min(clip, s.range.absmax[(g * size)..<((g + 1) * size)].max()!) / q
         }))
+    }
+}
+
+extension QuantizedMatrix {
+    /// Refuses weights whose scales pass what a checkpoint may hold (weights near float32's
+    /// limit would be written, then refused by every reader).
+    func checkedScales(_ name: String) throws -> QuantizedMatrix {
+        if let big = scales.first(where: { !($0 <= QuantizedNames.maxScale) }) {
+            throw MambaError(.badInput, "\(name)'s weights reach \(big * Float(qmax(bits: bits))): past what a scale may hold (at most \(QuantizedNames.maxScale))")
+        }
+        return self
     }
 }
 

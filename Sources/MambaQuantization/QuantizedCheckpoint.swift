@@ -18,6 +18,10 @@ enum QuantizedNames {
     /// The head-input matrix [D, D] (format 3).
     static let headInput = "lm_head.input_transform"
     static let tokenizerFiles = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+    /// The largest weight or activation scale a checkpoint may hold: 127 x 1e30 x a float32 input
+    /// summed over any K stays finite only for far smaller scales, but no trained model comes near
+    /// (a scale is max|x| / 127), and past it a hand-edited file would run to Inf and NaN.
+    static let maxScale: Float = 1e30
 }
 
 extension QuantizedModel {
@@ -33,6 +37,15 @@ extension QuantizedModel {
             throw MambaError(.badConfig, "\(directory)/config.json: no \"quantization\" object with source_sha256 and stats_sha256")
         }
         return p
+    }
+
+    /// Refuses a quantized checkpoint that was not made from the float checkpoint `model` (whose
+    /// sha256 is `sha`): its tensors would not fit the model, or fit and mean something else.
+    public static func checkSource(directory: String, model: String, sha: String) throws {
+        let p = try provenance(directory: directory)
+        guard p.sourceSHA256 == sha else {
+            throw MambaError(.mismatchedInputs, "\(directory) was quantized from another checkpoint (sha256 \(p.sourceSHA256.prefix(12))…), not \(model) (sha256 \(sha.prefix(12))…)")
+        }
     }
 
     /// Reads a quantized checkpoint; every tensor is checked for presence, dtype and shape.
@@ -86,6 +99,11 @@ extension QuantizedModel {
         if q.formatVersion < 3 && (q.tiedHead || headInput != nil) {
             throw MambaError(.badConfig, "\(directory) is format \(q.formatVersion) but has a tied head or \(QuantizedNames.headInput), which need format 3")
         }
+        // Format 3 is a tied source's: norm_f's weight lives in the head-input matrix, without
+        // which the model would run with other logits.
+        if q.formatVersion == 3 && headInput == nil {
+            throw MambaError(.missingTensor, "\(directory) is format 3 but lacks tensor \(QuantizedNames.headInput)")
+        }
         if let extra = reader.store.names.first(where: { !reader.used.contains($0) }) {
             throw MambaError(.unusedTensor, "\(directory) has tensor \(extra), which this quantized format does not use")
         }
@@ -118,10 +136,15 @@ final class QuantizedCheckpointReader {
         return v
     }
 
+    /// A float32 tensor, refused when it holds NaN or Inf (it would run and print NaN).
     func floats(_ name: String, _ shape: [Int]) throws -> Tensor {
         let v = try view(name, .f32, shape)
         defer { v.releasePages() }
-        return Tensor(shape: shape, storage: try v.floats())
+        let t = Tensor(shape: shape, storage: try v.floats())
+        if let bad = t.storage.first(where: { !$0.isFinite }) {
+            throw MambaError(.badInput, "\(directory): \(name) holds \(bad); a checkpoint's tensors must be finite")
+        }
+        return t
     }
 
     func int8s(_ name: String, _ shape: [Int]) throws -> [Int8] {
@@ -146,15 +169,33 @@ final class QuantizedCheckpointReader {
             if values.contains(-8) { throw MambaError(.badInput, "\(directory): \(prefix).weight holds the int4 value -8, which mambaquant never writes (|q| <= 7)") }
         } else {
             values = try int8s(prefix + ".weight", diskShape ?? [rows, cols])
+            // 4-bit weights stored a value per byte (format 1) must fit the int4 panels.
+            if wb == 4, let bad = values.first(where: { $0 < -7 || $0 > 7 }) {
+                throw MambaError(.badInput, "\(directory): \(prefix).weight holds \(bad), outside the 4-bit range -7...7 of weight_bits 4")
+            }
         }
         let m = QuantizedMatrix(rows: rows, cols: cols, bits: wb, groupSize: g, values: values, scales: [])
         let scales = try floats(prefix + ".weight_scale", m.scaleShape).storage
+        // A scale NaN, infinite, negative or past 1e30 (the weights' products would overflow
+        // float32) is refused: it would run and print NaN.
+        if let bad = scales.first(where: { !($0 >= 0 && $0 <= QuantizedNames.maxScale) }) {
+            throw MambaError(.badInput, "\(directory): \(prefix).weight_scale holds \(bad); scales must be finite, non-negative and at most \(QuantizedNames.maxScale)")
+        }
         return QuantizedMatrix(rows: rows, cols: cols, bits: wb, groupSize: g, values: values, scales: scales)
     }
 
-    /// A static activation scale stored under `name`, or the recipe's dynamic one.
+    /// A static activation scale stored under `name` (finite, positive, at most maxScale), or the
+    /// recipe's dynamic one.
     func activation(_ name: String) throws -> ActivationQuantizer {
-        ActivationQuantizer(bits: recipe.bits.activation, scale: try recipe.activationScale ?? .static(scalar(name)))
+        if let dynamic = recipe.activationScale { return ActivationQuantizer(bits: recipe.bits.activation, scale: dynamic) }
+        return ActivationQuantizer(bits: recipe.bits.activation, scale: .static(try checkedScales(name, [scalar(name)])[0]))
+    }
+
+    func checkedScales(_ name: String, _ scales: [Float]) throws -> [Float] {
+        if let bad = scales.first(where: { !($0 > 0 && $0 <= QuantizedNames.maxScale) }) {
+            throw MambaError(.badInput, "\(directory): \(name) holds \(bad); activation scales must be finite, positive and at most \(QuantizedNames.maxScale)")
+        }
+        return scales
     }
 
     /// A module's input quantizer.
@@ -192,7 +233,7 @@ final class QuantizedCheckpointReader {
         var scan: [Site: ActivationQuantizer] = [:]
         for (site, key) in spec.scanInputs where !recipe.keepsFloat(scanInput: site) {
             if let groups = recipe.scanScales == .group ? spec.scanScaleGroups(site, config) : nil, !recipe.activations.isDynamic {
-                scan[site] = ActivationQuantizer(bits: recipe.bits.activation, scale: .groups(try floats(p + key, [groups]).storage))
+                scan[site] = ActivationQuantizer(bits: recipe.bits.activation, scale: .groups(try checkedScales(p + key, try floats(p + key, [groups]).storage)))
             } else {
                 scan[site] = try activation(p + key)
             }
@@ -200,8 +241,10 @@ final class QuantizedCheckpointReader {
         // S-SiLU scales the gate's input z channel by channel.
         let gateName = p + LayerArtifact.gateSmoothing
         if store.contains(gateName) {
-            guard let z = spec.producer(of: .z, config) else {
-                throw MambaError(.unusedTensor, "\(directory) has tensor \(gateName), but a \(spec.name) mixer has no SiLU gate")
+            // Only where S-SiLU is exact: a SiLU gate right before out_proj (not Mamba-2's, whose
+            // group norm sits between; docs/DESIGN.md section 2).
+            guard let z = spec.producer(of: .z, config), spec.consumer(of: .outProjInput) != nil, !spec.isNormalized(.outProjInput) else {
+                throw MambaError(.unusedTensor, "\(directory) has tensor \(gateName), but a \(spec.name) mixer has no SiLU gate to smooth")
             }
             tensors[LayerArtifact.gateSmoothing] = try floats(gateName, [z.rows.count])
         }

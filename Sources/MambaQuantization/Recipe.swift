@@ -225,6 +225,9 @@ public struct QuantizationRecipe: Sendable, Equatable {
     }
 
     public static let allScanInputs = "ssm_inputs"
+    /// The largest weight group (`--group-size`, group_size): far past any K, and small enough
+    /// that every product of it with a shape stays inside Int32, which the kernels index with.
+    public static let maxGroupSize = 1 << 16
     public static func scanInputName(_ site: Site) -> String { "\(allScanInputs).\(site.rawValue)" }
 
     public init(method: QuantizationMethod, bits: BitWidths = BitWidths(weight: 8, activation: 8), groupSize: Int? = nil,

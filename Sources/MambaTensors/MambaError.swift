@@ -21,8 +21,17 @@ public struct MambaError: Error, CustomStringConvertible, LocalizedError, Equata
     /// "line").
     public static let maxLength = 1000
 
+    /// One name or value echoed from the input is cut to this many characters (its start and end
+    /// kept): a message names the problem, it does not repeat a 1,000-character key.
+    public static let maxWordLength = 120
+
     static func oneLine(_ text: String) -> String {
         var s = text
+        if s.utf8.count > maxWordLength {
+            s = s.split(separator: " ", omittingEmptySubsequences: false).map { word in
+                word.count <= maxWordLength ? String(word) : "\(word.prefix(maxWordLength * 2 / 3))…\(word.suffix(maxWordLength / 4))"
+            }.joined(separator: " ")
+        }
         if s.utf8.count > maxLength {
             let head = String(s.prefix(maxLength * 7 / 10)), tail = String(s.suffix(maxLength / 5))
             s = head + " [... \(s.count - head.count - tail.count) characters left out ...] " + tail

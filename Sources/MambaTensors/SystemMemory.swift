@@ -1,15 +1,48 @@
 import Foundation
 
-/// The memory the kernel says a new allocation can have (Linux /proc/meminfo).
+/// The memory a new allocation of this process can have: the lowest of the kernel's MemAvailable
+/// (/proc/meminfo), what the address-space limit (RLIMIT_AS) leaves beside what the process has
+/// mapped already (its checkpoint's mapped files included), and what the cgroup's memory limit
+/// leaves (a container's; cgroup v2 memory.max, or v1 memory.limit_in_bytes). Each job's estimate
+/// is checked against it before anything is allocated (MemoryEstimate, MambaLM(checkpoint:)).
 public enum SystemMemory {
-    /// MemAvailable, in bytes (nil where /proc/meminfo is absent).
-    public static func available() -> Double? {
-        guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8) else { return nil }
-        for line in text.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
-            let kb = line.dropFirst("MemAvailable:".count).split(separator: " ").first.flatMap { Double($0) }
-            return kb.map { $0 * 1024 }
+    /// The lowest limit in bytes (nil where none can be read).
+    public static func available() -> Double? { limits().map(\.bytes).min() }
+
+    /// The lowest limit's name, for messages: "MemAvailable", or another limit "below MemAvailable".
+    public static func availableSource() -> String {
+        guard let lowest = limits().min(by: { $0.bytes < $1.bytes }), lowest.name != "MemAvailable" else { return "MemAvailable" }
+        return lowest.name + ", below MemAvailable"
+    }
+
+    static func limits() -> [(name: String, bytes: Double)] {
+        var out: [(String, Double)] = []
+        if let kb = field("/proc/meminfo", "MemAvailable:") { out.append(("MemAvailable", kb * 1024)) }
+        var limit = rlimit()
+        if getrlimit(Int32(RLIMIT_AS.rawValue), &limit) == 0, limit.rlim_cur != rlim_t.max, let vm = field("/proc/self/status", "VmSize:") {
+            out.append(("the address-space limit (ulimit -v)", max(0, Double(limit.rlim_cur) - vm * 1024)))
+        }
+        if let max = number("/sys/fs/cgroup/memory.max"), let used = number("/sys/fs/cgroup/memory.current") {
+            out.append(("the cgroup's memory.max", Swift.max(0, max - used)))
+        } else if let max = number("/sys/fs/cgroup/memory/memory.limit_in_bytes"), max < 1e18,
+                  let used = number("/sys/fs/cgroup/memory/memory.usage_in_bytes") {
+            out.append(("the cgroup's memory limit", Swift.max(0, max - used)))
+        }
+        return out
+    }
+
+    /// A "Key: value kB" line's value.
+    private static func field(_ path: String, _ key: String) -> Double? {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix(key) {
+            return line.dropFirst(key.count).split(whereSeparator: { $0 == " " || $0 == "\t" }).first.flatMap { Double($0) }
         }
         return nil
+    }
+
+    /// A file holding one number ("max" and absent files: nil).
+    private static func number(_ path: String) -> Double? {
+        (try? String(contentsOfFile: path, encoding: .utf8)).flatMap { Double($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
     }
 }
 

@@ -30,6 +30,10 @@ public final class TensorStore: @unchecked Sendable {
                 throw MambaError(.badFile, "\(index) is not a safetensors index (no weight_map object)")
             }
             let shardNames = Array(Set(map.values)).sorted()
+            // A shard is a file of this directory: a name with a path in it would reach outside.
+            if let bad = shardNames.first(where: { $0.isEmpty || $0.contains("/") || $0 == "." || $0 == ".." }) {
+                throw MambaError(.badFile, "\(index) names shard \"\(bad.prefix(80))\", which is not a file name in \(directory)")
+            }
             var byName: [String: SafeTensorsFile] = [:]
             for shard in shardNames {
                 let f = try SafeTensorsFile(path: directory + "/" + shard)

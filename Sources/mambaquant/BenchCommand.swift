@@ -46,7 +46,7 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Repetitions; medians are reported.")
     var runs = 5
     @Option(help: "Row counts of the kernel-level GEMM comparison (comma-separated; empty to skip).",
-            transform: { $0.isEmpty ? [] : try ArgumentParsing.list(ArgumentParsing.positive)($0) })
+            transform: { $0.isEmpty ? [] : try ArgumentParsing.list(ArgumentParsing.positive(atMost: 1 << 16))($0) })
     var gemmRows: [Int] = [1, 16, 64, 512]
     @Option(help: "int8 kernel path: auto (the best this CPU has), avx2 or scalar (to measure a CPU without VNNI; pair with OPENBLAS_CORETYPE=Haswell for an AVX2 sgemm).")
     var int8Path: Int8PathChoice = .auto
@@ -160,7 +160,10 @@ struct BenchCommand: ParsableCommand {
     /// The given quantized checkpoint, or mambaquant at each of --bits calibrated on a few random
     /// token windows.
     func quantizedModels(_ weights: MambaWeights, _ float: MambaLM, _ par: Parallelism) throws -> [QuantizedModel] {
-        if let quantized { return [try QuantizedModel.load(directory: quantized)] }
+        if let quantized {
+            try QuantizedModel.checkSource(directory: quantized, model: model!, sha: try checkpointSHA256(directory: model!))
+            return [try QuantizedModel.load(directory: quantized)]
+        }
         let profile = self.profile ?? .fast
         return try bitsList.map { b in
             printError("calibrating on 4 random windows of 128 tokens and quantizing (mambaquant \(b), profile \(profile.rawValue))")

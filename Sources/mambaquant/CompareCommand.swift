@@ -64,7 +64,7 @@ struct CompareCommand: ParsableCommand {
     @OptionGroup var kernelOptions: KernelOptions
 
     func validate() throws {
-        if let groupSize, groupSize < 1 { throw ValidationError("--group-size must be at least 1, got \(groupSize)") }
+        if let groupSize, !(1...QuantizationRecipe.maxGroupSize).contains(groupSize) { throw ValidationError("--group-size must be in 1...\(QuantizationRecipe.maxGroupSize), got \(groupSize)") }
         if seqLen < 2 { throw ValidationError("--seq-len must be at least 2, got \(seqLen)") }
         if seeds < 1 || taskItems < 0 || maxTokens < 0 || calibSamples < 1 || calibSeqLen < 1 {
             throw ValidationError("--seeds, --calib-samples and --calib-seq-len must be at least 1; --task-items and --max-tokens not negative")

@@ -38,9 +38,12 @@ enum ArgumentParsing {
 
     static func bits(_ text: String) throws -> BitWidths { try BitWidths(parsing: text) }
 
-    static func positive(_ text: String) throws -> Int {
-        guard let v = Int(text), v >= 1 else { throw ValidationError("\"\(text)\" is not a positive integer") }
-        return v
+    /// A whole number in 1...limit.
+    static func positive(atMost limit: Int) -> (String) throws -> Int {
+        { text in
+            guard let v = Int(text), v >= 1, v <= limit else { throw ValidationError("\"\(text)\" is not an integer in 1...\(limit)") }
+            return v
+        }
     }
 }
 
@@ -94,7 +97,16 @@ struct RuntimeOptions: ParsableArguments {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
     }
 
-    var parallelism: Parallelism { Parallelism(threads: threads) }
+    /// The budget, capped at the cores this process may run on: more threads than cores only
+    /// contend (and a million of them hung calibrate and quantize).
+    var parallelism: Parallelism {
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        if let threads, threads > cores {
+            printError("note: --threads \(threads) is more than the \(cores) cores here; using \(cores)")
+            return Parallelism(threads: cores)
+        }
+        return Parallelism(threads: threads)
+    }
 }
 
 /// `--kernels`, on the commands that run a quantized model.

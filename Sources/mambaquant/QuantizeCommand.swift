@@ -45,7 +45,7 @@ struct QuantizeCommand: ParsableCommand {
     @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
-        if let g = groupSize, g < 1 { throw ValidationError("--group-size must be at least 1") }
+        if let g = groupSize, !(1...QuantizationRecipe.maxGroupSize).contains(g) { throw ValidationError("--group-size must be in 1...\(QuantizationRecipe.maxGroupSize), got \(g)") }
         if !(gptqDamp > 0 && gptqDamp < 1) { throw ValidationError("--gptq-damp must be in (0, 1), got \(gptqDamp)") }
     }
 

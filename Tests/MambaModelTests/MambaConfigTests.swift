@@ -80,3 +80,38 @@ final class MambaConfigTests: XCTestCase {
         XCTAssertEqual((again.mixer(layer: 0) as? Mamba2Mixer)?.timeStepMax, .infinity)
     }
 }
+
+/// Configs the fuzzer found accepted or crashing (issue "trust, round three"): each is refused in
+/// one line that names the key.
+final class MambaConfigFuzzFindingsTests: XCTestCase {
+    func parse(_ json: String) throws -> MambaConfig { try MambaConfig.parse(Data(json.utf8), source: "config.json") }
+
+    func testRefusedByKey() {
+        let base2 = #""model_type": "mamba2", "hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 40"#
+        let mamba2 = base2 + #", "n_groups": 1"#
+        let falcon = #""model_type": "falcon_mamba", "hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 40"#
+        let cases: [(String, String)] = [
+            // num_heads x head_dim overflowed Int (a trap in every command, inspect included).
+            ("{\(mamba2), \"num_heads\": 4611686018427387904, \"head_dim\": 4}", "num_heads"),
+            ("{\(mamba2), \"num_heads\": 2, \"head_dim\": 9223372036854775807}", "head_dim"),
+            ("{\(base2), \"n_groups\": 9223372036854775807, \"head_dim\": 64}", "n_groups"),
+            // A clamp whose minimum is infinite in float32 gave NaN states and a NaN perplexity.
+            ("{\(mamba2), \"time_step_limit\": [Infinity, Infinity]}", "time_step_limit"),
+            ("{\(mamba2), \"time_step_limit\": [1e39, 1e39]}", "time_step_limit"),
+            ("{\(mamba2), \"ssm_cfg\": {\"dt_limit\": [Infinity, 1]}}", "time_step_limit"),
+            // NaN and Infinity were replaced by the default; -1 was refused.
+            ("{\(falcon), \"mixer_rms_eps\": NaN}", "mixer_rms_eps"),
+            ("{\(falcon), \"mixer_rms_eps\": Infinity}", "mixer_rms_eps"),
+            ("{\(falcon), \"mixer_rms_eps\": \"small\"}", "mixer_rms_eps"),
+            ("{\(falcon), \"layer_norm_epsilon\": NaN}", "layer_norm_epsilon"),
+        ]
+        for (json, key) in cases {
+            XCTAssertThrowsError(try parse(json), json) { e in
+                XCTAssertTrue("\(e)".contains(key) && !"\(e)".contains("\n"), "\(e)")
+            }
+        }
+        // The default clamp (0, +inf) and an infinite maximum stay accepted.
+        XCTAssertNoThrow(try parse("{\(mamba2), \"time_step_limit\": [0.001, Infinity]}"))
+        XCTAssertNoThrow(try parse("{\(falcon), \"mixer_rms_eps\": null}"))
+    }
+}
