@@ -11,6 +11,10 @@ public final class CheckpointWeights: @unchecked Sendable {
     public let config: MambaConfig
     public let store: TensorStore
     private let embeddingName: String
+    /// The prefix of the model's own tensors in this file: "backbone." (Mamba, and the hub's
+    /// Nemotron-H), or "model." (what transformers 5 writes for Nemotron-H). Names inside the tool
+    /// are "backbone."'s; `fileName` maps them.
+    public let root: String
     /// false when the checkpoint carries its own lm_head.weight.
     public let tiedHead: Bool
 
@@ -22,8 +26,11 @@ public final class CheckpointWeights: @unchecked Sendable {
     /// Checks every name, shape and dtype (no data is read); errors name the tensor and both shapes.
     public init(store: TensorStore, config c: MambaConfig) throws {
         (self.store, self.config) = (store, c)
+        let root = store.contains("model.embeddings.weight") ? "model." : "backbone."
+        self.root = root
         var unused = Set(store.names)
-        func check(_ name: String, _ shape: [Int]) throws {
+        func check(_ canonical: String, _ shape: [Int]) throws {
+            let name = Self.fileName(canonical, root: root)
             guard store.contains(name) else {
                 throw MambaError(.missingTensor, "checkpoint \(store.directory) lacks tensor \(name) (expected shape \(shapeString(shape)))")
             }
@@ -36,7 +43,7 @@ public final class CheckpointWeights: @unchecked Sendable {
             }
             unused.remove(name)
         }
-        embeddingName = store.contains(ModelParameter.embedding.name) || !store.contains(ModelParameter.legacyEmbeddingName)
+        embeddingName = root != "backbone." || store.contains(ModelParameter.embedding.name) || !store.contains(ModelParameter.legacyEmbeddingName)
             ? ModelParameter.embedding.name : ModelParameter.legacyEmbeddingName
         try check(embeddingName, ModelParameter.embedding.shape(c))
         for i in 0..<c.numLayers {
@@ -58,9 +65,18 @@ public final class CheckpointWeights: @unchecked Sendable {
         }
     }
 
+    /// The name a tool-side ("backbone.") name has in this file.
+    public func fileName(_ canonical: String) -> String { Self.fileName(canonical, root: root) }
+
+    static func fileName(_ canonical: String, root: String) -> String {
+        guard root != "backbone.", canonical.hasPrefix("backbone.") else { return canonical }
+        return root + canonical.dropFirst("backbone.".count)
+    }
+
     /// One tensor widened to float32, refused when it holds NaN or Inf (a corrupt or diverged
     /// checkpoint would otherwise run and print NaN).
-    public func tensor(_ name: String) throws -> Tensor {
+    public func tensor(_ canonical: String) throws -> Tensor {
+        let name = fileName(canonical)
         let view = try store.view(name)
         let t = try view.tensor()
         view.releasePages()
@@ -70,7 +86,8 @@ public final class CheckpointWeights: @unchecked Sendable {
 
     /// A 2-D tensor kept in its 16-bit type (nil when the file stores it in another one), refused
     /// when it holds NaN or Inf.
-    public func halfMatrix(_ name: String) throws -> HalfMatrix? {
+    public func halfMatrix(_ canonical: String) throws -> HalfMatrix? {
+        let name = fileName(canonical)
         let view = try store.view(name)
         guard let format = HalfFormat(view.dtype), view.shape.count == 2 else { return nil }
         // Copied bytewise: a tensor's offset in the file need not be 2-byte aligned.
@@ -101,7 +118,7 @@ public final class CheckpointWeights: @unchecked Sendable {
 
     /// The runtime's weight type: "float32", or the 16-bit type its matrices keep.
     public var runtimeWeightType: String {
-        (try? store.view(embeddingName)).flatMap { HalfFormat($0.dtype)?.dtype.rawValue.lowercased() } ?? "float32"
+        (try? store.view(fileName(embeddingName))).flatMap { HalfFormat($0.dtype)?.dtype.rawValue.lowercased() } ?? "float32"
     }
 
     /// A corrupt or diverged checkpoint would otherwise run and print NaN.

@@ -94,6 +94,7 @@ public struct MambaConfig: Sendable, Equatable {
         let ssm = json["ssm_cfg"]?.object ?? [:]
         let stateSpacesLayout = json["ssm_cfg"] != nil || json["d_model"] != nil
         let modelType = json["model_type"]?.string
+        if modelType == "nemotron_h" { return try nemotronH(json, source: source) }
         let ssmLayer = ssm["layer"]?.string
         let isMamba2: Bool
         switch modelType {
@@ -101,7 +102,7 @@ public struct MambaConfig: Sendable, Equatable {
         case "mamba2": isMamba2 = true
         case nil: isMamba2 = ssmLayer == "Mamba2"
         case let other? where hybridModelTypes.contains(other):
-            throw MambaError(.unsupportedModel, "\(source): model_type \(other) is a hybrid of Mamba and attention layers; attention layers are not supported yet (model_type \"mamba\", \"falcon_mamba\" and \"mamba2\" are)")
+            throw MambaError(.unsupportedModel, "\(source): model_type \(other) is a hybrid of Mamba and attention layers not supported yet (model_type \"mamba\", \"falcon_mamba\", \"mamba2\" and the hybrid \"nemotron_h\" are)")
         case let other?:
             throw MambaError(.unsupportedModel, "\(source): model_type \(other) is not a Mamba model; model_type \"mamba\", \"falcon_mamba\" and \"mamba2\" are supported")
         }
@@ -255,15 +256,16 @@ public struct MambaConfig: Sendable, Equatable {
     }
 
     /// transformers' model types that mix Mamba(-2) layers with attention (or MoE) layers.
-    static let hybridModelTypes: Set<String> = ["nemotron_h", "granitemoehybrid", "falcon_h1", "zamba", "zamba2", "jamba", "bamba"]
+    static let hybridModelTypes: Set<String> = ["granitemoehybrid", "falcon_h1", "zamba", "zamba2", "jamba", "bamba"]
 
     /// Falcon-Mamba's mixer_rms_eps when config.json leaves it out (transformers' default).
     public static let defaultMixerRMSEpsilon = 1e-6
 
     /// A line about settings taken from defaults rather than config.json (for `inspect`).
     public var defaultedSettings: [String] {
-        let mixer = layerKinds.first?.spec
-        if mixer?.name == "falcon_mamba" && json["mixer_rms_eps"] == nil {
+        // Notes on the Mamba configs' own keys (a hybrid's settings come from its own keys).
+        guard distinctKinds.count == 1, let mixer = layerKinds.first?.spec else { return [] }
+        if mixer.name == "falcon_mamba" && json["mixer_rms_eps"] == nil {
             return ["mixer_rms_eps absent from config.json: using transformers' default \(Self.defaultMixerRMSEpsilon)"]
         }
         if let m = mixer as? Mamba2Mixer {

@@ -1,0 +1,50 @@
+import Foundation
+import MambaCalibration
+import MambaQuantization
+import MambaTransforms
+import TestSupport
+import XCTest
+
+/// The transformers-checked Nemotron-H fixtures through the pipeline: every method keeps the float
+/// logits with R1 passing through attention's q, k, v and o and the MLP's up and down projections
+/// (R2 on o_proj's and down_proj's inputs), and the int8 model, written and read back from its own
+/// config.json, runs close to float on the int8 kernels as on the reference ops.
+final class HybridQuantizeTests: XCTestCase {
+    func testEveryMethodOnNemotronH() throws {
+        for name in ["tiny-nemotron-h", "tiny-nemotron-h-hub"] {
+            let source = Fixtures.model(name)
+            let w = try MambaWeights.load(directory: source)
+            let tokens = (0..<29).map { ($0 * 11 + 3) % w.config.vocabSize }
+            let reference = try MambaLM(weights: w).logits(tokens)
+            let stats = try calibratedStats(w, text: (0..<400).map { ($0 * 7 + $0 / 9) % w.config.vocabSize }, samples: 4, seqLength: 24, seed: 1)
+            let dir = try makeTemporaryDirectory()
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            for method in QuantizationMethod.allCases {
+                var p = ModelParameters(weights: w)
+                let log = try applyPlan(method, to: &p, stats: stats.stats, seed: 3, alpha: 0.5)
+                let err = maxAbsDifference(try p.floatModel().logits(tokens).storage, reference.storage)
+                XCTAssertLessThanOrEqual(err, 1e-4 * reference.absMax, "\(name) \(method)")
+                if method == .mambaquant {
+                    let attention = try XCTUnwrap(w.config.layerKinds.firstIndex { $0.spec is AttentionMixer })
+                    let mlp = try XCTUnwrap(w.config.layerKinds.firstIndex { $0.spec is MLPMixer })
+                    XCTAssertNotNil(p.blocks[attention].mixer.hadamardSigns(before: "o_proj"), "\(log)")
+                    XCTAssertNotNil(p.blocks[mlp].mixer.hadamardSigns(before: "down_proj"), "\(log)")
+                }
+                let recipe = QuantizationRecipe(method: method, activations: .perToken)
+                let q = try QuantizedModel.quantize(weights: w, stats: stats, recipe: recipe, parallelism: .serial)
+                let int8 = try q.model(runtime: .int8).logits(tokens)
+                let ref = try q.model(runtime: .reference).logits(tokens)
+                // The fixtures' weights are drawn so that every term of the forward matters (make_fixtures.py's
+                // randomize), which makes six layers of 8-bit rounding visible (w8a8 rtn: 16% of the
+                // logits' range); the kernels equal their references op by op (Int8OpsTests), and a
+                // flipped rounding travels through the layers (seen: 1% of the range).
+                XCTAssertLessThanOrEqual(maxAbsDifference(int8.storage, ref.storage), 0.02 * ref.absMax, "\(name) \(method)")
+                XCTAssertLessThanOrEqual(maxAbsDifference(int8.storage, reference.storage), 0.25 * reference.absMax, "\(name) \(method)")
+                XCTAssertGreaterThan(maxAbsDifference(int8.storage, reference.storage), 0, "\(name) \(method) must round")
+                let out = dir + "/\(method)"
+                try q.write(directory: out, sourceDirectory: source, provenance: .init(sourceSHA256: "s", statsSHA256: "t"))
+                XCTAssertEqual(try QuantizedModel.loadModel(directory: out).logits(tokens).storage, int8.storage, "\(name) \(method)")
+            }
+        }
+    }
+}
