@@ -127,6 +127,17 @@ def greedy(model, prompt, n):
     return ids[len(prompt):]
 
 
+def reference_outputs(model, ids):
+    """What a reference.safetensors holds: the prompt's logits and greedy ids from its first ids."""
+    with torch.no_grad():
+        logits = model(ids[None]).logits[0].float()
+    gids = greedy(model, ids[:GREEDY_PROMPT].tolist(), GREEDY_NEW)
+    ref = {"input_ids": ids.to(torch.int64), "logits": logits.contiguous(),
+           "greedy_prompt": ids[:GREEDY_PROMPT].clone().to(torch.int64),
+           "greedy_ids": torch.tensor(gids, dtype=torch.int64)}
+    return ref, logits, gids
+
+
 def byte_tokenizer(path):
     from train_byte_mamba import build_tokenizer, check_tokenizer
     build_tokenizer().save(path)
@@ -245,12 +256,7 @@ def write_model(name, kwargs, dtype, layout, seed):
     g = torch.Generator().manual_seed(seed + 1)
     vocab_in_use = 50 if layout == "statespaces" else min(kwargs["vocab_size"], 256)
     ids = torch.randint(0, vocab_in_use, (PROMPT_LEN,), generator=g)
-    with torch.no_grad():
-        logits = model(ids[None]).logits[0].float()
-    gids = greedy(model, ids[:GREEDY_PROMPT].tolist(), GREEDY_NEW)
-    ref = {"input_ids": ids.to(torch.int64), "logits": logits.contiguous(),
-           "greedy_prompt": ids[:GREEDY_PROMPT].clone().to(torch.int64),
-           "greedy_ids": torch.tensor(gids, dtype=torch.int64)}
+    ref, logits, gids = reference_outputs(model, ids)
     meta = {"source": f"transformers {type(model).__name__} (slow path)"}
     if layout.startswith("mamba2"):
         meta["source"] = f"transformers {type(model).__name__} (torch path: mamba2_chunk_scan prefill, mamba2_selective_state_update decode)"

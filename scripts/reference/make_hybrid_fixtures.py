@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(__file__))
-from make_fixtures import OUT, PROMPT_LEN, GREEDY_PROMPT, GREEDY_NEW, randomize, greedy  # noqa: E402
+from make_fixtures import OUT, PROMPT_LEN, randomize, reference_outputs  # noqa: E402
 
 # name -> (config kwargs, the config.json spelling). The first is saved as transformers 5 saves it
 # (layers_block_type); the second with the hub's hybrid_override_pattern and its older key names.
@@ -71,12 +71,7 @@ def write(name, kwargs, spelling, seed):
 
     g = torch.Generator().manual_seed(seed + 1)
     ids = torch.randint(0, kwargs["vocab_size"], (PROMPT_LEN,), generator=g)
-    with torch.no_grad():
-        logits = model(ids[None]).logits[0].float()
-    gids = greedy(model, ids[:GREEDY_PROMPT].tolist(), GREEDY_NEW)
-    ref = {"input_ids": ids.to(torch.int64), "logits": logits.contiguous(),
-           "greedy_prompt": ids[:GREEDY_PROMPT].clone().to(torch.int64),
-           "greedy_ids": torch.tensor(gids, dtype=torch.int64)}
+    ref, logits, gids = reference_outputs(model, ids)
     save_file(ref, os.path.join(d, "reference.safetensors"), metadata={"source": f"transformers {type(model).__name__} (torch path)"})
     print(f"{name}: max|logit| {logits.abs().max():.3f} greedy {gids}")
 
