@@ -8,8 +8,11 @@ import XCTest
 /// It must give the committed fixture's logits, so FORMAT.md says everything needed to run a
 /// checkpoint (the online Hadamard's construction and side, where each scale applies).
 final class FormatReaderTests: XCTestCase {
-    /// Format 1 (w8a8, untied head) and format 3 (w4a8 in groups of 8, GPTQ, one tied table).
-    let fixtures = ["tiny-tied-mambaquant-w8a8", "tiny-tied-mambaquant-w4a8-g8"]
+    /// Format 1 (w8a8, untied head), format 3 (w4a8 in groups of 8, GPTQ, one tied table) and
+    /// format 3 at 8 bits with x_proj and lm_head kept float (tied_head false: an int8 embedding of
+    /// its own, an F32 head after the head-input matrix; the float x_proj reads the scan's
+    /// fake-quantized x; int4_storage "one value per byte").
+    let fixtures = ["tiny-tied-mambaquant-w8a8", "tiny-tied-mambaquant-w4a8-g8", "tiny-tied-mambaquant-w8a8-keepfloat"]
     let tokens = [5, 17, 200, 3, 99, 42, 7, 130, 64, 250, 1, 18]
 
     struct Reader {
@@ -52,6 +55,15 @@ final class FormatReaderTests: XCTestCase {
     // embedding's table for a tied head), the input scale under `inputScale`.
     static func linear(_ r: Reader, _ module: String, _ x: [Float], rows l: Int, cols inn: Int, qmax: Float, bias: Bool = false,
                        inputScale: String? = nil) throws -> [Float] {
+        // Kept float (FORMAT.md, kept_float): an F32 weight, applied to the input as it comes.
+        if try r.file.view(module + ".weight").dtype == .f32 {
+            let w = try r.floats(module + ".weight"), out = w.count / inn
+            let b = bias ? try r.floats(module + ".bias") : [Float](repeating: 0, count: out)
+            return (0..<(l * out)).map { j in
+                let (t, o) = (j / out, j % out)
+                return (0..<inn).reduce(Float(0)) { $0 + x[t * inn + $1] * w[o * inn + $1] } + b[o]
+            }
+        }
         let (w, ws) = try r.weights(module, cols: inn)
         let out = w.count / inn
         let sx = try r.scalar((inputScale ?? module) + ".input_scale")
@@ -234,6 +246,36 @@ final class FormatReaderTests: XCTestCase {
         XCTAssertEqual(logits.count, committed.count)
         let err = maxAbsDifference(logits, committed.storage)
         XCTAssertLessThanOrEqual(err, 1e-3 * committed.absMax, "\(name): max |Δlogit| \(err) of \(committed.absMax)")
+    }
+
+    /// FORMAT.md's tensor order ("Files hold them in this order"): the file order of every
+    /// fixture is the documented one.
+    func testTensorsAreInTheDocumentedOrder() throws {
+        let mixer = ["in_proj", "conv1d", "x_proj", "dt_proj", "A_log", "D", "out_proj", "x_scale", "dt_scale", "B_scale", "C_scale",
+                     "gate_smooth", "out_proj.hadamard_signs"]
+        let suffixes = ["weight", "weight_scale", "input_scale", "bias"]
+        for name in fixtures {
+            let directory = Fixtures.root + "/quantized/" + name
+            let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: directory + "/config.json"))) as! [String: Any]
+            let tied = (config["quantization"] as! [String: Any])["tied_head"] as? Bool ?? false
+            let layers = config["num_hidden_layers"] as! Int
+            // (part, position within it): part 0 the embedding, 1...L the layers, then a tied table, then the head's tensors.
+            func rank(_ n: String) -> [Int] {
+                if n.hasPrefix("backbone.embeddings.") { return [tied ? layers + 1 : 0, suffixes.firstIndex(of: String(n.split(separator: ".").last!))!] }
+                if n == "backbone.norm_f.weight" { return [layers + 2, 0] }
+                if n == "lm_head.input_transform" { return [layers + 2, 1] }
+                if n.hasPrefix("lm_head.") { return [layers + 2, 2 + suffixes.firstIndex(of: String(n.dropFirst("lm_head.".count)))!] }
+                let parts = n.split(separator: ".").map(String.init)   // backbone.layers.L.(norm.weight | mixer.REST)
+                let layer = Int(parts[2])!
+                if parts[3] == "norm" { return [1 + layer, 0] }
+                let rest = parts[4...].joined(separator: ".")
+                if let i = mixer.firstIndex(of: rest) { return [1 + layer, 1 + 10 * i] }
+                let module = parts[4], suffix = parts[5...].joined(separator: ".")
+                return [1 + layer, 1 + 10 * mixer.firstIndex(of: module)! + suffixes.firstIndex(of: suffix)!]
+            }
+            let names = try SafeTensorsFile(path: directory + "/model.safetensors").names
+            XCTAssertEqual(names, names.sorted { rank($0).lexicographicallyPrecedes(rank($1)) }, name)
+        }
     }
 
     /// The Paley factors FORMAT.md defines are Hadamard matrices (F F^T = m I) and R is orthogonal.

@@ -12,6 +12,8 @@ import XCTest
 final class QuantizedFixtureTests: XCTestCase {
     let directory = Fixtures.root + "/quantized/tiny-tied-mambaquant-w8a8"
     let format3 = Fixtures.root + "/quantized/tiny-tied-mambaquant-w4a8-g8"
+    /// Format 3 at 8 bits from the tied source, x_proj and lm_head kept float (tied_head false).
+    let keepFloat = Fixtures.root + "/quantized/tiny-tied-mambaquant-w8a8-keepfloat"
     let tokens = [5, 17, 200, 3, 99, 42, 7, 130, 64, 250, 1, 18]
 
     func testFormat3LoadsWithItsRecipe() throws {
@@ -36,7 +38,7 @@ final class QuantizedFixtureTests: XCTestCase {
     }
 
     func testBothRuntimesGiveTheCommittedLogits() throws {
-        for dir in [directory, format3] {
+        for dir in [directory, format3, keepFloat] {
             let q = try QuantizedModel.load(directory: dir)
             let committed = try SafeTensorsFile(path: dir + "-logits.safetensors").view("logits").tensor()
             XCTAssertEqual(committed.shape, [tokens.count, 260])
@@ -49,7 +51,7 @@ final class QuantizedFixtureTests: XCTestCase {
 
     /// The block-at-a-time runtime loader builds the same model as loading everything first.
     func testLoadModelEqualsLoadThenModel() throws {
-        for dir in [directory, format3] {
+        for dir in [directory, format3, keepFloat] {
             for runtime in [QuantizedRuntime.int8, .reference] {
                 let direct = try QuantizedModel.loadModel(directory: dir, runtime: runtime).logits(tokens)
                 XCTAssertEqual(direct.storage, try QuantizedModel.load(directory: dir).model(runtime: runtime).logits(tokens).storage, "\(dir) \(runtime)")
@@ -58,7 +60,7 @@ final class QuantizedFixtureTests: XCTestCase {
     }
 
     func testRewritingGivesTheSameTensorFile() throws {
-        for dir in [directory, format3] {
+        for dir in [directory, format3, keepFloat] {
             let q = try QuantizedModel.load(directory: dir)
             let out = try makeTemporaryDirectory() + "/again"
             defer { try? FileManager.default.removeItem(atPath: (out as NSString).deletingLastPathComponent) }
