@@ -14,6 +14,8 @@ final class QuantizedFixtureTests: XCTestCase {
     let format3 = Fixtures.root + "/quantized/tiny-tied-mambaquant-w4a8-g8"
     /// Format 3 at 8 bits from the tied source, x_proj and lm_head kept float (tied_head false).
     let keepFloat = Fixtures.root + "/quantized/tiny-tied-mambaquant-w8a8-keepfloat"
+    /// Mamba-2 with dynamic scales and a state-spaces source (FormatFixtureWriter).
+    let written = ["tiny-mamba2-mambaquant-w8a8-dynamic", "tiny-statespaces-mambaquant-w8a8"].map { Fixtures.root + "/quantized/" + $0 }
     let tokens = [5, 17, 200, 3, 99, 42, 7, 130, 64, 250, 1, 18]
 
     func testFormat3LoadsWithItsRecipe() throws {
@@ -37,13 +39,16 @@ final class QuantizedFixtureTests: XCTestCase {
         XCTAssertEqual(q.lmHead.input?.scale.staticScale.map { $0 > 0 }, true)
     }
 
+    /// The ids each fixture's committed logits are for (the written ones have vocabularies of 56 and 77).
+    func ids(_ dir: String) -> [Int] { written.contains(dir) ? [5, 17, 20, 3, 9, 42, 7, 13, 44, 25, 1, 18] : tokens }
+
     func testBothRuntimesGiveTheCommittedLogits() throws {
-        for dir in [directory, format3, keepFloat] {
+        for dir in [directory, format3, keepFloat] + written {
             let q = try QuantizedModel.load(directory: dir)
             let committed = try SafeTensorsFile(path: dir + "-logits.safetensors").view("logits").tensor()
-            XCTAssertEqual(committed.shape, [tokens.count, 260])
+            XCTAssertEqual(committed.shape, [tokens.count, q.config.vocabSize])
             for (runtime, tolerance) in [(QuantizedRuntime.reference, Float(1e-4)), (.int8, 1e-3)] {
-                let logits = try q.model(runtime: runtime).logits(tokens)
+                let logits = try q.model(runtime: runtime).logits(ids(dir))
                 XCTAssertLessThanOrEqual(maxAbsDifference(logits.storage, committed.storage), tolerance * committed.absMax, "\(dir) \(runtime)")
             }
         }
@@ -51,16 +56,16 @@ final class QuantizedFixtureTests: XCTestCase {
 
     /// The block-at-a-time runtime loader builds the same model as loading everything first.
     func testLoadModelEqualsLoadThenModel() throws {
-        for dir in [directory, format3, keepFloat] {
+        for dir in [directory, format3, keepFloat] + written {
             for runtime in [QuantizedRuntime.int8, .reference] {
-                let direct = try QuantizedModel.loadModel(directory: dir, runtime: runtime).logits(tokens)
-                XCTAssertEqual(direct.storage, try QuantizedModel.load(directory: dir).model(runtime: runtime).logits(tokens).storage, "\(dir) \(runtime)")
+                let direct = try QuantizedModel.loadModel(directory: dir, runtime: runtime).logits(ids(dir))
+                XCTAssertEqual(direct.storage, try QuantizedModel.load(directory: dir).model(runtime: runtime).logits(ids(dir)).storage, "\(dir) \(runtime)")
             }
         }
     }
 
     func testRewritingGivesTheSameTensorFile() throws {
-        for dir in [directory, format3, keepFloat] {
+        for dir in [directory, format3, keepFloat] + written {
             let q = try QuantizedModel.load(directory: dir)
             let out = try makeTemporaryDirectory() + "/again"
             defer { try? FileManager.default.removeItem(atPath: (out as NSString).deletingLastPathComponent) }
