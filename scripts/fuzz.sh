@@ -13,7 +13,8 @@ targets=("$@"); [ ${#targets[@]} -eq 0 ] && targets=(safetensors config tokenize
 bin="fuzz/.build/release/mambaquant-fuzz"
 # Leaks inside Foundation (FileManager.contents of an empty file) are not findings here.
 export ASAN_OPTIONS="detect_leaks=0"
-export MQ_FUZZ_QUANTIZED_FIXTURE="$PWD/Tests/Fixtures/quantized/tiny-tied-mambaquant-w8a8"
+MQ_FUZZ_QUANTIZED_FIXTURE=$(ls -d "$PWD"/Tests/Fixtures/quantized/*/ | sed 's#/$##' | paste -sd: -)
+export MQ_FUZZ_QUANTIZED_FIXTURE
 status=0
 for t in "${targets[@]}"; do
     mkdir -p "fuzz/crashes/$t" "fuzz/.work/$t"

@@ -25,13 +25,17 @@ let target: Target = {
 let scratch: String = {
     let dir = NSTemporaryDirectory() + "mambaquant-fuzz-\(getpid())"
     try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    // The quantized-config target runs against the committed quantized fixture's tensors.
-    if let fixture = ProcessInfo.processInfo.environment["MQ_FUZZ_QUANTIZED_FIXTURE"] {
-        try? FileManager.default.removeItem(atPath: dir + "/q")
-        try? FileManager.default.copyItem(atPath: fixture, toPath: dir + "/q")
+    // The quantized-config target runs against the committed quantized fixtures' tensors (a
+    // colon-separated list: formats 1 and 3, int4 nibbles and groups, a tied table, kept-float
+    // modules, Mamba-2 with dynamic scales, a state-spaces config), each input against every one.
+    for (i, fixture) in quantizedFixtures.enumerated() {
+        try? FileManager.default.removeItem(atPath: dir + "/q\(i)")
+        try? FileManager.default.copyItem(atPath: fixture, toPath: dir + "/q\(i)")
     }
     return dir
 }()
+
+let quantizedFixtures = (ProcessInfo.processInfo.environment["MQ_FUZZ_QUANTIZED_FIXTURE"] ?? "").split(separator: ":").map(String.init)
 
 func run(_ data: Data) {
     switch target {
@@ -56,8 +60,10 @@ func run(_ data: Data) {
         try? data.write(to: URL(fileURLWithPath: path))
         _ = try? StatsFile.read(path: path)
     case .quantizedConfig:
-        try? data.write(to: URL(fileURLWithPath: scratch + "/q/config.json"))
-        _ = try? QuantizedModel.load(directory: scratch + "/q")
+        for i in quantizedFixtures.indices {
+            try? data.write(to: URL(fileURLWithPath: scratch + "/q\(i)/config.json"))
+            _ = try? QuantizedModel.load(directory: scratch + "/q\(i)")
+        }
     }
 }
 
