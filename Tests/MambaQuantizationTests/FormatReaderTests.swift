@@ -114,6 +114,21 @@ final class FormatReaderTests: XCTestCase {
         return y
     }
 
+    /// Step 2: the causal depthwise conv on its quantized input [L, C] (one input scale per row when
+    /// dynamic), weights per channel (never grouped), plus the bias; before SiLU.
+    static func conv(_ r: Reader, _ m: String, _ input: [Float], channels c: Int, k: Int, qmax: Float) throws -> [Float] {
+        let l = input.count / c
+        let (q, rowScale) = try quantizeRows(r, input, cols: c, scale: m + "conv1d.input_scale", qmax: qmax)
+        let (w, ws) = try r.weights(m + "conv1d", cols: k)
+        let b = try r.floats(m + "conv1d.bias")
+        return (0..<(l * c)).map { i in
+            let (t, ch) = (i / c, i % c)
+            var acc: Float = 0
+            for j in 0..<k where t - k + 1 + j >= 0 { acc += Float(w[ch * k + j]) * ws(ch, 0) * q[(t - k + 1 + j) * c + ch] * rowScale[t - k + 1 + j] }
+            return b[ch] + acc
+        }
+    }
+
     static func rmsNorm(_ u: [Float], rows l: Int, weight: [Float], eps: Float) -> [Float] {
         let d = weight.count
         var out = u
@@ -233,17 +248,7 @@ final class FormatReaderTests: XCTestCase {
         let l = h.count / d
         let xz = try Self.linear(r, m + "in_proj", h, rows: l, cols: d, qmax: qmax)               // [L, 2E]
         // Conv (step 2) on x = columns 0..<E.
-        let (convIn, sIn) = try Self.quantizeRows(r, columns(xz, 2 * e, 0..<e), cols: e, scale: m + "conv1d.input_scale", qmax: qmax)
-        let (cw, cs) = try r.weights(m + "conv1d", cols: k)   // never grouped
-        let cb = try r.floats(m + "conv1d.bias")
-        var xc = [Float](repeating: 0, count: l * e)
-        for t in 0..<l {
-            for c in 0..<e {
-                var acc: Float = 0
-                for j in 0..<k where t - k + 1 + j >= 0 { acc += Float(cw[c * k + j]) * cs(c, 0) * convIn[(t - k + 1 + j) * e + c] * sIn[t - k + 1 + j] }
-                xc[t * e + c] = silu(cb[c] + acc)
-            }
-        }
+        let xc = try Self.conv(r, m, columns(xz, 2 * e, 0..<e), channels: e, k: k, qmax: qmax).map(silu)
         // Step 3: fake-quantized x; x_proj (kept float or not) reads these values.
         let xq = try Self.fakeQuantize(r, xc, cols: e, scale: m + "x_scale", qmax: qmax)
         // Step 4.
@@ -309,17 +314,7 @@ final class FormatReaderTests: XCTestCase {
         let proj = try Self.linear(r, m + "in_proj", h, rows: l, cols: d, qmax: qmax, bias: bias)  // [L, E + X + H]
         let z = cols(proj, width, 0..<e)
         // The conv over x, B and C: its input one module input, quantized as a whole.
-        let (convIn, sIn) = try Self.quantizeRows(r, cols(proj, width, e..<(e + x)), cols: x, scale: m + "conv1d.input_scale", qmax: qmax)
-        let (cw, cs) = try r.weights(m + "conv1d", cols: k)
-        let cb = try r.floats(m + "conv1d.bias")
-        var conv = [Float](repeating: 0, count: l * x)
-        for t in 0..<l {
-            for c in 0..<x {
-                var acc: Float = 0
-                for j in 0..<k where t - k + 1 + j >= 0 { acc += Float(cw[c * k + j]) * cs(c, 0) * convIn[(t - k + 1 + j) * x + c] * sIn[t - k + 1 + j] }
-                conv[t * x + c] = silu(cb[c] + acc)
-            }
-        }
+        let conv = try Self.conv(r, m, cols(proj, width, e..<(e + x)), channels: x, k: k, qmax: qmax).map(silu)
         // The scan's inputs, each split quantized on its own.
         let xs = try Self.fakeQuantize(r, cols(conv, x, 0..<e), cols: e, scale: m + "x_scale", qmax: qmax)
         let b = try Self.fakeQuantize(r, cols(conv, x, e..<(e + gn)), cols: gn, scale: m + "B_scale", qmax: qmax)
