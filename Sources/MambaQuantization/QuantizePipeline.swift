@@ -115,7 +115,8 @@ extension QuantizedModel {
         if let table = outer.tiedTable { try onEmbedding(table) }
         var config = c
         config.json["tie_word_embeddings"] = .bool(outer.tiedHead)
-        let lmHead = outer.lmHead.with(input: try quantizer.activation(streams.stats, nil, .lmHeadInput))
+        guard let head = outer.lmHead else { preconditionFailure("the head was not rounded") }
+        let lmHead = head.with(input: try quantizer.activation(streams.stats, nil, .lmHeadInput))
         let transformed = outer.transformedHead.map { h in
             MambaLM(config: c, embedding: outer.table, blocks: kept, normF: nil, headInput: outer.headInputLinear, lmHead: FloatLinear(weight: h))
         }
@@ -143,8 +144,8 @@ struct OuterWeights {
     let separateEmbedding: QuantizedMatrix?
     /// The transformed head (kept for the transformed float model).
     let transformedHead: Tensor?
-    /// The head's weights once rounded (a tied table's are `tiedTable`).
-    private(set) var lmHead: QuantizedLayer
+    /// The head's weights once rounded (a tied table's are `tiedTable`); nil while GPTQ waits.
+    private(set) var lmHead: QuantizedLayer?
     private(set) var tiedTable: QuantizedMatrix?
     /// An untied head's transformed weights while GPTQ waits for their Hessian.
     private var awaitingHead: Tensor?
@@ -184,9 +185,7 @@ struct OuterWeights {
         if headInput != nil && keepTransformed { transformedHead = emb.tensor }
         self.transformedHead = transformedHead
         table = FloatEmbedding(table: emb.tensor)
-        // Filled in below (GPTQ) or now (a tied table).
         self.lmHead = lmHead ?? tiedTable.map { QuantizedLayer(weight: $0, floatWeight: nil, bias: nil, input: nil) }
-            ?? QuantizedLayer(weight: nil, floatWeight: nil, bias: nil, input: nil)
     }
 
     var headInputLinear: (any LinearOp)? { headInput.map { FloatLinear(weight: $0) } }
@@ -314,7 +313,7 @@ struct LayerQuantizer {
         let (clip, q) = (s.clip(recipe.clip.quantile), Float(qmax(bits: ab)))
         // A range past what a scale may hold (activations that overflow, a forged stats file) is
         // refused here rather than written as an Inf or NaN scale.
-        guard clip.isFinite, clip / q <= QuantizedNames.maxScale else {
+        guard QuantizedNames.isValidScale(clip / q) else {
             throw MambaError(.badInput, "the calibrated range at \(SiteKey(layer: layer, site: site)) is \(clip): activations there overflow what a scale may hold (at most \(QuantizedNames.maxScale))")
         }
         guard let groups, groups > 0, s.channels % groups == 0 else { return ActivationQuantizer(bits: ab, scale: .static(clip / q)) }
@@ -329,7 +328,7 @@ extension QuantizedMatrix {
     /// Refuses weights whose scales pass what a checkpoint may hold (weights near float32's
     /// limit would be written, then refused by every reader).
     func checkedScales(_ name: String) throws -> QuantizedMatrix {
-        if let big = scales.first(where: { !($0 <= QuantizedNames.maxScale) }) {
+        if let big = scales.first(where: { !QuantizedNames.isValidScale($0) }) {
             throw MambaError(.badInput, "\(name)'s weights reach \(big * Float(qmax(bits: bits))): past what a scale may hold (at most \(QuantizedNames.maxScale))")
         }
         return self

@@ -22,6 +22,11 @@ enum QuantizedNames {
     /// summed over any K stays finite only for far smaller scales, but no trained model comes near
     /// (a scale is max|x| / 127), and past it a hand-edited file would run to Inf and NaN.
     static let maxScale: Float = 1e30
+
+    /// Whether a weight or activation scale may be written and read: finite, non-negative (0 is an
+    /// all-zero row's or a dead site's: q = 0, FORMAT.md) and at most maxScale. One rule for the
+    /// writer's checks and the reader's.
+    static func isValidScale(_ s: Float) -> Bool { s >= 0 && s <= maxScale }
 }
 
 extension QuantizedModel {
@@ -178,13 +183,13 @@ final class QuantizedCheckpointReader {
         let scales = try floats(prefix + ".weight_scale", m.scaleShape).storage
         // A scale NaN, infinite, negative or past 1e30 (the weights' products would overflow
         // float32) is refused: it would run and print NaN.
-        if let bad = scales.first(where: { !($0 >= 0 && $0 <= QuantizedNames.maxScale) }) {
+        if let bad = scales.first(where: { !QuantizedNames.isValidScale($0) }) {
             throw MambaError(.badInput, "\(directory): \(prefix).weight_scale holds \(bad); scales must be finite, non-negative and at most \(QuantizedNames.maxScale)")
         }
         return QuantizedMatrix(rows: rows, cols: cols, bits: wb, groupSize: g, values: values, scales: scales)
     }
 
-    /// A static activation scale stored under `name` (finite, positive, at most maxScale), or the
+    /// A static activation scale stored under `name` (finite, non-negative, at most maxScale), or the
     /// recipe's dynamic one.
     func activation(_ name: String) throws -> ActivationQuantizer {
         if let dynamic = recipe.activationScale { return ActivationQuantizer(bits: recipe.bits.activation, scale: dynamic) }
@@ -192,8 +197,8 @@ final class QuantizedCheckpointReader {
     }
 
     func checkedScales(_ name: String, _ scales: [Float]) throws -> [Float] {
-        if let bad = scales.first(where: { !($0 > 0 && $0 <= QuantizedNames.maxScale) }) {
-            throw MambaError(.badInput, "\(directory): \(name) holds \(bad); activation scales must be finite, positive and at most \(QuantizedNames.maxScale)")
+        if let bad = scales.first(where: { !QuantizedNames.isValidScale($0) }) {
+            throw MambaError(.badInput, "\(directory): \(name) holds \(bad); activation scales must be finite, non-negative and at most \(QuantizedNames.maxScale)")
         }
         return scales
     }

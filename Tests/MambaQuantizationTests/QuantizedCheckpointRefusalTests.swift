@@ -62,6 +62,10 @@ final class QuantizedCheckpointRefusalTests: XCTestCase {
         assertRefused(try copy(w8a8, edit: setFirstFloat(.nan, of: "lm_head.input_scale")), "lm_head.input_scale")
         assertRefused(try copy(w8a8, edit: setFirstFloat(.nan, of: "lm_head.weight_scale")), "lm_head.weight_scale")
         assertRefused(try copy(w8a8, edit: setFirstFloat(.infinity, of: "backbone.layers.0.mixer.A_log")), "A_log")
+        // A scale of 0 is valid (a dead site, an all-zero row: q = 0, FORMAT.md): the writer may
+        // write it, so the reader takes it; a negative one is refused.
+        XCTAssertNoThrow(try QuantizedModel.loadModel(directory: try copy(w8a8, edit: setFirstFloat(0, of: "backbone.layers.0.mixer.x_scale"))))
+        assertRefused(try copy(w8a8, edit: setFirstFloat(-1, of: "backbone.layers.0.mixer.x_scale")), "x_scale")
         // A tied source's checkpoint without its head-input matrix would run with other logits.
         assertRefused(try copy(format3, drop: ["lm_head.input_transform"]), "lm_head.input_transform")
         // group_size past what the kernels index: written by quantize before, then trapped every loader.
