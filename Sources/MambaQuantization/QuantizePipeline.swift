@@ -101,9 +101,14 @@ extension QuantizedModel {
                                     hessianSites: quantizer.hessianSites(c).union(outer.headByGPTQ ? [.lmHeadInput] : []))
         var log = plan.globalLog, kept: [MambaBlock] = [], gptqSeconds = 0.0
         for i in 0..<c.numLayers {
-            var layer = try quantizer.transformAndRound(try source.readLayer(i), layer: i, config: c, plan: plan, stats: stats.stats, log: &log)
-            if keepTransformed { kept.append(layer.float) }
-            try streams.advance(through: layer.float, layer: i)
+            var layer: LayerInProgress
+            do {   // the float block lives only while the windows pass through it (unless kept)
+                let (transformed, float) = try quantizer.transformAndRound(try source.readLayer(i), layer: i, config: c, plan: plan, stats: stats.stats,
+                                                                           log: &log)
+                layer = transformed
+                if keepTransformed { kept.append(float) }
+                try streams.advance(through: float, layer: i)
+            }
             progress?((i + 1) * streams.count, c.numLayers * streams.count)
             gptqSeconds += try quantizer.roundAwaiting(&layer, layer: i, secondPass: streams.stats)
             try onBlock(i, try quantizer.withStaticScales(layer.block, layer: i, secondPass: streams.stats, config: c))
@@ -210,8 +215,6 @@ struct OuterWeights {
 struct LayerInProgress {
     /// The quantized block, without its static scales until the second pass has seen the layer.
     var block: QuantizedBlock
-    /// The transformed float block the windows advance through.
-    let float: MambaBlock
     /// GPTQ's linears: their transformed weights wait for their inputs' Hessians.
     var awaitingGPTQ: [(module: ModuleSpec, weight: Matrix, bias: [Double]?)]
 }
@@ -252,9 +255,10 @@ struct LayerQuantizer {
     }
 
     /// Layer `i` transformed by the plan (its log appended to `log`) and its weights rounded, but
-    /// for GPTQ's linears; its Double parameters are released once its float block is built.
+    /// for GPTQ's linears; its Double parameters are released once its float block is built, and
+    /// the float block is handed back apart so the caller can drop it after the second pass.
     func transformAndRound(_ read: BlockWeights, layer i: Int, config: MambaConfig, plan: MethodPlan, stats: CalibrationStats,
-                           log: inout [AppliedTransform]) throws -> LayerInProgress {
+                           log: inout [AppliedTransform]) throws -> (LayerInProgress, float: MambaBlock) {
         var b = BlockParameters(read, config: config)
         log += try BLAS.withThreads(threads) { try plan.apply(layer: i, to: &b, stats: stats) }
         let (m, prefix) = (b.mixer, BlockNames.mixerPrefix(layer: i))
@@ -269,7 +273,7 @@ struct LayerQuantizer {
         }
         // The vectors and the transforms' artifacts go as they are.
         let block = QuantizedBlock(norm: b.norm.map(floatVector), mixer: QuantizedMixer(kind: m.kind, modules: modules, tensors: m.tensors))
-        return LayerInProgress(block: block, float: b.floatBlock(layer: i), awaitingGPTQ: awaiting)
+        return (LayerInProgress(block: block, awaitingGPTQ: awaiting), b.floatBlock(layer: i))
     }
 
     /// GPTQ's linears of layer `i` rounded against their inputs' Hessians from the second pass
