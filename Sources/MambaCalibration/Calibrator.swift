@@ -50,7 +50,7 @@ extension LayerSource {
 }
 
 extension MambaLM: LayerSource {
-    public func embed(_ windows: [[Int]]) throws -> [Tensor] { windows.map { embedding.forward($0) } }
+    public func embed(_ windows: [[Int]]) throws -> [Tensor] { windows.map { embedding.embed($0, config) } }
     public func block(_ i: Int) throws -> MambaBlock { blocks[i] }
     public func finalNorm() throws -> Tensor? { normF }
     public func headInputLinear() throws -> (any LinearOp)? { headInput }
@@ -60,7 +60,7 @@ extension MambaLM: LayerSource {
 extension CheckpointWeights: LayerSource {
     public func embed(_ windows: [[Int]]) throws -> [Tensor] {
         let table = FloatEmbedding(table: try readEmbedding())   // widened once, dropped after the lookups
-        return windows.map { table.forward($0) }
+        return windows.map { table.embed($0, config) }
     }
     public func block(_ i: Int) throws -> MambaBlock { MambaBlock(float: try readLayer(i), config: config, layer: i) }
     public func finalNorm() throws -> Tensor? { try readNormF() }
@@ -74,7 +74,7 @@ extension CheckpointWeights: LayerSource {
 public final class WindowStreams {
     private var residual: [Tensor]
     private let parallelism: Parallelism
-    private let eps: Float
+    private let config: MambaConfig
     /// Sites that also gather second moments (x xᵀ sums: GPTQ's H) besides the KLT sites.
     private let hessianSites: Set<Site>
     public private(set) var stats: CalibrationStats
@@ -82,7 +82,7 @@ public final class WindowStreams {
     /// `residual`: each window's embedded tokens.
     public init(_ residual: [Tensor], config: MambaConfig, parallelism: Parallelism, hessianSites: Set<Site> = []) {
         self.residual = residual
-        (self.parallelism, eps, self.hessianSites) = (parallelism, config.layerNormEpsilon, hessianSites)
+        (self.parallelism, self.config, self.hessianSites) = (parallelism, config, hessianSites)
         stats = CalibrationStats(sites: [:], pooledResidual: Moments(channels: config.hiddenSize))
     }
 
@@ -90,10 +90,10 @@ public final class WindowStreams {
 
     /// Every window through layer `i`'s block, its sites recorded.
     public func advance(through block: MambaBlock, layer i: Int) throws {
-        let (eps, serial) = (eps, Parallelism.serial)
+        let (config, serial) = (config, Parallelism.serial)
         try forEachWindow { u, recorder in
             var state: any LayerState = block.mixer.makeState()
-            block.step(&u, state: &state, layer: i, eps: eps, serial, observer: recorder)
+            block.step(&u, state: &state, layer: i, config: config, serial, observer: recorder)
         }
     }
 
@@ -105,7 +105,7 @@ public final class WindowStreams {
 
     /// lm_head's input recorded after the last layer: norm_f, then the head-input linear if any.
     public func observeHead(normF: Tensor?, headInput: (any LinearOp)?) throws {
-        let (eps, serial, headInput) = (eps, Parallelism.serial, UncheckedSendable(headInput))   // read-only, shared by the windows
+        let (eps, serial, headInput) = (config.layerNormEpsilon, Parallelism.serial, UncheckedSendable(headInput))   // read-only, shared by the windows
         try forEachWindow { u, recorder in
             let h = rmsNorm(u, weight: normF, eps: eps)
             recorder.observe(headInput.value.map { $0.forward(h, serial) } ?? h, site: .lmHeadInput, layer: nil)

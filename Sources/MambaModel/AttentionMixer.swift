@@ -2,23 +2,74 @@ import Foundation
 import MambaTensors
 
 // The layers beside Mamba in the hybrids (docs/DESIGN.md section 1, "Hybrids"): grouped-query
-// attention and the MLP. Upstream: transformers models/nemotron_h/modeling_nemotron_h.py
+// attention and the MLPs. Upstream: transformers models/nemotron_h/modeling_nemotron_h.py
 // (NemotronHAttention: q, k, v, o projections, no positional encoding, causal softmax attention with
 // scale 1 / sqrt(head_dim), key/value heads shared by H / KV query heads; NemotronHMLP:
-// down_proj(act(up_proj(x))), act relu2 = relu(x)^2). Shapes: D hidden, H query heads, KV key/value
-// heads, P head size, I the MLP's width, L tokens, T tokens seen so far (the cache).
+// down_proj(act(up_proj(x))), act relu2 = relu(x)^2), models/bamba/modeling_bamba.py (BambaAttention:
+// RoPE on the first partial_rotary_factor of each head, apply_rotary_pos_emb's rotate_half; BambaMLP:
+// down_proj(silu(gate_proj x) * up_proj x)), models/granitemoehybrid/modeling_granitemoehybrid.py
+// (GraniteMoeHybridAttention: scale attention_multiplier, RoPE only when position_embedding_type is
+// "rope"; GraniteMoeHybridMLP: input_linear's rows are [gate | up], output_linear). Shapes: D hidden,
+// H query heads, KV key/value heads, P head size, I the MLP's width, L tokens, T tokens seen so far.
 
-/// Grouped-query attention without positional encoding (Nemotron-H's), as a layer kind.
+/// Rotary position embedding on the first `dims` features of every query and key head
+/// (rotate_half's layout: feature i pairs with i + dims/2), the angle of position t and pair i
+/// t / theta^(2i / dims), computed in float32 as transformers' default RoPE computes it.
+public struct RotaryEmbedding: Sendable, Equatable {
+    public let theta: Double
+    public let dims: Int
+
+    public init(theta: Double, dims: Int) {
+        precondition(theta > 0 && dims > 0 && dims % 2 == 0)
+        (self.theta, self.dims) = (theta, dims)
+    }
+
+    /// inv_freq = 1 / theta^(arange(0, dims, 2) / dims) in float32.
+    var inverseFrequencies: [Float] {
+        (0..<(dims / 2)).map { i in 1 / Float(pow(Double(Float(theta)), Double(Float(2 * i) / Float(dims)))) }
+    }
+
+    /// Rotates rows `0..<rows` of x ([rows, heads x P]) in place, row t at position start + t.
+    func apply(_ x: inout Tensor, heads: Int, headDim p: Int, start: Int, inverseFrequencies inv: [Float]) {
+        let half = dims / 2
+        let width = heads * p
+        x.storage.withUnsafeMutableBufferPointer { xb in
+            var cosines = [Float](repeating: 0, count: half), sines = cosines
+            for t in 0..<(xb.count / width) {
+                let position = Float(start + t)
+                for i in 0..<half {
+                    let angle = position * inv[i]
+                    (cosines[i], sines[i]) = (cos(angle), sin(angle))
+                }
+                for h in 0..<heads {
+                    let row = t * width + h * p
+                    for i in 0..<half {
+                        let (a, b) = (xb[row + i], xb[row + i + half])
+                        xb[row + i] = a * cosines[i] - b * sines[i]
+                        xb[row + i + half] = b * cosines[i] + a * sines[i]
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Grouped-query attention, as a layer kind: without positional encoding (Nemotron-H's,
+/// Granite-4.0-H's) or with RoPE on part or all of each head (Bamba's).
 public struct AttentionMixer: MixerDescription {
     public let heads: Int
     public let kvHeads: Int
     public let headDim: Int
     /// Biases on q, k, v and o (`attention_bias`).
     public let bias: Bool
+    /// nil: no positional encoding.
+    public let rope: RotaryEmbedding?
+    /// The scores' scale (nil: 1 / sqrt(P); Granite's attention_multiplier).
+    public let scale: Float?
 
-    public init(heads: Int, kvHeads: Int, headDim: Int, bias: Bool = false) {
-        precondition(heads > 0 && kvHeads > 0 && heads % kvHeads == 0 && headDim > 0)
-        (self.heads, self.kvHeads, self.headDim, self.bias) = (heads, kvHeads, headDim, bias)
+    public init(heads: Int, kvHeads: Int, headDim: Int, bias: Bool = false, rope: RotaryEmbedding? = nil, scale: Float? = nil) {
+        precondition(heads > 0 && kvHeads > 0 && heads % kvHeads == 0 && headDim > 0 && (rope?.dims ?? 0) <= headDim)
+        (self.heads, self.kvHeads, self.headDim, self.bias, self.rope, self.scale) = (heads, kvHeads, headDim, bias, rope, scale)
     }
 
     /// The normalized block input (the q, k and v projections' input) and o_proj's input.
@@ -56,12 +107,15 @@ public struct AttentionMixer: MixerDescription {
     public var modelType: String { "nemotron_h" }
     public var architecture: String { "NemotronHForCausalLM" }
     public func configJSON(_ c: MambaConfig) -> [String: JSONValue] { [:] }
-    public func settings(_ c: MambaConfig) -> String { "attention \(heads) heads (\(kvHeads) kv) of \(headDim)" }
+    public func settings(_ c: MambaConfig) -> String {
+        let position = rope.map { "RoPE on \($0.dims) of \(headDim), theta \($0.theta)" } ?? "no positional encoding"
+        return "attention \(heads) heads (\(kvHeads) kv) of \(headDim), \(position)" + (scale.map { ", scale \($0)" } ?? "")
+    }
 
     public func makeMixer(_ ops: any MixerOpSource, _ c: MambaConfig, layer: Int) -> any MixerOp {
         AttentionForward(qProj: ops.linear("q_proj"), kProj: ops.linear("k_proj"), vProj: ops.linear("v_proj"),
                          rotation: ops.onlineRotation(before: "o_proj"), oProj: ops.linear("o_proj"),
-                         heads: heads, kvHeads: kvHeads, headDim: headDim)
+                         heads: heads, kvHeads: kvHeads, headDim: headDim, rope: rope, scale: scale ?? 1 / Float(headDim).squareRoot())
     }
 
     public func randomTensors(_ c: MambaConfig, next: () -> UInt64) -> [String: Tensor] {
@@ -93,14 +147,30 @@ public struct AttentionForward: MixerOp {
     public var rotation: OnlineHadamard?
     public var oProj: any LinearOp
     public let heads: Int, kvHeads: Int, headDim: Int
+    public let rope: RotaryEmbedding?
+    public let scale: Float
+    let inverseFrequencies: [Float]
+
+    public init(qProj: any LinearOp, kProj: any LinearOp, vProj: any LinearOp, rotation: OnlineHadamard?, oProj: any LinearOp,
+                heads: Int, kvHeads: Int, headDim: Int, rope: RotaryEmbedding?, scale: Float) {
+        (self.qProj, self.kProj, self.vProj, self.rotation, self.oProj) = (qProj, kProj, vProj, rotation, oProj)
+        (self.heads, self.kvHeads, self.headDim, self.rope, self.scale) = (heads, kvHeads, headDim, rope, scale)
+        inverseFrequencies = rope?.inverseFrequencies ?? []
+    }
 
     public func makeState() -> KVCache { KVCache() }
 
     public func forward(_ u: Tensor, state: inout KVCache, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
         observer?.observe(u, site: AttentionMixer.input, layer: layer)
-        let q = profiled("q_proj") { qProj.forward(u, par) }            // [L, H P]
-        let k = profiled("k_proj") { kProj.forward(u, par) }            // [L, KV P]
+        var q = profiled("q_proj") { qProj.forward(u, par) }            // [L, H P]
+        var k = profiled("k_proj") { kProj.forward(u, par) }            // [L, KV P]
         let v = profiled("v_proj") { vProj.forward(u, par) }
+        if let rope {
+            profiled("rope") {
+                rope.apply(&q, heads: heads, headDim: headDim, start: state.count, inverseFrequencies: inverseFrequencies)
+                rope.apply(&k, heads: kvHeads, headDim: headDim, start: state.count, inverseFrequencies: inverseFrequencies)
+            }
+        }
         state.keys += k.storage
         state.values += v.storage
         let start = state.count
@@ -111,12 +181,12 @@ public struct AttentionForward: MixerOp {
         return profiled("o_proj") { oProj.forward(o, par) }              // [L, D]
     }
 
-    /// softmax(q kᵀ / sqrt(P) over keys 0...start+t) v for every query row t and head, query head h
+    /// softmax(scale q kᵀ over keys 0...start+t) v for every query row t and head, query head h
     /// reading key/value head h / (H / KV); float32 throughout, the softmax's sum in Double.
     func attend(_ q: Tensor, keys: [Float], values: [Float], start: Int, _ par: Parallelism) -> Tensor {
         let (l, p, group) = (q.rows, headDim, heads / kvHeads)
         let (qw, kvw) = (heads * p, kvHeads * p)
-        let scale = 1 / Float(p).squareRoot()
+        let scale = scale
         return Tensor(shape: [l, qw]) { out in
             q.storage.withUnsafeBufferPointer { qb in
                 keys.withUnsafeBufferPointer { kb in
@@ -151,97 +221,5 @@ public struct AttentionForward: MixerOp {
                 }
             }
         }
-    }
-}
-
-/// The MLP's activation.
-public enum MLPActivation: String, Sendable {
-    /// relu(x)^2 (Nemotron-H's relu2).
-    case relu2
-}
-
-/// An MLP layer without a gate (Nemotron-H's): down_proj(act(up_proj(x))).
-public struct MLPMixer: MixerDescription {
-    public let width: Int
-    public let activation: MLPActivation
-    /// Biases on up and down (`mlp_bias`).
-    public let bias: Bool
-
-    public init(width: Int, activation: MLPActivation, bias: Bool = false) {
-        precondition(width > 0)
-        (self.width, self.activation, self.bias) = (width, activation, bias)
-    }
-
-    public static let input = Site("mlp_input"), downInput = Site("down_proj_input")
-
-    public var name: String { "mlp" }
-
-    public var parameters: [ParameterSpec] {
-        let (w, b) = (width, bias)
-        return [
-            ParameterSpec("up_proj.weight", .weight(module: "up_proj")) { c in [w, c.hiddenSize] },
-            ParameterSpec("up_proj.bias", .bias(module: "up_proj")) { _ in b ? [w] : nil },
-            ParameterSpec("down_proj.weight", .weight(module: "down_proj")) { c in [c.hiddenSize, w] },
-            ParameterSpec("down_proj.bias", .bias(module: "down_proj")) { c in b ? [c.hiddenSize] : nil },
-        ]
-    }
-
-    public var modules: [ModuleSpec] {
-        [ModuleSpec("up_proj", .linear, input: Self.input), ModuleSpec("down_proj", .linear, input: Self.downInput)]
-    }
-
-    public var sites: [Site] { [Self.input, Self.downInput] }
-    public var scanInputs: [(site: Site, scaleKey: String)] { [] }
-    public func producer(of site: Site, _ c: MambaConfig) -> OutputSlice? { nil }
-    public var residualReaders: [String] { ["up_proj"] }
-    public var residualWriters: [String] { ["down_proj"] }
-    /// QuaRot's online Hadamard on the down projection's input (arXiv 2404.00456).
-    public var onlineRotated: [String] { ["down_proj"] }
-
-    public var modelType: String { "nemotron_h" }
-    public var architecture: String { "NemotronHForCausalLM" }
-    public func configJSON(_ c: MambaConfig) -> [String: JSONValue] { [:] }
-    public func settings(_ c: MambaConfig) -> String { "MLP \(width) \(activation.rawValue)" }
-
-    public func makeMixer(_ ops: any MixerOpSource, _ c: MambaConfig, layer: Int) -> any MixerOp {
-        MLPForward(upProj: ops.linear("up_proj"), activation: activation, rotation: ops.onlineRotation(before: "down_proj"),
-                   downProj: ops.linear("down_proj"))
-    }
-
-    public func randomTensors(_ c: MambaConfig, next: () -> UInt64) -> [String: Tensor] {
-        let d = c.hiddenSize
-        var t: [String: Tensor] = [
-            "up_proj.weight": randomTensor([width, d], seed: next(), scale: 1 / Double(d).squareRoot()),
-            "down_proj.weight": randomTensor([d, width], seed: next(), scale: 1 / Double(width).squareRoot()),
-        ]
-        if bias {
-            t["up_proj.bias"] = randomTensor([width], seed: next(), scale: 0.1)
-            t["down_proj.bias"] = randomTensor([d], seed: next(), scale: 0.1)
-        }
-        return t
-    }
-}
-
-public struct MLPForward: MixerOp {
-    public var upProj: any LinearOp
-    public let activation: MLPActivation
-    public var rotation: OnlineHadamard?
-    public var downProj: any LinearOp
-
-    public func makeState() -> StatelessState { StatelessState() }
-
-    public func forward(_ u: Tensor, state: inout StatelessState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
-        observer?.observe(u, site: MLPMixer.input, layer: layer)
-        var h = profiled("up_proj") { upProj.forward(u, par) }          // [L, I]
-        profiled("activation") {
-            h.storage.withUnsafeMutableBufferPointer { p in
-                switch activation {
-                case .relu2: for i in p.indices { let r = max(p[i], 0); p[i] = r * r }
-                }
-            }
-        }
-        if let rotation { h = profiled("hadamard") { rotation.rotate(h, par) } }
-        observer?.observe(h, site: MLPMixer.downInput, layer: layer)
-        return profiled("down_proj") { downProj.forward(h, par) }       // [L, D]
     }
 }

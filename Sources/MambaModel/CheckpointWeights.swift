@@ -12,8 +12,8 @@ public final class CheckpointWeights: @unchecked Sendable {
     public let store: TensorStore
     private let embeddingName: String
     /// The prefix of the model's own tensors in this file: "backbone." (Mamba, and the hub's
-    /// Nemotron-H), or "model." (what transformers 5 writes for Nemotron-H). Names inside the tool
-    /// are "backbone."'s; `fileName` maps them.
+    /// Nemotron-H), or "model." (what transformers 5 writes for Nemotron-H; Bamba, Granite). Names
+    /// inside the tool are "backbone."'s; `fileName` maps them through the config's layout.
     public let root: String
     /// false when the checkpoint carries its own lm_head.weight.
     public let tiedHead: Bool
@@ -26,11 +26,11 @@ public final class CheckpointWeights: @unchecked Sendable {
     /// Checks every name, shape and dtype (no data is read); errors name the tensor and both shapes.
     public init(store: TensorStore, config c: MambaConfig) throws {
         (self.store, self.config) = (store, c)
-        let root = store.contains("model.embeddings.weight") ? "model." : "backbone."
+        let root = c.layout.roots.first { store.contains($0 + c.layout.embedding) } ?? c.layout.roots[0]
         self.root = root
         var unused = Set(store.names)
         func check(_ canonical: String, _ shape: [Int]) throws {
-            let name = Self.fileName(canonical, root: root)
+            let name = c.layout.fileName(canonical, root: root)
             guard store.contains(name) else {
                 throw MambaError(.missingTensor, "checkpoint \(store.directory) lacks tensor \(name) (expected shape \(shapeString(shape)))")
             }
@@ -66,12 +66,7 @@ public final class CheckpointWeights: @unchecked Sendable {
     }
 
     /// The name a tool-side ("backbone.") name has in this file.
-    public func fileName(_ canonical: String) -> String { Self.fileName(canonical, root: root) }
-
-    static func fileName(_ canonical: String, root: String) -> String {
-        guard root != "backbone.", canonical.hasPrefix("backbone.") else { return canonical }
-        return root + canonical.dropFirst("backbone.".count)
-    }
+    public func fileName(_ canonical: String) -> String { config.layout.fileName(canonical, root: root) }
 
     /// One tensor widened to float32, refused when it holds NaN or Inf (a corrupt or diverged
     /// checkpoint would otherwise run and print NaN).

@@ -1,40 +1,71 @@
 import Foundation
 import MambaTensors
 
-// Configs of the hybrids: Mamba-2 layers beside attention and MLP layers, one kind per layer.
+// Configs of the hybrids: Mamba-2 layers beside attention and MLP layers, one kind per tool layer.
 // Upstream: transformers models/nemotron_h/configuration_nemotron_h.py (NemotronHConfig), in both
 // spellings in use: the hub's `hybrid_override_pattern` string ("M" Mamba-2, "*" attention,
 // "-" MLP, "E" mixture of experts) and the `layers_block_type` list that transformers 5 writes
 // ("mamba"/"linear_attention", "attention"/"full_attention", "mlp", "moe"), with the hub's older
-// key names (mamba_n_groups, mamba_d_conv, attention_head_dim, ...) beside the new ones.
+// key names (mamba_n_groups, mamba_d_conv, attention_head_dim, ...) beside the new ones;
+// models/bamba/configuration_bamba.py (BambaConfig: attn_layer_indices, mamba_* keys, RoPE on half
+// of each head) and models/granitemoehybrid/configuration_granitemoehybrid.py
+// (GraniteMoeHybridConfig: layer_types, position_embedding_type, the four multipliers,
+// num_local_experts), whose decoder layers are two tool layers each (CheckpointLayout.swift).
+
+/// Typed reads of a hybrid's config keys, each refusal one line naming the key.
+struct HybridConfigReader {
+    let json: [String: JSONValue]
+    let source: String
+
+    /// The first of `keys` present, a positive integer (at most 2^20).
+    func int(_ keys: [String], default value: Int? = nil) throws -> Int {
+        for k in keys {
+            guard let v = json[k], !v.isNull else { continue }
+            guard let i = v.int, i > 0, i <= 1 << 20 else { throw MambaError(.badConfig, "\(source): \(k) must be a positive integer (at most \(1 << 20)), found \(v.encodable)") }
+            return i
+        }
+        guard let value else { throw MambaError(.badConfig, "\(source) lacks \(keys.joined(separator: " / "))") }
+        return value
+    }
+
+    func bool(_ keys: [String], default value: Bool) -> Bool { keys.lazy.compactMap { json[$0]?.bool }.first ?? value }
+
+    /// The first of `keys` present, a finite non-negative number.
+    func float(_ keys: [String], default value: Double) throws -> Double {
+        guard let v = keys.lazy.compactMap({ json[$0] }).first(where: { !$0.isNull }) else { return value }
+        guard let d = v.float, d >= 0, Float(d).isFinite else { throw MambaError(.badConfig, "\(source): \(keys[0]) must be a finite non-negative number, found \(v.encodable)") }
+        return d
+    }
+
+    /// A positive finite number (a multiplier).
+    func positive(_ key: String, default value: Double) throws -> Float {
+        let d = try float([key], default: value)
+        guard d > 0 else { throw MambaError(.badConfig, "\(source): \(key) must be positive, found \(d)") }
+        return Float(d)
+    }
+
+    func word(_ key: String, _ allowed: [String], default value: String) throws -> String {
+        guard let v = json[key], !v.isNull else { return value }
+        guard let s = v.string, allowed.contains(s) else {
+            throw MambaError(.unsupportedModel, "\(source): \(key) \(v.encodable) is not supported (\(allowed.joined(separator: ", ")) are)")
+        }
+        return s
+    }
+
+    /// The RMSNorm epsilon, in (0, 1).
+    func epsilon(_ keys: [String], default value: Double) throws -> Float {
+        let eps = try float(keys, default: value)
+        guard eps > 0, eps < 1 else { throw MambaError(.badConfig, "\(source): \(keys[0]) must be in (0, 1), found \(eps)") }
+        return Float(eps)
+    }
+}
 
 extension MambaConfig {
     /// A Nemotron-H config: its layer kinds, the Mamba-2 layers' settings and the attention and MLP
     /// layers'. Refuses what is not implemented (mixture-of-experts layers, activations other than
     /// relu2 and silu, sliding windows, multi-token prediction) naming the key.
     static func nemotronH(_ json: [String: JSONValue], source: String) throws -> MambaConfig {
-        func int(_ keys: [String], default value: Int? = nil) throws -> Int {
-            for k in keys {
-                guard let v = json[k], !v.isNull else { continue }
-                guard let i = v.int, i > 0, i <= 1 << 20 else { throw MambaError(.badConfig, "\(source): \(k) must be a positive integer (at most \(1 << 20)), found \(v.encodable)") }
-                return i
-            }
-            guard let value else { throw MambaError(.badConfig, "\(source) lacks \(keys.joined(separator: " / "))") }
-            return value
-        }
-        func bool(_ keys: [String], default value: Bool) -> Bool { keys.lazy.compactMap { json[$0]?.bool }.first ?? value }
-        func float(_ keys: [String], default value: Double) throws -> Double {
-            guard let v = keys.lazy.compactMap({ json[$0] }).first(where: { !$0.isNull }) else { return value }
-            guard let d = v.float, d >= 0, Float(d).isFinite else { throw MambaError(.badConfig, "\(source): \(keys[0]) must be a finite non-negative number, found \(v.encodable)") }
-            return d
-        }
-        func word(_ key: String, _ allowed: [String], default value: String) throws -> String {
-            guard let v = json[key], !v.isNull else { return value }
-            guard let s = v.string, allowed.contains(s) else {
-                throw MambaError(.unsupportedModel, "\(source): \(key) \(v.encodable) is not supported (\(allowed.joined(separator: ", ")) are)")
-            }
-            return s
-        }
+        let r = HybridConfigReader(json: json, source: source)
 
         // The layer kinds, in either spelling.
         enum Kind { case mamba, attention, mlp }
@@ -67,38 +98,144 @@ extension MambaConfig {
             throw MambaError(.unsupportedModel, "\(source): num_nextn_predict_layers \(n) (multi-token prediction layers) is not supported")
         }
         if let w = json["sliding_window"], !w.isNull { throw MambaError(.unsupportedModel, "\(source): sliding_window \(w.encodable) is not supported") }
-        _ = try word("mamba_hidden_act", ["silu"], default: "silu")
-        let activation = try word("mlp_hidden_act", ["relu2"], default: "relu2")
+        _ = try r.word("mamba_hidden_act", ["silu"], default: "silu")
+        let activation = try r.word("mlp_hidden_act", ["relu2"], default: "relu2")
 
-        let hidden = try int(["hidden_size"]), vocab = try int(["vocab_size"])
-        let mambaHeads = try int(["mamba_num_heads"], default: 128), mambaHeadDim = try int(["mamba_head_dim"], default: 64)
-        let groups = try int(["n_groups", "mamba_n_groups"], default: 8)
+        let hidden = try r.int(["hidden_size"]), vocab = try r.int(["vocab_size"])
+        let mambaHeads = try r.int(["mamba_num_heads"], default: 128), mambaHeadDim = try r.int(["mamba_head_dim"], default: 64)
+        let groups = try r.int(["n_groups", "mamba_n_groups"], default: 8)
         guard mambaHeads % groups == 0 else { throw MambaError(.badConfig, "\(source): n_groups \(groups) does not divide mamba_num_heads \(mambaHeads)") }
-        let state = try int(["ssm_state_size"], default: 128), conv = try int(["conv_kernel", "mamba_d_conv"], default: 4)
-        let heads = try int(["num_attention_heads"], default: 32)
-        let kvHeads = try int(["num_key_value_heads"], default: heads)
+        let state = try r.int(["ssm_state_size"], default: 128), conv = try r.int(["conv_kernel", "mamba_d_conv"], default: 4)
+        let heads = try r.int(["num_attention_heads"], default: 32)
+        let kvHeads = try r.int(["num_key_value_heads"], default: heads)
         guard heads % kvHeads == 0 else { throw MambaError(.badConfig, "\(source): num_key_value_heads \(kvHeads) does not divide num_attention_heads \(heads)") }
-        let headDim = try int(["head_dim", "attention_head_dim"], default: 128)
-        let width = try int(["intermediate_size"], default: 21504)
-        let eps = try float(["layer_norm_epsilon"], default: 1e-5)
-        guard eps > 0, eps < 1 else { throw MambaError(.badConfig, "\(source): layer_norm_epsilon must be in (0, 1), found \(eps)") }
+        let headDim = try r.int(["head_dim", "attention_head_dim"], default: 128)
+        let width = try r.int(["intermediate_size"], default: 21504)
+        let eps = try r.epsilon(["layer_norm_epsilon"], default: 1e-5)
         // NemotronHMamba2Mixer clamps dt at (time_step_min, inf), whatever time_step_limit says.
-        let dtMin = try float(["time_step_min", "mamba_dt_min"], default: 0.001)
+        let dtMin = try r.float(["time_step_min", "mamba_dt_min"], default: 0.001)
 
         var c = MambaConfig(hiddenSize: hidden, numLayers: kinds.count, stateSize: state, expand: 2, convKernel: conv, vocabSize: vocab,
-                            layerNormEpsilon: Float(eps), useBias: bool(["use_bias"], default: false),
-                            useConvBias: bool(["use_conv_bias", "mamba_conv_bias"], default: true),
-                            tieWordEmbeddings: bool(["tie_word_embeddings"], default: false))
+                            layerNormEpsilon: eps, useBias: r.bool(["use_bias"], default: false),
+                            useConvBias: r.bool(["use_conv_bias", "mamba_conv_bias"], default: true),
+                            tieWordEmbeddings: r.bool(["tie_word_embeddings"], default: false))
         c.innerSize = mambaHeads * mambaHeadDim
-        let mamba = MixerKind(Mamba2Mixer(heads: mambaHeads, headDim: mambaHeadDim, groups: groups, chunkSize: try int(["chunk_size"], default: 128),
+        let mamba = MixerKind(Mamba2Mixer(heads: mambaHeads, headDim: mambaHeadDim, groups: groups, chunkSize: try r.int(["chunk_size"], default: 128),
                                           timeStepMin: Float(dtMin), timeStepMax: .infinity))
         // NemotronHAttention's projections have no biases, whatever attention_bias says.
-        if bool(["attention_bias"], default: false) {
+        if r.bool(["attention_bias"], default: false) {
             throw MambaError(.unsupportedModel, "\(source): attention_bias true is not supported (NemotronHAttention's projections have no biases)")
         }
         let attention = MixerKind(AttentionMixer(heads: heads, kvHeads: kvHeads, headDim: headDim))
-        let mlp = MixerKind(MLPMixer(width: width, activation: MLPActivation(rawValue: activation)!, bias: bool(["mlp_bias"], default: false)))
+        let mlp = MixerKind(MLPMixer(width: width, activation: MLPActivation(rawValue: activation)!, bias: r.bool(["mlp_bias"], default: false)))
         c.layerKinds = kinds.map { k in switch k { case .mamba: mamba; case .attention: attention; case .mlp: mlp } }
+        c.json = JSONValue.object(json).encodable.object!
+        return c
+    }
+}
+
+extension MambaConfig {
+    /// A Bamba or Granite-4.0-H (GraniteMoeHybrid) config: each decoder layer a Mamba-2 or
+    /// attention mixer, then a SwiGLU MLP, each behind its own norm (two tool layers). Refuses
+    /// mixtures of experts (num_local_experts > 0), RoPE types other than the default, and other
+    /// activations, naming the key.
+    static func twoBlockHybrid(_ json: [String: JSONValue], source: String) throws -> MambaConfig {
+        let r = HybridConfigReader(json: json, source: source)
+        let granite = json["model_type"]?.string == "granitemoehybrid"
+        let layers = try r.int(["num_hidden_layers"], default: 32)
+        guard layers <= 1 << 15 else { throw MambaError(.badConfig, "\(source): num_hidden_layers \(layers) exceeds \(1 << 15)") }
+
+        // Which decoder layers are attention: Granite's layer_types (either spelling), Bamba's
+        // attn_layer_indices (or the layers_block_type list where a config spells it).
+        var attention = [Bool](repeating: false, count: layers)
+        if let list = json["layer_types"]?.array ?? json["layers_block_type"]?.array {
+            let key = json["layer_types"] != nil ? "layer_types" : "layers_block_type"
+            guard list.count == layers else { throw MambaError(.badConfig, "\(source): \(key) lists \(list.count) layers, num_hidden_layers is \(layers)") }
+            for (i, v) in list.enumerated() {
+                switch v.string {
+                case "mamba", "linear_attention": attention[i] = false
+                case "attention", "full_attention": attention[i] = true
+                default: throw MambaError(.badConfig, "\(source): \(key) holds \(v.encodable); mamba / linear_attention and attention / full_attention are the layer types")
+                }
+            }
+        } else if let indices = json["attn_layer_indices"], !indices.isNull {
+            guard let list = indices.array else { throw MambaError(.badConfig, "\(source): attn_layer_indices must be a list of layer indices") }
+            for v in list {
+                guard let i = v.int, (0..<layers).contains(i) else {
+                    throw MambaError(.badConfig, "\(source): attn_layer_indices holds \(v.encodable), not a layer index below num_hidden_layers \(layers)")
+                }
+                attention[i] = true
+            }
+        }
+        if granite, let e = json["num_local_experts"]?.int, e > 0 {
+            throw MambaError(.unsupportedModel, "\(source): num_local_experts \(e) (mixture-of-experts layers) is not supported yet; dense Granite-4.0-H (num_local_experts 0) is")
+        }
+        _ = try r.word("hidden_act", ["silu"], default: "silu")
+        if let s = json["rope_scaling"], !s.isNull { throw MambaError(.unsupportedModel, "\(source): rope_scaling \(s.encodable) is not supported") }
+
+        let hidden = try r.int(["hidden_size"]), vocab = try r.int(["vocab_size"])
+        let expand = try r.int(["mamba_expand"], default: 2)
+        let inner = expand * hidden
+        let mambaHeads = try r.int(["mamba_n_heads"], default: 128)
+        guard inner % mambaHeads == 0 else { throw MambaError(.badConfig, "\(source): mamba_n_heads \(mambaHeads) does not divide mamba_expand x hidden_size \(inner)") }
+        let mambaHeadDim = json["mamba_d_head"]?.string == "auto" ? inner / mambaHeads : try r.int(["mamba_d_head"], default: inner / mambaHeads)
+        guard mambaHeadDim * mambaHeads == inner else {
+            throw MambaError(.badConfig, "\(source): mamba_d_head \(mambaHeadDim) x mamba_n_heads \(mambaHeads) is not mamba_expand x hidden_size \(inner)")
+        }
+        let groups = try r.int(["mamba_n_groups"], default: 1)
+        guard mambaHeads % groups == 0 else { throw MambaError(.badConfig, "\(source): mamba_n_groups \(groups) does not divide mamba_n_heads \(mambaHeads)") }
+        var limit: (Double, Double) = (0, .infinity)
+        if let v = json["time_step_limit"], !v.isNull {
+            guard let a = v.array, a.count == 2, let lo = a[0].float, let hi = a[1].float, lo >= 0, Float(lo).isFinite, lo <= hi, !hi.isNaN else {
+                throw MambaError(.badConfig, "\(source): time_step_limit must be [min, max] with 0 <= min <= max and min finite, found \(v.encodable)")
+            }
+            limit = (lo, hi)
+        }
+        let heads = try r.int(["num_attention_heads"], default: 32)
+        let kvHeads = try r.int(["num_key_value_heads"], default: granite ? heads : 8)
+        guard heads % kvHeads == 0 else { throw MambaError(.badConfig, "\(source): num_key_value_heads \(kvHeads) does not divide num_attention_heads \(heads)") }
+        let headDim = try r.int(["head_dim"], default: hidden / heads)
+        guard headDim > 0 else { throw MambaError(.badConfig, "\(source): hidden_size \(hidden) / num_attention_heads \(heads) leaves no head dimension") }
+
+        // RoPE: Bamba always (half of each head unless the config says otherwise), Granite when
+        // position_embedding_type is "rope". transformers 5 nests theta and the factor in
+        // rope_parameters; the hub's configs keep rope_theta at the top level.
+        let rope: RotaryEmbedding?
+        let positions = granite ? try r.word("position_embedding_type", ["rope", "nope"], default: "nope") : "rope"
+        if positions == "rope" {
+            let p = json["rope_parameters"]?.object ?? [:]
+            let pr = HybridConfigReader(json: p.merging(json.filter { ["rope_theta", "partial_rotary_factor"].contains($0.key) }) { nested, _ in nested }, source: source)
+            _ = try HybridConfigReader(json: p, source: source + " rope_parameters").word("rope_type", ["default"], default: "default")
+            let theta = try pr.float(["rope_theta"], default: 10000)
+            let factor = try pr.float(["partial_rotary_factor"], default: granite ? 1 : 0.5)
+            let dims = Int(Double(headDim) * factor)
+            guard theta > 0, factor > 0, factor <= 1, dims >= 2, dims % 2 == 0 else {
+                throw MambaError(.badConfig, "\(source): rope_theta \(theta) and partial_rotary_factor \(factor) leave \(dims) rotary dimensions of head_dim \(headDim) (a positive even count is needed)")
+            }
+            rope = RotaryEmbedding(theta: theta, dims: dims)
+        } else {
+            rope = nil
+        }
+
+        let eps = try r.epsilon(["rms_norm_eps"], default: granite ? 1e-6 : 1e-5)
+        var c = MambaConfig(hiddenSize: hidden, numLayers: 2 * layers, stateSize: try r.int(["mamba_d_state"], default: 256), expand: expand,
+                            convKernel: try r.int(["mamba_d_conv"], default: 4), vocabSize: vocab, layerNormEpsilon: eps,
+                            useBias: r.bool(["mamba_proj_bias"], default: false), useConvBias: r.bool(["mamba_conv_bias"], default: true),
+                            tieWordEmbeddings: r.bool(["tie_word_embeddings"], default: false))
+        let mamba = MixerKind(Mamba2Mixer(heads: mambaHeads, headDim: mambaHeadDim, groups: groups, chunkSize: try r.int(["mamba_chunk_size"], default: 256),
+                                          timeStepMin: Float(limit.0), timeStepMax: Float(limit.1)))
+        let attentionKind = MixerKind(AttentionMixer(heads: heads, kvHeads: kvHeads, headDim: headDim, bias: r.bool(["attention_bias"], default: false),
+                                                     rope: rope, scale: granite ? try r.positive("attention_multiplier", default: 1) : nil))
+        let mlp = MixerKind(granite ? GatedMLPMixer(width: try r.int(["shared_intermediate_size"], default: 1024), fused: true)
+                                    : GatedMLPMixer(width: try r.int(["intermediate_size"], default: 14336), fused: false, bias: r.bool(["mlp_bias"], default: false)))
+        c.layerKinds = attention.flatMap { [$0 ? attentionKind : mamba, mlp] }
+        c.layout = .twoBlocks(mixers: attention.map { $0 ? "self_attn" : "mamba" }, mlp: granite ? "shared_mlp" : "feed_forward",
+                              mlpNorm: granite ? "post_attention_layernorm" : "pre_ff_layernorm", normF: granite ? "norm.weight" : "final_layernorm.weight")
+        if granite {
+            c.embeddingMultiplier = try r.positive("embedding_multiplier", default: 1)
+            c.residualMultiplier = try r.positive("residual_multiplier", default: 1)
+            c.logitsScaling = try r.positive("logits_scaling", default: 1)
+        }
         c.json = JSONValue.object(json).encodable.object!
         return c
     }

@@ -23,6 +23,15 @@ public struct MambaConfig: Sendable, Equatable {
     public var layerKinds: [MixerKind]
     /// The config file as read, so that a quantized checkpoint can carry it forward unchanged.
     public var json: [String: JSONValue]
+    /// Where the file keeps each tensor (a hybrid's decoder layer is two tool layers).
+    public var layout: CheckpointLayout = .mamba
+    /// Granite's scalars around the blocks (GraniteMoeHybridModel / DecoderLayer / ForCausalLM):
+    /// the embedding output times `embeddingMultiplier`, each block's output times
+    /// `residualMultiplier` before it joins the residual stream, logits divided by `logitsScaling`.
+    /// All 1 elsewhere; being scalars they commute with every transform.
+    public var embeddingMultiplier: Float = 1
+    public var residualMultiplier: Float = 1
+    public var logitsScaling: Float = 1
 
     public init(
         hiddenSize: Int, numLayers: Int, stateSize: Int = 16, expand: Int = 2, convKernel: Int = 4,
@@ -95,6 +104,7 @@ public struct MambaConfig: Sendable, Equatable {
         let stateSpacesLayout = json["ssm_cfg"] != nil || json["d_model"] != nil
         let modelType = json["model_type"]?.string
         if modelType == "nemotron_h" { return try nemotronH(json, source: source) }
+        if modelType == "bamba" || modelType == "granitemoehybrid" { return try twoBlockHybrid(json, source: source) }
         let ssmLayer = ssm["layer"]?.string
         let isMamba2: Bool
         switch modelType {
@@ -256,7 +266,7 @@ public struct MambaConfig: Sendable, Equatable {
     }
 
     /// transformers' model types that mix Mamba(-2) layers with attention (or MoE) layers.
-    static let hybridModelTypes: Set<String> = ["granitemoehybrid", "falcon_h1", "zamba", "zamba2", "jamba", "bamba"]
+    static let hybridModelTypes: Set<String> = ["falcon_h1", "zamba", "zamba2", "jamba"]
 
     /// Falcon-Mamba's mixer_rms_eps when config.json leaves it out (transformers' default).
     public static let defaultMixerRMSEpsilon = 1e-6

@@ -21,17 +21,24 @@ public struct MambaBlock: Sendable {
     }
 
     /// The block on the residual stream u [L, D]: u += mixer(norm(u)) (pre-norm, float32 residual
-    /// as transformers' MambaBlock with residual_in_fp32). The observer sees u / rms(u) at
+    /// as transformers' MambaBlock with residual_in_fp32), the mixer's output times the config's
+    /// residual multiplier first where it has one (Granite). The observer sees u / rms(u) at
     /// .residual first (the R1 site). The one block step of the forward and of calibration.
-    public func step(_ u: inout Tensor, state: inout any LayerState, layer: Int, eps: Float, _ par: Parallelism,
+    public func step(_ u: inout Tensor, state: inout any LayerState, layer: Int, config c: MambaConfig, _ par: Parallelism,
                      observer: (any ActivationObserver)?) {
+        let eps = c.layerNormEpsilon
         if let observer { observer.observe(rmsNorm(u, weight: nil, eps: eps), site: .residual, layer: layer) }
         let normed = profiled("norm") { rmsNorm(u, weight: norm, eps: eps) } // [L, D]
         let out = mixer.forward(normed, layerState: &state, layer: layer, par, observer: observer)
+        let m = c.residualMultiplier
         profiled("residual") {
             u.storage.withUnsafeMutableBufferPointer { up in
                 out.storage.withUnsafeBufferPointer { op in
-                    for j in 0..<up.count { up[j] += op[j] }
+                    if m == 1 {
+                        for j in 0..<up.count { up[j] += op[j] }
+                    } else {
+                        for j in 0..<up.count { up[j] += op[j] * m }
+                    }
                 }
             }
         }
@@ -132,9 +139,9 @@ public struct MambaLM: Sendable {
         if let bad = tokens.first(where: { $0 < 0 || $0 >= v }) {
             throw MambaError(.badInput, "token id \(bad) is outside the model's vocabulary [0, \(v))")
         }
-        var u = profiled("embedding") { embedding.forward(tokens) } // [L, D], the float32 residual stream
+        var u = profiled("embedding") { embedding.embed(tokens, config) } // [L, D], the float32 residual stream
         for (i, block) in blocks.enumerated() {
-            block.step(&u, state: &state.layers[i], layer: i, eps: config.layerNormEpsilon, par, observer: observer)
+            block.step(&u, state: &state.layers[i], layer: i, config: config, par, observer: observer)
         }
         state.position += tokens.count
         let rows: Tensor
@@ -148,12 +155,30 @@ public struct MambaLM: Sendable {
         }
         let h = profiled("norm") { headInput(rows, par) } // [L', D]
         observer?.observe(h, site: .lmHeadInput, layer: nil)
-        return profiled("lm_head") { lmHead.forward(h, par) }  // [L', V]
+        var logits = profiled("lm_head") { lmHead.forward(h, par) }  // [L', V]
+        if config.logitsScaling != 1 {
+            let s = config.logitsScaling
+            logits.storage.withUnsafeMutableBufferPointer { p in for i in p.indices { p[i] /= s } }
+        }
+        return logits
     }
 
     /// Logits at every position of `tokens` from a fresh state.
     public func logits(_ tokens: [Int], parallelism: Parallelism = .serial) throws -> Tensor {
         var state = makeState()
         return try forward(tokens, state: &state, logits: .all, parallelism: parallelism)
+    }
+}
+
+extension EmbeddingOp {
+    /// The rows of `tokens` as the residual stream starts: times the config's embedding multiplier
+    /// where it has one (Granite), as GraniteMoeHybridModel scales inputs_embeds.
+    public func embed(_ tokens: [Int], _ c: MambaConfig) -> Tensor {
+        var u = forward(tokens)
+        if c.embeddingMultiplier != 1 {
+            let m = c.embeddingMultiplier
+            u.storage.withUnsafeMutableBufferPointer { p in for i in p.indices { p[i] *= m } }
+        }
+        return u
     }
 }

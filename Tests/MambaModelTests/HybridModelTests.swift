@@ -4,13 +4,19 @@ import MambaTensors
 import TestSupport
 import XCTest
 
-/// Nemotron-H (Mamba-2, grouped-query attention and relu2 MLP layers, one kind per layer) against
-/// transformers' NemotronHForCausalLM: Tests/Fixtures/models/tiny-nemotron-h* were written by
-/// scripts/reference/make_hybrid_fixtures.py, one in transformers 5's spelling ("model." tensors,
-/// layers_block_type) and one in the hub's ("backbone." tensors, hybrid_override_pattern, the older
-/// key names, biases everywhere, a tied head, one key/value head).
+/// The hybrids against transformers: Nemotron-H (Mamba-2, grouped-query attention and relu2 MLP
+/// layers, one kind per layer; NemotronHForCausalLM), Bamba (Mamba-2 or attention with partial RoPE,
+/// then a SwiGLU MLP, in every decoder layer; BambaForCausalLM) and Granite-4.0-H (the same with
+/// gate and up fused, no positional encoding or RoPE, and Granite's four multipliers;
+/// GraniteMoeHybridForCausalLM). Tests/Fixtures/models/tiny-{nemotron-h,bamba,granite-4.0-h}* were
+/// written by scripts/reference/make_hybrid_fixtures.py, in transformers 5's spellings and in the
+/// hub's, F32, F16 and BF16, tied and untied.
 final class HybridModelTests: XCTestCase {
-    static let models = ["tiny-nemotron-h", "tiny-nemotron-h-hub"]
+    static let models = ["tiny-nemotron-h", "tiny-nemotron-h-hub", "tiny-bamba", "tiny-bamba-hub", "tiny-granite-4.0-h", "tiny-granite-4.0-h-rope"]
+    /// The fixtures whose reference also holds transformers' cached decode (a prefill of
+    /// `cachedPrefix` tokens, then one token at a time through its KV and recurrent caches).
+    static let withCachedDecode = ["tiny-bamba", "tiny-bamba-hub", "tiny-granite-4.0-h", "tiny-granite-4.0-h-rope"]
+    static let cachedPrefix = 21
 
     func reference(_ name: String) throws -> (ids: [Int], logits: Tensor, greedyPrompt: [Int], greedyIds: [Int]) {
         let f = try SafeTensorsFile(path: Fixtures.model(name) + "/reference.safetensors")
@@ -52,13 +58,69 @@ final class HybridModelTests: XCTestCase {
             var rows: [Float] = []
             for t in ref.ids { rows += try lm.forward([t], state: &state).storage }
             XCTAssertLessThanOrEqual(maxAbsDifference(rows, ref.logits.storage), 1e-4 * ref.logits.absMax, name)
-            XCTAssertEqual((state.layers[1] as? KVCache)?.count ?? (state.layers[2] as? KVCache)?.count, ref.ids.count, name)
+            XCTAssertEqual(state.layers.compactMap { ($0 as? KVCache)?.count }.first, ref.ids.count, name)
             var sampler = Sampler()
             var produced: [Int] = []
             try Generation(model: lm, parallelism: Parallelism(threads: 2))
                 .run(prompt: ref.greedyPrompt, maxNewTokens: ref.greedyIds.count, sampler: &sampler, stop: nil) { produced.append($0) }
             XCTAssertEqual(produced, ref.greedyIds, name)
         }
+    }
+
+    /// A prefill then one token at a time through our caches gives transformers' cached decode.
+    func testCachedDecodeMatchesTransformersCache() throws {
+        for name in Self.withCachedDecode {
+            let lm = try MambaLM.load(directory: Fixtures.model(name))
+            let f = try SafeTensorsFile(path: Fixtures.model(name) + "/reference.safetensors")
+            let (ids, cached) = (try f.view("input_ids").integers(), try f.view("cached_logits").tensor())
+            var state = lm.makeState()
+            _ = try lm.forward(Array(ids[..<Self.cachedPrefix]), state: &state, logits: .none)
+            var rows: [Float] = []
+            for t in ids[Self.cachedPrefix...] { rows += try lm.forward([t], state: &state).storage }
+            XCTAssertEqual(rows.count, cached.count, name)
+            XCTAssertLessThanOrEqual(maxAbsDifference(rows, cached.storage), 1e-4 * cached.absMax, name)
+        }
+    }
+
+    func testBambaAndGraniteConfigs() throws {
+        let bamba = try MambaConfig.load(directory: Fixtures.model("tiny-bamba"))
+        XCTAssertEqual(bamba.layerKinds.map(\.spec.name), ["mamba2", "swiglu_mlp", "attention", "swiglu_mlp", "mamba2", "swiglu_mlp", "attention", "swiglu_mlp"])
+        let attention = try XCTUnwrap(bamba.mixer(layer: 2) as? AttentionMixer)
+        XCTAssertEqual(attention.rope, RotaryEmbedding(theta: 1000, dims: 4))
+        XCTAssertNil(attention.scale)
+        XCTAssertEqual(bamba.layout.fileName("backbone.layers.3.mixer.up_proj.weight", root: "model."), "model.layers.1.feed_forward.up_proj.weight")
+        XCTAssertEqual(bamba.layout.fileName("backbone.layers.2.norm.weight", root: "model."), "model.layers.1.input_layernorm.weight")
+        XCTAssertEqual(bamba.layout.fileName("backbone.norm_f.weight", root: "model."), "model.final_layernorm.weight")
+        // The hub's spelling: rope_theta at the top level, Bamba's half-head RoPE by default.
+        let hub = try MambaConfig.load(directory: Fixtures.model("tiny-bamba-hub"))
+        XCTAssertEqual((hub.mixer(layer: 4) as? AttentionMixer)?.rope, RotaryEmbedding(theta: 10000, dims: 6))
+        let granite = try MambaConfig.load(directory: Fixtures.model("tiny-granite-4.0-h"))
+        XCTAssertEqual([granite.embeddingMultiplier, granite.residualMultiplier, granite.logitsScaling], [6, 0.4, 2.5])
+        XCTAssertNil((granite.mixer(layer: 2) as? AttentionMixer)?.rope)
+        XCTAssertEqual((granite.mixer(layer: 2) as? AttentionMixer)?.scale, 0.3)
+        XCTAssertEqual((granite.mixer(layer: 1) as? GatedMLPMixer)?.fused, true)
+        XCTAssertEqual(granite.layout.fileName("backbone.layers.1.mixer.input_linear.weight", root: "model."), "model.layers.0.shared_mlp.input_linear.weight")
+        XCTAssertEqual(granite.layout.fileName("backbone.layers.1.norm.weight", root: "model."), "model.layers.0.post_attention_layernorm.weight")
+        let rope = try MambaConfig.load(directory: Fixtures.model("tiny-granite-4.0-h-rope"))
+        XCTAssertEqual((rope.mixer(layer: 0) as? AttentionMixer)?.rope, RotaryEmbedding(theta: 500, dims: 8))
+    }
+
+    func testUnsupportedBambaAndGraniteSettingsAreRefusedByKey() throws {
+        let granite = #""model_type": "granitemoehybrid", "hidden_size": 32, "vocab_size": 40, "num_hidden_layers": 2, "mamba_n_heads": 4, "num_attention_heads": 4"#
+        let bamba = #""model_type": "bamba", "hidden_size": 32, "vocab_size": 40, "num_hidden_layers": 2, "mamba_n_heads": 4, "num_attention_heads": 4, "num_key_value_heads": 2"#
+        for (base, extra, key) in [(granite, #""num_local_experts": 8"#, "num_local_experts"), (granite, #""position_embedding_type": "alibi""#, "position_embedding_type"),
+                                   (granite, #""layer_types": ["mamba"]"#, "layer_types"), (granite, #""layer_types": ["mamba", "moe"]"#, "layer_types"),
+                                   (granite, #""residual_multiplier": 0"#, "residual_multiplier"), (granite, #""hidden_act": "gelu""#, "hidden_act"),
+                                   (bamba, #""attn_layer_indices": [2]"#, "attn_layer_indices"), (bamba, #""mamba_n_groups": 3"#, "mamba_n_groups"),
+                                   (bamba, #""rope_parameters": {"rope_type": "yarn", "rope_theta": 10000}"#, "rope_type"),
+                                   (bamba, #""rope_scaling": {"type": "linear"}"#, "rope_scaling"), (bamba, #""mamba_d_head": 5"#, "mamba_d_head"),
+                                   (bamba, #""rope_theta": 10000, "partial_rotary_factor": 0.01"#, "partial_rotary_factor")] {
+            XCTAssertThrowsError(try MambaConfig.parse(Data("{\(base), \(extra)}".utf8), source: "c"), extra) { e in
+                XCTAssertTrue("\(e)".contains(key) && !"\(e)".contains("\n"), "\(e)")
+            }
+        }
+        XCTAssertNoThrow(try MambaConfig.parse(Data("{\(granite)}".utf8), source: "c"))
+        XCTAssertNoThrow(try MambaConfig.parse(Data("{\(bamba)}".utf8), source: "c"))
     }
 
     func testUnsupportedHybridsAreRefusedByKey() throws {

@@ -11,7 +11,7 @@ import XCTest
 /// layers: declaring the kind here and listing it in the config's layer kinds
 /// (`ToyHybridTests.config`) is all a new kind needs; loading, calibration, every method's
 /// transforms, the quantized checkpoint and the int8 runtime follow from the description.
-struct GatedMLPMixer: MixerDescription {
+struct ToyGatedMLP: MixerDescription {
     static let input = Site("mlp_input"), gate = Site("gate"), up = Site("up"), downInput = Site("down_proj_input")
 
     var name: String { "gated_mlp" }
@@ -50,7 +50,7 @@ struct GatedMLPMixer: MixerDescription {
     func settings(_ c: MambaConfig) -> String { "SwiGLU \(c.innerSize)" }
 
     func makeMixer(_ ops: any MixerOpSource, _ c: MambaConfig, layer: Int) -> any MixerOp {
-        GatedMLPOp(gateProj: ops.linear("gate_proj"), upProj: ops.linear("up_proj"), gate: ops.gate(),
+        ToyGatedMLPOp(gateProj: ops.linear("gate_proj"), upProj: ops.linear("up_proj"), gate: ops.gate(),
                    rotation: ops.onlineRotation(before: "down_proj"), downProj: ops.linear("down_proj"))
     }
 
@@ -64,25 +64,25 @@ struct GatedMLPMixer: MixerDescription {
     }
 }
 
-struct GatedMLPOp: MixerOp {
+struct ToyGatedMLPOp: MixerOp {
     let gateProj: any LinearOp, upProj: any LinearOp, gate: any GateOp, rotation: OnlineHadamard?, downProj: any LinearOp
 
     func makeState() -> StatelessState { StatelessState() }
 
     func forward(_ u: Tensor, state: inout StatelessState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
-        observer?.observe(u, site: GatedMLPMixer.input, layer: layer)
+        observer?.observe(u, site: ToyGatedMLP.input, layer: layer)
         let (g, up) = (gateProj.forward(u, par), upProj.forward(u, par))
-        observer?.observe(g, site: GatedMLPMixer.gate, layer: layer)
-        observer?.observe(up, site: GatedMLPMixer.up, layer: layer)
+        observer?.observe(g, site: ToyGatedMLP.gate, layer: layer)
+        observer?.observe(up, site: ToyGatedMLP.up, layer: layer)
         var h = gate.forward(y: up, z: g, par)   // up * SiLU(gate)
         if let rotation { h = rotation.rotate(h) }
-        observer?.observe(h, site: GatedMLPMixer.downInput, layer: layer)
+        observer?.observe(h, site: ToyGatedMLP.downInput, layer: layer)
         return downProj.forward(h, par)
     }
 }
 
 final class ToyHybridTests: XCTestCase {
-    static let mlp = MixerKind(GatedMLPMixer())
+    static let mlp = MixerKind(ToyGatedMLP())
     let config = MambaConfig(hiddenSize: 16, numLayers: 4, stateSize: 4, vocabSize: 40, tieWordEmbeddings: false,
                              layerKinds: [.mamba1, ToyHybridTests.mlp, .mamba1, ToyHybridTests.mlp])
     let tokens = (0..<23).map { ($0 * 7 + 3) % 40 }
@@ -116,7 +116,7 @@ final class ToyHybridTests: XCTestCase {
             let sites = Set(file.stats.sites.keys.filter { $0.layer == i }.map(\.site))
             XCTAssertEqual(sites, Set(config.mixer(layer: i).sites + [.residual]), "layer \(i)")
         }
-        XCTAssertEqual(try file.stats.site(1, GatedMLPMixer.downInput).channels, 32)
+        XCTAssertEqual(try file.stats.site(1, ToyGatedMLP.downInput).channels, 32)
         // A Mamba-1 layer where the stats have an MLP layer: refused by site, not trapped on.
         var other = config
         other.setAllLayers(.mamba1)

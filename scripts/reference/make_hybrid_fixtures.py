@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Regenerates the hybrid fixtures in Tests/Fixtures/models: tiny random Nemotron-H checkpoints
-(Mamba-2, attention and MLP layers) with logits from an implementation nobody here wrote
-(transformers' NemotronHForCausalLM on its torch path: no mamba_ssm, no CUDA kernels).
+"""Regenerates the hybrid fixtures in Tests/Fixtures/models: tiny random Nemotron-H, Bamba and
+Granite-4.0-H checkpoints (Mamba-2, attention and MLP layers) with logits from an implementation
+nobody here wrote (transformers' NemotronHForCausalLM, BambaForCausalLM and
+GraniteMoeHybridForCausalLM on their torch paths: no mamba_ssm, no CUDA kernels).
 
     pip install -r scripts/requirements.txt   # torch 2.13.0+cpu comes from the machine's local wheel
     python3 scripts/reference/make_hybrid_fixtures.py
@@ -18,7 +19,7 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(__file__))
-from make_fixtures import OUT, PROMPT_LEN, randomize, reference_outputs  # noqa: E402
+from make_fixtures import OUT, PROMPT_LEN, randomize, reference_outputs, round_to  # noqa: E402
 
 # name -> (config kwargs, the config.json spelling). The first is saved as transformers 5 saves it
 # (layers_block_type); the second with the hub's hybrid_override_pattern and its older key names.
@@ -39,6 +40,105 @@ MODELS = {
                                  time_step_min=0.001, tie_word_embeddings=True, use_conv_bias=True, use_bias=True,
                                  mlp_bias=True, mlp_hidden_act="relu2", layer_norm_epsilon=1e-6), "hub"),
 }
+
+
+# name -> (config kwargs, the config.json spelling, the weights' dtype). A Bamba or Granite decoder
+# layer is two sub-blocks (a Mamba-2 or attention mixer, then an MLP), each behind its own norm.
+BAMBA = {
+    # transformers 5's spelling: rope_parameters (RoPE on half of each head, Bamba's fixed
+    # partial_rotary_factor), grouped-query 4 on 2, Mamba-2 with 2 groups, an untied head, F32.
+    "tiny-bamba": (dict(vocab_size=96, hidden_size=32, num_hidden_layers=4, attn_layer_indices=[1, 3],
+                        num_attention_heads=4, num_key_value_heads=2, intermediate_size=40, mamba_n_heads=4, mamba_d_head=16,
+                        mamba_n_groups=2, mamba_d_state=16, mamba_d_conv=4, mamba_chunk_size=8, tie_word_embeddings=False,
+                        rope_parameters={"rope_type": "default", "rope_theta": 1000.0, "partial_rotary_factor": 0.5},
+                        rms_norm_eps=1e-5), "transformers5", torch.float32),
+    # The hub's spelling (rope_theta at the top level, no rope_parameters), biases on every
+    # projection, a tied head, one key/value head, BF16 weights.
+    "tiny-bamba-hub": (dict(vocab_size=80, hidden_size=24, num_hidden_layers=3, attn_layer_indices=[2],
+                            num_attention_heads=2, num_key_value_heads=1, intermediate_size=48, mamba_n_heads=3, mamba_d_head=16,
+                            mamba_n_groups=1, mamba_d_state=8, mamba_d_conv=3, mamba_chunk_size=16, tie_word_embeddings=True,
+                            attention_bias=True, mlp_bias=True, mamba_proj_bias=True, rms_norm_eps=1e-6,
+                            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5}),
+                       "hub", torch.bfloat16),
+}
+GRANITE = {
+    # Granite-4.0-H Micro's shape: dense (no experts, the shared MLP only), no positional encoding,
+    # its four multipliers, a tied head, transformers 5's layer_types, F16 weights.
+    "tiny-granite-4.0-h": (dict(vocab_size=96, hidden_size=32, num_hidden_layers=4,
+                                layer_types=["linear_attention", "full_attention", "linear_attention", "linear_attention"],
+                                num_attention_heads=4, num_key_value_heads=2, shared_intermediate_size=40, num_local_experts=0,
+                                mamba_n_heads=4, mamba_d_head=16, mamba_n_groups=1, mamba_d_state=16, mamba_d_conv=4,
+                                mamba_chunk_size=8, position_embedding_type="nope", tie_word_embeddings=True,
+                                embedding_multiplier=6.0, residual_multiplier=0.4, attention_multiplier=0.3, logits_scaling=2.5,
+                                rms_norm_eps=1e-5), "transformers5", torch.float16),
+    # The hub's spelling of layer_types ("mamba" / "attention"), RoPE on whole heads, an untied head,
+    # attention at the first layer.
+    "tiny-granite-4.0-h-rope": (dict(vocab_size=80, hidden_size=24, num_hidden_layers=3,
+                                     layer_types=["full_attention", "linear_attention", "linear_attention"],
+                                     num_attention_heads=3, num_key_value_heads=3, shared_intermediate_size=32, num_local_experts=0,
+                                     mamba_n_heads=3, mamba_d_head=16, mamba_n_groups=1, mamba_d_state=8, mamba_d_conv=4,
+                                     mamba_chunk_size=8, position_embedding_type="rope", tie_word_embeddings=False,
+                                     rope_parameters={"rope_type": "default", "rope_theta": 500.0},
+                                     embedding_multiplier=2.0, residual_multiplier=0.7, attention_multiplier=0.125, logits_scaling=1.5,
+                                     rms_norm_eps=1e-6), "hub", torch.float32),
+}
+
+
+def cached_decode(model, ids, prefix):
+    """Logits of ids[prefix:], each from one step through the cache (KV cache and recurrent states)
+    that a prefill of ids[:prefix] filled."""
+    with torch.no_grad():
+        out = model(ids[None, :prefix], use_cache=True)
+        cache, rows = out.past_key_values, []
+        for t in range(prefix, len(ids)):
+            # position_ids given: BambaModel counts positions from 0 in every call otherwise.
+            out = model(ids[None, t:t + 1], past_key_values=cache, use_cache=True, position_ids=torch.tensor([[t]]))
+            cache = out.past_key_values
+            rows.append(out.logits[0, -1].float())
+    return torch.stack(rows)
+
+
+def write_family(name, family, kwargs, spelling, dtype, seed):
+    if family == "bamba":
+        from transformers import BambaConfig as Config, BambaForCausalLM as Model
+    else:
+        from transformers import GraniteMoeHybridConfig as Config, GraniteMoeHybridForCausalLM as Model
+    d = os.path.join(OUT, "models", name)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    torch.manual_seed(seed)
+    cfg = Config(bos_token_id=0, eos_token_id=0, pad_token_id=0, **kwargs)
+    model = Model(cfg).float().eval()
+    randomize(model, seed)
+    if cfg.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    round_to(model, dtype)
+    cfg.to_json_file(os.path.join(d, "config.json"))
+    if spelling == "hub":
+        j = json.load(open(os.path.join(d, "config.json")))
+        rope = j.pop("rope_parameters", None) or {}
+        if "rope_theta" in rope:
+            j["rope_theta"] = rope["rope_theta"]
+        if family == "granite":
+            j["layer_types"] = [{"linear_attention": "mamba", "full_attention": "attention"}[t] for t in j["layer_types"]]
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump(j, f, indent=2, sort_keys=True)
+    sd = {k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}
+    if cfg.tie_word_embeddings:
+        sd.pop("lm_head.weight", None)
+    save_file(sd, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
+
+    g = torch.Generator().manual_seed(seed + 1)
+    ids = torch.randint(0, kwargs["vocab_size"], (PROMPT_LEN,), generator=g)
+    ref, logits, gids = reference_outputs(model, ids)
+    ref["cached_logits"] = cached_decode(model, ids, CACHED_PREFIX).contiguous()
+    err = (ref["cached_logits"] - logits[CACHED_PREFIX:]).abs().max() / logits.abs().max()
+    save_file(ref, os.path.join(d, "reference.safetensors"), metadata={"source": f"transformers {type(model).__name__} (torch path)"})
+    print(f"{name}: max|logit| {logits.abs().max():.3f} greedy {gids} cached decode vs prefill {err:.2e}")
+
+
+# The cached decode's prompt: a prefill of this many tokens, then one token at a time.
+CACHED_PREFIX = 21
 
 
 def write(name, kwargs, spelling, seed):
@@ -77,5 +177,11 @@ def write(name, kwargs, spelling, seed):
 
 
 if __name__ == "__main__":
+    only = set(sys.argv[1:])
     for i, (name, (kwargs, spelling)) in enumerate(MODELS.items()):
-        write(name, kwargs, spelling, 100 + i)
+        if not only or name in only:
+            write(name, kwargs, spelling, 100 + i)
+    for family, table, base in [("bamba", BAMBA, 200), ("granite", GRANITE, 300)]:
+        for i, (name, (kwargs, spelling, dtype)) in enumerate(table.items()):
+            if not only or name in only:
+                write_family(name, family, kwargs, spelling, dtype, base + i)

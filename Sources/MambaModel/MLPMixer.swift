@@ -1,0 +1,214 @@
+import Foundation
+import MambaTensors
+
+// The MLP layers of the hybrids (docs/DESIGN.md section 1, "Hybrids"), one norm and one MLP per
+// tool layer. Upstream: transformers models/nemotron_h/modeling_nemotron_h.py (NemotronHMLP:
+// down_proj(relu(up_proj x)^2)), models/bamba/modeling_bamba.py (BambaMLP: down_proj(silu(gate_proj x)
+// * up_proj x)), models/granitemoehybrid/modeling_granitemoehybrid.py (GraniteMoeHybridMLP: the same
+// with gate and up fused in input_linear, rows [gate | up], and output_linear). I is the MLP's width.
+
+/// The MLP's activation.
+public enum MLPActivation: String, Sendable {
+    /// relu(x)^2 (Nemotron-H's relu2).
+    case relu2
+}
+
+/// An MLP layer without a gate (Nemotron-H's): down_proj(act(up_proj(x))).
+public struct MLPMixer: MixerDescription {
+    public let width: Int
+    public let activation: MLPActivation
+    /// Biases on up and down (`mlp_bias`).
+    public let bias: Bool
+
+    public init(width: Int, activation: MLPActivation, bias: Bool = false) {
+        precondition(width > 0)
+        (self.width, self.activation, self.bias) = (width, activation, bias)
+    }
+
+    public static let input = Site("mlp_input"), downInput = Site("down_proj_input")
+
+    public var name: String { "mlp" }
+
+    public var parameters: [ParameterSpec] {
+        let (w, b) = (width, bias)
+        return [
+            ParameterSpec("up_proj.weight", .weight(module: "up_proj")) { c in [w, c.hiddenSize] },
+            ParameterSpec("up_proj.bias", .bias(module: "up_proj")) { _ in b ? [w] : nil },
+            ParameterSpec("down_proj.weight", .weight(module: "down_proj")) { c in [c.hiddenSize, w] },
+            ParameterSpec("down_proj.bias", .bias(module: "down_proj")) { c in b ? [c.hiddenSize] : nil },
+        ]
+    }
+
+    public var modules: [ModuleSpec] {
+        [ModuleSpec("up_proj", .linear, input: Self.input), ModuleSpec("down_proj", .linear, input: Self.downInput)]
+    }
+
+    public var sites: [Site] { [Self.input, Self.downInput] }
+    public var scanInputs: [(site: Site, scaleKey: String)] { [] }
+    public func producer(of site: Site, _ c: MambaConfig) -> OutputSlice? { nil }
+    public var residualReaders: [String] { ["up_proj"] }
+    public var residualWriters: [String] { ["down_proj"] }
+    /// QuaRot's online Hadamard on the down projection's input (arXiv 2404.00456).
+    public var onlineRotated: [String] { ["down_proj"] }
+
+    public var modelType: String { "nemotron_h" }
+    public var architecture: String { "NemotronHForCausalLM" }
+    public func configJSON(_ c: MambaConfig) -> [String: JSONValue] { [:] }
+    public func settings(_ c: MambaConfig) -> String { "MLP \(width) \(activation.rawValue)" }
+
+    public func makeMixer(_ ops: any MixerOpSource, _ c: MambaConfig, layer: Int) -> any MixerOp {
+        MLPForward(upProj: ops.linear("up_proj"), activation: activation, rotation: ops.onlineRotation(before: "down_proj"),
+                   downProj: ops.linear("down_proj"))
+    }
+
+    public func randomTensors(_ c: MambaConfig, next: () -> UInt64) -> [String: Tensor] {
+        let d = c.hiddenSize
+        var t: [String: Tensor] = [
+            "up_proj.weight": randomTensor([width, d], seed: next(), scale: 1 / Double(d).squareRoot()),
+            "down_proj.weight": randomTensor([d, width], seed: next(), scale: 1 / Double(width).squareRoot()),
+        ]
+        if bias {
+            t["up_proj.bias"] = randomTensor([width], seed: next(), scale: 0.1)
+            t["down_proj.bias"] = randomTensor([d], seed: next(), scale: 0.1)
+        }
+        return t
+    }
+}
+
+public struct MLPForward: MixerOp {
+    public var upProj: any LinearOp
+    public let activation: MLPActivation
+    public var rotation: OnlineHadamard?
+    public var downProj: any LinearOp
+
+    public func makeState() -> StatelessState { StatelessState() }
+
+    public func forward(_ u: Tensor, state: inout StatelessState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
+        observer?.observe(u, site: MLPMixer.input, layer: layer)
+        var h = profiled("up_proj") { upProj.forward(u, par) }          // [L, I]
+        profiled("activation") {
+            h.storage.withUnsafeMutableBufferPointer { p in
+                switch activation {
+                case .relu2: for i in p.indices { let r = max(p[i], 0); p[i] = r * r }
+                }
+            }
+        }
+        if let rotation { h = profiled("hadamard") { rotation.rotate(h, par) } }
+        observer?.observe(h, site: MLPMixer.downInput, layer: layer)
+        return profiled("down_proj") { downProj.forward(h, par) }       // [L, D]
+    }
+}
+
+
+/// A gated MLP (SwiGLU): down(silu(gate x) * up x), with gate and up as two modules (Bamba's
+/// gate_proj, up_proj, down_proj) or fused in one whose rows are [gate | up] (Granite's
+/// input_linear, output_linear).
+public struct GatedMLPMixer: MixerDescription {
+    public let width: Int
+    /// Gate and up in one module (Granite's spelling).
+    public let fused: Bool
+    /// Biases on every projection (`mlp_bias`).
+    public let bias: Bool
+
+    public init(width: Int, fused: Bool, bias: Bool = false) {
+        precondition(width > 0)
+        (self.width, self.fused, self.bias) = (width, fused, bias)
+    }
+
+    public static let input = Site("mlp_input"), downInput = Site("down_proj_input")
+
+    public var name: String { "swiglu_mlp" }
+
+    /// The module names: the input modules (gate and up, or the fused one) and the output one.
+    var inputModules: [String] { fused ? ["input_linear"] : ["gate_proj", "up_proj"] }
+    var outputModule: String { fused ? "output_linear" : "down_proj" }
+
+    public var parameters: [ParameterSpec] {
+        let (w, b, out) = (width, bias, outputModule)
+        let rows = fused ? 2 * w : w
+        return inputModules.flatMap { m in
+            [ParameterSpec(m + ".weight", .weight(module: m)) { c in [rows, c.hiddenSize] },
+             ParameterSpec(m + ".bias", .bias(module: m)) { _ in b ? [rows] : nil }]
+        } + [ParameterSpec(out + ".weight", .weight(module: out)) { c in [c.hiddenSize, w] },
+             ParameterSpec(out + ".bias", .bias(module: out)) { c in b ? [c.hiddenSize] : nil }]
+    }
+
+    public var modules: [ModuleSpec] {
+        inputModules.map { ModuleSpec($0, .linear, input: Self.input) } + [ModuleSpec(outputModule, .linear, input: Self.downInput)]
+    }
+
+    public var sites: [Site] { [Self.input, Self.downInput] }
+    public var scanInputs: [(site: Site, scaleKey: String)] { [] }
+    public func producer(of site: Site, _ c: MambaConfig) -> OutputSlice? { nil }
+    public var residualReaders: [String] { inputModules }
+    public var residualWriters: [String] { [outputModule] }
+    /// QuaRot's online Hadamard on the down projection's input (arXiv 2404.00456).
+    public var onlineRotated: [String] { [outputModule] }
+
+    public var modelType: String { "bamba" }
+    public var architecture: String { "BambaForCausalLM" }
+    public func configJSON(_ c: MambaConfig) -> [String: JSONValue] { [:] }
+    public func settings(_ c: MambaConfig) -> String { "SwiGLU MLP \(width)" + (fused ? " (gate and up fused)" : "") }
+
+    public func makeMixer(_ ops: any MixerOpSource, _ c: MambaConfig, layer: Int) -> any MixerOp {
+        GatedMLPForward(inputs: inputModules.map { ops.linear($0) }, width: width, rotation: ops.onlineRotation(before: outputModule),
+                        downProj: ops.linear(outputModule))
+    }
+
+    public func randomTensors(_ c: MambaConfig, next: () -> UInt64) -> [String: Tensor] {
+        let (d, rows) = (c.hiddenSize, fused ? 2 * width : width)
+        var t: [String: Tensor] = [:]
+        for m in inputModules { t[m + ".weight"] = randomTensor([rows, d], seed: next(), scale: 1 / Double(d).squareRoot()) }
+        t[outputModule + ".weight"] = randomTensor([d, width], seed: next(), scale: 1 / Double(width).squareRoot())
+        if bias {
+            for m in inputModules { t[m + ".bias"] = randomTensor([rows], seed: next(), scale: 0.1) }
+            t[outputModule + ".bias"] = randomTensor([d], seed: next(), scale: 0.1)
+        }
+        return t
+    }
+}
+
+public struct GatedMLPForward: MixerOp {
+    /// [gate, up], or the one fused module whose output is [L, 2I] = [gate | up].
+    public var inputs: [any LinearOp]
+    public let width: Int
+    public var rotation: OnlineHadamard?
+    public var downProj: any LinearOp
+
+    public func makeState() -> StatelessState { StatelessState() }
+
+    public func forward(_ u: Tensor, state: inout StatelessState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
+        observer?.observe(u, site: GatedMLPMixer.input, layer: layer)
+        let w = width
+        var h = Tensor(zeros: [u.rows, w])                                // [L, I]
+        if inputs.count == 2 {
+            let gate = profiled("gate_proj") { inputs[0].forward(u, par) } // [L, I]
+            let up = profiled("up_proj") { inputs[1].forward(u, par) }
+            profiled("activation") {
+                let g = silu(gate)
+                h.storage.withUnsafeMutableBufferPointer { hp in
+                    g.storage.withUnsafeBufferPointer { gp in
+                        up.storage.withUnsafeBufferPointer { upp in for i in hp.indices { hp[i] = gp[i] * upp[i] } }
+                    }
+                }
+            }
+        } else {
+            let gateUp = profiled("input_linear") { inputs[0].forward(u, par) } // [L, 2I]
+            profiled("activation") {
+                let g = silu(gateUp)
+                h.storage.withUnsafeMutableBufferPointer { hp in
+                    g.storage.withUnsafeBufferPointer { gp in
+                        gateUp.storage.withUnsafeBufferPointer { up in
+                            for t in 0..<u.rows {
+                                for i in 0..<w { hp[t * w + i] = gp[t * 2 * w + i] * up[t * 2 * w + w + i] }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let rotation { h = profiled("hadamard") { rotation.rotate(h, par) } }
+        observer?.observe(h, site: GatedMLPMixer.downInput, layer: layer)
+        return profiled("down_proj") { downProj.forward(h, par) }       // [L, D]
+    }
+}
