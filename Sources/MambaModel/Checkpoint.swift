@@ -39,7 +39,7 @@ public struct CheckpointSummary: Sendable, Encodable {
         return CheckpointSummary(
             directory: directory,
             modelType: config.json["model_type"]?.string ?? "mamba (state-spaces config)",
-            family: config.family, notes: config.defaultedSettings,
+            family: config.family, notes: config.structureNotes + config.defaultedSettings,
             hiddenSize: config.hiddenSize, numLayers: config.numLayers, innerSize: config.innerSize,
             stateSize: config.stateSize, timeStepRank: config.timeStepRank, convKernel: config.convKernel,
             vocabSize: config.vocabSize, mixerSettings: config.distinctKinds.map { $0.spec.settings(config) }.joined(separator: "; "),

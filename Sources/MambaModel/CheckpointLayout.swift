@@ -66,3 +66,18 @@ public struct CheckpointLayout: Sendable, Equatable {
         return root + rest
     }
 }
+
+extension MambaConfig {
+    /// How the tool's layers map to the file's and the scalars around the blocks, for `inspect`
+    /// (nothing for a Mamba config).
+    public var structureNotes: [String] {
+        var notes: [String] = []
+        if let layers = layout.layers {
+            notes.append("\(layers.count / 2) decoder layers of two blocks each (mixer, then MLP): tool layer 2i is the file's layers.i mixer, 2i + 1 its MLP; layer numbers in stats, --keep-float and reports are the tool's")
+        }
+        let scalars = [("embedding_multiplier", embeddingMultiplier), ("residual_multiplier", residualMultiplier), ("logits_scaling", logitsScaling)]
+            .filter { $0.1 != 1 }.map { "\($0.0) \($0.1)" }
+        if !scalars.isEmpty { notes.append(scalars.joined(separator: ", ")) }
+        return notes
+    }
+}
