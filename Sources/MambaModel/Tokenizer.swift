@@ -1,12 +1,14 @@
 import Foundation
 import MambaTensors
 
-/// A byte-level BPE tokenizer read from a Hugging Face tokenizer.json: GPT-NeoX's (NFC normalizer,
-/// ByteLevel pre-tokenizer with the GPT-2 split, ~50k merges, added tokens) and the byte models'
-/// (256 byte tokens, no merges, no split) through the same code path (docs/DESIGN.md section 5).
-/// Pipeline as in huggingface/tokenizers: added tokens that are not normalized are split out of the
-/// raw text; the rest is normalized, then split on normalized added tokens; the pieces are
-/// pre-tokenized, mapped to byte-level characters and merged by rank.
+/// A BPE tokenizer read from a Hugging Face tokenizer.json (docs/DESIGN.md section 5), in the two
+/// spellings the checkpoints ship: byte-level (GPT-NeoX's NFC + ByteLevel with the GPT-2 split;
+/// Llama-3 style Split on a regex, then ByteLevel; the byte models' 256 byte tokens, no merges) and
+/// SentencePiece style (tokens in characters, "▁" for spaces from a Prepend + Replace normalizer or
+/// a Metaspace pre-tokenizer, byte fallback to <0xXX> tokens). Pipeline as in huggingface/tokenizers:
+/// added tokens that are not normalized are split out of the raw text; the rest is normalized, then
+/// split on normalized added tokens; the pieces are pre-tokenized into words and each word is
+/// merged by rank (TokenizerPipeline.swift holds the steps, BPEMerges the merging).
 public struct Tokenizer: Sendable {
     struct AddedToken: Sendable {
         let id: Int
@@ -15,17 +17,33 @@ public struct Tokenizer: Sendable {
         let normalized: Bool
     }
 
+    /// How the vocabulary spells text.
+    enum Alphabet: Sendable {
+        /// GPT-2's byte-to-character map (ByteLevelAlphabet): a word's symbols are its bytes.
+        case byteLevel
+        /// Unicode characters: a word's symbols are its scalars, unknown ones by byte fallback.
+        case characters
+    }
+
     public let vocabSize: Int
     /// UTF-8 bytes each id decodes to.
     let tokenBytes: [[UInt8]]
     let specialIDs: Set<Int>
-    /// Id of each single byte's token.
-    let byteIDs: [Int]
-    /// (left id, right id) -> (rank, merged id).
-    let merges: [UInt64: (rank: Int, id: Int)]
     let added: [AddedToken]
-    let normalizeNFC: Bool
-    let splitWords: Bool
+    let normalizer: [NormalizerStep]
+    let preTokenizer: [PreTokenizerStep]
+    let alphabet: Alphabet
+    let idOf: [String: Int]
+    /// Id of each single byte's token (byte-level alphabet), or of its <0xXX> token (byte fallback).
+    let byteIDs: [Int]
+    let byteFallback: Bool
+    let unknownID: Int?
+    let fuseUnknown: Bool
+    /// A word that is a vocabulary entry is that token, merges or not (tokenizers' ignore_merges).
+    let ignoreMerges: Bool
+    let merges: BPEMerges
+    /// Leading spaces the decoder strips from the text (SentencePiece's Strip decoder).
+    let decodeStripsLeading: Int
     public let endOfText: Int?
 
     public static let fileName = "tokenizer.json"
@@ -42,24 +60,25 @@ public struct Tokenizer: Sendable {
               let model = json["model"] as? [String: Any] else {
             throw MambaError(.badFile, "\(source) is not a tokenizer.json (no model object)")
         }
-        func fail(_ what: String) -> MambaError { MambaError(.badFile, "\(source): \(what); only byte-level BPE tokenizers (GPT-NeoX style) are supported") }
+        func fail(_ what: String) -> MambaError {
+            MambaError(.badFile, "\(source): \(what); byte-level BPE (GPT-NeoX, Llama-3 style) and SentencePiece-style BPE tokenizers are supported")
+        }
         guard (model["type"] as? String) == "BPE", let vocab = model["vocab"] as? [String: Any] else {
             throw fail("model type \(model["type"] ?? "none") is not BPE")
         }
         for option in ["continuing_subword_prefix", "end_of_word_suffix"] where !((model[option] is NSNull) || model[option] == nil || (model[option] as? String) == "") {
             throw fail("BPE option \(option) is set")
         }
-        if let normalizer = json["normalizer"] as? [String: Any] {
-            guard (normalizer["type"] as? String) == "NFC" else { throw fail("normalizer \(normalizer["type"] ?? "?") is not NFC") }
-            normalizeNFC = true
-        } else {
-            normalizeNFC = false
-        }
-        guard let pre = json["pre_tokenizer"] as? [String: Any], (pre["type"] as? String) == "ByteLevel" else {
-            throw fail("pre_tokenizer is not ByteLevel")
-        }
-        if (pre["add_prefix_space"] as? Bool) == true { throw fail("ByteLevel add_prefix_space is true") }
-        splitWords = (pre["use_regex"] as? Bool) ?? true
+        if let dropout = model["dropout"], !(dropout is NSNull), (dropout as? Double) != 0 { throw fail("BPE dropout is set") }
+        normalizer = try NormalizerStep.parse(json["normalizer"], fail: fail)
+        preTokenizer = try PreTokenizerStep.parse(json["pre_tokenizer"], fail: fail)
+        let byteLevelSteps = preTokenizer.filter { if case .byteLevel = $0 { true } else { false } }.count
+        guard byteLevelSteps <= 1 else { throw fail("the pre_tokenizer has \(byteLevelSteps) ByteLevel steps") }
+        alphabet = byteLevelSteps == 1 ? .byteLevel : .characters
+        byteFallback = (model["byte_fallback"] as? Bool) ?? false
+        fuseUnknown = (model["fuse_unk"] as? Bool) ?? false
+        ignoreMerges = (model["ignore_merges"] as? Bool) ?? false
+        decodeStripsLeading = try Self.decoderStrip(json["decoder"], fail: fail)
 
         // Ids index a table of the vocabulary's size: a negative, fractional or far-out id (2^62
         // would allocate exabytes) is refused, allowing gaps up to a few times the entry count.
@@ -89,62 +108,103 @@ public struct Tokenizer: Sendable {
         }
         vocabSize = maxID + 1
         var tokenBytes = [[UInt8]](repeating: [], count: maxID + 1)
-        for (token, id) in idOf {
-            // A byte-level token decodes through the alphabet; one with a character outside it
-            // (an added token of literal spaces) decodes as its own UTF-8, as tokenizers does.
-            let scalars = token.unicodeScalars.map { ByteLevelAlphabet.scalarToByte[$0] }
-            tokenBytes[id] = scalars.contains(nil) ? Array(token.utf8) : scalars.map { $0! }
+        var byteIDs = [Int](repeating: -1, count: 256)
+        switch alphabet {
+        case .byteLevel:
+            for (token, id) in idOf {
+                // A byte-level token decodes through the alphabet; one with a character outside it
+                // (an added token of literal spaces) decodes as its own UTF-8, as tokenizers does.
+                let scalars = token.unicodeScalars.map { ByteLevelAlphabet.scalarToByte[$0] }
+                tokenBytes[id] = scalars.contains(nil) ? Array(token.utf8) : scalars.map { $0! }
+            }
+            for b in 0..<256 {
+                if let id = idOf[String(Character(ByteLevelAlphabet.byteToScalar[b]))] {
+                    byteIDs[b] = id
+                } else if !(b == 0xC0 || b == 0xC1 || b >= 0xF5) {
+                    // Bytes that never occur in UTF-8 (GPT-NeoX's vocabulary omits them) may be absent;
+                    // encode() only sees Strings, so they are never looked up.
+                    throw fail("the vocabulary lacks the byte-level token for byte \(b)")
+                }
+            }
+        case .characters:
+            // "▁" (the Prepend/Replace normalizers' and Metaspace's space) decodes to a space, a
+            // <0xXX> token to its byte (the Replace and ByteFallback decoders).
+            let space = Self.metaspace(normalizer, preTokenizer)
+            for (token, id) in idOf {
+                if token.count == 6, token.hasPrefix("<0x"), token.hasSuffix(">"), let b = UInt8(token.dropFirst(3).prefix(2), radix: 16) {
+                    tokenBytes[id] = [b]
+                    byteIDs[Int(b)] = id
+                } else {
+                    tokenBytes[id] = Array((space.map { token.replacingOccurrences(of: $0, with: " ") } ?? token).utf8)
+                }
+            }
+            if byteFallback, let missing = byteIDs.firstIndex(of: -1) {
+                throw fail("byte_fallback is set but the vocabulary lacks <0x\(String(format: "%02X", missing))>")
+            }
         }
         for a in added { tokenBytes[a.id] = a.bytes }
         self.tokenBytes = tokenBytes
         self.added = added
         self.specialIDs = specials
-
-        var byteIDs = [Int](repeating: -1, count: 256)
-        for b in 0..<256 {
-            if let id = idOf[String(Character(ByteLevelAlphabet.byteToScalar[b]))] {
-                byteIDs[b] = id
-            } else if !(b == 0xC0 || b == 0xC1 || b >= 0xF5) {
-                // Bytes that never occur in UTF-8 (GPT-NeoX's vocabulary omits them) may be absent;
-                // encode() only sees Strings, so they are never looked up.
-                throw fail("the vocabulary lacks the byte-level token for byte \(b)")
-            }
-        }
         self.byteIDs = byteIDs
-
-        var merges: [UInt64: (rank: Int, id: Int)] = [:]
-        for (rank, entry) in (model["merges"] as? [Any] ?? []).enumerated() {
-            let pair: [String]
-            if let s = entry as? String {
-                pair = s.split(separator: " ", omittingEmptySubsequences: false).map(String.init)
-            } else {
-                pair = entry as? [String] ?? []
-            }
-            guard pair.count == 2, let a = idOf[pair[0]], let b = idOf[pair[1]], let m = idOf[pair[0] + pair[1]] else {
-                throw fail("merge \(rank) (\(entry)) does not name two vocabulary tokens and their union")
-            }
-            let key = UInt64(a) << 32 | UInt64(b)
-            if merges[key] == nil { merges[key] = (rank, m) }
+        self.idOf = idOf
+        if let unk = model["unk_token"] as? String {
+            guard let id = idOf[unk] ?? added.first(where: { $0.bytes == Array(unk.utf8) })?.id else { throw fail("unk_token \(unk) is not in the vocabulary") }
+            unknownID = id
+        } else {
+            unknownID = nil
         }
-        self.merges = merges
+        merges = try BPEMerges(model["merges"] as? [Any] ?? [], idOf: idOf, fail: fail)
         endOfText = idOf["<|endoftext|>"] ?? added.first { $0.bytes == Array("<|endoftext|>".utf8) }?.id
+    }
+
+    /// The character a SentencePiece-style tokenizer spells spaces with (nil: none).
+    static func metaspace(_ normalizer: [NormalizerStep], _ preTokenizer: [PreTokenizerStep]) -> String? {
+        for step in preTokenizer { if case .metaspace(let r, _, _) = step { return r } }
+        for step in normalizer { if case .replace(" ", let r) = step { return r } }
+        return nil
+    }
+
+    /// The leading spaces the decoder strips (its Strip step's start), refusing decoders not implemented.
+    static func decoderStrip(_ json: Any?, fail: (String) -> MambaError) throws -> Int {
+        guard let d = json as? [String: Any], let type = d["type"] as? String else { return 0 }
+        switch type {
+        case "Sequence": return try (d["decoders"] as? [Any] ?? []).reduce(0) { $0 + (try decoderStrip($1, fail: fail)) }
+        case "Strip":
+            guard (d["content"] as? String) == " ", (exactInteger(d["stop"] ?? 0) ?? 0) == 0 else { throw fail("decoder Strip other than of leading spaces is not implemented") }
+            return exactInteger(d["start"] ?? 0) ?? 0
+        case "Metaspace":
+            let scheme = d["prepend_scheme"] as? String ?? ((d["add_prefix_space"] as? Bool) == false ? "never" : "always")
+            return scheme == "never" ? 0 : 1
+        case "ByteLevel", "Replace", "ByteFallback", "Fuse": return 0
+        default: throw fail("decoder \(type) is not implemented")
+        }
     }
 
     /// Token ids of `text` (no special tokens added around it).
     public func encode(_ text: String) -> [Int] {
         var ids: [Int] = []
-        var cache: [ArraySlice<UInt8>: [Int]] = [:]
+        var cache: [String: [Int]] = [:]
+        var first = true
         for piece in splitAdded(Array(text.utf8), normalized: false) {
             switch piece {
-            case .token(let id): ids.append(id)
+            case .token(let id): ids.append(id); first = false
             case .text(let raw):
-                let normalized = normalizeNFC
-                    ? Array(String(decoding: raw, as: UTF8.self).precomposedStringWithCanonicalMapping.utf8) : raw
-                for inner in splitAdded(normalized, normalized: true) {
+                let normalized = normalizer.reduce(String(decoding: raw, as: UTF8.self)) { $1.apply($0) }
+                for inner in splitAdded(Array(normalized.utf8), normalized: true) {
                     switch inner {
                     case .token(let id): ids.append(id)
-                    case .text(let bytes): encodeWords(bytes, into: &ids, cache: &cache)
+                    case .text(let bytes):
+                        var words = [String(decoding: bytes, as: UTF8.self)]
+                        for step in preTokenizer { words = words.enumerated().flatMap { k, w in step.apply(w, first: first && k == 0) } }
+                        for word in words where !word.isEmpty {
+                            if let hit = cache[word] { ids.append(contentsOf: hit); continue }
+                            let out = tokenize(word)
+                            if word.utf8.count < 256 { cache[word] = out }
+                            ids.append(contentsOf: out)
+                        }
                     }
+                    first = false
                 }
             }
         }
@@ -177,52 +237,35 @@ public struct Tokenizer: Sendable {
         return out
     }
 
-    private func encodeWords(_ bytes: [UInt8], into ids: inout [Int], cache: inout [ArraySlice<UInt8>: [Int]]) {
-        guard splitWords else {
-            bpe(bytes[...], into: &ids)
-            return
-        }
-        let scalars = Array(String(decoding: bytes, as: UTF8.self).unicodeScalars)
-        // Byte offsets of each scalar, to cut the UTF-8 bytes at the split's boundaries.
-        var offsets = [Int](repeating: 0, count: scalars.count + 1)
-        for (k, s) in scalars.enumerated() { offsets[k + 1] = offsets[k] + UTF8.width(s) }
-        for range in GPT2Split.split(scalars) {
-            let word = bytes[offsets[range.lowerBound]..<offsets[range.upperBound]]
-            if let hit = cache[word] { ids.append(contentsOf: hit); continue }
-            var out: [Int] = []
-            bpe(word, into: &out)
-            cache[word] = out
-            ids.append(contentsOf: out)
-        }
-    }
-
-    /// Byte-pair merges by rank: repeatedly merge every occurrence of the best-ranked adjacent pair.
-    private func bpe(_ word: ArraySlice<UInt8>, into ids: inout [Int]) {
-        var symbols = word.map { byteIDs[Int($0)] }
-        if merges.isEmpty || symbols.count < 2 {
-            ids.append(contentsOf: symbols)
-            return
-        }
-        while symbols.count > 1 {
-            var bestRank = Int.max, bestID = -1, bestPair: UInt64 = 0
-            for k in 0..<(symbols.count - 1) {
-                let key = UInt64(symbols[k]) << 32 | UInt64(symbols[k + 1])
-                if let m = merges[key], m.rank < bestRank { (bestRank, bestID, bestPair) = (m.rank, m.id, key) }
+    /// One word's ids: the word itself where ignore_merges finds it in the vocabulary, else its
+    /// symbols (bytes, or characters with byte fallback and unknowns) merged by rank.
+    func tokenize(_ word: String) -> [Int] {
+        switch alphabet {
+        case .byteLevel:
+            let bytes = Array(word.utf8)
+            if ignoreMerges {
+                var spelled = String.UnicodeScalarView()
+                for b in bytes { spelled.append(ByteLevelAlphabet.byteToScalar[Int(b)]) }
+                if let id = idOf[String(spelled)] { return [id] }
             }
-            if bestID < 0 { break }
-            var merged: [Int] = []
-            merged.reserveCapacity(symbols.count)
-            var k = 0
-            while k < symbols.count {
-                if k + 1 < symbols.count, UInt64(symbols[k]) << 32 | UInt64(symbols[k + 1]) == bestPair {
-                    merged.append(bestID); k += 2
-                } else {
-                    merged.append(symbols[k]); k += 1
+            return merges.merge(bytes.map { byteIDs[Int($0)] })
+        case .characters:
+            if ignoreMerges, let id = idOf[word] { return [id] }
+            var symbols: [Int] = []
+            var lastUnknown = false
+            for scalar in word.unicodeScalars {
+                if let id = idOf[String(scalar)] {
+                    symbols.append(id); lastUnknown = false
+                } else if byteFallback {
+                    for b in String(scalar).utf8 { symbols.append(byteIDs[Int(b)]) }
+                    lastUnknown = false
+                } else if let unk = unknownID {
+                    if !(fuseUnknown && lastUnknown) { symbols.append(unk) }
+                    lastUnknown = true
                 }
             }
-            symbols = merged
+            return merges.merge(symbols)
         }
-        ids.append(contentsOf: symbols)
     }
 
     /// UTF-8 bytes of `ids`; special tokens are skipped unless asked for.
@@ -235,8 +278,11 @@ public struct Tokenizer: Sendable {
         return out
     }
 
-    /// Text of `ids` (invalid UTF-8 replaced by U+FFFD, as tokenizers does).
+    /// Text of `ids` (invalid UTF-8 replaced by U+FFFD, as tokenizers does), without the leading
+    /// spaces a SentencePiece-style decoder strips.
     public func decode(_ ids: [Int], skipSpecial: Bool = true) -> String {
-        String(decoding: decodeBytes(ids, skipSpecial: skipSpecial), as: UTF8.self)
+        var bytes = decodeBytes(ids, skipSpecial: skipSpecial)[...]
+        for _ in 0..<decodeStripsLeading where bytes.first == 0x20 { bytes = bytes.dropFirst() }
+        return String(decoding: bytes, as: UTF8.self)
     }
 }

@@ -3,8 +3,9 @@ import MambaModel
 import TestSupport
 import XCTest
 
-/// The tokenizer against the `tokenizers` library (Tests/Fixtures/tokenizers/gpt-neox-20b/cases.json,
-/// written by scripts/reference/make_fixtures.py) and the byte-level tokenizer.json of byte models.
+/// The tokenizer against the `tokenizers` library (Tests/Fixtures/tokenizers/*/cases.json: GPT-NeoX's
+/// written by scripts/reference/make_fixtures.py, the Llama-3-style and SentencePiece-style ones by
+/// scripts/reference/make_tokenizer_fixtures.py) and the byte-level tokenizer.json of byte models.
 final class TokenizerTests: XCTestCase {
     struct Case: Decodable { let text: String; let ids: [Int]; let decoded: String }
     struct Cases: Decodable { let cases: [Case] }
@@ -18,6 +19,46 @@ final class TokenizerTests: XCTestCase {
         for c in cases {
             XCTAssertEqual(tok.encode(c.text), c.ids, "encode \(c.text.debugDescription)")
             XCTAssertEqual(tok.decode(c.ids, skipSpecial: false), c.decoded, "decode \(c.text.debugDescription)")
+        }
+    }
+
+    /// The hybrids' tokenizer families: byte-level BPE behind a Split on Llama-3's regex with
+    /// ignore_merges, and SentencePiece-style BPE (Prepend + Replace normalizers, byte fallback,
+    /// the Strip decoder), on Unicode, whitespace runs, digits, emoji, code and added tokens.
+    func testHybridTokenizerFamiliesMatchTokenizersLibrary() throws {
+        for name in ["llama3-style", "sentencepiece-style"] {
+            let dir = Fixtures.tokenizers + "/" + name
+            let tok = try Tokenizer(contentsOf: dir + "/tokenizer.json")
+            let cases = try JSONDecoder().decode(Cases.self, from: Data(contentsOf: URL(fileURLWithPath: dir + "/cases.json"))).cases
+            XCTAssertGreaterThan(cases.count, 15)
+            for c in cases {
+                XCTAssertEqual(tok.encode(c.text), c.ids, "\(name) encode \(c.text.debugDescription)")
+                XCTAssertEqual(tok.decode(c.ids, skipSpecial: false), c.decoded, "\(name) decode \(c.text.debugDescription)")
+            }
+        }
+    }
+
+    /// A long word merges in O(n log n) and as the pairwise definition does: a SentencePiece-style
+    /// tokenizer sees a whole line (here 69 kB) as one word.
+    func testLongWordMerges() throws {
+        let tok = try Tokenizer(contentsOf: Fixtures.tokenizers + "/sentencepiece-style/tokenizer.json")
+        let line = String(repeating: "the king and the queen ", count: 3000)
+        let ids = tok.encode(line)
+        XCTAssertLessThan(ids.count, line.utf8.count / 2)
+        XCTAssertEqual(tok.decode(ids), line)
+        let short = tok.encode("the king and the queen the king")
+        XCTAssertEqual(Array(ids.prefix(short.count - 2)), Array(short.prefix(short.count - 2)))
+    }
+
+    func testUnimplementedTokenizerStepsAreRefusedByName() throws {
+        let base = #""model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}"#
+        for (extra, name) in [(#""normalizer": {"type": "NFKC"}"#, "NFKC"), (#""pre_tokenizer": {"type": "Digits"}"#, "Digits"),
+                              (#""pre_tokenizer": {"type": "Split", "pattern": {"Regex": "a"}, "behavior": "Removed", "invert": false}"#, "Removed"),
+                              (#""pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(unclosed"}, "behavior": "Isolated", "invert": false}"#, "regex"),
+                              (#""decoder": {"type": "WordPiece"}"#, "WordPiece")] {
+            XCTAssertThrowsError(try Tokenizer(data: Data("{\(base), \(extra)}".utf8), source: "t"), extra) { e in
+                XCTAssertTrue("\(e)".contains(name) && !"\(e)".contains("\n"), "\(e)")
+            }
         }
     }
 
