@@ -12,3 +12,9 @@ const char *mq_blas_core_for_cpu(void) {
 #endif
     return 0;
 }
+
+void mq_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}

@@ -21,11 +21,14 @@ public struct Generation {
         var state = model.makeState()
         let logits = try model.forward(prompt, state: &state, logits: promptLogits ? .all : .last, parallelism: parallelism)
         var last = logits.rows((logits.rows - 1)..<logits.rows)
-        for _ in 0..<maxNewTokens {
-            let next = sampler.next(last.storage[...])
-            try onToken(next)
-            if next == stop { break }
-            last = try model.forward([next], state: &state, logits: .last, parallelism: parallelism)
+        // Decode steps on every thread of the budget through spinning workers (SpinWorkers.swift).
+        try parallelism.withSpinningWorkers { par in
+            for _ in 0..<maxNewTokens {
+                let next = sampler.next(last.storage[...])
+                try onToken(next)
+                if next == stop { break }
+                last = try model.forward([next], state: &state, logits: .last, parallelism: par)
+            }
         }
         return promptLogits ? logits : Tensor(zeros: [0, model.vocabSize])
     }

@@ -112,7 +112,7 @@ public struct MambaConfig: Sendable, Equatable {
         case "mamba2": isMamba2 = true
         case nil: isMamba2 = ssmLayer == "Mamba2"
         case let other? where hybridModelTypes.contains(other):
-            throw MambaError(.unsupportedModel, "\(source): model_type \(other) is a hybrid of Mamba and attention layers not supported yet (model_type \"mamba\", \"falcon_mamba\", \"mamba2\" and the hybrid \"nemotron_h\" are)")
+            throw MambaError(.unsupportedModel, "\(source): model_type \(other) is a hybrid of Mamba and attention layers not supported yet (model_type \"mamba\", \"falcon_mamba\", \"mamba2\" and the hybrids \"nemotron_h\", \"bamba\" and \"granitemoehybrid\" are)")
         case let other?:
             throw MambaError(.unsupportedModel, "\(source): model_type \(other) is not a Mamba model; model_type \"mamba\", \"falcon_mamba\" and \"mamba2\" are supported")
         }

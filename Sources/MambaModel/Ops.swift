@@ -56,8 +56,8 @@ public struct FloatLinear: LinearOp {
 
     public func forward(_ x: Tensor, _ parallelism: Parallelism) -> Tensor {
         // x_proj and dt_proj in decode: too small to be worth OpenBLAS's second thread.
-        let small = parallelism.threads > 1 && x.rows * weight.rows * weight.cols < Parallelism.minimumMultiplyAddsPerThread
-        var y = small ? BLAS.withThreads(1) { BLAS.linear(x, weight) } : BLAS.linear(x, weight)
+        let small = parallelism.threads > 1 && x.rows * weight.rows * weight.cols < parallelism.minimumWorkPerThread
+        var y = small ? BLAS.withThreads(1) { BLAS.linear(x, weight) } : BLAS.linear(x, weight, parallelism)
         if let bias { addRowVector(&y, bias) }
         return y
     }

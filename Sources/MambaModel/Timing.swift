@@ -52,8 +52,11 @@ public func measureThroughputSideBySide(
             var state = model.makeState()
             _ = try model.forward(Array(ids.prefix(8)), state: &state, logits: .last, parallelism: parallelism)
             let steps = ids.prefix(decodeSteps)
+            // The decode steps as a generation runs them: with the spinning workers (their start timed too).
             decode[i].append(Double(steps.count) / (try measureSeconds {
-                for t in steps { _ = try model.forward([t], state: &state, logits: .last, parallelism: parallelism) }
+                try parallelism.withSpinningWorkers { par in
+                    for t in steps { _ = try model.forward([t], state: &state, logits: .last, parallelism: par) }
+                }
             }))
         }
     }

@@ -216,15 +216,15 @@ public struct Int8Linear: LinearOp {
         }
     }
 
-    /// Panels per thread so that each has Parallelism.minimumMultiplyAddsPerThread to do.
-    static func minimumPanelsPerThread(_ a: Int8Rows, _ w: PackedInt8Matrix) -> Int {
-        max(1, Parallelism.minimumMultiplyAddsPerThread / max(1, a.rows * w.cols * Int(MQ_S8_PANEL)))
+    /// Panels per thread so that each has the budget's minimum work per thread to do.
+    static func minimumPanelsPerThread(_ a: Int8Rows, _ w: PackedInt8Matrix, _ parallelism: Parallelism) -> Int {
+        max(1, parallelism.minimumWorkPerThread / max(1, a.rows * w.cols * Int(MQ_S8_PANEL)))
     }
 
     /// The blocked GEMM (scales per block of K) with the panels split between threads.
     static func blockedGEMM(_ a: Int8Rows, _ w: PackedInt8Matrix, bias: [Float]?, into y: UnsafeMutableBufferPointer<Float>, _ parallelism: Parallelism) {
         let (m, n, k, lda, block, bits) = (Int32(a.rows), Int32(w.rows), Int32(w.cols), Int32(a.stride), Int32(w.block!), Int32(w.weightBits))
-        let minimumPanels = minimumPanelsPerThread(a, w)
+        let minimumPanels = minimumPanelsPerThread(a, w, parallelism)
         withPointers(a.values, a.scales, w.packed, w.blockSums, w.blockScales, bias) { av, asc, wp, cs, ws, b in
             let out = UncheckedSendable(y.baseAddress!)
             parallelism.forEachChunk(w.panels, minimumChunk: minimumPanels) { panels in
@@ -241,7 +241,7 @@ public struct Int8Linear: LinearOp {
     /// (at one row, the decode step, each thread streams its own part of the weights).
     static func gemm(_ a: Int8Rows, _ w: PackedInt8Matrix, bias: [Float]?, into y: UnsafeMutableBufferPointer<Float>, _ parallelism: Parallelism) {
         let (m, n, k, lda, bits) = (Int32(a.rows), Int32(w.rows), Int32(w.cols), Int32(a.stride), Int32(w.weightBits))
-        let minimumPanels = minimumPanelsPerThread(a, w)
+        let minimumPanels = minimumPanelsPerThread(a, w, parallelism)
         withPointers(a.values, a.scales, w.packed, w.columnSums, w.scales, bias) { av, asc, wp, cs, ws, b in
             let out = UncheckedSendable(y.baseAddress!)
             parallelism.forEachChunk(w.panels, minimumChunk: minimumPanels) { panels in

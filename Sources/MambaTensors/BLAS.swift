@@ -42,6 +42,29 @@ public enum BLAS {
         }
         return out
     }
+
+    /// `linear(x, w)` under a thread budget: with spinning workers (decode steps, OpenBLAS held to
+    /// one thread) the output columns are split between them, each part one single-threaded
+    /// product over its rows of w; otherwise OpenBLAS's own threads split it.
+    public static func linear(_ x: Tensor, _ w: Tensor, _ parallelism: Parallelism) -> Tensor {
+        guard parallelism.workers != nil, x.rows > 0, x.rows * w.rows * w.cols >= 2 * parallelism.minimumWorkPerThread else { return linear(x, w) }
+        precondition(x.cols == w.cols, "linear: input has \(x.cols) columns, weight \(shapeString(w.shape))")
+        let (m, n, k) = (x.rows, w.rows, w.cols)
+        var out = Tensor(zeros: [m, n])
+        x.storage.withUnsafeBufferPointer { a in
+            w.storage.withUnsafeBufferPointer { b in
+                out.storage.withUnsafeMutableBufferPointer { c in
+                    let (ap, bp, cp) = (UncheckedSendable(a.baseAddress!), UncheckedSendable(b.baseAddress!), UncheckedSendable(c.baseAddress!))
+                    parallelism.forEachChunk(n, minimumChunk: max(1, parallelism.minimumWorkPerThread / (m * k))) { cols in
+                        // Disjoint columns of c: each part writes its own.
+                        matmulTransposed(ap.value, rows: m, inner: k, bp.value + cols.lowerBound * k, outputs: cols.count,
+                                         into: cp.value + cols.lowerBound, ldc: n)
+                    }
+                }
+            }
+        }
+        return out
+    }
 }
 
 extension BLAS {

@@ -7,12 +7,22 @@ import Foundation
 /// the machine never runs threads x threads.
 public struct Parallelism: Sendable, Equatable {
     public let threads: Int
+    /// Spinning workers (decode steps: `withSpinningWorkers`); nil: chunks go through Dispatch.
+    let workers: SpinWorkers?
 
     public init(threads: Int? = nil) {
         let available = ProcessInfo.processInfo.activeProcessorCount
         self.threads = max(1, threads ?? available)
+        workers = nil
         applyToBLAS()
     }
+
+    init(threads: Int, workers: SpinWorkers) {
+        self.threads = threads
+        self.workers = workers
+    }
+
+    public static func == (a: Parallelism, b: Parallelism) -> Bool { a.threads == b.threads && (a.workers == nil) == (b.workers == nil) }
 
     /// Sets OpenBLAS's (process-wide) thread count to this budget again, after code that ran
     /// with another one.
@@ -22,16 +32,29 @@ public struct Parallelism: Sendable, Equatable {
 
     public static var serial: Parallelism { Parallelism(threads: 1) }
 
-    /// Below about this many multiply-adds a second thread costs more to wake than it saves
-    /// (measured: one decode row of in_proj ran at 115 GOP/s on one thread, 72 split over two):
-    /// the int8 GEMM and the small float linears stay on one thread under it.
+    /// Below about this many multiply-adds a second thread costs more to wake through Dispatch
+    /// than it saves (measured: one decode row of in_proj ran at 115 GOP/s on one thread, 72 split
+    /// over two): the int8 GEMM and the small float linears stay on one thread under it.
     public static let minimumMultiplyAddsPerThread = 1 << 21
+
+    /// The work below which a product stays on one thread: `minimumMultiplyAddsPerThread`, or with
+    /// spinning workers (a part starts within a microsecond) 2^15, about 3 us of one core's
+    /// int8 multiply-adds and 32 kB of weights to stream.
+    public var minimumWorkPerThread: Int { workers == nil ? Self.minimumMultiplyAddsPerThread : 1 << 15 }
 
     /// Runs `body` over `0..<count` split into at most `threads` contiguous chunks.
     public func forEachChunk(_ count: Int, minimumChunk: Int = 1, _ body: (Range<Int>) -> Void) {
         let chunks = max(1, min(threads, count / max(1, minimumChunk)))
         if chunks == 1 {
             body(0..<count)
+            return
+        }
+        if let workers, chunks <= workers.count + 1 {
+            workers.run(parts: chunks) { c in
+                let lo = count * c / chunks
+                let hi = count * (c + 1) / chunks
+                if lo < hi { body(lo..<hi) }
+            }
             return
         }
         // The chunks are disjoint ranges: callers write disjoint parts of their buffers, which is

@@ -24,6 +24,9 @@ void mq_f32_set_max_level(int level);
 /// F/BW/VL/DQ, "Haswell" with AVX2+FMA, NULL otherwise (or off x86-64).
 const char *mq_blas_core_for_cpu(void);
 
+/// A spin-wait hint (x86 PAUSE; nothing elsewhere): spinning workers call it between polls.
+void mq_cpu_relax(void);
+
 /// out[i] = x[i] * sigmoid(x[i]).
 void mq_silu_f32(const float *x, float *out, size_t n);
 
