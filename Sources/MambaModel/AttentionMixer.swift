@@ -134,11 +134,38 @@ public struct AttentionMixer: MixerDescription {
 }
 
 /// An attention layer's decode state: every key and value seen so far ([T, KV P] each), growing by
-/// the tokens of each call.
+/// the tokens of each call (a generation reserves its whole context up front: `MambaState.reserve`).
 public struct KVCache: LayerState, Equatable {
     public var keys: [Float] = []
     public var values: [Float] = []
     public var count = 0
+    /// Tokens to make room for at the first append (not part of the state's value).
+    public var reservedTokens = 0
+
+    public static func == (a: KVCache, b: KVCache) -> Bool { a.count == b.count && a.keys == b.keys && a.values == b.values }
+}
+
+extension MambaConfig {
+    /// The float32 bytes every attention layer's KV cache holds at `context` tokens.
+    public func kvCacheBytes(context: Int) -> Double {
+        layerKinds.reduce(0.0) { total, kind in
+            guard let a = kind.spec as? AttentionMixer else { return total }
+            return total + 2 * 4 * Double(context) * Double(a.kvHeads * a.headDim)
+        }
+    }
+}
+
+extension MambaState {
+    /// Room for `context` tokens in every KV cache, so that decode never reallocates (a growing
+    /// array's copy would briefly need its size twice).
+    public mutating func reserve(context: Int) {
+        for i in layers.indices {
+            guard var kv = layers[i] as? KVCache else { continue }
+            layers[i] = StatelessState()
+            kv.reservedTokens = max(kv.reservedTokens, context)
+            layers[i] = kv
+        }
+    }
 }
 
 /// The attention forward over swappable leaf ops.
@@ -170,6 +197,11 @@ public struct AttentionForward: MixerOp {
                 rope.apply(&q, heads: heads, headDim: headDim, start: state.count, inverseFrequencies: inverseFrequencies)
                 rope.apply(&k, heads: kvHeads, headDim: headDim, start: state.count, inverseFrequencies: inverseFrequencies)
             }
+        }
+        if state.keys.capacity < (state.count + u.rows) * k.cols {
+            let tokens = max(state.reservedTokens, state.count + u.rows)
+            state.keys.reserveCapacity(tokens * k.cols)
+            state.values.reserveCapacity(tokens * v.cols)
         }
         state.keys += k.storage
         state.values += v.storage

@@ -18,7 +18,14 @@ public struct Generation {
         prompt: [Int], maxNewTokens: Int, sampler: inout Sampler, stop: Int?, promptLogits: Bool = false,
         onToken: (Int) throws -> Void
     ) throws -> Tensor {
+        // The attention layers' KV caches for the whole context, refused up front when they cannot fit.
+        let context = min(prompt.count, Int.max / 4) + min(maxNewTokens, Int.max / 4)
+        let cache = model.config.kvCacheBytes(context: context)
+        if cache > 0, let available = SystemMemory.available(), cache > available {
+            throw MambaError(.outOfMemory, "the KV caches of \(context) tokens (prompt and new tokens) need \(gigabytes(cache)) but \(gigabytes(available)) is available (\(SystemMemory.availableSource())): ask for fewer new tokens or a shorter prompt")
+        }
         var state = model.makeState()
+        state.reserve(context: context)
         let logits = try model.forward(prompt, state: &state, logits: promptLogits ? .all : .last, parallelism: parallelism)
         var last = logits.rows((logits.rows - 1)..<logits.rows)
         // Decode steps on every thread of the budget through spinning workers (SpinWorkers.swift).

@@ -135,3 +135,22 @@ final class HybridModelTests: XCTestCase {
         }
     }
 }
+
+extension HybridModelTests {
+    /// A generation reserves its whole context in the KV caches (no reallocation while decoding)
+    /// and refuses one whose caches cannot fit, in one line, before running anything.
+    func testKVCacheIsSizedUpFront() throws {
+        let lm = try MambaLM.load(directory: Fixtures.model("tiny-bamba"))
+        let attention = lm.config.layerKinds.compactMap { $0.spec as? AttentionMixer }
+        XCTAssertEqual(lm.config.kvCacheBytes(context: 10), Double(attention.count * 2 * 4 * 10 * 2 * 8))
+        var state = lm.makeState()
+        state.reserve(context: 50)
+        _ = try lm.forward([1, 2, 3], state: &state, logits: .last)
+        let kv = try XCTUnwrap(state.layers.compactMap { $0 as? KVCache }.first)
+        XCTAssertGreaterThanOrEqual(kv.keys.capacity, 50 * 16)
+        var sampler = Sampler()
+        XCTAssertThrowsError(try Generation(model: lm, parallelism: .serial).run(prompt: [1], maxNewTokens: Int.max, sampler: &sampler, stop: nil) { _ in }) { e in
+            XCTAssertTrue("\(e)".contains("KV caches") && !"\(e)".contains("\n"), "\(e)")
+        }
+    }
+}
