@@ -214,44 +214,11 @@ public struct AttentionForward: MixerOp {
     }
 
     /// softmax(scale q kᵀ over keys 0...start+t) v for every query row t and head, query head h
-    /// reading key/value head h / (H / KV); float32 throughout, the softmax's sum in Double.
+    /// reading key/value head h / (H / KV): sgemm for a prefill's rows, the plain loop for a few
+    /// (decode, split over heads).
     func attend(_ q: Tensor, keys: [Float], values: [Float], start: Int, _ par: Parallelism) -> Tensor {
-        let (l, p, group) = (q.rows, headDim, heads / kvHeads)
-        let (qw, kvw) = (heads * p, kvHeads * p)
-        let scale = scale
-        return Tensor(shape: [l, qw]) { out in
-            q.storage.withUnsafeBufferPointer { qb in
-                keys.withUnsafeBufferPointer { kb in
-                    values.withUnsafeBufferPointer { vb in
-                        let (qp, kp, vp, op) = (UncheckedSendable(qb.baseAddress!), UncheckedSendable(kb.baseAddress!),
-                                                UncheckedSendable(vb.baseAddress!), UncheckedSendable(out.baseAddress!))
-                        par.forEachChunk(l * heads) { range in
-                            var scores = [Float](repeating: 0, count: start + l)
-                            for job in range {
-                                let (t, h) = (job / heads, job % heads)
-                                let (qrow, kvOffset, n) = (qp.value + t * qw + h * p, (h / group) * p, start + t + 1)
-                                var m = -Float.infinity
-                                for j in 0..<n {
-                                    let krow = kp.value + j * kvw + kvOffset
-                                    var s: Float = 0
-                                    for i in 0..<p { s += qrow[i] * krow[i] }
-                                    scores[j] = s * scale
-                                    m = max(m, scores[j])
-                                }
-                                var sum = 0.0
-                                for j in 0..<n { scores[j] = exp(scores[j] - m); sum += Double(scores[j]) }
-                                let inv = Float(1 / sum)
-                                let orow = op.value + t * qw + h * p
-                                for i in 0..<p { orow[i] = 0 }
-                                for j in 0..<n {
-                                    let (w, vrow) = (scores[j] * inv, vp.value + j * kvw + kvOffset)
-                                    for i in 0..<p { orow[i] += w * vrow[i] }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        let shape = AttentionShape(heads: heads, kvHeads: kvHeads, headDim: headDim, scale: scale)
+        return q.rows >= 8 ? attentionBLAS(q, keys: keys, values: values, start: start, shape)
+                           : attentionReference(q, keys: keys, values: values, start: start, shape, par)
     }
 }

@@ -68,6 +68,17 @@ public enum BLAS {
 }
 
 extension BLAS {
+    /// c[m, n] = alpha a[m, k] b[n, k]^T (transposeB) or alpha a[m, k] b[k, n], every operand with its
+    /// own row stride (heads inside wider rows: attention's scores and values).
+    public static func gemm(m: Int, n: Int, k: Int, alpha: Float = 1, _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
+                            transposeB: Bool, into c: UnsafeMutablePointer<Float>, ldc: Int) {
+        guard m > 0, n > 0, k > 0 else { return }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans, Int32(m), Int32(n), Int32(k),
+                    alpha, a, Int32(lda), b, Int32(ldb), 0, c, Int32(ldc))
+    }
+}
+
+extension BLAS {
     /// s[c, c] += x[l, c]^T * x[l, c] in Double, upper triangle only (dsyrk): the second-moment
     /// sums of calibration. The lower triangle is left as it was.
     public static func accumulateGramUpper(_ x: UnsafePointer<Double>, rows l: Int, cols c: Int, into s: UnsafeMutablePointer<Double>) {
