@@ -9,9 +9,10 @@ import MambaTensors
 // channels [x | B | C].
 //
 // Deliberate differences from transformers, each for a reason:
-// - The recurrence runs in time order for prefill and decode alike (mq_ssd_scan_f32): upstream's
-//   chunked SSD form computes the same sums in another order (within-chunk products, chunk states,
-//   then the inter-chunk recurrence), so chunk_size is read and kept but not used.
+// - Prompts of 64 tokens or more run the chunked form (ChunkedSSD.swift) in chunks of 64 whatever
+//   the config's chunk_size, which is read and kept but changes only the summation order; decode
+//   and shorter prompts run the recurrence in time order (mq_ssd_scan_f32). Decays below exp(-60)
+//   count as 0 in the chunked form.
 // - dt is clamped to time_step_limit in decode too. transformers and mamba_ssm clamp only in the
 //   chunked prefill (mamba2_chunk_scan), so their step-by-step decode of a model with a finite
 //   limit disagrees with their own prefill; here the two agree (the fixture tiny-mamba2-g2-untied
@@ -258,6 +259,10 @@ public struct SSDScan: Sendable {
 
     public var heads: Int { a.count }
 
+    /// Which form of the scan runs: the recurrence, the chunked form, or (auto) the chunked one from
+    /// `chunkTokens` tokens on.
+    public enum Form: Sendable { case auto, recurrent, chunked }
+
     /// dt [L, H] = clamp(softplus(dt_raw + dt_bias), min, max).
     func discretize(_ dtRaw: Tensor) -> [Float] {
         let h = heads
@@ -271,10 +276,13 @@ public struct SSDScan: Sendable {
 
     /// x [L, E]; dtRaw [L, H] (before dt_bias and softplus); b, c [L, G N]; s [H, P, N] updated.
     /// Returns y [L, E]. Heads are independent, so they are split between threads.
-    public func forward(x: Tensor, dtRaw: Tensor, b: Tensor, c: Tensor, s: inout [Float], _ parallelism: Parallelism) -> Tensor {
+    public func forward(x: Tensor, dtRaw: Tensor, b: Tensor, c: Tensor, s: inout [Float], _ parallelism: Parallelism, form: Form = .auto) -> Tensor {
         let (l, h, p, n, gn) = (x.rows, heads, headDim, stateSize, groups * stateSize)
         precondition(x.cols == h * p && dtRaw.cols == h && b.cols == gn && c.cols == gn && s.count == h * p * n)
         let dt = discretize(dtRaw)
+        // A prefill runs the chunked form (ChunkedSSD.swift: matrix products); decode and short
+        // prompts the recurrence.
+        if form == .chunked || (form == .auto && l >= Self.chunkTokens) { return chunkedForward(x: x, dt: dt, b: b, c: c, s: &s, parallelism) }
         var y = Tensor(zeros: [l, h * p])
         x.storage.withUnsafeBufferPointer { xp in
         dt.withUnsafeBufferPointer { dp in

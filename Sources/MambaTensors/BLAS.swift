@@ -70,11 +70,22 @@ public enum BLAS {
 extension BLAS {
     /// c[m, n] = alpha a[m, k] b[n, k]^T (transposeB) or alpha a[m, k] b[k, n], every operand with its
     /// own row stride (heads inside wider rows: attention's scores and values).
+    /// With `beta`, c = alpha a b + beta c.
     public static func gemm(m: Int, n: Int, k: Int, alpha: Float = 1, _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
-                            transposeB: Bool, into c: UnsafeMutablePointer<Float>, ldc: Int) {
+                            transposeB: Bool, beta: Float = 0, into c: UnsafeMutablePointer<Float>, ldc: Int) {
         guard m > 0, n > 0, k > 0 else { return }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans, Int32(m), Int32(n), Int32(k),
-                    alpha, a, Int32(lda), b, Int32(ldb), 0, c, Int32(ldc))
+                    alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+}
+
+extension BLAS {
+    /// c[m, n] = a[k, m]^T b[k, n] (transposeA) or a[m, k] b[k, n], plus beta c; row strides given.
+    public static func gemmAccumulate(m: Int, n: Int, k: Int, _ a: UnsafePointer<Float>, lda: Int, transposeA: Bool,
+                                      _ b: UnsafePointer<Float>, ldb: Int, beta: Float = 1, into c: UnsafeMutablePointer<Float>, ldc: Int) {
+        guard m > 0, n > 0, k > 0 else { return }
+        cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k),
+                    1, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
 }
 

@@ -35,6 +35,30 @@ final class Mamba2MixerTests: XCTestCase {
         }
     }
 
+    /// The chunked form (ChunkedSSD.swift) against the Double recurrence: chunk boundaries crossed
+    /// (L 150 = 64 + 64 + 22), exactly one chunk, fewer tokens than a chunk, several groups, odd
+    /// sizes, a carried state, a clamp that binds; the state it leaves too.
+    func testChunkedSSDMatchesReference() {
+        let seed = freshSeed(in: 0...999999)
+        for (i, (l, h, p, n, g)) in [(150, 6, 5, 9, 3), (64, 4, 12, 8, 2), (3, 2, 7, 16, 1), (129, 8, 16, 32, 4)].enumerated() {
+            let s = seed &+ UInt64(31 * i)
+            for (lo, hi) in [(Float(0), Float.infinity), (0.05, 0.5)] {
+                let scan = SSDScan(aLog: randomTensor([h], seed: s, scale: 1, offset: 1), dSkip: randomTensor([h], seed: s + 1),
+                                   dtBias: randomTensor([h], seed: s + 2, scale: 1, offset: -1), headDim: p, groups: g, stateSize: n,
+                                   timeStepMin: lo, timeStepMax: hi)
+                let x = randomTensor([l, h * p], seed: s + 3), dt = randomTensor([l, h], seed: s + 4, scale: 3)
+                let b = randomTensor([l, g * n], seed: s + 5), c = randomTensor([l, g * n], seed: s + 6)
+                var s1 = randomTensor([h * p * n], seed: s + 7).storage
+                var s2 = s1
+                let chunked = scan.forward(x: x, dtRaw: dt, b: b, c: c, s: &s1, Parallelism(threads: 2), form: .chunked)
+                let ref = scan.reference(x: x, dtRaw: dt, b: b, c: c, s: &s2)
+                let what = "L\(l) H\(h) P\(p) N\(n) G\(g) limit \(lo)...\(hi) seed \(seed)"
+                XCTAssertLessThan(maxAbsDifference(chunked.storage, ref.storage), 1e-4 * max(1, ref.absMax), what)
+                XCTAssertLessThan(maxAbsDifference(s1, s2), 1e-4 * max(1, Tensor(shape: [s2.count], storage: s2).absMax), what)
+            }
+        }
+    }
+
     /// Head h reads B/C group h / (H / G) (transformers' repeat_interleave): moving group 1's B
     /// changes only the second half of the heads.
     func testHeadsReadTheirOwnGroup() {
