@@ -184,13 +184,7 @@ extension MambaConfig {
         }
         let groups = try r.int(["mamba_n_groups"], default: 1)
         guard mambaHeads % groups == 0 else { throw MambaError(.badConfig, "\(source): mamba_n_groups \(groups) does not divide mamba_n_heads \(mambaHeads)") }
-        var limit: (Double, Double) = (0, .infinity)
-        if let v = json["time_step_limit"], !v.isNull {
-            guard let a = v.array, a.count == 2, let lo = a[0].float, let hi = a[1].float, lo >= 0, Float(lo).isFinite, lo <= hi, !hi.isNaN else {
-                throw MambaError(.badConfig, "\(source): time_step_limit must be [min, max] with 0 <= min <= max and min finite, found \(v.encodable)")
-            }
-            limit = (lo, hi)
-        }
+        let limit = try timeStepLimit(json["time_step_limit"], source: source)
         let heads = try r.int(["num_attention_heads"], default: 32)
         let kvHeads = try r.int(["num_key_value_heads"], default: granite ? heads : 8)
         guard heads % kvHeads == 0 else { throw MambaError(.badConfig, "\(source): num_key_value_heads \(kvHeads) does not divide num_attention_heads \(heads)") }

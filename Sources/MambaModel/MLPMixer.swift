@@ -179,33 +179,20 @@ public struct GatedMLPForward: MixerOp {
 
     public func forward(_ u: Tensor, state: inout StatelessState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
         observer?.observe(u, site: GatedMLPMixer.input, layer: layer)
-        let w = width
-        var h = Tensor(zeros: [u.rows, w])                                // [L, I]
+        let (gate, up): (Tensor, Tensor)                                 // [L, I] each
         if inputs.count == 2 {
-            let gate = profiled("gate_proj") { inputs[0].forward(u, par) } // [L, I]
-            let up = profiled("up_proj") { inputs[1].forward(u, par) }
-            profiled("activation") {
-                let g = silu(gate)
-                h.storage.withUnsafeMutableBufferPointer { hp in
-                    g.storage.withUnsafeBufferPointer { gp in
-                        up.storage.withUnsafeBufferPointer { upp in for i in hp.indices { hp[i] = gp[i] * upp[i] } }
-                    }
-                }
-            }
+            gate = profiled("gate_proj") { inputs[0].forward(u, par) }
+            up = profiled("up_proj") { inputs[1].forward(u, par) }
         } else {
-            let gateUp = profiled("input_linear") { inputs[0].forward(u, par) } // [L, 2I]
-            profiled("activation") {
-                let g = silu(gateUp)
-                h.storage.withUnsafeMutableBufferPointer { hp in
-                    g.storage.withUnsafeBufferPointer { gp in
-                        gateUp.storage.withUnsafeBufferPointer { up in
-                            for t in 0..<u.rows {
-                                for i in 0..<w { hp[t * w + i] = gp[t * 2 * w + i] * up[t * 2 * w + w + i] }
-                            }
-                        }
-                    }
-                }
+            let gateUp = profiled("input_linear") { inputs[0].forward(u, par) } // [L, 2I] = [gate | up]
+            (gate, up) = (gateUp.columns(0..<width), gateUp.columns(width..<(2 * width)))
+        }
+        var h = profiled("activation") {                                 // silu(gate) * up
+            var g = silu(gate)
+            g.storage.withUnsafeMutableBufferPointer { gp in
+                up.storage.withUnsafeBufferPointer { upp in for i in gp.indices { gp[i] *= upp[i] } }
             }
+            return g
         }
         if let rotation { h = profiled("hadamard") { rotation.rotate(h, par) } }
         observer?.observe(h, site: GatedMLPMixer.downInput, layer: layer)

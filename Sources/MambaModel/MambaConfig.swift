@@ -231,14 +231,7 @@ public struct MambaConfig: Sendable, Equatable {
         let groups = try bounded("n_groups", try int(["n_groups"], json) ?? int(["ngroups"], ssm)) ?? (stateSpacesLayout ? 1 : 8)
         guard h % groups == 0 else { throw MambaError(.badConfig, "\(source): n_groups \(groups) does not divide num_heads \(h)") }
         let chunk = try positive("chunk_size", try int(["chunk_size"], json) ?? int(["chunk_size"], ssm)) ?? 256
-        var limit: (Double, Double) = (0, .infinity)
-        if let v = json["time_step_limit"] ?? ssm["dt_limit"], !v.isNull {
-            // min finite in float32 (a clamp at +inf would give inf dt and NaN states); max may be +inf.
-            guard let a = v.array, a.count == 2, let lo = a[0].float, let hi = a[1].float, lo >= 0, Float(lo).isFinite, lo <= hi, !hi.isNaN else {
-                throw MambaError(.badConfig, "\(source): time_step_limit must be [min, max] with 0 <= min <= max and min finite, found \(v.encodable)")
-            }
-            limit = (lo, hi)
-        }
+        let limit = try timeStepLimit(json["time_step_limit"] ?? ssm["dt_limit"], source: source)
         if let act = json["hidden_act"]?.string, act != "silu" {
             throw MambaError(.unsupportedModel, "\(source): hidden_act \(act) is not supported; Mamba-2's conv activation is silu")
         }
@@ -250,6 +243,16 @@ public struct MambaConfig: Sendable, Equatable {
             throw MambaError(.unsupportedModel, "\(source): ssm_cfg.d_ssm \(dssm) < expand x hidden_size \(e) (a gated MLP beside the SSM) is not supported")
         }
         return Mamba2Mixer(heads: h, headDim: p, groups: groups, chunkSize: chunk, timeStepMin: Float(limit.0), timeStepMax: Float(limit.1))
+    }
+
+    /// Mamba-2's time_step_limit [min, max] ((0, inf) when absent): min finite in float32 (a clamp
+    /// at +inf would give inf dt and NaN states), max may be +inf.
+    static func timeStepLimit(_ value: JSONValue?, source: String) throws -> (Double, Double) {
+        guard let v = value, !v.isNull else { return (0, .infinity) }
+        guard let a = v.array, a.count == 2, let lo = a[0].float, let hi = a[1].float, lo >= 0, Float(lo).isFinite, lo <= hi, !hi.isNaN else {
+            throw MambaError(.badConfig, "\(source): time_step_limit must be [min, max] with 0 <= min <= max and min finite, found \(v.encodable)")
+        }
+        return (lo, hi)
     }
 
     /// Parameters of layer `i`: its norm and its mixer's tensors.

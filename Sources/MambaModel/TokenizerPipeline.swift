@@ -76,8 +76,8 @@ enum PreTokenizerStep: @unchecked Sendable {   // NSRegularExpression is immutab
             throw fail("pre_tokenizer Split has no Regex or String pattern")
         case "Metaspace":
             let replacement = p["replacement"] as? String ?? "▁"
-            var scheme = p["prepend_scheme"] as? String ?? ((p["add_prefix_space"] as? Bool) == false ? "never" : "always")
-            if p["prepend_scheme"] == nil, let add = p["add_prefix_space"] as? Bool { scheme = add ? "always" : "never" }
+            // Older files spell the scheme as add_prefix_space (true: always).
+            let scheme = p["prepend_scheme"] as? String ?? ((p["add_prefix_space"] as? Bool) == false ? "never" : "always")
             guard ["always", "first", "never"].contains(scheme) else { throw fail("pre_tokenizer Metaspace prepend_scheme \(scheme) is not implemented") }
             return [.metaspace(replacement: replacement, prependScheme: scheme, split: (p["split"] as? Bool) ?? true)]
         default: throw fail("pre_tokenizer \(type) is not implemented")
