@@ -8,6 +8,16 @@ import XCTest
 final class Mamba2MixerTests: XCTestCase {
     override func tearDown() { mq_force_scalar(0) }
 
+    /// A random scan (A, D, dt_bias drawn from `s`), its inputs and a nonzero carried state.
+    func randomScan(l: Int, h: Int, p: Int, n: Int, g: Int, seed s: UInt64, limit: (Float, Float))
+        -> (scan: SSDScan, x: Tensor, dt: Tensor, b: Tensor, c: Tensor, state: [Float]) {
+        let scan = SSDScan(aLog: randomTensor([h], seed: s, scale: 1, offset: 1), dSkip: randomTensor([h], seed: s + 1),
+                           dtBias: randomTensor([h], seed: s + 2, scale: 1, offset: -1), headDim: p, groups: g, stateSize: n,
+                           timeStepMin: limit.0, timeStepMax: limit.1)
+        return (scan, randomTensor([l, h * p], seed: s + 3), randomTensor([l, h], seed: s + 4, scale: 3),
+                randomTensor([l, g * n], seed: s + 5), randomTensor([l, g * n], seed: s + 6), randomTensor([h * p * n], seed: s + 7).storage)
+    }
+
     /// The kernel (AVX2 and scalar) against the Double reference: odd sizes, N not a multiple of 8,
     /// 1 to 3 groups, one step and many, a clamp that binds on both sides, a carried state.
     func testSSDScanMatchesReference() {
@@ -18,13 +28,8 @@ final class Mamba2MixerTests: XCTestCase {
                 let s = seed &+ UInt64(17 * i)
                 let limits: [(Float, Float)] = [(0, .infinity), (0.05, 0.5)]
                 for (lo, hi) in limits {
-                    let scan = SSDScan(aLog: randomTensor([h], seed: s, scale: 1, offset: 1), dSkip: randomTensor([h], seed: s + 1),
-                                       dtBias: randomTensor([h], seed: s + 2, scale: 1, offset: -1), headDim: p, groups: g, stateSize: n,
-                                       timeStepMin: lo, timeStepMax: hi)
-                    let x = randomTensor([l, h * p], seed: s + 3), dt = randomTensor([l, h], seed: s + 4, scale: 3)
-                    let b = randomTensor([l, g * n], seed: s + 5), c = randomTensor([l, g * n], seed: s + 6)
-                    var s1 = randomTensor([h * p * n], seed: s + 7).storage
-                    var s2 = s1
+                    let (scan, x, dt, b, c, state) = randomScan(l: l, h: h, p: p, n: n, g: g, seed: s, limit: (lo, hi))
+                    var (s1, s2) = (state, state)
                     let fast = scan.forward(x: x, dtRaw: dt, b: b, c: c, s: &s1, Parallelism(threads: 2))
                     let ref = scan.reference(x: x, dtRaw: dt, b: b, c: c, s: &s2)
                     let what = "L\(l) H\(h) P\(p) N\(n) G\(g) limit \(lo)...\(hi) scalar \(scalar) seed \(seed)"
@@ -43,13 +48,8 @@ final class Mamba2MixerTests: XCTestCase {
         for (i, (l, h, p, n, g)) in [(150, 6, 5, 9, 3), (64, 4, 12, 8, 2), (3, 2, 7, 16, 1), (129, 8, 16, 32, 4)].enumerated() {
             let s = seed &+ UInt64(31 * i)
             for (lo, hi) in [(Float(0), Float.infinity), (0.05, 0.5)] {
-                let scan = SSDScan(aLog: randomTensor([h], seed: s, scale: 1, offset: 1), dSkip: randomTensor([h], seed: s + 1),
-                                   dtBias: randomTensor([h], seed: s + 2, scale: 1, offset: -1), headDim: p, groups: g, stateSize: n,
-                                   timeStepMin: lo, timeStepMax: hi)
-                let x = randomTensor([l, h * p], seed: s + 3), dt = randomTensor([l, h], seed: s + 4, scale: 3)
-                let b = randomTensor([l, g * n], seed: s + 5), c = randomTensor([l, g * n], seed: s + 6)
-                var s1 = randomTensor([h * p * n], seed: s + 7).storage
-                var s2 = s1
+                let (scan, x, dt, b, c, state) = randomScan(l: l, h: h, p: p, n: n, g: g, seed: s, limit: (lo, hi))
+                var (s1, s2) = (state, state)
                 let chunked = scan.forward(x: x, dtRaw: dt, b: b, c: c, s: &s1, Parallelism(threads: 2), form: .chunked)
                 let ref = scan.reference(x: x, dtRaw: dt, b: b, c: c, s: &s2)
                 let what = "L\(l) H\(h) P\(p) N\(n) G\(g) limit \(lo)...\(hi) seed \(seed)"

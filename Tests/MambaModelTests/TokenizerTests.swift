@@ -10,32 +10,29 @@ final class TokenizerTests: XCTestCase {
     struct Case: Decodable { let text: String; let ids: [Int]; let decoded: String }
     struct Cases: Decodable { let cases: [Case] }
 
-    func testGPTNeoXMatchesTokenizersLibrary() throws {
-        let dir = Fixtures.tokenizers + "/gpt-neox-20b"
+    /// Every case of Tests/Fixtures/tokenizers/NAME/cases.json encodes and decodes as `tokenizers` did.
+    @discardableResult
+    func assertMatchesCases(_ name: String, atLeast minimum: Int) throws -> Tokenizer {
+        let dir = Fixtures.tokenizers + "/" + name
         let tok = try Tokenizer(contentsOf: dir + "/tokenizer.json")
-        XCTAssertEqual(tok.endOfText, 0)
         let cases = try JSONDecoder().decode(Cases.self, from: Data(contentsOf: URL(fileURLWithPath: dir + "/cases.json"))).cases
-        XCTAssertGreaterThan(cases.count, 10)
+        XCTAssertGreaterThan(cases.count, minimum, name)
         for c in cases {
-            XCTAssertEqual(tok.encode(c.text), c.ids, "encode \(c.text.debugDescription)")
-            XCTAssertEqual(tok.decode(c.ids, skipSpecial: false), c.decoded, "decode \(c.text.debugDescription)")
+            XCTAssertEqual(tok.encode(c.text), c.ids, "\(name) encode \(c.text.debugDescription)")
+            XCTAssertEqual(tok.decode(c.ids, skipSpecial: false), c.decoded, "\(name) decode \(c.text.debugDescription)")
         }
+        return tok
+    }
+
+    func testGPTNeoXMatchesTokenizersLibrary() throws {
+        XCTAssertEqual(try assertMatchesCases("gpt-neox-20b", atLeast: 10).endOfText, 0)
     }
 
     /// The hybrids' tokenizer families: byte-level BPE behind a Split on Llama-3's regex with
     /// ignore_merges, and SentencePiece-style BPE (Prepend + Replace normalizers, byte fallback,
     /// the Strip decoder), on Unicode, whitespace runs, digits, emoji, code and added tokens.
     func testHybridTokenizerFamiliesMatchTokenizersLibrary() throws {
-        for name in ["llama3-style", "sentencepiece-style"] {
-            let dir = Fixtures.tokenizers + "/" + name
-            let tok = try Tokenizer(contentsOf: dir + "/tokenizer.json")
-            let cases = try JSONDecoder().decode(Cases.self, from: Data(contentsOf: URL(fileURLWithPath: dir + "/cases.json"))).cases
-            XCTAssertGreaterThan(cases.count, 15)
-            for c in cases {
-                XCTAssertEqual(tok.encode(c.text), c.ids, "\(name) encode \(c.text.debugDescription)")
-                XCTAssertEqual(tok.decode(c.ids, skipSpecial: false), c.decoded, "\(name) decode \(c.text.debugDescription)")
-            }
-        }
+        for name in ["llama3-style", "sentencepiece-style"] { try assertMatchesCases(name, atLeast: 15) }
     }
 
     /// A long word merges in O(n log n) and as the pairwise definition does: a SentencePiece-style

@@ -98,11 +98,8 @@ def cached_decode(model, ids, prefix):
     return torch.stack(rows)
 
 
-def write_family(name, family, kwargs, spelling, dtype, seed):
-    if family == "bamba":
-        from transformers import BambaConfig as Config, BambaForCausalLM as Model
-    else:
-        from transformers import GraniteMoeHybridConfig as Config, GraniteMoeHybridForCausalLM as Model
+def fresh_model(name, Config, Model, kwargs, seed):
+    """An empty fixture directory and the seeded, randomized float model of `kwargs`."""
     d = os.path.join(OUT, "models", name)
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
@@ -110,6 +107,26 @@ def write_family(name, family, kwargs, spelling, dtype, seed):
     cfg = Config(bos_token_id=0, eos_token_id=0, pad_token_id=0, **kwargs)
     model = Model(cfg).float().eval()
     randomize(model, seed)
+    return d, cfg, model
+
+
+def write_reference(d, name, model, vocab_size, seed):
+    """reference.safetensors: the prompt's logits, greedy ids and transformers' cached decode."""
+    g = torch.Generator().manual_seed(seed + 1)
+    ids = torch.randint(0, vocab_size, (PROMPT_LEN,), generator=g)
+    ref, logits, gids = reference_outputs(model, ids)
+    ref["cached_logits"] = cached_decode(model, ids, CACHED_PREFIX).contiguous()
+    err = (ref["cached_logits"] - logits[CACHED_PREFIX:]).abs().max() / logits.abs().max()
+    save_file(ref, os.path.join(d, "reference.safetensors"), metadata={"source": f"transformers {type(model).__name__} (torch path)"})
+    print(f"{name}: max|logit| {logits.abs().max():.3f} greedy {gids} cached decode vs prefill {err:.2e}")
+
+
+def write_family(name, family, kwargs, spelling, dtype, seed):
+    if family == "bamba":
+        from transformers import BambaConfig as Config, BambaForCausalLM as Model
+    else:
+        from transformers import GraniteMoeHybridConfig as Config, GraniteMoeHybridForCausalLM as Model
+    d, cfg, model = fresh_model(name, Config, Model, kwargs, seed)
     if cfg.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
     round_to(model, dtype)
@@ -127,14 +144,7 @@ def write_family(name, family, kwargs, spelling, dtype, seed):
     if cfg.tie_word_embeddings:
         sd.pop("lm_head.weight", None)
     save_file(sd, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
-
-    g = torch.Generator().manual_seed(seed + 1)
-    ids = torch.randint(0, kwargs["vocab_size"], (PROMPT_LEN,), generator=g)
-    ref, logits, gids = reference_outputs(model, ids)
-    ref["cached_logits"] = cached_decode(model, ids, CACHED_PREFIX).contiguous()
-    err = (ref["cached_logits"] - logits[CACHED_PREFIX:]).abs().max() / logits.abs().max()
-    save_file(ref, os.path.join(d, "reference.safetensors"), metadata={"source": f"transformers {type(model).__name__} (torch path)"})
-    print(f"{name}: max|logit| {logits.abs().max():.3f} greedy {gids} cached decode vs prefill {err:.2e}")
+    write_reference(d, name, model, kwargs["vocab_size"], seed)
 
 
 # The cached decode's prompt: a prefill of this many tokens, then one token at a time.
@@ -143,13 +153,7 @@ CACHED_PREFIX = 21
 
 def write(name, kwargs, spelling, seed):
     from transformers import NemotronHConfig, NemotronHForCausalLM
-    d = os.path.join(OUT, "models", name)
-    shutil.rmtree(d, ignore_errors=True)
-    os.makedirs(d)
-    torch.manual_seed(seed)
-    cfg = NemotronHConfig(bos_token_id=0, eos_token_id=0, pad_token_id=0, **kwargs)
-    model = NemotronHForCausalLM(cfg).float().eval()
-    randomize(model, seed)
+    d, cfg, model = fresh_model(name, NemotronHConfig, NemotronHForCausalLM, kwargs, seed)
     if cfg.tie_word_embeddings:
         # tie_weights() leaves NemotronHForCausalLM's head its own matrix (transformers 5.23): share it.
         model.lm_head.weight = model.model.embeddings.weight
@@ -168,12 +172,7 @@ def write(name, kwargs, spelling, seed):
     if cfg.tie_word_embeddings:
         sd.pop("lm_head.weight", None)
     save_file(sd, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
-
-    g = torch.Generator().manual_seed(seed + 1)
-    ids = torch.randint(0, kwargs["vocab_size"], (PROMPT_LEN,), generator=g)
-    ref, logits, gids = reference_outputs(model, ids)
-    save_file(ref, os.path.join(d, "reference.safetensors"), metadata={"source": f"transformers {type(model).__name__} (torch path)"})
-    print(f"{name}: max|logit| {logits.abs().max():.3f} greedy {gids}")
+    write_reference(d, name, model, kwargs["vocab_size"], seed)
 
 
 if __name__ == "__main__":
