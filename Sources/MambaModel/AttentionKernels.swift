@@ -12,8 +12,18 @@ struct AttentionShape {
     let scale: Float
 }
 
-/// The loop: per (row, head) scores, softmax with the sum in Double, weighted values; jobs split
-/// over threads.
+/// softmax over row[0..<n] in place, the sum in Double (both forms below).
+@inline(__always)
+func softmaxInPlace(_ row: UnsafeMutablePointer<Float>, _ n: Int) {
+    var m = -Float.infinity
+    for j in 0..<n { m = max(m, row[j]) }
+    var sum = 0.0
+    for j in 0..<n { row[j] = exp(row[j] - m); sum += Double(row[j]) }
+    let inv = Float(1 / sum)
+    for j in 0..<n { row[j] *= inv }
+}
+
+/// The loop: per (row, head) scores, their softmax, weighted values; jobs split over threads.
 func attentionReference(_ q: Tensor, keys: [Float], values: [Float], start: Int, _ s: AttentionShape, _ par: Parallelism) -> Tensor {
     let (l, p, heads, group, scale) = (q.rows, s.headDim, s.heads, s.heads / s.kvHeads, s.scale)
     let (qw, kvw) = (heads * p, s.kvHeads * p)
@@ -28,21 +38,17 @@ func attentionReference(_ q: Tensor, keys: [Float], values: [Float], start: Int,
                         for job in range {
                             let (t, h) = (job / heads, job % heads)
                             let (qrow, kvOffset, n) = (qp.value + t * qw + h * p, (h / group) * p, start + t + 1)
-                            var m = -Float.infinity
                             for j in 0..<n {
                                 let krow = kp.value + j * kvw + kvOffset
                                 var dot: Float = 0
                                 for i in 0..<p { dot += qrow[i] * krow[i] }
                                 scores[j] = dot * scale
-                                m = max(m, scores[j])
                             }
-                            var sum = 0.0
-                            for j in 0..<n { scores[j] = exp(scores[j] - m); sum += Double(scores[j]) }
-                            let inv = Float(1 / sum)
+                            scores.withUnsafeMutableBufferPointer { softmaxInPlace($0.baseAddress!, n) }
                             let orow = op.value + t * qw + h * p
                             for i in 0..<p { orow[i] = 0 }
                             for j in 0..<n {
-                                let (w, vrow) = (scores[j] * inv, vp.value + j * kvw + kvOffset)
+                                let (w, vrow) = (scores[j], vp.value + j * kvw + kvOffset)
                                 for i in 0..<p { orow[i] += w * vrow[i] }
                             }
                         }
@@ -77,12 +83,7 @@ func attentionBLAS(_ q: Tensor, keys: [Float], values: [Float], start: Int, _ s:
                                 for r in 0..<rows {
                                     let row = sb.baseAddress! + r * seen
                                     let n = start + r0 + r + 1
-                                    var m = -Float.infinity
-                                    for j in 0..<n { m = max(m, row[j]) }
-                                    var sum = 0.0
-                                    for j in 0..<n { row[j] = exp(row[j] - m); sum += Double(row[j]) }
-                                    let inv = Float(1 / sum)
-                                    for j in 0..<n { row[j] *= inv }
+                                    softmaxInPlace(row, n)
                                     for j in n..<seen { row[j] = 0 }
                                 }
                                 BLAS.gemm(m: rows, n: p, k: seen, sb.baseAddress!, lda: seen, vb.baseAddress! + kvOffset, ldb: kvw,

@@ -29,24 +29,34 @@ public struct RotaryEmbedding: Sendable, Equatable {
         (0..<(dims / 2)).map { i in 1 / Float(pow(Double(Float(theta)), Double(Float(2 * i) / Float(dims)))) }
     }
 
-    /// Rotates rows `0..<rows` of x ([rows, heads x P]) in place, row t at position start + t.
-    func apply(_ x: inout Tensor, heads: Int, headDim p: Int, start: Int, inverseFrequencies inv: [Float]) {
+    /// The cosines and sines of `rows` positions from `start` ([rows, dims / 2] each), shared by
+    /// the queries and the keys of one call.
+    func angles(start: Int, rows: Int, inverseFrequencies inv: [Float]) -> (cos: [Float], sin: [Float]) {
+        let half = dims / 2
+        var (cosines, sines) = ([Float](repeating: 0, count: rows * half), [Float](repeating: 0, count: rows * half))
+        for t in 0..<rows {
+            let position = Float(start + t)
+            for i in 0..<half {
+                let angle = position * inv[i]
+                (cosines[t * half + i], sines[t * half + i]) = (cos(angle), sin(angle))
+            }
+        }
+        return (cosines, sines)
+    }
+
+    /// Rotates every row of x ([rows, heads x P]) in place by its row of `angles`.
+    func apply(_ x: inout Tensor, heads: Int, headDim p: Int, angles: (cos: [Float], sin: [Float])) {
         let half = dims / 2
         let width = heads * p
         x.storage.withUnsafeMutableBufferPointer { xb in
-            var cosines = [Float](repeating: 0, count: half), sines = cosines
             for t in 0..<(xb.count / width) {
-                let position = Float(start + t)
-                for i in 0..<half {
-                    let angle = position * inv[i]
-                    (cosines[i], sines[i]) = (cos(angle), sin(angle))
-                }
                 for h in 0..<heads {
                     let row = t * width + h * p
                     for i in 0..<half {
                         let (a, b) = (xb[row + i], xb[row + i + half])
-                        xb[row + i] = a * cosines[i] - b * sines[i]
-                        xb[row + i + half] = b * cosines[i] + a * sines[i]
+                        let (c, s) = (angles.cos[t * half + i], angles.sin[t * half + i])
+                        xb[row + i] = a * c - b * s
+                        xb[row + i + half] = b * c + a * s
                     }
                 }
             }
@@ -194,8 +204,9 @@ public struct AttentionForward: MixerOp {
         let v = profiled("v_proj") { vProj.forward(u, par) }
         if let rope {
             profiled("rope") {
-                rope.apply(&q, heads: heads, headDim: headDim, start: state.count, inverseFrequencies: inverseFrequencies)
-                rope.apply(&k, heads: kvHeads, headDim: headDim, start: state.count, inverseFrequencies: inverseFrequencies)
+                let angles = rope.angles(start: state.count, rows: u.rows, inverseFrequencies: inverseFrequencies)
+                rope.apply(&q, heads: heads, headDim: headDim, angles: angles)
+                rope.apply(&k, heads: kvHeads, headDim: headDim, angles: angles)
             }
         }
         if state.keys.capacity < (state.count + u.rows) * k.cols {

@@ -23,6 +23,13 @@ extension SSDScan {
     static let negligibleExponent: Float = -60
     static let negligibleDecay = Foundation.exp(negligibleExponent) * 1.0001
 
+    /// x[i] = exp(x[i]) for i < count (the vector exp), 0 where x[i] <= negligibleExponent.
+    static func decays(_ x: UnsafeMutablePointer<Float>, _ count: Int) {
+        for i in 0..<count { x[i] = max(x[i], negligibleExponent) }
+        mq_exp_f32(x, x, count)
+        for i in 0..<count where x[i] <= negligibleDecay { x[i] = 0 }
+    }
+
     /// The chunked scan: x [L, H P], dt [L, H] (discretized), b, c [L, G N], s [H, P, N] updated;
     /// returns y [L, H P]. Heads split between threads (each computes its groups' C Bᵀ once per
     /// chunk), OpenBLAS single-threaded inside each.
@@ -40,15 +47,15 @@ extension SSDScan {
                                             UncheckedSendable(cb.baseAddress!), UncheckedSendable(sb.baseAddress!), UncheckedSendable(yb.baseAddress!))
             BLAS.withThreads(1) {
                 parallelism.forEachChunk(h) { headRange in
-                    var cbt = [Float](repeating: 0, count: q * q)         // C Bᵀ [Q, Q] of one group
-                    // Scratch, allocated once per thread: the masked decayed C Bᵀ, dt ⊙ X, the decays,
-                    // the decayed C rows.
+                    // Scratch, allocated once per thread: C Bᵀ of one group, the masked decayed C Bᵀ,
+                    // dt ⊙ X, the decays, the decayed C rows.
+                    let cbt = UnsafeMutableBufferPointer<Float>.allocate(capacity: q * q)
                     let m = UnsafeMutableBufferPointer<Float>.allocate(capacity: q * q)
                     let xdt = UnsafeMutableBufferPointer<Float>.allocate(capacity: q * p)
                     let cum = UnsafeMutableBufferPointer<Float>.allocate(capacity: q)
                     let decay = UnsafeMutableBufferPointer<Float>.allocate(capacity: q)
                     let scaledC = UnsafeMutableBufferPointer<Float>.allocate(capacity: q * n)
-                    defer { for buffer in [m, xdt, cum, decay, scaledC] { buffer.deallocate() } }
+                    defer { for buffer in [cbt, m, xdt, cum, decay, scaledC] { buffer.deallocate() } }
                     for t0 in stride(from: 0, to: l, by: q) {
                         let rows = min(q, l - t0)
                         var cbtGroup = -1                                 // C Bᵀ is shared by a group's heads
@@ -56,7 +63,7 @@ extension SSDScan {
                             let group = head / perGroup
                             if group != cbtGroup {
                                 BLAS.gemm(m: rows, n: rows, k: n, cp.value + t0 * gn + group * n, lda: gn,
-                                          bp.value + t0 * gn + group * n, ldb: gn, transposeB: true, into: &cbt, ldc: q)
+                                          bp.value + t0 * gn + group * n, ldb: gn, transposeB: true, into: cbt.baseAddress!, ldc: q)
                                 cbtGroup = group
                             }
                             let (a, d) = (self.a[head], dSkip[head])
@@ -71,9 +78,9 @@ extension SSDScan {
                             // M = C Bᵀ ∘ L, L[i, j] = exp(cum_i - cum_j) below the diagonal (vector exp per row).
                             for i in 0..<rows {
                                 let row = m.baseAddress! + i * q
-                                for j in 0...i { row[j] = max(cum[i] - cum[j], Self.negligibleExponent) }
-                                mq_exp_f32(row, row, i + 1)
-                                for j in 0...i { row[j] = row[j] <= Self.negligibleDecay ? 0 : row[j] * cbt[i * q + j] }
+                                for j in 0...i { row[j] = cum[i] - cum[j] }
+                                Self.decays(row, i + 1)
+                                for j in 0...i { row[j] *= cbt[i * q + j] }
                                 for j in (i + 1)..<q { row[j] = 0 }
                             }
                             let state = sp.value + head * p * n                      // [P, N]
@@ -82,11 +89,10 @@ extension SSDScan {
                             // Intra-chunk: y = M (dt ⊙ X).
                             BLAS.gemm(m: rows, n: p, k: rows, m.baseAddress!, lda: q, xdt.baseAddress!, ldb: p, transposeB: false, into: out, ldc: e)
                             // Inter-chunk: y += (diag(exp(cum)) C) s_inᵀ.
-                            for t in 0..<rows { decay[t] = max(cum[t], Self.negligibleExponent) }
-                            mq_exp_f32(decay.baseAddress!, decay.baseAddress!, rows)
+                            for t in 0..<rows { decay[t] = cum[t] }
+                            Self.decays(decay.baseAddress!, rows)
                             for t in 0..<rows {
-                                let w = decay[t] <= Self.negligibleDecay ? 0 : decay[t]
-                                for k in 0..<n { scaledC[t * n + k] = w * cGroup[t * gn + k] }
+                                for k in 0..<n { scaledC[t * n + k] = decay[t] * cGroup[t * gn + k] }
                             }
                             BLAS.gemm(m: rows, n: p, k: n, scaledC.baseAddress!, lda: n, state, ldb: n, transposeB: true, beta: 1, into: out, ldc: e)
                             // The D skip.
@@ -96,11 +102,10 @@ extension SSDScan {
                             }
                             // The state: s = exp(cum_last) s + (exp(cum_last - cum) ⊙ dt ⊙ X)ᵀ B.
                             let last = cum[rows - 1]
-                            for t in 0..<rows { decay[t] = max(last - cum[t], Self.negligibleExponent) }
-                            mq_exp_f32(decay.baseAddress!, decay.baseAddress!, rows)
+                            for t in 0..<rows { decay[t] = last - cum[t] }
+                            Self.decays(decay.baseAddress!, rows)
                             for t in 0..<rows {
-                                let w = decay[t] <= Self.negligibleDecay ? 0 : decay[t]
-                                for i in 0..<p { xdt[t * p + i] *= w }
+                                for i in 0..<p { xdt[t * p + i] *= decay[t] }
                             }
                             BLAS.gemmAccumulate(m: p, n: n, k: rows, xdt.baseAddress!, lda: p, transposeA: true, bp.value + t0 * gn + group * n, ldb: gn,
                                                 beta: last <= Self.negligibleExponent ? 0 : Foundation.exp(last), into: state, ldc: n)

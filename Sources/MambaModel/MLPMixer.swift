@@ -187,13 +187,8 @@ public struct GatedMLPForward: MixerOp {
             let gateUp = profiled("input_linear") { inputs[0].forward(u, par) } // [L, 2I] = [gate | up]
             (gate, up) = (gateUp.columns(0..<width), gateUp.columns(width..<(2 * width)))
         }
-        var h = profiled("activation") {                                 // silu(gate) * up
-            var g = silu(gate)
-            g.storage.withUnsafeMutableBufferPointer { gp in
-                up.storage.withUnsafeBufferPointer { upp in for i in gp.indices { gp[i] *= upp[i] } }
-            }
-            return g
-        }
+        // up * silu(gate): the Mamba blocks' gate kernel (gateRows), rows split between threads.
+        var h = profiled("activation") { gateRows(y: up, z: gate, smoothing: nil, par) }
         if let rotation { h = profiled("hadamard") { rotation.rotate(h, par) } }
         observer?.observe(h, site: GatedMLPMixer.downInput, layer: layer)
         return profiled("down_proj") { downProj.forward(h, par) }       // [L, D]

@@ -49,23 +49,19 @@ public struct Parallelism: Sendable, Equatable {
             body(0..<count)
             return
         }
+        // Chunk c of `chunks`; the chunks are disjoint ranges: callers write disjoint parts of their
+        // buffers, which is what makes sharing the non-Sendable closure between threads sound.
+        func chunk(_ c: Int) {
+            let (lo, hi) = (count * c / chunks, count * (c + 1) / chunks)
+            if lo < hi { body(lo..<hi) }
+        }
         if let workers, chunks <= workers.count + 1 {
-            workers.run(parts: chunks) { c in
-                let lo = count * c / chunks
-                let hi = count * (c + 1) / chunks
-                if lo < hi { body(lo..<hi) }
-            }
+            workers.run(parts: chunks, chunk)
             return
         }
-        // The chunks are disjoint ranges: callers write disjoint parts of their buffers, which is
-        // what makes sharing the non-Sendable closure between threads sound.
-        withoutActuallyEscaping(body) { body in
-            let shared = UncheckedSendable(body)
-            DispatchQueue.concurrentPerform(iterations: chunks) { c in
-                let lo = count * c / chunks
-                let hi = count * (c + 1) / chunks
-                if lo < hi { shared.value(lo..<hi) }
-            }
+        withoutActuallyEscaping(chunk) { chunk in
+            let shared = UncheckedSendable(chunk)
+            DispatchQueue.concurrentPerform(iterations: chunks) { shared.value($0) }
         }
     }
 }
