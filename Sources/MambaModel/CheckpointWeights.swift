@@ -17,6 +17,9 @@ public final class CheckpointWeights: @unchecked Sendable {
     public let root: String
     /// false when the checkpoint carries its own lm_head.weight.
     public let tiedHead: Bool
+    /// The tensors a family keeps under another name or stacked (ParameterSpec.file): tool name ->
+    /// the file's tensor and the entry of its first dimension.
+    private let sources: [String: (name: String, entry: Int?)]
 
     public convenience init(directory: String) throws {
         let config = try MambaConfig.load(directory: directory)
@@ -29,8 +32,17 @@ public final class CheckpointWeights: @unchecked Sendable {
         let root = c.layout.roots.first { store.contains($0 + c.layout.embedding) } ?? c.layout.roots[0]
         self.root = root
         var unused = Set(store.names)
-        func check(_ canonical: String, _ shape: [Int]) throws {
-            let name = c.layout.fileName(canonical, root: root)
+        var sources: [String: (name: String, entry: Int?)] = [:]
+        for i in 0..<c.numLayers {
+            let prefix = BlockNames.mixerPrefix(layer: i)
+            for spec in c.mixer(layer: i).parameters {
+                if let f = spec.file { sources[prefix + spec.key] = (c.layout.fileName(prefix + f.key, root: root), f.stacked?.index) }
+            }
+        }
+        self.sources = sources
+        func check(_ canonical: String, _ partShape: [Int], stackedIn count: Int? = nil) throws {
+            let name = sources[canonical]?.name ?? c.layout.fileName(canonical, root: root)
+            let shape = count.map { [$0] + partShape } ?? partShape
             guard store.contains(name) else {
                 throw MambaError(.missingTensor, "checkpoint \(store.directory) lacks tensor \(name) (expected shape \(shapeString(shape)))")
             }
@@ -48,7 +60,7 @@ public final class CheckpointWeights: @unchecked Sendable {
         try check(embeddingName, ModelParameter.embedding.shape(c))
         for i in 0..<c.numLayers {
             let prefix = BlockNames.mixerPrefix(layer: i)
-            for (spec, _) in c.mixer(layer: i).presentParameters(c) { try check(prefix + spec.key, spec.diskShape(c)!) }
+            for (spec, _) in c.mixer(layer: i).presentParameters(c) { try check(prefix + spec.key, spec.diskShape(c)!, stackedIn: spec.file?.stacked?.count) }
             try check(BlockNames.norm(layer: i), [c.hiddenSize])
         }
         try check(ModelParameter.normF.name, ModelParameter.normF.shape(c))
@@ -65,14 +77,20 @@ public final class CheckpointWeights: @unchecked Sendable {
         }
     }
 
-    /// The name a tool-side ("backbone.") name has in this file.
-    public func fileName(_ canonical: String) -> String { config.layout.fileName(canonical, root: root) }
+    /// The name a tool-side ("backbone.") name has in this file (a stacked tensor's whole name).
+    public func fileName(_ canonical: String) -> String { sources[canonical]?.name ?? config.layout.fileName(canonical, root: root) }
+
+    /// The file's data for a tool-side name: the tensor, or its entry of a stacked one.
+    private func view(_ canonical: String) throws -> TensorView {
+        let view = try store.view(fileName(canonical))
+        return sources[canonical]?.entry.map { view.slice($0) } ?? view
+    }
 
     /// One tensor widened to float32, refused when it holds NaN or Inf (a corrupt or diverged
     /// checkpoint would otherwise run and print NaN).
     public func tensor(_ canonical: String) throws -> Tensor {
-        let name = fileName(canonical)
-        let view = try store.view(name)
+        let view = try view(canonical)
+        let name = view.name
         let t = try view.tensor()
         view.releasePages()
         if let bad = t.storage.firstIndex(where: { !$0.isFinite }) { throw nonFinite(name, t.storage[bad], at: bad) }
@@ -82,8 +100,8 @@ public final class CheckpointWeights: @unchecked Sendable {
     /// A 2-D tensor kept in its 16-bit type (nil when the file stores it in another one), refused
     /// when it holds NaN or Inf.
     public func halfMatrix(_ canonical: String) throws -> HalfMatrix? {
-        let name = fileName(canonical)
-        let view = try store.view(name)
+        let view = try view(canonical)
+        let name = view.name
         guard let format = HalfFormat(view.dtype), view.shape.count == 2 else { return nil }
         // Copied bytewise: a tensor's offset in the file need not be 2-byte aligned.
         let bits = [UInt16](unsafeUninitializedCapacity: view.count) { buffer, initialized in
@@ -105,9 +123,11 @@ public final class CheckpointWeights: @unchecked Sendable {
     /// The bytes the float runtime holds for this checkpoint: 16-bit matrices as stored, every
     /// other tensor (vectors, the conv's [C, 1, K], F32 matrices) in float32.
     public var runtimeBytes: Int {
-        (try? store.names.reduce(0) { total, name in
+        let stacked = Set(sources.values.filter { $0.entry != nil }.map(\.name))
+        return (try? store.names.reduce(0) { total, name in
             let v = try store.view(name)
-            return total + (HalfFormat(v.dtype) != nil && v.shape.count == 2 ? 2 : 4) * v.count
+            let matrix = v.shape.count == 2 || stacked.contains(name)
+            return total + (HalfFormat(v.dtype) != nil && matrix ? 2 : 4) * v.count
         }) ?? 0
     }
 

@@ -28,6 +28,13 @@ struct HybridConfigReader {
         return value
     }
 
+    /// A non-negative integer (`value` when absent).
+    func count(_ key: String, default value: Int = 0) throws -> Int {
+        guard let v = json[key], !v.isNull else { return value }
+        guard let i = v.int, i >= 0, i <= 1 << 16 else { throw MambaError(.badConfig, "\(source): \(key) must be a non-negative integer (at most \(1 << 16)), found \(v.encodable)") }
+        return i
+    }
+
     func bool(_ keys: [String], default value: Bool) -> Bool { keys.lazy.compactMap { json[$0]?.bool }.first ?? value }
 
     /// The first of `keys` present, a finite non-negative number.
@@ -136,9 +143,9 @@ extension MambaConfig {
 
 extension MambaConfig {
     /// A Bamba or Granite-4.0-H (GraniteMoeHybrid) config: each decoder layer a Mamba-2 or
-    /// attention mixer, then a SwiGLU MLP, each behind its own norm (two tool layers). Refuses
-    /// mixtures of experts (num_local_experts > 0), RoPE types other than the default, and other
-    /// activations, naming the key.
+    /// attention mixer, then a SwiGLU MLP (Granite with num_local_experts > 0: a mixture of experts
+    /// beside a shared MLP), each behind its own norm (two tool layers). Refuses RoPE types other
+    /// than the default and other activations, naming the key.
     static func twoBlockHybrid(_ json: [String: JSONValue], source: String) throws -> MambaConfig {
         let r = HybridConfigReader(json: json, source: source)
         let granite = json["model_type"]?.string == "granitemoehybrid"
@@ -166,9 +173,6 @@ extension MambaConfig {
                 }
                 attention[i] = true
             }
-        }
-        if granite, let e = json["num_local_experts"]?.int, e > 0 {
-            throw MambaError(.unsupportedModel, "\(source): num_local_experts \(e) (mixture-of-experts layers) is not supported yet; dense Granite-4.0-H (num_local_experts 0) is")
         }
         _ = try r.word("hidden_act", ["silu"], default: "silu")
         if let s = json["rope_scaling"], !s.isNull { throw MambaError(.unsupportedModel, "\(source): rope_scaling \(s.encodable) is not supported") }
@@ -220,16 +224,79 @@ extension MambaConfig {
                                           timeStepMin: Float(limit.0), timeStepMax: Float(limit.1)))
         let attentionKind = MixerKind(AttentionMixer(heads: heads, kvHeads: kvHeads, headDim: headDim, bias: r.bool(["attention_bias"], default: false),
                                                      rope: rope, scale: granite ? try r.positive("attention_multiplier", default: 1) : nil))
-        let mlp = MixerKind(granite ? GatedMLPMixer(width: try r.int(["shared_intermediate_size"], default: 1024), fused: true)
+        // Granite with experts: every layer's MLP is the mixture plus the shared MLP.
+        let experts = granite ? try r.count("num_local_experts") : 0
+        let mlp: MixerKind
+        if experts > 0 {
+            let topK = try r.int(["num_experts_per_tok"], default: 2)
+            guard topK <= experts else { throw MambaError(.badConfig, "\(source): num_experts_per_tok \(topK) exceeds num_local_experts \(experts)") }
+            mlp = MixerKind(MoEMixer(experts: experts, topK: topK, width: try r.int(["intermediate_size"], default: 1024), normalizeTopK: true,
+                                     spelling: .granite, sharedWidth: try r.int(["shared_intermediate_size"], default: 1024)))
+        } else {
+            mlp = MixerKind(granite ? GatedMLPMixer(width: try r.int(["shared_intermediate_size"], default: 1024), fused: true)
                                     : GatedMLPMixer(width: try r.int(["intermediate_size"], default: 14336), fused: false, bias: r.bool(["mlp_bias"], default: false)))
+        }
         c.layerKinds = attention.flatMap { [$0 ? attentionKind : mamba, mlp] }
-        c.layout = .twoBlocks(mixers: attention.map { $0 ? "self_attn" : "mamba" }, mlp: granite ? "shared_mlp" : "feed_forward",
+        let mlpModule = granite ? (experts > 0 ? "" : "shared_mlp") : "feed_forward"
+        c.layout = .twoBlocks(mixers: attention.map { $0 ? "self_attn" : "mamba" }, mlps: Array(repeating: mlpModule, count: layers),
                               mlpNorm: granite ? "post_attention_layernorm" : "pre_ff_layernorm", normF: granite ? "norm.weight" : "final_layernorm.weight")
         if granite {
             c.embeddingMultiplier = try r.positive("embedding_multiplier", default: 1)
             c.residualMultiplier = try r.positive("residual_multiplier", default: 1)
             c.logitsScaling = try r.positive("logits_scaling", default: 1)
         }
+        c.json = JSONValue.object(json).encodable.object!
+        return c
+    }
+}
+
+extension MambaConfig {
+    /// A Jamba config (transformers models/jamba/configuration_jamba.py): decoder layer i is
+    /// attention when i % attn_layer_period == attn_layer_offset and Mamba-1 otherwise, its MLP a
+    /// mixture of num_experts experts when i % expert_layer_period == expert_layer_offset and a
+    /// SwiGLU MLP otherwise; two tool layers per decoder layer (CheckpointLayout.swift).
+    static func jamba(_ json: [String: JSONValue], source: String) throws -> MambaConfig {
+        let r = HybridConfigReader(json: json, source: source)
+        let layers = try r.int(["num_hidden_layers"], default: 32)
+        guard layers <= 1 << 15 else { throw MambaError(.badConfig, "\(source): num_hidden_layers \(layers) exceeds \(1 << 15)") }
+        func period(_ name: String, _ period: Int, _ offset: Int) throws -> (Int, Int) {
+            let p = try r.int([name + "_period"], default: period), o = try r.count(name + "_offset", default: offset)
+            guard o < p else { throw MambaError(.badConfig, "\(source): \(name)_offset \(o) must be below \(name)_period \(p)") }
+            return (p, o)
+        }
+        let (attnPeriod, attnOffset) = try period("attn_layer", 8, 4)
+        let (expertPeriod, expertOffset) = try period("expert_layer", 2, 1)
+        _ = try r.word("hidden_act", ["silu"], default: "silu")
+        if let w = json["sliding_window"], !w.isNull { throw MambaError(.unsupportedModel, "\(source): sliding_window \(w.encodable) is not supported") }
+
+        let hidden = try r.int(["hidden_size"]), vocab = try r.int(["vocab_size"])
+        let heads = try r.int(["num_attention_heads"], default: 32)
+        let kvHeads = try r.int(["num_key_value_heads"], default: 8)
+        guard heads % kvHeads == 0 else { throw MambaError(.badConfig, "\(source): num_key_value_heads \(kvHeads) does not divide num_attention_heads \(heads)") }
+        let headDim = try r.int(["head_dim"], default: hidden / heads)
+        guard headDim > 0 else { throw MambaError(.badConfig, "\(source): hidden_size \(hidden) / num_attention_heads \(heads) leaves no head dimension") }
+        let experts = try r.int(["num_experts", "num_local_experts"], default: 16)
+        let topK = try r.int(["num_experts_per_tok"], default: 2)
+        guard topK <= experts else { throw MambaError(.badConfig, "\(source): num_experts_per_tok \(topK) exceeds num_experts \(experts)") }
+        let width = try r.int(["intermediate_size"], default: 14336)
+        let eps = try r.epsilon(["rms_norm_eps"], default: 1e-6)
+        let dtRank = json["mamba_dt_rank"]?.string == "auto" ? autoTimeStepRank(hidden) : try r.int(["mamba_dt_rank"], default: autoTimeStepRank(hidden))
+
+        var c = MambaConfig(hiddenSize: hidden, numLayers: 2 * layers, stateSize: try r.int(["mamba_d_state"], default: 16),
+                            expand: try r.int(["mamba_expand"], default: 2), convKernel: try r.int(["mamba_d_conv"], default: 4),
+                            timeStepRank: dtRank, vocabSize: vocab, layerNormEpsilon: eps,
+                            useBias: r.bool(["mamba_proj_bias"], default: false), useConvBias: r.bool(["mamba_conv_bias"], default: true),
+                            tieWordEmbeddings: r.bool(["tie_word_embeddings"], default: false))
+        let mamba = MixerKind(Mamba1Mixer(ssmNormEpsilon: eps, ssmNormWeights: true))
+        // JambaAttention: no biases, no positional encoding, scores scaled by head_dim^-1/2.
+        let attention = MixerKind(AttentionMixer(heads: heads, kvHeads: kvHeads, headDim: headDim))
+        let mlp = MixerKind(GatedMLPMixer(width: width, fused: false))
+        // One expert is JambaMLP (transformers builds the dense MLP where layers_num_experts is 1).
+        let moe = experts > 1 ? MixerKind(MoEMixer(experts: experts, topK: topK, width: width, normalizeTopK: false, spelling: .jamba)) : mlp
+        let isAttention = (0..<layers).map { $0 % attnPeriod == attnOffset }
+        c.layerKinds = (0..<layers).flatMap { i in [isAttention[i] ? attention : mamba, i % expertPeriod == expertOffset ? moe : mlp] }
+        c.layout = .twoBlocks(mixers: isAttention.map { $0 ? "self_attn" : "mamba" }, mlps: Array(repeating: "feed_forward", count: layers),
+                              mlpNorm: "pre_ff_layernorm", normF: "final_layernorm.weight")
         c.json = JSONValue.object(json).encodable.object!
         return c
     }

@@ -150,9 +150,14 @@ public struct GatedMLPMixer: MixerDescription {
     public func configJSON(_ c: MambaConfig) -> [String: JSONValue] { [:] }
     public func settings(_ c: MambaConfig) -> String { "SwiGLU MLP \(width)" + (fused ? " (gate and up fused)" : "") }
 
-    public func makeMixer(_ ops: any MixerOpSource, _ c: MambaConfig, layer: Int) -> any MixerOp {
-        GatedMLPForward(inputs: inputModules.map { ops.linear($0) }, width: width, rotation: ops.onlineRotation(before: outputModule),
-                        downProj: ops.linear(outputModule))
+    public func makeMixer(_ ops: any MixerOpSource, _ c: MambaConfig, layer: Int) -> any MixerOp { makeForward(ops) }
+
+    /// The forward of this MLP whose modules are named `prefix` + its own names (an expert of a
+    /// mixture, "experts.3."), reporting `input` (nil: the caller reports it) and `downInput`.
+    func makeForward(_ ops: any MixerOpSource, prefix: String = "", input: Site? = Self.input, downInput: Site = Self.downInput) -> GatedMLPForward {
+        GatedMLPForward(inputs: inputModules.map { ops.linear(prefix + $0) }, width: width,
+                        rotation: ops.onlineRotation(before: prefix + outputModule), downProj: ops.linear(prefix + outputModule),
+                        inputSite: input, downSite: downInput)
     }
 
     public func randomTensors(_ c: MambaConfig, next: () -> UInt64) -> [String: Tensor] {
@@ -174,11 +179,19 @@ public struct GatedMLPForward: MixerOp {
     public let width: Int
     public var rotation: OnlineHadamard?
     public var downProj: any LinearOp
+    /// The sites this MLP reports its input (nil: none, an expert's caller reports it) and the
+    /// down projection's input at.
+    public var inputSite: Site? = GatedMLPMixer.input
+    public var downSite: Site = GatedMLPMixer.downInput
 
     public func makeState() -> StatelessState { StatelessState() }
 
     public func forward(_ u: Tensor, state: inout StatelessState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
-        observer?.observe(u, site: GatedMLPMixer.input, layer: layer)
+        forward(u, layer: layer, par, observer: observer)
+    }
+
+    public func forward(_ u: Tensor, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
+        if let inputSite { observer?.observe(u, site: inputSite, layer: layer) }
         let (gate, up): (Tensor, Tensor)                                 // [L, I] each
         if inputs.count == 2 {
             gate = profiled("gate_proj") { inputs[0].forward(u, par) }
@@ -190,7 +203,7 @@ public struct GatedMLPForward: MixerOp {
         // up * silu(gate): the Mamba blocks' gate kernel (gateRows), rows split between threads.
         var h = profiled("activation") { gateRows(y: up, z: gate, smoothing: nil, par) }
         if let rotation { h = profiled("hadamard") { rotation.rotate(h, par) } }
-        observer?.observe(h, site: GatedMLPMixer.downInput, layer: layer)
+        observer?.observe(h, site: downSite, layer: layer)
         return profiled("down_proj") { downProj.forward(h, par) }       // [L, D]
     }
 }

@@ -6,16 +6,32 @@ import MambaTensors
 // state-spaces mamba_ssm/modules/mamba_simple.py. Falcon-Mamba is the same mixer with weightless
 // RMSNorms on dt_low, B and C after x_proj's split (transformers
 // models/falcon_mamba/modeling_falcon_mamba.py, FalconMambaMixer: dt_layernorm, b_layernorm,
-// c_layernorm). Shapes: D hidden, E inner, N state, R dt rank, K conv kernel, L tokens.
+// c_layernorm); Jamba's Mamba layers have the same three norms with weights (transformers
+// models/jamba/modeling_jamba.py, JambaMambaMixer). Shapes: D hidden, E inner, N state, R dt rank,
+// K conv kernel, L tokens.
 
 /// The Mamba-1 (and Falcon-Mamba) mixer's description.
 public struct Mamba1Mixer: MixerDescription {
     /// Falcon-Mamba's mixer_rms_eps: weightless RMSNorms on dt_low, B and C (nil: plain Mamba-1).
     public let ssmNormEpsilon: Float?
+    /// The three norms carry weights (Jamba's dt_layernorm, b_layernorm, c_layernorm).
+    public let ssmNormWeights: Bool
 
-    public init(ssmNormEpsilon: Float? = nil) { self.ssmNormEpsilon = ssmNormEpsilon }
+    public init(ssmNormEpsilon: Float? = nil, ssmNormWeights: Bool = false) {
+        precondition(!ssmNormWeights || ssmNormEpsilon != nil)
+        (self.ssmNormEpsilon, self.ssmNormWeights) = (ssmNormEpsilon, ssmNormWeights)
+    }
 
-    public var name: String { ssmNormEpsilon == nil ? "mamba1" : "falcon_mamba" }
+    public var name: String { ssmNormWeights ? "jamba_mamba" : ssmNormEpsilon == nil ? "mamba1" : "falcon_mamba" }
+
+    /// The norms' weight tensors, by site (Jamba's).
+    static let normWeights: [(site: Site, key: String)] = [(.dtLow, "dt_layernorm.weight"), (.B, "b_layernorm.weight"), (.C, "c_layernorm.weight")]
+
+    /// Jamba's norm weight multiplies dt_low last before dt_proj; the transforms fold it into
+    /// dt_proj's columns, leaving a weightless norm that R5 crosses.
+    public func scaleVector(of site: Site) -> String? {
+        ssmNormWeights ? Self.normWeights.first { $0.site == site }?.key : nil
+    }
 
     /// dt_low passes through Falcon-Mamba's weightless RMSNorm: RMS(a R) = RMS(a) for an orthogonal
     /// R, so R5 still crosses it exactly, but a per-channel smoothing would change the RMS.
@@ -37,6 +53,9 @@ public struct Mamba1Mixer: MixerDescription {
             ParameterSpec("D", .vector) { c in [c.innerSize] },
             ParameterSpec("out_proj.weight", .weight(module: "out_proj")) { c in [c.hiddenSize, c.innerSize] },
             ParameterSpec("out_proj.bias", .bias(module: "out_proj")) { c in c.useBias ? [c.hiddenSize] : nil },
+            ParameterSpec("dt_layernorm.weight", .vector) { [ssmNormWeights] c in ssmNormWeights ? [c.timeStepRank] : nil },
+            ParameterSpec("b_layernorm.weight", .vector) { [ssmNormWeights] c in ssmNormWeights ? [c.stateSize] : nil },
+            ParameterSpec("c_layernorm.weight", .vector) { [ssmNormWeights] c in ssmNormWeights ? [c.stateSize] : nil },
         ]
     }
 
@@ -73,11 +92,11 @@ public struct Mamba1Mixer: MixerDescription {
     public var residualReaders: [String] { ["in_proj"] }
     public var residualWriters: [String] { ["out_proj"] }
 
-    public var modelType: String { ssmNormEpsilon == nil ? "mamba" : "falcon_mamba" }
-    public var architecture: String { ssmNormEpsilon == nil ? "MambaForCausalLM" : "FalconMambaForCausalLM" }
+    public var modelType: String { ssmNormWeights ? "jamba" : ssmNormEpsilon == nil ? "mamba" : "falcon_mamba" }
+    public var architecture: String { ssmNormWeights ? "JambaForCausalLM" : ssmNormEpsilon == nil ? "MambaForCausalLM" : "FalconMambaForCausalLM" }
 
     public func settings(_ c: MambaConfig) -> String {
-        "R \(c.timeStepRank)" + (ssmNormEpsilon.map { ", dt/B/C RMSNorm eps \($0)" } ?? "")
+        "R \(c.timeStepRank)" + (ssmNormEpsilon.map { ", dt/B/C RMSNorm\(ssmNormWeights ? " (weighted)" : "") eps \($0)" } ?? "")
     }
 
     public func configJSON(_ c: MambaConfig) -> [String: JSONValue] {
@@ -92,7 +111,7 @@ public struct Mamba1Mixer: MixerDescription {
             dtProj: ops.linear("dt_proj"), scanInput: ops.scanInput(),
             scan: SelectiveScan(aLog: ops.tensor("A_log"), dSkip: ops.tensor("D")),
             gate: ops.gate(), outProjRotation: ops.onlineRotation(before: "out_proj"), outProj: ops.linear("out_proj"),
-            ssmNormEpsilon: ssmNormEpsilon)
+            ssmNormEpsilon: ssmNormEpsilon, ssmNormWeights: ssmNormWeights ? Self.normWeights.map { ops.tensor($0.key) } : nil)
     }
 
     /// A_log = log(1..N) plus noise, dt bias the inverse softplus of dt in [1e-3, 1e-1], so tests
@@ -116,6 +135,9 @@ public struct Mamba1Mixer: MixerDescription {
         t["D"] = randomTensor([e], seed: next(), scale: 0.2, offset: 1)
         t["out_proj.weight"] = w([d, e])
         if c.useBias { t["out_proj.bias"] = randomTensor([d], seed: next(), scale: 0.1) }
+        if ssmNormWeights {
+            for (key, size) in zip(Self.normWeights.map(\.key), [r, n, n]) { t[key] = randomTensor([size], seed: next(), scale: 0.2, offset: 1) }
+        }
         return t
     }
 }
@@ -133,13 +155,16 @@ public struct MambaMixer: MixerOp {
     public var outProj: any LinearOp       // [D, E]
     /// Falcon-Mamba's weightless RMSNorm on dt_low, B and C (nil: none).
     public var ssmNormEpsilon: Float?
+    /// Jamba's weights of those norms: dt_low's [R], B's [N], C's [N] (nil: weightless).
+    public var ssmNormWeights: [Tensor]?
 
     public init(inProj: any LinearOp, conv: any ConvOp, xProj: any LinearOp, dtProj: any LinearOp, scanInput: any ScanInputOp,
                 scan: SelectiveScan, gate: any GateOp, outProjRotation: OnlineHadamard? = nil, outProj: any LinearOp,
-                ssmNormEpsilon: Float? = nil) {
+                ssmNormEpsilon: Float? = nil, ssmNormWeights: [Tensor]? = nil) {
         self.inProj = inProj; self.conv = conv; self.xProj = xProj; self.dtProj = dtProj
         self.scanInput = scanInput; self.scan = scan; self.gate = gate; self.outProjRotation = outProjRotation; self.outProj = outProj
         self.ssmNormEpsilon = ssmNormEpsilon
+        self.ssmNormWeights = ssmNormWeights
     }
 
     public var innerSize: Int { scan.channels }
@@ -166,10 +191,10 @@ public struct MambaMixer: MixerOp {
         var (dtLow, b, c) = profiled("split") {                          // [L, R], [L, N], [L, N]
             (xdbl.columns(0..<r), xdbl.columns(r..<(r + n)), xdbl.columns((r + n)..<(r + 2 * n)))
         }
-        if let eps = ssmNormEpsilon {                          // Falcon-Mamba: before dt_proj and the B, C quantizers
-            dtLow = rmsNorm(dtLow, weight: nil, eps: eps)
-            b = rmsNorm(b, weight: nil, eps: eps)
-            c = rmsNorm(c, weight: nil, eps: eps)
+        if let eps = ssmNormEpsilon {                          // Falcon-Mamba, Jamba: before dt_proj and the B, C quantizers
+            dtLow = rmsNorm(dtLow, weight: ssmNormWeights?[0], eps: eps)
+            b = rmsNorm(b, weight: ssmNormWeights?[1], eps: eps)
+            c = rmsNorm(c, weight: ssmNormWeights?[2], eps: eps)
         }
         observer?.observe(dtLow, site: .dtLow, layer: layer)
         var dt = profiled("dt_proj") { dtProj.forward(dtLow, par) }    // [L, E], before softplus

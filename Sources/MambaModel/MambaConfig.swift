@@ -105,6 +105,7 @@ public struct MambaConfig: Sendable, Equatable {
         let modelType = json["model_type"]?.string
         if modelType == "nemotron_h" { return try nemotronH(json, source: source) }
         if modelType == "bamba" || modelType == "granitemoehybrid" { return try twoBlockHybrid(json, source: source) }
+        if modelType == "jamba" { return try jamba(json, source: source) }
         let ssmLayer = ssm["layer"]?.string
         let isMamba2: Bool
         switch modelType {
@@ -112,7 +113,7 @@ public struct MambaConfig: Sendable, Equatable {
         case "mamba2": isMamba2 = true
         case nil: isMamba2 = ssmLayer == "Mamba2"
         case let other? where hybridModelTypes.contains(other):
-            throw MambaError(.unsupportedModel, "\(source): model_type \(other) is a hybrid of Mamba and attention layers not supported yet (model_type \"mamba\", \"falcon_mamba\", \"mamba2\" and the hybrids \"nemotron_h\", \"bamba\" and \"granitemoehybrid\" are)")
+            throw MambaError(.unsupportedModel, "\(source): model_type \(other) is a hybrid of Mamba and attention layers not supported yet (model_type \"mamba\", \"falcon_mamba\", \"mamba2\" and the hybrids \"nemotron_h\", \"bamba\", \"granitemoehybrid\" and \"jamba\" are)")
         case let other?:
             throw MambaError(.unsupportedModel, "\(source): model_type \(other) is not a Mamba model; model_type \"mamba\", \"falcon_mamba\" and \"mamba2\" are supported")
         }
@@ -269,7 +270,7 @@ public struct MambaConfig: Sendable, Equatable {
     }
 
     /// transformers' model types that mix Mamba(-2) layers with attention (or MoE) layers.
-    static let hybridModelTypes: Set<String> = ["falcon_h1", "zamba", "zamba2", "jamba"]
+    static let hybridModelTypes: Set<String> = ["falcon_h1", "zamba", "zamba2"]
 
     /// Falcon-Mamba's mixer_rms_eps when config.json leaves it out (transformers' default).
     public static let defaultMixerRMSEpsilon = 1e-6

@@ -24,10 +24,13 @@ public struct ParameterSpec: Sendable {
     public let key: String
     public let role: ParameterRole
     public let diskShape: @Sendable (MambaConfig) -> [Int]?
+    /// Where a float checkpoint of the family keeps the tensor when not under `key` (nil: there).
+    public let file: FileSource?
 
-    public init(_ key: String, _ role: ParameterRole, _ diskShape: @escaping @Sendable (MambaConfig) -> [Int]?) {
+    public init(_ key: String, _ role: ParameterRole, file: FileSource? = nil, _ diskShape: @escaping @Sendable (MambaConfig) -> [Int]?) {
         self.key = key
         self.role = role
+        self.file = file
         self.diskShape = diskShape
     }
 
@@ -35,6 +38,25 @@ public struct ParameterSpec: Sendable {
     public func shape(_ c: MambaConfig, kind: ModuleKind?) -> [Int]? {
         guard let s = diskShape(c) else { return nil }
         return kind == .depthwiseConv ? [s[0], s[2]] : s
+    }
+}
+
+/// A tensor's place in a float checkpoint, under the layer's mixer prefix: another key, and the
+/// entry of that tensor's first dimension when the family stacks a module's copies in one tensor
+/// (Granite's experts: block_sparse_moe.input_linear.weight is [E, 2I, D], expert e's module
+/// the tool names experts.e.input_linear is its entry e).
+public struct FileSource: Sendable, Equatable {
+    public let key: String
+    /// (entry, entries): the file's tensor is [entries] + the parameter's disk shape.
+    public let stacked: (index: Int, count: Int)?
+
+    public init(_ key: String, stacked: (index: Int, count: Int)? = nil) {
+        self.key = key
+        self.stacked = stacked
+    }
+
+    public static func == (a: FileSource, b: FileSource) -> Bool {
+        a.key == b.key && a.stacked?.index == b.stacked?.index && a.stacked?.count == b.stacked?.count
     }
 }
 

@@ -15,6 +15,15 @@ public struct TensorView: @unchecked Sendable {
 
     public var count: Int { shape.reduce(1, *) }
 
+    /// Entry `index` of the first dimension, as a view of its own (a stacked tensor's part: one
+    /// expert of Granite's block_sparse_moe.input_linear.weight [E, 2I, D]).
+    public func slice(_ index: Int) -> TensorView {
+        precondition(shape.count >= 2 && (0..<shape[0]).contains(index), "slice \(index) of \(name) \(shape)")
+        let part = count / shape[0] * dtype.byteSize
+        return TensorView(name: "\(name)[\(index)]", dtype: dtype, shape: Array(shape.dropFirst()),
+                          bytes: UnsafeRawBufferPointer(rebasing: bytes[(index * part)..<((index + 1) * part)]), owner: owner)
+    }
+
     /// Tells the kernel that this tensor's pages of the mapping are not needed now (after they
     /// were copied out): a loader that widens or packs tensor by tensor then holds one copy of
     /// the model, not the copy plus the mapped file. The pages fault back in if read again.

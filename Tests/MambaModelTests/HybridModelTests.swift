@@ -8,17 +8,20 @@ import XCTest
 /// layers, one kind per layer; NemotronHForCausalLM), Bamba (Mamba-2 or attention with partial RoPE,
 /// then a SwiGLU MLP, in every decoder layer; BambaForCausalLM) and Granite-4.0-H (the same with
 /// gate and up fused, no positional encoding or RoPE, and Granite's four multipliers;
-/// GraniteMoeHybridForCausalLM). Tests/Fixtures/models/tiny-{nemotron-h,bamba,granite-4.0-h}* were
-/// written by scripts/reference/make_hybrid_fixtures.py, in transformers 5's spellings and in the
-/// hub's, F32, F16 and BF16, tied and untied.
+/// GraniteMoeHybridForCausalLM, also with a mixture of experts beside the shared MLP) and Jamba
+/// (Mamba-1 with weighted dt/B/C norms or attention without positional encoding, then a SwiGLU MLP
+/// or a mixture of experts; JambaForCausalLM). Tests/Fixtures/models/tiny-{nemotron-h,bamba,
+/// granite-4.0-h,jamba}* were written by scripts/reference/make_hybrid_fixtures.py, in transformers
+/// 5's spellings and in the hub's, F32, F16 and BF16, tied and untied.
 final class HybridModelTests: XCTestCase {
-    static let models = ["tiny-nemotron-h", "tiny-nemotron-h-hub", "tiny-bamba", "tiny-bamba-hub", "tiny-granite-4.0-h", "tiny-granite-4.0-h-rope"]
+    static let models = ["tiny-nemotron-h", "tiny-nemotron-h-hub", "tiny-bamba", "tiny-bamba-hub", "tiny-granite-4.0-h", "tiny-granite-4.0-h-rope",
+                         "tiny-granite-4.0-h-moe", "tiny-jamba", "tiny-jamba-f16"]
     /// The fixtures whose transformers' cached decode (a prefill of `cachedPrefix` tokens, then one
     /// token at a time through its KV and recurrent caches) we match. tiny-nemotron-h's reference
     /// holds one too, but its time_step_min (0.01) binds and NemotronH's decode step does not clamp
     /// dt (the script prints 4.5e-3 of the range between transformers' own decode and prefill); ours
     /// clamps in both (Mamba2Mixer.swift), so its decode is checked against the prefill above.
-    static let withCachedDecode = ["tiny-nemotron-h-hub", "tiny-bamba", "tiny-bamba-hub", "tiny-granite-4.0-h", "tiny-granite-4.0-h-rope"]
+    static let withCachedDecode = models.filter { $0 != "tiny-nemotron-h" }
     static let cachedPrefix = 21
 
     func reference(_ name: String) throws -> (ids: [Int], logits: Tensor, greedyPrompt: [Int], greedyIds: [Int]) {
@@ -108,10 +111,67 @@ final class HybridModelTests: XCTestCase {
         XCTAssertEqual((rope.mixer(layer: 0) as? AttentionMixer)?.rope, RotaryEmbedding(theta: 500, dims: 8))
     }
 
+    /// Granite's experts stacked in one tensor per module, Jamba's one set of modules per expert;
+    /// Jamba's attention and expert periods.
+    func testMixtureOfExpertsConfigs() throws {
+        let granite = try MambaConfig.load(directory: Fixtures.model("tiny-granite-4.0-h-moe"))
+        let moe = try XCTUnwrap(granite.mixer(layer: 1) as? MoEMixer)
+        XCTAssertEqual([moe.experts, moe.topK, moe.width, moe.sharedWidth], [4, 2, 20, 24])
+        XCTAssertTrue(moe.normalizeTopK)
+        let w = try CheckpointWeights(directory: Fixtures.model("tiny-granite-4.0-h-moe"))
+        XCTAssertEqual(w.fileName("backbone.layers.3.mixer.experts.2.input_linear.weight"), "model.layers.1.block_sparse_moe.input_linear.weight")
+        XCTAssertEqual(w.fileName("backbone.layers.3.mixer.router.weight"), "model.layers.1.block_sparse_moe.router.layer.weight")
+        XCTAssertEqual(w.fileName("backbone.layers.3.mixer.shared_mlp.output_linear.weight"), "model.layers.1.shared_mlp.output_linear.weight")
+        // Expert 2's entry of the stacked [4, 40, 32] tensor, kept in BF16.
+        let stacked = try w.store.view("model.layers.1.block_sparse_moe.input_linear.weight").tensor()
+        let expert = try w.tensor("backbone.layers.3.mixer.experts.2.input_linear.weight")
+        XCTAssertEqual(expert.shape, [40, 32])
+        XCTAssertEqual(expert.storage, Array(stacked.storage[(2 * 40 * 32)..<(3 * 40 * 32)]))
+        XCTAssertEqual(try w.halfMatrix("backbone.layers.3.mixer.experts.2.input_linear.weight")?.widened().storage, expert.storage)
+
+        let jamba = try MambaConfig.load(directory: Fixtures.model("tiny-jamba"))
+        XCTAssertEqual(jamba.layerKinds.map(\.spec.name), ["jamba_mamba", "swiglu_mlp", "jamba_mamba", "moe", "attention", "swiglu_mlp", "jamba_mamba", "moe"])
+        let jmoe = try XCTUnwrap(jamba.mixer(layer: 3) as? MoEMixer)
+        XCTAssertEqual([jmoe.experts, jmoe.topK, jmoe.width], [4, 2, 40])
+        XCTAssertFalse(jmoe.normalizeTopK)
+        XCTAssertNil((jamba.mixer(layer: 4) as? AttentionMixer)?.rope)
+        XCTAssertEqual(jamba.timeStepRank, 4)
+        XCTAssertEqual(jamba.layout.fileName("backbone.layers.3.mixer.experts.1.down_proj.weight", root: "model."), "model.layers.1.feed_forward.experts.1.down_proj.weight")
+        let f16 = try MambaConfig.load(directory: Fixtures.model("tiny-jamba-f16"))
+        XCTAssertEqual(f16.layerKinds.map(\.spec.name), ["attention", "moe", "jamba_mamba", "moe", "jamba_mamba", "moe"])
+        XCTAssertEqual(f16.timeStepRank, 2)                          // "auto": ceil(24 / 16)
+    }
+
+    func testUnsupportedJambaSettingsAreRefusedByKey() throws {
+        let base = #""model_type": "jamba", "hidden_size": 32, "vocab_size": 40, "num_hidden_layers": 4, "num_attention_heads": 8"#
+        for (extra, key) in [(#""attn_layer_offset": 8"#, "attn_layer_offset"), (#""expert_layer_period": 0"#, "expert_layer_period"),
+                             (#""num_experts": 2, "num_experts_per_tok": 3"#, "num_experts_per_tok"), (#""hidden_act": "gelu""#, "hidden_act"),
+                             (#""sliding_window": 16"#, "sliding_window"), (#""num_key_value_heads": 3"#, "num_key_value_heads")] {
+            XCTAssertThrowsError(try MambaConfig.parse(Data("{\(base), \(extra)}".utf8), source: "c"), extra) { e in
+                XCTAssertTrue("\(e)".contains(key) && !"\(e)".contains("\n"), "\(e)")
+            }
+        }
+        XCTAssertNoThrow(try MambaConfig.parse(Data("{\(base)}".utf8), source: "c"))
+    }
+
+    /// A Granite checkpoint whose stacked experts tensor has the wrong count is refused naming it.
+    func testStackedExpertsShapeIsChecked() throws {
+        let source = Fixtures.model("tiny-granite-4.0-h-moe")
+        let dir = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let config = try String(contentsOfFile: source + "/config.json", encoding: .utf8)
+        XCTAssertTrue(config.contains("\"num_local_experts\": 4"))
+        try config.replacingOccurrences(of: "\"num_local_experts\": 4", with: "\"num_local_experts\": 5").write(toFile: dir + "/config.json", atomically: true, encoding: .utf8)
+        try FileManager.default.copyItem(atPath: source + "/model.safetensors", toPath: dir + "/model.safetensors")
+        XCTAssertThrowsError(try CheckpointWeights(directory: dir)) { e in
+            XCTAssertTrue("\(e)".contains("model.layers.0.block_sparse_moe.router.layer.weight has shape [4, 32], expected [5, 32]"), "\(e)")
+        }
+    }
+
     func testUnsupportedBambaAndGraniteSettingsAreRefusedByKey() throws {
         let granite = #""model_type": "granitemoehybrid", "hidden_size": 32, "vocab_size": 40, "num_hidden_layers": 2, "mamba_n_heads": 4, "num_attention_heads": 4"#
         let bamba = #""model_type": "bamba", "hidden_size": 32, "vocab_size": 40, "num_hidden_layers": 2, "mamba_n_heads": 4, "num_attention_heads": 4, "num_key_value_heads": 2"#
-        for (base, extra, key) in [(granite, #""num_local_experts": 8"#, "num_local_experts"), (granite, #""position_embedding_type": "alibi""#, "position_embedding_type"),
+        for (base, extra, key) in [(granite, #""num_local_experts": 8, "num_experts_per_tok": 9"#, "num_experts_per_tok"), (granite, #""position_embedding_type": "alibi""#, "position_embedding_type"),
                                    (granite, #""layer_types": ["mamba"]"#, "layer_types"), (granite, #""layer_types": ["mamba", "moe"]"#, "layer_types"),
                                    (granite, #""residual_multiplier": 0"#, "residual_multiplier"), (granite, #""hidden_act": "gelu""#, "hidden_act"),
                                    (bamba, #""attn_layer_indices": [2]"#, "attn_layer_indices"), (bamba, #""mamba_n_groups": 3"#, "mamba_n_groups"),

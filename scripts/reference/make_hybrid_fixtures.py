@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Regenerates the hybrid fixtures in Tests/Fixtures/models: tiny random Nemotron-H, Bamba and
-Granite-4.0-H checkpoints (Mamba-2, attention and MLP layers) with logits from an implementation
-nobody here wrote (transformers' NemotronHForCausalLM, BambaForCausalLM and
-GraniteMoeHybridForCausalLM on their torch paths: no mamba_ssm, no CUDA kernels).
+"""Regenerates the hybrid fixtures in Tests/Fixtures/models: tiny random Nemotron-H, Bamba,
+Granite-4.0-H (dense and with experts) and Jamba checkpoints (Mamba-1 or Mamba-2, attention, MLP
+and mixture-of-experts layers) with logits from an implementation nobody here wrote
+(transformers' NemotronHForCausalLM, BambaForCausalLM, GraniteMoeHybridForCausalLM and
+JambaForCausalLM on their torch paths: no mamba_ssm, no CUDA kernels).
 
     pip install -r scripts/requirements.txt   # torch 2.13.0+cpu comes from the machine's local wheel
     python3 scripts/reference/make_hybrid_fixtures.py
@@ -11,6 +12,7 @@ Deterministic (seeded draws, headers written by the safetensors library). The we
 as make_fixtures.py draws them (randomize), so every term of the forward matters.
 """
 import json
+import math
 import os
 import shutil
 import sys
@@ -81,7 +83,72 @@ GRANITE = {
                                      rope_parameters={"rope_type": "default", "rope_theta": 500.0},
                                      embedding_multiplier=2.0, residual_multiplier=0.7, attention_multiplier=0.125, logits_scaling=1.5,
                                      rms_norm_eps=1e-6), "hub", torch.float32),
+    # Granite-4.0-H Tiny's shape: a mixture of 4 experts, top 2 (softmax over the two), beside the
+    # shared MLP in every decoder layer; experts stacked in block_sparse_moe.input_linear /
+    # output_linear as the hub keeps them; BF16 weights, a tied head.
+    "tiny-granite-4.0-h-moe": (dict(vocab_size=96, hidden_size=32, num_hidden_layers=3,
+                                    layer_types=["mamba", "attention", "mamba"],
+                                    num_attention_heads=4, num_key_value_heads=2, shared_intermediate_size=24, intermediate_size=20,
+                                    num_local_experts=4, num_experts_per_tok=2,
+                                    mamba_n_heads=4, mamba_d_head=16, mamba_n_groups=1, mamba_d_state=16, mamba_d_conv=4,
+                                    mamba_chunk_size=8, position_embedding_type="nope", tie_word_embeddings=True,
+                                    embedding_multiplier=3.0, residual_multiplier=0.5, attention_multiplier=0.25, logits_scaling=2.0,
+                                    rms_norm_eps=1e-5), "hub", torch.bfloat16),
 }
+# Jamba: Mamba-1 layers (RMSNorms with weights on dt, B and C) and attention without positional
+# encoding, each followed by a SwiGLU MLP or a mixture of experts (top k of the softmax over all,
+# unnormalized), one expert per gate_proj / up_proj / down_proj as the hub keeps them.
+JAMBA = {
+    # Attention at layer 2 of 4, experts (4, top 2) at layers 1 and 3, an untied head, F32.
+    "tiny-jamba": (dict(vocab_size=96, hidden_size=32, num_hidden_layers=4, intermediate_size=40,
+                        num_attention_heads=4, num_key_value_heads=2, num_experts=4, num_experts_per_tok=2,
+                        attn_layer_period=4, attn_layer_offset=2, expert_layer_period=2, expert_layer_offset=1,
+                        mamba_d_state=8, mamba_d_conv=4, mamba_expand=2, mamba_dt_rank=4, rms_norm_eps=1e-6,
+                        tie_word_embeddings=False), "hub", torch.float32),
+    # Experts everywhere (3, top 1), attention first, "auto" dt rank, biases on the Mamba
+    # projections, a tied head, F16.
+    "tiny-jamba-f16": (dict(vocab_size=80, hidden_size=24, num_hidden_layers=3, intermediate_size=32,
+                            num_attention_heads=3, num_key_value_heads=1, num_experts=3, num_experts_per_tok=1,
+                            attn_layer_period=3, attn_layer_offset=0, expert_layer_period=1, expert_layer_offset=0,
+                            mamba_d_state=8, mamba_d_conv=3, mamba_expand=2, mamba_dt_rank="auto", mamba_proj_bias=True,
+                            rms_norm_eps=1e-5, tie_word_embeddings=True), "hub", torch.float16),
+}
+
+
+def hub_state_dict(model, dtype):
+    """The state dict under the names the hub's checkpoints use (what save_pretrained writes):
+    Granite's experts as block_sparse_moe.input_linear / output_linear and router.layer, Jamba's as
+    one gate_proj / up_proj / down_proj per expert."""
+    sd = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().to(dtype).contiguous()
+        if k.endswith("block_sparse_moe.experts.gate_up_proj"):
+            sd[k.replace("experts.gate_up_proj", "input_linear.weight")] = v
+        elif k.endswith("block_sparse_moe.experts.down_proj"):
+            sd[k.replace("experts.down_proj", "output_linear.weight")] = v
+        elif k.endswith("block_sparse_moe.router.weight"):
+            sd[k.replace("router.weight", "router.layer.weight")] = v
+        elif k.endswith("feed_forward.experts.gate_up_proj"):
+            width = v.shape[1] // 2
+            for e in range(v.shape[0]):
+                sd[k.replace("experts.gate_up_proj", f"experts.{e}.gate_proj.weight")] = v[e, :width].contiguous()
+                sd[k.replace("experts.gate_up_proj", f"experts.{e}.up_proj.weight")] = v[e, width:].contiguous()
+        elif k.endswith("feed_forward.experts.down_proj"):
+            for e in range(v.shape[0]):
+                sd[k.replace("experts.down_proj", f"experts.{e}.down_proj.weight")] = v[e].contiguous()
+        else:
+            sd[k] = v
+    return sd
+
+
+def randomize_experts(model, seed):
+    """randomize() takes a 3-D tensor's last two dimensions as its fan-in: draw the stacked experts
+    [E, out, in] as E matrices instead."""
+    g = torch.Generator().manual_seed(seed + 7)
+    with torch.no_grad():
+        for _, p in model.named_parameters():
+            if p.dim() == 3 and p.shape[1] != 1:            # not a conv's [C, 1, K]
+                p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p.shape[-1]))
 
 
 def cached_decode(model, ids, prefix):
@@ -124,9 +191,12 @@ def write_reference(d, name, model, vocab_size, seed):
 def write_family(name, family, kwargs, spelling, dtype, seed):
     if family == "bamba":
         from transformers import BambaConfig as Config, BambaForCausalLM as Model
+    elif family == "jamba":
+        from transformers import JambaConfig as Config, JambaForCausalLM as Model
     else:
         from transformers import GraniteMoeHybridConfig as Config, GraniteMoeHybridForCausalLM as Model
     d, cfg, model = fresh_model(name, Config, Model, kwargs, seed)
+    randomize_experts(model, seed)
     if cfg.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
     round_to(model, dtype)
@@ -140,7 +210,7 @@ def write_family(name, family, kwargs, spelling, dtype, seed):
             j["layer_types"] = [{"linear_attention": "mamba", "full_attention": "attention"}[t] for t in j["layer_types"]]
         with open(os.path.join(d, "config.json"), "w") as f:
             json.dump(j, f, indent=2, sort_keys=True)
-    sd = {k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}
+    sd = hub_state_dict(model, dtype)
     if cfg.tie_word_embeddings:
         sd.pop("lm_head.weight", None)
     save_file(sd, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
@@ -180,7 +250,7 @@ if __name__ == "__main__":
     for i, (name, (kwargs, spelling)) in enumerate(MODELS.items()):
         if not only or name in only:
             write(name, kwargs, spelling, 100 + i)
-    for family, table, base in [("bamba", BAMBA, 200), ("granite", GRANITE, 300)]:
+    for family, table, base in [("bamba", BAMBA, 200), ("granite", GRANITE, 300), ("jamba", JAMBA, 400)]:
         for i, (name, (kwargs, spelling, dtype)) in enumerate(table.items()):
             if not only or name in only:
                 write_family(name, family, kwargs, spelling, dtype, base + i)
