@@ -216,8 +216,16 @@ public struct QuantizationRecipe: Sendable, Equatable {
 
     /// Whether the module `name` (full name: lm_head or backbone.layers.N.mixer.MODULE) stays float.
     public func keepsFloat(module name: String) -> Bool {
-        keepFloat.contains(name) || keepFloat.contains(String(name.split(separator: ".").last ?? ""))
+        // A module's name inside its mixer ("x_proj", "experts.3.down_proj"), and its last part.
+        let inMixer = name.range(of: ".mixer.").map { String(name[$0.upperBound...]) } ?? name
+        let short = String(name.split(separator: ".").last ?? "")
+        return keepFloat.contains(name) || keepFloat.contains(inMixer) || keepFloat.contains(short) || Self.alwaysFloat.contains(short)
     }
+
+    /// Modules no recipe quantizes: a mixture-of-experts router (MoEMixer.swift) picks experts by
+    /// comparing its logits, and 8-bit rounding of them flips choices, each flip a different
+    /// expert's whole output (QuaRot and SpinQuant leave it alone for the same reason).
+    public static let alwaysFloat: Set<String> = ["router"]
 
     /// Whether a scan input stays float (no quantize-dequantize before the recurrence).
     public func keepsFloat(scanInput site: Site) -> Bool {

@@ -66,6 +66,14 @@ extension BlockParameters {
     public mutating func foldNorm() {
         if let w = norm { for reader in spec.residualReaders { mixer.modules[reader]!.weight.scaleColumns(w) } }
         norm = nil
+        // The same inside the mixer where R5 rotates: dt_low's norm weight (Jamba's dt_layernorm)
+        // into dt_proj's columns, leaving a weightless RMSNorm that R5 crosses (RMS(a R) = RMS(a)).
+        // (Mamba-2's gated-norm weight stays: smoothing folds into it, and no rotation crosses it.)
+        for site in [Site.dtLow] where spec.isNormalized(site) {
+            guard let key = spec.scaleVector(of: site), let reader = spec.consumer(of: site), reader.kind == .linear, let v = mixer.tensors[key] else { continue }
+            mixer.modules[reader.name]!.weight.scaleColumns(v.storage.map(Double.init))
+            mixer.tensors[key] = Tensor(repeating: 1, shape: v.shape)
+        }
     }
 
     /// R1's share in this block (offline): each reader's input u -> u R, each writer's output o -> o R.

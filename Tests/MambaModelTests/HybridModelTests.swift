@@ -139,7 +139,9 @@ final class HybridModelTests: XCTestCase {
         XCTAssertEqual(jamba.layout.fileName("backbone.layers.3.mixer.experts.1.down_proj.weight", root: "model."), "model.layers.1.feed_forward.experts.1.down_proj.weight")
         let f16 = try MambaConfig.load(directory: Fixtures.model("tiny-jamba-f16"))
         XCTAssertEqual(f16.layerKinds.map(\.spec.name), ["attention", "moe", "jamba_mamba", "moe", "jamba_mamba", "moe"])
-        XCTAssertEqual(f16.timeStepRank, 2)                          // "auto": ceil(24 / 16)
+        XCTAssertEqual(f16.timeStepRank, 8)
+        let auto = try MambaConfig.parse(Data(#"{"model_type": "jamba", "hidden_size": 40, "vocab_size": 40, "mamba_dt_rank": "auto"}"#.utf8), source: "c")
+        XCTAssertEqual(auto.timeStepRank, 3)                         // ceil(40 / 16)
     }
 
     func testUnsupportedJambaSettingsAreRefusedByKey() throws {

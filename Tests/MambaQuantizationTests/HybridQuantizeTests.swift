@@ -5,15 +5,17 @@ import MambaTransforms
 import TestSupport
 import XCTest
 
-/// The transformers-checked hybrid fixtures (Nemotron-H, Bamba, Granite-4.0-H) through the pipeline:
-/// every method keeps the float logits with R1 passing through attention's q, k, v and o (RoPE
-/// acts inside the heads, after the projections R1 passes through) and the MLPs' input and output
-/// projections (R2 on o_proj's and the down projection's inputs), Granite's multipliers
+/// The transformers-checked hybrid fixtures (Nemotron-H, Bamba, Granite-4.0-H, Jamba) through the
+/// pipeline: every method keeps the float logits with R1 passing through attention's q, k, v and o
+/// (RoPE acts inside the heads, after the projections R1 passes through), the MLPs' input and
+/// output projections and every expert's and the router's (R2 on o_proj's and every down
+/// projection's inputs; Jamba's dt norm weight folded so that R5 crosses it), Granite's multipliers
 /// commuting with every transform, and the int8 model, written and read back from its own
 /// config.json and file layout, runs close to float on the int8 kernels as on the reference ops.
 final class HybridQuantizeTests: XCTestCase {
     func testEveryMethodOnTheHybrids() throws {
-        for name in ["tiny-nemotron-h", "tiny-nemotron-h-hub", "tiny-bamba", "tiny-bamba-hub", "tiny-granite-4.0-h", "tiny-granite-4.0-h-rope"] {
+        for name in ["tiny-nemotron-h", "tiny-nemotron-h-hub", "tiny-bamba", "tiny-bamba-hub", "tiny-granite-4.0-h", "tiny-granite-4.0-h-rope",
+                     "tiny-granite-4.0-h-moe", "tiny-jamba", "tiny-jamba-f16"] {
             let source = Fixtures.model(name)
             let w = try MambaWeights.load(directory: source)
             let tokens = (0..<29).map { ($0 * 11 + 3) % w.config.vocabSize }
@@ -28,7 +30,7 @@ final class HybridQuantizeTests: XCTestCase {
                 XCTAssertLessThanOrEqual(err, 1e-4 * reference.absMax, "\(name) \(method)")
                 if method == .mambaquant {
                     let attention = try XCTUnwrap(w.config.layerKinds.firstIndex { $0.spec is AttentionMixer }, "\(name) \(w.config.family)")
-                    let mlp = try XCTUnwrap(w.config.layerKinds.firstIndex { $0.spec is MLPMixer || $0.spec is GatedMLPMixer })
+                    let mlp = try XCTUnwrap(w.config.layerKinds.firstIndex { $0.spec is MLPMixer || $0.spec is GatedMLPMixer || $0.spec is MoEMixer })
                     XCTAssertNotNil(p.blocks[attention].mixer.hadamardSigns(before: "o_proj"), "\(log)")
                     let down = try XCTUnwrap(w.config.mixer(layer: mlp).onlineRotated.first)
                     XCTAssertNotNil(p.blocks[mlp].mixer.hadamardSigns(before: down), "\(name) \(down) \(log)")
@@ -44,7 +46,14 @@ final class HybridQuantizeTests: XCTestCase {
                 // was seen at 1% (Nemotron-H hadamard) and 2.9% (Granite with RoPE, rtn, behind an attention
                 // layer's softmax).
                 XCTAssertLessThanOrEqual(maxAbsDifference(int8.storage, ref.storage), 0.04 * ref.absMax, "\(name) \(method)")
-                XCTAssertLessThanOrEqual(maxAbsDifference(int8.storage, reference.storage), 0.25 * reference.absMax, "\(name) \(method)")
+                // Top-1 routing (tiny-jamba-f16) is a step function of the router's input: 8-bit noise
+                // upstream flips some tokens' expert, each flip a different MLP's whole output (28% of
+                // the logits' range with rtn; the same weights routed to all 3 experts, softmax-weighted:
+                // 9%). Its int8 model is held to its reference ops above; top 2 and more to float here.
+                let topOne = w.config.layerKinds.contains { ($0.spec as? MoEMixer)?.topK == 1 }
+                if !topOne {
+                    XCTAssertLessThanOrEqual(maxAbsDifference(int8.storage, reference.storage), 0.25 * reference.absMax, "\(name) \(method)")
+                }
                 XCTAssertGreaterThan(maxAbsDifference(int8.storage, reference.storage), 0, "\(name) \(method) must round")
                 let out = dir + "/\(method)"
                 try q.write(directory: out, sourceDirectory: source, provenance: .init(sourceSHA256: "s", statsSHA256: "t"))

@@ -105,12 +105,13 @@ JAMBA = {
                         attn_layer_period=4, attn_layer_offset=2, expert_layer_period=2, expert_layer_offset=1,
                         mamba_d_state=8, mamba_d_conv=4, mamba_expand=2, mamba_dt_rank=4, rms_norm_eps=1e-6,
                         tie_word_embeddings=False), "hub", torch.float32),
-    # Experts everywhere (3, top 1), attention first, "auto" dt rank, biases on the Mamba
-    # projections, a tied head, F16.
+    # Experts everywhere (3, top 1), attention first, biases on the Mamba projections, a tied head,
+    # F16. (dt rank 8: "auto" would give 2 here, and an RMSNorm over 2 values turns 8-bit noise in
+    # a small pair into a different direction; real Jamba's rank is 256.)
     "tiny-jamba-f16": (dict(vocab_size=80, hidden_size=24, num_hidden_layers=3, intermediate_size=32,
                             num_attention_heads=3, num_key_value_heads=1, num_experts=3, num_experts_per_tok=1,
                             attn_layer_period=3, attn_layer_offset=0, expert_layer_period=1, expert_layer_offset=0,
-                            mamba_d_state=8, mamba_d_conv=3, mamba_expand=2, mamba_dt_rank="auto", mamba_proj_bias=True,
+                            mamba_d_state=8, mamba_d_conv=3, mamba_expand=2, mamba_dt_rank=8, mamba_proj_bias=True,
                             rms_norm_eps=1e-5, tie_word_embeddings=True), "hub", torch.float16),
 }
 
@@ -143,12 +144,16 @@ def hub_state_dict(model, dtype):
 
 def randomize_experts(model, seed):
     """randomize() takes a 3-D tensor's last two dimensions as its fan-in: draw the stacked experts
-    [E, out, in] as E matrices instead."""
+    [E, out, in] as E matrices instead. Routers are drawn 4x wider than a linear's init, so that
+    their top-k choices have margins (a trained router's are rarely as close as a random one's)
+    and 8-bit noise upstream flips few of them: a flip swaps one expert's whole output."""
     g = torch.Generator().manual_seed(seed + 7)
     with torch.no_grad():
-        for _, p in model.named_parameters():
+        for name, p in model.named_parameters():
             if p.dim() == 3 and p.shape[1] != 1:            # not a conv's [C, 1, K]
                 p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p.shape[-1]))
+            elif name.endswith("router.weight"):
+                p.copy_(4 * torch.randn(p.shape, generator=g) / math.sqrt(p.shape[-1]))
 
 
 def cached_decode(model, ids, prefix):
