@@ -76,10 +76,15 @@ public struct AttentionMixer: MixerDescription {
     public let rope: RotaryEmbedding?
     /// The scores' scale (nil: 1 / sqrt(P); Granite's attention_multiplier).
     public let scale: Float?
+    /// Falcon-H1's μP scalars: on the input (attention_in_multiplier), on the keys after k_proj
+    /// (key_multiplier) and on o_proj's output (attention_out_multiplier); 1 elsewhere.
+    public let multipliers: (input: Float, key: Float, output: Float)
 
-    public init(heads: Int, kvHeads: Int, headDim: Int, bias: Bool = false, rope: RotaryEmbedding? = nil, scale: Float? = nil) {
+    public init(heads: Int, kvHeads: Int, headDim: Int, bias: Bool = false, rope: RotaryEmbedding? = nil, scale: Float? = nil,
+                multipliers: (input: Float, key: Float, output: Float) = (1, 1, 1)) {
         precondition(heads > 0 && kvHeads > 0 && heads % kvHeads == 0 && headDim > 0 && (rope?.dims ?? 0) <= headDim)
         (self.heads, self.kvHeads, self.headDim, self.bias, self.rope, self.scale) = (heads, kvHeads, headDim, bias, rope, scale)
+        self.multipliers = multipliers
     }
 
     /// The normalized block input (the q, k and v projections' input) and o_proj's input.
@@ -119,13 +124,17 @@ public struct AttentionMixer: MixerDescription {
     public func configJSON(_ c: MambaConfig) -> [String: JSONValue] { [:] }
     public func settings(_ c: MambaConfig) -> String {
         let position = rope.map { "RoPE on \($0.dims) of \(headDim), theta \($0.theta)" } ?? "no positional encoding"
-        return "attention \(heads) heads (\(kvHeads) kv) of \(headDim), \(position)" + (scale.map { ", scale \($0)" } ?? "")
+        let m = multipliers == (1, 1, 1) ? "" : ", multipliers in \(multipliers.input) key \(multipliers.key) out \(multipliers.output)"
+        return "attention \(heads) heads (\(kvHeads) kv) of \(headDim), \(position)" + (scale.map { ", scale \($0)" } ?? "") + m
     }
 
-    public func makeMixer(_ ops: any MixerOpSource, _ c: MambaConfig, layer: Int) -> any MixerOp {
+    public func makeMixer(_ ops: any MixerOpSource, _ c: MambaConfig, layer: Int) -> any MixerOp { makeForward(ops) }
+
+    func makeForward(_ ops: any MixerOpSource) -> AttentionForward {
         AttentionForward(qProj: ops.linear("q_proj"), kProj: ops.linear("k_proj"), vProj: ops.linear("v_proj"),
                          rotation: ops.onlineRotation(before: "o_proj"), oProj: ops.linear("o_proj"),
-                         heads: heads, kvHeads: kvHeads, headDim: headDim, rope: rope, scale: scale ?? 1 / Float(headDim).squareRoot())
+                         heads: heads, kvHeads: kvHeads, headDim: headDim, rope: rope, scale: scale ?? 1 / Float(headDim).squareRoot(),
+                         multipliers: multipliers)
     }
 
     public func randomTensors(_ c: MambaConfig, next: () -> UInt64) -> [String: Tensor] {
@@ -159,7 +168,7 @@ extension MambaConfig {
     /// The float32 bytes every attention layer's KV cache holds at `context` tokens.
     public func kvCacheBytes(context: Int) -> Double {
         layerKinds.reduce(0.0) { total, kind in
-            guard let a = kind.spec as? AttentionMixer else { return total }
+            guard let a = kind.spec as? AttentionMixer ?? (kind.spec as? ParallelMixer)?.attention else { return total }
             return total + 2 * 4 * Double(context) * Double(a.kvHeads * a.headDim)
         }
     }
@@ -170,10 +179,15 @@ extension MambaState {
     /// array's copy would briefly need its size twice).
     public mutating func reserve(context: Int) {
         for i in layers.indices {
-            guard var kv = layers[i] as? KVCache else { continue }
-            layers[i] = StatelessState()
-            kv.reservedTokens = max(kv.reservedTokens, context)
-            layers[i] = kv
+            if var kv = layers[i] as? KVCache {
+                layers[i] = StatelessState()
+                kv.reservedTokens = max(kv.reservedTokens, context)
+                layers[i] = kv
+            } else if var p = layers[i] as? ParallelState {
+                layers[i] = StatelessState()
+                p.attention.reservedTokens = max(p.attention.reservedTokens, context)
+                layers[i] = p
+            }
         }
     }
 }
@@ -186,21 +200,26 @@ public struct AttentionForward: MixerOp {
     public let heads: Int, kvHeads: Int, headDim: Int
     public let rope: RotaryEmbedding?
     public let scale: Float
+    public let multipliers: (input: Float, key: Float, output: Float)
     let inverseFrequencies: [Float]
 
     public init(qProj: any LinearOp, kProj: any LinearOp, vProj: any LinearOp, rotation: OnlineHadamard?, oProj: any LinearOp,
-                heads: Int, kvHeads: Int, headDim: Int, rope: RotaryEmbedding?, scale: Float) {
+                heads: Int, kvHeads: Int, headDim: Int, rope: RotaryEmbedding?, scale: Float,
+                multipliers: (input: Float, key: Float, output: Float) = (1, 1, 1)) {
         (self.qProj, self.kProj, self.vProj, self.rotation, self.oProj) = (qProj, kProj, vProj, rotation, oProj)
         (self.heads, self.kvHeads, self.headDim, self.rope, self.scale) = (heads, kvHeads, headDim, rope, scale)
+        self.multipliers = multipliers
         inverseFrequencies = rope?.inverseFrequencies ?? []
     }
 
     public func makeState() -> KVCache { KVCache() }
 
-    public func forward(_ u: Tensor, state: inout KVCache, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
+    public func forward(_ input: Tensor, state: inout KVCache, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
+        // The site is the scaled input: what the projections read (and an int8 model quantizes).
+        let u = scaled(input, multipliers.input)
         observer?.observe(u, site: AttentionMixer.input, layer: layer)
         var q = profiled("q_proj") { qProj.forward(u, par) }            // [L, H P]
-        var k = profiled("k_proj") { kProj.forward(u, par) }            // [L, KV P]
+        var k = profiled("k_proj") { scaled(kProj.forward(u, par), multipliers.key) } // [L, KV P]
         let v = profiled("v_proj") { vProj.forward(u, par) }
         if let rope {
             profiled("rope") {
@@ -221,7 +240,7 @@ public struct AttentionForward: MixerOp {
         var o = profiled("attention") { attend(q, keys: state.keys, values: state.values, start: start, par) } // [L, H P]
         if let rotation { o = profiled("hadamard") { rotation.rotate(o, par) } }
         observer?.observe(o, site: AttentionMixer.outputInput, layer: layer)
-        return profiled("o_proj") { oProj.forward(o, par) }              // [L, D]
+        return profiled("o_proj") { scaled(oProj.forward(o, par), multipliers.output) } // [L, D]
     }
 
     /// softmax(scale q kᵀ over keys 0...start+t) v for every query row t and head, query head h

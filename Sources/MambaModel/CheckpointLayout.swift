@@ -38,13 +38,14 @@ public struct CheckpointLayout: Sendable, Equatable {
     public static let mamba = CheckpointLayout(roots: ["backbone.", "model."], embedding: "embeddings.weight", normF: "norm_f.weight", layers: nil)
 
     /// A family whose decoder layers hold a mixer and an MLP each (`mixers[i]` is file layer i's
-    /// mixer module: "mamba" or "self_attn"; `mlps[i]` its MLP's, "" where the MLP's tensors sit
-    /// in several modules of the layer, as Granite's experts and shared MLP do), under "model.".
+    /// mixer module: "mamba" or "self_attn", "" where the mixer's tensors sit in several modules
+    /// of the layer, as Falcon-H1's parallel mamba and self_attn do; `mlps[i]` its MLP's, "" for
+    /// Granite's experts and shared MLP), under "model.".
     static func twoBlocks(mixers: [String], mlps: [String], mlpNorm: String, normF: String) -> CheckpointLayout {
         precondition(mixers.count == mlps.count)
         var layers: [LayerFileNames] = []
         for (i, (m, mlp)) in zip(mixers, mlps).enumerated() {
-            layers.append(LayerFileNames(mixer: "layers.\(i).\(m).", norm: "layers.\(i).input_layernorm.weight"))
+            layers.append(LayerFileNames(mixer: "layers.\(i)." + (m.isEmpty ? "" : m + "."), norm: "layers.\(i).input_layernorm.weight"))
             layers.append(LayerFileNames(mixer: "layers.\(i)." + (mlp.isEmpty ? "" : mlp + "."), norm: "layers.\(i).\(mlpNorm).weight"))
         }
         return CheckpointLayout(roots: ["model."], embedding: "embed_tokens.weight", normF: normF, layers: layers)

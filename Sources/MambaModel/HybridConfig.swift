@@ -59,6 +59,32 @@ struct HybridConfigReader {
         return s
     }
 
+    /// RoPE's settings: transformers 5 nests theta and the factor in rope_parameters; the hub's
+    /// configs keep rope_theta at the top level. Only the default rope type.
+    func rope(headDim: Int, defaultFactor: Double) throws -> RotaryEmbedding {
+        if let s = json["rope_scaling"], !s.isNull { throw MambaError(.unsupportedModel, "\(source): rope_scaling \(s.encodable) is not supported") }
+        let p = json["rope_parameters"]?.object ?? [:]
+        let pr = HybridConfigReader(json: p.merging(json.filter { ["rope_theta", "partial_rotary_factor"].contains($0.key) }) { nested, _ in nested }, source: source)
+        _ = try HybridConfigReader(json: p, source: source + " rope_parameters").word("rope_type", ["default"], default: "default")
+        let theta = try pr.float(["rope_theta"], default: 10000)
+        let factor = try pr.float(["partial_rotary_factor"], default: defaultFactor)
+        let dims = Int(Double(headDim) * factor)
+        guard theta > 0, factor > 0, factor <= 1, dims >= 2, dims % 2 == 0 else {
+            throw MambaError(.badConfig, "\(source): rope_theta \(theta) and partial_rotary_factor \(factor) leave \(dims) rotary dimensions of head_dim \(headDim) (a positive even count is needed)")
+        }
+        return RotaryEmbedding(theta: theta, dims: dims)
+    }
+
+    /// A list of `count` positive multipliers (ones when absent).
+    func multipliers(_ key: String, count: Int) throws -> [Float] {
+        guard let v = json[key], !v.isNull else { return Array(repeating: 1, count: count) }
+        let values = v.array?.compactMap(\.float) ?? []
+        guard v.array?.count == count, values.count == count, values.allSatisfy({ $0 > 0 && Float($0).isFinite }) else {
+            throw MambaError(.badConfig, "\(source): \(key) must be a list of \(count) positive numbers, found \(v.encodable)")
+        }
+        return values.map(Float.init)
+    }
+
     /// The RMSNorm epsilon, in (0, 1).
     func epsilon(_ keys: [String], default value: Double) throws -> Float {
         let eps = try float(keys, default: value)
@@ -176,7 +202,6 @@ extension MambaConfig {
         }
         _ = try r.word("hidden_act", ["silu"], default: "silu")
         if let s = json["rope_scaling"], !s.isNull { throw MambaError(.unsupportedModel, "\(source): rope_scaling \(s.encodable) is not supported") }
-
         let hidden = try r.int(["hidden_size"]), vocab = try r.int(["vocab_size"])
         let expand = try r.int(["mamba_expand"], default: 2)
         let inner = expand * hidden
@@ -198,22 +223,8 @@ extension MambaConfig {
         // RoPE: Bamba always (half of each head unless the config says otherwise), Granite when
         // position_embedding_type is "rope". transformers 5 nests theta and the factor in
         // rope_parameters; the hub's configs keep rope_theta at the top level.
-        let rope: RotaryEmbedding?
         let positions = granite ? try r.word("position_embedding_type", ["rope", "nope"], default: "nope") : "rope"
-        if positions == "rope" {
-            let p = json["rope_parameters"]?.object ?? [:]
-            let pr = HybridConfigReader(json: p.merging(json.filter { ["rope_theta", "partial_rotary_factor"].contains($0.key) }) { nested, _ in nested }, source: source)
-            _ = try HybridConfigReader(json: p, source: source + " rope_parameters").word("rope_type", ["default"], default: "default")
-            let theta = try pr.float(["rope_theta"], default: 10000)
-            let factor = try pr.float(["partial_rotary_factor"], default: granite ? 1 : 0.5)
-            let dims = Int(Double(headDim) * factor)
-            guard theta > 0, factor > 0, factor <= 1, dims >= 2, dims % 2 == 0 else {
-                throw MambaError(.badConfig, "\(source): rope_theta \(theta) and partial_rotary_factor \(factor) leave \(dims) rotary dimensions of head_dim \(headDim) (a positive even count is needed)")
-            }
-            rope = RotaryEmbedding(theta: theta, dims: dims)
-        } else {
-            rope = nil
-        }
+        let rope = positions == "rope" ? try r.rope(headDim: headDim, defaultFactor: granite ? 1 : 0.5) : nil
 
         let eps = try r.epsilon(["rms_norm_eps"], default: granite ? 1e-6 : 1e-5)
         var c = MambaConfig(hiddenSize: hidden, numLayers: 2 * layers, stateSize: try r.int(["mamba_d_state"], default: 256), expand: expand,
@@ -297,6 +308,71 @@ extension MambaConfig {
         c.layerKinds = (0..<layers).flatMap { i in [isAttention[i] ? attention : mamba, i % expertPeriod == expertOffset ? moe : mlp] }
         c.layout = .twoBlocks(mixers: isAttention.map { $0 ? "self_attn" : "mamba" }, mlps: Array(repeating: "feed_forward", count: layers),
                               mlpNorm: "pre_ff_layernorm", normF: "final_layernorm.weight")
+        c.json = JSONValue.object(json).encodable.object!
+        return c
+    }
+}
+
+extension MambaConfig {
+    /// A Falcon-H1 config (transformers models/falcon_h1/configuration_falcon_h1.py): every decoder
+    /// layer a Mamba-2 mixer and an attention mixer in parallel (ParallelMixer.swift), then a SwiGLU
+    /// MLP, each behind its own norm (two tool layers); the μP multipliers on the embedding, the
+    /// logits, both mixers' inputs and outputs, the keys, in_proj's five parts and the MLP's gate
+    /// and output. Refuses a gated norm applied before the gate (mamba_rms_norm with
+    /// mamba_norm_before_gate), naming the key.
+    static func falconH1(_ json: [String: JSONValue], source: String) throws -> MambaConfig {
+        let r = HybridConfigReader(json: json, source: source)
+        let layers = try r.int(["num_hidden_layers"], default: 32)
+        guard layers <= 1 << 15 else { throw MambaError(.badConfig, "\(source): num_hidden_layers \(layers) exceeds \(1 << 15)") }
+        _ = try r.word("hidden_act", ["silu"], default: "silu")
+        let hidden = try r.int(["hidden_size"]), vocab = try r.int(["vocab_size"])
+        let expand = try r.int(["mamba_expand"], default: 2)
+        // transformers' default d_ssm is 1024 when the key is absent, expand x hidden when it is null.
+        let inner = json["mamba_d_ssm"].map { $0.isNull ? expand * hidden : -1 } ?? 1024
+        let ssm = inner > 0 ? inner : try r.int(["mamba_d_ssm"])
+        let mambaHeads = try r.int(["mamba_n_heads"], default: 128)
+        guard ssm % mambaHeads == 0 else { throw MambaError(.badConfig, "\(source): mamba_n_heads \(mambaHeads) does not divide the Mamba width \(ssm) (mamba_d_ssm)") }
+        let mambaHeadDim = json["mamba_d_head"]?.string == "auto" ? ssm / mambaHeads : try r.int(["mamba_d_head"], default: ssm / mambaHeads)
+        guard mambaHeadDim * mambaHeads == ssm else {
+            throw MambaError(.badConfig, "\(source): mamba_d_head \(mambaHeadDim) x mamba_n_heads \(mambaHeads) is not the Mamba width \(ssm) (mamba_d_ssm)")
+        }
+        let groups = try r.int(["mamba_n_groups"], default: 1)
+        guard mambaHeads % groups == 0 else { throw MambaError(.badConfig, "\(source): mamba_n_groups \(groups) does not divide mamba_n_heads \(mambaHeads)") }
+        let gatedNorm = r.bool(["mamba_rms_norm"], default: false)
+        if gatedNorm && r.bool(["mamba_norm_before_gate"], default: true) {
+            throw MambaError(.unsupportedModel, "\(source): mamba_norm_before_gate true with mamba_rms_norm (the norm before the gate) is not supported; mamba_norm_before_gate false is")
+        }
+        let limit = try timeStepLimit(json["time_step_limit"], source: source)
+        let heads = try r.int(["num_attention_heads"], default: 32)
+        let kvHeads = try r.int(["num_key_value_heads"], default: 8)
+        guard heads % kvHeads == 0 else { throw MambaError(.badConfig, "\(source): num_key_value_heads \(kvHeads) does not divide num_attention_heads \(heads)") }
+        let headDim = try r.int(["head_dim"], default: hidden / heads)
+        guard headDim > 0 else { throw MambaError(.badConfig, "\(source): hidden_size \(hidden) / num_attention_heads \(heads) leaves no head dimension") }
+
+        var c = MambaConfig(hiddenSize: hidden, numLayers: 2 * layers, stateSize: try r.int(["mamba_d_state"], default: 256), expand: expand,
+                            convKernel: try r.int(["mamba_d_conv"], default: 4), vocabSize: vocab, layerNormEpsilon: try r.epsilon(["rms_norm_eps"], default: 1e-5),
+                            useBias: r.bool(["mamba_proj_bias"], default: false), useConvBias: r.bool(["mamba_conv_bias"], default: true),
+                            tieWordEmbeddings: r.bool(["tie_word_embeddings"], default: false))
+        c.innerSize = ssm
+        let mamba = Mamba2Mixer(heads: mambaHeads, headDim: mambaHeadDim, groups: groups, chunkSize: try r.int(["mamba_chunk_size"], default: 256),
+                                timeStepMin: Float(limit.0), timeStepMax: Float(limit.1), gatedNorm: gatedNorm,
+                                biases: (r.bool(["mamba_proj_bias"], default: false), r.bool(["projectors_bias"], default: false)),
+                                multipliers: Mamba2Multipliers(input: try r.positive("ssm_in_multiplier", default: 1),
+                                                               parts: try r.multipliers("ssm_multipliers", count: 5),
+                                                               output: try r.positive("ssm_out_multiplier", default: 1)))
+        let attention = AttentionMixer(heads: heads, kvHeads: kvHeads, headDim: headDim, bias: r.bool(["attention_bias"], default: false),
+                                       rope: try r.rope(headDim: headDim, defaultFactor: 1),
+                                       multipliers: (try r.positive("attention_in_multiplier", default: 1), try r.positive("key_multiplier", default: 1),
+                                                     try r.positive("attention_out_multiplier", default: 1)))
+        let mlpMultipliers = try r.multipliers("mlp_multipliers", count: 2)
+        let mlp = MixerKind(GatedMLPMixer(width: try r.int(["intermediate_size"], default: 14336), fused: false, bias: r.bool(["mlp_bias"], default: false),
+                                          multipliers: (mlpMultipliers[0], mlpMultipliers[1])))
+        c.layerKinds = (0..<layers).flatMap { _ in [MixerKind(ParallelMixer(mamba: mamba, attention: attention)), mlp] }
+        c.layout = .twoBlocks(mixers: Array(repeating: "", count: layers), mlps: Array(repeating: "feed_forward", count: layers),
+                              mlpNorm: "pre_ff_layernorm", normF: "final_layernorm.weight")
+        c.embeddingMultiplier = try r.positive("embedding_multiplier", default: 1)
+        // FalconH1ForCausalLM multiplies the logits by lm_head_multiplier.
+        c.logitsScaling = 1 / (try r.positive("lm_head_multiplier", default: 1))
         c.json = JSONValue.object(json).encodable.object!
         return c
     }

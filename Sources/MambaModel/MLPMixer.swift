@@ -109,10 +109,13 @@ public struct GatedMLPMixer: MixerDescription {
     public let fused: Bool
     /// Biases on every projection (`mlp_bias`).
     public let bias: Bool
+    /// Falcon-H1's mlp_multipliers: on the gate projection's output (before SiLU) and on the down
+    /// projection's output; 1 elsewhere.
+    public let multipliers: (gate: Float, down: Float)
 
-    public init(width: Int, fused: Bool, bias: Bool = false) {
+    public init(width: Int, fused: Bool, bias: Bool = false, multipliers: (gate: Float, down: Float) = (1, 1)) {
         precondition(width > 0)
-        (self.width, self.fused, self.bias) = (width, fused, bias)
+        (self.width, self.fused, self.bias, self.multipliers) = (width, fused, bias, multipliers)
     }
 
     public static let input = Site("mlp_input"), downInput = Site("down_proj_input")
@@ -148,7 +151,9 @@ public struct GatedMLPMixer: MixerDescription {
     public var modelType: String { "bamba" }
     public var architecture: String { "BambaForCausalLM" }
     public func configJSON(_ c: MambaConfig) -> [String: JSONValue] { [:] }
-    public func settings(_ c: MambaConfig) -> String { "SwiGLU MLP \(width)" + (fused ? " (gate and up fused)" : "") }
+    public func settings(_ c: MambaConfig) -> String {
+        "SwiGLU MLP \(width)" + (fused ? " (gate and up fused)" : "") + (multipliers == (1, 1) ? "" : ", multipliers gate \(multipliers.gate) down \(multipliers.down)")
+    }
 
     public func makeMixer(_ ops: any MixerOpSource, _ c: MambaConfig, layer: Int) -> any MixerOp { makeForward(ops) }
 
@@ -157,7 +162,7 @@ public struct GatedMLPMixer: MixerDescription {
     func makeForward(_ ops: any MixerOpSource, prefix: String = "", input: Site? = Self.input, downInput: Site = Self.downInput) -> GatedMLPForward {
         GatedMLPForward(inputs: inputModules.map { ops.linear(prefix + $0) }, width: width,
                         rotation: ops.onlineRotation(before: prefix + outputModule), downProj: ops.linear(prefix + outputModule),
-                        inputSite: input, downSite: downInput)
+                        multipliers: multipliers, inputSite: input, downSite: downInput)
     }
 
     public func randomTensors(_ c: MambaConfig, next: () -> UInt64) -> [String: Tensor] {
@@ -179,6 +184,7 @@ public struct GatedMLPForward: MixerOp {
     public let width: Int
     public var rotation: OnlineHadamard?
     public var downProj: any LinearOp
+    public var multipliers: (gate: Float, down: Float) = (1, 1)
     /// The sites this MLP reports its input (nil: none, an expert's caller reports it) and the
     /// down projection's input at.
     public var inputSite: Site? = GatedMLPMixer.input
@@ -201,9 +207,9 @@ public struct GatedMLPForward: MixerOp {
             (gate, up) = (gateUp.columns(0..<width), gateUp.columns(width..<(2 * width)))
         }
         // up * silu(gate): the Mamba blocks' gate kernel (gateRows), rows split between threads.
-        var h = profiled("activation") { gateRows(y: up, z: gate, smoothing: nil, par) }
+        var h = profiled("activation") { gateRows(y: up, z: scaled(gate, multipliers.gate), smoothing: nil, par) }
         if let rotation { h = profiled("hadamard") { rotation.rotate(h, par) } }
         observer?.observe(h, site: downSite, layer: layer)
-        return profiled("down_proj") { downProj.forward(h, par) }       // [L, D]
+        return profiled("down_proj") { scaled(downProj.forward(h, par), multipliers.down) } // [L, D]
     }
 }

@@ -29,11 +29,25 @@ public struct Mamba2Mixer: MixerDescription {
     /// dt is clamped to [min, max] after softplus (time_step_limit; max may be infinite).
     public let timeStepMin: Float
     public let timeStepMax: Float
+    /// The gated group RMSNorm before out_proj (false: y * silu(z) goes to out_proj as in Mamba-1;
+    /// Falcon-H1's mamba_rms_norm false).
+    public let gatedNorm: Bool
+    /// Biases on in_proj and on out_proj (nil: the config's use_bias for both; Falcon-H1 sets
+    /// them apart: mamba_proj_bias, projectors_bias).
+    public let biases: (inProj: Bool, outProj: Bool)?
+    /// Falcon-H1's μP scalars: on the input (ssm_in_multiplier), on in_proj's output parts z, x,
+    /// B, C and dt (ssm_multipliers), on out_proj's output (ssm_out_multiplier); 1 elsewhere.
+    public let multipliers: Mamba2Multipliers
 
-    public init(heads: Int, headDim: Int, groups: Int, chunkSize: Int = 256, timeStepMin: Float = 0, timeStepMax: Float = .infinity) {
+    public init(heads: Int, headDim: Int, groups: Int, chunkSize: Int = 256, timeStepMin: Float = 0, timeStepMax: Float = .infinity,
+                gatedNorm: Bool = true, biases: (inProj: Bool, outProj: Bool)? = nil, multipliers: Mamba2Multipliers = Mamba2Multipliers()) {
         (self.heads, self.headDim, self.groups, self.chunkSize) = (heads, headDim, groups, chunkSize)
         (self.timeStepMin, self.timeStepMax) = (timeStepMin, timeStepMax)
+        (self.gatedNorm, self.biases, self.multipliers) = (gatedNorm, biases, multipliers)
     }
+
+    func inProjBias(_ c: MambaConfig) -> Bool { biases?.inProj ?? c.useBias }
+    func outProjBias(_ c: MambaConfig) -> Bool { biases?.outProj ?? c.useBias }
 
     public var name: String { "mamba2" }
 
@@ -45,16 +59,16 @@ public struct Mamba2Mixer: MixerDescription {
         return [
             // Rows [z (E) | x, B, C (X) | dt (H)].
             ParameterSpec("in_proj.weight", .weight(module: "in_proj")) { c in [c.innerSize + convChannels(c) + h, c.hiddenSize] },
-            ParameterSpec("in_proj.bias", .bias(module: "in_proj")) { c in c.useBias ? [c.innerSize + convChannels(c) + h] : nil },
+            ParameterSpec("in_proj.bias", .bias(module: "in_proj")) { c in inProjBias(c) ? [c.innerSize + convChannels(c) + h] : nil },
             ParameterSpec("conv1d.weight", .weight(module: "conv1d")) { c in [convChannels(c), 1, c.convKernel] },
             ParameterSpec("conv1d.bias", .bias(module: "conv1d")) { c in c.useConvBias ? [convChannels(c)] : nil },
             ParameterSpec("dt_bias", .vector) { _ in [h] },
             ParameterSpec("A_log", .vector) { _ in [h] },
             ParameterSpec("D", .vector) { _ in [h] },
             // The gated RMSNorm's weight (MambaRMSNormGated), applied per group of E / G channels.
-            ParameterSpec("norm.weight", .vector) { c in [c.innerSize] },
+            ParameterSpec("norm.weight", .vector) { [gatedNorm] c in gatedNorm ? [c.innerSize] : nil },
             ParameterSpec("out_proj.weight", .weight(module: "out_proj")) { c in [c.hiddenSize, c.innerSize] },
-            ParameterSpec("out_proj.bias", .bias(module: "out_proj")) { c in c.useBias ? [c.hiddenSize] : nil },
+            ParameterSpec("out_proj.bias", .bias(module: "out_proj")) { c in outProjBias(c) ? [c.hiddenSize] : nil },
         ]
     }
 
@@ -90,8 +104,8 @@ public struct Mamba2Mixer: MixerDescription {
     /// out_proj's input is the output of the gated group RMSNorm: S-SiLU's smoothing of z would
     /// change the norm's statistics, but a smoothing of out_proj's input folds into the norm's
     /// weight (docs/DESIGN.md, Mamba-2).
-    public func isNormalized(_ site: Site) -> Bool { site == .outProjInput }
-    public func scaleVector(of site: Site) -> String? { site == .outProjInput ? "norm.weight" : nil }
+    public func isNormalized(_ site: Site) -> Bool { gatedNorm && site == .outProjInput }
+    public func scaleVector(of site: Site) -> String? { gatedNorm && site == .outProjInput ? "norm.weight" : nil }
 
     /// Quamba2's finer scales: x and dt per head, B and C per group (`--scan-scales group`).
     public func scanScaleGroups(_ site: Site, _ c: MambaConfig) -> Int? {
@@ -102,13 +116,15 @@ public struct Mamba2Mixer: MixerDescription {
         }
     }
 
-    public func makeMixer(_ ops: any MixerOpSource, _ c: MambaConfig, layer: Int) -> any MixerOp {
+    public func makeMixer(_ ops: any MixerOpSource, _ c: MambaConfig, layer: Int) -> any MixerOp { makeForward(ops, c) }
+
+    func makeForward(_ ops: any MixerOpSource, _ c: MambaConfig) -> Mamba2Forward {
         Mamba2Forward(
             inProj: ops.linear("in_proj"), conv: ops.conv("conv1d"), scanInput: ops.scanInput(),
             scan: SSDScan(aLog: ops.tensor("A_log"), dSkip: ops.tensor("D"), dtBias: ops.tensor("dt_bias"), headDim: headDim,
                           groups: groups, stateSize: c.stateSize, timeStepMin: timeStepMin, timeStepMax: timeStepMax),
-            gate: ops.gate(), norm: GroupRMSNorm(weight: ops.tensor("norm.weight"), groups: groups, eps: c.layerNormEpsilon),
-            outProjRotation: ops.onlineRotation(before: "out_proj"), outProj: ops.linear("out_proj"))
+            gate: ops.gate(), norm: gatedNorm ? GroupRMSNorm(weight: ops.tensor("norm.weight"), groups: groups, eps: c.layerNormEpsilon) : nil,
+            outProjRotation: ops.onlineRotation(before: "out_proj"), outProj: ops.linear("out_proj"), multipliers: multipliers)
     }
 
     /// A_log = log(1..16) spread over the heads plus noise, dt_bias the inverse softplus of dt in
@@ -125,12 +141,12 @@ public struct Mamba2Mixer: MixerDescription {
         })
         t["D"] = randomTensor([heads], seed: next(), scale: 0.2, offset: 1)
         t["in_proj.weight"] = w([e + x + heads, d])
-        if c.useBias { t["in_proj.bias"] = randomTensor([e + x + heads], seed: next(), scale: 0.1) }
+        if inProjBias(c) { t["in_proj.bias"] = randomTensor([e + x + heads], seed: next(), scale: 0.1) }
         t["conv1d.weight"] = randomTensor([x, k], seed: next(), scale: 0.5)
         if c.useConvBias { t["conv1d.bias"] = randomTensor([x], seed: next(), scale: 0.1) }
-        t["norm.weight"] = randomTensor([e], seed: next(), scale: 0.1, offset: 1)
+        if gatedNorm { t["norm.weight"] = randomTensor([e], seed: next(), scale: 0.1, offset: 1) }
         t["out_proj.weight"] = w([d, e])
-        if c.useBias { t["out_proj.bias"] = randomTensor([d], seed: next(), scale: 0.1) }
+        if outProjBias(c) { t["out_proj.bias"] = randomTensor([d], seed: next(), scale: 0.1) }
         return t
     }
 
@@ -139,6 +155,7 @@ public struct Mamba2Mixer: MixerDescription {
 
     public func settings(_ c: MambaConfig) -> String {
         "H \(heads) x P \(headDim), G \(groups), dt in [\(timeStepMin), \(timeStepMax)], chunk \(chunkSize)"
+            + (gatedNorm ? "" : ", no gated norm") + (multipliers == Mamba2Multipliers() ? "" : ", \(multipliers)")
     }
 
     public func configJSON(_ c: MambaConfig) -> [String: JSONValue] {
@@ -157,9 +174,10 @@ public struct Mamba2Forward: MixerOp {
     public var scanInput: any ScanInputOp  // x, dt, B, C before the scan
     public var scan: SSDScan
     public var gate: any GateOp            // y * silu(z)
-    public var norm: GroupRMSNorm          // over each group of E / G channels, weight [E]
+    public var norm: GroupRMSNorm?         // over each group of E / G channels, weight [E] (nil: none)
     public var outProjRotation: OnlineHadamard?
     public var outProj: any LinearOp       // [D, E]
+    public var multipliers = Mamba2Multipliers()
 
     public var innerSize: Int { scan.heads * scan.headDim }
     var convChannels: Int { innerSize + 2 * scan.groups * scan.stateSize }
@@ -169,10 +187,17 @@ public struct Mamba2Forward: MixerOp {
                    ssm: [Float](repeating: 0, count: innerSize * scan.stateSize))
     }
 
-    public func forward(_ u: Tensor, state: inout RecurrentState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
+    public func forward(_ input: Tensor, state: inout RecurrentState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
         let (e, x, h, gn) = (innerSize, convChannels, scan.heads, scan.groups * scan.stateSize)
+        // The site is the scaled input: what in_proj reads (and an int8 model quantizes).
+        let u = scaled(input, multipliers.input)
         observer?.observe(u, site: .inProjInput, layer: layer)
-        let proj = profiled("in_proj") { inProj.forward(u, par) }      // [L, E + X + H]
+        var proj = profiled("in_proj") { inProj.forward(u, par) }      // [L, E + X + H]
+        if multipliers.parts != Mamba2Multipliers().parts {
+            let p = multipliers.parts
+            scaleColumns(&proj, segments: [(0..<e, p[0]), (e..<(2 * e), p[1]), ((2 * e)..<(2 * e + gn), p[2]),
+                                           ((2 * e + gn)..<(2 * e + 2 * gn), p[3]), ((e + x)..<(e + x + h), p[4])])
+        }
         var (z, xbc, dt) = profiled("split") {                         // [L, E], [L, X], [L, H] (dt before dt_bias and softplus)
             (proj.columns(0..<e), proj.columns(e..<(e + x)), proj.columns((e + x)..<(e + x + h)))
         }
@@ -194,11 +219,28 @@ public struct Mamba2Forward: MixerOp {
         observer?.observe(c, site: .C, layer: layer)
         let y = profiled("scan") { scan.forward(x: xs, dtRaw: dt, b: b, c: c, s: &state.ssm, par) } // [L, E], D skip included
         observer?.observe(y, site: .y, layer: layer)
-        var g = profiled("gate") { norm.forward(gate.forward(y: y, z: z, par)) } // [L, E]: norm(y * silu(z)) * weight
+        var g = profiled("gate") { gate.forward(y: y, z: z, par) }     // [L, E]: y * silu(z)
+        if let norm { g = profiled("gate") { norm.forward(g) } }         // norm(y * silu(z)) * weight
         if let r = outProjRotation { g = profiled("hadamard") { r.rotate(g, par) } }
         observer?.observe(g, site: .outProjInput, layer: layer)
-        return profiled("out_proj") { outProj.forward(g, par) }        // [L, D]
+        return profiled("out_proj") { scaled(outProj.forward(g, par), multipliers.output) } // [L, D]
     }
+}
+
+/// Falcon-H1's μP scalars of a Mamba-2 mixer (transformers models/falcon_h1/modeling_falcon_h1.py:
+/// FalconH1Mixer's ssm_in_multiplier and mup_vector, FalconH1DecoderLayer's ssm_out_multiplier).
+public struct Mamba2Multipliers: Sendable, Equatable, CustomStringConvertible {
+    public var input: Float = 1
+    /// in_proj's output parts [z, x, B, C, dt] (compute_mup_vector's order).
+    public var parts: [Float] = [1, 1, 1, 1, 1]
+    public var output: Float = 1
+
+    public init(input: Float = 1, parts: [Float] = [1, 1, 1, 1, 1], output: Float = 1) {
+        precondition(parts.count == 5)
+        (self.input, self.parts, self.output) = (input, parts, output)
+    }
+
+    public var description: String { "multipliers in \(input), z/x/B/C/dt \(parts.map { "\($0)" }.joined(separator: "/")), out \(output)" }
 }
 
 /// RMSNorm over each group of `cols / groups` channels, times a per-channel weight, in float32

@@ -106,6 +106,7 @@ public struct MambaConfig: Sendable, Equatable {
         if modelType == "nemotron_h" { return try nemotronH(json, source: source) }
         if modelType == "bamba" || modelType == "granitemoehybrid" { return try twoBlockHybrid(json, source: source) }
         if modelType == "jamba" { return try jamba(json, source: source) }
+        if modelType == "falcon_h1" { return try falconH1(json, source: source) }
         let ssmLayer = ssm["layer"]?.string
         let isMamba2: Bool
         switch modelType {
@@ -113,7 +114,7 @@ public struct MambaConfig: Sendable, Equatable {
         case "mamba2": isMamba2 = true
         case nil: isMamba2 = ssmLayer == "Mamba2"
         case let other? where hybridModelTypes.contains(other):
-            throw MambaError(.unsupportedModel, "\(source): model_type \(other) is a hybrid of Mamba and attention layers not supported yet (model_type \"mamba\", \"falcon_mamba\", \"mamba2\" and the hybrids \"nemotron_h\", \"bamba\", \"granitemoehybrid\" and \"jamba\" are)")
+            throw MambaError(.unsupportedModel, "\(source): model_type \(other) is a hybrid of Mamba and attention layers not supported yet (model_type \"mamba\", \"falcon_mamba\", \"mamba2\" and the hybrids \"nemotron_h\", \"bamba\", \"granitemoehybrid\", \"jamba\" and \"falcon_h1\" are)")
         case let other?:
             throw MambaError(.unsupportedModel, "\(source): model_type \(other) is not a Mamba model; model_type \"mamba\", \"falcon_mamba\" and \"mamba2\" are supported")
         }
@@ -270,7 +271,7 @@ public struct MambaConfig: Sendable, Equatable {
     }
 
     /// transformers' model types that mix Mamba(-2) layers with attention (or MoE) layers.
-    static let hybridModelTypes: Set<String> = ["falcon_h1", "zamba", "zamba2"]
+    static let hybridModelTypes: Set<String> = ["zamba", "zamba2"]
 
     /// Falcon-Mamba's mixer_rms_eps when config.json leaves it out (transformers' default).
     public static let defaultMixerRMSEpsilon = 1e-6

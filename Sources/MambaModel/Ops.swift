@@ -215,3 +215,24 @@ public func rmsNorm(_ x: Tensor, weight: Tensor?, eps: Float) -> Tensor {
     }
     return out
 }
+
+/// x times a scalar (Granite's and Falcon-H1's multipliers); x itself when the scalar is 1.
+public func scaled(_ x: Tensor, _ s: Float) -> Tensor {
+    guard s != 1 else { return x }
+    var y = x
+    y.storage.withUnsafeMutableBufferPointer { p in for i in p.indices { p[i] *= s } }
+    return y
+}
+
+/// Every row's columns `segments[i].columns` times `segments[i].scale`, in place (Falcon-H1's
+/// per-part multipliers of in_proj's output).
+func scaleColumns(_ x: inout Tensor, segments: [(columns: Range<Int>, scale: Float)]) {
+    let (rows, c) = (x.rows, x.cols)
+    x.storage.withUnsafeMutableBufferPointer { p in
+        for r in 0..<rows {
+            for (columns, s) in segments where s != 1 {
+                for j in columns { p[r * c + j] *= s }
+            }
+        }
+    }
+}

@@ -10,12 +10,14 @@ import XCTest
 /// gate and up fused, no positional encoding or RoPE, and Granite's four multipliers;
 /// GraniteMoeHybridForCausalLM, also with a mixture of experts beside the shared MLP) and Jamba
 /// (Mamba-1 with weighted dt/B/C norms or attention without positional encoding, then a SwiGLU MLP
-/// or a mixture of experts; JambaForCausalLM). Tests/Fixtures/models/tiny-{nemotron-h,bamba,
-/// granite-4.0-h,jamba}* were written by scripts/reference/make_hybrid_fixtures.py, in transformers
-/// 5's spellings and in the hub's, F32, F16 and BF16, tied and untied.
+/// or a mixture of experts; JambaForCausalLM) and Falcon-H1 (Mamba-2 and attention in parallel,
+/// then a SwiGLU MLP, μP multipliers everywhere; FalconH1ForCausalLM).
+/// Tests/Fixtures/models/tiny-{nemotron-h,bamba,granite-4.0-h,jamba,falcon-h1}* were written by
+/// scripts/reference/make_hybrid_fixtures.py, in transformers 5's spellings and in the hub's, F32,
+/// F16 and BF16, tied and untied.
 final class HybridModelTests: XCTestCase {
     static let models = ["tiny-nemotron-h", "tiny-nemotron-h-hub", "tiny-bamba", "tiny-bamba-hub", "tiny-granite-4.0-h", "tiny-granite-4.0-h-rope",
-                         "tiny-granite-4.0-h-moe", "tiny-jamba", "tiny-jamba-f16"]
+                         "tiny-granite-4.0-h-moe", "tiny-jamba", "tiny-jamba-f16", "tiny-falcon-h1", "tiny-falcon-h1-hub"]
     /// The fixtures whose transformers' cached decode (a prefill of `cachedPrefix` tokens, then one
     /// token at a time through its KV and recurrent caches) we match. tiny-nemotron-h's reference
     /// holds one too, but its time_step_min (0.01) binds and NemotronH's decode step does not clamp
@@ -64,7 +66,7 @@ final class HybridModelTests: XCTestCase {
             var rows: [Float] = []
             for t in ref.ids { rows += try lm.forward([t], state: &state).storage }
             XCTAssertLessThanOrEqual(maxAbsDifference(rows, ref.logits.storage), 1e-4 * ref.logits.absMax, name)
-            XCTAssertEqual(state.layers.compactMap { ($0 as? KVCache)?.count }.first, ref.ids.count, name)
+            XCTAssertEqual(state.layers.compactMap { ($0 as? KVCache)?.count ?? ($0 as? ParallelState)?.attention.count }.first, ref.ids.count, name)
             var sampler = Sampler()
             var produced: [Int] = []
             try Generation(model: lm, parallelism: Parallelism(threads: 2))
@@ -142,6 +144,34 @@ final class HybridModelTests: XCTestCase {
         XCTAssertEqual(f16.timeStepRank, 8)
         let auto = try MambaConfig.parse(Data(#"{"model_type": "jamba", "hidden_size": 40, "vocab_size": 40, "mamba_dt_rank": "auto"}"#.utf8), source: "c")
         XCTAssertEqual(auto.timeStepRank, 3)                         // ceil(40 / 16)
+    }
+
+    func testFalconH1Configs() throws {
+        let c = try MambaConfig.load(directory: Fixtures.model("tiny-falcon-h1"))
+        XCTAssertEqual(c.layerKinds.map(\.spec.name), ["mamba2|attention", "swiglu_mlp", "mamba2|attention", "swiglu_mlp", "mamba2|attention", "swiglu_mlp"])
+        let parallel = try XCTUnwrap(c.mixer(layer: 0) as? ParallelMixer)
+        XCTAssertEqual(c.innerSize, 48)                              // mamba_d_ssm, not expand x hidden
+        XCTAssertFalse(parallel.mamba.gatedNorm)
+        XCTAssertEqual(parallel.mamba.multipliers, Mamba2Multipliers(input: 1.2, parts: [0.9, 1.1, 0.8, 1.25, 0.5], output: 0.7))
+        XCTAssertTrue(parallel.attention.multipliers == (0.8, 0.6, 1.3))
+        XCTAssertEqual(parallel.attention.rope, RotaryEmbedding(theta: 1000, dims: 8))
+        XCTAssertTrue((c.mixer(layer: 1) as? GatedMLPMixer)?.multipliers ?? (1, 1) == (1.4, 0.6))
+        XCTAssertEqual([c.embeddingMultiplier, 1 / c.logitsScaling], [2.5, 0.75])
+        XCTAssertEqual(c.layout.fileName("backbone.layers.2.mixer.mamba.in_proj.weight", root: "model."), "model.layers.1.mamba.in_proj.weight")
+        XCTAssertEqual(c.layout.fileName("backbone.layers.2.mixer.self_attn.k_proj.weight", root: "model."), "model.layers.1.self_attn.k_proj.weight")
+        XCTAssertEqual(c.kvCacheBytes(context: 10), Double(3 * 2 * 4 * 10 * 2 * 8))
+        let hub = try MambaConfig.load(directory: Fixtures.model("tiny-falcon-h1-hub"))
+        XCTAssertEqual(hub.innerSize, 48)                            // mamba_d_ssm null: expand x hidden
+        XCTAssertTrue((hub.mixer(layer: 0) as? ParallelMixer)?.mamba.gatedNorm ?? false)
+        let base = #""model_type": "falcon_h1", "hidden_size": 32, "vocab_size": 40, "num_hidden_layers": 2, "mamba_n_heads": 4, "mamba_d_ssm": 64, "num_attention_heads": 4, "num_key_value_heads": 2"#
+        for (extra, key) in [(#""mamba_rms_norm": true"#, "mamba_norm_before_gate"), (#""ssm_multipliers": [1, 2]"#, "ssm_multipliers"),
+                             (#""mlp_multipliers": [1, -1]"#, "mlp_multipliers"), (#""key_multiplier": 0"#, "key_multiplier"),
+                             (#""mamba_d_head": 5"#, "mamba_d_head"), (#""rope_scaling": {"type": "linear"}"#, "rope_scaling")] {
+            XCTAssertThrowsError(try MambaConfig.parse(Data("{\(base), \(extra)}".utf8), source: "c"), extra) { e in
+                XCTAssertTrue("\(e)".contains(key) && !"\(e)".contains("\n"), "\(e)")
+            }
+        }
+        XCTAssertNoThrow(try MambaConfig.parse(Data("{\(base)}".utf8), source: "c"))
     }
 
     func testUnsupportedJambaSettingsAreRefusedByKey() throws {

@@ -47,7 +47,7 @@ final class MambaConfigTests: XCTestCase {
             (#"{"hidden_size": 8, "num_hidden_layers": 1, "vocab_size": 4, "layer_norm_epsilon": -1e-5}"#, "layer_norm_epsilon must be in (0, 1)"),
             (#"{"hidden_size": 8.5, "num_hidden_layers": 1, "vocab_size": 4}"#, "hidden_size must be an integer"),
             (#"{"model_type": "nemotron_h", "hidden_size": 8}"#, "lacks hybrid_override_pattern / layers_block_type"),
-            (#"{"model_type": "falcon_h1"}"#, "falcon_h1 is a hybrid of Mamba and attention layers not supported yet"),
+            (#"{"model_type": "zamba"}"#, "zamba is a hybrid of Mamba and attention layers not supported yet"),
             (#"{"model_type": "zamba2"}"#, "zamba2 is a hybrid"),
             (#"{"hidden_size": 8, "vocab_size": 4}"#, "num_hidden_layers"),
             (#"{"hidden_size": "big", "num_hidden_layers": 1, "vocab_size": 4}"#, "hidden_size"),

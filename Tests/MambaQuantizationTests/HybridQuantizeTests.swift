@@ -15,7 +15,7 @@ import XCTest
 final class HybridQuantizeTests: XCTestCase {
     func testEveryMethodOnTheHybrids() throws {
         for name in ["tiny-nemotron-h", "tiny-nemotron-h-hub", "tiny-bamba", "tiny-bamba-hub", "tiny-granite-4.0-h", "tiny-granite-4.0-h-rope",
-                     "tiny-granite-4.0-h-moe", "tiny-jamba", "tiny-jamba-f16"] {
+                     "tiny-granite-4.0-h-moe", "tiny-jamba", "tiny-jamba-f16", "tiny-falcon-h1", "tiny-falcon-h1-hub"] {
             let source = Fixtures.model(name)
             let w = try MambaWeights.load(directory: source)
             let tokens = (0..<29).map { ($0 * 11 + 3) % w.config.vocabSize }
@@ -29,9 +29,10 @@ final class HybridQuantizeTests: XCTestCase {
                 let err = maxAbsDifference(try p.floatModel().logits(tokens).storage, reference.storage)
                 XCTAssertLessThanOrEqual(err, 1e-4 * reference.absMax, "\(name) \(method)")
                 if method == .mambaquant {
-                    let attention = try XCTUnwrap(w.config.layerKinds.firstIndex { $0.spec is AttentionMixer }, "\(name) \(w.config.family)")
+                    let attention = try XCTUnwrap(w.config.layerKinds.firstIndex { $0.spec is AttentionMixer || $0.spec is ParallelMixer }, "\(name) \(w.config.family)")
                     let mlp = try XCTUnwrap(w.config.layerKinds.firstIndex { $0.spec is MLPMixer || $0.spec is GatedMLPMixer || $0.spec is MoEMixer })
-                    XCTAssertNotNil(p.blocks[attention].mixer.hadamardSigns(before: "o_proj"), "\(log)")
+                    let oProj = w.config.mixer(layer: attention) is ParallelMixer ? "self_attn.o_proj" : "o_proj"
+                    XCTAssertNotNil(p.blocks[attention].mixer.hadamardSigns(before: oProj), "\(log)")
                     let down = try XCTUnwrap(w.config.mixer(layer: mlp).onlineRotated.first)
                     XCTAssertNotNil(p.blocks[mlp].mixer.hadamardSigns(before: down), "\(name) \(down) \(log)")
                 }

@@ -115,6 +115,31 @@ JAMBA = {
                             rms_norm_eps=1e-5, tie_word_embeddings=True), "hub", torch.float16),
 }
 
+# Falcon-H1: a Mamba-2 mixer and attention in parallel in every decoder layer, then a SwiGLU MLP,
+# with μP multipliers everywhere (all different from 1 here, so that each one is checked).
+MULTIPLIERS = dict(embedding_multiplier=2.5, lm_head_multiplier=0.75, attention_in_multiplier=0.8, attention_out_multiplier=1.3,
+                   key_multiplier=0.6, ssm_in_multiplier=1.2, ssm_out_multiplier=0.7, ssm_multipliers=[0.9, 1.1, 0.8, 1.25, 0.5],
+                   mlp_multipliers=[1.4, 0.6])
+FALCON_H1 = {
+    # transformers 5's spelling (rope_parameters), a Mamba width (mamba_d_ssm 48) that is not
+    # expand x hidden, no gated norm (the published models' mamba_rms_norm false), one group,
+    # grouped-query 4 on 2, an untied head, F32.
+    "tiny-falcon-h1": (dict(vocab_size=96, hidden_size=32, num_hidden_layers=3, intermediate_size=40,
+                            num_attention_heads=4, num_key_value_heads=2, head_dim=8, mamba_d_ssm=48, mamba_n_heads=3,
+                            mamba_d_head=16, mamba_n_groups=1, mamba_d_state=8, mamba_d_conv=4, mamba_chunk_size=8,
+                            rope_parameters={"rope_type": "default", "rope_theta": 1000.0}, rms_norm_eps=1e-5,
+                            tie_word_embeddings=False, **MULTIPLIERS), "transformers5", torch.float32),
+    # The hub's spelling (rope_theta at the top level), the gated norm after the gate over 3 groups,
+    # mamba_d_ssm null (expand x hidden), biases on the Mamba projections, out_proj and the MLP, a
+    # tied head, BF16.
+    "tiny-falcon-h1-hub": (dict(vocab_size=80, hidden_size=24, num_hidden_layers=2, intermediate_size=32,
+                                num_attention_heads=3, num_key_value_heads=1, head_dim=8, mamba_d_ssm=None, mamba_expand=2,
+                                mamba_n_heads=3, mamba_d_head="auto", mamba_n_groups=3, mamba_d_state=8, mamba_d_conv=3,
+                                mamba_chunk_size=16, mamba_rms_norm=True, mamba_norm_before_gate=False, mamba_proj_bias=True,
+                                projectors_bias=True, mlp_bias=True, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+                                rms_norm_eps=1e-6, tie_word_embeddings=True, **MULTIPLIERS), "hub", torch.bfloat16),
+}
+
 
 def hub_state_dict(model, dtype):
     """The state dict under the names the hub's checkpoints use (what save_pretrained writes):
@@ -198,6 +223,8 @@ def write_family(name, family, kwargs, spelling, dtype, seed):
         from transformers import BambaConfig as Config, BambaForCausalLM as Model
     elif family == "jamba":
         from transformers import JambaConfig as Config, JambaForCausalLM as Model
+    elif family == "falcon_h1":
+        from transformers import FalconH1Config as Config, FalconH1ForCausalLM as Model
     else:
         from transformers import GraniteMoeHybridConfig as Config, GraniteMoeHybridForCausalLM as Model
     d, cfg, model = fresh_model(name, Config, Model, kwargs, seed)
@@ -255,7 +282,7 @@ if __name__ == "__main__":
     for i, (name, (kwargs, spelling)) in enumerate(MODELS.items()):
         if not only or name in only:
             write(name, kwargs, spelling, 100 + i)
-    for family, table, base in [("bamba", BAMBA, 200), ("granite", GRANITE, 300), ("jamba", JAMBA, 400)]:
+    for family, table, base in [("bamba", BAMBA, 200), ("granite", GRANITE, 300), ("jamba", JAMBA, 400), ("falcon_h1", FALCON_H1, 500)]:
         for i, (name, (kwargs, spelling, dtype)) in enumerate(table.items()):
             if not only or name in only:
                 write_family(name, family, kwargs, spelling, dtype, base + i)
