@@ -4,7 +4,8 @@ Hugging Face's (model-0000k-of-0000n.safetensors + model.safetensors.index.json)
 each shard's header is written first (the shapes are known) and every tensor is drawn, written
 and dropped, so a 7B checkpoint needs one tensor's memory, not the model's (transformers' own
 init builds the whole model first). For the memory and speed measurements of the big-model
-pipeline; never commit one (mamba-2.8b is 5.5 GB, falcon-mamba-7b 14.5 GB in BF16).
+pipeline; never commit one (mamba-2.8b is 5.5 GB, falcon-mamba-7b 14.5 GB, nemotron-h-8b-like 16.2 GB
+in BF16).
 
     python3 scripts/reference/make_random_sharded_checkpoint.py --preset falcon-mamba-7b --out /tmp/fm7b
 
@@ -32,6 +33,14 @@ PRESETS = {
     "mamba2-130m": dict(model_type="mamba2", hidden_size=768, num_hidden_layers=24, vocab_size=50288),
     "mamba2-1.3b": dict(model_type="mamba2", hidden_size=2048, num_hidden_layers=48, vocab_size=50288),
     "mamba2-2.7b": dict(model_type="mamba2", hidden_size=2560, num_hidden_layers=64, vocab_size=50288),
+    # An 8B-class Nemotron-H: Nemotron-H-8B's sizes (D 4096, Mamba-2 with 128 heads of 64, 8 groups,
+    # state 128; attention 32 heads on 8 of 128; relu2 MLP 21504; vocabulary 131072, untied) over
+    # 52 layers of which 24 Mamba-2, 4 attention and 24 MLP, in a pattern of this script's (not
+    # the published one). 8.1 B parameters, 16.2 GB in BF16: the hybrids' big-model memory check.
+    "nemotron-h-8b-like": dict(model_type="nemotron_h", hidden_size=4096, num_hidden_layers=52, vocab_size=131072,
+                               hybrid_override_pattern="M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-",
+                               mamba_num_heads=128, mamba_head_dim=64, n_groups=8, ssm_state_size=128, num_attention_heads=32,
+                               num_key_value_heads=8, head_dim=128, intermediate_size=21504),
 }
 DTYPES = {"bf16": (torch.bfloat16, "BF16"), "f16": (torch.float16, "F16"), "f32": (torch.float32, "F32")}
 
@@ -53,6 +62,32 @@ def tensors(cfg):
         return dt + torch.log(-torch.expm1(-dt))
 
     out = [("backbone.embeddings.weight", [v, d], normal(1.0))]
+    if cfg["model_type"] == "nemotron_h":
+        h, hp, g, n2 = cfg["mamba_num_heads"], cfg["mamba_head_dim"], cfg["n_groups"], cfg["ssm_state_size"]
+        e = h * hp
+        x = e + 2 * g * n2
+        q, kv, w = cfg["num_attention_heads"] * cfg["head_dim"], cfg["num_key_value_heads"] * cfg["head_dim"], cfg["intermediate_size"]
+        for i, kind in enumerate(cfg["hybrid_override_pattern"]):
+            p = f"backbone.layers.{i}."
+            out.append((p + "norm.weight", [d], normal(0.1, 1.0)))
+            if kind == "M":
+                out += [
+                    (p + "mixer.in_proj.weight", [e + x + h, d], normal(1 / math.sqrt(d))),
+                    (p + "mixer.conv1d.weight", [x, 1, k], normal(0.5)),
+                    (p + "mixer.conv1d.bias", [x], normal(0.1)),
+                    (p + "mixer.dt_bias", [h], dt_bias),
+                    (p + "mixer.A_log", [h], lambda shape, g: torch.log(torch.linspace(1, 16, shape[0])) + 0.1 * torch.randn(shape, generator=g)),
+                    (p + "mixer.D", [h], normal(0.2, 1.0)),
+                    (p + "mixer.norm.weight", [e], normal(0.1, 1.0)),
+                    (p + "mixer.out_proj.weight", [d, e], normal(1 / math.sqrt(e))),
+                ]
+            elif kind == "*":
+                out += [(p + "mixer.q_proj.weight", [q, d], normal(1 / math.sqrt(d))), (p + "mixer.k_proj.weight", [kv, d], normal(1 / math.sqrt(d))),
+                        (p + "mixer.v_proj.weight", [kv, d], normal(1 / math.sqrt(d))), (p + "mixer.o_proj.weight", [d, q], normal(1 / math.sqrt(q)))]
+            else:
+                out += [(p + "mixer.up_proj.weight", [w, d], normal(1 / math.sqrt(d))), (p + "mixer.down_proj.weight", [d, w], normal(1 / math.sqrt(w)))]
+        out += [("backbone.norm_f.weight", [d], normal(0.1, 1.0)), ("lm_head.weight", [v, d], normal(1 / math.sqrt(d)))]
+        return out
     if cfg["model_type"] == "mamba2":
         h, n2 = e // 64, 128
         x = e + 2 * n2
@@ -145,6 +180,9 @@ def main():
         e = 2 * cfg["hidden_size"]
         config.update(state_size=128, num_heads=e // 64, head_dim=64, n_groups=1, chunk_size=256,
                       time_step_limit=[0.0, {"__float__": "Infinity"}], architectures=["Mamba2ForCausalLM"])
+    if cfg["model_type"] == "nemotron_h":
+        config = dict(cfg, conv_kernel=4, use_conv_bias=True, use_bias=False, tie_word_embeddings=False, layer_norm_epsilon=1e-5,
+                      mlp_hidden_act="relu2", architectures=["NemotronHForCausalLM"])
     with open(os.path.join(a.out, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
     if a.tokenizer:
