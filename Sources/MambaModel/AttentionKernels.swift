@@ -1,3 +1,4 @@
+import CMambaKernels
 import Foundation
 import MambaTensors
 
@@ -12,13 +13,17 @@ struct AttentionShape {
     let scale: Float
 }
 
-/// softmax over row[0..<n] in place, the sum in Double (both forms below).
+/// softmax over row[0..<n] in place, the sum in Double (both forms below). The exponentials go
+/// through the SIMD exp the scan uses (mq_exp_f32): one libm call per score was most of a
+/// prefill's attention time.
 @inline(__always)
 func softmaxInPlace(_ row: UnsafeMutablePointer<Float>, _ n: Int) {
     var m = -Float.infinity
     for j in 0..<n { m = max(m, row[j]) }
+    for j in 0..<n { row[j] -= m }
+    mq_exp_f32(row, row, n)
     var sum = 0.0
-    for j in 0..<n { row[j] = exp(row[j] - m); sum += Double(row[j]) }
+    for j in 0..<n { sum += Double(row[j]) }
     let inv = Float(1 / sum)
     for j in 0..<n { row[j] *= inv }
 }

@@ -46,13 +46,15 @@ final class HybridQuantizeTests: XCTestCase {
                 // flipped rounding travels through the layers: most runs agree to 1e-6 of the range, one flip
                 // was seen at 1% (Nemotron-H hadamard) and 2.9% (Granite with RoPE, rtn, behind an attention
                 // layer's softmax).
-                XCTAssertLessThanOrEqual(maxAbsDifference(int8.storage, ref.storage), 0.04 * ref.absMax, "\(name) \(method)")
-                // Top-1 routing (tiny-jamba-f16) is a step function of the router's input: 8-bit noise
-                // upstream flips some tokens' expert, each flip a different MLP's whole output (28% of
-                // the logits' range with rtn; the same weights routed to all 3 experts, softmax-weighted:
-                // 9%). Its int8 model is held to its reference ops above; top 2 and more to float here.
+                // Top-1 routing (tiny-jamba-f16) is a step function of the router's input: rounding
+                // noise flips some tokens' expert, each flip a different MLP's whole output, between
+                // int8 and float (28% of the logits' range with rtn; the same weights routed to all 3
+                // experts, softmax-weighted: 9%) and even between the int8 kernels and their reference
+                // ops (a 1-ulp change of the softmax's exp flipped one: 47%). Its transforms are held to
+                // float above and its write/read below; the closeness bounds hold top 2 and more.
                 let topOne = w.config.layerKinds.contains { ($0.spec as? MoEMixer)?.topK == 1 }
                 if !topOne {
+                    XCTAssertLessThanOrEqual(maxAbsDifference(int8.storage, ref.storage), 0.04 * ref.absMax, "\(name) \(method)")
                     XCTAssertLessThanOrEqual(maxAbsDifference(int8.storage, reference.storage), 0.25 * reference.absMax, "\(name) \(method)")
                 }
                 XCTAssertGreaterThan(maxAbsDifference(int8.storage, reference.storage), 0, "\(name) \(method) must round")
