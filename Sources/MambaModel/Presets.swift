@@ -1,3 +1,5 @@
+import Foundation
+
 /// Shapes of the published checkpoints (state-spaces/mamba-*-hf, tiiuae/falcon-mamba-7b and
 /// state-spaces/mamba2-* config.json), for benchmarks on random weights of the real sizes
 /// (scripts/reference/make_random_sharded_checkpoint.py writes the same shapes to disk).
@@ -13,6 +15,11 @@ public enum ModelPreset: String, CaseIterable, Sendable {
     case mamba2_130m = "mamba2-130m"
     case mamba2_1_3b = "mamba2-1.3b"
     case mamba2_2_7b = "mamba2-2.7b"
+    /// The hybrids' shapes scripts/reference/make_random_hybrid_checkpoint.py writes for transformers
+    /// to run on the same weights: Falcon-H1-0.5B's (transformers' FalconH1 documentation's table;
+    /// MLP width and vocabulary assumed there) and a Bamba-like 0.6B (not a published checkpoint).
+    case falconH1_0_5b = "falcon-h1-0.5b"
+    case bamba600m = "bamba-600m"
 
     public var config: MambaConfig {
         switch self {
@@ -27,7 +34,24 @@ public enum ModelPreset: String, CaseIterable, Sendable {
         case .mamba2_130m: Self.mamba2(hiddenSize: 768, numLayers: 24)
         case .mamba2_1_3b: Self.mamba2(hiddenSize: 2048, numLayers: 48)
         case .mamba2_2_7b: Self.mamba2(hiddenSize: 2560, numLayers: 64)
+        case .falconH1_0_5b:
+            Self.parsed(#"""
+                {"model_type": "falcon_h1", "hidden_size": 1024, "num_hidden_layers": 36, "num_attention_heads": 8, "num_key_value_heads": 2,
+                 "head_dim": 64, "intermediate_size": 2048, "mamba_d_ssm": 1536, "mamba_n_heads": 24, "mamba_d_head": 64,
+                 "mamba_n_groups": 1, "mamba_d_state": 128, "mamba_d_conv": 4, "mamba_chunk_size": 128, "vocab_size": 32784}
+                """#)
+        case .bamba600m:
+            Self.parsed(#"""
+                {"model_type": "bamba", "hidden_size": 1536, "num_hidden_layers": 16, "attn_layer_indices": [3, 7, 11, 15],
+                 "num_attention_heads": 12, "num_key_value_heads": 4, "intermediate_size": 4096, "mamba_n_heads": 48,
+                 "mamba_d_head": 64, "mamba_n_groups": 1, "mamba_d_state": 128, "vocab_size": 32000, "tie_word_embeddings": false}
+                """#)
         }
+    }
+
+    /// A preset written as the config.json keys its family's reader takes (valid by construction).
+    static func parsed(_ json: String) -> MambaConfig {
+        do { return try MambaConfig.parse(Data(json.utf8), source: "preset") } catch { preconditionFailure("preset config: \(error)") }
     }
 
     static func mamba2(hiddenSize d: Int, numLayers: Int) -> MambaConfig {

@@ -174,6 +174,15 @@ final class HybridModelTests: XCTestCase {
         XCTAssertNoThrow(try MambaConfig.parse(Data("{\(base)}".utf8), source: "c"))
     }
 
+    /// The hybrid bench presets are the shapes the random-checkpoint script gives transformers:
+    /// transformers' FalconH1ForCausalLM of that config has 521,411,104 parameters.
+    func testHybridPresets() throws {
+        let falcon = ModelPreset.falconH1_0_5b.config
+        XCTAssertEqual(falcon.parameterCount, 521_411_104)
+        XCTAssertEqual(falcon.numLayers, 72)
+        XCTAssertEqual(ModelPreset.bamba600m.config.layerKinds.filter { $0.spec is AttentionMixer }.count, 4)
+    }
+
     func testUnsupportedJambaSettingsAreRefusedByKey() throws {
         let base = #""model_type": "jamba", "hidden_size": 32, "vocab_size": 40, "num_hidden_layers": 4, "num_attention_heads": 8"#
         for (extra, key) in [(#""attn_layer_offset": 8"#, "attn_layer_offset"), (#""expert_layer_period": 0"#, "expert_layer_period"),
