@@ -94,14 +94,15 @@ struct HybridConfigReader {
 }
 
 extension MambaConfig {
-    /// A Nemotron-H config: its layer kinds, the Mamba-2 layers' settings and the attention and MLP
-    /// layers'. Refuses what is not implemented (mixture-of-experts layers, activations other than
-    /// relu2 and silu, sliding windows, multi-token prediction) naming the key.
+    /// A Nemotron-H config: its layer kinds, the Mamba-2 layers' settings and the attention, MLP and
+    /// mixture-of-experts layers'. Refuses what is not implemented (activations other than relu2
+    /// and silu, sliding windows, multi-token prediction, the experts' latent projection) naming
+    /// the key.
     static func nemotronH(_ json: [String: JSONValue], source: String) throws -> MambaConfig {
         let r = HybridConfigReader(json: json, source: source)
 
         // The layer kinds, in either spelling.
-        enum Kind { case mamba, attention, mlp }
+        enum Kind { case mamba, attention, mlp, moe }
         var kinds: [Kind] = []
         if let list = json["layers_block_type"]?.array ?? json["layer_types"]?.array {
             for v in list {
@@ -109,7 +110,7 @@ extension MambaConfig {
                 case "mamba", "linear_attention": kinds.append(.mamba)
                 case "attention", "full_attention": kinds.append(.attention)
                 case "mlp": kinds.append(.mlp)
-                case "moe": throw MambaError(.unsupportedModel, "\(source): layers_block_type has moe layers (mixture of experts), which are not supported yet")
+                case "moe": kinds.append(.moe)
                 default: throw MambaError(.badConfig, "\(source): layers_block_type holds \(v.encodable); mamba, attention, mlp and moe are the layer types")
                 }
             }
@@ -119,7 +120,7 @@ extension MambaConfig {
                 case "M": kinds.append(.mamba)
                 case "*": kinds.append(.attention)
                 case "-": kinds.append(.mlp)
-                case "E": throw MambaError(.unsupportedModel, "\(source): hybrid_override_pattern has E (mixture-of-experts) layers, which are not supported yet")
+                case "E": kinds.append(.moe)
                 default: throw MambaError(.badConfig, "\(source): hybrid_override_pattern holds \"\(c)\"; M, *, - and E are the layer types")
                 }
             }
@@ -161,13 +162,39 @@ extension MambaConfig {
         }
         let attention = MixerKind(AttentionMixer(heads: heads, kvHeads: kvHeads, headDim: headDim))
         let mlp = MixerKind(MLPMixer(width: width, activation: MLPActivation(rawValue: activation)!, bias: r.bool(["mlp_bias"], default: false)))
-        c.layerKinds = kinds.map { k in switch k { case .mamba: mamba; case .attention: attention; case .mlp: mlp } }
+        let moe = kinds.contains(.moe) ? try nemotronMoE(r) : mlp
+        c.layerKinds = kinds.map { k in switch k { case .mamba: mamba; case .attention: attention; case .mlp: mlp; case .moe: moe } }
         c.json = JSONValue.object(json).encodable.object!
         return c
     }
 }
 
 extension MambaConfig {
+    /// Nemotron-H's mixture-of-experts layer ("E"; NemotronHMoE): relu2 experts without a gate, a
+    /// shared relu2 MLP, DeepSeek-V3's grouped sigmoid routing. Refuses the latent projection
+    /// (moe_latent_size) and biases on the shared MLP, naming the key.
+    static func nemotronMoE(_ r: HybridConfigReader) throws -> MixerKind {
+        let source = r.source
+        if let latent = r.json["moe_latent_size"], !latent.isNull {
+            throw MambaError(.unsupportedModel, "\(source): moe_latent_size \(latent.encodable) (a latent projection around the experts) is not supported")
+        }
+        if r.bool(["mlp_bias"], default: false) { throw MambaError(.unsupportedModel, "\(source): mlp_bias true with moe layers is not supported") }
+        let experts = try r.int(["n_routed_experts", "num_local_experts"], default: 8)
+        let topK = try r.int(["num_experts_per_tok"], default: 2)
+        let groups = try r.int(["n_group"], default: 1), topKGroups = try r.int(["topk_group"], default: 1)
+        guard experts % groups == 0, experts / groups >= 2 else {
+            throw MambaError(.badConfig, "\(source): n_group \(groups) must divide n_routed_experts \(experts) into groups of at least 2")
+        }
+        guard topKGroups <= groups else { throw MambaError(.badConfig, "\(source): topk_group \(topKGroups) exceeds n_group \(groups)") }
+        guard topK <= topKGroups * (experts / groups) else {
+            throw MambaError(.badConfig, "\(source): num_experts_per_tok \(topK) exceeds the \(topKGroups * (experts / groups)) experts of topk_group \(topKGroups) groups")
+        }
+        let routing = MoEMixer.Routing.sigmoid(groups: groups, topKGroups: topKGroups, normalize: r.bool(["norm_topk_prob"], default: true),
+                                               scaling: try r.positive("routed_scaling_factor", default: 1))
+        return MixerKind(MoEMixer(experts: experts, topK: topK, width: try r.int(["moe_intermediate_size"], default: 7688), routing: routing,
+                                  spelling: .nemotron, sharedWidth: try r.int(["moe_shared_expert_intermediate_size"], default: 7688)))
+    }
+
     /// A Bamba or Granite-4.0-H (GraniteMoeHybrid) config: each decoder layer a Mamba-2 or
     /// attention mixer, then a SwiGLU MLP (Granite with num_local_experts > 0: a mixture of experts
     /// beside a shared MLP), each behind its own norm (two tool layers). Refuses RoPE types other
@@ -241,7 +268,7 @@ extension MambaConfig {
         if experts > 0 {
             let topK = try r.int(["num_experts_per_tok"], default: 2)
             guard topK <= experts else { throw MambaError(.badConfig, "\(source): num_experts_per_tok \(topK) exceeds num_local_experts \(experts)") }
-            mlp = MixerKind(MoEMixer(experts: experts, topK: topK, width: try r.int(["intermediate_size"], default: 1024), normalizeTopK: true,
+            mlp = MixerKind(MoEMixer(experts: experts, topK: topK, width: try r.int(["intermediate_size"], default: 1024), routing: .softmax(normalizeTopK: true),
                                      spelling: .granite, sharedWidth: try r.int(["shared_intermediate_size"], default: 1024)))
         } else {
             mlp = MixerKind(granite ? GatedMLPMixer(width: try r.int(["shared_intermediate_size"], default: 1024), fused: true)
@@ -303,7 +330,7 @@ extension MambaConfig {
         let attention = MixerKind(AttentionMixer(heads: heads, kvHeads: kvHeads, headDim: headDim))
         let mlp = MixerKind(GatedMLPMixer(width: width, fused: false))
         // One expert is JambaMLP (transformers builds the dense MLP where layers_num_experts is 1).
-        let moe = experts > 1 ? MixerKind(MoEMixer(experts: experts, topK: topK, width: width, normalizeTopK: false, spelling: .jamba)) : mlp
+        let moe = experts > 1 ? MixerKind(MoEMixer(experts: experts, topK: topK, width: width, routing: .softmax(normalizeTopK: false), spelling: .jamba)) : mlp
         let isAttention = (0..<layers).map { $0 % attnPeriod == attnOffset }
         c.layerKinds = (0..<layers).flatMap { i in [isAttention[i] ? attention : mamba, i % expertPeriod == expertOffset ? moe : mlp] }
         c.layout = .twoBlocks(mixers: isAttention.map { $0 ? "self_attn" : "mamba" }, mlps: Array(repeating: "feed_forward", count: layers),

@@ -29,6 +29,20 @@ public struct MLPMixer: MixerDescription {
 
     public var name: String { "mlp" }
 
+    var inputModules: [String] { ["up_proj"] }
+    var outputModule: String { "down_proj" }
+
+    func makeExpert(_ ops: any MixerOpSource, prefix: String, input: Site?, downInput: Site) -> any ExpertForward {
+        makeForward(ops, prefix: prefix, input: input, downInput: downInput)
+    }
+
+    /// The forward of this MLP whose modules are named `prefix` + its own names (an expert of a
+    /// mixture, "experts.3."), reporting `input` (nil: the caller reports it) and `downInput`.
+    func makeForward(_ ops: any MixerOpSource, prefix: String, input: Site?, downInput: Site) -> MLPForward {
+        MLPForward(upProj: ops.linear(prefix + "up_proj"), activation: activation, rotation: ops.onlineRotation(before: prefix + "down_proj"),
+                   downProj: ops.linear(prefix + "down_proj"), inputSite: input, downSite: downInput)
+    }
+
     public var parameters: [ParameterSpec] {
         let (w, b) = (width, bias)
         return [
@@ -57,8 +71,7 @@ public struct MLPMixer: MixerDescription {
     public func settings(_ c: MambaConfig) -> String { "MLP \(width) \(activation.rawValue)" }
 
     public func makeMixer(_ ops: any MixerOpSource, _ c: MambaConfig, layer: Int) -> any MixerOp {
-        MLPForward(upProj: ops.linear("up_proj"), activation: activation, rotation: ops.onlineRotation(before: "down_proj"),
-                   downProj: ops.linear("down_proj"))
+        makeForward(ops, prefix: "", input: Self.input, downInput: Self.downInput)
     }
 
     public func randomTensors(_ c: MambaConfig, next: () -> UInt64) -> [String: Tensor] {
@@ -75,16 +88,24 @@ public struct MLPMixer: MixerDescription {
     }
 }
 
-public struct MLPForward: MixerOp {
+public struct MLPForward: MixerOp, ExpertForward {
     public var upProj: any LinearOp
     public let activation: MLPActivation
     public var rotation: OnlineHadamard?
     public var downProj: any LinearOp
+    /// The sites this MLP reports its input (nil: none, an expert's caller reports it) and the
+    /// down projection's input at.
+    public var inputSite: Site? = MLPMixer.input
+    public var downSite: Site = MLPMixer.downInput
 
     public func makeState() -> StatelessState { StatelessState() }
 
     public func forward(_ u: Tensor, state: inout StatelessState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
-        observer?.observe(u, site: MLPMixer.input, layer: layer)
+        forward(u, layer: layer, par, observer: observer)
+    }
+
+    public func forward(_ u: Tensor, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
+        if let inputSite { observer?.observe(u, site: inputSite, layer: layer) }
         var h = profiled("up_proj") { upProj.forward(u, par) }          // [L, I]
         profiled("activation") {
             h.storage.withUnsafeMutableBufferPointer { p in
@@ -94,7 +115,7 @@ public struct MLPForward: MixerOp {
             }
         }
         if let rotation { h = profiled("hadamard") { rotation.rotate(h, par) } }
-        observer?.observe(h, site: MLPMixer.downInput, layer: layer)
+        observer?.observe(h, site: downSite, layer: layer)
         return profiled("down_proj") { downProj.forward(h, par) }       // [L, D]
     }
 }
@@ -155,11 +176,17 @@ public struct GatedMLPMixer: MixerDescription {
         "SwiGLU MLP \(width)" + (fused ? " (gate and up fused)" : "") + (multipliers == (1, 1) ? "" : ", multipliers gate \(multipliers.gate) down \(multipliers.down)")
     }
 
-    public func makeMixer(_ ops: any MixerOpSource, _ c: MambaConfig, layer: Int) -> any MixerOp { makeForward(ops) }
+    public func makeMixer(_ ops: any MixerOpSource, _ c: MambaConfig, layer: Int) -> any MixerOp {
+        makeForward(ops, prefix: "", input: Self.input, downInput: Self.downInput)
+    }
+
+    func makeExpert(_ ops: any MixerOpSource, prefix: String, input: Site?, downInput: Site) -> any ExpertForward {
+        makeForward(ops, prefix: prefix, input: input, downInput: downInput)
+    }
 
     /// The forward of this MLP whose modules are named `prefix` + its own names (an expert of a
     /// mixture, "experts.3."), reporting `input` (nil: the caller reports it) and `downInput`.
-    func makeForward(_ ops: any MixerOpSource, prefix: String = "", input: Site? = Self.input, downInput: Site = Self.downInput) -> GatedMLPForward {
+    func makeForward(_ ops: any MixerOpSource, prefix: String, input: Site?, downInput: Site) -> GatedMLPForward {
         GatedMLPForward(inputs: inputModules.map { ops.linear(prefix + $0) }, width: width,
                         rotation: ops.onlineRotation(before: prefix + outputModule), downProj: ops.linear(prefix + outputModule),
                         multipliers: multipliers, inputSite: input, downSite: downInput)
@@ -178,7 +205,7 @@ public struct GatedMLPMixer: MixerDescription {
     }
 }
 
-public struct GatedMLPForward: MixerOp {
+public struct GatedMLPForward: MixerOp, ExpertForward {
     /// [gate, up], or the one fused module whose output is [L, 2I] = [gate | up].
     public var inputs: [any LinearOp]
     public let width: Int
@@ -212,4 +239,22 @@ public struct GatedMLPForward: MixerOp {
         observer?.observe(h, site: downSite, layer: layer)
         return profiled("down_proj") { scaled(downProj.forward(h, par), multipliers.down) } // [L, D]
     }
+}
+
+/// An MLP as one expert of a mixture (MoEMixer.swift), or as the shared MLP beside the experts:
+/// its modules under a prefix, its input reported by the mixture.
+protocol ExpertDescription: Sendable {
+    var parameters: [ParameterSpec] { get }
+    var inputModules: [String] { get }
+    var outputModule: String { get }
+    func randomTensors(_ c: MambaConfig, next: () -> UInt64) -> [String: Tensor]
+    func makeExpert(_ ops: any MixerOpSource, prefix: String, input: Site?, downInput: Site) -> any ExpertForward
+}
+
+extension MLPMixer: ExpertDescription {}
+extension GatedMLPMixer: ExpertDescription {}
+
+/// An expert's forward on the tokens routed to it.
+public protocol ExpertForward: Sendable {
+    func forward(_ u: Tensor, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor
 }

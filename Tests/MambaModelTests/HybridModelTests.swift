@@ -17,7 +17,7 @@ import XCTest
 /// F16 and BF16, tied and untied.
 final class HybridModelTests: XCTestCase {
     static let models = ["tiny-nemotron-h", "tiny-nemotron-h-hub", "tiny-bamba", "tiny-bamba-hub", "tiny-granite-4.0-h", "tiny-granite-4.0-h-rope",
-                         "tiny-granite-4.0-h-moe", "tiny-jamba", "tiny-jamba-f16", "tiny-falcon-h1", "tiny-falcon-h1-hub"]
+                         "tiny-granite-4.0-h-moe", "tiny-jamba", "tiny-jamba-f16", "tiny-falcon-h1", "tiny-falcon-h1-hub", "tiny-nemotron-h-moe"]
     /// The fixtures whose transformers' cached decode (a prefill of `cachedPrefix` tokens, then one
     /// token at a time through its KV and recurrent caches) we match. tiny-nemotron-h's reference
     /// holds one too, but its time_step_min (0.01) binds and NemotronH's decode step does not clamp
@@ -116,10 +116,19 @@ final class HybridModelTests: XCTestCase {
     /// Granite's experts stacked in one tensor per module, Jamba's one set of modules per expert;
     /// Jamba's attention and expert periods.
     func testMixtureOfExpertsConfigs() throws {
+        let nemotron = try MambaConfig.load(directory: Fixtures.model("tiny-nemotron-h-moe"))
+        XCTAssertEqual(nemotron.layerKinds.map(\.spec.name), ["mamba2", "moe", "attention", "moe"])
+        let nmoe = try XCTUnwrap(nemotron.mixer(layer: 1) as? MoEMixer)
+        XCTAssertEqual(nmoe.routing, .sigmoid(groups: 2, topKGroups: 1, normalize: true, scaling: 2.5))
+        XCTAssertEqual([nmoe.experts, nmoe.topK, nmoe.width, nmoe.sharedWidth], [8, 2, 24, 20])
+        let nw = try CheckpointWeights(directory: Fixtures.model("tiny-nemotron-h-moe"))
+        XCTAssertEqual(nw.fileName("backbone.layers.1.mixer.router.correction_bias"), "backbone.layers.1.mixer.gate.e_score_correction_bias")
+        XCTAssertEqual(nw.fileName("backbone.layers.1.mixer.shared_experts.down_proj.weight"), "backbone.layers.1.mixer.shared_experts.down_proj.weight")
+
         let granite = try MambaConfig.load(directory: Fixtures.model("tiny-granite-4.0-h-moe"))
         let moe = try XCTUnwrap(granite.mixer(layer: 1) as? MoEMixer)
         XCTAssertEqual([moe.experts, moe.topK, moe.width, moe.sharedWidth], [4, 2, 20, 24])
-        XCTAssertTrue(moe.normalizeTopK)
+        XCTAssertEqual(moe.routing, .softmax(normalizeTopK: true))
         let w = try CheckpointWeights(directory: Fixtures.model("tiny-granite-4.0-h-moe"))
         XCTAssertEqual(w.fileName("backbone.layers.3.mixer.experts.2.input_linear.weight"), "model.layers.1.block_sparse_moe.input_linear.weight")
         XCTAssertEqual(w.fileName("backbone.layers.3.mixer.router.weight"), "model.layers.1.block_sparse_moe.router.layer.weight")
@@ -135,7 +144,7 @@ final class HybridModelTests: XCTestCase {
         XCTAssertEqual(jamba.layerKinds.map(\.spec.name), ["jamba_mamba", "swiglu_mlp", "jamba_mamba", "moe", "attention", "swiglu_mlp", "jamba_mamba", "moe"])
         let jmoe = try XCTUnwrap(jamba.mixer(layer: 3) as? MoEMixer)
         XCTAssertEqual([jmoe.experts, jmoe.topK, jmoe.width], [4, 2, 40])
-        XCTAssertFalse(jmoe.normalizeTopK)
+        XCTAssertEqual(jmoe.routing, .softmax(normalizeTopK: false))
         XCTAssertNil((jamba.mixer(layer: 4) as? AttentionMixer)?.rope)
         XCTAssertEqual(jamba.timeStepRank, 4)
         XCTAssertEqual(jamba.layout.fileName("backbone.layers.3.mixer.experts.1.down_proj.weight", root: "model."), "model.layers.1.feed_forward.experts.1.down_proj.weight")
@@ -229,7 +238,10 @@ final class HybridModelTests: XCTestCase {
 
     func testUnsupportedHybridsAreRefusedByKey() throws {
         let base = #""model_type": "nemotron_h", "hidden_size": 32, "vocab_size": 40"#
-        for (extra, key) in [(#""hybrid_override_pattern": "M*E-""#, "hybrid_override_pattern"), (#""layers_block_type": ["mamba", "moe"]"#, "moe"),
+        for (extra, key) in [(#""hybrid_override_pattern": "M*E-", "moe_latent_size": 16"#, "moe_latent_size"),
+                             (#""layers_block_type": ["mamba", "moe"], "n_routed_experts": 6, "n_group": 4"#, "n_group"),
+                             (#""layers_block_type": ["mamba", "moe"], "n_routed_experts": 8, "n_group": 2, "topk_group": 1, "num_experts_per_tok": 5"#, "num_experts_per_tok"),
+                             (#""layers_block_type": ["mamba", "moe"], "mlp_bias": true"#, "mlp_bias"),
                              (#""hybrid_override_pattern": "M*-", "mlp_hidden_act": "gelu""#, "mlp_hidden_act"),
                              (#""hybrid_override_pattern": "M*-", "num_attention_heads": 4, "num_key_value_heads": 3"#, "num_key_value_heads"),
                              (#""hybrid_override_pattern": "MX""#, "hybrid_override_pattern"), ("\"hidden_size_x\": 1", "hybrid_override_pattern")] {

@@ -41,6 +41,16 @@ MODELS = {
                                  mamba_num_heads=3, mamba_head_dim=16, n_groups=1, ssm_state_size=8, conv_kernel=3, chunk_size=16,
                                  time_step_min=0.001, tie_word_embeddings=True, use_conv_bias=True, use_bias=True,
                                  mlp_bias=True, mlp_hidden_act="relu2", layer_norm_epsilon=1e-6), "hub"),
+    # Mixture-of-experts layers (Nemotron-3's "E"): 8 relu2 experts in 2 groups, top 2 within the
+    # best group (sigmoid scores plus a correction bias), renormalized and scaled by 2.5, a shared
+    # relu2 MLP; the hub's spelling, one expert per up_proj / down_proj.
+    "tiny-nemotron-h-moe": (dict(vocab_size=96, hidden_size=32, layers_block_type=["mamba", "moe", "attention", "moe"],
+                                 num_attention_heads=4, num_key_value_heads=2, head_dim=8, intermediate_size=48,
+                                 n_routed_experts=8, num_experts_per_tok=2, n_group=2, topk_group=1, norm_topk_prob=True,
+                                 routed_scaling_factor=2.5, moe_intermediate_size=24, moe_shared_expert_intermediate_size=20,
+                                 mamba_num_heads=4, mamba_head_dim=16, n_groups=1, ssm_state_size=16, conv_kernel=4, chunk_size=8,
+                                 time_step_min=0.001, tie_word_embeddings=False, use_conv_bias=True, use_bias=False,
+                                 mlp_hidden_act="relu2", layer_norm_epsilon=1e-5), "hub"),
 }
 
 
@@ -159,6 +169,10 @@ def hub_state_dict(model, dtype):
             for e in range(v.shape[0]):
                 sd[k.replace("experts.gate_up_proj", f"experts.{e}.gate_proj.weight")] = v[e, :width].contiguous()
                 sd[k.replace("experts.gate_up_proj", f"experts.{e}.up_proj.weight")] = v[e, width:].contiguous()
+        elif k.endswith("mixer.experts.up_proj") or k.endswith("mixer.experts.down_proj"):
+            module = k.rsplit(".", 1)[1]
+            for e in range(v.shape[0]):
+                sd[k.replace(f"experts.{module}", f"experts.{e}.{module}.weight")] = v[e].contiguous()
         elif k.endswith("feed_forward.experts.down_proj"):
             for e in range(v.shape[0]):
                 sd[k.replace("experts.down_proj", f"experts.{e}.down_proj.weight")] = v[e].contiguous()
@@ -177,8 +191,11 @@ def randomize_experts(model, seed):
         for name, p in model.named_parameters():
             if p.dim() == 3 and p.shape[1] != 1:            # not a conv's [C, 1, K]
                 p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p.shape[-1]))
-            elif name.endswith("router.weight"):
+            elif name.endswith("router.weight") or name.endswith("mixer.gate.weight"):
                 p.copy_(4 * torch.randn(p.shape, generator=g) / math.sqrt(p.shape[-1]))
+        for name, b in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):         # Nemotron-H's router: zeros at init
+                b.copy_(0.1 * torch.randn(b.shape, generator=g))
 
 
 def cached_decode(model, ids, prefix):
@@ -256,19 +273,20 @@ CACHED_PREFIX = 21
 def write(name, kwargs, spelling, seed):
     from transformers import NemotronHConfig, NemotronHForCausalLM
     d, cfg, model = fresh_model(name, NemotronHConfig, NemotronHForCausalLM, kwargs, seed)
+    randomize_experts(model, seed)
     if cfg.tie_word_embeddings:
         # tie_weights() leaves NemotronHForCausalLM's head its own matrix (transformers 5.23): share it.
         model.lm_head.weight = model.model.embeddings.weight
     cfg.to_json_file(os.path.join(d, "config.json"))
     if spelling == "hub":
         j = json.load(open(os.path.join(d, "config.json")))
-        j["hybrid_override_pattern"] = "".join({"mamba": "M", "attention": "*", "mlp": "-"}[t] for t in kwargs["layers_block_type"])
+        j["hybrid_override_pattern"] = "".join({"mamba": "M", "attention": "*", "mlp": "-", "moe": "E"}[t] for t in kwargs["layers_block_type"])
         del j["layers_block_type"]
         j["attention_head_dim"] = j.pop("head_dim")
         j["mamba_n_groups"] = j.pop("n_groups")
         with open(os.path.join(d, "config.json"), "w") as f:
             json.dump(j, f, indent=2, sort_keys=True)
-    sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+    sd = hub_state_dict(model, torch.float32)
     if spelling == "hub":
         sd = {("backbone." + k[len("model."):] if k.startswith("model.") else k): v for k, v in sd.items()}
     if cfg.tie_word_embeddings:
