@@ -45,6 +45,10 @@ public struct Tokenizer: Sendable {
     /// Leading spaces the decoder strips from the text (SentencePiece's Strip decoder).
     let decodeStripsLeading: Int
     public let endOfText: Int?
+    /// The special tokens the post-processor puts around a single text (TemplateProcessing's
+    /// "single" template: Llama-3's <|begin_of_text|>, SentencePiece conversions' <s>); empty for
+    /// GPT-NeoX's, whose post-processor only trims offsets.
+    public let specialPrefix: [Int], specialSuffix: [Int]
 
     public static let fileName = "tokenizer.json"
 
@@ -79,6 +83,7 @@ public struct Tokenizer: Sendable {
         fuseUnknown = (model["fuse_unk"] as? Bool) ?? false
         ignoreMerges = (model["ignore_merges"] as? Bool) ?? false
         decodeStripsLeading = try Self.decoderStrip(json["decoder"], fail: fail)
+        (specialPrefix, specialSuffix) = try Self.template(json["post_processor"], fail: fail)
 
         // Ids index a table of the vocabulary's size: a negative, fractional or far-out id (2^62
         // would allocate exabytes) is refused, allowing gaps up to a few times the entry count.
@@ -179,6 +184,44 @@ public struct Tokenizer: Sendable {
         case "ByteLevel", "Replace", "ByteFallback", "Fuse": return 0
         default: throw fail("decoder \(type) is not implemented")
         }
+    }
+
+    /// The special tokens around a single text (TemplateProcessing, alone or in a Sequence beside
+    /// ByteLevel, whose offset trimming changes no id), refusing other post-processors by name.
+    static func template(_ json: Any?, fail: (String) -> MambaError) throws -> (prefix: [Int], suffix: [Int]) {
+        guard let d = json as? [String: Any], let type = d["type"] as? String else { return ([], []) }
+        switch type {
+        case "ByteLevel": return ([], [])
+        case "Sequence":
+            return try (d["processors"] as? [Any] ?? []).reduce(into: ([Int](), [Int]())) { sum, p in
+                let t = try template(p, fail: fail)
+                sum.0 += t.prefix
+                sum.1 = t.suffix + sum.1
+            }
+        case "TemplateProcessing":
+            let specials = d["special_tokens"] as? [String: Any] ?? [:]
+            var (prefix, suffix, seen) = ([Int](), [Int](), false)
+            for item in d["single"] as? [Any] ?? [] {
+                guard let piece = item as? [String: Any] else { throw fail("post_processor template item \(item) is not an object") }
+                if piece["Sequence"] != nil { seen = true; continue }
+                guard let name = (piece["SpecialToken"] as? [String: Any])?["id"] as? String,
+                      let ids = (specials[name] as? [String: Any])?["ids"] as? [Any] else {
+                    throw fail("post_processor template item \(item) names no special token with ids")
+                }
+                let values = ids.compactMap { exactInteger($0) }
+                guard values.count == ids.count, values.allSatisfy({ $0 >= 0 }) else { throw fail("post_processor special token \(name) has ids \(ids)") }
+                if seen { suffix += values } else { prefix += values }
+            }
+            guard seen else { throw fail("post_processor template has no $A sequence") }
+            return (prefix, suffix)
+        default: throw fail("post_processor \(type) is not implemented")
+        }
+    }
+
+    /// Token ids of `text` with the post-processor's special tokens around it (what transformers'
+    /// tokenizer(text) gives: a prompt for generation), or without them (a corpus to score).
+    public func encode(_ text: String, addSpecialTokens: Bool) -> [Int] {
+        addSpecialTokens ? specialPrefix + encode(text) + specialSuffix : encode(text)
     }
 
     /// Token ids of `text` (no special tokens added around it).

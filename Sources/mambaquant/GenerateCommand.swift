@@ -45,7 +45,9 @@ struct GenerateCommand: ParsableCommand {
             guard let tokenizer else {
                 throw MambaError(.missingFile, "\(model) has no tokenizer.json: give the prompt as --tokens")
             }
-            ids = tokenizer.encode(prompt)
+            // With the post-processor's special tokens (a BOS where the model expects one), as
+            // transformers' tokenizer(prompt) gives them.
+            ids = tokenizer.encode(prompt, addSpecialTokens: true)
         } else {
             ids = try parseTokenList(tokens!)
         }

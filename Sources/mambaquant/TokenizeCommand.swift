@@ -16,6 +16,8 @@ struct TokenizeCommand: ParsableCommand {
     var file: String?
     @Flag(help: "Print {\"ids\": [...]}.")
     var json = false
+    @Flag(help: "Add the special tokens of tokenizer.json's post-processor around the text (as generate does for a prompt).")
+    var specialTokens = false
     @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
@@ -26,7 +28,7 @@ struct TokenizeCommand: ParsableCommand {
     func run() throws {
         let path = tokenizer ?? (model! + "/" + Tokenizer.fileName)
         let tok = try Tokenizer(contentsOf: path)
-        let ids = tok.encode(try text ?? readText(file!))
+        let ids = tok.encode(try text ?? readText(file!), addSpecialTokens: specialTokens)
         if json {
             print("{\"ids\": [" + ids.map(String.init).joined(separator: ", ") + "]}")
         } else {

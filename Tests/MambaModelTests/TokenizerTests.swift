@@ -7,7 +7,12 @@ import XCTest
 /// written by scripts/reference/make_fixtures.py, the Llama-3-style and SentencePiece-style ones by
 /// scripts/reference/make_tokenizer_fixtures.py) and the byte-level tokenizer.json of byte models.
 final class TokenizerTests: XCTestCase {
-    struct Case: Decodable { let text: String; let ids: [Int]; let decoded: String }
+    struct Case: Decodable {
+        let text: String, ids: [Int], decoded: String
+        /// tokenizers' encode with add_special_tokens (the post-processor's template); absent in
+        /// GPT-NeoX's cases, whose post-processor adds none.
+        let ids_with_special_tokens: [Int]?
+    }
     struct Cases: Decodable { let cases: [Case] }
 
     /// Every case of Tests/Fixtures/tokenizers/NAME/cases.json encodes and decodes as `tokenizers` did.
@@ -20,6 +25,7 @@ final class TokenizerTests: XCTestCase {
         for c in cases {
             XCTAssertEqual(tok.encode(c.text), c.ids, "\(name) encode \(c.text.debugDescription)")
             XCTAssertEqual(tok.decode(c.ids, skipSpecial: false), c.decoded, "\(name) decode \(c.text.debugDescription)")
+            XCTAssertEqual(tok.encode(c.text, addSpecialTokens: true), c.ids_with_special_tokens ?? c.ids, "\(name) encode with special tokens \(c.text.debugDescription)")
         }
         return tok
     }
@@ -33,6 +39,10 @@ final class TokenizerTests: XCTestCase {
     /// the Strip decoder), on Unicode, whitespace runs, digits, emoji, code and added tokens.
     func testHybridTokenizerFamiliesMatchTokenizersLibrary() throws {
         for name in ["llama3-style", "sentencepiece-style"] { try assertMatchesCases(name, atLeast: 15) }
+        // Their post-processors: Llama-3's BOS (in a Sequence beside ByteLevel), <s> ... </s>.
+        XCTAssertEqual(try Tokenizer(contentsOf: Fixtures.tokenizers + "/llama3-style/tokenizer.json").specialPrefix, [0])
+        let sp = try Tokenizer(contentsOf: Fixtures.tokenizers + "/sentencepiece-style/tokenizer.json")
+        XCTAssertEqual([sp.specialPrefix, sp.specialSuffix], [[1], [2]])
     }
 
     /// A long word merges in O(n log n) and as the pairwise definition does: a SentencePiece-style
@@ -52,7 +62,8 @@ final class TokenizerTests: XCTestCase {
         for (extra, name) in [(#""normalizer": {"type": "NFKC"}"#, "NFKC"), (#""pre_tokenizer": {"type": "Digits"}"#, "Digits"),
                               (#""pre_tokenizer": {"type": "Split", "pattern": {"Regex": "a"}, "behavior": "Removed", "invert": false}"#, "Removed"),
                               (#""pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(unclosed"}, "behavior": "Isolated", "invert": false}"#, "regex"),
-                              (#""decoder": {"type": "WordPiece"}"#, "WordPiece")] {
+                              (#""decoder": {"type": "WordPiece"}"#, "WordPiece"), (#""post_processor": {"type": "BertProcessing"}"#, "BertProcessing"),
+                              (#""post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>"}}, {"Sequence": {"id": "A"}}], "special_tokens": {}}"#, "<s>")] {
             XCTAssertThrowsError(try Tokenizer(data: Data("{\(base), \(extra)}".utf8), source: "t"), extra) { e in
                 XCTAssertTrue("\(e)".contains(name) && !"\(e)".contains("\n"), "\(e)")
             }

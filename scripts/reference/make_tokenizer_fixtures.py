@@ -17,7 +17,7 @@ Deterministic for a given tokenizers version (the trainer is).
 import json
 import os
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUT = os.path.join(REPO, "Tests", "Fixtures", "tokenizers")
@@ -63,7 +63,8 @@ def write(name, tok, source_note):
     cases = []
     for text in TEXTS:
         ids = tok.encode(text, add_special_tokens=False).ids
-        cases.append({"text": text, "ids": ids, "decoded": tok.decode(ids, skip_special_tokens=False)})
+        cases.append({"text": text, "ids": ids, "decoded": tok.decode(ids, skip_special_tokens=False),
+                      "ids_with_special_tokens": tok.encode(text).ids})
     with open(os.path.join(d, "cases.json"), "w", encoding="utf-8") as f:
         json.dump({"source": "tokenizers " + __import__("tokenizers").__version__, "note": source_note, "cases": cases},
                   f, indent=1, ensure_ascii=False)
@@ -81,6 +82,11 @@ def llama3_style():
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   special_tokens=["<|begin_of_text|>", "<|end_of_text|>"])
     tok.train_from_iterator(corpus(), trainer)
+    # Llama-3's post-processor: <|begin_of_text|> before the text, beside ByteLevel's offset trim.
+    tok.post_processor = processors.Sequence([
+        processors.ByteLevel(trim_offsets=False),
+        processors.TemplateProcessing(single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", tok.token_to_id("<|begin_of_text|>"))]),
+    ])
     write("llama3-style", tok, "byte-level BPE, Split(Llama-3 regex, isolated) + ByteLevel(use_regex false), ignore_merges")
 
 
@@ -101,6 +107,9 @@ def sentencepiece_style():
     d["added_tokens"] = [a for a in d["added_tokens"] if not a["content"].startswith("<0x")]
     tok = Tokenizer.from_str(json.dumps(d))
     tok.add_special_tokens([AddedToken("<|im_start|>", special=True, normalized=False)])
+    # A SentencePiece conversion's post-processor: <s> before the text, </s> after it here too.
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", tok.token_to_id("<s>")),
+                                                                                           ("</s>", tok.token_to_id("</s>"))])
     write("sentencepiece-style", tok, "character BPE with byte fallback, Prepend + Replace normalizer, Metaspace-style decoder")
 
 
