@@ -97,7 +97,7 @@ extension QuantizedModel {
         var outer = try OuterWeights(source: source, plan: plan, quantizer: quantizer, keepTransformed: keepTransformed)
         if let embedding = outer.separateEmbedding { try onEmbedding(embedding) }
 
-        let streams = WindowStreams(stats.windows.windows.map { outer.table.forward($0) }, config: c, parallelism: parallelism,
+        let streams = WindowStreams(stats.windows.windows.map { outer.table.embed($0, c) }, config: c, parallelism: parallelism,
                                     hessianSites: quantizer.hessianSites(c).union(outer.headByGPTQ ? [.lmHeadInput] : []))
         var log = plan.globalLog, kept: [MambaBlock] = [], gptqSeconds = 0.0
         for i in 0..<c.numLayers {

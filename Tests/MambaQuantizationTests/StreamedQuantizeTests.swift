@@ -32,7 +32,8 @@ final class StreamedQuantizeTests: XCTestCase {
         var final = CalibrationStats(sites: [:], pooledResidual: Moments(channels: 1))
         for window in file.windows.windows {
             let gptq = recipe.weightRounding == .gptq
-            let r = Recorder(momentSites: gptq ? transformed.config.mixer(layer: 0).linearInputs.union([Site.lmHeadInput]) : [])
+            let linearInputs = Set(transformed.config.distinctKinds.flatMap { $0.spec.linearInputs })
+            let r = Recorder(momentSites: gptq ? linearInputs.union([Site.lmHeadInput]) : [])
             var state = transformed.makeState()
             _ = try transformed.forward(window, state: &state, logits: .none, observer: r)
             final.merge(r.stats)
@@ -44,7 +45,7 @@ final class StreamedQuantizeTests: XCTestCase {
         }
         func layer(_ name: String, _ m: Matrix, _ bias: [Double]?, _ input: ActivationQuantizer, groups: Bool, hessian: [Double]? = nil) throws -> QuantizedLayer {
             let b = bias.map(floatVector)
-            if recipe.keepFloat.contains(name) { return QuantizedLayer(weight: nil, floatWeight: m.tensor, bias: b, input: nil) }
+            if recipe.keepsFloat(module: name) { return QuantizedLayer(weight: nil, floatWeight: m.tensor, bias: b, input: nil) }
             var q = QuantizedMatrix(quantizing: m, bits: wb, groupSize: groups ? recipe.groupSize : nil)
             // GPTQ on the same scales, against the whole-model second pass's Hessian of the input.
             if let hessian { q.values = try GPTQ.round(m, hessian: hessian, bits: wb, groupSize: q.groupSize, scales: q.scales, options: recipe.gptq) }
@@ -145,6 +146,19 @@ final class StreamedQuantizeTests: XCTestCase {
         let dir = Fixtures.packageRoot + "/models/bard-mamba"
         let w = try MambaWeights.load(directory: dir)
         try assertSameCheckpoint(dir, w, try statsFile(w, samples: 3, seqLength: 48, vocab: 256), [QuantizationRecipe(method: .mambaquant)], "bard-mamba")
+    }
+
+    /// The hybrids with experts (Granite's stacked in one tensor per module, read entry by entry;
+    /// Nemotron-H's grouped sigmoid routing), Jamba's Mamba-1 with weighted norms and Falcon-H1's
+    /// parallel mixer through the streamed pipeline, static and GPTQ w4a8. (It found the streamed
+    /// second pass embedding its windows without Granite's and Falcon-H1's embedding multiplier.)
+    func testStreamedEqualsWholeModelOnTheHybrids() throws {
+        let recipes = [QuantizationRecipe(method: .rtn), QuantizationRecipe(method: .smoothquant), QuantizationRecipe(method: .mambaquant),
+                       QuantizationRecipe(method: .hadamard, bits: .init(weight: 4, activation: 8), groupSize: 8)]
+        for name in ["tiny-granite-4.0-h-moe", "tiny-jamba", "tiny-falcon-h1-hub", "tiny-nemotron-h-moe"] {
+            let w = try MambaWeights.load(directory: Fixtures.model(name))
+            try assertSameCheckpoint(Fixtures.model(name), w, try statsFile(w, samples: 3, seqLength: 24, vocab: 80), recipes, name)
+        }
     }
 
     /// Past the shard limit the checkpoint is sharded with an index and runs the same.
