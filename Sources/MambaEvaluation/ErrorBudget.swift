@@ -22,7 +22,8 @@ public enum ErrorBudget {
             change(&r)
             return r
         }
-        let modules = config.moduleNames + [QuantizedModel.lmHeadModule]
+        // A module of every expert is one row ("experts.*.down_proj"): 62 experts are not 186 rows.
+        let modules = config.moduleGroups + [QuantizedModel.lmHeadModule]
         let scanSites = config.scanInputSites.map(QuantizationRecipe.scanInputName)
         let everything = Set(modules + [QuantizationRecipe.allScanInputs])
         var v = [Variant(name: "baseline: all sites, static per-tensor", recipe: base)]

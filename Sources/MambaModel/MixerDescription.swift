@@ -190,6 +190,9 @@ extension MambaConfig {
     /// Short names of the quantizable modules of every layer kind, in order of first appearance.
     public var moduleNames: [String] { orderedUnion(distinctKinds.map { $0.spec.modules.map(\.name) }) }
 
+    /// The same with every expert's modules under one name ("experts.*.down_proj").
+    public var moduleGroups: [String] { orderedUnion([moduleNames.map(MoEMixer.group)]) }
+
     /// The scan-input sites of every layer kind, in order of first appearance.
     public var scanInputSites: [Site] { orderedUnion(distinctKinds.map { $0.spec.scanInputs.map(\.site) }) }
 }

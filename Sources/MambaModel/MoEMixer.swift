@@ -72,6 +72,15 @@ public struct MoEMixer: MixerDescription {
         return GatedMLPMixer(width: width, fused: fused)
     }
     static func expertPrefix(_ e: Int) -> String { "experts.\(e)." }
+
+    /// A module's name with its expert index as "*" ("experts.3.down_proj" -> "experts.*.down_proj"):
+    /// one name for a module of every expert (`--keep-float`, the error budget's rows); other names
+    /// unchanged.
+    public static func group(of module: String) -> String {
+        let parts = module.split(separator: ".", omittingEmptySubsequences: false)
+        guard let i = parts.firstIndex(of: "experts"), i + 1 < parts.count, Int(parts[i + 1]) != nil else { return module }
+        return (parts[..<(i + 1)] + ["*"] + parts[(i + 2)...]).joined(separator: ".")
+    }
     var sharedPrefix: String { spelling == .nemotron ? "shared_experts." : "shared_mlp." }
     static let correctionBias = "router.correction_bias"
 

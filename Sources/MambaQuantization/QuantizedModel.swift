@@ -135,14 +135,14 @@ public struct QuantizedModel: Sendable {
     /// Every name `--keep-float` takes: the modules, their short names (every layer that has one),
     /// and the scan inputs.
     public static func keepFloatNames(_ c: MambaConfig) -> Set<String> {
-        Set(quantizableModules(c) + c.moduleNames + [QuantizationRecipe.allScanInputs] + c.scanInputSites.map(QuantizationRecipe.scanInputName))
+        Set(quantizableModules(c) + c.moduleNames + c.moduleGroups + [QuantizationRecipe.allScanInputs] + c.scanInputSites.map(QuantizationRecipe.scanInputName))
     }
 
     /// Refuses a keep-float name that is not a quantizable module (a typo would otherwise quantize everything).
     public static func checkKeepFloat(_ names: Set<String>, _ c: MambaConfig) throws {
         let known = keepFloatNames(c)
         if let bad = names.sorted().first(where: { !known.contains($0) }) {
-            let modules = c.moduleNames.joined(separator: ",")
+            let modules = c.moduleGroups.joined(separator: ",")
             let scan = c.scanInputSites.map(QuantizationRecipe.scanInputName).joined(separator: ", ")
             throw MambaError(.badInput, "keep-float names \(bad), which is not a quantized module or scan input (lm_head, {\(modules)} in every layer that has them, backbone.layers.N.mixer.{\(modules)} with N < \(c.numLayers), \(QuantizationRecipe.allScanInputs), or one of \(scan))")
         }

@@ -216,10 +216,12 @@ public struct QuantizationRecipe: Sendable, Equatable {
 
     /// Whether the module `name` (full name: lm_head or backbone.layers.N.mixer.MODULE) stays float.
     public func keepsFloat(module name: String) -> Bool {
-        // A module's name inside its mixer ("x_proj", "experts.3.down_proj"), and its last part.
+        // A module's name inside its mixer ("x_proj", "experts.3.down_proj"), its last part,
+        // and its every-expert group ("experts.*.down_proj").
         let inMixer = name.range(of: ".mixer.").map { String(name[$0.upperBound...]) } ?? name
         let short = String(name.split(separator: ".").last ?? "")
-        return keepFloat.contains(name) || keepFloat.contains(inMixer) || keepFloat.contains(short) || Self.alwaysFloat.contains(short)
+        return keepFloat.contains(name) || keepFloat.contains(inMixer) || keepFloat.contains(MoEMixer.group(of: inMixer))
+            || keepFloat.contains(short) || Self.alwaysFloat.contains(short)
     }
 
     /// Modules no recipe quantizes: a mixture-of-experts router (MoEMixer.swift) picks experts by

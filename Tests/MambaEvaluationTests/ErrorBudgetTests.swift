@@ -35,4 +35,12 @@ final class ErrorBudgetTests: XCTestCase {
             XCTAssertTrue(v.contains { $0.recipe == accurate }, "the accurate profile is one of the budget's rows")
         }
     }
+
+    /// A module of every expert is one row: a 62-expert model must not budget 186 modules.
+    func testExpertModulesAreOneRowEach() throws {
+        let config = try MambaConfig.load(directory: Fixtures.model("tiny-granite-4.0-h-moe"))
+        let rows = ErrorBudget.variants(method: .mambaquant, bits: BitWidths(weight: 8, activation: 8), config: config).map(\.name)
+        XCTAssertTrue(rows.contains("only experts.*.input_linear") && rows.contains("only experts.*.output_linear"), "\(rows)")
+        XCTAssertFalse(rows.contains { $0.contains("experts.0.") }, "\(rows)")
+    }
 }

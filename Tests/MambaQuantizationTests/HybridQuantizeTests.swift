@@ -69,4 +69,23 @@ final class HybridQuantizeTests: XCTestCase {
             }
         }
     }
+
+    /// A module of every expert has one name ("experts.*.down_proj") for --keep-float (and one row in
+    /// the error budget: ErrorBudgetTests); routers stay float whatever the recipe says.
+    func testExpertModulesGroup() throws {
+        let w = try MambaWeights.load(directory: Fixtures.model("tiny-granite-4.0-h-moe"))
+        XCTAssertEqual(MoEMixer.group(of: "experts.12.input_linear"), "experts.*.input_linear")
+        XCTAssertEqual(MoEMixer.group(of: "shared_mlp.output_linear"), "shared_mlp.output_linear")
+        XCTAssertEqual(w.config.moduleGroups.filter { $0.hasPrefix("experts.") }, ["experts.*.input_linear", "experts.*.output_linear"])
+        let stats = try calibratedStats(w, text: (0..<300).map { ($0 * 7 + $0 / 9) % w.config.vocabSize }, samples: 3, seqLength: 24, seed: 1)
+        let recipe = QuantizationRecipe(method: .rtn, keepFloat: ["experts.*.output_linear"])
+        try QuantizedModel.checkKeepFloat(recipe.keepFloat, w.config)
+        let q = try QuantizedModel.quantize(weights: w, stats: stats, recipe: recipe, parallelism: .serial)
+        let moe = q.blocks[1].mixer.modules
+        for e in 0..<4 {
+            XCTAssertNil(moe["experts.\(e).output_linear"]!.weight, "expert \(e) output_linear kept float")
+            XCTAssertNotNil(moe["experts.\(e).input_linear"]!.weight, "expert \(e) input_linear quantized")
+        }
+        XCTAssertNil(moe["router"]!.weight)
+    }
 }
