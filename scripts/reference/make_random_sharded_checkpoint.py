@@ -61,6 +61,19 @@ def tensors(cfg):
         dt = torch.exp(math.log(1e-3) + torch.rand(shape, generator=g) * (math.log(1e-1) - math.log(1e-3)))
         return dt + torch.log(-torch.expm1(-dt))
 
+    def mamba2_mixer(p, d, e, x, h):
+        """A Mamba-2 mixer's tensors (E inner, X conv channels, H heads) under layer prefix p."""
+        return [
+            (p + "mixer.in_proj.weight", [e + x + h, d], normal(1 / math.sqrt(d))),
+            (p + "mixer.conv1d.weight", [x, 1, k], normal(0.5)),
+            (p + "mixer.conv1d.bias", [x], normal(0.1)),
+            (p + "mixer.dt_bias", [h], dt_bias),
+            (p + "mixer.A_log", [h], lambda shape, g: torch.log(torch.linspace(1, 16, shape[0])) + 0.1 * torch.randn(shape, generator=g)),
+            (p + "mixer.D", [h], normal(0.2, 1.0)),
+            (p + "mixer.norm.weight", [e], normal(0.1, 1.0)),
+            (p + "mixer.out_proj.weight", [d, e], normal(1 / math.sqrt(e))),
+        ]
+
     out = [("backbone.embeddings.weight", [v, d], normal(1.0))]
     if cfg["model_type"] == "nemotron_h":
         h, hp, g, n2 = cfg["mamba_num_heads"], cfg["mamba_head_dim"], cfg["n_groups"], cfg["ssm_state_size"]
@@ -71,16 +84,7 @@ def tensors(cfg):
             p = f"backbone.layers.{i}."
             out.append((p + "norm.weight", [d], normal(0.1, 1.0)))
             if kind == "M":
-                out += [
-                    (p + "mixer.in_proj.weight", [e + x + h, d], normal(1 / math.sqrt(d))),
-                    (p + "mixer.conv1d.weight", [x, 1, k], normal(0.5)),
-                    (p + "mixer.conv1d.bias", [x], normal(0.1)),
-                    (p + "mixer.dt_bias", [h], dt_bias),
-                    (p + "mixer.A_log", [h], lambda shape, g: torch.log(torch.linspace(1, 16, shape[0])) + 0.1 * torch.randn(shape, generator=g)),
-                    (p + "mixer.D", [h], normal(0.2, 1.0)),
-                    (p + "mixer.norm.weight", [e], normal(0.1, 1.0)),
-                    (p + "mixer.out_proj.weight", [d, e], normal(1 / math.sqrt(e))),
-                ]
+                out += mamba2_mixer(p, d, e, x, h)
             elif kind == "*":
                 out += [(p + "mixer.q_proj.weight", [q, d], normal(1 / math.sqrt(d))), (p + "mixer.k_proj.weight", [kv, d], normal(1 / math.sqrt(d))),
                         (p + "mixer.v_proj.weight", [kv, d], normal(1 / math.sqrt(d))), (p + "mixer.o_proj.weight", [d, q], normal(1 / math.sqrt(q)))]
@@ -93,17 +97,7 @@ def tensors(cfg):
         x = e + 2 * n2
         for i in range(n_layers):
             p = f"backbone.layers.{i}."
-            out += [
-                (p + "norm.weight", [d], normal(0.1, 1.0)),
-                (p + "mixer.in_proj.weight", [e + x + h, d], normal(1 / math.sqrt(d))),
-                (p + "mixer.conv1d.weight", [x, 1, k], normal(0.5)),
-                (p + "mixer.conv1d.bias", [x], normal(0.1)),
-                (p + "mixer.dt_bias", [h], dt_bias),
-                (p + "mixer.A_log", [h], lambda shape, g: torch.log(torch.linspace(1, 16, shape[0])) + 0.1 * torch.randn(shape, generator=g)),
-                (p + "mixer.D", [h], normal(0.2, 1.0)),
-                (p + "mixer.norm.weight", [e], normal(0.1, 1.0)),
-                (p + "mixer.out_proj.weight", [d, e], normal(1 / math.sqrt(e))),
-            ]
+            out += [(p + "norm.weight", [d], normal(0.1, 1.0))] + mamba2_mixer(p, d, e, x, h)
         out.append(("backbone.norm_f.weight", [d], normal(0.1, 1.0)))
         return out
     for i in range(n_layers):
