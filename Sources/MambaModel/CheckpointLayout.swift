@@ -45,8 +45,9 @@ public struct CheckpointLayout: Sendable, Equatable {
         precondition(mixers.count == mlps.count)
         var layers: [LayerFileNames] = []
         for (i, (m, mlp)) in zip(mixers, mlps).enumerated() {
-            layers.append(LayerFileNames(mixer: "layers.\(i)." + (m.isEmpty ? "" : m + "."), norm: "layers.\(i).input_layernorm.weight"))
-            layers.append(LayerFileNames(mixer: "layers.\(i)." + (mlp.isEmpty ? "" : mlp + "."), norm: "layers.\(i).\(mlpNorm).weight"))
+            let prefix = { (module: String) in "layers.\(i)." + (module.isEmpty ? "" : module + ".") }
+            layers.append(LayerFileNames(mixer: prefix(m), norm: "layers.\(i).input_layernorm.weight"))
+            layers.append(LayerFileNames(mixer: prefix(mlp), norm: "layers.\(i).\(mlpNorm).weight"))
         }
         return CheckpointLayout(roots: ["model."], embedding: "embed_tokens.weight", normF: normF, layers: layers)
     }

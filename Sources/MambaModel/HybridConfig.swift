@@ -59,6 +59,40 @@ struct HybridConfigReader {
         return s
     }
 
+    /// num_hidden_layers (decoder layers), at most 2^15.
+    func decoderLayers() throws -> Int {
+        let layers = try int(["num_hidden_layers"], default: 32)
+        guard layers <= 1 << 15 else { throw MambaError(.badConfig, "\(source): num_hidden_layers \(layers) exceeds \(1 << 15)") }
+        return layers
+    }
+
+    /// The attention heads, key/value heads (`kvDefault` when absent; nil: as many as heads) and
+    /// head size (`headDimKeys`, hidden / heads unless `headDimDefault` says otherwise), checked.
+    func attentionHeads(hidden: Int, kvDefault: Int?, headDimKeys: [String] = ["head_dim"], headDimDefault: Int? = nil) throws
+        -> (heads: Int, kvHeads: Int, headDim: Int) {
+        let heads = try int(["num_attention_heads"], default: 32)
+        let kvHeads = try int(["num_key_value_heads"], default: kvDefault ?? heads)
+        guard heads % kvHeads == 0 else { throw MambaError(.badConfig, "\(source): num_key_value_heads \(kvHeads) does not divide num_attention_heads \(heads)") }
+        let headDim = try int(headDimKeys, default: headDimDefault ?? hidden / heads)
+        guard headDim > 0 else { throw MambaError(.badConfig, "\(source): hidden_size \(hidden) / num_attention_heads \(heads) leaves no head dimension") }
+        return (heads, kvHeads, headDim)
+    }
+
+    /// A Mamba-2 mixer's heads over `width` channels in the mamba_* spelling (Bamba, Granite,
+    /// Falcon-H1): mamba_n_heads, mamba_d_head ("auto": width / heads), mamba_n_groups, checked;
+    /// `widthName` says what the width is in messages ("mamba_expand x hidden_size 64").
+    func mamba2Heads(width: Int, widthName: String) throws -> (heads: Int, headDim: Int, groups: Int) {
+        let heads = try int(["mamba_n_heads"], default: 128)
+        guard width % heads == 0 else { throw MambaError(.badConfig, "\(source): mamba_n_heads \(heads) does not divide \(widthName)") }
+        let headDim = json["mamba_d_head"]?.string == "auto" ? width / heads : try int(["mamba_d_head"], default: width / heads)
+        guard headDim * heads == width else {
+            throw MambaError(.badConfig, "\(source): mamba_d_head \(headDim) x mamba_n_heads \(heads) is not \(widthName)")
+        }
+        let groups = try int(["mamba_n_groups"], default: 1)
+        guard heads % groups == 0 else { throw MambaError(.badConfig, "\(source): mamba_n_groups \(groups) does not divide mamba_n_heads \(heads)") }
+        return (heads, headDim, groups)
+    }
+
     /// RoPE's settings: transformers 5 nests theta and the factor in rope_parameters; the hub's
     /// configs keep rope_theta at the top level. Only the default rope type.
     func rope(headDim: Int, defaultFactor: Double) throws -> RotaryEmbedding {
@@ -140,10 +174,7 @@ extension MambaConfig {
         let groups = try r.int(["n_groups", "mamba_n_groups"], default: 8)
         guard mambaHeads % groups == 0 else { throw MambaError(.badConfig, "\(source): n_groups \(groups) does not divide mamba_num_heads \(mambaHeads)") }
         let state = try r.int(["ssm_state_size"], default: 128), conv = try r.int(["conv_kernel", "mamba_d_conv"], default: 4)
-        let heads = try r.int(["num_attention_heads"], default: 32)
-        let kvHeads = try r.int(["num_key_value_heads"], default: heads)
-        guard heads % kvHeads == 0 else { throw MambaError(.badConfig, "\(source): num_key_value_heads \(kvHeads) does not divide num_attention_heads \(heads)") }
-        let headDim = try r.int(["head_dim", "attention_head_dim"], default: 128)
+        let (heads, kvHeads, headDim) = try r.attentionHeads(hidden: hidden, kvDefault: nil, headDimKeys: ["head_dim", "attention_head_dim"], headDimDefault: 128)
         let width = try r.int(["intermediate_size"], default: 21504)
         let eps = try r.epsilon(["layer_norm_epsilon"], default: 1e-5)
         // NemotronHMamba2Mixer clamps dt at (time_step_min, inf), whatever time_step_limit says.
@@ -202,8 +233,7 @@ extension MambaConfig {
     static func twoBlockHybrid(_ json: [String: JSONValue], source: String) throws -> MambaConfig {
         let r = HybridConfigReader(json: json, source: source)
         let granite = json["model_type"]?.string == "granitemoehybrid"
-        let layers = try r.int(["num_hidden_layers"], default: 32)
-        guard layers <= 1 << 15 else { throw MambaError(.badConfig, "\(source): num_hidden_layers \(layers) exceeds \(1 << 15)") }
+        let layers = try r.decoderLayers()
 
         // Which decoder layers are attention: Granite's layer_types (either spelling), Bamba's
         // attn_layer_indices (or the layers_block_type list where a config spells it).
@@ -232,20 +262,9 @@ extension MambaConfig {
         let hidden = try r.int(["hidden_size"]), vocab = try r.int(["vocab_size"])
         let expand = try r.int(["mamba_expand"], default: 2)
         let inner = expand * hidden
-        let mambaHeads = try r.int(["mamba_n_heads"], default: 128)
-        guard inner % mambaHeads == 0 else { throw MambaError(.badConfig, "\(source): mamba_n_heads \(mambaHeads) does not divide mamba_expand x hidden_size \(inner)") }
-        let mambaHeadDim = json["mamba_d_head"]?.string == "auto" ? inner / mambaHeads : try r.int(["mamba_d_head"], default: inner / mambaHeads)
-        guard mambaHeadDim * mambaHeads == inner else {
-            throw MambaError(.badConfig, "\(source): mamba_d_head \(mambaHeadDim) x mamba_n_heads \(mambaHeads) is not mamba_expand x hidden_size \(inner)")
-        }
-        let groups = try r.int(["mamba_n_groups"], default: 1)
-        guard mambaHeads % groups == 0 else { throw MambaError(.badConfig, "\(source): mamba_n_groups \(groups) does not divide mamba_n_heads \(mambaHeads)") }
+        let (mambaHeads, mambaHeadDim, groups) = try r.mamba2Heads(width: inner, widthName: "mamba_expand x hidden_size \(inner)")
         let limit = try timeStepLimit(json["time_step_limit"], source: source)
-        let heads = try r.int(["num_attention_heads"], default: 32)
-        let kvHeads = try r.int(["num_key_value_heads"], default: granite ? heads : 8)
-        guard heads % kvHeads == 0 else { throw MambaError(.badConfig, "\(source): num_key_value_heads \(kvHeads) does not divide num_attention_heads \(heads)") }
-        let headDim = try r.int(["head_dim"], default: hidden / heads)
-        guard headDim > 0 else { throw MambaError(.badConfig, "\(source): hidden_size \(hidden) / num_attention_heads \(heads) leaves no head dimension") }
+        let (heads, kvHeads, headDim) = try r.attentionHeads(hidden: hidden, kvDefault: granite ? nil : 8)
 
         // RoPE: Bamba always (half of each head unless the config says otherwise), Granite when
         // position_embedding_type is "rope". transformers 5 nests theta and the factor in
@@ -295,8 +314,7 @@ extension MambaConfig {
     /// SwiGLU MLP otherwise; two tool layers per decoder layer (CheckpointLayout.swift).
     static func jamba(_ json: [String: JSONValue], source: String) throws -> MambaConfig {
         let r = HybridConfigReader(json: json, source: source)
-        let layers = try r.int(["num_hidden_layers"], default: 32)
-        guard layers <= 1 << 15 else { throw MambaError(.badConfig, "\(source): num_hidden_layers \(layers) exceeds \(1 << 15)") }
+        let layers = try r.decoderLayers()
         func period(_ name: String, _ period: Int, _ offset: Int) throws -> (Int, Int) {
             let p = try r.int([name + "_period"], default: period), o = try r.count(name + "_offset", default: offset)
             guard o < p else { throw MambaError(.badConfig, "\(source): \(name)_offset \(o) must be below \(name)_period \(p)") }
@@ -308,11 +326,7 @@ extension MambaConfig {
         if let w = json["sliding_window"], !w.isNull { throw MambaError(.unsupportedModel, "\(source): sliding_window \(w.encodable) is not supported") }
 
         let hidden = try r.int(["hidden_size"]), vocab = try r.int(["vocab_size"])
-        let heads = try r.int(["num_attention_heads"], default: 32)
-        let kvHeads = try r.int(["num_key_value_heads"], default: 8)
-        guard heads % kvHeads == 0 else { throw MambaError(.badConfig, "\(source): num_key_value_heads \(kvHeads) does not divide num_attention_heads \(heads)") }
-        let headDim = try r.int(["head_dim"], default: hidden / heads)
-        guard headDim > 0 else { throw MambaError(.badConfig, "\(source): hidden_size \(hidden) / num_attention_heads \(heads) leaves no head dimension") }
+        let (heads, kvHeads, headDim) = try r.attentionHeads(hidden: hidden, kvDefault: 8)
         let experts = try r.int(["num_experts", "num_local_experts"], default: 16)
         let topK = try r.int(["num_experts_per_tok"], default: 2)
         guard topK <= experts else { throw MambaError(.badConfig, "\(source): num_experts_per_tok \(topK) exceeds num_experts \(experts)") }
@@ -349,32 +363,20 @@ extension MambaConfig {
     /// mamba_norm_before_gate), naming the key.
     static func falconH1(_ json: [String: JSONValue], source: String) throws -> MambaConfig {
         let r = HybridConfigReader(json: json, source: source)
-        let layers = try r.int(["num_hidden_layers"], default: 32)
-        guard layers <= 1 << 15 else { throw MambaError(.badConfig, "\(source): num_hidden_layers \(layers) exceeds \(1 << 15)") }
+        let layers = try r.decoderLayers()
         _ = try r.word("hidden_act", ["silu"], default: "silu")
         let hidden = try r.int(["hidden_size"]), vocab = try r.int(["vocab_size"])
         let expand = try r.int(["mamba_expand"], default: 2)
         // transformers' default d_ssm is 1024 when the key is absent, expand x hidden when it is null.
         let inner = json["mamba_d_ssm"].map { $0.isNull ? expand * hidden : -1 } ?? 1024
         let ssm = inner > 0 ? inner : try r.int(["mamba_d_ssm"])
-        let mambaHeads = try r.int(["mamba_n_heads"], default: 128)
-        guard ssm % mambaHeads == 0 else { throw MambaError(.badConfig, "\(source): mamba_n_heads \(mambaHeads) does not divide the Mamba width \(ssm) (mamba_d_ssm)") }
-        let mambaHeadDim = json["mamba_d_head"]?.string == "auto" ? ssm / mambaHeads : try r.int(["mamba_d_head"], default: ssm / mambaHeads)
-        guard mambaHeadDim * mambaHeads == ssm else {
-            throw MambaError(.badConfig, "\(source): mamba_d_head \(mambaHeadDim) x mamba_n_heads \(mambaHeads) is not the Mamba width \(ssm) (mamba_d_ssm)")
-        }
-        let groups = try r.int(["mamba_n_groups"], default: 1)
-        guard mambaHeads % groups == 0 else { throw MambaError(.badConfig, "\(source): mamba_n_groups \(groups) does not divide mamba_n_heads \(mambaHeads)") }
+        let (mambaHeads, mambaHeadDim, groups) = try r.mamba2Heads(width: ssm, widthName: "the Mamba width \(ssm) (mamba_d_ssm)")
         let gatedNorm = r.bool(["mamba_rms_norm"], default: false)
         if gatedNorm && r.bool(["mamba_norm_before_gate"], default: true) {
             throw MambaError(.unsupportedModel, "\(source): mamba_norm_before_gate true with mamba_rms_norm (the norm before the gate) is not supported; mamba_norm_before_gate false is")
         }
         let limit = try timeStepLimit(json["time_step_limit"], source: source)
-        let heads = try r.int(["num_attention_heads"], default: 32)
-        let kvHeads = try r.int(["num_key_value_heads"], default: 8)
-        guard heads % kvHeads == 0 else { throw MambaError(.badConfig, "\(source): num_key_value_heads \(kvHeads) does not divide num_attention_heads \(heads)") }
-        let headDim = try r.int(["head_dim"], default: hidden / heads)
-        guard headDim > 0 else { throw MambaError(.badConfig, "\(source): hidden_size \(hidden) / num_attention_heads \(heads) leaves no head dimension") }
+        let (heads, kvHeads, headDim) = try r.attentionHeads(hidden: hidden, kvDefault: 8)
 
         var c = MambaConfig(hiddenSize: hidden, numLayers: 2 * layers, stateSize: try r.int(["mamba_d_state"], default: 256), expand: expand,
                             convKernel: try r.int(["mamba_d_conv"], default: 4), vocabSize: vocab, layerNormEpsilon: try r.epsilon(["rms_norm_eps"], default: 1e-5),

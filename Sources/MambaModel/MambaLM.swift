@@ -30,18 +30,7 @@ public struct MambaBlock: Sendable {
         if let observer { observer.observe(rmsNorm(u, weight: nil, eps: eps), site: .residual, layer: layer) }
         let normed = profiled("norm") { rmsNorm(u, weight: norm, eps: eps) } // [L, D]
         let out = mixer.forward(normed, layerState: &state, layer: layer, par, observer: observer)
-        let m = c.residualMultiplier
-        profiled("residual") {
-            u.storage.withUnsafeMutableBufferPointer { up in
-                out.storage.withUnsafeBufferPointer { op in
-                    if m == 1 {
-                        for j in 0..<up.count { up[j] += op[j] }
-                    } else {
-                        for j in 0..<up.count { up[j] += op[j] * m }
-                    }
-                }
-            }
-        }
+        profiled("residual") { add(out, to: &u, times: c.residualMultiplier) }
     }
 }
 
@@ -174,11 +163,6 @@ extension EmbeddingOp {
     /// The rows of `tokens` as the residual stream starts: times the config's embedding multiplier
     /// where it has one (Granite), as GraniteMoeHybridModel scales inputs_embeds.
     public func embed(_ tokens: [Int], _ c: MambaConfig) -> Tensor {
-        var u = forward(tokens)
-        if c.embeddingMultiplier != 1 {
-            let m = c.embeddingMultiplier
-            u.storage.withUnsafeMutableBufferPointer { p in for i in p.indices { p[i] *= m } }
-        }
-        return u
+        scaled(forward(tokens), c.embeddingMultiplier)
     }
 }

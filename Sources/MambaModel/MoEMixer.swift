@@ -255,12 +255,7 @@ public struct MoEForward: MixerOp {
                 }
             }
         }
-        if let shared {
-            let s = shared.forward(u, layer: layer, par, observer: observer)
-            out.storage.withUnsafeMutableBufferPointer { o in
-                s.storage.withUnsafeBufferPointer { sp in for i in o.indices { o[i] += sp[i] } }
-            }
-        }
+        if let shared { add(shared.forward(u, layer: layer, par, observer: observer), to: &out) }
         return out
     }
 }

@@ -216,12 +216,26 @@ public func rmsNorm(_ x: Tensor, weight: Tensor?, eps: Float) -> Tensor {
     return out
 }
 
-/// x times a scalar (Granite's and Falcon-H1's multipliers); x itself when the scalar is 1.
-public func scaled(_ x: Tensor, _ s: Float) -> Tensor {
+/// x times a scalar (Granite's and Falcon-H1's multipliers); x itself when the scalar is 1. Taken
+/// as consuming, so a fresh result (a linear's output) is scaled in place, not copied.
+public func scaled(_ x: consuming Tensor, _ s: Float) -> Tensor {
     guard s != 1 else { return x }
-    var y = x
-    y.storage.withUnsafeMutableBufferPointer { p in for i in p.indices { p[i] *= s } }
-    return y
+    x.storage.withUnsafeMutableBufferPointer { p in for i in p.indices { p[i] *= s } }
+    return x
+}
+
+/// x += y * m elementwise (the residual add, a mixture's shared MLP, Falcon-H1's two halves).
+func add(_ y: Tensor, to x: inout Tensor, times m: Float = 1) {
+    precondition(x.count == y.count)
+    x.storage.withUnsafeMutableBufferPointer { xp in
+        y.storage.withUnsafeBufferPointer { yp in
+            if m == 1 {
+                for j in 0..<xp.count { xp[j] += yp[j] }
+            } else {
+                for j in 0..<xp.count { xp[j] += yp[j] * m }
+            }
+        }
+    }
 }
 
 /// Every row's columns `segments[i].columns` times `segments[i].scale`, in place (Falcon-H1's

@@ -108,11 +108,8 @@ public struct ParallelForward: MixerOp {
     public func makeState() -> ParallelState { ParallelState(mamba: mamba.makeState(), attention: attention.makeState()) }
 
     public func forward(_ u: Tensor, state: inout ParallelState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
-        var out = mamba.forward(u, state: &state.mamba, layer: layer, par, observer: observer)       // [L, D]
-        let a = attention.forward(u, state: &state.attention, layer: layer, par, observer: observer) // [L, D]
-        out.storage.withUnsafeMutableBufferPointer { o in
-            a.storage.withUnsafeBufferPointer { ap in for i in o.indices { o[i] += ap[i] } }
-        }
+        var out = mamba.forward(u, state: &state.mamba, layer: layer, par, observer: observer)  // [L, D]
+        add(attention.forward(u, state: &state.attention, layer: layer, par, observer: observer), to: &out)
         return out
     }
 }
