@@ -1,4 +1,4 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.1
 // mambaquant: post-training quantization of Mamba state-space language models (docs/DESIGN.md).
 import PackageDescription
 
@@ -14,6 +14,10 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // `serve` (docs/DESIGN.md, "Serving"): Hummingbird 2 without its optional traits
+        // (swift-configuration, full Foundation), Prometheus text for /metrics.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // System libraries. Debian installs openblas.pc behind /etc/alternatives; pkg-config
@@ -41,11 +45,19 @@ let package = Package(
         // Metrics, reports and what a comparison runs (the float model, checkpoints, on-the-fly
         // recipes with cached calibration); timing lives in MambaModel.
         .target(name: "MambaEvaluation", dependencies: ["MambaModel", "MambaTensors", "MambaCalibration", "MambaQuantization"]),
+        // The OpenAI-compatible HTTP server: a scheduler that runs requests on the model, the routes.
+        .target(
+            name: "MambaServe",
+            dependencies: [
+                "MambaModel", "MambaTensors", "MambaQuantization",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]),
         // The thin command line.
         .executableTarget(
             name: "mambaquant",
             dependencies: [
-                "MambaModel", "MambaTensors", "MambaCalibration", "MambaTransforms", "MambaQuantization", "MambaEvaluation",
+                "MambaModel", "MambaTensors", "MambaCalibration", "MambaTransforms", "MambaQuantization", "MambaEvaluation", "MambaServe",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
@@ -57,6 +69,12 @@ let package = Package(
         .testTarget(name: "MambaTransformsTests", dependencies: ["MambaTransforms", "MambaCalibration", "TestSupport"]),
         .testTarget(name: "MambaQuantizationTests", dependencies: ["MambaQuantization", "MambaCalibration", "TestSupport"]),
         .testTarget(name: "MambaEvaluationTests", dependencies: ["MambaEvaluation", "TestSupport"]),
+        .testTarget(
+            name: "MambaServeTests",
+            dependencies: [
+                "MambaServe", "MambaEvaluation", "TestSupport",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]),
         .testTarget(name: "mambaquantTests", dependencies: ["TestSupport", "MambaCalibration", "mambaquant"]),
     ]
 )
