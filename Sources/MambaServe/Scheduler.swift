@@ -113,7 +113,10 @@ public final class Scheduler: @unchecked Sendable {
             parallelism.withSpinningWorkers { par in
                 while let job = next() {
                     let finished = job.step(model, tokenizer, prefillChunk: limits.prefillChunk, par)
-                    if finished { remove(job) }
+                    if finished {
+                        remove(job)
+                        job.end()
+                    }
                 }
             }
         }

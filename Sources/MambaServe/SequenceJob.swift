@@ -65,6 +65,9 @@ final class SequenceJob: @unchecked Sendable {
     private var utf8 = UTF8Stream()
     /// Generated text not yet released: it may be the start of a stop string.
     private var held = ""
+    /// The last event, sent by `end()` once the scheduler has freed the sequence's slot (a client
+    /// that sends its next request on this answer finds the slot free).
+    private var last: SequenceEvent?
 
     init(spec: SequenceSpec, continuation: AsyncStream<SequenceEvent>.Continuation) {
         self.spec = spec
@@ -79,13 +82,19 @@ final class SequenceJob: @unchecked Sendable {
     /// Ends the stream without a result (cancelled, or the server stopping).
     func abandon() { continuation.finish() }
 
-    /// Runs one unit (a prefill chunk or one decode step); returns true when the sequence is done.
+    /// Sends the last event and ends the stream.
+    func end() {
+        if let last { continuation.yield(last) }
+        continuation.finish()
+    }
+
+    /// Runs one unit (a prefill chunk or one decode step); returns true when the sequence is done
+    /// (then `end()` sends its last event).
     func step(_ model: MambaLM, _ tokenizer: Tokenizer, prefillChunk: Int, _ par: Parallelism) -> Bool {
         do {
             return try consumed < spec.prompt.count ? prefill(model, chunk: prefillChunk, par) : decode(model, tokenizer, par)
         } catch {
-            continuation.yield(.failed("\(error)"))
-            continuation.finish()
+            last = .failed("\(error)")
             return true
         }
     }
@@ -158,8 +167,7 @@ final class SequenceJob: @unchecked Sendable {
         if let cut = firstStop(in: text) { text = String(text[..<cut]) }
         held = ""
         state = nil
-        continuation.yield(.finished(reason, text: text))
-        continuation.finish()
+        last = .finished(reason, text: text)
         return true
     }
 
