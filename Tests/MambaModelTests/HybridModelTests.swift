@@ -56,6 +56,25 @@ final class HybridModelTests: XCTestCase {
         }
     }
 
+    /// A prefill in chunks (several tokens from a state that already holds some: what `serve` runs
+    /// a long prompt as) gives the logits of one prefill, on every hybrid and plain family.
+    func testChunkedPrefillEqualsOnePrefill() throws {
+        for name in Self.models + ["tiny-tied", "tiny-mamba2", "tiny-falcon"] {
+            let lm = try MambaLM.load(directory: Fixtures.model(name))
+            let ids = (0..<29).map { ($0 * 7 + 3) % lm.vocabSize }
+            let whole = try lm.logits(ids)
+            for chunk in [5, 13] {
+                var state = lm.makeState()
+                state.reserve(context: ids.count)
+                var rows: [Float] = []
+                for start in stride(from: 0, to: ids.count, by: chunk) {
+                    rows += try lm.forward(Array(ids[start..<min(start + chunk, ids.count)]), state: &state, logits: .all).storage
+                }
+                XCTAssertLessThanOrEqual(maxAbsDifference(rows, whole.storage), 1e-4 * whole.absMax, "\(name), chunks of \(chunk)")
+            }
+        }
+    }
+
     /// Decode one token at a time (the KV cache and the recurrent states carried together) gives
     /// the prefill's logits, and greedy generation transformers' ids.
     func testDecodeAndGreedyGenerationMatchTransformers() throws {
