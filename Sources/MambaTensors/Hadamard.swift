@@ -30,6 +30,11 @@ public struct Hadamard: Sendable, Equatable {
         scratch.withUnsafeMutableBufferPointer { apply(x, product: $0.baseAddress!) }
     }
 
+    /// The same with caller-owned scratch of at least n values (many rows, one allocation).
+    public func apply(_ x: UnsafeMutablePointer<Double>, scratch: UnsafeMutablePointer<Double>) {
+        apply(x, product: scratch)
+    }
+
     /// H_{m * 2^k} = H_m (x) H_{2^k}: a fast transform on each of the m blocks of 2^k, then the m x m
     /// factor applied across blocks as whole-block axpys (contiguous, so they vectorize).
     private func apply(_ x: UnsafeMutablePointer<Double>, product: UnsafeMutablePointer<Double>) {
@@ -163,6 +168,22 @@ public struct RandomizedHadamard: Sendable, Equatable {
     public init(hadamard: Hadamard, signs: [Double]) {
         self.hadamard = hadamard
         self.signs = signs
+    }
+
+    /// x -> x R = (x * signs) H for each of `rows` rows of n values (row-major, in place): a fast
+    /// transform per row, O(n log n), where a product with `matrix` costs O(n^2) a row.
+    public func rotateRows(_ x: UnsafeMutablePointer<Double>, rows: Int) {
+        let n = hadamard.size
+        var scratch = [Double](repeating: 0, count: n)
+        scratch.withUnsafeMutableBufferPointer { s in
+            signs.withUnsafeBufferPointer { d in
+                for r in 0..<rows {
+                    let row = x + r * n
+                    for i in 0..<n { row[i] *= d[i] }
+                    hadamard.apply(row, scratch: s.baseAddress!)
+                }
+            }
+        }
     }
 
     /// The matrix R (row-major) with x R = (x * signs) H.

@@ -139,8 +139,12 @@ extension BlockParameters {
     /// An online rotation of `reader`'s input: x -> x R at run time, the linear's W -> W R.
     public mutating func rotateInput(of reader: String, _ r: RandomizedHadamard) {
         let n = r.hadamard.size
-        precondition(n == mixer.weight(reader).cols)
-        mixer.modules[reader]!.weight = mixer.weight(reader).times(Matrix(rows: n, cols: n, data: r.matrix))
+        var w = mixer.weight(reader)
+        precondition(n == w.cols)
+        // W R row by row through the fast transform (the run time's x R), not a dense product: at
+        // 7B shapes the dense one was most of quantize's time (README, "Big models").
+        w.data.withUnsafeMutableBufferPointer { r.rotateRows($0.baseAddress!, rows: w.rows) }
+        mixer.modules[reader]!.weight = w
         mixer.tensors[LayerArtifact.hadamardSigns(reader)] = Tensor(shape: [n], storage: r.signs.map(Float.init))
     }
 

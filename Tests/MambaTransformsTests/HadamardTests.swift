@@ -47,6 +47,20 @@ final class HadamardTests: XCTestCase {
         XCTAssertNotEqual(a.signs, c.signs)
         XCTAssertLessThan(Matrix(rows: 48, cols: 48, data: a.matrix).orthogonalityError, 1e-12)
     }
+
+    /// Rows through the fast transform (how quantize applies R2 to a weight) equal the dense
+    /// product W R, on random rows and sizes of each construction.
+    func testRotateRowsEqualsTheDenseProduct() {
+        var rng = SeededRandom(seed: freshSeed())
+        for (n, rows) in [(1, 3), (12, 5), (20, 7), (56, 3), (96, 11), (640, 9)] {
+            let r = RandomizedHadamard(size: n, seed: rng.next())!
+            let w = Matrix(rows: rows, cols: n, data: (0..<(rows * n)).map { _ in rng.nextGaussian() })
+            let dense = w.times(Matrix(rows: n, cols: n, data: r.matrix))
+            var fast = w.data
+            fast.withUnsafeMutableBufferPointer { r.rotateRows($0.baseAddress!, rows: rows) }
+            XCTAssertLessThan(zip(fast, dense.data).map { abs($0 - $1) }.max()!, 1e-12, "n \(n)")
+        }
+    }
 }
 
 /// The float32 online rotation (CMambaKernels/hadamard.c) against its double definition.
