@@ -34,6 +34,9 @@ public struct QuantizationObject: Sendable, Equatable, Codable {
     public var provenance: QuantizationProvenance
     /// The transforms applied, one line each ("layer 0: rotate: ...").
     public var transforms: [String]
+    /// The float source's parameter count (its config, a tied head once): what bits per weight
+    /// divides by. Absent from checkpoints written before it was recorded.
+    public var sourceParameters: Int?
 
     /// Version 2 packs int4 weights two per byte; w8 checkpoints keep version 1 (nothing in them
     /// changed, so older readers still read them). Version 3 adds a tied source's head-input matrix
@@ -52,7 +55,7 @@ public struct QuantizationObject: Sendable, Equatable, Codable {
 
     enum CodingKeys: String, CodingKey {
         case formatVersion = "format_version", tiedHead = "tied_head", toolVersion = "tool_version", transforms
-        case int4Storage = "int4_storage"
+        case int4Storage = "int4_storage", sourceParameters = "source_parameters"
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -61,6 +64,7 @@ public struct QuantizationObject: Sendable, Equatable, Codable {
         try c.encode(tiedHead, forKey: .tiedHead)
         try c.encode(toolVersion, forKey: .toolVersion)
         try c.encode(transforms, forKey: .transforms)
+        try c.encodeIfPresent(sourceParameters, forKey: .sourceParameters)
         try c.encode(recipe.bits.weight == 4 ? "two per byte, low nibble first" : "one value per byte, unpacked", forKey: .int4Storage)
         try recipe.encode(to: encoder)
         try provenance.encode(to: encoder)
@@ -76,6 +80,7 @@ public struct QuantizationObject: Sendable, Equatable, Codable {
         tiedHead = try c.decodeIfPresent(Bool.self, forKey: .tiedHead) ?? false
         toolVersion = try c.decodeIfPresent(String.self, forKey: .toolVersion) ?? ""
         transforms = try c.decodeIfPresent([String].self, forKey: .transforms) ?? []
+        sourceParameters = try c.decodeIfPresent(Int.self, forKey: .sourceParameters)
         recipe = try QuantizationRecipe(from: decoder)
         provenance = try QuantizationProvenance(from: decoder)
     }

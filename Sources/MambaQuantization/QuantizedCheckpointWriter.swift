@@ -132,7 +132,8 @@ public final class QuantizedCheckpointWriter {
             try layer(QuantizedNames.lmHead, lmHead)
             weightBytes += lmHead.storedBytes
         }
-        let object = QuantizationObject(recipe: recipe, transforms: transforms, provenance: provenance, headInput: headInput != nil, tiedHead: tiedHead)
+        var object = QuantizationObject(recipe: recipe, transforms: transforms, provenance: provenance, headInput: headInput != nil, tiedHead: tiedHead)
+        object.sourceParameters = config.parameterCount
         tensors.metadata = QuantizedNames.metadata(formatVersion: object.formatVersion)
         try tensors.finish()
         var json = config.json

@@ -56,6 +56,25 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(runtime?["int8_kernels"]?.hasPrefix("int8 (") ?? false, r.stdout)
     }
 
+    /// Bits per weight: 8 x the safetensors bytes / the float model's parameters; a float32 file is
+    /// just over 32 (headers and the norms), its int8 checkpoint near 8 plus scales and float parts.
+    func testInspectCountsBitsPerWeight() throws {
+        func summary(_ dir: String) throws -> [String: Any] {
+            let r = try CLI.run(["inspect", dir, "--json"])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            return try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        }
+        let float = try summary(Fixtures.model("tiny-tied"))
+        let quantized = try summary(Fixtures.root + "/quantized/tiny-tied-mambaquant-w4a8-g8")
+        XCTAssertEqual(float["modelParameters"] as? Int, float["parameters"] as? Int)
+        XCTAssertEqual(quantized["modelParameters"] as? Int, float["parameters"] as? Int)
+        let bits = (try XCTUnwrap(float["bitsPerWeight"] as? Double), try XCTUnwrap(quantized["bitsPerWeight"] as? Double))
+        XCTAssertGreaterThan(bits.0, 32)
+        XCTAssertLessThan(bits.0, 34)
+        XCTAssertEqual(bits.1, 8 * Double(quantized["bytesOnDisk"] as! Int) / Double(float["parameters"] as! Int), accuracy: 1e-9)
+        XCTAssertLessThan(bits.1, bits.0 / 2)
+    }
+
     /// More windows than memory: refused before anything is allocated, nothing written.
     func testCalibrationThatCannotFitIsRefused() throws {
         let dir = try makeTemporaryDirectory()

@@ -39,6 +39,11 @@ final class QuantizeCommandTests: XCTestCase {
         XCTAssertEqual(overridden["activation_scale"] as? String, "block")
         XCTAssertEqual(overridden["activation_block"] as? Int, 32)
         XCTAssertEqual(overridden["kept_float"] as? [String], ["lm_head"])
+        // A tied source whose head is kept float is stored untied; the recorded source count keeps
+        // bits per weight divided by the source's parameters (the head once).
+        let tinyParameters = 28256
+        XCTAssertEqual(overridden["source_parameters"] as? Int, tinyParameters)
+        XCTAssertEqual(accurate["source_parameters"] as? Int, tinyParameters)
         let fast = try quantization(["--profile", "fast"])
         XCTAssertEqual(fast["activation_scale"] as? String, "static")
         XCTAssertEqual(fast["kept_float"] as? [String], [])
