@@ -112,6 +112,8 @@ public func runComparison(
         } else { g.append([i]) }
     }
     var rows: [ComparisonReport.Row] = []
+    // The float reference's parameters (its config's count: a tied head once), what bits per weight divides by.
+    let floatParameters = contenders.first { $0.method == "none" }?.model.config.parameterCount
     let fileNames = perFile.map(\.file) + (perFile.count > 1 ? ["total"] : [])
     for fileName in fileNames {
         let parts = fileName == "total" ? perFile : perFile.filter { $0.file == fileName }
@@ -144,7 +146,8 @@ public func runComparison(
                     choiceAccuracy: wilsonInterval(successes: choiceCorrect, trials: leadTasks.choice.count)),
                 seedSpread: seedSpread,
                 prefillTokensPerS: speed[g[0]]?.prefillTokensPerSecond, decodeTokensPerS: speed[g[0]]?.decodeTokensPerSecond,
-                weightBytes: c.weightBytes, weightsPlusGrowthBytes: peak[g[0]]))
+                weightBytes: c.weightBytes, bitsPerWeight: floatParameters.map { 8 * Double(c.weightBytes) / Double($0) },
+                weightsPlusGrowthBytes: peak[g[0]]))
         }
     }
     let scored = perFile.reduce(0) { $0 + $1.accuracy[0].positions }

@@ -56,6 +56,9 @@ public struct ComparisonReport: Sendable, Codable {
         public var prefillTokensPerS: Double?
         public var decodeTokensPerS: Double?
         public var weightBytes: Int
+        /// 8 x weightBytes / the float model's parameters (weights as this comparison holds them:
+        /// int8 with its scales, 16-bit or float32 as loaded, kept-float modules included).
+        public var bitsPerWeight: Double?
         /// The model's weights plus the growth of resident memory while it alone ran (all models
         /// share one process, so a true per-model peak is not observable here).
         public var weightsPlusGrowthBytes: Int?
@@ -112,11 +115,11 @@ public struct ComparisonReport: Sendable, Codable {
             }
         }
         let totals = results.filter { $0.file == files.last }
-        out += "\n## Speed and memory (\(threads) threads)\n\n| model | bits | runtime | prefill tok/s | decode tok/s | weights MB | weights + run growth MB |\n|---|---|---|---:|---:|---:|---:|\n"
+        out += "\n## Speed and memory (\(threads) threads)\n\n| model | bits | runtime | prefill tok/s | decode tok/s | weights MB | bits per weight | weights + run growth MB |\n|---|---|---|---:|---:|---:|---:|---:|\n"
         for r in totals {
-            out += "| \(r.name) | \(r.bits) | \(r.runtime) | " + String(format: "%@ | %@ | %.2f | %@ |\n",
+            out += "| \(r.name) | \(r.bits) | \(r.runtime) | " + String(format: "%@ | %@ | %.2f | %@ | %@ |\n",
                 opt(r.prefillTokensPerS, "%.0f"), opt(r.decodeTokensPerS, "%.1f"), Double(r.weightBytes) / 1e6,
-                opt(r.weightsPlusGrowthBytes.map { Double($0) / 1e6 }, "%.1f"))
+                opt(r.bitsPerWeight, "%.2f"), opt(r.weightsPlusGrowthBytes.map { Double($0) / 1e6 }, "%.1f"))
         }
         if !sites.isEmpty {
             out += "\n## SQNR (dB) against the transformed float model, lowest site per layer\n\n"

@@ -119,6 +119,7 @@ struct BenchCommand: ParsableCommand {
         let t = try measureThroughputSideBySide([float] + int8, tokens: tokens, decodeSteps: decodeSteps, runs: runs, parallelism: par)
         let variants = zip(models.dropFirst(), t.dropFirst(2)).map { m, r in
             BenchVariant(bits: m.recipe.bits.description, quantization: m.recipe.settings, throughput: r, weightBytes: m.weightBytes,
+                         bitsPerWeight: 8 * Double(m.weightBytes) / Double(weights.parameterCount),
                          prefillVsFirst: r.prefillTokensPerSecond / t[1].prefillTokensPerSecond,
                          decodeVsFirst: r.decodeTokensPerSecond / t[1].decodeTokensPerSecond,
                          bytesVsFirst: Double(m.weightBytes) / Double(q.weightBytes))
@@ -146,7 +147,8 @@ struct BenchCommand: ParsableCommand {
             prefillSpeedup: t[1].prefillTokensPerSecond / t[0].prefillTokensPerSecond,
             decodeSpeedup: t[1].decodeTokensPerSecond / t[0].decodeTokensPerSecond,
             weightBytesFloat32: 4 * weights.parameterCount, weightBytesInt8: q.weightBytes,
-            weightBytesRatio: Double(4 * weights.parameterCount) / Double(q.weightBytes), variants: variants, gemm: gemm, int8PeakGops: peak,
+            weightBytesRatio: Double(4 * weights.parameterCount) / Double(q.weightBytes),
+            bitsPerWeightInt8: 8 * Double(q.weightBytes) / Double(weights.parameterCount), variants: variants, gemm: gemm, int8PeakGops: peak,
             steps: profiles, blasCores: survey,
             notes: ["int8 GEMM timings include the quantization of the activations and the float epilogue; sgemm is OpenBLAS through the float model's own linear (sgemv at one row).",
                     "int4 weights run packed two per byte (int4 panels unpacked in registers); weight bytes are as stored, a tied embedding and head counted once."])
@@ -180,13 +182,15 @@ struct BenchVariant: Encodable {
     let quantization: String
     let throughput: ThroughputResult
     let weightBytes: Int
+    /// 8 x weightBytes / the float model's parameters.
+    let bitsPerWeight: Double
     let prefillVsFirst: Double
     let decodeVsFirst: Double
     let bytesVsFirst: Double
 
     enum CodingKeys: String, CodingKey {
         case bits, quantization, throughput
-        case weightBytes = "weight_bytes", prefillVsFirst = "prefill_vs_first", decodeVsFirst = "decode_vs_first", bytesVsFirst = "weight_bytes_vs_first"
+        case weightBytes = "weight_bytes", bitsPerWeight = "bits_per_weight", prefillVsFirst = "prefill_vs_first", decodeVsFirst = "decode_vs_first", bytesVsFirst = "weight_bytes_vs_first"
     }
 }
 
@@ -204,6 +208,8 @@ struct BenchReport: Encodable {
     let weightBytesFloat32: Int
     let weightBytesInt8: Int
     let weightBytesRatio: Double
+    /// 8 x the int8 model's weight bytes (scales and float parts included) / the float parameters.
+    let bitsPerWeightInt8: Double
     let variants: [BenchVariant]
     let gemm: [LinearBenchmarkResult]
     let int8PeakGops: Double
@@ -216,6 +222,7 @@ struct BenchReport: Encodable {
         case blasCore = "blas_core", int8Kernels = "int8_kernels", blasCores = "blas_cores", int8PeakGops = "int8_peak_gops"
         case prefillSpeedup = "prefill_speedup", decodeSpeedup = "decode_speedup"
         case weightBytesFloat32 = "weight_bytes_float32", weightBytesInt8 = "weight_bytes_int8", weightBytesRatio = "weight_bytes_ratio"
+        case bitsPerWeightInt8 = "bits_per_weight_int8"
     }
 
     var text: String {
@@ -226,12 +233,13 @@ struct BenchReport: Encodable {
         s += String(format: "| prefill %d tok/s | %.1f | %.1f | %.2fx |\n", float32.prefillTokens, float32.prefillTokensPerSecond, int8.prefillTokensPerSecond, prefillSpeedup)
         s += String(format: "| decode tok/s | %.1f | %.1f | %.2fx |\n", float32.decodeTokensPerSecond, int8.decodeTokensPerSecond, decodeSpeedup)
         s += String(format: "| weight MB | %.2f | %.2f | %.2fx smaller |\n", Double(weightBytesFloat32) / 1e6, Double(weightBytesInt8) / 1e6, weightBytesRatio)
+        s += String(format: "| bits per weight | 32.00 | %.2f | |\n", bitsPerWeightInt8)
         if !variants.isEmpty {
             let first = quantization.split(separator: ":").first.map(String.init) ?? "first"
-            s += "\nOther widths in the same runs, against \(first):\n\n| bits | prefill tok/s | decode tok/s | weight MB | prefill ratio | decode ratio | bytes ratio |\n|---|---:|---:|---:|---:|---:|---:|\n"
+            s += "\nOther widths in the same runs, against \(first):\n\n| bits | prefill tok/s | decode tok/s | weight MB | bits per weight | prefill ratio | decode ratio | bytes ratio |\n|---|---:|---:|---:|---:|---:|---:|---:|\n"
             for v in variants {
-                s += String(format: "| %@ | %.1f | %.1f | %.2f | %.2fx | %.2fx | %.2f |\n", v.bits, v.throughput.prefillTokensPerSecond,
-                            v.throughput.decodeTokensPerSecond, Double(v.weightBytes) / 1e6, v.prefillVsFirst, v.decodeVsFirst, v.bytesVsFirst)
+                s += String(format: "| %@ | %.1f | %.1f | %.2f | %.2f | %.2fx | %.2fx | %.2f |\n", v.bits, v.throughput.prefillTokensPerSecond,
+                            v.throughput.decodeTokensPerSecond, Double(v.weightBytes) / 1e6, v.bitsPerWeight, v.prefillVsFirst, v.decodeVsFirst, v.bytesVsFirst)
             }
         }
         if !gemm.isEmpty {

@@ -34,6 +34,14 @@ final class CompareCommandTests: XCTestCase {
         XCTAssertEqual(results[0]["kl"] as? Double, 0)
         XCTAssertGreaterThan(results[2]["kl"] as! Double, 0)
         XCTAssertLessThan(results[1]["weight_bytes"] as! Int, results[0]["weight_bytes"] as! Int)
+        // Bits per weight: float32 is 32; int8 with its scales and float parts more than 8 on a
+        // model this small, w4 less than w8.
+        let bits = results.map { $0["bits_per_weight"] as! Double }
+        XCTAssertEqual(bits[0], 32, accuracy: 1e-9)
+        XCTAssertGreaterThan(bits[1], 8)
+        XCTAssertLessThan(bits[1], 32)
+        XCTAssertLessThan(bits[2], bits[1])
+        XCTAssertEqual(bits[1], 8 * Double(results[1]["weight_bytes"] as! Int) / (Double(results[0]["weight_bytes"] as! Int) / 4), accuracy: 1e-9)
         let sites = json["sites"] as! [[String: Any]]
         XCTAssertFalse(sites.isEmpty)
         XCTAssertNotNil(sites[0]["sqnr_db"] as? Double)
