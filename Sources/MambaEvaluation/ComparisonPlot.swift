@@ -4,17 +4,19 @@ import Foundation
 /// bit width (w8a8 when compared), one line per method. Right: every quantized row's change in
 /// bits per byte from float over all text, with its 95% paired-bootstrap interval, one row per
 /// model (labels left of the axis, never rotated or clipped); the panel grows with the rows.
+/// Below: KL against bits per weight, with another tool's points when given (SizePlot.swift).
 public enum ComparisonPlot {
     static let palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22", "#393b79", "#637939"]
 
-    public static func svg(_ r: ComparisonReport) -> String {
+    public static func svg(_ r: ComparisonReport, reference: ReferencePoints? = nil) -> String {
         let lastFile = r.results.last?.file
         let rows = r.results.filter { $0.file == lastFile && $0.method != "none" }
         let methods = r.sites.map(\.method).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
         let bitWidths = r.sites.map(\.bits).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
         let shownBits = bitWidths.contains("w8a8") ? "w8a8" : bitWidths.first
         let rowHeight = 22.0
-        let (w, h) = (1100.0, max(460.0, 110 + rowHeight * Double(rows.count)))
+        let top = max(460.0, 110 + rowHeight * Double(rows.count))
+        let (w, h) = (1100.0, top + 340)
         var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(w))\" height=\"\(Int(h))\" font-family=\"sans-serif\" font-size=\"12\">\n"
         s += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
         s += text(20, 24, "mambaquant compare: \(escape(r.model))", size: 15, bold: true)
@@ -76,6 +78,7 @@ public enum ComparisonPlot {
             let floatBPB = r.results.first { $0.file == lastFile && $0.method == "none" }?.bitsPerByte ?? row.bitsPerByte
             s += "<circle cx=\(q(px(row.bitsPerByte - floatBPB))) cy=\(q(y)) r=\"4\" fill=\"\(color)\"><title>\(escape(row.name)) \(escape(row.bits)): \(String(format: "%+.5f", row.bitsPerByte - floatBPB)) bits/byte</title></circle>\n"
         }
+        s += sizePanel(r, reference: reference, x: 60, y: top + 20, methods: methods)
         return s + "</svg>\n"
     }
 

@@ -52,8 +52,10 @@ struct CompareCommand: ParsableCommand {
     var format: ReportFormat = .md
     @Option(help: "Write the report here instead of stdout.")
     var out: String?
-    @Option(help: "Also write an SVG: per-layer SQNR per method, and bits per token per model.")
+    @Option(help: "Also write an SVG: per-layer SQNR per method, Δ bits per byte per model, KL against bits per weight.")
     var plot: String?
+    @Option(help: "Another tool's points for the plot's KL against bits per weight: JSON {\"source\", \"points\": [{\"name\", \"bits_per_weight\", \"kl\"}]}.")
+    var plotReference: String?
     @Option(help: "Where calibration results are cached.")
     var cacheDir = ".mambaquant-cache"
     @Flag(help: "Skip the speed and memory measurements.")
@@ -69,6 +71,7 @@ struct CompareCommand: ParsableCommand {
         if seeds < 1 || taskItems < 0 || maxTokens < 0 || calibSamples < 1 || calibSeqLen < 1 {
             throw ValidationError("--seeds, --calib-samples and --calib-seq-len must be at least 1; --task-items and --max-tokens not negative")
         }
+        if plotReference != nil && plot == nil { throw ValidationError("--plot-reference needs --plot") }
     }
 
     func run() throws {
@@ -76,6 +79,8 @@ struct CompareCommand: ParsableCommand {
         let modelDir = try modelOptions.directory()
         let evalFiles = try dataOptions.files(splits: ["test", "ood-test"])
         let calibFiles = calibData.isEmpty ? try CorpusManifest.bundled(for: "--calib-data").files("calib") : calibData
+        // Read before the long run, so a bad file is refused at once.
+        let reference = try plotReference.map { try ReferencePoints.load(path: $0) }
         for path in [out, plot].compactMap({ $0 }) { try refuseOverwritingInput(path, inputs: [modelDir] + quantized + evalFiles + calibFiles) }
         var setup = ComparisonSetup(modelDirectory: modelDir)
         setup.quantized = quantized
@@ -130,7 +135,7 @@ struct CompareCommand: ParsableCommand {
         report.notes.append(took + ".")
         let text = format == .json ? try report.json() : report.markdown()
         if let out { try writeAtomically(text, to: out) } else { print(text) }
-        if let plot { try writeAtomically(ComparisonPlot.svg(report), to: plot) }
+        if let plot { try writeAtomically(ComparisonPlot.svg(report, reference: reference), to: plot) }
         log(String(format: "compared %d models on %d files in %.0f s", contenders.count, files.count, seconds))
     }
 

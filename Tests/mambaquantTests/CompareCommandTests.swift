@@ -18,7 +18,9 @@ final class CompareCommandTests: XCTestCase {
         let args = ["compare", "--model", tiny, "--methods", "rtn,mambaquant", "--bits", "w8a8,w4a8", "--data", dir + "/eval.txt",
                     "--calib-data", dir + "/calib.txt", "--calib-samples", "2", "--calib-seq-len", "24", "--seq-len", "32",
                     "--max-tokens", "160", "--task-items", "6", "--no-speed", "--quiet", "--cache-dir", dir + "/cache"]
-        let r = try CLI.run(args + ["--format", "json", "--out", dir + "/report.json", "--plot", dir + "/plot.svg"])
+        try #"{"source": "llama.cpp (made up for the test)", "points": [{"name": "Q8_0", "bits_per_weight": 8.5, "kl": 0.0001}]}"#
+            .write(toFile: dir + "/points.json", atomically: true, encoding: .utf8)
+        let r = try CLI.run(args + ["--format", "json", "--out", dir + "/report.json", "--plot", dir + "/plot.svg", "--plot-reference", dir + "/points.json"])
         XCTAssertEqual(r.status, 0, r.stderr)
         let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/report.json"))) as! [String: Any]
         XCTAssertEqual(json["schema_version"] as? Int, 2)
@@ -45,7 +47,12 @@ final class CompareCommandTests: XCTestCase {
         let sites = json["sites"] as! [[String: Any]]
         XCTAssertFalse(sites.isEmpty)
         XCTAssertNotNil(sites[0]["sqnr_db"] as? Double)
-        XCTAssertTrue(try String(contentsOfFile: dir + "/plot.svg", encoding: .utf8).hasPrefix("<svg"))
+        let svg = try String(contentsOfFile: dir + "/plot.svg", encoding: .utf8)
+        XCTAssertTrue(svg.hasPrefix("<svg"))
+        // The size panel: every quantized row and the reference point.
+        XCTAssertTrue(svg.contains("KL from float against bits per weight"), svg)
+        XCTAssertTrue(svg.contains(">Q8_0</text>") && svg.contains("llama.cpp (made up for the test)"), svg)
+        XCTAssertTrue(svg.contains(">mambaquant w4a8</text>"), svg)
         // Well-formed XML (a browser shows nothing otherwise).
         let parser = XMLParser(contentsOf: URL(fileURLWithPath: dir + "/plot.svg"))!
         XCTAssertTrue(parser.parse(), "plot.svg is not well-formed: \(parser.parserError.map { "\($0)" } ?? "?")")
@@ -67,6 +74,9 @@ final class CompareCommandTests: XCTestCase {
             (["--quantized", tiny], "quantization"),
             (["--data", dir + "/missing.txt"], "missing.txt"),
             (["--out", dir + "/t.txt"], "overwrite"),
+            (["--plot-reference", dir + "/t.txt"], "--plot"),
+            (["--plot", dir + "/p.svg", "--plot-reference", dir + "/t.txt"], "bits_per_weight"),
+            (["--plot", dir + "/p.svg", "--plot-reference", dir + "/none.json"], "none.json"),
         ]
         for (args, mention) in cases {
             let r = try CLI.run(base + args)
