@@ -15,11 +15,15 @@ public struct CompletionRequest: Decodable, Sendable {
     public var echo: Bool?
     public var logprobs: Int?
     public var stream: Bool?
+    /// `stream_options.include_usage`: a last chunk with the usage and no choices, as OpenAI sends it.
+    public var streamUsage = false
 
     enum CodingKeys: String, CodingKey {
         case model, prompt, temperature, seed, stop, n, echo, logprobs, stream
-        case maxTokens = "max_tokens", topP = "top_p", topK = "top_k"
+        case maxTokens = "max_tokens", topP = "top_p", topK = "top_k", streamOptions = "stream_options"
     }
+
+    struct StreamOptions: Decodable { let include_usage: Bool? }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -40,6 +44,7 @@ public struct CompletionRequest: Decodable, Sendable {
         echo = try c.decodeIfPresent(Bool.self, forKey: .echo)
         logprobs = try c.decodeIfPresent(Int.self, forKey: .logprobs)
         stream = try c.decodeIfPresent(Bool.self, forKey: .stream)
+        streamUsage = try c.decodeIfPresent(StreamOptions.self, forKey: .streamOptions)?.include_usage ?? false
     }
 }
 

@@ -181,8 +181,14 @@ public final class CompletionService: Sendable {
                 }
                 var generated = 0
                 for await g in group { generated += g }
-                metrics.promptTokens.increment(by: Int64(prompts.reduce(0) { $0 + $1.ids.count }))
+                let promptTokens = prompts.reduce(0) { $0 + $1.ids.count }
+                metrics.promptTokens.increment(by: Int64(promptTokens))
                 metrics.generatedTokens.increment(by: Int64(generated))
+                if r.streamUsage {
+                    let last = CompletionResponse(id: id, created: Int(Date().timeIntervalSince1970), model: modelName, choices: [],
+                                                  usage: .init(promptTokens: promptTokens, completionTokens: generated))
+                    if let data = try? encoder.encode(last) { continuation.yield("data: \(String(decoding: data, as: UTF8.self))\n\n") }
+                }
             }
             continuation.yield("data: [DONE]\n\n")
             continuation.finish()

@@ -108,6 +108,12 @@ final class ServerTests: XCTestCase {
             }
             XCTAssertEqual(joined, text)
             XCTAssertEqual(reasons, ["length"])
+            // stream_options.include_usage: a last chunk with the usage and no choices.
+            let counted = try await Self.post(client, "/v1/completions", String(request.dropLast()) + #", "stream": true, "stream_options": {"include_usage": true}}"#)
+            let chunks = String(buffer: counted.body).components(separatedBy: "\n\n").filter { !$0.isEmpty }
+            let usage = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(chunks[chunks.count - 2].dropFirst(6).utf8)) as? [String: Any])
+            XCTAssertEqual((usage["choices"] as? [Any])?.count, 0)
+            XCTAssertEqual((usage["usage"] as? [String: Any])?["completion_tokens"] as? Int, 12)
         }
     }
 
