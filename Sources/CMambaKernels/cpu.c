@@ -13,6 +13,19 @@ const char *mq_blas_core_for_cpu(void) {
     return 0;
 }
 
+uint64_t mq_read_words(const uint64_t *p, size_t n) {
+    uint64_t a = 0, b = 0, c = 0, d = 0;
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        a += p[i];
+        b += p[i + 1];
+        c += p[i + 2];
+        d += p[i + 3];
+    }
+    for (; i < n; i++) a += p[i];
+    return a + b + c + d;
+}
+
 void mq_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();

@@ -54,6 +54,8 @@ struct BenchCommand: ParsableCommand {
     var blasCores = false
     @Flag(help: .hidden)
     var floatOnly = false
+    @Flag(help: "Also measure how fast memory streams to 1..--threads threads (decode's limit; medians of 5 reads of 256 MB).")
+    var readBandwidth = false
     @Flag(help: "Also time one prefill of each model step by step (in_proj, conv, scan, ...; medians of --runs).")
     var steps = false
     @OptionGroup var output: OutputOptions
@@ -141,6 +143,11 @@ struct BenchCommand: ParsableCommand {
             profiles = try profilePrefill([float] + int8, names: ["float32"] + models.map { models.count > 1 ? $0.recipe.bits.description : "int8" },
                                           tokens: tokens, runs: runs, parallelism: par)
         }
+        var bandwidth: [ReadBandwidth] = []
+        if readBandwidth {
+            printError("timing memory reads at 1...\(par.threads) threads")
+            bandwidth = ReadBandwidth.measure(maxThreads: par.threads)
+        }
         let report = BenchReport(
             model: name, threads: par.threads, blasCore: BLASCore.current, int8Kernels: kernelOptions.kernels.description, runs: runs,
             quantization: recipeText, float32: t[0], int8: t[1],
@@ -149,7 +156,7 @@ struct BenchCommand: ParsableCommand {
             weightBytesFloat32: 4 * weights.parameterCount, weightBytesInt8: q.weightBytes,
             weightBytesRatio: Double(4 * weights.parameterCount) / Double(q.weightBytes),
             bitsPerWeightInt8: 8 * Double(q.weightBytes) / Double(weights.parameterCount), variants: variants, gemm: gemm, int8PeakGops: peak,
-            steps: profiles, blasCores: survey,
+            steps: profiles, blasCores: survey, readBandwidth: bandwidth,
             notes: ["int8 GEMM timings include the quantization of the activations and the float epilogue; sgemm is OpenBLAS through the float model's own linear (sgemv at one row).",
                     "int4 weights run packed two per byte (int4 panels unpacked in registers); weight bytes are as stored, a tied embedding and head counted once."])
         if output.json {
@@ -215,6 +222,7 @@ struct BenchReport: Encodable {
     let int8PeakGops: Double
     let steps: [StepTimes]
     let blasCores: [CoreMeasurement]
+    let readBandwidth: [ReadBandwidth]
     let notes: [String]
 
     enum CodingKeys: String, CodingKey {
@@ -222,7 +230,7 @@ struct BenchReport: Encodable {
         case blasCore = "blas_core", int8Kernels = "int8_kernels", blasCores = "blas_cores", int8PeakGops = "int8_peak_gops"
         case prefillSpeedup = "prefill_speedup", decodeSpeedup = "decode_speedup"
         case weightBytesFloat32 = "weight_bytes_float32", weightBytesInt8 = "weight_bytes_int8", weightBytesRatio = "weight_bytes_ratio"
-        case bitsPerWeightInt8 = "bits_per_weight_int8"
+        case bitsPerWeightInt8 = "bits_per_weight_int8", readBandwidth = "read_bandwidth"
     }
 
     var text: String {
@@ -255,6 +263,11 @@ struct BenchReport: Encodable {
             s += String(format: "\nint8 compute peak: %.1f GOP/s at %d thread(s) (the path's multiply-add in register chains, no loads)\n", int8PeakGops, threads)
         }
         if !steps.isEmpty { s += "\n" + StepTimes.table(steps) }
+        if let one = readBandwidth.first {
+            s += "\nmemory read (256 MB, spinning workers): " + readBandwidth.map {
+                String(format: "%d thread%@ %.1f GB/s (%.2fx)", $0.threads, $0.threads == 1 ? "" : "s", $0.gigabytesPerSecond, $0.gigabytesPerSecond / one.gigabytesPerSecond)
+            }.joined(separator: ", ") + "\n"
+        }
         return s + "\n" + notes.map { "note: " + $0 }.joined(separator: "\n")
     }
 }

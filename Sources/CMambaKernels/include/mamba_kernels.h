@@ -27,6 +27,10 @@ const char *mq_blas_core_for_cpu(void);
 /// A spin-wait hint (x86 PAUSE; nothing elsewhere): spinning workers call it between polls.
 void mq_cpu_relax(void);
 
+/// The wrapping sum of `n` 64-bit words: a streaming read of 8n bytes (the read-bandwidth test;
+/// four independent sums so the loads, not the adds, bound it).
+uint64_t mq_read_words(const uint64_t *p, size_t n);
+
 /// out[i] = x[i] * sigmoid(x[i]).
 void mq_silu_f32(const float *x, float *out, size_t n);
 
