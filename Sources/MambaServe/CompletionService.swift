@@ -135,8 +135,7 @@ public final class CompletionService: Sendable {
                 choice.add(event)
             }
             // A stream that ends without finishing was cancelled (the client went away).
-            guard let reason = choice.finishReason else { throw APIError(status: 499, "the request was cancelled") }
-            _ = reason
+            guard choice.finishReason != nil else { throw APIError(status: 499, "the request was cancelled") }
             generated += choice.generated
             choices.append(choice.choice)
         }
