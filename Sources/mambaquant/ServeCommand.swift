@@ -65,6 +65,9 @@ struct ServeCommand: ParsableCommand {
         options.port = port
         options.apiKey = apiKey ?? ProcessInfo.processInfo.environment["MAMBAQUANT_API_KEY"].flatMap { $0.isEmpty ? nil : $0 }
         let (host, threads, keyed) = (host, par.threads, options.apiKey != nil)
+        if !keyed && !["127.0.0.1", "localhost", "::1"].contains(host) {
+            printError("warning: serving on \(host) without --api-key: anyone who can reach this address can use the model")
+        }
         // The server runs on Swift's concurrency pool and NIO's threads; this thread waits for it.
         let finished = DispatchSemaphore(value: 0)
         let failure = UncheckedSendable(ErrorBox())
