@@ -15,8 +15,10 @@ public enum ComparisonPlot {
         let bitWidths = r.sites.map(\.bits).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
         let shownBits = bitWidths.contains("w8a8") ? "w8a8" : bitWidths.first
         let rowHeight = 22.0
-        let top = max(460.0, 110 + rowHeight * Double(rows.count))
-        let (w, h) = (1100.0, top + 340)
+        let methodsShown = Set(r.sites.map(\.method)).count
+        // Below the taller of the left panel's legend (one line per method) and the right panel's rows.
+        let top = max(400 + 16 * Double(methodsShown), 110 + rowHeight * Double(rows.count))
+        let (w, h) = (1100.0, top + 380)
         var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(w))\" height=\"\(Int(h))\" font-family=\"sans-serif\" font-size=\"12\">\n"
         s += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
         s += text(20, 24, "mambaquant compare: \(escape(r.model))", size: 15, bold: true)
@@ -78,7 +80,7 @@ public enum ComparisonPlot {
             let floatBPB = r.results.first { $0.file == lastFile && $0.method == "none" }?.bitsPerByte ?? row.bitsPerByte
             s += "<circle cx=\(q(px(row.bitsPerByte - floatBPB))) cy=\(q(y)) r=\"4\" fill=\"\(color)\"><title>\(escape(row.name)) \(escape(row.bits)): \(String(format: "%+.5f", row.bitsPerByte - floatBPB)) bits/byte</title></circle>\n"
         }
-        s += sizePanel(r, reference: reference, x: 60, y: top + 20, methods: methods)
+        s += sizePanel(r, reference: reference, x: 60, y: top + 60, methods: methods)
         return s + "</svg>\n"
     }
 
