@@ -25,36 +25,11 @@ public struct CheckpointSummary: Sendable, Encodable {
     public let modelParameters: Int
     /// 8 x the safetensors bytes (every tensor, scales and float-kept modules, headers included) /
     /// the float model's parameters: the size a user compares across formats (a GGUF's the same way).
-    public var bitsPerWeight: Double { 8 * Double(bytesOnDisk) / Double(max(1, modelParameters)) }
+    public let bitsPerWeight: Double
     public let tensors: [TensorInfo]
     public let tokenizer: String?
     public let tokenizerVocabSize: Int?
     public let quantization: JSONValue?
-
-    enum CodingKeys: String, CodingKey {
-        case directory, modelType, family, notes, hiddenSize, numLayers, innerSize, stateSize, timeStepRank, convKernel, vocabSize
-        case mixerSettings, tiedHead, parameters, bytesOnDisk, modelParameters, bitsPerWeight, tensors, tokenizer, tokenizerVocabSize, quantization
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(directory, forKey: .directory)
-        try c.encode(modelType, forKey: .modelType)
-        try c.encode(family, forKey: .family)
-        try c.encode(notes, forKey: .notes)
-        for (key, value) in [(CodingKeys.hiddenSize, hiddenSize), (.numLayers, numLayers), (.innerSize, innerSize), (.stateSize, stateSize),
-                             (.timeStepRank, timeStepRank), (.convKernel, convKernel), (.vocabSize, vocabSize), (.parameters, parameters),
-                             (.bytesOnDisk, bytesOnDisk), (.modelParameters, modelParameters)] {
-            try c.encode(value, forKey: key)
-        }
-        try c.encode(mixerSettings, forKey: .mixerSettings)
-        try c.encode(tiedHead, forKey: .tiedHead)
-        try c.encode(bitsPerWeight, forKey: .bitsPerWeight)
-        try c.encode(tensors, forKey: .tensors)
-        try c.encodeIfPresent(tokenizer, forKey: .tokenizer)
-        try c.encodeIfPresent(tokenizerVocabSize, forKey: .tokenizerVocabSize)
-        try c.encodeIfPresent(quantization, forKey: .quantization)
-    }
 
     public static func describe(directory: String) throws -> CheckpointSummary {
         let config = try MambaConfig.load(directory: directory)
@@ -76,7 +51,8 @@ public struct CheckpointSummary: Sendable, Encodable {
             tiedHead: !tensors.contains { $0.name == ModelParameter.lmHead.name },
             // Scales and other side tensors of a quantized checkpoint are not parameters.
             parameters: tensors.filter { !isQuantized || !$0.name.hasSuffix("_scale") }.reduce(0) { $0 + $1.shape.reduce(1, *) },
-            bytesOnDisk: store.bytesOnDisk, modelParameters: floatParameters(config), tensors: tensors,
+            bytesOnDisk: store.bytesOnDisk, modelParameters: floatParameters(config),
+            bitsPerWeight: 8 * Double(store.bytesOnDisk) / Double(max(1, floatParameters(config))), tensors: tensors,
             tokenizer: tokenizer == nil ? nil : tokenizerPath, tokenizerVocabSize: tokenizer?.vocabSize,
             quantization: config.json["quantization"])
     }
