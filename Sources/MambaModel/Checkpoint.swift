@@ -41,6 +41,7 @@ public struct CheckpointSummary: Sendable, Encodable {
         let tokenizerPath = directory + "/" + Tokenizer.fileName
         let tokenizer = FileManager.default.fileExists(atPath: tokenizerPath) ? try Tokenizer(contentsOf: tokenizerPath) : nil
         let isQuantized = config.json["quantization"] != nil
+        let modelParameters = floatParameters(config)
         return CheckpointSummary(
             directory: directory,
             modelType: config.json["model_type"]?.string ?? "mamba (state-spaces config)",
@@ -51,8 +52,8 @@ public struct CheckpointSummary: Sendable, Encodable {
             tiedHead: !tensors.contains { $0.name == ModelParameter.lmHead.name },
             // Scales and other side tensors of a quantized checkpoint are not parameters.
             parameters: tensors.filter { !isQuantized || !$0.name.hasSuffix("_scale") }.reduce(0) { $0 + $1.shape.reduce(1, *) },
-            bytesOnDisk: store.bytesOnDisk, modelParameters: floatParameters(config),
-            bitsPerWeight: 8 * Double(store.bytesOnDisk) / Double(max(1, floatParameters(config))), tensors: tensors,
+            bytesOnDisk: store.bytesOnDisk, modelParameters: modelParameters,
+            bitsPerWeight: 8 * Double(store.bytesOnDisk) / Double(max(1, modelParameters)), tensors: tensors,
             tokenizer: tokenizer == nil ? nil : tokenizerPath, tokenizerVocabSize: tokenizer?.vocabSize,
             quantization: config.json["quantization"])
     }

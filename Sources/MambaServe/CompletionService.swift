@@ -139,11 +139,9 @@ public final class CompletionService: Sendable {
             generated += choice.generated
             choices.append(choice.choice)
         }
-        metrics.promptTokens.increment(by: Int64(prompts.reduce(0) { $0 + $1.ids.count }))
-        metrics.generatedTokens.increment(by: Int64(generated))
         return CompletionResponse(
             id: "cmpl-\(UUID().uuidString.lowercased())", created: Int(Date().timeIntervalSince1970), model: modelName, choices: choices,
-            usage: .init(promptTokens: prompts.reduce(0) { $0 + $1.ids.count }, completionTokens: generated))
+            usage: metrics.count(prompts, generated: generated))
     }
 
     /// Runs a request as server-sent events: one `data: {chunk}` per token (and the echoed prompt),
@@ -180,12 +178,9 @@ public final class CompletionService: Sendable {
                 }
                 var generated = 0
                 for await g in group { generated += g }
-                let promptTokens = prompts.reduce(0) { $0 + $1.ids.count }
-                metrics.promptTokens.increment(by: Int64(promptTokens))
-                metrics.generatedTokens.increment(by: Int64(generated))
+                let usage = metrics.count(prompts, generated: generated)
                 if r.streamUsage {
-                    let last = CompletionResponse(id: id, created: Int(Date().timeIntervalSince1970), model: modelName, choices: [],
-                                                  usage: .init(promptTokens: promptTokens, completionTokens: generated))
+                    let last = CompletionResponse(id: id, created: Int(Date().timeIntervalSince1970), model: modelName, choices: [], usage: usage)
                     if let data = try? encoder.encode(last) { continuation.yield("data: \(String(decoding: data, as: UTF8.self))\n\n") }
                 }
             }
@@ -196,6 +191,16 @@ public final class CompletionService: Sendable {
             if case .cancelled = reason { task.cancel() }
         }
         return out
+    }
+}
+
+extension ServerMetrics {
+    /// Counts a finished request's tokens; its usage.
+    func count(_ prompts: [CompletionService.Prompt], generated: Int) -> CompletionResponse.Usage {
+        let usage = CompletionResponse.Usage(promptTokens: prompts.reduce(0) { $0 + $1.ids.count }, completionTokens: generated)
+        promptTokens.increment(by: Int64(usage.promptTokens))
+        generatedTokens.increment(by: Int64(generated))
+        return usage
     }
 }
 
@@ -260,7 +265,10 @@ struct ChoiceBuilder {
         if let lp = t.logprob {
             // The k most likely and, as OpenAI does, the chosen token (up to k + 1 entries).
             var top: [String: Double] = [:]
-            for a in t.top { top[tokenText(a.id)] = max(top[tokenText(a.id)] ?? -.infinity, a.logprob) }
+            for a in t.top {
+                let key = tokenText(a.id)
+                top[key] = max(top[key] ?? -.infinity, a.logprob)
+            }
             top[text] = max(top[text] ?? -.infinity, lp)
             delta.logprobs!.topLogprobs.append(top)
         } else {
