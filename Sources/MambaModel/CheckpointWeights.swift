@@ -55,9 +55,15 @@ public final class CheckpointWeights: @unchecked Sendable {
             }
             unused.remove(name)
         }
-        embeddingName = root != "backbone." || store.contains(ModelParameter.embedding.name) || !store.contains(ModelParameter.legacyEmbeddingName)
-            ? ModelParameter.embedding.name : ModelParameter.legacyEmbeddingName
-        try check(embeddingName, ModelParameter.embedding.shape(c))
+        if let v = c.vision {
+            // Vim's tensors around the blocks (VisionParameter); its head is its own, with a bias.
+            embeddingName = VisionParameter.patchWeight.name
+            for p in VisionParameter.allCases { if let shape = p.shape(c, v) { try check(p.name, shape) } }
+        } else {
+            embeddingName = root != "backbone." || store.contains(ModelParameter.embedding.name) || !store.contains(ModelParameter.legacyEmbeddingName)
+                ? ModelParameter.embedding.name : ModelParameter.legacyEmbeddingName
+            try check(embeddingName, ModelParameter.embedding.shape(c))
+        }
         for i in 0..<c.numLayers {
             let prefix = BlockNames.mixerPrefix(layer: i)
             for (spec, _) in c.mixer(layer: i).presentParameters(c) { try check(prefix + spec.key, spec.diskShape(c)!, stackedIn: spec.file?.stacked?.count) }
@@ -65,12 +71,16 @@ public final class CheckpointWeights: @unchecked Sendable {
         }
         try check(ModelParameter.normF.name, ModelParameter.normF.shape(c))
         // The head is tied unless the checkpoint carries its own.
-        if store.contains(ModelParameter.lmHead.name) {
-            try check(ModelParameter.lmHead.name, ModelParameter.lmHead.shape(c))
-        } else if !c.tieWordEmbeddings {
-            throw MambaError(.missingTensor, "checkpoint \(store.directory) lacks tensor lm_head.weight (tie_word_embeddings is false)")
+        if c.vision != nil {
+            tiedHead = false
+        } else {
+            if store.contains(ModelParameter.lmHead.name) {
+                try check(ModelParameter.lmHead.name, ModelParameter.lmHead.shape(c))
+            } else if !c.tieWordEmbeddings {
+                throw MambaError(.missingTensor, "checkpoint \(store.directory) lacks tensor lm_head.weight (tie_word_embeddings is false)")
+            }
+            tiedHead = !store.contains(ModelParameter.lmHead.name)
         }
-        tiedHead = !store.contains(ModelParameter.lmHead.name)
         if let extra = unused.sorted().first {
             let more = unused.count > 1 ? " (and \(unused.count - 1) more)" : ""
             throw MambaError(.unusedTensor, "checkpoint \(store.directory) has tensor \(extra)\(more), which a \(c.family) model with this config does not use")
@@ -141,8 +151,21 @@ public final class CheckpointWeights: @unchecked Sendable {
         MambaError(.badFile, "tensor \(name) of \(store.directory) holds \(value) at index \(index): the checkpoint's weights must be finite")
     }
 
-    public func readEmbedding() throws -> Tensor { try tensor(embeddingName) }
-    public func readStoredEmbedding() throws -> StoredMatrix { try storedMatrix(embeddingName) }
+    public func readEmbedding() throws -> Tensor {
+        try requireLanguageModel()
+        return try tensor(embeddingName)
+    }
+    public func readStoredEmbedding() throws -> StoredMatrix {
+        try requireLanguageModel()
+        return try storedMatrix(embeddingName)
+    }
+
+    /// Every language-model path reads the embedding first: a Vim checkpoint is refused there.
+    private func requireLanguageModel() throws {
+        guard config.vision == nil else {
+            throw MambaError(.unsupportedModel, "\(store.directory) is a Vision Mamba (model_type vim), not a language model: `mambaquant classify` runs it")
+        }
+    }
     /// nil when tied to the embedding.
     public func readStoredLMHead() throws -> StoredMatrix? { tiedHead ? nil : try storedMatrix(ModelParameter.lmHead.name) }
 

@@ -107,11 +107,11 @@ public struct Mamba1Mixer: MixerDescription {
 
     public func makeMixer(_ ops: any MixerOpSource, _ c: MambaConfig, layer: Int) -> any MixerOp {
         MambaMixer(
-            inProj: ops.linear("in_proj"), conv: ops.conv("conv1d"), xProj: ops.linear("x_proj"),
-            dtProj: ops.linear("dt_proj"), scanInput: ops.scanInput(),
-            scan: SelectiveScan(aLog: ops.tensor("A_log"), dSkip: ops.tensor("D")),
-            gate: ops.gate(), outProjRotation: ops.onlineRotation(before: "out_proj"), outProj: ops.linear("out_proj"),
-            ssmNormEpsilon: ssmNormEpsilon, ssmNormWeights: ssmNormWeights ? Self.normWeights.map { ops.tensor($0.key) } : nil)
+            inProj: ops.linear("in_proj"),
+            branch: SelectiveBranch(conv: ops.conv("conv1d"), xProj: ops.linear("x_proj"), dtProj: ops.linear("dt_proj"), scanInput: ops.scanInput(),
+                                    scan: SelectiveScan(aLog: ops.tensor("A_log"), dSkip: ops.tensor("D")), ssmNormEpsilon: ssmNormEpsilon,
+                                    ssmNormWeights: ssmNormWeights ? Self.normWeights.map { ops.tensor($0.key) } : nil),
+            gate: ops.gate(), outProjRotation: ops.onlineRotation(before: "out_proj"), outProj: ops.linear("out_proj"))
     }
 
     /// A_log = log(1..N) plus noise, dt bias the inverse softplus of dt in [1e-3, 1e-1], so tests
@@ -142,51 +142,47 @@ public struct Mamba1Mixer: MixerDescription {
     }
 }
 
-/// The Mamba-1 forward over swappable leaf ops (Ops.swift).
-public struct MambaMixer: MixerOp {
-    public var inProj: any LinearOp        // [2E, D]
+/// The part of a Mamba-1 mixer between in_proj's x and the scan's output y: the causal conv and
+/// SiLU, x_proj, Falcon-Mamba's and Jamba's norms on dt_low, B and C, dt_proj and the selective
+/// scan. A Mamba-1 mixer runs one; Vim's bidirectional mixer runs two, the second over the sequence
+/// reversed (BiMambaMixer.swift), each reporting its own sites.
+public struct SelectiveBranch: Sendable {
     public var conv: any ConvOp            // [E, K]
     public var xProj: any LinearOp         // [R + 2N, E]
     public var dtProj: any LinearOp        // [E, R] + bias
     public var scanInput: any ScanInputOp  // x, dt, B, C before the scan
     public var scan: SelectiveScan         // A [E, N], D [E]
-    public var gate: any GateOp
-    public var outProjRotation: OnlineHadamard?  // R2, applied to g before out_proj (nil: none)
-    public var outProj: any LinearOp       // [D, E]
     /// Falcon-Mamba's weightless RMSNorm on dt_low, B and C (nil: none).
     public var ssmNormEpsilon: Float?
     /// Jamba's weights of those norms: dt_low's [R], B's [N], C's [N] (nil: weightless).
     public var ssmNormWeights: [Tensor]?
+    /// The sites this branch reports and quantizes its scan inputs at.
+    public var sites: BranchSites
 
-    public init(inProj: any LinearOp, conv: any ConvOp, xProj: any LinearOp, dtProj: any LinearOp, scanInput: any ScanInputOp,
-                scan: SelectiveScan, gate: any GateOp, outProjRotation: OnlineHadamard? = nil, outProj: any LinearOp,
-                ssmNormEpsilon: Float? = nil, ssmNormWeights: [Tensor]? = nil) {
-        self.inProj = inProj; self.conv = conv; self.xProj = xProj; self.dtProj = dtProj
-        self.scanInput = scanInput; self.scan = scan; self.gate = gate; self.outProjRotation = outProjRotation; self.outProj = outProj
+    public init(conv: any ConvOp, xProj: any LinearOp, dtProj: any LinearOp, scanInput: any ScanInputOp, scan: SelectiveScan,
+                ssmNormEpsilon: Float? = nil, ssmNormWeights: [Tensor]? = nil, sites: BranchSites = .forward) {
+        self.conv = conv; self.xProj = xProj; self.dtProj = dtProj; self.scanInput = scanInput; self.scan = scan
         self.ssmNormEpsilon = ssmNormEpsilon
         self.ssmNormWeights = ssmNormWeights
+        self.sites = sites
     }
 
     public var innerSize: Int { scan.channels }
     public var stateSize: Int { scan.stateSize }
     public var timeStepRank: Int { dtProj.inFeatures }
 
+    /// A fresh (all zero) conv window and SSM state.
     public func makeState() -> RecurrentState {
         RecurrentState(conv: [Float](repeating: 0, count: (conv.kernelSize - 1) * innerSize),
-                   ssm: [Float](repeating: 0, count: innerSize * stateSize))
+                       ssm: [Float](repeating: 0, count: innerSize * stateSize))
     }
 
-    /// u: normalized block input [L, D] -> mixer output [L, D]; `state` is this layer's decode state.
-    public func forward(_ u: Tensor, state: inout RecurrentState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
-        let (e, n, r) = (innerSize, stateSize, timeStepRank)
-        observer?.observe(u, site: .inProjInput, layer: layer)
-        let xz = profiled("in_proj") { inProj.forward(u, par) }         // [L, 2E]
-        let (x, z) = profiled("split") { (xz.columns(0..<e), xz.columns(e..<(2 * e))) } // [L, E] each
-        observer?.observe(x, site: .x, layer: layer)
-        observer?.observe(z, site: .z, layer: layer)
+    /// x: in_proj's x rows [L, E] -> the scan's output y [L, E] (before the gate), from `state`.
+    public func forward(_ x: Tensor, state: inout RecurrentState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
+        let (n, r) = (stateSize, timeStepRank)
         var xc = profiled("conv") { silu(conv.forward(x, state: &state.conv, par)) } // [L, E]
-        profiled("scan inputs") { scanInput.forward(&xc, site: .convOutput) }
-        observer?.observe(xc, site: .convOutput, layer: layer)
+        profiled("scan inputs") { scanInput.forward(&xc, site: sites.convOutput) }
+        observer?.observe(xc, site: sites.convOutput, layer: layer)
         let xdbl = profiled("x_proj") { xProj.forward(xc, par) }       // [L, R + 2N]
         var (dtLow, b, c) = profiled("split") {                          // [L, R], [L, N], [L, N]
             (xdbl.columns(0..<r), xdbl.columns(r..<(r + n)), xdbl.columns((r + n)..<(r + 2 * n)))
@@ -196,17 +192,55 @@ public struct MambaMixer: MixerOp {
             b = rmsNorm(b, weight: ssmNormWeights?[1], eps: eps)
             c = rmsNorm(c, weight: ssmNormWeights?[2], eps: eps)
         }
-        observer?.observe(dtLow, site: .dtLow, layer: layer)
+        observer?.observe(dtLow, site: sites.dtLow, layer: layer)
         var dt = profiled("dt_proj") { dtProj.forward(dtLow, par) }    // [L, E], before softplus
         profiled("scan inputs") {
-            scanInput.forward(&dt, site: .dt)
-            scanInput.forward(&b, site: .B)
-            scanInput.forward(&c, site: .C)
+            scanInput.forward(&dt, site: sites.dt)
+            scanInput.forward(&b, site: sites.B)
+            scanInput.forward(&c, site: sites.C)
         }
-        observer?.observe(dt, site: .dt, layer: layer)
-        observer?.observe(b, site: .B, layer: layer)
-        observer?.observe(c, site: .C, layer: layer)
-        let y = profiled("scan") { scan.forward(x: xc, dtRaw: dt, b: b, c: c, h: &state.ssm, par) } // [L, E]
+        observer?.observe(dt, site: sites.dt, layer: layer)
+        observer?.observe(b, site: sites.B, layer: layer)
+        observer?.observe(c, site: sites.C, layer: layer)
+        return profiled("scan") { scan.forward(x: xc, dtRaw: dt, b: b, c: c, h: &state.ssm, par) } // [L, E]
+    }
+}
+
+/// The sites of one selective branch.
+public struct BranchSites: Sendable, Equatable {
+    public let convOutput: Site, dtLow: Site, dt: Site, B: Site, C: Site
+
+    public var all: [Site] { [convOutput, dtLow, B, C, dt] }
+
+    /// Mamba-1's (and Vim's forward branch's).
+    public static let forward = BranchSites(convOutput: .convOutput, dtLow: .dtLow, dt: .dt, B: .B, C: .C)
+}
+
+/// The Mamba-1 forward over swappable leaf ops (Ops.swift).
+public struct MambaMixer: MixerOp {
+    public var inProj: any LinearOp        // [2E, D]
+    public var branch: SelectiveBranch     // conv, x_proj, dt_proj, the scan
+    public var gate: any GateOp
+    public var outProjRotation: OnlineHadamard?  // R2, applied to g before out_proj (nil: none)
+    public var outProj: any LinearOp       // [D, E]
+
+    public init(inProj: any LinearOp, branch: SelectiveBranch, gate: any GateOp, outProjRotation: OnlineHadamard? = nil, outProj: any LinearOp) {
+        self.inProj = inProj; self.branch = branch; self.gate = gate; self.outProjRotation = outProjRotation; self.outProj = outProj
+    }
+
+    public var innerSize: Int { branch.innerSize }
+
+    public func makeState() -> RecurrentState { branch.makeState() }
+
+    /// u: normalized block input [L, D] -> mixer output [L, D]; `state` is this layer's decode state.
+    public func forward(_ u: Tensor, state: inout RecurrentState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
+        let e = innerSize
+        observer?.observe(u, site: .inProjInput, layer: layer)
+        let xz = profiled("in_proj") { inProj.forward(u, par) }         // [L, 2E]
+        let (x, z) = profiled("split") { (xz.columns(0..<e), xz.columns(e..<(2 * e))) } // [L, E] each
+        observer?.observe(x, site: .x, layer: layer)
+        observer?.observe(z, site: .z, layer: layer)
+        let y = branch.forward(x, state: &state, layer: layer, par, observer: observer)
         observer?.observe(y, site: .y, layer: layer)
         var g = profiled("gate") { gate.forward(y: y, z: z, par) }     // [L, E]
         if let r = outProjRotation { g = profiled("hadamard") { r.rotate(g, par) } }

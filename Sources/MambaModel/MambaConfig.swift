@@ -32,6 +32,8 @@ public struct MambaConfig: Sendable, Equatable {
     public var embeddingMultiplier: Float = 1
     public var residualMultiplier: Float = 1
     public var logitsScaling: Float = 1
+    /// A Vision Mamba's settings around the blocks (VisionConfig.swift; nil: a language model).
+    public var vision: VisionSettings?
 
     public init(
         hiddenSize: Int, numLayers: Int, stateSize: Int = 16, expand: Int = 2, convKernel: Int = 4,
@@ -107,6 +109,7 @@ public struct MambaConfig: Sendable, Equatable {
         if modelType == "bamba" || modelType == "granitemoehybrid" { return try twoBlockHybrid(json, source: source) }
         if modelType == "jamba" { return try jamba(json, source: source) }
         if modelType == "falcon_h1" { return try falconH1(json, source: source) }
+        if modelType == "vim" { return try vim(json, source: source) }
         let ssmLayer = ssm["layer"]?.string
         let isMamba2: Bool
         switch modelType {
@@ -267,7 +270,9 @@ public struct MambaConfig: Sendable, Equatable {
 
     /// Parameters of a model with this config (the tied head counted once).
     public var parameterCount: Int {
-        vocabSize * hiddenSize * (tieWordEmbeddings ? 1 : 2) + (0..<numLayers).reduce(0) { $0 + layerParameterCount($1) } + hiddenSize
+        let outside = vision.map { v in VisionParameter.allCases.compactMap { $0.shape(self, v)?.reduce(1, *) }.reduce(0, +) }
+            ?? vocabSize * hiddenSize * (tieWordEmbeddings ? 1 : 2)
+        return outside + (0..<numLayers).reduce(0) { $0 + layerParameterCount($1) } + hiddenSize
     }
 
     /// transformers' model types that mix Mamba(-2) layers with attention (or MoE) layers.

@@ -1,0 +1,167 @@
+import MambaTensors
+
+// Vision Mamba (hustvl/Vim vim/models_mamba.py, VisionMamba.forward in eval mode): an image
+// [C, H, W] becomes patch tokens by a strided convolution (PatchEmbed: kernel p, stride s, read
+// here as one linear over each patch's C p p values), the cls token joins them in the middle or at
+// the head, the absolute position embedding is added, the blocks run (MambaBlock: Vim's
+// add-then-norm order is the pre-norm residual stream u += mixer(norm(u))), norm_f, and the head
+// reads the cls token's row (or pools the rows). Shapes: D hidden, T tokens, M patches.
+
+public struct VisionMamba: Sendable {
+    public var config: MambaConfig
+    public let vision: VisionSettings
+    public var patchEmbed: any LinearOp    // [D, C p p] + bias
+    public var classToken: Tensor?         // [D]
+    public var positionEmbedding: Tensor?  // [T, D]
+    public var blocks: [MambaBlock]
+    public var normF: Tensor?              // [D]
+    public var head: any LinearOp          // [classes, D] + bias
+
+    public init(config: MambaConfig, patchEmbed: any LinearOp, classToken: Tensor?, positionEmbedding: Tensor?, blocks: [MambaBlock],
+                normF: Tensor?, head: any LinearOp) {
+        precondition(config.vision != nil, "a Vision Mamba needs a vision config")
+        self.config = config
+        self.vision = config.vision!
+        self.patchEmbed = patchEmbed
+        self.classToken = classToken
+        self.positionEmbedding = positionEmbedding
+        self.blocks = blocks
+        self.normF = normF
+        self.head = head
+    }
+
+    /// The float model of a Vim checkpoint directory.
+    public static func load(directory: String) throws -> VisionMamba {
+        try VisionMamba(checkpoint: try CheckpointWeights(directory: directory))
+    }
+
+    /// The float model over a checkpoint's weights as stored (16-bit matrices kept in 16 bits, as
+    /// MambaLM does), refused up front when it cannot fit in MemAvailable.
+    public init(checkpoint w: CheckpointWeights, available: Double? = SystemMemory.available()) throws {
+        let c = w.config
+        guard let v = c.vision else {
+            throw MambaError(.unsupportedModel, "\(w.store.directory) is a language model (\(c.family)), not a Vision Mamba: run it with generate, evaluate or compare")
+        }
+        let need = Double(w.runtimeBytes)
+        if let available, need > available {
+            throw MambaError(.outOfMemory, "the float model of \(w.store.directory) needs \(gigabytes(need)) but \(gigabytes(available)) is available (\(SystemMemory.availableSource()))")
+        }
+        let d = c.hiddenSize
+        let patch = try w.tensor(VisionParameter.patchWeight.name).reshaped([d, v.patchFeatures])
+        var blocks: [MambaBlock] = []
+        for i in 0..<c.numLayers { blocks.append(MambaBlock(float: try w.readStoredLayer(i), config: c, layer: i)) }
+        self.init(config: c, patchEmbed: FloatLinear(weight: patch, bias: try w.tensor(VisionParameter.patchBias.name)),
+                  classToken: v.classToken == .none ? nil : try w.tensor(VisionParameter.classToken.name).reshaped([d]),
+                  positionEmbedding: v.positionEmbedding ? try w.tensor(VisionParameter.positionEmbedding.name).reshaped([v.tokens, d]) : nil,
+                  blocks: blocks, normF: try w.readNormF(),
+                  head: try w.storedMatrix(VisionParameter.headWeight.name).linear(bias: try w.tensor(VisionParameter.headBias.name)))
+    }
+
+    public var classes: Int { vision.classes }
+
+    /// One image's patches as rows [M, C p p], row-major over the grid, each patch's values in the
+    /// conv weight's (channel, row, column) order.
+    public func patches(_ image: UnsafeBufferPointer<Float>) -> Tensor {
+        let v = vision
+        precondition(image.count == v.imageValues, "an image of \(image.count) values for a \(v.shapeDescription) model")
+        let (p, s, h, w) = (v.patchSize, v.stride, v.imageHeight, v.imageWidth)
+        return Tensor(shape: [v.patches, v.patchFeatures]) { out in
+            var o = 0
+            for gy in 0..<v.gridHeight {
+                for gx in 0..<v.gridWidth {
+                    for c in 0..<v.channels {
+                        for ky in 0..<p {
+                            (out.baseAddress! + o).update(from: image.baseAddress! + (c * h + gy * s + ky) * w + gx * s, count: p)
+                            o += p
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The blocks' input for one image [T, D]: patch tokens, the cls token, the position embedding.
+    public func embed(_ image: UnsafeBufferPointer<Float>, _ par: Parallelism = .serial) -> Tensor {
+        let d = config.hiddenSize
+        let tokens = profiled("patch_embed") { patchEmbed.forward(patches(image), par) }   // [M, D]
+        var u: Tensor
+        if let row = vision.classTokenRow, let cls = classToken {
+            u = Tensor(shape: [vision.tokens, d]) { out in
+                tokens.storage.withUnsafeBufferPointer { t in
+                    let base = out.baseAddress!
+                    base.update(from: t.baseAddress!, count: row * d)
+                    cls.storage.withUnsafeBufferPointer { (base + row * d).update(from: $0.baseAddress!, count: d) }
+                    (base + (row + 1) * d).update(from: t.baseAddress! + row * d, count: (vision.patches - row) * d)
+                }
+            }
+        } else {
+            u = tokens
+        }
+        if let pos = positionEmbedding { add(pos, to: &u, times: 1) }
+        return u
+    }
+
+    /// The residual stream after the blocks [T, D] (each block from a fresh state: the whole image
+    /// is one sequence).
+    public func encode(_ embedded: Tensor, _ par: Parallelism = .serial, observer: (any ActivationObserver)? = nil) -> Tensor {
+        var u = embedded
+        for (i, block) in blocks.enumerated() {
+            var state: any LayerState = block.mixer.makeState()
+            block.step(&u, state: &state, layer: i, config: config, par, observer: observer)
+        }
+        return u
+    }
+
+    /// The head's logits [classes] from the last residual stream: norm_f, then the cls token's
+    /// row, or the pool of all rows (final_pool_type).
+    public func classify(_ u: Tensor, _ par: Parallelism = .serial, observer: (any ActivationObserver)? = nil) -> [Float] {
+        let h = rmsNorm(u, weight: normF, eps: config.layerNormEpsilon)          // [T, D]
+        let features: Tensor
+        if let row = vision.classTokenRow {
+            features = h.rows(row..<(row + 1))
+        } else {
+            switch vision.pool {
+            case .last: features = h.rows((h.rows - 1)..<h.rows)
+            case .mean: features = Tensor(shape: [1, h.cols], storage: columnMeans(h))
+            case .max:
+                observer?.observe(h, site: .lmHeadInput, layer: nil)
+                return columnMaxima(profiled("head") { head.forward(h, par) })
+            }
+        }
+        observer?.observe(features, site: .lmHeadInput, layer: nil)
+        return profiled("head") { head.forward(features, par) }.storage
+    }
+
+    /// Logits [n, classes] of images [n, C, H, W].
+    public func logits(_ images: Tensor, _ par: Parallelism = .serial) -> Tensor {
+        let n = images.shape[0], values = vision.imageValues
+        precondition(images.count == n * values, "images of shape \(images.shape) for a \(vision.shapeDescription) model")
+        var out: [Float] = []
+        out.reserveCapacity(n * classes)
+        images.storage.withUnsafeBufferPointer { all in
+            for i in 0..<n {
+                let image = UnsafeBufferPointer(rebasing: all[(i * values)..<((i + 1) * values)])
+                out += classify(encode(embed(image, par), par), par)
+            }
+        }
+        return Tensor(shape: [n, classes], storage: out)
+    }
+}
+
+/// The mean of each column of x [rows, cols].
+func columnMeans(_ x: Tensor) -> [Float] {
+    var sums = [Double](repeating: 0, count: x.cols)
+    x.storage.withUnsafeBufferPointer { p in
+        for r in 0..<x.rows { for j in 0..<x.cols { sums[j] += Double(p[r * x.cols + j]) } }
+    }
+    return sums.map { Float($0 / Double(max(x.rows, 1))) }
+}
+
+/// The largest value of each column of x [rows, cols].
+func columnMaxima(_ x: Tensor) -> [Float] {
+    var best = [Float](repeating: -.infinity, count: x.cols)
+    x.storage.withUnsafeBufferPointer { p in
+        for r in 0..<x.rows { for j in 0..<x.cols { best[j] = max(best[j], p[r * x.cols + j]) } }
+    }
+    return best
+}
