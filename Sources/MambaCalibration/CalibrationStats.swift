@@ -24,7 +24,8 @@ public struct SiteKey: Hashable, Sendable, Comparable, CustomStringConvertible {
 /// Which sites carry second-moment sums (the KLT sites of docs/DESIGN.md section 2): the dt path input
 /// of each layer, and the residual stream's block inputs pooled over layers.
 public enum KLTSite {
-    public static let perLayer: Set<Site> = [.dtLow]
+    /// Every mixer's bottlenecks (MixerDescription.bottlenecks): Mamba-1's dt path, both of Vim's.
+    public static let perLayer: Set<Site> = [.dtLow, BranchSites.backward.dtLow]
     public static let pooled: Site = .residual
 }
 

@@ -106,10 +106,16 @@ public final class WindowStreams {
     /// lm_head's input recorded after the last layer: norm_f, then the head-input linear if any.
     public func observeHead(normF: Tensor?, headInput: (any LinearOp)?) throws {
         let (eps, serial, headInput) = (config.layerNormEpsilon, Parallelism.serial, UncheckedSendable(headInput))   // read-only, shared by the windows
-        try forEachWindow { u, recorder in
+        try observeHead { u in
             let h = rmsNorm(u, weight: normF, eps: eps)
-            recorder.observe(headInput.value.map { $0.forward(h, serial) } ?? h, site: .lmHeadInput, layer: nil)
+            return headInput.value.map { $0.forward(h, serial) } ?? h
         }
+    }
+
+    /// The head's input, made from each window's last residual stream by `input` (a Vision
+    /// Mamba's norm_f and cls-token row or pooling), recorded at .lmHeadInput.
+    public func observeHead(_ input: @escaping @Sendable (Tensor) -> Tensor) throws {
+        try forEachWindow { u, recorder in recorder.observe(input(u), site: .lmHeadInput, layer: nil) }
         parallelism.applyToBLAS()
     }
 

@@ -89,6 +89,8 @@ public struct BiMambaMixer: MixerDescription {
         return nil
     }
 
+    public var bottlenecks: [Site] { [.dtLow, BranchSites.backward.dtLow] }
+
     public var residualReaders: [String] { ["in_proj"] }
     public var residualWriters: [String] { ["out_proj"] }
 

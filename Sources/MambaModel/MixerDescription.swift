@@ -120,6 +120,9 @@ public protocol MixerDescription: Sendable {
     /// The modules whose input takes an online Hadamard (R2) under the rotation methods (default:
     /// the module reading .outProjInput).
     var onlineRotated: [String] { get }
+    /// The low-rank sites between two linears that R5 rotates (and SmoothQuant smooths) where the
+    /// mixer has them (default: Mamba-1's dt path; Vim's two branches have one each).
+    var bottlenecks: [Site] { get }
     /// Whether a weightless RMSNorm sits between `site`'s producing rows and its consumer:
     /// orthogonal rotations cross it exactly, per-channel smoothing does not.
     func isNormalized(_ site: Site) -> Bool
@@ -149,6 +152,7 @@ extension MixerDescription {
     public func scanScaleGroups(_ site: Site, _ c: MambaConfig) -> Int? { nil }
     public func module(_ name: String) -> ModuleSpec? { modules.first { $0.name == name } }
     public var onlineRotated: [String] { consumer(of: .outProjInput).map { [$0.name] } ?? [] }
+    public var bottlenecks: [Site] { [.dtLow] }
 
     /// The sites the linear modules read (GPTQ's Hessians are gathered there).
     public var linearInputs: Set<Site> { Set(modules.filter { $0.kind == .linear }.map(\.input)) }

@@ -112,24 +112,33 @@ public struct VisionMamba: Sendable {
         return u
     }
 
-    /// The head's logits [classes] from the last residual stream: norm_f, then the cls token's
-    /// row, or the pool of all rows (final_pool_type).
-    public func classify(_ u: Tensor, _ par: Parallelism = .serial, observer: (any ActivationObserver)? = nil) -> [Float] {
-        let h = rmsNorm(u, weight: normF, eps: config.layerNormEpsilon)          // [T, D]
-        let features: Tensor
-        if let row = vision.classTokenRow {
-            features = h.rows(row..<(row + 1))
-        } else {
-            switch vision.pool {
-            case .last: features = h.rows((h.rows - 1)..<h.rows)
-            case .mean: features = Tensor(shape: [1, h.cols], storage: columnMeans(h))
-            case .max:
-                observer?.observe(h, site: .lmHeadInput, layer: nil)
-                return columnMaxima(profiled("head") { head.forward(h, par) })
-            }
+    /// The head's input from the last residual stream [T, D]: norm_f, then the cls token's row,
+    /// the last row or the mean of all rows (final_pool_type); every row for max pooling, where
+    /// the head runs on each row and the largest output per class is kept.
+    public func headInput(_ u: Tensor) -> Tensor {
+        let h = rmsNorm(u, weight: normF, eps: config.layerNormEpsilon)
+        if let row = vision.classTokenRow { return h.rows(row..<(row + 1)) }
+        switch vision.pool {
+        case .last: return h.rows((h.rows - 1)..<h.rows)
+        case .mean: return Tensor(shape: [1, h.cols], storage: columnMeans(h))
+        case .max: return h
         }
+    }
+
+    /// The head's logits [classes] from the last residual stream.
+    public func classify(_ u: Tensor, _ par: Parallelism = .serial, observer: (any ActivationObserver)? = nil) -> [Float] {
+        let features = headInput(u)
         observer?.observe(features, site: .lmHeadInput, layer: nil)
-        return profiled("head") { head.forward(features, par) }.storage
+        let out = profiled("head") { head.forward(features, par) }
+        return features.rows == 1 ? out.storage : columnMaxima(out)
+    }
+
+    /// Each image's tokens [T, D] (the blocks' input), in order.
+    public func embedAll(_ images: Tensor, _ par: Parallelism = .serial) -> [Tensor] {
+        let values = vision.imageValues
+        return images.storage.withUnsafeBufferPointer { all in
+            (0..<(images.count / values)).map { i in embed(UnsafeBufferPointer(rebasing: all[(i * values)..<((i + 1) * values)]), par) }
+        }
     }
 
     /// Logits [n, classes] of images [n, C, H, W].

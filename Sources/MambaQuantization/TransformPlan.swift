@@ -108,10 +108,10 @@ public struct MethodPlan: Sendable {
                 try smoothConv(&b, i, stats)
                 steps.append("conv input (alpha 1)")
             }
-            if b.canSmooth(site: .dtLow) {
-                b.smooth(site: .dtLow, smoothingFactors(activationAbsMax: try stats.site(i, .dtLow).range.absmax,
-                                                        weightColumnAbsMax: b.consumerColumnAbsMax(.dtLow), alpha: alpha))
-                steps.append("dt path")
+            for site in b.mixer.spec.bottlenecks where b.canSmooth(site: site) {
+                b.smooth(site: site, smoothingFactors(activationAbsMax: try stats.site(i, site).range.absmax,
+                                                      weightColumnAbsMax: b.consumerColumnAbsMax(site), alpha: alpha))
+                steps.append(site == .dtLow ? "dt path" : "\(site.rawValue) path")
             }
             if b.hasSmoothableGate {
                 try smoothOut(&b, i, stats, alpha)
@@ -124,18 +124,20 @@ public struct MethodPlan: Sendable {
         case .hadamard, .mambaquant:
             let klt = method == .mambaquant
             var steps: [String] = []
-            if b.hasPath(through: .dtLow) {
-                let rank = b.mixer.spec.producer(of: .dtLow, b.config)!.rows.count
+            // R5 on each bottleneck (Mamba-1's dt path; Vim's backward branch has its own); the
+            // first keeps the seed it always had, as R2's modules do below.
+            for (k, site) in b.mixer.spec.bottlenecks.enumerated() where b.hasPath(through: site) {
+                let rank = b.mixer.spec.producer(of: site, b.config)!.rows.count
                 var sigma: [Double]? = nil
                 if klt {
-                    guard let m = try stats.site(i, .dtLow).moments else {
-                        throw MambaError(.missingTensor, "the statistics lack layers.\(i).dt_low.sumsq_matrix, which the KLT of R5 needs")
+                    guard let m = try stats.site(i, site).moments else {
+                        throw MambaError(.missingTensor, "the statistics lack layers.\(i).\(site.rawValue).sumsq_matrix, which the KLT of R5 needs")
                     }
                     sigma = m.secondMoment
                 }
-                let (r5, kind5) = try offlineRotation(n: rank, secondMoment: sigma, seed: seed &+ 1000 &+ UInt64(i))
-                b.rotate(site: .dtLow, r5)
-                steps.append("R5 \(kind5.rawValue) \(rank)x\(rank)")
+                let (r5, kind5) = try offlineRotation(n: rank, secondMoment: sigma, seed: seed &+ 1000 &+ UInt64(i) &+ UInt64(k) &* 1_000_003)
+                b.rotate(site: site, r5)
+                steps.append("R5 \(kind5.rawValue) \(rank)x\(rank)" + (k > 0 ? " on \(site.rawValue)" : ""))
             }
             if klt && b.canSmooth(site: .x) {
                 try smoothConv(&b, i, stats)

@@ -100,14 +100,15 @@ extension BlockParameters {
         mixer.modules[reader.name]!.weight = mixer.weight(reader.name).times(r)
     }
 
-    /// Per-channel smoothing between the rows producing `site` and the module consuming it: the
-    /// activation divided by s, the consumer's input channels multiplied by s (exact).
+    /// Per-channel smoothing between the rows producing `site` and the modules consuming it: the
+    /// activation divided by s, every consumer's input channels multiplied by s (exact; Vim's two
+    /// convs both read in_proj's x).
     public mutating func smooth(site: Site, _ s: [Double]) {
-        let (slice, reader) = (producer(site), consumer(site))
+        let slice = producer(site)
         precondition(s.count == slice.rows.count)
         precondition(!spec.isNormalized(site), "a per-channel smoothing does not cross the RMSNorm at \(site.rawValue)")
         mixer.scaleOutputs(slice, s.map { 1 / $0 })
-        mixer.scaleInputs(reader, s)
+        for reader in spec.modules where reader.input == site { mixer.scaleInputs(reader, s) }
     }
 
     /// Smoothing of out_proj's input through S-SiLU: g / s, with z (the gate's input) divided by s

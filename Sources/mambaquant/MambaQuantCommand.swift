@@ -7,7 +7,7 @@ struct MambaQuantCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mambaquant",
         abstract: "Post-training W8A8 quantization of Mamba language models (MambaQuant), with a real int8 CPU runtime.",
-        subcommands: [CalibrateCommand.self, QuantizeCommand.self, EvaluateCommand.self, CompareCommand.self, GenerateCommand.self, ServeCommand.self, TokenizeCommand.self, InspectCommand.self, BenchCommand.self])
+        subcommands: [CalibrateCommand.self, QuantizeCommand.self, EvaluateCommand.self, CompareCommand.self, GenerateCommand.self, ClassifyCommand.self, ServeCommand.self, TokenizeCommand.self, InspectCommand.self, BenchCommand.self])
 
     static func main() {
         BLASCore.reexecWithBLASEnvironmentIfNeeded()
