@@ -10,6 +10,8 @@ public struct CorpusManifest: Sendable {
     public let path: String
     public let splits: [String: [String]]
     public let defaultModel: String
+    /// Image files by split (a Vision Mamba's calibration and test images), beside the text.
+    public let imageSplits: [String: [String]]
 
     public init(path: String = CorpusManifest.defaultPath) throws {
         guard let data = try contentsOfRegularFile(atPath: path) else {
@@ -22,8 +24,17 @@ public struct CorpusManifest: Sendable {
         let base = URL(fileURLWithPath: path).deletingLastPathComponent()
         self.path = path
         self.splits = splits.mapValues { $0.map { base.appendingPathComponent($0).path } }
+        self.imageSplits = ((obj["image_splits"] as? [String: [String]]) ?? [:]).mapValues { $0.map { base.appendingPathComponent($0).path } }
         // The model path is relative to the checkout (the manifest's parent's parent).
         self.defaultModel = model.hasPrefix("/") ? model : base.deletingLastPathComponent().appendingPathComponent(model).path
+    }
+
+    /// The image files of a split, or an error naming the split.
+    public func imageFiles(_ split: String) throws -> [String] {
+        guard let files = imageSplits[split], !files.isEmpty else {
+            throw MambaError(.badConfig, "\(path) has no image split \"\(split)\"")
+        }
+        return files
     }
 
     /// The files of a split, or an error naming the split.

@@ -36,7 +36,11 @@ struct CompareCommand: ParsableCommand {
     @OptionGroup var dataOptions: DataOptions   // default: the test and ood-test splits
     @Option(help: "Calibration text (repeatable; default: the manifest's calib split).")
     var calibData: [String] = []
-    @Option(help: "Calibration windows and their length.")
+    @Option(help: "Test images of a Vision Mamba (safetensors: images [n, C, H, W], labels [n]; default: the manifest's image test split).")
+    var images: String?
+    @Option(help: "Calibration images of a Vision Mamba (default: the manifest's image calib split).")
+    var calibImages: String?
+    @Option(help: "Calibration windows (images for a Vision Mamba).")
     var calibSamples = 128
     @Option(help: "Tokens per calibration window.")
     var calibSeqLen = 512
@@ -77,6 +81,7 @@ struct CompareCommand: ParsableCommand {
     func run() throws {
         let par = runtime.parallelism
         let modelDir = try modelOptions.directory()
+        if try MambaConfig.load(directory: modelDir).vision != nil { return try runVision(modelDir, par) }
         let evalFiles = try dataOptions.files(splits: ["test", "ood-test"])
         let calibFiles = calibData.isEmpty ? try CorpusManifest.bundled(for: "--calib-data").files("calib") : calibData
         // Read before the long run, so a bad file is refused at once.
@@ -137,6 +142,27 @@ struct CompareCommand: ParsableCommand {
         if let out { try writeAtomically(text, to: out) } else { print(text) }
         if let plot { try writeAtomically(ComparisonPlot.svg(report, reference: reference), to: plot) }
         log(String(format: "compared %d models on %d files in %.0f s", contenders.count, files.count, seconds))
+    }
+
+    /// A Vision Mamba: each recipe quantized in memory, top-1 on the test images (VisionComparison.swift).
+    func runVision(_ modelDir: String, _ par: Parallelism) throws {
+        for (flag, given) in [("--quantized", !quantized.isEmpty), ("--budget", budget), ("--data", !dataOptions.data.isEmpty), ("--calib-data", !calibData.isEmpty),
+                              ("--plot", plot != nil), ("--seeds", seeds != 1), ("--group-size", groupSize != nil)] where given {
+            throw MambaError(.badInput, "\(flag) is not supported for a Vision Mamba yet (\(modelDir)); give images with --images and --calib-images")
+        }
+        let manifest = { try CorpusManifest.bundled(for: "--images") }
+        var setup = VisionComparisonSetup(modelDirectory: modelDir, calibrationImages: try calibImages ?? manifest().imageFiles("calib")[0],
+                                          testImages: try images ?? manifest().imageFiles("test")[0])
+        if let methods { setup.methods = methods }
+        if let bits { setup.bits = bits }
+        if let weightRounding { guard weightRounding.count == 1 else { throw MambaError(.badInput, "give one --weight-rounding for a Vision Mamba") }; setup.weightRounding = weightRounding[0] }
+        (setup.calibrationLimit, setup.runtime) = (calibSamples, kernelOptions.kernels)
+        for path in [out].compactMap({ $0 }) { try refuseOverwritingInput(path, inputs: [modelDir, setup.calibrationImages, setup.testImages]) }
+        var report: VisionComparisonReport!
+        let seconds = try measureSeconds { report = try runVisionComparison(setup, parallelism: par, log: log) }
+        report.notes.append(String(format: "compare took %.0f s on %d threads.", seconds, par.threads))
+        let text = format == .json ? try report.json() : report.markdown()
+        if let out { try writeAtomically(text, to: out) } else { print(text) }
     }
 
     func log(_ line: String) { if !quiet { printError(line) } }

@@ -1,0 +1,172 @@
+import Foundation
+import MambaCalibration
+import MambaModel
+import MambaQuantization
+import MambaTensors
+
+// `compare` on a Vision Mamba: the float model and each recipe quantized in memory from the
+// calibration images, run on the test images; top-1 (and top-5) accuracy with Wilson intervals, the
+// paired bootstrap interval of each model's top-1 difference from float over images, KL from float
+// and top-1 agreement with it, images per second and weight bytes. The MambaQuant paper's Vim table
+// (arXiv 2501.13484, Table 3) reports the same top-1 per method and bit width.
+
+public struct VisionComparisonSetup: Sendable {
+    public var modelDirectory: String
+    public var methods: [QuantizationMethod] = QuantizationMethod.allCases
+    public var bits: [BitWidths] = [BitWidths(weight: 8, activation: 8), BitWidths(weight: 4, activation: 8)]
+    public var weightRounding: WeightRounding?
+    public var calibrationImages: String
+    public var calibrationLimit = 256
+    public var testImages: String
+    public var testLimit: Int?
+    public var runtime: QuantizedRuntime = .int8
+
+    public init(modelDirectory: String, calibrationImages: String, testImages: String) {
+        (self.modelDirectory, self.calibrationImages, self.testImages) = (modelDirectory, calibrationImages, testImages)
+    }
+}
+
+public struct VisionComparisonReport: Sendable, Codable {
+    public struct Row: Sendable, Codable {
+        public var name: String
+        public var method: String            // "none" for the float model
+        public var bits: String
+        public var runtime: String
+        /// Top-1 and top-5 accuracy on the labelled test images (nil without labels; top-5 only with
+        /// more than 5 classes), with Wilson 95% intervals.
+        public var accuracy: Double?
+        public var accuracyInterval: Interval?
+        public var top5Accuracy: Double?
+        /// Paired bootstrap (over images) of this model's top-1 minus float's.
+        public var accuracyDeltaInterval: Interval?
+        /// Mean KL(float || model) over images, nats; top-1 agreement with float.
+        public var kl: Double
+        public var top1Agreement: Double
+        public var imagesPerS: Double
+        public var weightBytes: Int
+        public var bitsPerWeight: Double
+    }
+
+    public var model: String
+    public var calibration: String
+    public var calibrationImages: Int
+    public var test: String
+    public var testImages: Int
+    public var classes: Int
+    public var threads: Int
+    public var rows: [Row]
+    public var notes: [String]
+
+    public func json() throws -> String {
+        let e = JSONEncoder()
+        e.keyEncodingStrategy = .convertToSnakeCase
+        e.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return String(decoding: try e.encode(self), as: UTF8.self)
+    }
+
+    public func markdown() -> String {
+        var out = "# mambaquant compare: \(model)\n\n"
+        out += "Images: \(testImages) of \(test); calibration: \(calibrationImages) of \(calibration); \(classes) classes, \(threads) threads.\n"
+        out += "Top-1 carries its Wilson 95% interval; Δ is the paired difference from float with its 95% bootstrap interval over images.\n\n"
+        let top5 = rows.contains { $0.top5Accuracy != nil }
+        out += "| model | bits | top-1 | Δ top-1 [95% CI] |" + (top5 ? " top-5 |" : "") + " KL (nats) | top-1 agree | images/s | weights MB | bits per weight |\n"
+        out += "|---|---|---|---|" + (top5 ? "---:|" : "") + "---:|---:|---:|---:|---:|\n"
+        let float = rows.first { $0.method == "none" }?.accuracy
+        for r in rows {
+            let acc = r.accuracy.map { a in r.accuracyInterval.map { String(format: "%.2f%% [%.2f, %.2f]", 100 * a, 100 * $0.low, 100 * $0.high) } ?? String(format: "%.2f%%", 100 * a) } ?? "-"
+            var delta = "-"
+            if let a = r.accuracy, let f = float, let ci = r.accuracyDeltaInterval {
+                delta = String(format: "%+.2f [%+.2f, %+.2f]", 100 * (a - f), 100 * ci.low, 100 * ci.high)
+            }
+            out += "| \(r.name) | \(r.bits) | \(acc) | \(delta) |" + (top5 ? (r.top5Accuracy.map { String(format: " %.2f%% |", 100 * $0) } ?? " - |") : "")
+                + String(format: " %.5f | %.2f%% | %.1f | %.3f | %.2f |\n", r.kl, 100 * r.top1Agreement, r.imagesPerS, Double(r.weightBytes) / 1e6, r.bitsPerWeight)
+        }
+        if !notes.isEmpty { out += "\n" + notes.map { "- " + $0 }.joined(separator: "\n") + "\n" }
+        return out
+    }
+}
+
+/// Runs the comparison: calibrate the float model on the calibration images once, quantize each
+/// recipe, run every model on the test images.
+public func runVisionComparison(_ setup: VisionComparisonSetup, parallelism par: Parallelism, log: (String) -> Void) throws -> VisionComparisonReport {
+    let weights = try CheckpointWeights(directory: setup.modelDirectory)
+    let float = try VisionMamba(checkpoint: weights)
+    var calibration = try ImageSet.load(path: setup.calibrationImages, for: float.vision)
+    if calibration.count > setup.calibrationLimit { calibration = calibration.subset(0..<setup.calibrationLimit) }
+    var test = try ImageSet.load(path: setup.testImages, for: float.vision)
+    if let limit = setup.testLimit, limit < test.count { test = test.subset(0..<limit) }
+    let hessian = setup.weightRounding == .gptq || (setup.weightRounding == nil && setup.bits.contains { $0.weight <= 4 })
+    log("calibrating on \(calibration.count) images")
+    let stats = try VisionCalibrator.run(model: float, images: calibration.images, parallelism: par,
+                                         hessianSites: hessian ? float.config.distinctKinds.reduce(into: Set<Site>()) { $0.formUnion($1.spec.linearInputs) }.union([.lmHeadInput]) : [])
+    let parameters = Double(float.config.parameterCount)
+    let classes = float.classes
+    let k = min(5, classes)
+
+    func measure(_ model: VisionMamba) -> (logits: Tensor, seconds: Double) {
+        var logits = Tensor(zeros: [0])
+        let seconds = measureSeconds { logits = model.logits(test.images, par) }
+        return (logits, seconds)
+    }
+    let reference = measure(float)
+    let floatCorrect = correctness(reference.logits, test.labels)
+    func row(name: String, method: String, bits: String, runtime: String, weightBytes: Int, run: (logits: Tensor, seconds: Double)) -> VisionComparisonReport.Row {
+        let correct = correctness(run.logits, test.labels)
+        var score = ClassificationScore(k: k)
+        if let labels = test.labels { score.add(logits: run.logits, labels: labels) }
+        let (kl, agree) = divergence(reference.logits, run.logits, classes: classes)
+        return .init(name: name, method: method, bits: bits, runtime: runtime,
+                     accuracy: test.labels == nil ? nil : score.top1Accuracy,
+                     accuracyInterval: test.labels == nil ? nil : wilsonInterval(successes: score.top1, trials: score.images),
+                     top5Accuracy: test.labels == nil || classes <= 5 ? nil : score.topKAccuracy,
+                     accuracyDeltaInterval: correct.flatMap { c in floatCorrect.map { pairedBootstrap(c, $0, weights: [Double](repeating: 1, count: c.count)) } },
+                     kl: kl, top1Agreement: agree, imagesPerS: Double(test.count) / max(run.seconds, 1e-9), weightBytes: weightBytes,
+                     bitsPerWeight: 8 * Double(weightBytes) / parameters)
+    }
+    var rows = [row(name: "float", method: "none", bits: "fp32", runtime: "float32 (OpenBLAS \(BLASCore.current))",
+                    weightBytes: 4 * float.config.parameterCount, run: reference)]
+    for bits in setup.bits {
+        for method in setup.methods {
+            var recipe = QuantizationRecipe(method: method, bits: bits)
+            if let r = setup.weightRounding { recipe.weightRounding = r } else if bits.weight <= 4 { recipe.weightRounding = .gptq }
+            log("quantizing \(method.rawValue) \(bits)")
+            let q = try QuantizedVisionMamba.quantize(weights: weights, stats: stats, images: calibration.images, recipe: recipe, parallelism: par).quantized
+            rows.append(row(name: method.rawValue, method: method.rawValue, bits: bits.description, runtime: setup.runtime.description,
+                            weightBytes: q.weightBytes, run: measure(q.model(runtime: setup.runtime))))
+        }
+    }
+    return VisionComparisonReport(
+        model: setup.modelDirectory, calibration: setup.calibrationImages, calibrationImages: calibration.count, test: setup.testImages,
+        testImages: test.count, classes: classes, threads: par.threads, rows: rows,
+        notes: ["The patch embedding, cls token and position embedding stay float32 (the patch embedding reads the pixels); the head is quantized.",
+                "Weights rounded to nearest at 8 bits and by GPTQ at 4, unless --weight-rounding says otherwise; static per-tensor activation scales (p99.99 clip).",
+                "images/s is one pass over the test images, not a median: use bench for speed."])
+}
+
+/// 1 where the model's top class is the label, else 0 (nil without labels).
+func correctness(_ logits: Tensor, _ labels: [Int]?) -> [Double]? {
+    guard let labels else { return nil }
+    let classes = logits.cols
+    return labels.enumerated().map { i, label in
+        topClasses(Array(logits.storage[(i * classes)..<((i + 1) * classes)]), 1)[0] == label ? 1 : 0
+    }
+}
+
+/// Mean KL(p || q) of the softmaxes of each row (nats) and the share of rows whose top class agrees.
+func divergence(_ p: Tensor, _ q: Tensor, classes: Int) -> (kl: Double, agreement: Double) {
+    let n = p.count / classes
+    var kl = 0.0, agree = 0
+    for i in 0..<n {
+        let a = Array(p.storage[(i * classes)..<((i + 1) * classes)]).map(Double.init)
+        let b = Array(q.storage[(i * classes)..<((i + 1) * classes)]).map(Double.init)
+        func logSoftmax(_ x: [Double]) -> [Double] {
+            let m = x.max()!
+            let z = log(x.reduce(0) { $0 + exp($1 - m) }) + m
+            return x.map { $0 - z }
+        }
+        let (la, lb) = (logSoftmax(a), logSoftmax(b))
+        kl += zip(la, lb).reduce(0) { $0 + exp($1.0) * ($1.0 - $1.1) }
+        if topClasses(a.map(Float.init), 1) == topClasses(b.map(Float.init), 1) { agree += 1 }
+    }
+    return (kl / Double(max(n, 1)), Double(agree) / Double(max(n, 1)))
+}
