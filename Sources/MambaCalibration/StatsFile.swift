@@ -5,7 +5,9 @@ import MambaTensors
 /// The stats file of `calibrate` (docs/DESIGN.md section 5, format version 1): safetensors with
 /// `layers.{i}.{site}.{stat}` and `{site}.{stat}` tensors, the pooled residual moments as
 /// `residual.{sum,sumsq_matrix,count}`, the token windows as `calibration.tokens` I32
-/// [samples, seq_len], and metadata tying it to the checkpoint and data it came from.
+/// [samples, seq_len] (a Vision Mamba's: its calibration images as `calibration.images` F32
+/// [n, C, H, W], which quantize's second pass replays), and metadata tying it to the checkpoint and
+/// data it came from.
 public struct StatsFile: Sendable, Equatable {
     public static let formatVersion = "1"
     public static let kind = "mambaquant-calibration"
@@ -23,16 +25,19 @@ public struct StatsFile: Sendable, Equatable {
 
     public var stats: CalibrationStats
     public var windows: CalibrationWindows
+    /// A Vision Mamba's calibration images [n, C, H, W] (nil for a language model).
+    public var images: Tensor?
     public var provenance: Provenance
     /// SHA-256 of the file's bytes as read (nil for statistics not read from a file).
     public var fileSHA256: String?
 
-    public init(stats: CalibrationStats, windows: CalibrationWindows, provenance: Provenance, fileSHA256: String? = nil) {
-        self.stats = stats; self.windows = windows; self.provenance = provenance; self.fileSHA256 = fileSHA256
+    public init(stats: CalibrationStats, windows: CalibrationWindows, images: Tensor? = nil, provenance: Provenance, fileSHA256: String? = nil) {
+        self.stats = stats; self.windows = windows; self.images = images; self.provenance = provenance; self.fileSHA256 = fileSHA256
     }
 
     static let pooledPrefix = "residual"
     static let tokensName = "calibration.tokens"
+    static let imagesName = "calibration.images"
 
     public func write(to path: String) throws {
         var w = SafeTensorsWriter()
@@ -53,12 +58,16 @@ public struct StatsFile: Sendable, Equatable {
         w.add("\(Self.pooledPrefix).sum", shape: [m.channels], doubles: m.sum)
         w.add("\(Self.pooledPrefix).sumsq_matrix", shape: [m.channels, m.channels], doubles: m.symmetrized.sumOfProducts)
         w.add("\(Self.pooledPrefix).count", shape: [], int64s: [Int64(m.count)])
-        w.add(Self.tokensName, shape: [windows.windows.count, windows.seqLength], int32s: windows.windows.flatMap { $0.map { Int32($0) } })
+        if let images {
+            w.add(Self.imagesName, images)
+        } else {
+            w.add(Self.tokensName, shape: [windows.windows.count, windows.seqLength], int32s: windows.windows.flatMap { $0.map { Int32($0) } })
+        }
         let sites = stats.sites.keys.sorted().map(\.description)
         w.metadata = [
             "format": Self.kind, "format_version": Self.formatVersion, "tool_version": MambaQuantVersion.current,
             "checkpoint_sha256": provenance.checkpointSHA256, "data_sha256": provenance.dataSHA256,
-            "data_files": jsonArray(provenance.dataFiles), "samples": String(windows.windows.count),
+            "data_files": jsonArray(provenance.dataFiles), "samples": String(images?.shape[0] ?? windows.windows.count),
             "seq_len": String(windows.seqLength), "seed": String(provenance.seed), "sites": jsonArray(sites),
             "histogram": "4096 bins of |x| by float exponent and top 4 mantissa bits (16 per octave)",
         ]
@@ -126,14 +135,25 @@ public struct StatsFile: Sendable, Equatable {
             sum: try doubles("\(pooledPrefix).sum", [pooledChannels]),
             sumOfProducts: try doubles("\(pooledPrefix).sumsq_matrix", [pooledChannels, pooledChannels]),
             count: try count("\(pooledPrefix).count"))
-        let tokens = try f.view(tokensName)
-        guard tokens.shape.count == 2 else { throw MambaError(.badFile, "\(path): \(tokensName) is not [samples, seq_len]") }
-        let ids = try tokens.integers()
-        let (n, l) = (tokens.shape[0], tokens.shape[1])
-        let windows = CalibrationWindows(seqLength: l, windows: (0..<n).map { Array(ids[($0 * l)..<(($0 + 1) * l)]) })
+        var windows = CalibrationWindows(seqLength: 0, windows: [])
+        var images: Tensor? = nil
+        if f.contains(imagesName) {
+            let v = try f.view(imagesName)
+            guard v.shape.count == 4, v.shape[0] > 0, v.dtype == .f32 else {
+                throw MambaError(.badFile, "\(path): \(imagesName) is not F32 [n, C, H, W] with n > 0")
+            }
+            images = Tensor(shape: v.shape, storage: try finite(imagesName, try v.floats()))
+        } else {
+            guard f.contains(tokensName) else { throw MambaError(.badFile, "\(path) lacks \(tokensName) (the calibration windows)") }
+            let tokens = try f.view(tokensName)
+            guard tokens.shape.count == 2 else { throw MambaError(.badFile, "\(path): \(tokensName) is not [samples, seq_len]") }
+            let ids = try tokens.integers()
+            let (n, l) = (tokens.shape[0], tokens.shape[1])
+            windows = CalibrationWindows(seqLength: l, windows: (0..<n).map { Array(ids[($0 * l)..<(($0 + 1) * l)]) })
+        }
         let dataFiles = (try? JSONSerialization.jsonObject(with: Data(try need("data_files").utf8))) as? [String] ?? []
         return StatsFile(
-            stats: CalibrationStats(sites: sites, pooledResidual: pooled), windows: windows,
+            stats: CalibrationStats(sites: sites, pooledResidual: pooled), windows: windows, images: images,
             provenance: Provenance(checkpointSHA256: try need("checkpoint_sha256"), dataSHA256: try need("data_sha256"),
                                    dataFiles: dataFiles, seed: UInt64(try need("seed")) ?? 0),
             fileSHA256: f.sha256)

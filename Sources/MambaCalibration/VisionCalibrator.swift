@@ -1,3 +1,4 @@
+import Foundation
 import MambaModel
 import MambaTensors
 
@@ -18,4 +19,19 @@ public enum VisionCalibrator {
         try streams.observeHead { [model] u in model.headInput(u) }
         return streams.stats
     }
+}
+
+/// Calibration of a Vision Mamba checkpoint on the first `samples` images of an image file, tied
+/// to the checkpoint and the file it came from; the images go into the stats file for quantize's
+/// second pass (shared by `calibrate` and tests).
+public func calibrateVisionStats(_ weights: CheckpointWeights, modelDirectory modelDir: String, imageFile: String, samples: Int,
+                                 parallelism par: Parallelism, progress: Calibrator.Progress?) throws -> StatsFile {
+    let model = try VisionMamba(checkpoint: weights)
+    var set = try ImageSet.load(path: imageFile, for: model.vision)
+    if set.count > samples { set = set.subset(0..<samples) }
+    let stats = try VisionCalibrator.run(model: model, images: set.images, parallelism: par, progress: progress)
+    let provenance = StatsFile.Provenance(
+        checkpointSHA256: try checkpointSHA256(directory: modelDir), dataSHA256: try SHA256.hex(ofFiles: [imageFile]),
+        dataFiles: [URL(fileURLWithPath: imageFile).lastPathComponent], seed: 0)
+    return StatsFile(stats: stats, windows: CalibrationWindows(seqLength: 0, windows: []), images: set.images, provenance: provenance)
 }

@@ -20,6 +20,11 @@ public enum ModelPreset: String, CaseIterable, Sendable {
     /// MLP width and vocabulary assumed there) and a Bamba-like 0.6B (not a published checkpoint).
     case falconH1_0_5b = "falcon-h1-0.5b"
     case bamba600m = "bamba-600m"
+    /// Vision Mamba's published shapes (hustvl/Vim vim/models_mamba.py): 224 px, patch 16 (197
+    /// tokens with the middle cls token), 24 layers, D 192 / 384 / 768, ImageNet's 1,000 classes.
+    case vimT = "vim-t"
+    case vimS = "vim-s"
+    case vimB = "vim-b"
 
     public var config: MambaConfig {
         switch self {
@@ -40,6 +45,9 @@ public enum ModelPreset: String, CaseIterable, Sendable {
                  "head_dim": 64, "intermediate_size": 2048, "mamba_d_ssm": 1536, "mamba_n_heads": 24, "mamba_d_head": 64,
                  "mamba_n_groups": 1, "mamba_d_state": 128, "mamba_d_conv": 4, "mamba_chunk_size": 128, "vocab_size": 32784}
                 """#)
+        case .vimT: Self.parsed(#"{"model_type": "vim", "embed_dim": 192}"#)
+        case .vimS: Self.parsed(#"{"model_type": "vim", "embed_dim": 384}"#)
+        case .vimB: Self.parsed(#"{"model_type": "vim", "embed_dim": 768}"#)
         case .bamba600m:
             Self.parsed(#"""
                 {"model_type": "bamba", "hidden_size": 1536, "num_hidden_layers": 16, "attn_layer_indices": [3, 7, 11, 15],

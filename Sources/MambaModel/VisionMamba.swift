@@ -38,23 +38,20 @@ public struct VisionMamba: Sendable {
     /// The float model over a checkpoint's weights as stored (16-bit matrices kept in 16 bits, as
     /// MambaLM does), refused up front when it cannot fit in MemAvailable.
     public init(checkpoint w: CheckpointWeights, available: Double? = SystemMemory.available()) throws {
-        let c = w.config
-        guard let v = c.vision else {
-            throw MambaError(.unsupportedModel, "\(w.store.directory) is a language model (\(c.family)), not a Vision Mamba: run it with generate, evaluate or compare")
-        }
+        let outer = try VisionOuterWeights(checkpoint: w)
         let need = Double(w.runtimeBytes)
         if let available, need > available {
             throw MambaError(.outOfMemory, "the float model of \(w.store.directory) needs \(gigabytes(need)) but \(gigabytes(available)) is available (\(SystemMemory.availableSource()))")
         }
-        let d = c.hiddenSize
-        let patch = try w.tensor(VisionParameter.patchWeight.name).reshaped([d, v.patchFeatures])
         var blocks: [MambaBlock] = []
-        for i in 0..<c.numLayers { blocks.append(MambaBlock(float: try w.readStoredLayer(i), config: c, layer: i)) }
-        self.init(config: c, patchEmbed: FloatLinear(weight: patch, bias: try w.tensor(VisionParameter.patchBias.name)),
-                  classToken: v.classToken == .none ? nil : try w.tensor(VisionParameter.classToken.name).reshaped([d]),
-                  positionEmbedding: v.positionEmbedding ? try w.tensor(VisionParameter.positionEmbedding.name).reshaped([v.tokens, d]) : nil,
-                  blocks: blocks, normF: try w.readNormF(),
-                  head: try w.storedMatrix(VisionParameter.headWeight.name).linear(bias: try w.tensor(VisionParameter.headBias.name)))
+        for i in 0..<w.config.numLayers { blocks.append(MambaBlock(float: try w.readStoredLayer(i), config: w.config, layer: i)) }
+        self.init(outer: outer, blocks: blocks)
+    }
+
+    /// The float model of the tensors around the blocks and the blocks.
+    public init(outer o: VisionOuterWeights, blocks: [MambaBlock]) {
+        self.init(config: o.config, patchEmbed: FloatLinear(weight: o.patchWeight, bias: o.patchBias), classToken: o.classToken,
+                  positionEmbedding: o.positionEmbedding, blocks: blocks, normF: o.normF, head: FloatLinear(weight: o.headWeight, bias: o.headBias))
     }
 
     public var classes: Int { vision.classes }
@@ -154,6 +151,49 @@ public struct VisionMamba: Sendable {
             }
         }
         return Tensor(shape: [n, classes], storage: out)
+    }
+}
+
+/// A Vision Mamba's float tensors outside the blocks (VisionParameter), in the forward's shapes.
+public struct VisionOuterWeights: Sendable {
+    public let config: MambaConfig
+    public var patchWeight: Tensor         // [D, C p p]
+    public var patchBias: Tensor           // [D]
+    public var classToken: Tensor?         // [D]
+    public var positionEmbedding: Tensor?  // [T, D]
+    public var normF: Tensor               // [D]
+    public var headWeight: Tensor          // [classes, D]
+    public var headBias: Tensor            // [classes]
+
+    public init(checkpoint w: CheckpointWeights) throws {
+        let c = w.config
+        guard let v = c.vision else {
+            throw MambaError(.unsupportedModel, "\(w.store.directory) is a language model (\(c.family)), not a Vision Mamba: run it with generate, evaluate or compare")
+        }
+        let d = c.hiddenSize
+        config = c
+        patchWeight = try w.tensor(VisionParameter.patchWeight.name).reshaped([d, v.patchFeatures])
+        patchBias = try w.tensor(VisionParameter.patchBias.name)
+        classToken = v.classToken == .none ? nil : try w.tensor(VisionParameter.classToken.name).reshaped([d])
+        positionEmbedding = v.positionEmbedding ? try w.tensor(VisionParameter.positionEmbedding.name).reshaped([v.tokens, d]) : nil
+        normF = try w.readNormF()
+        headWeight = try w.tensor(VisionParameter.headWeight.name)
+        headBias = try w.tensor(VisionParameter.headBias.name)
+    }
+
+    /// Random tensors of a trained model's ranges (benchmarks at the Vim-T/S/B shapes).
+    public init(random c: MambaConfig, seed: UInt64) {
+        let v = c.vision!, d = c.hiddenSize
+        var s = seed
+        func next() -> UInt64 { s &+= 0x9E37_79B9_7F4A_7C15; return s }
+        config = c
+        patchWeight = randomTensor([d, v.patchFeatures], seed: next(), scale: 1 / Double(v.patchFeatures).squareRoot())
+        patchBias = randomTensor([d], seed: next(), scale: 0.1)
+        classToken = v.classToken == .none ? nil : randomTensor([d], seed: next(), scale: 0.5)
+        positionEmbedding = v.positionEmbedding ? randomTensor([v.tokens, d], seed: next(), scale: 0.2) : nil
+        normF = randomTensor([d], seed: next(), scale: 0.2, offset: 1)
+        headWeight = randomTensor([v.classes, d], seed: next(), scale: 1 / Double(d).squareRoot())
+        headBias = randomTensor([v.classes], seed: next(), scale: 0.1)
     }
 }
 

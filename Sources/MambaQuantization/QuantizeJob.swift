@@ -38,8 +38,23 @@ public struct QuantizeJob {
         let stats = try StatsFile.read(path: statsPath)
         let sha = try checkpointSHA256(directory: model)
         try stats.checkBelongs(toCheckpointSHA256: sha, checkpoint: model)
-        try QuantizedModel.checkKeepFloat(recipe.keepFloat, weights.config)
-        try MemoryEstimate.quantize(weights.config, windows: stats.windows.windows.count, seqLength: stats.windows.seqLength,
+        let c = weights.config
+        if let v = c.vision {
+            // The second pass replays the stats file's images through the model.
+            guard let images = stats.images else {
+                throw MambaError(.mismatchedInputs, "\(statsPath) holds token windows, not calibration images: it is from a language model, not the Vision Mamba \(model)")
+            }
+            guard Array(images.shape.dropFirst()) == [v.channels, v.imageHeight, v.imageWidth] else {
+                throw MambaError(.mismatchedInputs, "\(statsPath) holds images of \(shapeString(images.shape)), the model reads [n, \(v.channels), \(v.imageHeight), \(v.imageWidth)]: the stats file is from another model")
+            }
+            try QuantizedModel.checkKeepFloat(recipe.keepFloat.subtracting([QuantizedVisionMamba.headModule]), c)
+        } else {
+            if stats.images != nil {
+                throw MambaError(.mismatchedInputs, "\(statsPath) holds calibration images: it is from a Vision Mamba, not the language model \(model)")
+            }
+            try QuantizedModel.checkKeepFloat(recipe.keepFloat, c)
+        }
+        try MemoryEstimate.quantize(c, windows: stats.images?.shape[0] ?? stats.windows.windows.count, seqLength: c.vision?.tokens ?? stats.windows.seqLength,
                                     threads: parallelism.threads, gptq: recipe.weightRounding == .gptq)
             .check(job: "quantize", lower: "--threads or the stats file's windows (calibrate with fewer --samples or a shorter --seq-len)")
         (self.model, self.out, self.recipe, self.parallelism, self.weights, self.stats) = (model, out, recipe, parallelism, weights, stats)
@@ -49,6 +64,7 @@ public struct QuantizeJob {
 
     /// Quantizes into `out`; `progress` as Calibrator's (one step per window per layer).
     public func run(progress: Calibrator.Progress? = nil) throws -> Summary {
+        if weights.config.vision != nil { return try runVision(progress: progress) }
         let writer = try QuantizedCheckpointWriter(directory: out, sourceDirectory: model)
         var result: QuantizedModel.StreamResult!
         let seconds = try measureSeconds {
@@ -65,5 +81,17 @@ public struct QuantizeJob {
         }
         return Summary(transforms: result.transforms, seconds: seconds, gptqSeconds: result.gptqSeconds, weightBytes: writer.weightBytes,
                        floatBytes: 4 * weights.parameterCount)
+    }
+
+    /// A Vision Mamba: quantized in memory (its models are small next to the language models'),
+    /// then written.
+    func runVision(progress: Calibrator.Progress?) throws -> Summary {
+        var q: QuantizedVisionMamba!
+        let seconds = try measureSeconds {
+            q = try QuantizedVisionMamba.quantize(weights: weights, stats: stats.stats, images: stats.images!, recipe: recipe, parallelism: parallelism,
+                                                  progress: progress).quantized
+            try q.write(directory: out, sourceDirectory: model, provenance: provenance)
+        }
+        return Summary(transforms: q.transforms, seconds: seconds, gptqSeconds: 0, weightBytes: q.weightBytes, floatBytes: 4 * weights.parameterCount)
     }
 }

@@ -72,7 +72,7 @@ public final class QuantizedCheckpointWriter {
         if let s = l.input?.scale.staticScale { try tensors.add(prefix + ".input_scale", shape: [], floats: [s]) }
     }
 
-    private func layer(_ prefix: String, _ l: QuantizedLayer, shape: [Int]? = nil) throws {
+    func layer(_ prefix: String, _ l: QuantizedLayer, shape: [Int]? = nil) throws {
         if let q = l.weight {
             try matrix(prefix, q, shape: shape)
             try inputScale(prefix, l)
@@ -133,11 +133,32 @@ public final class QuantizedCheckpointWriter {
             weightBytes += lmHead.storedBytes
         }
         var object = QuantizationObject(recipe: recipe, transforms: transforms, provenance: provenance, headInput: headInput != nil, tiedHead: tiedHead)
+        var json = config.json
+        json["tie_word_embeddings"] = .bool(tiedHead)
+        try finish(config: config, json: json, object: &object)
+    }
+
+    /// The tensors of a Vision Mamba outside its blocks (the float patch embedding, cls token and
+    /// position embedding in Vim's names and shapes; norm_f all ones; the head quantized or float
+    /// with its bias), config.json with the "quantization" object, then the rename into place.
+    public func finishVision(_ q: QuantizedVisionMamba, provenance: QuantizationProvenance) throws {
+        let c = q.config, v = c.vision!, d = c.hiddenSize
+        try tensors.add(VisionParameter.patchWeight.name, q.patchWeight.reshaped([d, v.channels, v.patchSize, v.patchSize]))
+        try tensors.add(VisionParameter.patchBias.name, q.patchBias)
+        if let t = q.classToken { try tensors.add(VisionParameter.classToken.name, t.reshaped([1, 1, d])) }
+        if let t = q.positionEmbedding { try tensors.add(VisionParameter.positionEmbedding.name, t.reshaped([1, v.tokens, d])) }
+        try tensors.add(QuantizedNames.normF, Tensor(repeating: 1, shape: [d]))
+        try layer(QuantizedVisionMamba.headModule, q.head)
+        weightBytes = q.weightBytes + 4 * d
+        var object = QuantizationObject(recipe: q.recipe, transforms: q.transforms, provenance: provenance, headInput: false, tiedHead: false)
+        try finish(config: c, json: c.json, object: &object)
+    }
+
+    private func finish(config: MambaConfig, json: [String: JSONValue], object: inout QuantizationObject) throws {
         object.sourceParameters = config.parameterCount
         tensors.metadata = QuantizedNames.metadata(formatVersion: object.formatVersion)
         try tensors.finish()
-        var json = config.json
-        json["tie_word_embeddings"] = .bool(tiedHead)
+        var json = json
         json["quantization"] = try object.json
         try writeAtomically(try JSONValue.object(json).prettyData(), to: temp + "/" + MambaConfig.fileName)
         let fm = FileManager.default

@@ -46,8 +46,17 @@ public struct QuantizedVisionMamba: Sendable {
     /// SQNR and the tests that every transform keeps the logits).
     public static func quantize(weights source: CheckpointWeights, stats: CalibrationStats, images: Tensor, recipe: QuantizationRecipe,
                                 parallelism: Parallelism, progress: Calibrator.Progress? = nil) throws -> (quantized: QuantizedVisionMamba, transformed: VisionMamba) {
-        let c = source.config
-        guard let v = c.vision else { throw MambaError(.unsupportedModel, "\(source.store.directory) is not a Vision Mamba") }
+        try quantize(outer: try VisionOuterWeights(checkpoint: source), layers: source, stats: stats, images: images, recipe: recipe,
+                     parallelism: parallelism, progress: progress)
+    }
+
+    /// The pipeline on the tensors around the blocks and a source of the blocks' weights (a
+    /// checkpoint read a layer at a time, or weights in memory).
+    public static func quantize(outer o: VisionOuterWeights, layers source: some WeightSource, stats: CalibrationStats, images: Tensor,
+                                recipe: QuantizationRecipe, parallelism: Parallelism,
+                                progress: Calibrator.Progress? = nil) throws -> (quantized: QuantizedVisionMamba, transformed: VisionMamba) {
+        let c = o.config
+        guard let v = c.vision else { preconditionFailure("a Vision Mamba's outer weights without a vision config") }
         try QuantizedModel.checkKeepFloat(recipe.keepFloat.filter { $0 != headModule }, c)
         let plan = try MethodPlan(recipe.method, stats: stats, config: c, seed: recipe.seed, alpha: recipe.alpha)
         let quantizer = LayerQuantizer(recipe: recipe, threads: parallelism.threads)
@@ -60,16 +69,14 @@ public struct QuantizedVisionMamba: Sendable {
             plan.transformEmbedding(&m)
             return m.tensor
         }
-        let float = try VisionMamba(checkpoint: source)
-        let patch = (float.patchEmbed as! FloatLinear)
-        let patchWeight = rotated(Matrix(patch.weight).transposed.tensor, rows: v.patchFeatures)
+        let patchWeight = rotated(Matrix(o.patchWeight).transposed.tensor, rows: v.patchFeatures)
         let transformedPatch = Matrix(patchWeight).transposed.tensor                      // [D, C p p]
-        let patchBias = rotated(patch.bias!, rows: 1).reshaped([d])
-        let classToken = float.classToken.map { rotated($0, rows: 1).reshaped([d]) }
-        let positionEmbedding = float.positionEmbedding.map { rotated($0, rows: v.tokens) }
-        var head = Matrix(try source.tensor(VisionParameter.headWeight.name)), normF: [Double]? = try source.readNormF().storage.map(Double.init)
+        let patchBias = rotated(o.patchBias, rows: 1).reshaped([d])
+        let classToken = o.classToken.map { rotated($0, rows: 1).reshaped([d]) }
+        let positionEmbedding = o.positionEmbedding.map { rotated($0, rows: v.tokens) }
+        var head = Matrix(o.headWeight), normF: [Double]? = o.normF.storage.map(Double.init)
         plan.transformHead(&head, normF: &normF)
-        let headBias = try source.tensor(VisionParameter.headBias.name)
+        let headBias = o.headBias
         let headByGPTQ = recipe.weightRounding == .gptq && !recipe.keepsFloat(module: headModule)
 
         let outer = VisionMamba(config: c, patchEmbed: FloatLinear(weight: transformedPatch, bias: patchBias), classToken: classToken,
@@ -97,5 +104,51 @@ public struct QuantizedVisionMamba: Sendable {
         let q = QuantizedVisionMamba(config: c, recipe: recipe, patchWeight: transformedPatch, patchBias: patchBias, classToken: classToken,
                                      positionEmbedding: positionEmbedding, blocks: blocks, head: quantizedHead, transforms: log)
         return (q, transformed)
+    }
+}
+
+extension QuantizedVisionMamba {
+    /// Writes the checkpoint directory (FORMAT.md "Vision Mamba"): the blocks under the tool's
+    /// names as a language model's, the tensors around them in Vim's names.
+    public func write(directory: String, sourceDirectory: String, provenance: QuantizationProvenance) throws {
+        let w = try QuantizedCheckpointWriter(directory: directory, sourceDirectory: sourceDirectory)
+        do {
+            for (i, b) in blocks.enumerated() { try w.add(block: b, layer: i, config: config) }
+            try w.finishVision(self, provenance: provenance)
+        } catch {
+            w.abandon()
+            throw error
+        }
+    }
+
+    /// Reads a quantized Vision Mamba; every tensor is checked for presence, dtype and shape, and
+    /// one the format does not use is refused.
+    public static func load(directory: String) throws -> QuantizedVisionMamba {
+        let config = try MambaConfig.load(directory: directory)
+        guard let v = config.vision else { throw MambaError(.unsupportedModel, "\(directory) is not a Vision Mamba") }
+        guard let json = config.json["quantization"], json.object != nil else {
+            throw MambaError(.badConfig, "\(directory)/config.json has no \"quantization\" object: not a quantized checkpoint")
+        }
+        let object = try QuantizationObject(json: json, source: directory + "/config.json")
+        let reader = QuantizedCheckpointReader(directory: directory, store: try TensorStore(directory: directory), object: object, config: config)
+        let d = config.hiddenSize
+        let patchWeight = try reader.floats(VisionParameter.patchWeight.name, [d, v.channels, v.patchSize, v.patchSize]).reshaped([d, v.patchFeatures])
+        let patchBias = try reader.floats(VisionParameter.patchBias.name, [d])
+        let classToken = v.classToken == .none ? nil : try reader.floats(VisionParameter.classToken.name, [1, 1, d]).reshaped([d])
+        let positionEmbedding = v.positionEmbedding ? try reader.floats(VisionParameter.positionEmbedding.name, [1, v.tokens, d]).reshaped([v.tokens, d]) : nil
+        let blocks = try (0..<config.numLayers).map(reader.block)
+        _ = try reader.floats(QuantizedNames.normF, [d])
+        let head = try reader.layer(headModule, rows: v.classes, cols: d, bias: true)
+        if let extra = reader.store.names.first(where: { !reader.used.contains($0) }) {
+            throw MambaError(.unusedTensor, "\(directory) has tensor \(extra), which this quantized format does not use")
+        }
+        return QuantizedVisionMamba(config: config, recipe: object.recipe, patchWeight: patchWeight, patchBias: patchBias, classToken: classToken,
+                                    positionEmbedding: positionEmbedding, blocks: blocks, head: head,
+                                    transforms: object.transforms.map { AppliedTransform(step: $0, layer: nil, detail: "") })
+    }
+
+    /// A float or a quantized Vision Mamba checkpoint, by its config: what `classify` runs.
+    public static func loadAny(directory: String, runtime: QuantizedRuntime = .int8) throws -> VisionMamba {
+        QuantizedModel.isQuantized(directory: directory) ? try load(directory: directory).model(runtime: runtime) : try VisionMamba.load(directory: directory)
     }
 }

@@ -84,6 +84,7 @@ struct BenchCommand: ParsableCommand {
         }
         let par = runtime.parallelism
         mq_s8_set_max_level(int8Path.level)
+        if let preset, preset.config.vision != nil { return try runVision(preset, par) }
         let weights: MambaWeights
         let name: String
         if let preset {

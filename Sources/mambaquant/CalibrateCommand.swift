@@ -18,6 +18,8 @@ struct CalibrateCommand: ParsableCommand {
     var seqLen = 512
     @Option(help: "Seed of the window draw.")
     var seed: UInt64 = 0
+    @Option(help: "Calibration images of a Vision Mamba (safetensors images [n, C, H, W]; default: the manifest's image calib split); --samples takes the first n.")
+    var images: String?
     @Option(help: "Output stats file (safetensors).")
     var out: String
     @Flag(help: "No progress bar.")
@@ -32,6 +34,8 @@ struct CalibrateCommand: ParsableCommand {
     func run() throws {
         let par = runtime.parallelism
         let modelDir = try modelOptions.directory()
+        if try MambaConfig.load(directory: modelDir).vision != nil { return try runVision(modelDir, par) }
+        if images != nil { throw MambaError(.badInput, "--images calibrates a Vision Mamba; \(modelDir) is a language model: give text with --data") }
         let dataFiles = try dataOptions.files(splits: ["calib"])
         try refuseOverwritingInput(out, inputs: [modelDir] + dataFiles)
         let outDir = URL(fileURLWithPath: out).deletingLastPathComponent().path
@@ -51,5 +55,22 @@ struct CalibrateCommand: ParsableCommand {
         let (stats, windows) = (file.stats, file.windows)
         printError(String(format: "calibrated %@ on %d x %d tokens (%d sites) in %.1f s (%.0f tokens/s, %d threads) -> %@",
                           modelDir, samples, seqLen, stats.sites.count, seconds, Double(windows.tokenCount) / seconds, par.threads, out))
+    }
+
+    /// A Vision Mamba: the first --samples images of --images.
+    func runVision(_ modelDir: String, _ par: Parallelism) throws {
+        if !dataOptions.data.isEmpty { throw MambaError(.badInput, "\(modelDir) is a Vision Mamba: give its calibration images with --images, not --data") }
+        let imageFile = try images ?? CorpusManifest.bundled(for: "--images").imageFiles("calib")[0]
+        try checkWritable(out, inputs: [modelDir, imageFile])
+        let weights = try CheckpointWeights(directory: modelDir)
+        let bar = ProgressBar("calibrate", unit: "image", unitsPerStep: 1 / Double(weights.config.numLayers), quiet: quiet)
+        var file: StatsFile!
+        let seconds = try measureSeconds {
+            file = try calibrateVisionStats(weights, modelDirectory: modelDir, imageFile: imageFile, samples: samples, parallelism: par, progress: bar.update)
+        }
+        try file.write(to: out)
+        let n = file.images!.shape[0]
+        printError(String(format: "calibrated %@ on %d images of %@ (%d sites) in %.1f s (%.1f images/s, %d threads) -> %@",
+                          modelDir, n, imageFile, file.stats.sites.count, seconds, Double(n) / seconds, par.threads, out))
     }
 }

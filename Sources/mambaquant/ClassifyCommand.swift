@@ -1,13 +1,14 @@
 import ArgumentParser
 import Foundation
 import MambaModel
+import MambaQuantization
 import MambaTensors
 
 struct ClassifyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "classify", abstract: "Run a Vision Mamba on images: predictions, and top-1 (top-5) accuracy where the images carry labels.")
 
-    @Option(help: "Vision Mamba checkpoint directory (config.json with model_type vim, model.safetensors).")
+    @Option(help: "Vision Mamba checkpoint directory, float (config.json with model_type vim, model.safetensors) or quantized.")
     var model: String
     @Option(help: "Safetensors file with images [n, C, H, W] (F32, normalized) and optional labels [n].")
     var images: String
@@ -18,6 +19,7 @@ struct ClassifyCommand: ParsableCommand {
     @Option(help: "Write the logits to this safetensors file (tensor `logits`, F32 [n, classes]; `labels` beside them when given).")
     var logitsOut: String?
     @OptionGroup var runtime: RuntimeOptions
+    @OptionGroup var kernelOptions: KernelOptions
 
     func validate() throws {
         if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
@@ -26,7 +28,7 @@ struct ClassifyCommand: ParsableCommand {
     func run() throws {
         let par = runtime.parallelism
         if let logitsOut { try checkWritable(logitsOut, inputs: [model, images]) }
-        let vim = try VisionMamba.load(directory: model)
+        let vim = try QuantizedVisionMamba.loadAny(directory: model, runtime: kernelOptions.kernels)
         var set = try ImageSet.load(path: images, for: vim.vision)
         if let limit, limit < set.count { set = set.subset(0..<limit) }
         let start = DispatchTime.now()

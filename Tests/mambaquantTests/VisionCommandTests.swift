@@ -1,0 +1,59 @@
+import Foundation
+import MambaCalibration
+import MambaModel
+import MambaQuantization
+import MambaTensors
+import TestSupport
+import XCTest
+
+/// A Vision Mamba through the commands a user runs: calibrate on images, quantize, classify the
+/// quantized checkpoint, compare; and the one-line refusals of mismatched inputs.
+final class VisionCommandTests: XCTestCase {
+    let model = Fixtures.model("tiny-vim")
+    var images: String { model + "/reference.safetensors" }
+
+    func testCalibrateQuantizeClassifyAndCompare() throws {
+        let dir = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let stats = dir + "/stats.safetensors", out = dir + "/q"
+        var r = try CLI.run(["calibrate", "--model", model, "--images", images, "--out", stats, "--quiet"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        r = try CLI.run(["quantize", "--model", model, "--stats", stats, "--out", out, "--quiet"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("on dt_low_b"), r.stderr)
+        // The checkpoint read back runs what the pipeline made in memory.
+        let written = try QuantizedVisionMamba.loadAny(directory: out)
+        let x = try SafeTensorsFile(path: images).view("images").tensor()
+        let file = try StatsFile.read(path: stats)
+        let inMemory = try QuantizedVisionMamba.quantize(weights: try CheckpointWeights(directory: model), stats: file.stats, images: file.images!,
+                                                         recipe: .init(method: .mambaquant), parallelism: .serial).quantized
+        XCTAssertEqual(try written.logits(x).storage, inMemory.model().logits(x).storage)
+        r = try CLI.run(["classify", "--model", out, "--images", images, "--logits-out", dir + "/logits.safetensors"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("top-1 accuracy 75.00% (3 of 4)"), r.stdout)
+        XCTAssertEqual(try SafeTensorsFile(path: dir + "/logits.safetensors").view("logits").shape, [4, 10])
+        r = try CLI.run(["compare", "--model", model, "--images", images, "--calib-images", images, "--methods", "rtn,mambaquant", "--bits", "w8a8",
+                         "--format", "json", "--quiet"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let report = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+        let rows = report?["rows"] as? [[String: Any]] ?? []
+        XCTAssertEqual(rows.map { $0["name"] as? String }, ["float", "rtn", "mambaquant"])
+        XCTAssertEqual(rows.first?["accuracy"] as? Double, 0.75)
+    }
+
+    func testMismatchedInputsAreRefusedInOneLine() throws {
+        let dir = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // Images of another shape, a language model's stats file, text for a Vim.
+        var r = try CLI.run(["classify", "--model", model, "--images", Fixtures.model("tiny-vim-max") + "/reference.safetensors"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("the model reads [n, 3, 16, 16]"), r.stderr)
+        r = try CLI.run(["calibrate", "--model", model, "--data", "calibration/shakespeare-calib.txt", "--out", dir + "/s.safetensors"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("--images"), r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/s.safetensors"))
+        r = try CLI.run(["generate", "--model", model, "--tokens", "1,2"])
+        XCTAssertTrue(r.stderr.contains("Vision Mamba"), r.stderr)
+        XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+    }
+}
