@@ -104,10 +104,59 @@ MQ_AVX512 static void scan_avx512(const mq_scan_args *a) {
     }
     free(dt);
 }
+
+// N = 16 (every Mamba-1 and Vim checkpoint): sixteen channels per register and the block's whole
+// state in registers for the whole sequence. h[n] holds state n of channels e..e+15, so the update
+// and the C contraction are vertical (no horizontal sum per channel and step, B[t, n] and C[t, n]
+// broadcast), dt's softplus is one vector per step, and the state is read and written once per
+// call instead of once per step. The exps are the same count; what goes is the per-channel
+// overhead around them. Channels past the last full block take the per-channel path.
+MQ_AVX512 static void scan_avx512_c16(const mq_scan_args *a) {
+    const int E = a->channels;
+    int e = a->channel_begin;
+    for (; e + 16 <= a->channel_end; e += 16) {
+        float At[16][16], hs[16][16];                  // [n][channel]: A and h of the block, transposed
+        for (int j = 0; j < 16; j++) {
+            for (int n = 0; n < 16; n++) {
+                At[n][j] = a->A[(size_t)(e + j) * 16 + n];
+                hs[n][j] = a->h[(size_t)(e + j) * 16 + n];
+            }
+        }
+        __m512 h[16];
+        for (int n = 0; n < 16; n++) h[n] = _mm512_loadu_ps(hs[n]);
+        const __m512 vD = _mm512_loadu_ps(a->D + e);
+        for (int t = 0; t < a->length; t++) {
+            const float *B = a->B + (size_t)t * a->ldb;
+            const float *C = a->C + (size_t)t * a->ldc;
+            const __m512 raw = _mm512_loadu_ps(a->dt_raw + (size_t)t * E + e);
+            const __m512 d = _mm512_insertf32x8(_mm512_castps256_ps512(mq_softplus256(_mm512_castps512_ps256(raw))),
+                                                mq_softplus256(_mm512_extractf32x8_ps(raw, 1)), 1);
+            const __m512 x = _mm512_loadu_ps(a->x + (size_t)t * E + e);
+            const __m512 dx = _mm512_mul_ps(d, x);
+            __m512 acc = _mm512_setzero_ps();
+            for (int n = 0; n < 16; n++) {
+                const __m512 decay = mq_exp512(_mm512_mul_ps(d, _mm512_loadu_ps(At[n])));
+                h[n] = _mm512_fmadd_ps(decay, h[n], _mm512_mul_ps(dx, _mm512_set1_ps(B[n])));
+                acc = _mm512_fmadd_ps(h[n], _mm512_set1_ps(C[n]), acc);
+            }
+            _mm512_storeu_ps(a->y + (size_t)t * E + e, _mm512_fmadd_ps(vD, x, acc));
+        }
+        for (int n = 0; n < 16; n++) _mm512_storeu_ps(hs[n], h[n]);
+        for (int j = 0; j < 16; j++) {
+            for (int n = 0; n < 16; n++) a->h[(size_t)(e + j) * 16 + n] = hs[n][j];
+        }
+    }
+    if (e < a->channel_end) {
+        mq_scan_args rest = *a;
+        rest.channel_begin = e;
+        scan_avx512(&rest);
+    }
+}
 #endif
 
 void mq_selective_scan_f32(const mq_scan_args *args) {
 #if MQ_X86
+    if (mq_f32_level() >= 2 && args->state == 16) { scan_avx512_c16(args); return; }
     if (mq_f32_level() >= 2 && args->state % 16 == 0) { scan_avx512(args); return; }
     if (mq_has_avx2_fma()) { scan_avx2(args); return; }
 #endif

@@ -50,6 +50,16 @@ extension BenchCommand {
             for (k, model) in [float, int8].enumerated() { times[k].append(measureSeconds { _ = model.logits(images, par) }) }
         }
         let rates = times.map { Double(batch) / median($0) }
+        if steps {
+            // One pass of each model step by step (profiled() names: in_proj, conv, scan, ...).
+            for (label, model) in [("float32", float), ("int8", int8)] {
+                let profile = StepProfile()
+                StepProfile.$current.withValue(profile) { _ = model.logits(images, par) }
+                let total = profile.steps.reduce(0) { $0 + $1.seconds }
+                printError("\(label) steps (ms per image): " + profile.steps.sorted { $0.seconds > $1.seconds }
+                    .map { String(format: "%@ %.2f (%.0f%%)", $0.step, 1000 * $0.seconds / Double(batch), 100 * $0.seconds / total) }.joined(separator: ", "))
+            }
+        }
         let result = VisionBenchResult(preset: preset.rawValue, tokens: v.tokens, batch: batch, threads: par.threads, runs: runs,
                                        blasCore: BLASCore.current, quantization: "\(recipe.method.rawValue) \(recipe.bits): \(recipe.settings)",
                                        floatImagesPerS: rates[0], int8ImagesPerS: rates[1], speedup: rates[1] / rates[0],

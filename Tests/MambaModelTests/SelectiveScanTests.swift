@@ -7,12 +7,13 @@ import XCTest
 
 final class SelectiveScanTests: XCTestCase {
     /// The fast kernel against the plain Double reference, on odd sizes (state not a multiple of
-    /// 8, one time step, more steps than channels, N = 16 and 32 for the AVX-512 path), on every
+    /// 8, one time step, more steps than channels, N = 16 (sixteen channels per register, blocks split
+    /// unevenly between two threads, tails) and 32 for the AVX-512 paths), on every
     /// path this CPU has: AVX-512, AVX2 and the scalar fallback.
     func testFastScanMatchesReference() {
         let seed = freshSeed(in: 0...999999)
         KernelPaths.forEachFloatLevel { level in
-            for (l, e, n) in [(1, 8, 16), (7, 13, 16), (33, 24, 5), (5, 17, 9), (64, 40, 16), (9, 7, 32)] {
+            for (l, e, n) in [(1, 8, 16), (7, 13, 16), (33, 24, 5), (5, 17, 9), (64, 40, 16), (9, 7, 32), (11, 35, 16), (5, 48, 16)] {
                 let scan = SelectiveScan(
                     aLog: randomTensor([e, n], seed: seed, scale: 0.7, offset: 1),
                     dSkip: randomTensor([e], seed: seed + 1))
