@@ -5,9 +5,11 @@
 # compare report of all four methods at w8a8, w4a8 and w8a6 against float32; the two profiles
 # (fast: the paper's static scales; accurate: llama.cpp Q8_0's accuracy) side by side with speed;
 # w4a8 with GPTQ against round-to-nearest for three methods; then the same four-method report for
-# the bundled Mamba-2 (models/bard-mamba2). Outputs go to demo-output/ (report.md, report.svg,
-# report-profiles.md, report-w4.md, report-mamba2.md, report-mamba2.svg, the stats file and the
-# quantized checkpoints).
+# the bundled Mamba-2 (models/bard-mamba2); then the bundled Vision Mamba (models/mnist-vim):
+# calibrate on images, quantize, classify with the int8 model, and its four-method report.
+# Outputs go to demo-output/ (report.md, report.svg, report-profiles.md, report-w4.md,
+# report-mamba2.md, report-mamba2.svg, report-vim.md, the stats files and the quantized
+# checkpoints).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
@@ -45,4 +47,11 @@ echo "== the bundled Mamba-2 (models/bard-mamba2) ==" >&2
 "$BIN" compare --model models/bard-mamba2 --out "$OUT/report-mamba2.md" --plot "$OUT/report-mamba2.svg"
 cat "$OUT/report-mamba2.md"
 echo
-echo "reports: $OUT/report.md, $OUT/report-profiles.md, $OUT/report-w4.md and $OUT/report-mamba2.md, plots: $OUT/report.svg and $OUT/report-mamba2.svg" >&2
+echo "== the bundled Vision Mamba (models/mnist-vim) ==" >&2
+"$BIN" calibrate --model models/mnist-vim --out "$OUT/stats-vim.safetensors"
+"$BIN" quantize --model models/mnist-vim --stats "$OUT/stats-vim.safetensors" --method mambaquant --bits w8a8 --out "$OUT/mnist-vim-w8a8"
+"$BIN" classify --model "$OUT/mnist-vim-w8a8" --images calibration/mnist-test.safetensors --show 5
+"$BIN" compare --model models/mnist-vim --out "$OUT/report-vim.md"
+cat "$OUT/report-vim.md"
+echo
+echo "reports: $OUT/report.md, $OUT/report-profiles.md, $OUT/report-w4.md, $OUT/report-mamba2.md and $OUT/report-vim.md, plots: $OUT/report.svg and $OUT/report-mamba2.svg" >&2

@@ -30,6 +30,8 @@ public struct CheckpointSummary: Sendable, Encodable {
     public let tokenizer: String?
     public let tokenizerVocabSize: Int?
     public let quantization: JSONValue?
+    /// A Vision Mamba's image settings in a few words (nil: a language model).
+    public let vision: String?
 
     public static func describe(directory: String) throws -> CheckpointSummary {
         let config = try MambaConfig.load(directory: directory)
@@ -55,7 +57,11 @@ public struct CheckpointSummary: Sendable, Encodable {
             bytesOnDisk: store.bytesOnDisk, modelParameters: modelParameters,
             bitsPerWeight: 8 * Double(store.bytesOnDisk) / Double(max(1, modelParameters)), tensors: tensors,
             tokenizer: tokenizer == nil ? nil : tokenizerPath, tokenizerVocabSize: tokenizer?.vocabSize,
-            quantization: config.json["quantization"])
+            quantization: config.json["quantization"],
+            vision: config.vision.map { v in
+                "images \(v.shapeDescription), patch \(v.patchSize) stride \(v.stride), \(v.tokens) tokens, cls token \(v.classToken.rawValue)"
+                    + (v.classToken == .none ? ", \(v.pool == .last ? "last row" : v.pool.rawValue) pooling" : "") + ", \(v.classes) classes"
+            })
     }
 }
 

@@ -22,10 +22,15 @@ struct InspectCommand: ParsableCommand {
         }
         print("\(s.directory): \(s.modelType) (\(s.family) mixers)")
         for note in s.notes { print("  note: \(note)") }
-        print("  D \(s.hiddenSize), layers \(s.numLayers), E \(s.innerSize), N \(s.stateSize), K \(s.convKernel), V \(s.vocabSize), \(s.mixerSettings), head \(s.tiedHead ? "tied" : "untied")")
+        if let vision = s.vision {
+            print("  D \(s.hiddenSize), layers \(s.numLayers), E \(s.innerSize), N \(s.stateSize), K \(s.convKernel), \(s.mixerSettings)")
+            print("  \(vision)")
+        } else {
+            print("  D \(s.hiddenSize), layers \(s.numLayers), E \(s.innerSize), N \(s.stateSize), K \(s.convKernel), V \(s.vocabSize), \(s.mixerSettings), head \(s.tiedHead ? "tied" : "untied")")
+        }
         print("  \(s.parameters) parameters, \(s.bytesOnDisk) bytes on disk")
         print(String(format: "  %.3f bits per weight (8 x the safetensors bytes / the float model's %d parameters)", s.bitsPerWeight, s.modelParameters))
-        if let t = s.tokenizer { print("  tokenizer \(t) (\(s.tokenizerVocabSize ?? 0) ids)") } else { print("  no tokenizer.json (runs from token ids)") }
+        if let t = s.tokenizer { print("  tokenizer \(t) (\(s.tokenizerVocabSize ?? 0) ids)") } else if s.vision == nil { print("  no tokenizer.json (runs from token ids)") }
         if let q = s.quantization { print("  quantization \(q)") }
         print("  runs here on OpenBLAS core \(machine.blasCore) (float32) and \(machine.int8Kernels)")
         print("  tensors:")
