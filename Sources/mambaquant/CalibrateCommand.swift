@@ -59,8 +59,12 @@ struct CalibrateCommand: ParsableCommand {
 
     /// A Vision Mamba: the first --samples images of --images.
     func runVision(_ modelDir: String, _ par: Parallelism) throws {
-        if !dataOptions.data.isEmpty { throw MambaError(.badInput, "\(modelDir) is a Vision Mamba: give its calibration images with --images, not --data") }
-        let imageFile = try images ?? CorpusManifest.bundled(for: "--images").imageFiles("calib")[0]
+        // --data names the images too (one safetensors file), as it names text for a language model.
+        let data = dataOptions.data
+        guard data.isEmpty || (data.count == 1 && images == nil && data[0].hasSuffix(".safetensors")) else {
+            throw MambaError(.badInput, "\(modelDir) is a Vision Mamba: give its calibration images as one safetensors file with --images (or --data), not text")
+        }
+        let imageFile = try images ?? data.first ?? CorpusManifest.bundled(for: "--images").imageFiles("calib")[0]
         try checkWritable(out, inputs: [modelDir, imageFile])
         let weights = try CheckpointWeights(directory: modelDir)
         let bar = ProgressBar("calibrate", unit: "image", unitsPerStep: 1 / Double(weights.config.numLayers), quiet: quiet)
