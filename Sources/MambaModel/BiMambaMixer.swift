@@ -1,3 +1,4 @@
+import Dispatch
 import MambaTensors
 
 // Vision Mamba's bidirectional mixer, bimamba_type "v2" (hustvl/Vim
@@ -148,9 +149,7 @@ public struct BidirectionalMambaMixer: MixerOp {
         let (x, z) = profiled("split") { (xz.columns(0..<e), xz.columns(e..<(2 * e))) } // [L, E] each
         observer?.observe(x, site: .x, layer: layer)
         observer?.observe(z, site: .z, layer: layer)
-        var forwardState = forward.makeState(), backwardState = backward.makeState()
-        var y = forward.forward(x, state: &forwardState, layer: layer, par, observer: observer)                  // [L, E]
-        let yBackward = backward.forward(reversedRows(x), state: &backwardState, layer: layer, par, observer: observer)
+        var (y, yBackward) = branches(x, layer: layer, par, observer: observer)    // [L, E] each, the backward one reversed
         profiled("residual") {
             let scale: Float = divideOut ? 0.5 : 1
             let (rows, cols) = (y.rows, y.cols)
@@ -168,6 +167,36 @@ public struct BidirectionalMambaMixer: MixerOp {
         if let r = outProjRotation { g = profiled("hadamard") { r.rotate(g, par) } }
         observer?.observe(g, site: .outProjInput, layer: layer)
         return profiled("out_proj") { outProj.forward(g, par) }        // [L, D]
+    }
+}
+
+extension BidirectionalMambaMixer {
+    /// Both branches from zero states: the forward one over x, the backward one over x reversed.
+    /// With two threads or more and no observer they run at once, one thread each (their products
+    /// are small: at Vim-T's shape x_proj and dt_proj lose more to a second OpenBLAS thread than
+    /// they gain, and the conv and the scan inputs run on one thread anyway). A branch's arithmetic
+    /// does not depend on its thread count (products split by output columns, the scan by
+    /// channels), so the output is the same either way. bench --steps does not see the steps of
+    /// branches run this way (the step profile is the calling task's).
+    func branches(_ x: Tensor, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> (Tensor, Tensor) {
+        let reversed = reversedRows(x)
+        guard par.threads > 1, observer == nil else {
+            var fs = forward.makeState(), bs = backward.makeState()
+            return (forward.forward(x, state: &fs, layer: layer, par, observer: observer),
+                    backward.forward(reversed, state: &bs, layer: layer, par, observer: observer))
+        }
+        var out: [Tensor?] = [nil, nil]
+        let (inputs, branches) = ([x, reversed], [forward, backward])
+        let half = Parallelism(threads: max(1, par.threads / 2))    // OpenBLAS's (process-wide) count too, until restored below
+        defer { par.applyToBLAS() }
+        out.withUnsafeMutableBufferPointer { slots in
+            let o = UncheckedSendable(slots)
+            DispatchQueue.concurrentPerform(iterations: 2) { k in
+                var state = branches[k].makeState()
+                o.value[k] = branches[k].forward(inputs[k], state: &state, layer: layer, half, observer: nil)
+            }
+        }
+        return (out[0]!, out[1]!)
     }
 }
 
