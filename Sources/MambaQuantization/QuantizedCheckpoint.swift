@@ -77,6 +77,9 @@ extension QuantizedModel {
     /// instead of keeping it (the returned model has no blocks).
     static func load(directory: String, layerKinds: [MixerKind]?, onBlock: (Int, QuantizedBlock, MambaConfig) throws -> Void) throws -> QuantizedModel {
         var config = try MambaConfig.load(directory: directory)
+        if config.vision != nil {
+            throw MambaError(.unsupportedModel, "\(directory) is a quantized Vision Mamba (model_type vim), not a language model: `mambaquant classify` runs it")
+        }
         if let layerKinds {
             guard layerKinds.count == config.numLayers else {
                 throw MambaError(.mismatchedInputs, "\(layerKinds.count) layer kinds given for \(directory), whose config has \(config.numLayers) layers")

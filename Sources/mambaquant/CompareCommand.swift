@@ -146,6 +146,9 @@ struct CompareCommand: ParsableCommand {
 
     /// A Vision Mamba: each recipe quantized in memory, top-1 on the test images (VisionComparison.swift).
     func runVision(_ modelDir: String, _ par: Parallelism) throws {
+        if QuantizedModel.isQuantized(directory: modelDir) {
+            throw MambaError(.badInput, "--model \(modelDir) is a quantized checkpoint: give its float source (a Vision Mamba's recipes are quantized in memory)")
+        }
         for (flag, given) in [("--quantized", !quantized.isEmpty), ("--budget", budget), ("--data", !dataOptions.data.isEmpty), ("--calib-data", !calibData.isEmpty),
                               ("--plot", plot != nil), ("--seeds", seeds != 1), ("--group-size", groupSize != nil)] where given {
             throw MambaError(.badInput, "\(flag) is not supported for a Vision Mamba yet (\(modelDir)); give images with --images and --calib-images")

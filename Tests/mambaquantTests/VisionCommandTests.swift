@@ -28,6 +28,10 @@ final class VisionCommandTests: XCTestCase {
         let inMemory = try QuantizedVisionMamba.quantize(weights: try CheckpointWeights(directory: model), stats: file.stats, images: file.images!,
                                                          recipe: .init(method: .mambaquant), parallelism: .serial).quantized
         XCTAssertEqual(try written.logits(x).storage, inMemory.model().logits(x).storage)
+        // The language-model commands refuse it in one line.
+        r = try CLI.run(["generate", "--model", out, "--tokens", "1,2"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("quantized Vision Mamba") && r.stderr.contains("classify"), r.stderr)
         r = try CLI.run(["classify", "--model", out, "--images", images, "--logits-out", dir + "/logits.safetensors"])
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssertTrue(r.stdout.contains("top-1 accuracy 75.00% (3 of 4)"), r.stdout)
