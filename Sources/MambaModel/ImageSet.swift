@@ -32,6 +32,11 @@ public struct ImageSet: Sendable {
         guard view.dtype.isFloatingPoint else {
             throw MambaError(.dtypeMismatch, "\(path): images have dtype \(view.dtype.rawValue); they must be F32, F16 or BF16 (normalized values, not bytes)")
         }
+        // Widened to float32 whole: refused up front when that cannot fit, never a failed allocation.
+        let need = 4 * Double(view.count)
+        if let available = SystemMemory.available(), need > available {
+            throw MambaError(.outOfMemory, "\(path): \(view.shape[0]) images need \(gigabytes(need)) in float32 but \(gigabytes(available)) is available (\(SystemMemory.availableSource())): split the file")
+        }
         let images = try view.tensor()
         if let bad = images.storage.firstIndex(where: { !$0.isFinite }) {
             throw MambaError(.badFile, "\(path): image \(bad / v.imageValues) holds \(images.storage[bad]); images must be finite")

@@ -42,19 +42,21 @@ public struct QuantizedVisionMamba: Sendable {
 
     /// The pipeline: the recipe's method on the float model's weights, its weights rounded, and
     /// the static scales from a second pass of the calibration images through the transformed
-    /// float model, a layer at a time. Also hands back that transformed float model (for per-site
-    /// SQNR and the tests that every transform keeps the logits).
+    /// float model, a layer at a time. With `keepTransformed`, also hands back that transformed
+    /// float model (for the tests that every transform keeps the logits; it holds every layer in
+    /// float32, so it is not kept otherwise).
     public static func quantize(weights source: CheckpointWeights, stats: CalibrationStats, images: Tensor, recipe: QuantizationRecipe,
-                                parallelism: Parallelism, progress: Calibrator.Progress? = nil) throws -> (quantized: QuantizedVisionMamba, transformed: VisionMamba) {
+                                parallelism: Parallelism, progress: Calibrator.Progress? = nil,
+                                keepTransformed: Bool = false) throws -> (quantized: QuantizedVisionMamba, transformed: VisionMamba?) {
         try quantize(outer: try VisionOuterWeights(checkpoint: source), layers: source, stats: stats, images: images, recipe: recipe,
-                     parallelism: parallelism, progress: progress)
+                     parallelism: parallelism, progress: progress, keepTransformed: keepTransformed)
     }
 
     /// The pipeline on the tensors around the blocks and a source of the blocks' weights (a
     /// checkpoint read a layer at a time, or weights in memory).
     public static func quantize(outer o: VisionOuterWeights, layers source: some WeightSource, stats: CalibrationStats, images: Tensor,
-                                recipe: QuantizationRecipe, parallelism: Parallelism,
-                                progress: Calibrator.Progress? = nil) throws -> (quantized: QuantizedVisionMamba, transformed: VisionMamba) {
+                                recipe: QuantizationRecipe, parallelism: Parallelism, progress: Calibrator.Progress? = nil,
+                                keepTransformed: Bool = false) throws -> (quantized: QuantizedVisionMamba, transformed: VisionMamba?) {
         let c = o.config
         guard let v = c.vision else { preconditionFailure("a Vision Mamba's outer weights without a vision config") }
         try QuantizedModel.checkKeepFloat(recipe.keepFloat.filter { $0 != headModule }, c)
@@ -83,11 +85,12 @@ public struct QuantizedVisionMamba: Sendable {
                                 positionEmbedding: positionEmbedding, blocks: [], normF: nil, head: FloatLinear(weight: head.tensor, bias: headBias))
         let streams = WindowStreams(outer.embedAll(images, parallelism), config: c, parallelism: parallelism,
                                     hessianSites: quantizer.hessianSites(c).union(headByGPTQ ? [.lmHeadInput] : []))
-        var log = plan.globalLog, blocks: [QuantizedBlock] = [], floatBlocks: [MambaBlock] = []
+        var log = plan.globalLog.map { $0.step == "fold_norms" ? AppliedTransform(step: $0.step, layer: nil, detail: "block norms into in_proj; norm_f into the head") : $0 }
+        var blocks: [QuantizedBlock] = [], floatBlocks: [MambaBlock] = []
         for i in 0..<c.numLayers {
             var (layer, block) = try quantizer.transformAndRound(try source.readLayer(i), layer: i, config: c, plan: plan, stats: stats, log: &log)
             try streams.advance(through: block, layer: i)
-            floatBlocks.append(block)
+            if keepTransformed { floatBlocks.append(block) }
             progress?((i + 1) * streams.count, c.numLayers * streams.count)
             _ = try quantizer.roundAwaiting(&layer, layer: i, secondPass: streams.stats)
             blocks.append(try quantizer.withStaticScales(layer.block, layer: i, secondPass: streams.stats, config: c))
@@ -95,7 +98,7 @@ public struct QuantizedVisionMamba: Sendable {
         }
         var transformed = outer
         transformed.blocks = floatBlocks
-        try streams.observeHead { [transformed] u in transformed.headInput(u) }
+        try streams.observeHead { [outer] u in outer.headInput(u) }     // norm_f folded: the head's input needs no block
         let hessian = headByGPTQ ? try streams.stats.site(nil, .lmHeadInput).moments?.symmetrized.sumOfProducts : nil
         let quantizedHead = try quantizer.weights(headModule, head, bias: headBias.storage.map(Double.init), groups: true, hessian: hessian)
             .with(input: try quantizer.activation(streams.stats, nil, .lmHeadInput))
@@ -103,7 +106,7 @@ public struct QuantizedVisionMamba: Sendable {
                          detail: "patch embedding, cls token and position embedding" + (plan.residualRotation == nil ? "" : " times R1") + ", kept float32; head " + (recipe.keepsFloat(module: headModule) ? "kept float32" : "quantized")))
         let q = QuantizedVisionMamba(config: c, recipe: recipe, patchWeight: transformedPatch, patchBias: patchBias, classToken: classToken,
                                      positionEmbedding: positionEmbedding, blocks: blocks, head: quantizedHead, transforms: log)
-        return (q, transformed)
+        return (q, keepTransformed ? transformed : nil)
     }
 }
 
