@@ -26,13 +26,35 @@ final class ActivationRecorder: ActivationObserver {
 
 /// SQNR of `quantized` against `transformedFloat` over `windows`, in forward order.
 public func siteSQNR(transformedFloat: MambaLM, quantized: MambaLM, windows: [[Int]], parallelism: Parallelism) throws -> [SiteSQNR] {
+    try siteSQNR(units: windows.count) { i, float, quant in
+        var sa = transformedFloat.makeState(), sb = quantized.makeState()
+        _ = try transformedFloat.forward(windows[i], state: &sa, logits: .none, parallelism: parallelism, observer: float)
+        _ = try quantized.forward(windows[i], state: &sb, logits: .none, parallelism: parallelism, observer: quant)
+    }
+}
+
+/// The same for a Vision Mamba over images [n, C, H, W] (each image's blocks and head input).
+public func siteSQNR(transformedFloat: VisionMamba, quantized: VisionMamba, images: Tensor, parallelism: Parallelism) throws -> [SiteSQNR] {
+    let values = transformedFloat.vision.imageValues
+    return try siteSQNR(units: images.count / values) { i, float, quant in
+        images.storage.withUnsafeBufferPointer { all in
+            let image = UnsafeBufferPointer(rebasing: all[(i * values)..<((i + 1) * values)])
+            for (model, observer) in [(transformedFloat, float), (quantized, quant)] {
+                _ = model.classify(model.encode(model.embed(image, parallelism), parallelism, observer: observer), parallelism, observer: observer)
+            }
+        }
+    }
+}
+
+/// Signal and noise summed per (layer, site) over `units` runs of the two models, each run
+/// reporting the float model's activations to the first recorder and the quantized one's to the
+/// second.
+func siteSQNR(units: Int, run: (Int, ActivationRecorder, ActivationRecorder) throws -> Void) throws -> [SiteSQNR] {
     var signal: [ActivationRecorder.Key: Double] = [:], noise: [ActivationRecorder.Key: Double] = [:]
     var order: [ActivationRecorder.Key] = []
-    for w in windows {
+    for i in 0..<units {
         let (a, b) = (ActivationRecorder(), ActivationRecorder())
-        var sa = transformedFloat.makeState(), sb = quantized.makeState()
-        _ = try transformedFloat.forward(w, state: &sa, logits: .none, parallelism: parallelism, observer: a)
-        _ = try quantized.forward(w, state: &sb, logits: .none, parallelism: parallelism, observer: b)
+        try run(i, a, b)
         if order.isEmpty { order = a.order }
         for k in a.order {
             guard let x = a.seen[k], let y = b.seen[k], x.storage.count == y.storage.count else { continue }

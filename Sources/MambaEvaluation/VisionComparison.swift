@@ -19,6 +19,8 @@ public struct VisionComparisonSetup: Sendable {
     public var calibrationLimit = 256
     public var testImages: String
     public var testLimit: Int?
+    /// Test images the per-site SQNR runs over (the first ones).
+    public var sqnrImages = 32
     public var runtime: QuantizedRuntime = .int8
 
     public init(modelDirectory: String, calibrationImages: String, testImages: String) {
@@ -55,6 +57,10 @@ public struct VisionComparisonReport: Sendable, Codable {
     public var classes: Int
     public var threads: Int
     public var rows: [Row]
+    /// Per-site SQNR of each quantized model against its transformed float model (SQNR.swift), over
+    /// the first `sqnrImages` test images.
+    public var sites: [ComparisonReport.SiteRow]
+    public var sqnrImages: Int
     public var notes: [String]
 
     public func json() throws -> String {
@@ -81,7 +87,27 @@ public struct VisionComparisonReport: Sendable, Codable {
             out += "| \(r.name) | \(r.bits) | \(acc) | \(delta) |" + (top5 ? (r.top5Accuracy.map { String(format: " %.2f%% |", 100 * $0) } ?? " - |") : "")
                 + String(format: " %.5f | %.2f%% | %.1f | %.3f | %.2f |\n", r.kl, 100 * r.top1Agreement, r.imagesPerS, Double(r.weightBytes) / 1e6, r.bitsPerWeight)
         }
+        out += sqnrMarkdown()
         if !notes.isEmpty { out += "\n" + notes.map { "- " + $0 }.joined(separator: "\n") + "\n" }
+        return out
+    }
+
+    /// One row per site (forward order), one column per quantized model: the mean over layers of
+    /// the site's SQNR in dB, exact layers left out (the head's input is one site outside the layers).
+    func sqnrMarkdown() -> String {
+        guard !sites.isEmpty else { return "" }
+        let models = sites.reduce(into: [String]()) { if !$0.contains("\($1.method) \($1.bits)") { $0.append("\($1.method) \($1.bits)") } }
+        let order = sites.reduce(into: [String]()) { if !$0.contains($1.site) { $0.append($1.site) } }
+        var out = "\n## Per-site SQNR (dB, mean over layers; first \(sqnrImages) test images)\n\n| site | " + models.joined(separator: " | ") + " |\n|---|"
+            + String(repeating: "---:|", count: models.count) + "\n"
+        for site in order {
+            out += "| \(site) |" + models.map { m in
+                // 999 marks an exact site (layer 0's input: the patch embedding is float), left out of the mean.
+                let all = sites.filter { $0.site == site && "\($0.method) \($0.bits)" == m }.map(\.sqnrDb)
+                let v = all.filter { $0 < 999 }
+                return all.isEmpty ? " - |" : v.isEmpty ? " exact |" : String(format: " %.1f |", v.reduce(0, +) / Double(v.count))
+            }.joined() + "\n"
+        }
         return out
     }
 }
@@ -125,19 +151,28 @@ public func runVisionComparison(_ setup: VisionComparisonSetup, parallelism par:
     }
     var rows = [row(name: "float", method: "none", bits: "fp32", runtime: "float32 (OpenBLAS \(BLASCore.current))",
                     weightBytes: 4 * float.config.parameterCount, run: reference)]
+    var sites: [ComparisonReport.SiteRow] = []
+    let sqnrSet = test.subset(0..<min(setup.sqnrImages, test.count))
     for bits in setup.bits {
         for method in setup.methods {
             var recipe = QuantizationRecipe(method: method, bits: bits)
             if let r = setup.weightRounding { recipe.weightRounding = r } else if bits.weight <= 4 { recipe.weightRounding = .gptq }
             log("quantizing \(method.rawValue) \(bits)")
-            let q = try QuantizedVisionMamba.quantize(weights: weights, stats: stats, images: calibration.images, recipe: recipe, parallelism: par).quantized
+            let (q, transformed) = try QuantizedVisionMamba.quantize(weights: weights, stats: stats, images: calibration.images, recipe: recipe,
+                                                                     parallelism: par, keepTransformed: setup.sqnrImages > 0)
+            let model = q.model(runtime: setup.runtime)
             rows.append(row(name: method.rawValue, method: method.rawValue, bits: bits.description, runtime: setup.runtime.description,
-                            weightBytes: q.weightBytes, run: measure(q.model(runtime: setup.runtime))))
+                            weightBytes: q.weightBytes, run: measure(model)))
+            if let transformed {
+                sites += try siteSQNR(transformedFloat: transformed, quantized: model, images: sqnrSet.images, parallelism: par).map {
+                    ComparisonReport.SiteRow(layer: $0.layer, site: $0.site, method: method.rawValue, bits: bits.description, sqnrDb: $0.sqnrDB)
+                }
+            }
         }
     }
     return VisionComparisonReport(
         model: setup.modelDirectory, calibration: setup.calibrationImages, calibrationImages: calibration.count, test: setup.testImages,
-        testImages: test.count, classes: classes, threads: par.threads, rows: rows,
+        testImages: test.count, classes: classes, threads: par.threads, rows: rows, sites: sites, sqnrImages: sqnrSet.count,
         notes: ["The patch embedding, cls token and position embedding stay float32 (the patch embedding reads the pixels); the head is quantized.",
                 "Weights rounded to nearest at 8 bits and by GPTQ at 4, unless --weight-rounding says otherwise; static per-tensor activation scales (p99.99 clip).",
                 "images/s is one pass over the test images, not a median: use bench for speed."])

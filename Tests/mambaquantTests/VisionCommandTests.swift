@@ -43,6 +43,11 @@ final class VisionCommandTests: XCTestCase {
         let rows = report?["rows"] as? [[String: Any]] ?? []
         XCTAssertEqual(rows.map { $0["name"] as? String }, ["float", "rtn", "mambaquant"])
         XCTAssertEqual(rows.first?["accuracy"] as? Double, 0.75)
+        // Per-site SQNR of both quantized models, every layer's sites (both branches') and the head's input.
+        let sites = report?["sites"] as? [[String: Any]] ?? []
+        XCTAssertEqual(Set(sites.compactMap { $0["method"] as? String }), ["rtn", "mambaquant"])
+        XCTAssertTrue(sites.contains { $0["site"] as? String == "dt_low_b" && $0["layer"] as? Int == 2 })
+        XCTAssertTrue(sites.contains { $0["site"] as? String == "lm_head_input" && ($0["sqnr_db"] as? Double ?? 0) > 10 })
     }
 
     func testMismatchedInputsAreRefusedInOneLine() throws {
