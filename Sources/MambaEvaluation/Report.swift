@@ -1,5 +1,13 @@
 import Foundation
 
+/// A report as JSON: snake_case keys, sorted, indented (compare's and bench's reports).
+public func snakeCaseJSON(_ value: some Encodable) throws -> String {
+    let e = JSONEncoder()
+    e.keyEncodingStrategy = .convertToSnakeCase
+    e.outputFormatting = [.prettyPrinted, .sortedKeys]
+    return String(decoding: try e.encode(value), as: UTF8.self)
+}
+
 /// The `compare` report (schema version 1): what a user reads to decide whether to ship a
 /// quantized model. Keys are snake_case in JSON.
 public struct ComparisonReport: Sendable, Codable {
@@ -80,12 +88,7 @@ public struct ComparisonReport: Sendable, Codable {
     public var sites: [SiteRow]
     public var notes: [String]
 
-    public func json() throws -> String {
-        let e = JSONEncoder()
-        e.keyEncodingStrategy = .convertToSnakeCase
-        e.outputFormatting = [.prettyPrinted, .sortedKeys]
-        return String(decoding: try e.encode(self), as: UTF8.self)
-    }
+    public func json() throws -> String { try snakeCaseJSON(self) }
 
     /// One Markdown table per evaluation file and one for the total, then speed and memory, then
     /// the SQNR summary.

@@ -63,12 +63,7 @@ public struct VisionComparisonReport: Sendable, Codable {
     public var sqnrImages: Int
     public var notes: [String]
 
-    public func json() throws -> String {
-        let e = JSONEncoder()
-        e.keyEncodingStrategy = .convertToSnakeCase
-        e.outputFormatting = [.prettyPrinted, .sortedKeys]
-        return String(decoding: try e.encode(self), as: UTF8.self)
-    }
+    public func json() throws -> String { try snakeCaseJSON(self) }
 
     public func markdown() -> String {
         var out = "# mambaquant compare: \(model)\n\n"

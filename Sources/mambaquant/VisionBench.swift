@@ -1,5 +1,6 @@
 import Foundation
 import MambaCalibration
+import MambaEvaluation
 import MambaModel
 import MambaQuantization
 import MambaTensors
@@ -65,10 +66,7 @@ extension BenchCommand {
                                        floatImagesPerS: rates[0], int8ImagesPerS: rates[1], speedup: rates[1] / rates[0],
                                        weightBytesFloat32: 4 * c.parameterCount, weightBytesInt8: q.weightBytes)
         if output.json {
-            let e = JSONEncoder()
-            e.keyEncodingStrategy = .convertToSnakeCase
-            e.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try e.encode(result), as: UTF8.self))
+            print(try snakeCaseJSON(result))
         } else {
             print("\(preset.rawValue): \(v.tokens) tokens, \(c.parameterCount) parameters, \(par.threads) threads, OpenBLAS \(BLASCore.current), medians of \(runs)")
             print(String(format: "float32 %.2f images/s, int8 %.2f images/s: %.2fx; weights %.1f MB -> %.1f MB", rates[0], rates[1], rates[1] / rates[0],

@@ -13,10 +13,18 @@ final class VisionQuantizeTests: XCTestCase {
     static let models = ["tiny-vim", "tiny-vim-headcls", "tiny-vim-mean", "tiny-vim-max"]
 
     /// The fixture's four images and twelve more drawn from a fresh seed: calibration and test.
-    func images(_ model: VisionMamba, _ name: String, seed: UInt64) throws -> Tensor {
+    func images(_ name: String, seed: UInt64) throws -> Tensor {
         let given = try SafeTensorsFile(path: Fixtures.model(name) + "/reference.safetensors").view("images").tensor()
         let drawn = randomTensor([12] + Array(given.shape.dropFirst()), seed: seed, scale: 1)
         return Tensor(shape: [16] + Array(given.shape.dropFirst()), storage: given.storage + drawn.storage)
+    }
+
+    /// A fixture's float model, its weights, test images, float logits and first-pass statistics.
+    func calibrated(_ name: String, seed: UInt64) throws -> (weights: CheckpointWeights, images: Tensor, reference: Tensor, stats: CalibrationStats) {
+        let weights = try CheckpointWeights(directory: Fixtures.model(name))
+        let float = try VisionMamba(checkpoint: weights)
+        let x = try images(name, seed: seed)
+        return (weights, x, float.logits(x), try VisionCalibrator.run(model: float, images: x, parallelism: .serial))
     }
 
     func relativeError(_ got: Tensor, _ reference: Tensor) -> Float {
@@ -28,11 +36,7 @@ final class VisionQuantizeTests: XCTestCase {
     func testEveryMethodKeepsTheFloatLogits() throws {
         let seed = freshSeed()
         for name in Self.models {
-            let weights = try CheckpointWeights(directory: Fixtures.model(name))
-            let float = try VisionMamba(checkpoint: weights)
-            let x = try images(float, name, seed: seed)
-            let reference = float.logits(x)
-            let stats = try VisionCalibrator.run(model: float, images: x, parallelism: .serial)
+            let (weights, x, reference, stats) = try calibrated(name, seed: seed)
             for method in QuantizationMethod.allCases {
                 let (q, transformed) = try QuantizedVisionMamba.quantize(weights: weights, stats: stats, images: x, recipe: .init(method: method),
                                                                          parallelism: .serial, keepTransformed: true)
@@ -54,11 +58,7 @@ final class VisionQuantizeTests: XCTestCase {
     func testQuantizedVimStaysCloseToFloat() throws {
         let seed = freshSeed()
         for name in Self.models {
-            let weights = try CheckpointWeights(directory: Fixtures.model(name))
-            let float = try VisionMamba(checkpoint: weights)
-            let x = try images(float, name, seed: seed)
-            let reference = float.logits(x)
-            let stats = try VisionCalibrator.run(model: float, images: x, parallelism: .serial, hessianSites: [])
+            let (weights, x, reference, stats) = try calibrated(name, seed: seed)
             for method in QuantizationMethod.allCases {
                 let q = try QuantizedVisionMamba.quantize(weights: weights, stats: stats, images: x, recipe: .init(method: method), parallelism: .serial).quantized
                 let int8 = q.model(runtime: .int8).logits(x)
@@ -81,11 +81,7 @@ final class VisionQuantizeTests: XCTestCase {
     /// GPTQ (the head included, its Hessian from the second pass) and 4-bit weights run on the
     /// bidirectional mixer.
     func testGPTQAndFourBitRun() throws {
-        let weights = try CheckpointWeights(directory: Fixtures.model("tiny-vim"))
-        let float = try VisionMamba(checkpoint: weights)
-        let x = try images(float, "tiny-vim", seed: freshSeed())
-        let reference = float.logits(x)
-        let stats = try VisionCalibrator.run(model: float, images: x, parallelism: .serial)
+        let (weights, x, reference, stats) = try calibrated("tiny-vim", seed: freshSeed())
         var recipe = QuantizationRecipe(method: .mambaquant, bits: .init(weight: 4, activation: 8))
         recipe.weightRounding = .gptq
         let q = try QuantizedVisionMamba.quantize(weights: weights, stats: stats, images: x, recipe: recipe, parallelism: Parallelism(threads: 2)).quantized
