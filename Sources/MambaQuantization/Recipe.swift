@@ -217,11 +217,13 @@ public struct QuantizationRecipe: Sendable, Equatable {
     /// Whether the module `name` (full name: lm_head or backbone.layers.N.mixer.MODULE) stays float.
     public func keepsFloat(module name: String) -> Bool {
         // A module's name inside its mixer ("x_proj", "experts.3.down_proj"), its last part,
-        // and its every-expert group ("experts.*.down_proj").
+        // and its every-expert group ("experts.*.down_proj"); Vim's backward-branch modules
+        // (conv1d_b, x_proj_b, dt_proj_b: BiMambaMixer.swift) also go by their forward twin's name.
         let inMixer = name.range(of: ".mixer.").map { String(name[$0.upperBound...]) } ?? name
         let short = String(name.split(separator: ".").last ?? "")
+        let twin = short.hasSuffix("_b") ? String(short.dropLast(2)) : nil
         return keepFloat.contains(name) || keepFloat.contains(inMixer) || keepFloat.contains(MoEMixer.group(of: inMixer))
-            || keepFloat.contains(short) || Self.alwaysFloat.contains(short)
+            || keepFloat.contains(short) || Self.alwaysFloat.contains(short) || twin.map(keepFloat.contains) == true
     }
 
     /// Modules no recipe quantizes: a mixture-of-experts router (MoEMixer.swift) picks experts by

@@ -89,5 +89,11 @@ final class VisionQuantizeTests: XCTestCase {
         XCTAssertLessThan(relativeError(q.model().logits(x), reference), 0.5)
         recipe.keepFloat = [QuantizedVisionMamba.headModule]
         XCTAssertNil(try QuantizedVisionMamba.quantize(weights: weights, stats: stats, images: x, recipe: recipe, parallelism: .serial).quantized.head.weight)
+        // A forward module's short name keeps its backward twin float too; the others stay quantized.
+        recipe.keepFloat = ["x_proj"]
+        let kept = try QuantizedVisionMamba.quantize(weights: weights, stats: stats, images: x, recipe: recipe, parallelism: .serial).quantized.blocks[1].mixer.modules
+        XCTAssertNil(kept["x_proj"]?.weight)
+        XCTAssertNil(kept["x_proj_b"]?.weight)
+        XCTAssertNotNil(kept["dt_proj_b"]?.weight)
     }
 }
