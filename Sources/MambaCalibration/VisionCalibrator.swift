@@ -9,9 +9,8 @@ import MambaTensors
 
 public enum VisionCalibrator {
     /// Every site's statistics over `images` [n, C, H, W] through the float model.
-    public static func run(model: VisionMamba, images: Tensor, parallelism: Parallelism, hessianSites: Set<Site> = [],
-                           progress: Calibrator.Progress? = nil) throws -> CalibrationStats {
-        let streams = WindowStreams(model.embedAll(images, parallelism), config: model.config, parallelism: parallelism, hessianSites: hessianSites)
+    public static func run(model: VisionMamba, images: Tensor, parallelism: Parallelism, progress: Calibrator.Progress? = nil) throws -> CalibrationStats {
+        let streams = WindowStreams(model.embedAll(images, parallelism), config: model.config, parallelism: parallelism)
         for (i, block) in model.blocks.enumerated() {
             try streams.advance(through: block, layer: i)
             progress?((i + 1) * streams.count, model.blocks.count * streams.count)

@@ -35,10 +35,8 @@ public func siteSQNR(transformedFloat: MambaLM, quantized: MambaLM, windows: [[I
 
 /// The same for a Vision Mamba over images [n, C, H, W] (each image's blocks and head input).
 public func siteSQNR(transformedFloat: VisionMamba, quantized: VisionMamba, images: Tensor, parallelism: Parallelism) throws -> [SiteSQNR] {
-    let values = transformedFloat.vision.imageValues
-    return try siteSQNR(units: images.count / values) { i, float, quant in
-        images.storage.withUnsafeBufferPointer { all in
-            let image = UnsafeBufferPointer(rebasing: all[(i * values)..<((i + 1) * values)])
+    try siteSQNR(units: images.shape[0]) { i, float, quant in
+        _ = transformedFloat.mapImages(images.rows(i..<(i + 1))) { _, image in
             for (model, observer) in [(transformedFloat, float), (quantized, quant)] {
                 _ = model.classify(model.encode(model.embed(image, parallelism), parallelism, observer: observer), parallelism, observer: observer)
             }

@@ -116,10 +116,9 @@ public func runVisionComparison(_ setup: VisionComparisonSetup, parallelism par:
     if calibration.count > setup.calibrationLimit { calibration = calibration.subset(0..<setup.calibrationLimit) }
     var test = try ImageSet.load(path: setup.testImages, for: float.vision)
     if let limit = setup.testLimit, limit < test.count { test = test.subset(0..<limit) }
-    let hessian = setup.weightRounding == .gptq || (setup.weightRounding == nil && setup.bits.contains { $0.weight <= 4 })
     log("calibrating on \(calibration.count) images")
-    let stats = try VisionCalibrator.run(model: float, images: calibration.images, parallelism: par,
-                                         hessianSites: hessian ? float.config.distinctKinds.reduce(into: Set<Site>()) { $0.formUnion($1.spec.linearInputs) }.union([.lmHeadInput]) : [])
+    // GPTQ's Hessians come from quantize's second pass, not from these statistics.
+    let stats = try VisionCalibrator.run(model: float, images: calibration.images, parallelism: par)
     let parameters = Double(float.config.parameterCount)
     let classes = float.classes
     let k = min(5, classes)
@@ -186,17 +185,13 @@ func correctness(_ logits: Tensor, _ labels: [Int]?) -> [Double]? {
 func divergence(_ p: Tensor, _ q: Tensor, classes: Int) -> (kl: Double, agreement: Double) {
     let n = p.count / classes
     var kl = 0.0, agree = 0
+    var la = [Double](repeating: 0, count: classes), lb = la
     for i in 0..<n {
-        let a = Array(p.storage[(i * classes)..<((i + 1) * classes)]).map(Double.init)
-        let b = Array(q.storage[(i * classes)..<((i + 1) * classes)]).map(Double.init)
-        func logSoftmax(_ x: [Double]) -> [Double] {
-            let m = x.max()!
-            let z = log(x.reduce(0) { $0 + exp($1 - m) }) + m
-            return x.map { $0 - z }
-        }
-        let (la, lb) = (logSoftmax(a), logSoftmax(b))
+        let (a, b) = (p.storage[(i * classes)..<((i + 1) * classes)], q.storage[(i * classes)..<((i + 1) * classes)])
+        logSoftmax(a, into: &la)
+        logSoftmax(b, into: &lb)
         kl += zip(la, lb).reduce(0) { $0 + exp($1.0) * ($1.0 - $1.1) }
-        if topClasses(a.map(Float.init), 1) == topClasses(b.map(Float.init), 1) { agree += 1 }
+        if topClasses(Array(a), 1) == topClasses(Array(b), 1) { agree += 1 }
     }
     return (kl / Double(max(n, 1)), Double(agree) / Double(max(n, 1)))
 }

@@ -58,9 +58,7 @@ public struct ImageSet: Sendable {
 
     /// Images `range` (a batch, or the first n).
     public func subset(_ range: Range<Int>) -> ImageSet {
-        let per = images.count / max(count, 1)
-        return ImageSet(images: Tensor(shape: [range.count] + Array(images.shape.dropFirst()), storage: Array(images.storage[(range.lowerBound * per)..<(range.upperBound * per)])),
-                        labels: labels.map { Array($0[range]) }, source: source)
+        ImageSet(images: images.rows(range), labels: labels.map { Array($0[range]) }, source: source)
     }
 }
 

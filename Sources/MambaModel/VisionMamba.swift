@@ -130,27 +130,23 @@ public struct VisionMamba: Sendable {
         return features.rows == 1 ? out.storage : columnMaxima(out)
     }
 
+    /// `body` on each image of images [n, C, H, W] in order (its values in place, no copy).
+    public func mapImages<T>(_ images: Tensor, _ body: (Int, UnsafeBufferPointer<Float>) throws -> T) rethrows -> [T] {
+        let values = vision.imageValues
+        precondition(images.count == images.shape[0] * values, "images of shape \(images.shape) for a \(vision.shapeDescription) model")
+        return try images.storage.withUnsafeBufferPointer { all in
+            try (0..<images.shape[0]).map { i in try body(i, UnsafeBufferPointer(rebasing: all[(i * values)..<((i + 1) * values)])) }
+        }
+    }
+
     /// Each image's tokens [T, D] (the blocks' input), in order.
     public func embedAll(_ images: Tensor, _ par: Parallelism = .serial) -> [Tensor] {
-        let values = vision.imageValues
-        return images.storage.withUnsafeBufferPointer { all in
-            (0..<(images.count / values)).map { i in embed(UnsafeBufferPointer(rebasing: all[(i * values)..<((i + 1) * values)]), par) }
-        }
+        mapImages(images) { _, image in embed(image, par) }
     }
 
     /// Logits [n, classes] of images [n, C, H, W].
     public func logits(_ images: Tensor, _ par: Parallelism = .serial) -> Tensor {
-        let n = images.shape[0], values = vision.imageValues
-        precondition(images.count == n * values, "images of shape \(images.shape) for a \(vision.shapeDescription) model")
-        var out: [Float] = []
-        out.reserveCapacity(n * classes)
-        images.storage.withUnsafeBufferPointer { all in
-            for i in 0..<n {
-                let image = UnsafeBufferPointer(rebasing: all[(i * values)..<((i + 1) * values)])
-                out += classify(encode(embed(image, par), par), par)
-            }
-        }
-        return Tensor(shape: [n, classes], storage: out)
+        Tensor(shape: [images.shape[0], classes], storage: Array(mapImages(images) { _, image in classify(encode(embed(image, par), par), par) }.joined()))
     }
 }
 

@@ -45,8 +45,8 @@ extension BenchCommand {
         let images = randomTensor([batch, v.channels, v.imageHeight, v.imageWidth], seed: 4)
         printError("timing \(batch) images of \(v.shapeDescription) (\(v.tokens) tokens), \(runs) runs each, interleaved")
         var times: [[Double]] = [[], []]
-        _ = int8.logits(images.subsetOfImages(1), par)                   // warm-up (packing, first-touch pages)
-        _ = float.logits(images.subsetOfImages(1), par)
+        _ = int8.logits(images.rows(0..<1), par)                   // warm-up (packing, first-touch pages)
+        _ = float.logits(images.rows(0..<1), par)
         for _ in 0..<runs {
             for (k, model) in [float, int8].enumerated() { times[k].append(measureSeconds { _ = model.logits(images, par) }) }
         }
@@ -72,13 +72,5 @@ extension BenchCommand {
             print(String(format: "float32 %.2f images/s, int8 %.2f images/s: %.2fx; weights %.1f MB -> %.1f MB", rates[0], rates[1], rates[1] / rates[0],
                          Double(4 * c.parameterCount) / 1e6, Double(q.weightBytes) / 1e6))
         }
-    }
-}
-
-extension Tensor {
-    /// The first `n` images of [N, C, H, W].
-    func subsetOfImages(_ n: Int) -> Tensor {
-        let per = count / shape[0]
-        return Tensor(shape: [n] + Array(shape.dropFirst()), storage: Array(storage[0..<(n * per)]))
     }
 }
