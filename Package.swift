@@ -28,14 +28,19 @@ let package = Package(
         .systemLibrary(
             name: "CLapacke", pkgConfig: "lapacke",
             providers: [.apt(["liblapacke-dev"])]),
+        // Image folders for Vision Mamba: libpng and libjpeg-turbo (libpng-dev, libjpeg-dev).
+        .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(name: "CJPEG", pkgConfig: "libjpeg", providers: [.apt(["libjpeg-dev"])]),
 
         // Hot kernels in C (scan, activations, Hadamard, 16-bit weights, int8 GEMM with VNNI/AVX2
         // paths chosen at run time, scalar fallbacks; no unsafe flags) and the file/signal shims.
         .target(name: "CMambaKernels"),
+        // PNG and JPEG decoding behind one call: both libraries fail by longjmp, caught in C.
+        .target(name: "CMambaImageIO", dependencies: ["CPNG", "CJPEG"]),
         // Tensors, dtypes, safetensors IO, BLAS wrappers, the thread budget.
         .target(name: "MambaTensors", dependencies: ["COpenBLAS", "CMambaKernels"]),
         // Config, strict loader, the float forward over swappable ops, tokenizer, sampling.
-        .target(name: "MambaModel", dependencies: ["MambaTensors", "CMambaKernels"]),
+        .target(name: "MambaModel", dependencies: ["MambaTensors", "CMambaKernels", "CMambaImageIO"]),
         // Observers, the stats file, running calibration windows through a model.
         .target(name: "MambaCalibration", dependencies: ["MambaModel", "MambaTensors"]),
         // Hadamard and KLT rotations, smoothing, norm folding: the function-preserving transforms.

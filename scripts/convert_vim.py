@@ -62,7 +62,7 @@ def convert(checkpoint, config, out):
     save_file({k: v.to(torch.float32).contiguous() for k, v in state.items()}, os.path.join(out, "model.safetensors"))
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump({"model_type": "vim", "architectures": ["VisionMamba"], **config,
-                   "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}, f, indent=2)
+                   "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "eval_crop_ratio": 0.875}, f, indent=2)
         f.write("\n")
     print(f"{out}: {sum(v.numel() for v in state.values()):,} parameters, {config['num_classes']} classes")
 

@@ -3,11 +3,11 @@
 # each on its seed corpus (fuzz/corpus/TARGET) for SECONDS (default 30). A crash, sanitizer report,
 # timeout or out-of-memory leaves a reproducer in fuzz/crashes/TARGET/ and the script fails; commit
 # a fixed reproducer to Tests/Fixtures/fuzz/TARGET/ so FuzzReproducerTests replays it through the CLI.
-#   scripts/fuzz.sh [SECONDS] [TARGET ...]      targets: safetensors config tokenizer stats quantized-config
+#   scripts/fuzz.sh [SECONDS] [TARGET ...]      targets: safetensors config tokenizer stats quantized-config image
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-30}"; shift || true
-targets=("$@"); [ ${#targets[@]} -eq 0 ] && targets=(safetensors config tokenizer stats quantized-config)
+targets=("$@"); [ ${#targets[@]} -eq 0 ] && targets=(safetensors config tokenizer stats quantized-config image)
 (cd fuzz && swift build -c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -Xclang-linker -Xswiftc -fuse-ld=lld 2>&1 \
     | grep -v "Cannot export local symbol" | tail -3)
 bin="fuzz/.build/release/mambaquant-fuzz"

@@ -20,17 +20,17 @@ public enum VisionCalibrator {
     }
 }
 
-/// Calibration of a Vision Mamba checkpoint on the first `samples` images of an image file, tied
+/// Calibration of a Vision Mamba checkpoint on the first `samples` images of an image file or
+/// folder (`preprocess`: the transform for a folder, the model's own when nil), tied
 /// to the checkpoint and the file it came from; the images go into the stats file for quantize's
 /// second pass (shared by `calibrate` and tests).
-public func calibrateVisionStats(_ weights: CheckpointWeights, modelDirectory modelDir: String, imageFile: String, samples: Int,
+public func calibrateVisionStats(_ weights: CheckpointWeights, modelDirectory modelDir: String, imageFile: String, samples: Int, preprocess: ImagePreprocess? = nil,
                                  parallelism par: Parallelism, progress: Calibrator.Progress?) throws -> StatsFile {
     let model = try VisionMamba(checkpoint: weights)
-    var set = try ImageSet.load(path: imageFile, for: model.vision)
-    if set.count > samples { set = set.subset(0..<samples) }
+    let set = try ImageSet.load(path: imageFile, for: model.vision, preprocess: preprocess, limit: samples)
     let stats = try VisionCalibrator.run(model: model, images: set.images, parallelism: par, progress: progress)
     let provenance = StatsFile.Provenance(
-        checkpointSHA256: try checkpointSHA256(directory: modelDir), dataSHA256: try SHA256.hex(ofFiles: [imageFile]),
+        checkpointSHA256: try checkpointSHA256(directory: modelDir), dataSHA256: try SHA256.hex(ofFiles: ImageFolder.sourceFiles(imageFile)),
         dataFiles: [URL(fileURLWithPath: imageFile).lastPathComponent], seed: 0)
     return StatsFile(stats: stats, windows: CalibrationWindows(seqLength: 0, windows: []), images: set.images, provenance: provenance)
 }

@@ -19,6 +19,8 @@ public struct VisionComparisonSetup: Sendable {
     public var calibrationLimit = 256
     public var testImages: String
     public var testLimit: Int?
+    /// How image folders become input (nil: the model's config).
+    public var preprocess: ImagePreprocess?
     /// Test images the per-site SQNR runs over (the first ones).
     public var sqnrImages = 32
     public var runtime: QuantizedRuntime = .int8
@@ -112,10 +114,8 @@ public struct VisionComparisonReport: Sendable, Codable {
 public func runVisionComparison(_ setup: VisionComparisonSetup, parallelism par: Parallelism, log: (String) -> Void) throws -> VisionComparisonReport {
     let weights = try CheckpointWeights(directory: setup.modelDirectory)
     let float = try VisionMamba(checkpoint: weights)
-    var calibration = try ImageSet.load(path: setup.calibrationImages, for: float.vision)
-    if calibration.count > setup.calibrationLimit { calibration = calibration.subset(0..<setup.calibrationLimit) }
-    var test = try ImageSet.load(path: setup.testImages, for: float.vision)
-    if let limit = setup.testLimit, limit < test.count { test = test.subset(0..<limit) }
+    let calibration = try ImageSet.load(path: setup.calibrationImages, for: float.vision, preprocess: setup.preprocess, limit: setup.calibrationLimit)
+    let test = try ImageSet.load(path: setup.testImages, for: float.vision, preprocess: setup.preprocess, limit: setup.testLimit)
     log("calibrating on \(calibration.count) images")
     // GPTQ's Hessians come from quantize's second pass, not from these statistics.
     let stats = try VisionCalibrator.run(model: float, images: calibration.images, parallelism: par)

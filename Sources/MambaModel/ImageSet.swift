@@ -3,7 +3,8 @@ import MambaTensors
 
 /// Images for a Vision Mamba: a safetensors file with an "images" tensor [n, C, H, W] (float,
 /// already normalized as the model's eval transform does) and an optional "labels" tensor [n] of
-/// class indices. Checked against the model up front, each problem one line naming it.
+/// class indices, or a folder of PNG and JPEG files (ImageFolder). Checked against the model up
+/// front, each problem one line naming it.
 public struct ImageSet: Sendable {
     public static let imagesKey = "images", labelsKey = "labels"
 
@@ -17,9 +18,17 @@ public struct ImageSet: Sendable {
         (self.images, self.labels, self.source) = (images, labels, source)
     }
 
-    /// Reads `path` for a model of settings `v`.
-    public static func load(path: String, for v: VisionSettings) throws -> ImageSet {
-        guard FileManager.default.fileExists(atPath: path) else { throw MambaError(.missingFile, "image file \(path) does not exist") }
+    /// Reads the first `limit` images of `path`, a safetensors file or a folder, for a model of
+    /// settings `v` (a folder through `preprocess`, the model's own when nil).
+    public static func load(path: String, for v: VisionSettings, preprocess: ImagePreprocess? = nil, limit: Int? = nil) throws -> ImageSet {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { throw MambaError(.missingFile, "image file \(path) does not exist") }
+        if isDirectory.boolValue { return try ImageFolder.load(directory: path, for: v, preprocess: preprocess ?? v.preprocess, limit: limit) }
+        let set = try loadFile(path: path, for: v)
+        return limit.map { $0 < set.count ? set.subset(0..<$0) : set } ?? set
+    }
+
+    private static func loadFile(path: String, for v: VisionSettings) throws -> ImageSet {
         let file = try SafeTensorsFile(path: path)
         guard file.contains(imagesKey) else {
             throw MambaError(.missingTensor, "\(path) has no \"\(imagesKey)\" tensor (found: \(file.names.prefix(5).joined(separator: ", "))); an image file holds images [n, C, H, W] and optional labels [n]")
@@ -47,13 +56,17 @@ public struct ImageSet: Sendable {
             guard l.shape == [view.shape[0]], !l.dtype.isFloatingPoint else {
                 throw MambaError(.shapeMismatch, "\(path): labels have shape \(shapeString(l.shape)) and dtype \(l.dtype.rawValue), expected integers [\(view.shape[0])] (one per image)")
             }
-            let values = try l.integers()
-            if let i = values.firstIndex(where: { $0 < 0 || $0 >= v.classes }) {
-                throw MambaError(.mismatchedInputs, "\(path): label \(values[i]) of image \(i) is outside the model's \(v.classes) classes")
-            }
-            labels = values
+            labels = try l.integers()
         }
-        return ImageSet(images: images, labels: labels, source: path)
+        let set = ImageSet(images: images, labels: labels, source: path)
+        try set.checkLabels(classes: v.classes)
+        return set
+    }
+
+    func checkLabels(classes: Int) throws {
+        if let labels, let i = labels.firstIndex(where: { $0 < 0 || $0 >= classes }) {
+            throw MambaError(.mismatchedInputs, "\(source): label \(labels[i]) of image \(i) is outside the model's \(classes) classes")
+        }
     }
 
     /// Images `range` (a batch, or the first n).

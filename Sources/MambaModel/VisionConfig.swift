@@ -29,6 +29,8 @@ public struct VisionSettings: Sendable, Equatable {
     public var classToken: ClassToken
     public var positionEmbedding: Bool
     public var pool: Pool
+    /// How image folders become input (config image_mean, image_std, eval_crop_ratio).
+    public var preprocess = ImagePreprocess(mean: nil, std: nil, cropRatio: ImagePreprocess.defaultCropRatio)
 
     /// PatchEmbed's grid: (size - patch) / stride + 1 on each side.
     public var gridHeight: Int { (imageHeight - patchSize) / stride + 1 }
@@ -125,10 +127,11 @@ extension MambaConfig {
         guard channels <= 64 else { throw MambaError(.badConfig, "\(source): channels \(channels) is beyond what mambaquant supports (at most 64)") }
         let classes = try r.int(["num_classes"], default: 1000)
         let hasClassToken = r.bool(["if_cls_token"], default: true)
-        let vision = VisionSettings(
+        var vision = VisionSettings(
             imageHeight: height, imageWidth: width, patchSize: patch, stride: stride, channels: channels, classes: classes,
             classToken: hasClassToken ? (r.bool(["use_middle_cls_token"], default: true) ? .middle : .head) : .none,
             positionEmbedding: r.bool(["if_abs_pos_embed"], default: true), pool: VisionSettings.Pool(rawValue: pool)!)
+        vision.preprocess = try imagePreprocess(r, channels: channels)
         guard vision.tokens <= 1 << 20 else { throw MambaError(.badConfig, "\(source): \(vision.tokens) tokens per image is beyond what mambaquant supports") }
 
         let hidden = try r.int(["embed_dim", "d_model"], default: 192)
@@ -153,5 +156,23 @@ extension MambaConfig {
         config.layout = .vim
         config.json = JSONValue.object(json).encodable.object!
         return config
+    }
+
+    /// image_mean and image_std (ImageNet's when absent for 3 channels), eval_crop_ratio.
+    private static func imagePreprocess(_ r: HybridConfigReader, channels: Int) throws -> ImagePreprocess {
+        func list(_ key: String, positive: Bool) throws -> [Float]? {
+            guard let v = r.json[key], !v.isNull else { return nil }
+            let values = v.array?.compactMap(\.float).map(Float.init) ?? []
+            guard let count = v.array?.count, count == values.count, count == channels || count == 1,
+                  values.allSatisfy({ $0.isFinite && (!positive || $0 > 0) }) else {
+                throw MambaError(.badConfig, "\(r.source): \(key) must be a list of \(channels) finite\(positive ? " positive" : "") numbers (or one), found \(v.encodable)")
+            }
+            return values
+        }
+        let imageNet = channels == 3
+        let ratio = try r.float(["eval_crop_ratio"], default: ImagePreprocess.defaultCropRatio)
+        guard ratio > 0 else { throw MambaError(.badConfig, "\(r.source): eval_crop_ratio must be positive") }
+        return ImagePreprocess(mean: try list("image_mean", positive: false) ?? (imageNet ? ImagePreprocess.imageNetMean : nil),
+                               std: try list("image_std", positive: true) ?? (imageNet ? ImagePreprocess.imageNetStd : nil), cropRatio: ratio)
     }
 }

@@ -18,8 +18,9 @@ struct CalibrateCommand: ParsableCommand {
     var seqLen = 512
     @Option(help: "Seed of the window draw.")
     var seed: UInt64 = 0
-    @Option(help: "Calibration images of a Vision Mamba (safetensors images [n, C, H, W]; default: the manifest's image calib split); --samples takes the first n.")
+    @Option(help: "Calibration images of a Vision Mamba (safetensors images [n, C, H, W], or a folder of PNG/JPEG files; default: the manifest's image calib split); --samples takes the first n.")
     var images: String?
+    @OptionGroup var imageOptions: ImageOptions
     @Option(help: "Output stats file (safetensors).")
     var out: String
     @Flag(help: "No progress bar.")
@@ -59,18 +60,21 @@ struct CalibrateCommand: ParsableCommand {
 
     /// A Vision Mamba: the first --samples images of --images.
     func runVision(_ modelDir: String, _ par: Parallelism) throws {
-        // --data names the images too (one safetensors file), as it names text for a language model.
+        // --data names the images too (one safetensors file or folder), as it names text for a language model.
         let data = dataOptions.data
-        guard data.isEmpty || (data.count == 1 && images == nil && data[0].hasSuffix(".safetensors")) else {
-            throw MambaError(.badInput, "\(modelDir) is a Vision Mamba: give its calibration images as one safetensors file with --images (or --data), not text")
+        var isFolder: ObjCBool = false
+        guard data.isEmpty || (data.count == 1 && images == nil
+                               && (data[0].hasSuffix(".safetensors") || (FileManager.default.fileExists(atPath: data[0], isDirectory: &isFolder) && isFolder.boolValue))) else {
+            throw MambaError(.badInput, "\(modelDir) is a Vision Mamba: give its calibration images as one safetensors file or folder with --images (or --data), not text")
         }
         let imageFile = try images ?? data.first ?? CorpusManifest.bundled(for: "--images").imageFiles("calib")[0]
         try checkWritable(out, inputs: [modelDir, imageFile])
         let weights = try CheckpointWeights(directory: modelDir)
+        let preprocess = try imageOptions.preprocess(over: weights.config.vision!.preprocess)
         let bar = ProgressBar("calibrate", unit: "image", unitsPerStep: 1 / Double(weights.config.numLayers), quiet: quiet)
         var file: StatsFile!
         let seconds = try measureSeconds {
-            file = try calibrateVisionStats(weights, modelDirectory: modelDir, imageFile: imageFile, samples: samples, parallelism: par, progress: bar.update)
+            file = try calibrateVisionStats(weights, modelDirectory: modelDir, imageFile: imageFile, samples: samples, preprocess: preprocess, parallelism: par, progress: bar.update)
         }
         try file.write(to: out)
         let n = file.images!.shape[0]

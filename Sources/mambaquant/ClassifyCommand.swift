@@ -10,8 +10,9 @@ struct ClassifyCommand: ParsableCommand {
 
     @Option(help: "Vision Mamba checkpoint directory, float (config.json with model_type vim, model.safetensors) or quantized.")
     var model: String
-    @Option(help: "Safetensors file with images [n, C, H, W] (F32, normalized) and optional labels [n].")
+    @Option(help: "Safetensors file with images [n, C, H, W] (normalized) and optional labels [n], or a folder of PNG/JPEG files (labels.csv: file,label lines).")
     var images: String
+    @OptionGroup var imageOptions: ImageOptions
     @Option(help: "Classify only the first N images.")
     var limit: Int?
     @Option(help: "Print the predictions of the first N images (all: -1).")
@@ -29,8 +30,7 @@ struct ClassifyCommand: ParsableCommand {
         let par = runtime.parallelism
         if let logitsOut { try checkWritable(logitsOut, inputs: [model, images]) }
         let vim = try QuantizedVisionMamba.loadAny(directory: model, runtime: kernelOptions.kernels)
-        var set = try ImageSet.load(path: images, for: vim.vision)
-        if let limit, limit < set.count { set = set.subset(0..<limit) }
+        let set = try ImageSet.load(path: images, for: vim.vision, preprocess: imageOptions.preprocess(over: vim.vision.preprocess), limit: limit)
         let start = DispatchTime.now()
         let logits = vim.logits(set.images, par)
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9

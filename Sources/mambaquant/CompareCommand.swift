@@ -36,7 +36,7 @@ struct CompareCommand: ParsableCommand {
     @OptionGroup var dataOptions: DataOptions   // default: the test and ood-test splits
     @Option(help: "Calibration text (repeatable; default: the manifest's calib split).")
     var calibData: [String] = []
-    @Option(help: "Test images of a Vision Mamba (safetensors: images [n, C, H, W], labels [n]; default: the manifest's image test split).")
+    @Option(help: "Test images of a Vision Mamba (safetensors: images [n, C, H, W], labels [n]; or a folder of PNG/JPEG files with labels.csv; default: the manifest's image test split).")
     var images: String?
     @Option(help: "Calibration images of a Vision Mamba (default: the manifest's image calib split).")
     var calibImages: String?
@@ -68,6 +68,7 @@ struct CompareCommand: ParsableCommand {
     var quiet = false
     @OptionGroup var runtime: RuntimeOptions
     @OptionGroup var kernelOptions: KernelOptions
+    @OptionGroup var imageOptions: ImageOptions
 
     func validate() throws {
         if let groupSize, !(1...QuantizationRecipe.maxGroupSize).contains(groupSize) { throw ValidationError("--group-size must be in 1...\(QuantizationRecipe.maxGroupSize), got \(groupSize)") }
@@ -160,6 +161,7 @@ struct CompareCommand: ParsableCommand {
         if let bits { setup.bits = bits }
         if let weightRounding { guard weightRounding.count == 1 else { throw MambaError(.badInput, "give one --weight-rounding for a Vision Mamba") }; setup.weightRounding = weightRounding[0] }
         (setup.calibrationLimit, setup.runtime) = (calibSamples, kernelOptions.kernels)
+        setup.preprocess = try imageOptions.preprocess(over: MambaConfig.load(directory: modelDir).vision!.preprocess)
         for path in [out].compactMap({ $0 }) { try refuseOverwritingInput(path, inputs: [modelDir, setup.calibrationImages, setup.testImages]) }
         var report: VisionComparisonReport!
         let seconds = try measureSeconds { report = try runVisionComparison(setup, parallelism: par, log: log) }

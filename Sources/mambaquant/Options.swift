@@ -131,3 +131,35 @@ func parseTokenList(_ text: String) throws -> [Int] {
     }
 }
 
+
+/// How a folder of PNG/JPEG files becomes a Vision Mamba's input, over the model's config.
+struct ImageOptions: ParsableArguments {
+    @Option(help: "Per-channel mean for image folders, comma-separated (default: config image_mean; ImageNet's for 3 channels).")
+    var imageMean: String?
+    @Option(help: "Per-channel std for image folders (default: config image_std; ImageNet's for 3 channels).")
+    var imageStd: String?
+    @Option(help: "Image folders: resize the shorter side to size / ratio, then crop the centre (default: config eval_crop_ratio, else 0.875).")
+    var cropRatio: Double?
+
+    func validate() throws {
+        if let cropRatio, !(cropRatio > 0 && cropRatio.isFinite) { throw ValidationError("--crop-ratio must be positive, got \(cropRatio)") }
+        _ = try values(imageMean, "--image-mean", positive: false)
+        _ = try values(imageStd, "--image-std", positive: true)
+    }
+
+    private func values(_ text: String?, _ flag: String, positive: Bool) throws -> [Float]? {
+        guard let text else { return nil }
+        let items = text.split(separator: ",").map { Float($0.trimmingCharacters(in: .whitespaces)) }
+        guard !items.isEmpty, items.allSatisfy({ $0 != nil && $0!.isFinite && (!positive || $0! > 0) }) else {
+            throw ValidationError("\(flag) must be comma-separated finite\(positive ? " positive" : "") numbers, got \"\(text)\"")
+        }
+        return items.map { $0! }
+    }
+
+    /// The model's transform with what the command line overrides (nil: nothing given).
+    func preprocess(over model: ImagePreprocess) throws -> ImagePreprocess? {
+        guard imageMean != nil || imageStd != nil || cropRatio != nil else { return nil }
+        return ImagePreprocess(mean: try values(imageMean, "--image-mean", positive: false) ?? model.mean,
+                               std: try values(imageStd, "--image-std", positive: true) ?? model.std, cropRatio: cropRatio ?? model.cropRatio)
+    }
+}

@@ -50,6 +50,36 @@ final class VisionCommandTests: XCTestCase {
         XCTAssertTrue(sites.contains { $0["site"] as? String == "lm_head_input" && ($0["sqnr_db"] as? Double ?? 0) > 10 })
     }
 
+    /// The bundled model on a folder of PNG files (calibration/mnist-test-png, the test split's first
+    /// 20 images written back to 8 bits) gives the logits of the same images from the safetensors
+    /// split, up to the split's F16 rounding; calibrate and --image-mean / --crop-ratio read folders too.
+    func testImageFolderGivesTheSafetensorsLogits() throws {
+        let dir = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let bundled = Fixtures.packageRoot + "/models/mnist-vim", folder = Fixtures.packageRoot + "/calibration/mnist-test-png"
+        var r = try CLI.run(["classify", "--model", bundled, "--images", folder, "--logits-out", dir + "/folder.safetensors", "--show", "0"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("top-1 accuracy 100.00% (20 of 20)"), r.stdout)
+        r = try CLI.run(["classify", "--model", bundled, "--images", Fixtures.packageRoot + "/calibration/mnist-test.safetensors", "--limit", "20",
+                         "--logits-out", dir + "/file.safetensors", "--show", "0"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let a = try SafeTensorsFile(path: dir + "/folder.safetensors"), b = try SafeTensorsFile(path: dir + "/file.safetensors")
+        let (fromFolder, fromFile) = (try a.view("logits").tensor(), try b.view("logits").tensor())
+        XCTAssertLessThanOrEqual(maxAbsDifference(fromFolder.storage, fromFile.storage), 0.01 * fromFile.absMax)
+        XCTAssertEqual(try a.view("labels").integers(), try b.view("labels").integers())
+        // Another normalization changes the logits; calibrate reads the folder.
+        r = try CLI.run(["classify", "--model", bundled, "--images", folder, "--image-mean", "0.5", "--image-std", "0.5", "--crop-ratio", "0.875",
+                         "--logits-out", dir + "/other.safetensors", "--show", "0"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertGreaterThan(maxAbsDifference(try SafeTensorsFile(path: dir + "/other.safetensors").view("logits").tensor().storage, fromFolder.storage), 0.1)
+        r = try CLI.run(["calibrate", "--model", bundled, "--data", folder, "--samples", "8", "--out", dir + "/stats.safetensors", "--quiet"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(try StatsFile.read(path: dir + "/stats.safetensors").images?.shape, [8, 1, 28, 28])
+        r = try CLI.run(["classify", "--model", bundled, "--images", folder, "--crop-ratio=-1"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("--crop-ratio must be positive"), r.stderr)
+    }
+
     func testMismatchedInputsAreRefusedInOneLine() throws {
         let dir = try makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }

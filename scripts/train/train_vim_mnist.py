@@ -131,7 +131,7 @@ def main():
     save_file(sd, os.path.join(a.out, "model.safetensors"))
     with open(os.path.join(a.out, "config.json"), "w") as f:
         json.dump({"model_type": "vim", "architectures": ["VisionMamba"], **CONFIG,
-                   "image_mean": [MEAN], "image_std": [STD]}, f, indent=2)
+                   "image_mean": [MEAN], "image_std": [STD], "eval_crop_ratio": 1.0}, f, indent=2)
         f.write("\n")
     summary = dict(parameters=sum(v.numel() for v in sd.values()), epochs=a.epochs, batch=a.batch, lr=a.lr, seconds=round(time.time() - start),
                    threads=a.threads, train_accuracy=train_acc, calibration_accuracy=accuracy(sd, s, *data["calib"]), test_accuracy=test_acc)

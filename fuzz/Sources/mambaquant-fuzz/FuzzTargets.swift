@@ -11,7 +11,7 @@ import MambaTensors
 // programs that keep their main).
 
 enum Target: String, CaseIterable {
-    case safetensors, config, tokenizer, stats, quantizedConfig = "quantized-config"
+    case safetensors, config, tokenizer, stats, quantizedConfig = "quantized-config", image
 }
 
 let target: Target = {
@@ -59,6 +59,13 @@ func run(_ data: Data) {
         let path = scratch + "/stats.safetensors"
         try? data.write(to: URL(fileURLWithPath: path))
         _ = try? StatsFile.read(path: path)
+    case .image:
+        // A PNG or JPEG file (libpng and libjpeg behind the C shim's setjmp), then the resize and crop.
+        let path = scratch + "/input.img"
+        try? data.write(to: URL(fileURLWithPath: path))
+        if let p = try? Pixels.decode(path: path, maxPixels: 1 << 20) {
+            _ = p.converted(toChannels: 1).resizedBicubic(width: 7, height: 5).centerCropped(width: 6, height: 9)
+        }
     case .quantizedConfig:
         for i in quantizedFixtures.indices {
             try? data.write(to: URL(fileURLWithPath: scratch + "/q\(i)/config.json"))
