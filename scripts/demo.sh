@@ -8,7 +8,7 @@
 # the bundled Mamba-2 (models/bard-mamba2); then the bundled Vision Mamba (models/mnist-vim):
 # calibrate on images, quantize, classify with the int8 model, and its four-method report.
 # Outputs go to demo-output/ (report.md, report.svg, report-profiles.md, report-w4.md,
-# report-mamba2.md, report-mamba2.svg, report-vim.md, the stats files and the quantized
+# report-mamba2.md, report-mamba2.svg, report-vim.md, report-vim.svg, the stats files and the quantized
 # checkpoints).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,7 +51,9 @@ echo "== the bundled Vision Mamba (models/mnist-vim) ==" >&2
 "$BIN" calibrate --model models/mnist-vim --out "$OUT/stats-vim.safetensors"
 "$BIN" quantize --model models/mnist-vim --stats "$OUT/stats-vim.safetensors" --method mambaquant --bits w8a8 --out "$OUT/mnist-vim-w8a8"
 "$BIN" classify --model "$OUT/mnist-vim-w8a8" --images calibration/mnist-test.safetensors --show 5
-"$BIN" compare --model models/mnist-vim --out "$OUT/report-vim.md"
+# The same model on a folder of PNG files (Vim's eval transform; README, "Vision Mamba").
+"$BIN" classify --model "$OUT/mnist-vim-w8a8" --images calibration/mnist-test-png --show 3
+"$BIN" compare --model models/mnist-vim --out "$OUT/report-vim.md" --plot "$OUT/report-vim.svg"
 cat "$OUT/report-vim.md"
 echo
-echo "reports: $OUT/report.md, $OUT/report-profiles.md, $OUT/report-w4.md, $OUT/report-mamba2.md and $OUT/report-vim.md, plots: $OUT/report.svg and $OUT/report-mamba2.svg" >&2
+echo "reports: $OUT/report.md, $OUT/report-profiles.md, $OUT/report-w4.md, $OUT/report-mamba2.md and $OUT/report-vim.md, plots: $OUT/report.svg, $OUT/report-mamba2.svg and $OUT/report-vim.svg" >&2

@@ -36,16 +36,13 @@ public struct ReferencePoints: Codable, Sendable {
 extension ComparisonPlot {
     /// The size panel: each quantized row's KL from float against its bits per weight (log KL),
     /// and another tool's points beside them; lower left is better.
-    static func sizePanel(_ r: ComparisonReport, reference: ReferencePoints?, x: Double, y: Double, methods: [String]) -> String {
+    static func sizePanel(_ ours: [SizePoint], reference: ReferencePoints?, x: Double, y: Double, methods: [String]) -> String {
         let (w, h) = (640.0, 260.0)
-        let lastFile = r.results.last?.file
-        let ours = r.results.filter { $0.file == lastFile && $0.method != "none" && $0.kl > 0 }
-            .compactMap { row in row.bitsPerWeight.map { (row, $0) } }
         let theirs = reference?.points ?? []
         var s = text(x, y - 12, "KL from float against bits per weight (lower left is better)", size: 13, bold: true)
         s += axes(x, y, w, h)
-        let bits = ours.map(\.1) + theirs.map(\.bitsPerWeight)
-        let kls = ours.map(\.0.kl) + theirs.map(\.kl)
+        let bits = ours.map(\.bitsPerWeight) + theirs.map(\.bitsPerWeight)
+        let kls = ours.map(\.kl) + theirs.map(\.kl)
         guard !bits.isEmpty else { return s + text(x + w / 2, y + h / 2, "no quantized rows with a KL", anchor: "middle") }
         let (bx0, bx1) = (floor(bits.min()!) - 0.5, ceil(bits.max()!) + 0.5)
         let (ky0, ky1) = (floor(log10(kls.min()!)), ceil(log10(kls.max()!)) + (kls.min() == kls.max() ? 1 : 0))
@@ -59,11 +56,11 @@ extension ComparisonPlot {
             s += text(px(b), y + h + 16, String(format: "%.0f", b), size: 10, anchor: "middle")
         }
         s += text(x + w / 2, y + h + 34, "bits per weight (8 x weight bytes / float parameters)", anchor: "middle")
-        for (row, b) in ours {
-            let color = palette[(methods.firstIndex(of: row.method) ?? 0) % palette.count]
-            let label = "\(row.name) \(row.bits)"
-            s += "<circle cx=\(q(px(b))) cy=\(q(py(row.kl))) r=\"5\" fill=\"\(color)\"><title>\(escape(label)): \(String(format: "%.2f", b)) bits, KL \(String(format: "%.6f", row.kl))</title></circle>\n"
-            s += text(px(b) + 8, py(row.kl) + 4, escape(label), size: 10)
+        for p in ours {
+            let color = palette[(methods.firstIndex(of: p.method) ?? 0) % palette.count]
+            let b = p.bitsPerWeight
+            s += "<circle cx=\(q(px(b))) cy=\(q(py(p.kl))) r=\"5\" fill=\"\(color)\"><title>\(escape(p.label)): \(String(format: "%.2f", b)) bits, KL \(String(format: "%.6f", p.kl))</title></circle>\n"
+            s += text(px(b) + 8, py(p.kl) + 4, escape(p.label), size: 10)
         }
         for p in theirs {
             s += "<rect x=\(q(px(p.bitsPerWeight) - 5)) y=\(q(py(p.kl) - 5)) width=\"10\" height=\"10\" fill=\"#555\"><title>\(escape(p.name)): \(String(format: "%.2f", p.bitsPerWeight)) bits, KL \(String(format: "%.6f", p.kl))</title></rect>\n"

@@ -151,7 +151,7 @@ struct CompareCommand: ParsableCommand {
             throw MambaError(.badInput, "--model \(modelDir) is a quantized checkpoint: give its float source (a Vision Mamba's recipes are quantized in memory)")
         }
         for (flag, given) in [("--quantized", !quantized.isEmpty), ("--budget", budget), ("--data", !dataOptions.data.isEmpty), ("--calib-data", !calibData.isEmpty),
-                              ("--plot", plot != nil), ("--seeds", seeds != 1), ("--group-size", groupSize != nil)] where given {
+                              ("--seeds", seeds != 1), ("--group-size", groupSize != nil)] where given {
             throw MambaError(.badInput, "\(flag) is not supported for a Vision Mamba yet (\(modelDir)); give images with --images and --calib-images")
         }
         let manifest = { try CorpusManifest.bundled(for: "--images") }
@@ -162,12 +162,14 @@ struct CompareCommand: ParsableCommand {
         if let weightRounding { guard weightRounding.count == 1 else { throw MambaError(.badInput, "give one --weight-rounding for a Vision Mamba") }; setup.weightRounding = weightRounding[0] }
         (setup.calibrationLimit, setup.runtime) = (calibSamples, kernelOptions.kernels)
         setup.preprocess = try imageOptions.preprocess(over: MambaConfig.load(directory: modelDir).vision!.preprocess)
-        for path in [out].compactMap({ $0 }) { try refuseOverwritingInput(path, inputs: [modelDir, setup.calibrationImages, setup.testImages]) }
+        for path in [out, plot].compactMap({ $0 }) { try refuseOverwritingInput(path, inputs: [modelDir, setup.calibrationImages, setup.testImages]) }
+        let reference = try plotReference.map { try ReferencePoints.load(path: $0) }
         var report: VisionComparisonReport!
         let seconds = try measureSeconds { report = try runVisionComparison(setup, parallelism: par, log: log) }
         report.notes.append(String(format: "compare took %.0f s on %d threads.", seconds, par.threads))
         let text = format == .json ? try report.json() : report.markdown()
         if let out { try writeAtomically(text, to: out) } else { print(text) }
+        if let plot { try writeAtomically(ComparisonPlot.svg(report, reference: reference), to: plot) }
     }
 
     func log(_ line: String) { if !quiet { printError(line) } }

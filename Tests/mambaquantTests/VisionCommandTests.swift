@@ -37,8 +37,13 @@ final class VisionCommandTests: XCTestCase {
         XCTAssertTrue(r.stdout.contains("top-1 accuracy 75.00% (3 of 4)"), r.stdout)
         XCTAssertEqual(try SafeTensorsFile(path: dir + "/logits.safetensors").view("logits").shape, [4, 10])
         r = try CLI.run(["compare", "--model", model, "--images", images, "--calib-images", images, "--methods", "rtn,mambaquant", "--bits", "w8a8",
-                         "--format", "json", "--quiet"])
+                         "--format", "json", "--quiet", "--plot", dir + "/plot.svg"])
         XCTAssertEqual(r.status, 0, r.stderr)
+        // The plot: SQNR per layer, Δ top-1 per model, KL against bits per weight.
+        let svg = try String(contentsOfFile: dir + "/plot.svg", encoding: .utf8)
+        for part in ["weakest-site SQNR per layer", "Δ top-1 vs float", "mambaquant w8a8", "KL from float against bits per weight"] {
+            XCTAssertTrue(svg.contains(part), part)
+        }
         let report = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
         let rows = report?["rows"] as? [[String: Any]] ?? []
         XCTAssertEqual(rows.map { $0["name"] as? String }, ["float", "rtn", "mambaquant"])
