@@ -60,7 +60,31 @@ MQ_AVX2 static inline __m256 fwht8(__m256 v) {
     return _mm256_fmadd_ps(v, s4, _mm256_permute2f128_ps(v, v, 0x01));
 }
 
-MQ_AVX2 static void hadamard_row_avx2(float *restrict x, int p, int m, const float *restrict factor,
+// The m x m factor (m = 12, 20 or 28: multiples of 4; scaled is NULL for any other) with its entries pre-scaled by 1/sqrt(n):
+// per 8 lanes, four output blocks at a time accumulate in registers over the m input blocks, where
+// mix_blocks' loop read and wrote its output row from memory m times over (it was most of the
+// rotation: 3 ms of a 50 ms Vim-T int8 forward). Each output sums its inputs in mix_blocks' order.
+MQ_AVX2 static void mix_blocks_avx2(float *restrict x, int p, int m, const float *restrict scaled, float *restrict scratch) {
+    for (int b = 0; b < p; b += 8) {
+        for (int i = 0; i < m; i += 4) {
+            __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+            for (int j = 0; j < m; j++) {
+                const __m256 v = _mm256_loadu_ps(x + j * p + b);
+                acc0 = _mm256_fmadd_ps(_mm256_broadcast_ss(scaled + i * m + j), v, acc0);
+                acc1 = _mm256_fmadd_ps(_mm256_broadcast_ss(scaled + (i + 1) * m + j), v, acc1);
+                acc2 = _mm256_fmadd_ps(_mm256_broadcast_ss(scaled + (i + 2) * m + j), v, acc2);
+                acc3 = _mm256_fmadd_ps(_mm256_broadcast_ss(scaled + (i + 3) * m + j), v, acc3);
+            }
+            _mm256_storeu_ps(scratch + i * p + b, acc0);
+            _mm256_storeu_ps(scratch + (i + 1) * p + b, acc1);
+            _mm256_storeu_ps(scratch + (i + 2) * p + b, acc2);
+            _mm256_storeu_ps(scratch + (i + 3) * p + b, acc3);
+        }
+    }
+    for (int i = 0; i < m * p; i += 8) _mm256_storeu_ps(x + i, _mm256_loadu_ps(scratch + i));
+}
+
+MQ_AVX2 static void hadamard_row_avx2(float *restrict x, int p, int m, const float *restrict factor, const float *restrict scaled,
                                       const float *restrict signs, float *restrict scratch) {
     if (p < 8) { hadamard_row(x, p, m, factor, signs, scratch); return; }
     const int n = m * p;
@@ -76,11 +100,16 @@ MQ_AVX2 static void hadamard_row_avx2(float *restrict x, int p, int m, const flo
                     _mm256_storeu_ps(v + j + h, _mm256_sub_ps(u, w));
                 }
     }
-    mix_blocks(x, p, m, factor, scratch);
+    if (scaled && m % 4 == 0) mix_blocks_avx2(x, p, m, scaled, scratch);
+    else mix_blocks(x, p, m, factor, scratch);
 }
 
 MQ_AVX2 static void hadamard_rows_avx2(float *x, int rows, int ld, int p, int m, const float *factor, const float *signs, float *scratch) {
-    for (int r = 0; r < rows; r++) hadamard_row_avx2(x + (size_t)r * ld, p, m, factor, signs, scratch);
+    float scaled[28 * 28];  // factor x 1/sqrt(n), as mix_blocks computes each entry
+    const float norm = 1.0f / sqrtf((float)(m * p));
+    if (m <= 28)
+        for (int k = 0; k < m * m; k++) scaled[k] = factor[k] * norm;
+    for (int r = 0; r < rows; r++) hadamard_row_avx2(x + (size_t)r * ld, p, m, factor, m <= 28 ? scaled : NULL, signs, scratch);
 }
 #endif
 

@@ -110,7 +110,9 @@ MQ_AVX512 static void scan_avx512(const mq_scan_args *a) {
 // and the C contraction are vertical (no horizontal sum per channel and step, B[t, n] and C[t, n]
 // broadcast), dt's softplus is one vector per step, and the state is read and written once per
 // call instead of once per step. The exps are the same count; what goes is the per-channel
-// overhead around them. Channels past the last full block take the per-channel path.
+// overhead around them, and each exp is a power of 2 of A log2 e (9 vector operations instead of
+// mq_exp512's 15: the scan is bound by them). Channels past the last full block take the
+// per-channel path.
 MQ_AVX512 static void scan_avx512_c16(const mq_scan_args *a) {
     const int E = a->channels;
     int e = a->channel_begin;
@@ -118,7 +120,7 @@ MQ_AVX512 static void scan_avx512_c16(const mq_scan_args *a) {
         float At[16][16], hs[16][16];                  // [n][channel]: A and h of the block, transposed
         for (int j = 0; j < 16; j++) {
             for (int n = 0; n < 16; n++) {
-                At[n][j] = a->A[(size_t)(e + j) * 16 + n];
+                At[n][j] = a->A[(size_t)(e + j) * 16 + n] * 1.44269504088896341f;  // log2 e: decays as powers of 2
                 hs[n][j] = a->h[(size_t)(e + j) * 16 + n];
             }
         }
@@ -135,7 +137,7 @@ MQ_AVX512 static void scan_avx512_c16(const mq_scan_args *a) {
             const __m512 dx = _mm512_mul_ps(d, x);
             __m512 acc = _mm512_setzero_ps();
             for (int n = 0; n < 16; n++) {
-                const __m512 decay = mq_exp512(_mm512_mul_ps(d, _mm512_loadu_ps(At[n])));
+                const __m512 decay = mq_exp2_512_nonpositive(_mm512_mul_ps(d, _mm512_loadu_ps(At[n])));
                 h[n] = _mm512_fmadd_ps(decay, h[n], _mm512_mul_ps(dx, _mm512_set1_ps(B[n])));
                 acc = _mm512_fmadd_ps(h[n], _mm512_set1_ps(C[n]), acc);
             }

@@ -69,7 +69,7 @@ final class OnlineHadamardTests: XCTestCase {
 
     func testFloatKernelMatchesTheDoubleDefinition() {
         var rng = SeededRandom(seed: freshSeed())
-        for n in [1, 8, 28, 40, 64, 96, 1536] {
+        for n in [1, 8, 28, 40, 64, 96, 384, 1536, 1792] {
             let h = Hadamard(size: n)!
             let signs = (0..<n).map { _ in Float(rng.next() % 2 == 0 ? 1 : -1) }
             let op = OnlineHadamard(signs: signs, hadamard: h)
@@ -88,7 +88,7 @@ final class OnlineHadamardTests: XCTestCase {
     /// order, and rows split between threads are rotated alike: the same floats every way.
     func testPathsAndThreadsGiveTheSameFloats() {
         var rng = SeededRandom(seed: freshSeed())
-        for n in [8, 16, 40, 96, 1536] {
+        for n in [8, 16, 40, 96, 384, 1536, 1792] {
             let op = OnlineHadamard(signs: (0..<n).map { _ in Float(rng.next() % 2 == 0 ? 1 : -1) }, hadamard: Hadamard(size: n)!)
             let rows = 21
             let x = Tensor(shape: [rows, n], storage: (0..<(rows * n)).map { _ in Float(rng.nextGaussian()) })
