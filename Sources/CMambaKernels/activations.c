@@ -116,3 +116,54 @@ void mq_gate_rows_f32(const float *y, const float *z, const float *s, float *out
         for (int j = 0; j < e; j++) out[o + j] = gate_scalar(y[o + j], z[o + j], s, j);
     }
 }
+
+// ---- the conv and its SiLU (mq_conv_silu_f32) ----
+
+static inline const float *conv_row(const float *history, const float *x, int i, int k, int e) {
+    return i < k - 1 ? history + (size_t)i * e : x + (size_t)(i - (k - 1)) * e;
+}
+
+static void conv_silu_scalar(const float *history, const float *x, int t0, int t1, int e, int k, const float *w,
+                             const float *bias, float *out) {
+    for (int t = t0; t < t1; t++) {
+        float *o = out + (size_t)t * e;
+        for (int c = 0; c < e; c++) o[c] = bias[c];
+        for (int j = 0; j < k; j++) {
+            const float *in = conv_row(history, x, t + j, k, e), *wj = w + (size_t)j * e;
+            for (int c = 0; c < e; c++) o[c] += wj[c] * in[c];
+        }
+        for (int c = 0; c < e; c++) o[c] = silu_scalar(o[c]);
+    }
+}
+
+#if MQ_X86
+// Taps summed in the scalar loop's order (bias first, then j = 0..k-1) with FMAs.
+MQ_AVX2 static void conv_silu_avx2(const float *history, const float *x, int t0, int t1, int e, int k, const float *w,
+                                   const float *bias, float *out) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    const int ev = e - e % 8;
+    for (int t = t0; t < t1; t++) {
+        float *o = out + (size_t)t * e;
+        for (int c = 0; c < ev; c += 8) {
+            __m256 acc = _mm256_loadu_ps(bias + c);
+            for (int j = 0; j < k; j++)
+                acc = _mm256_fmadd_ps(_mm256_loadu_ps(w + (size_t)j * e + c), _mm256_loadu_ps(conv_row(history, x, t + j, k, e) + c), acc);
+            const __m256 en = mq_exp256(_mm256_sub_ps(_mm256_setzero_ps(), acc));
+            _mm256_storeu_ps(o + c, _mm256_div_ps(acc, _mm256_add_ps(one, en)));
+        }
+        for (int c = ev; c < e; c++) {
+            float acc = bias[c];
+            for (int j = 0; j < k; j++) acc = fmaf(w[(size_t)j * e + c], conv_row(history, x, t + j, k, e)[c], acc);
+            o[c] = silu_scalar(acc);
+        }
+    }
+}
+#endif
+
+void mq_conv_silu_f32(const float *history, const float *x, int t_begin, int t_end, int e, int k, const float *w,
+                      const float *bias, float *out) {
+#if MQ_X86
+    if (mq_has_avx2_fma()) { conv_silu_avx2(history, x, t_begin, t_end, e, k, w, bias, out); return; }
+#endif
+    conv_silu_scalar(history, x, t_begin, t_end, e, k, w, bias, out);
+}

@@ -180,7 +180,7 @@ public struct SelectiveBranch: Sendable {
     /// x: in_proj's x rows [L, E] -> the scan's output y [L, E] (before the gate), from `state`.
     public func forward(_ x: Tensor, state: inout RecurrentState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
         let (n, r) = (stateSize, timeStepRank)
-        var xc = profiled("conv") { silu(conv.forward(x, state: &state.conv, par)) } // [L, E]
+        var xc = profiled("conv") { conv.forwardSiLU(x, state: &state.conv, par) } // [L, E]
         profiled("scan inputs") { scanInput.forward(&xc, site: sites.convOutput) }
         observer?.observe(xc, site: sites.convOutput, layer: layer)
         let xdbl = profiled("x_proj") { xProj.forward(xc, par) }       // [L, R + 2N]

@@ -203,7 +203,7 @@ public struct Mamba2Forward: MixerOp {
         }
         observer?.observe(z, site: .z, layer: layer)
         observer?.observe(xbc, site: .x, layer: layer)
-        let convolved = profiled("conv") { silu(conv.forward(xbc, state: &state.conv, par)) } // [L, X]
+        let convolved = profiled("conv") { conv.forwardSiLU(xbc, state: &state.conv, par) } // [L, X]
         var (xs, b, c) = profiled("split") {                           // [L, E], [L, G N], [L, G N]
             (convolved.columns(0..<e), convolved.columns(e..<(e + gn)), convolved.columns((e + gn)..<(e + 2 * gn)))
         }

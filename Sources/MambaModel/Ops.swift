@@ -16,6 +16,14 @@ public protocol LinearOp: Sendable {
 public protocol ConvOp: Sendable {
     var kernelSize: Int { get }
     func forward(_ x: Tensor, state: inout [Float], _ parallelism: Parallelism) -> Tensor
+    /// silu(forward(x)): what the blocks read; an op may fuse the two.
+    func forwardSiLU(_ x: Tensor, state: inout [Float], _ parallelism: Parallelism) -> Tensor
+}
+
+extension ConvOp {
+    public func forwardSiLU(_ x: Tensor, state: inout [Float], _ parallelism: Parallelism) -> Tensor {
+        silu(forward(x, state: &state, parallelism))
+    }
 }
 
 /// The gate: y * act(z), [L, E] x [L, E] -> [L, E]. Float Mamba uses SiLU; the smoothed model
@@ -82,6 +90,34 @@ public struct FloatConv: ConvOp {
 
     public func forward(_ x: Tensor, state: inout [Float], _ parallelism: Parallelism) -> Tensor {
         causalConv(x, state: &state, weightKE: weightKE, bias: bias, kernelSize: kernelSize)
+    }
+
+    /// The conv and its SiLU in one pass (CMambaKernels mq_conv_silu_f32), rows split between
+    /// threads; `silu(forward(x))` is its reference.
+    public func forwardSiLU(_ x: Tensor, state: inout [Float], _ parallelism: Parallelism) -> Tensor {
+        let (l, e, k) = (x.rows, x.cols, kernelSize)
+        precondition(e == channels && state.count == (k - 1) * e, "conv expects \(channels) channels and a state of \(k - 1) rows")
+        let out = Tensor(shape: [l, e]) { o in
+            state.withUnsafeBufferPointer { h in
+                x.storage.withUnsafeBufferPointer { xp in
+                    weightKE.withUnsafeBufferPointer { w in
+                        bias.withUnsafeBufferPointer { b in
+                            let (hv, xv, wv, bv, ov) = (UncheckedSendable(h.baseAddress), UncheckedSendable(xp.baseAddress!), UncheckedSendable(w.baseAddress!),
+                                                        UncheckedSendable(b.baseAddress!), UncheckedSendable(o.baseAddress!))
+                            parallelism.forEachChunk(l, minimumChunk: 16) { rows in
+                                mq_conv_silu_f32(hv.value, xv.value, Int32(rows.lowerBound), Int32(rows.upperBound), Int32(e), Int32(k), wv.value, bv.value, ov.value)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // The new state: the last K-1 rows of [state; x].
+        if k > 1 {
+            let keep = min(l, k - 1)
+            state = Array(state[(keep * e)...]) + Array(x.storage[((l - keep) * e)...])
+        }
+        return out
     }
 }
 

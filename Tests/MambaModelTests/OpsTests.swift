@@ -45,3 +45,34 @@ final class GateTests: XCTestCase {
         }
     }
 }
+
+/// The fused conv + SiLU kernel (mq_conv_silu_f32) against silu(causalConv), the two passes it
+/// replaced: odd channel counts (vector tails), kernels of 1 to 5 taps, prompts shorter than the
+/// history, a carried state, both paths, rows split between threads.
+final class ConvSiLUTests: XCTestCase {
+    override func tearDown() { mq_force_scalar(0) }
+
+    func testFusedConvMatchesTheTwoPasses() {
+        let seed = freshSeed()
+        var rng = SeededRandom(seed: seed)
+        for (l, e, k) in [(1, 5, 4), (2, 13, 4), (37, 24, 4), (40, 61, 3), (9, 16, 1), (70, 33, 5)] {
+            let weight = Tensor(shape: [e, k], storage: (0..<(e * k)).map { _ in Float(rng.nextGaussian() * 0.5) })
+            let bias = Tensor(shape: [e], storage: (0..<e).map { _ in Float(rng.nextGaussian() * 0.2) })
+            let conv = FloatConv(weight: weight, bias: bias)
+            let x = Tensor(shape: [l, e], storage: (0..<(l * e)).map { _ in Float(rng.nextGaussian() * 2) })
+            let start = (0..<((k - 1) * e)).map { _ in Float(rng.nextGaussian()) }
+            var refState = start
+            let want = silu(conv.forward(x, state: &refState, .serial))
+            for scalar in [Int32(1), 0] {
+                mq_force_scalar(scalar)
+                for threads in [1, 2] {
+                    var state = start
+                    let got = conv.forwardSiLU(x, state: &state, Parallelism(threads: threads))
+                    XCTAssertLessThanOrEqual(maxAbsDifference(got.storage, want.storage), 1e-6 * max(1, want.absMax),
+                                             "L \(l) E \(e) K \(k) scalar \(scalar) threads \(threads) seed \(seed)")
+                    XCTAssertEqual(state, refState, "L \(l) E \(e) K \(k): the carried state")
+                }
+            }
+        }
+    }
+}

@@ -34,6 +34,13 @@ uint64_t mq_read_words(const uint64_t *p, size_t n);
 /// out[i] = x[i] * sigmoid(x[i]).
 void mq_silu_f32(const float *x, float *out, size_t n);
 
+/// The Mamba blocks' causal depthwise conv and its SiLU in one pass, for output rows
+/// [t_begin, t_end): out[t, c] = silu(bias[c] + sum_j w[j, c] * in(t + j, c)), where in(i) is row i
+/// of [history (k - 1 rows); x (L rows)], rows of e floats; w is [k, e] (the checkpoint's [e, k]
+/// transposed); out is the whole [L, e] output, of which rows [t_begin, t_end) are written.
+void mq_conv_silu_f32(const float *history, const float *x, int t_begin, int t_end, int e, int k, const float *w,
+                      const float *bias, float *out);
+
 /// The block's gate on [rows, e]: out = y * silu(z), or with s (smoothing, [e]) the S-SiLU
 /// out = silu(s * z) * (y / s), per channel j.
 void mq_gate_rows_f32(const float *y, const float *z, const float *s, float *out, int rows, int e);
