@@ -23,11 +23,16 @@ public enum ErrorBudget {
             return r
         }
         // A module of every expert is one row ("experts.*.down_proj"): 62 experts are not 186 rows.
-        let modules = config.moduleGroups + [QuantizedModel.lmHeadModule]
+        // Vim's backward-branch modules go by their forward twin's name (Recipe.keepsFloat): one row.
+        func withoutTwins(_ names: [String]) -> [String] {
+            names.filter { m in QuantizationRecipe.forwardTwin(of: m).map { !names.contains($0) } ?? true }
+        }
+        let head = config.vision == nil ? QuantizedModel.lmHeadModule : QuantizedVisionMamba.headModule
+        let modules = withoutTwins(config.moduleGroups + [head])
         let scanSites = config.scanInputSites.map(QuantizationRecipe.scanInputName)
         let everything = Set(modules + [QuantizationRecipe.allScanInputs])
         var v = [Variant(name: "baseline: all sites, static per-tensor", recipe: base)]
-        v.append(Variant(name: "floor: only the 8-bit embedding", recipe: with { $0.keepFloat = everything }))
+        v.append(Variant(name: config.vision == nil ? "floor: only the 8-bit embedding" : "floor: nothing quantized", recipe: with { $0.keepFloat = everything }))
         for m in modules {
             v.append(Variant(name: "only \(m)", recipe: with { $0.keepFloat = everything.subtracting([m]) }))
         }
@@ -40,7 +45,7 @@ public enum ErrorBudget {
             v.append(Variant(name: "activations: static, clip \(clip.rawValue)", recipe: with { $0.clip = clip }))
         }
         v.append(Variant(name: "weights: groups of 32", recipe: with { $0.groupSize = 32 }))
-        let q8 = QuantizationProfile.floatSet(config.distinctKinds)   // what llama.cpp Q8_0 leaves in float
+        let q8 = Set(withoutTwins(Array(QuantizationProfile.floatSet(config.distinctKinds))))   // what llama.cpp Q8_0 leaves in float
         for m in q8.sorted() {
             v.append(Variant(name: "float: \(m)", recipe: with { $0.keepFloat = [m] }))
         }

@@ -15,6 +15,9 @@ public struct VisionComparisonSetup: Sendable {
     public var methods: [QuantizationMethod] = QuantizationMethod.allCases
     public var bits: [BitWidths] = [BitWidths(weight: 8, activation: 8), BitWidths(weight: 4, activation: 8)]
     public var weightRounding: WeightRounding?
+    /// Named recipes run instead of methods x bits (the error budget's variants, ErrorBudget.swift);
+    /// their rows carry no per-site SQNR.
+    public var recipes: [(name: String, recipe: QuantizationRecipe)]?
     public var calibrationImages: String
     public var calibrationLimit = 256
     public var testImages: String
@@ -147,20 +150,24 @@ public func runVisionComparison(_ setup: VisionComparisonSetup, parallelism par:
                     weightBytes: 4 * float.config.parameterCount, run: reference)]
     var sites: [ComparisonReport.SiteRow] = []
     let sqnrSet = test.subset(0..<min(setup.sqnrImages, test.count))
-    for bits in setup.bits {
-        for method in setup.methods {
-            var recipe = QuantizationRecipe(method: method, bits: bits)
-            if let r = setup.weightRounding { recipe.weightRounding = r } else if bits.weight <= 4 { recipe.weightRounding = .gptq }
-            log("quantizing \(method.rawValue) \(bits)")
-            let (q, transformed) = try QuantizedVisionMamba.quantize(weights: weights, stats: stats, images: calibration.images, recipe: recipe,
-                                                                     parallelism: par, keepTransformed: setup.sqnrImages > 0)
-            let model = q.model(runtime: setup.runtime)
-            rows.append(row(name: method.rawValue, method: method.rawValue, bits: bits.description, runtime: setup.runtime.description,
-                            weightBytes: q.weightBytes, run: measure(model)))
-            if let transformed {
-                sites += try siteSQNR(transformedFloat: transformed, quantized: model, images: sqnrSet.images, parallelism: par).map {
-                    ComparisonReport.SiteRow(layer: $0.layer, site: $0.site, method: method.rawValue, bits: bits.description, sqnrDb: $0.sqnrDB)
-                }
+    let plan: [(name: String, recipe: QuantizationRecipe, sqnr: Bool)] = setup.recipes?.map { ($0.name, $0.recipe, false) }
+        ?? setup.bits.flatMap { bits in
+            setup.methods.map { method in
+                var recipe = QuantizationRecipe(method: method, bits: bits)
+                if let r = setup.weightRounding { recipe.weightRounding = r } else if bits.weight <= 4 { recipe.weightRounding = .gptq }
+                return (method.rawValue, recipe, setup.sqnrImages > 0)
+            }
+        }
+    for (i, entry) in plan.enumerated() {
+        let (method, bits) = (entry.recipe.method.rawValue, entry.recipe.bits.description)
+        log("quantizing \(entry.name)\(entry.name == method ? " " + bits : "") (\(i + 1) of \(plan.count))")
+        let (q, transformed) = try QuantizedVisionMamba.quantize(weights: weights, stats: stats, images: calibration.images, recipe: entry.recipe,
+                                                                 parallelism: par, keepTransformed: entry.sqnr)
+        let model = q.model(runtime: setup.runtime)
+        rows.append(row(name: entry.name, method: method, bits: bits, runtime: setup.runtime.description, weightBytes: q.weightBytes, run: measure(model)))
+        if let transformed {
+            sites += try siteSQNR(transformedFloat: transformed, quantized: model, images: sqnrSet.images, parallelism: par).map {
+                ComparisonReport.SiteRow(layer: $0.layer, site: $0.site, method: method, bits: bits, sqnrDb: $0.sqnrDB)
             }
         }
     }

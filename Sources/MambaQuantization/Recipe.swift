@@ -221,10 +221,13 @@ public struct QuantizationRecipe: Sendable, Equatable {
         // (conv1d_b, x_proj_b, dt_proj_b: BiMambaMixer.swift) also go by their forward twin's name.
         let inMixer = name.range(of: ".mixer.").map { String(name[$0.upperBound...]) } ?? name
         let short = String(name.split(separator: ".").last ?? "")
-        let twin = short.hasSuffix("_b") ? String(short.dropLast(2)) : nil
+        let twin = Self.forwardTwin(of: short)
         return keepFloat.contains(name) || keepFloat.contains(inMixer) || keepFloat.contains(MoEMixer.group(of: inMixer))
             || keepFloat.contains(short) || Self.alwaysFloat.contains(short) || twin.map(keepFloat.contains) == true
     }
+
+    /// The forward module a Vim backward-branch module goes by ("x_proj" for "x_proj_b"), else nil.
+    public static func forwardTwin(of module: String) -> String? { module.hasSuffix("_b") ? String(module.dropLast(2)) : nil }
 
     /// Modules no recipe quantizes: a mixture-of-experts router (MoEMixer.swift) picks experts by
     /// comparing its logits, and 8-bit rounding of them flips choices, each flip a different

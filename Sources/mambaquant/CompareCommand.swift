@@ -150,7 +150,7 @@ struct CompareCommand: ParsableCommand {
         if QuantizedModel.isQuantized(directory: modelDir) {
             throw MambaError(.badInput, "--model \(modelDir) is a quantized checkpoint: give its float source (a Vision Mamba's recipes are quantized in memory)")
         }
-        for (flag, given) in [("--quantized", !quantized.isEmpty), ("--budget", budget), ("--data", !dataOptions.data.isEmpty), ("--calib-data", !calibData.isEmpty),
+        for (flag, given) in [("--quantized", !quantized.isEmpty), ("--data", !dataOptions.data.isEmpty), ("--calib-data", !calibData.isEmpty),
                               ("--seeds", seeds != 1), ("--group-size", groupSize != nil)] where given {
             throw MambaError(.badInput, "\(flag) is not supported for a Vision Mamba yet (\(modelDir)); give images with --images and --calib-images")
         }
@@ -159,6 +159,18 @@ struct CompareCommand: ParsableCommand {
                                           testImages: try images ?? manifest().imageFiles("test")[0])
         if let methods { setup.methods = methods }
         if let bits { setup.bits = bits }
+        if budget {
+            // As for a language model: each variant a row, for --methods (default mambaquant) at --bits (default w8a8).
+            let config = try MambaConfig.load(directory: modelDir)
+            let (ms, bs) = (methods ?? [.mambaquant], bits ?? [BitWidths(weight: 8, activation: 8)])
+            setup.recipes = ms.flatMap { m in
+                bs.flatMap { b in
+                    ErrorBudget.variants(method: m, bits: b, config: config).map { v in
+                        (name: (ms.count > 1 ? m.rawValue + " " : "") + (bs.count > 1 ? "\(b) " : "") + v.name, recipe: v.recipe)
+                    }
+                }
+            }
+        }
         if let weightRounding { guard weightRounding.count == 1 else { throw MambaError(.badInput, "give one --weight-rounding for a Vision Mamba") }; setup.weightRounding = weightRounding[0] }
         (setup.calibrationLimit, setup.runtime) = (calibSamples, kernelOptions.kernels)
         setup.preprocess = try imageOptions.preprocess(over: MambaConfig.load(directory: modelDir).vision!.preprocess)

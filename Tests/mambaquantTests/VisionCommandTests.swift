@@ -85,6 +85,19 @@ final class VisionCommandTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("--crop-ratio must be positive"), r.stderr)
     }
 
+    /// compare --budget on a Vision Mamba: one row per module group (a backward-branch module goes
+    /// with its forward twin), the head by Vim's name, both branches' scan inputs.
+    func testErrorBudgetOnImages() throws {
+        let r = try CLI.run(["compare", "--model", model, "--images", images, "--calib-images", images, "--budget", "--format", "json", "--quiet"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let report = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+        let names = (report?["rows"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
+        for want in ["baseline: all sites, static per-tensor", "only x_proj", "only head", "only ssm_inputs.dt_b", "method: rtn", "float: x_proj"] {
+            XCTAssertTrue(names.contains(want), "\(want) in \(names)")
+        }
+        XCTAssertFalse(names.contains { $0.hasSuffix("x_proj_b") || $0 == "only lm_head" }, "\(names)")
+    }
+
     func testMismatchedInputsAreRefusedInOneLine() throws {
         let dir = try makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }

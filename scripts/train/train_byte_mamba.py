@@ -458,7 +458,7 @@ A small {family} language model over bytes (vocab 256, token id = byte value), t
 
 - {config_line(c)}
 - parameters: {summary['parameters']:,}; weights stored {summary['dtype_stored']}
-- training: {stats.get('train_wall_s', 0) / 60:.1f} min wall on 2 CPU cores, {stats.get('steps')} steps,
+- training: {stats.get('train_wall_s', 0) / 60:.1f} min wall on {stats.get('threads', 2)} CPU core(s), {stats.get('steps')} steps,
   {stats.get('tokens_seen'):,} tokens seen (~{stats.get('epochs', 0):.2f} passes), seq_len {a.seq_len}, batch {a.batch},
   AdamW lr {a.lr} (warmup, cosine decay by wall clock), wd {a.wd} on matrices, grad clip 1.0, fp32;
   best-valid checkpoint kept (step {stats.get('best_step')}).
