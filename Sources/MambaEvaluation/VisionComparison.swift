@@ -52,6 +52,9 @@ public struct VisionComparisonReport: Sendable, Codable {
         public var imagesPerS: Double
         public var weightBytes: Int
         public var bitsPerWeight: Double
+        /// The model's weights plus the growth of resident memory while it alone ran on the test
+        /// images (all models share one process; nil where the peak cannot be reset).
+        public var weightsPlusGrowthBytes: Int?
     }
 
     public var model: String
@@ -75,8 +78,8 @@ public struct VisionComparisonReport: Sendable, Codable {
         out += "Images: \(testImages) of \(test); calibration: \(calibrationImages) of \(calibration); \(classes) classes, \(threads) threads.\n"
         out += "Top-1 carries its Wilson 95% interval; Δ is the paired difference from float with its 95% bootstrap interval over images.\n\n"
         let top5 = rows.contains { $0.top5Accuracy != nil }
-        out += "| model | bits | top-1 | Δ top-1 [95% CI] |" + (top5 ? " top-5 |" : "") + " KL (nats) | top-1 agree | images/s | weights MB | bits per weight |\n"
-        out += "|---|---|---|---|" + (top5 ? "---:|" : "") + "---:|---:|---:|---:|---:|\n"
+        out += "| model | bits | top-1 | Δ top-1 [95% CI] |" + (top5 ? " top-5 |" : "") +  " KL (nats) | top-1 agree | images/s | weights MB | bits per weight | weights + run growth MB |\n"
+        out += "|---|---|---|---|" + (top5 ? "---:|" : "") + "---:|---:|---:|---:|---:|---:|\n"
         let float = rows.first { $0.method == "none" }?.accuracy
         for r in rows {
             let acc = r.accuracy.map { a in r.accuracyInterval.map { String(format: "%.2f%% [%.2f, %.2f]", 100 * a, 100 * $0.low, 100 * $0.high) } ?? String(format: "%.2f%%", 100 * a) } ?? "-"
@@ -85,7 +88,8 @@ public struct VisionComparisonReport: Sendable, Codable {
                 delta = String(format: "%+.2f [%+.2f, %+.2f]", 100 * (a - f), 100 * ci.low, 100 * ci.high)
             }
             out += "| \(r.name) | \(r.bits) | \(acc) | \(delta) |" + (top5 ? (r.top5Accuracy.map { String(format: " %.2f%% |", 100 * $0) } ?? " - |") : "")
-                + String(format: " %.5f | %.2f%% | %.1f | %.3f | %.2f |\n", r.kl, 100 * r.top1Agreement, r.imagesPerS, Double(r.weightBytes) / 1e6, r.bitsPerWeight)
+                + String(format: " %.5f | %.2f%% | %.1f | %.3f | %.2f | ", r.kl, 100 * r.top1Agreement, r.imagesPerS, Double(r.weightBytes) / 1e6, r.bitsPerWeight)
+                + (r.weightsPlusGrowthBytes.map { String(format: "%.1f", Double($0) / 1e6) } ?? "-") + " |\n"
         }
         out += sqnrMarkdown()
         if !notes.isEmpty { out += "\n" + notes.map { "- " + $0 }.joined(separator: "\n") + "\n" }
@@ -126,14 +130,17 @@ public func runVisionComparison(_ setup: VisionComparisonSetup, parallelism par:
     let classes = float.classes
     let k = min(5, classes)
 
-    func measure(_ model: VisionMamba) -> (logits: Tensor, seconds: Double) {
+    func measure(_ model: VisionMamba) -> (logits: Tensor, seconds: Double, growth: Int?) {
         var logits = Tensor(zeros: [0])
+        let canReset = ResidentMemory.resetPeak()
+        let before = ResidentMemory.current()
         let seconds = measureSeconds { logits = model.logits(test.images, par) }
-        return (logits, seconds)
+        let growth = canReset ? before.flatMap { b in ResidentMemory.peak().map { max(0, $0 - b) } } : nil
+        return (logits, seconds, growth)
     }
     let reference = measure(float)
     let floatCorrect = correctness(reference.logits, test.labels)
-    func row(name: String, method: String, bits: String, runtime: String, weightBytes: Int, run: (logits: Tensor, seconds: Double)) -> VisionComparisonReport.Row {
+    func row(name: String, method: String, bits: String, runtime: String, weightBytes: Int, run: (logits: Tensor, seconds: Double, growth: Int?)) -> VisionComparisonReport.Row {
         let correct = correctness(run.logits, test.labels)
         var score = ClassificationScore(k: k)
         if let labels = test.labels { score.add(logits: run.logits, labels: labels) }
@@ -144,7 +151,7 @@ public func runVisionComparison(_ setup: VisionComparisonSetup, parallelism par:
                      top5Accuracy: test.labels == nil || classes <= 5 ? nil : score.topKAccuracy,
                      accuracyDeltaInterval: correct.flatMap { c in floatCorrect.map { pairedBootstrap(c, $0, weights: [Double](repeating: 1, count: c.count)) } },
                      kl: kl, top1Agreement: agree, imagesPerS: Double(test.count) / max(run.seconds, 1e-9), weightBytes: weightBytes,
-                     bitsPerWeight: 8 * Double(weightBytes) / parameters)
+                     bitsPerWeight: 8 * Double(weightBytes) / parameters, weightsPlusGrowthBytes: run.growth.map { weightBytes + $0 })
     }
     var rows = [row(name: "float", method: "none", bits: "fp32", runtime: "float32 (OpenBLAS \(BLASCore.current))",
                     weightBytes: 4 * float.config.parameterCount, run: reference)]
