@@ -1,3 +1,4 @@
+import CMambaKernels
 import Foundation
 import MambaTensors
 import TestSupport
@@ -9,6 +10,30 @@ final class SHA256Tests: XCTestCase {
         XCTAssertEqual(SHA256.hex(of: Data("abc".utf8)), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
         XCTAssertEqual(SHA256.hex(of: Data("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8)),
                        "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
+    }
+
+    /// The SHA-extension path (where this CPU has it) against the portable loop on random data of
+    /// odd lengths, fed in uneven pieces, and both against the FIPS vector of a million "a"s.
+    func testExtensionPathEqualsPortable() {
+        var rng = SeededRandom(seed: freshSeed())
+        for n in [0, 1, 55, 56, 63, 64, 65, 127, 1000, 4096 + 17, 100_003] {
+            let bytes = (0..<n).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            var fast = SHA256(), portable = SHA256(portable: true)
+            var at = 0
+            while at < n {
+                let piece = min(n - at, Int(rng.next() % 300) + 1)
+                fast.update(bytes[at..<(at + piece)])
+                portable.update(bytes[at..<(at + piece)])
+                at += piece
+            }
+            XCTAssertEqual(fast.finalize(), portable.finalize(), "\(n) bytes (SHA extensions: \(mq_has_sha_ni()))")
+        }
+        let million = [UInt8](repeating: UInt8(ascii: "a"), count: 1_000_000)
+        for portable in [false, true] {
+            var h = SHA256(portable: portable)
+            h.update(million)
+            XCTAssertEqual(h.finalize(), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0")
+        }
     }
 
     func testStreamingInPiecesEqualsOneShot() {

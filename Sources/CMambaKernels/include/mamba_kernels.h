@@ -31,6 +31,12 @@ void mq_cpu_relax(void);
 /// four independent sums so the loads, not the adds, bound it).
 uint64_t mq_read_words(const uint64_t *p, size_t n);
 
+/// SHA-256's compression of `blocks` 64-byte blocks into state[8] (FIPS 180-4); the x86 SHA
+/// extensions where the CPU has them unless `portable` is set (tests compare the two).
+void mq_sha256_blocks(uint32_t state[8], const uint8_t *data, size_t blocks, int portable);
+/// 1 when the CPU has the SHA extensions (mq_sha256_blocks uses them).
+int mq_has_sha_ni(void);
+
 /// out[i] = x[i] * sigmoid(x[i]).
 void mq_silu_f32(const float *x, float *out, size_t n);
 
