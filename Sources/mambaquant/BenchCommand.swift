@@ -58,6 +58,9 @@ struct BenchCommand: ParsableCommand {
     var readBandwidth = false
     @Flag(help: "Also time one prefill of each model step by step (in_proj, conv, scan, ...; medians of --runs).")
     var steps = false
+    @Option(help: "Also time prefill at these prompt lengths (comma-separated, e.g. 2048,8192), float32 and int8 side by side, with the scan's share of each.",
+            transform: ArgumentParsing.list(ArgumentParsing.positive(atMost: 1 << 17)))
+    var longPrompts: [Int] = []
     @OptionGroup var output: OutputOptions
     @OptionGroup var runtime: RuntimeOptions
     @OptionGroup var kernelOptions: KernelOptions
@@ -144,6 +147,15 @@ struct BenchCommand: ParsableCommand {
             profiles = try profilePrefill([float] + int8, names: ["float32"] + models.map { models.count > 1 ? $0.recipe.bits.description : "int8" },
                                           tokens: tokens, runs: runs, parallelism: par)
         }
+        var long: [LongPromptRow] = []
+        for n in longPrompts {
+            printError("timing prefill of \(n) tokens, \(runs) runs each, interleaved, then step by step")
+            let r = try measureThroughputSideBySide([float, int8[0]], tokens: n, decodeSteps: 1, runs: runs, parallelism: par)
+            let p = try profilePrefill([float, int8[0]], names: ["float32", "int8"], tokens: n, runs: runs, parallelism: par)
+            func share(_ t: StepTimes) -> Double { (t.milliseconds["scan"] ?? 0) / max(t.totalMilliseconds, 1e-9) }
+            long.append(LongPromptRow(tokens: n, float32TokensPerSecond: r[0].prefillTokensPerSecond, int8TokensPerSecond: r[1].prefillTokensPerSecond,
+                                      scanShareFloat32: share(p[0]), scanShareInt8: share(p[1])))
+        }
         var bandwidth: [ReadBandwidth] = []
         if readBandwidth {
             printError("timing memory reads at 1...\(par.threads) threads")
@@ -157,7 +169,7 @@ struct BenchCommand: ParsableCommand {
             weightBytesFloat32: 4 * weights.parameterCount, weightBytesInt8: q.weightBytes,
             weightBytesRatio: Double(4 * weights.parameterCount) / Double(q.weightBytes),
             bitsPerWeightInt8: 8 * Double(q.weightBytes) / Double(weights.parameterCount), variants: variants, gemm: gemm, int8PeakGops: peak,
-            steps: profiles, blasCores: survey, readBandwidth: bandwidth,
+            steps: profiles, longPrompts: long, blasCores: survey, readBandwidth: bandwidth,
             notes: ["int8 GEMM timings include the quantization of the activations and the float epilogue; sgemm is OpenBLAS through the float model's own linear (sgemv at one row).",
                     "int4 weights run packed two per byte (int4 panels unpacked in registers); weight bytes are as stored, a tied embedding and head counted once."])
         if output.json {
@@ -202,6 +214,21 @@ struct BenchVariant: Encodable {
     }
 }
 
+/// Prefill at one longer prompt: both models' tokens/s and the scan's share of a step-by-step run.
+struct LongPromptRow: Encodable {
+    let tokens: Int
+    let float32TokensPerSecond: Double
+    let int8TokensPerSecond: Double
+    let scanShareFloat32: Double?
+    let scanShareInt8: Double?
+
+    enum CodingKeys: String, CodingKey {
+        case tokens
+        case float32TokensPerSecond = "float32_tokens_per_s", int8TokensPerSecond = "int8_tokens_per_s"
+        case scanShareFloat32 = "scan_share_float32", scanShareInt8 = "scan_share_int8"
+    }
+}
+
 struct BenchReport: Encodable {
     let model: String
     let threads: Int
@@ -222,6 +249,7 @@ struct BenchReport: Encodable {
     let gemm: [LinearBenchmarkResult]
     let int8PeakGops: Double
     let steps: [StepTimes]
+    let longPrompts: [LongPromptRow]
     let blasCores: [CoreMeasurement]
     let readBandwidth: [ReadBandwidth]
     let notes: [String]
@@ -231,7 +259,7 @@ struct BenchReport: Encodable {
         case blasCore = "blas_core", int8Kernels = "int8_kernels", blasCores = "blas_cores", int8PeakGops = "int8_peak_gops"
         case prefillSpeedup = "prefill_speedup", decodeSpeedup = "decode_speedup"
         case weightBytesFloat32 = "weight_bytes_float32", weightBytesInt8 = "weight_bytes_int8", weightBytesRatio = "weight_bytes_ratio"
-        case bitsPerWeightInt8 = "bits_per_weight_int8", readBandwidth = "read_bandwidth"
+        case bitsPerWeightInt8 = "bits_per_weight_int8", readBandwidth = "read_bandwidth", longPrompts = "long_prompts"
     }
 
     var text: String {
@@ -264,6 +292,14 @@ struct BenchReport: Encodable {
             s += String(format: "\nint8 compute peak: %.1f GOP/s at %d thread(s) (the path's multiply-add in register chains, no loads)\n", int8PeakGops, threads)
         }
         if !steps.isEmpty { s += "\n" + StepTimes.table(steps) }
+        if !longPrompts.isEmpty {
+            s += "\nLonger prompts (prefill only, the int8 model above):\n\n| prompt tokens | float32 tok/s | int8 tok/s | int8 / float32 | scan share float32 | scan share int8 |\n|---:|---:|---:|---:|---:|---:|\n"
+            for r in [LongPromptRow(tokens: float32.prefillTokens, float32TokensPerSecond: float32.prefillTokensPerSecond,
+                                    int8TokensPerSecond: int8.prefillTokensPerSecond, scanShareFloat32: nil, scanShareInt8: nil)] + longPrompts {
+                s += String(format: "| %d | %.1f | %.1f | %.2fx | ", r.tokens, r.float32TokensPerSecond, r.int8TokensPerSecond, r.int8TokensPerSecond / r.float32TokensPerSecond)
+                    + [r.scanShareFloat32, r.scanShareInt8].map { $0.map { String(format: "%.0f%%", 100 * $0) } ?? "-" }.joined(separator: " | ") + " |\n"
+            }
+        }
         if let one = readBandwidth.first {
             s += "\nmemory read (256 MB, spinning workers): " + readBandwidth.map {
                 String(format: "%d thread%@ %.1f GB/s (%.2fx)", $0.threads, $0.threads == 1 ? "" : "s", $0.gigabytesPerSecond, $0.gigabytesPerSecond / one.gigabytesPerSecond)
