@@ -82,10 +82,11 @@ public struct StepTimes: Sendable, Encodable {
     }
 }
 
-/// Times a `tokens`-token prefill (logits at every position) of each model under a step profile,
-/// `runs` times interleaved; each step's figure is its median over the runs.
+/// Times a `tokens`-token prefill (logits at `positions`, every one by default) of each model under
+/// a step profile, `runs` times interleaved; each step's figure is its median over the runs.
 public func profilePrefill(
-    _ models: [MambaLM], names: [String], tokens: Int, runs: Int, parallelism: Parallelism, seed: UInt64 = 0
+    _ models: [MambaLM], names: [String], tokens: Int, runs: Int, parallelism: Parallelism, seed: UInt64 = 0,
+    logits positions: LogitPositions = .all
 ) throws -> [StepTimes] {
     var rng = SeededRandom(seed: seed)
     let prompt = (0..<tokens).map { _ in Int(rng.next() % UInt64(models[0].vocabSize)) }
@@ -97,7 +98,7 @@ public func profilePrefill(
             let profile = StepProfile()
             var state = model.makeState()
             let seconds = try StepProfile.$current.withValue(profile) {
-                try measureSeconds { _ = try model.forward(prompt, state: &state, logits: .all, parallelism: parallelism) }
+                try measureSeconds { _ = try model.forward(prompt, state: &state, logits: positions, parallelism: parallelism) }
             }
             totals[i].append(1000 * seconds)
             for (step, s) in profile.steps {

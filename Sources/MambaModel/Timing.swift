@@ -39,7 +39,8 @@ public func measureThroughput(
 /// `measureThroughput` of several models with their runs interleaved (run r of every model, then
 /// run r + 1), so that a noisy stretch of a shared machine hits all of them alike.
 public func measureThroughputSideBySide(
-    _ models: [MambaLM], tokens: Int, decodeSteps: Int = 64, runs: Int, parallelism: Parallelism, seed: UInt64 = 0
+    _ models: [MambaLM], tokens: Int, decodeSteps: Int = 64, runs: Int, parallelism: Parallelism, seed: UInt64 = 0,
+    prefillLogits: LogitPositions = .all
 ) throws -> [ThroughputResult] {
     precondition(!models.isEmpty && models.allSatisfy { $0.vocabSize == models[0].vocabSize })
     var rng = SeededRandom(seed: seed)
@@ -48,7 +49,10 @@ public func measureThroughputSideBySide(
     var prefill = [[Double]](repeating: [], count: models.count), decode = prefill
     for _ in 0..<runs {
         for (i, model) in models.enumerated() {
-            prefill[i].append(Double(tokens) / (try measureSeconds { _ = try model.logits(ids, parallelism: parallelism) }))
+            prefill[i].append(Double(tokens) / (try measureSeconds {
+                var fresh = model.makeState()
+                _ = try model.forward(ids, state: &fresh, logits: prefillLogits, parallelism: parallelism)
+            }))
             var state = model.makeState()
             _ = try model.forward(Array(ids.prefix(8)), state: &state, logits: .last, parallelism: parallelism)
             let steps = ids.prefix(decodeSteps)

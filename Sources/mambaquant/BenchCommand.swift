@@ -58,7 +58,7 @@ struct BenchCommand: ParsableCommand {
     var readBandwidth = false
     @Flag(help: "Also time one prefill of each model step by step (in_proj, conv, scan, ...; medians of --runs).")
     var steps = false
-    @Option(help: "Also time prefill at these prompt lengths (comma-separated, e.g. 2048,8192), float32 and int8 side by side, with the scan's share of each.",
+    @Option(help: "Also time prefill with the last position's logits at --tokens and these prompt lengths (comma-separated, e.g. 2048,8192), float32 and int8 side by side, with the scan's share of each.",
             transform: ArgumentParsing.list(ArgumentParsing.positive(atMost: 1 << 17)))
     var longPrompts: [Int] = []
     @OptionGroup var output: OutputOptions
@@ -147,11 +147,12 @@ struct BenchCommand: ParsableCommand {
             profiles = try profilePrefill([float] + int8, names: ["float32"] + models.map { models.count > 1 ? $0.recipe.bits.description : "int8" },
                                           tokens: tokens, runs: runs, parallelism: par)
         }
+        // Prompt processing as a generation runs it (the last position's logits), from --tokens up.
         var long: [LongPromptRow] = []
-        for n in longPrompts {
-            printError("timing prefill of \(n) tokens, \(runs) runs each, interleaved, then step by step")
-            let r = try measureThroughputSideBySide([float, int8[0]], tokens: n, decodeSteps: 1, runs: runs, parallelism: par)
-            let p = try profilePrefill([float, int8[0]], names: ["float32", "int8"], tokens: n, runs: runs, parallelism: par)
+        for n in longPrompts.isEmpty ? [] : [tokens] + longPrompts {
+            printError("timing prefill of \(n) tokens (last position's logits), \(runs) runs each, interleaved, then step by step")
+            let r = try measureThroughputSideBySide([float, int8[0]], tokens: n, decodeSteps: 1, runs: runs, parallelism: par, prefillLogits: .last)
+            let p = try profilePrefill([float, int8[0]], names: ["float32", "int8"], tokens: n, runs: runs, parallelism: par, logits: .last)
             func share(_ t: StepTimes) -> Double { (t.milliseconds["scan"] ?? 0) / max(t.totalMilliseconds, 1e-9) }
             long.append(LongPromptRow(tokens: n, float32TokensPerSecond: r[0].prefillTokensPerSecond, int8TokensPerSecond: r[1].prefillTokensPerSecond,
                                       scanShareFloat32: share(p[0]), scanShareInt8: share(p[1])))
@@ -293,9 +294,8 @@ struct BenchReport: Encodable {
         }
         if !steps.isEmpty { s += "\n" + StepTimes.table(steps) }
         if !longPrompts.isEmpty {
-            s += "\nLonger prompts (prefill only, the int8 model above):\n\n| prompt tokens | float32 tok/s | int8 tok/s | int8 / float32 | scan share float32 | scan share int8 |\n|---:|---:|---:|---:|---:|---:|\n"
-            for r in [LongPromptRow(tokens: float32.prefillTokens, float32TokensPerSecond: float32.prefillTokensPerSecond,
-                                    int8TokensPerSecond: int8.prefillTokensPerSecond, scanShareFloat32: nil, scanShareInt8: nil)] + longPrompts {
+            s += "\nLonger prompts (prefill with the last position's logits, as a generation runs it; the int8 model above):\n\n| prompt tokens | float32 tok/s | int8 tok/s | int8 / float32 | scan share float32 | scan share int8 |\n|---:|---:|---:|---:|---:|---:|\n"
+            for r in longPrompts {
                 s += String(format: "| %d | %.1f | %.1f | %.2fx | ", r.tokens, r.float32TokensPerSecond, r.int8TokensPerSecond, r.int8TokensPerSecond / r.float32TokensPerSecond)
                     + [r.scanShareFloat32, r.scanShareInt8].map { $0.map { String(format: "%.0f%%", 100 * $0) } ?? "-" }.joined(separator: " | ") + " |\n"
             }

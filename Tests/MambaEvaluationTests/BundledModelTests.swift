@@ -3,8 +3,8 @@ import MambaEvaluation
 import TestSupport
 import XCTest
 
-/// The bundled models (models/bard-mamba, models/bard-mamba2) through the tool's float forward
-/// against transformers' MambaForCausalLM and Mamba2ForCausalLM
+/// The bundled models (models/bard-mamba, models/bard-mamba2, models/bard-hybrid) through the tool's
+/// float forward against transformers' MambaForCausalLM, Mamba2ForCausalLM and NemotronHForCausalLM
 /// (scripts/reference/bundled_model_reference.py): the logits of the first window, and bits per
 /// byte over 4 windows of the validation text by the evaluation protocol.
 /// The training script's full validation figure (2.0553) is reproduced by
@@ -12,7 +12,7 @@ import XCTest
 /// issue 3); this test checks a prefix that a debug build scores in seconds.
 final class BundledModelTests: XCTestCase {
     func testMatchesTransformersOnTheValidationText() throws {
-        for name in ["bard-mamba", "bard-mamba2"] { try check(name) }
+        for name in ["bard-mamba", "bard-mamba2", "bard-hybrid"] { try check(name) }
     }
 
     func check(_ name: String) throws {

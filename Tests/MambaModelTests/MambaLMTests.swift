@@ -24,6 +24,35 @@ final class MambaLMTests: XCTestCase {
         }
     }
 
+    /// A long prompt runs in pieces with the state carried (MambaLM.prefillPiece): every position's
+    /// logits, the last one's, none, and the state after, against the prompt run whole, on Mamba-1,
+    /// Mamba-2 (pieces across its SSD chunks) and a hybrid with an MLP layer; a model with attention
+    /// runs whole whatever the piece.
+    func testPromptInPiecesEqualsWhole() throws {
+        for name in ["tiny-tied", "tiny-mamba2", "tiny-nemotron-h"] {
+            let lm = try MambaLM(checkpoint: try CheckpointWeights(directory: Fixtures.model(name)))
+            let tokens = (0..<47).map { ($0 * 13 + 5) % lm.vocabSize }
+            var wholeState = lm.makeState()
+            let whole = try lm.forward(tokens, state: &wholeState, piece: Int.max)
+            for piece in [7, 16, 46] {
+                var state = lm.makeState()
+                let pieces = try lm.forward(tokens, state: &state, piece: piece)
+                XCTAssertEqual(pieces.shape, whole.shape, name)
+                XCTAssertLessThanOrEqual(maxAbsDifference(pieces.storage, whole.storage), 1e-5 * whole.absMax, "\(name) piece \(piece)")
+                XCTAssertEqual(state.position, tokens.count)
+                var lastState = lm.makeState()
+                let last = try lm.forward(tokens, state: &lastState, logits: .last, piece: piece)
+                XCTAssertLessThanOrEqual(maxAbsDifference(last.storage, Array(whole.storage.suffix(lm.vocabSize))), 1e-5 * whole.absMax, name)
+                var noneState = lm.makeState()
+                XCTAssertEqual(try lm.forward(tokens, state: &noneState, logits: .none, piece: piece).shape, [0, lm.vocabSize])
+                // The state carried on: the next token's logits agree.
+                let next = try lm.forward([3], state: &noneState, logits: .last)
+                var w = wholeState
+                XCTAssertLessThanOrEqual(maxAbsDifference(next.storage, try lm.forward([3], state: &w, logits: .last).storage), 1e-5 * whole.absMax, name)
+            }
+        }
+    }
+
     func testThreadsDoNotChangeTheResult() throws {
         let lm = MambaLM(weights: randomWeights(config, seed: 5))
         let tokens = (0..<40).map { $0 % 50 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Reference outputs of a bundled model from transformers' MambaForCausalLM or Mamba2ForCausalLM (by
-its config.json; an implementation nobody here wrote), for Tests/MambaEvaluationTests/BundledModelTests.swift:
+"""Reference outputs of a bundled model from transformers' MambaForCausalLM, Mamba2ForCausalLM or
+NemotronHForCausalLM (by its config.json; an implementation nobody here wrote), for Tests/MambaEvaluationTests/BundledModelTests.swift:
 
 - the logits of the first window of calibration/shakespeare-valid.txt (first 48 positions), and
 - bits per byte over the first 4 windows of 256 bytes of that file, by the protocol of
@@ -9,6 +9,7 @@ its config.json; an implementation nobody here wrote), for Tests/MambaEvaluation
 
     python3 scripts/reference/bundled_model_reference.py [--model models/bard-mamba]
     python3 scripts/reference/bundled_model_reference.py --model models/bard-mamba2   # -> bard-mamba2-reference.safetensors
+    python3 scripts/reference/bundled_model_reference.py --model models/bard-hybrid   # -> bard-hybrid-reference.safetensors
 """
 import argparse
 import math
