@@ -5,10 +5,11 @@
 # compare report of all four methods at w8a8, w4a8 and w8a6 against float32; the two profiles
 # (fast: the paper's static scales; accurate: llama.cpp Q8_0's accuracy) side by side with speed;
 # w4a8 with GPTQ against round-to-nearest for three methods; then the same four-method report for
-# the bundled Mamba-2 (models/bard-mamba2); then the bundled Vision Mamba (models/mnist-vim):
+# the bundled Mamba-2 (models/bard-mamba2) and the bundled hybrid (models/bard-hybrid: Mamba-2,
+# attention and MLP layers); then the bundled Vision Mamba (models/mnist-vim):
 # calibrate on images, quantize, classify with the int8 model, and its four-method report.
 # Outputs go to demo-output/ (report.md, report.svg, report-profiles.md, report-w4.md,
-# report-mamba2.md, report-mamba2.svg, report-vim.md, report-vim.svg, the stats files and the quantized
+# report-mamba2.md, report-mamba2.svg, report-hybrid.md, report-hybrid.svg, report-vim.md, report-vim.svg, the stats files and the quantized
 # checkpoints).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +48,10 @@ echo "== the bundled Mamba-2 (models/bard-mamba2) ==" >&2
 "$BIN" compare --model models/bard-mamba2 --out "$OUT/report-mamba2.md" --plot "$OUT/report-mamba2.svg"
 cat "$OUT/report-mamba2.md"
 echo
+echo "== the bundled hybrid (models/bard-hybrid: Mamba-2, attention and MLP layers) ==" >&2
+"$BIN" compare --model models/bard-hybrid --bits w8a8,w4a8 --out "$OUT/report-hybrid.md" --plot "$OUT/report-hybrid.svg"
+cat "$OUT/report-hybrid.md"
+echo
 echo "== the bundled Vision Mamba (models/mnist-vim) ==" >&2
 "$BIN" calibrate --model models/mnist-vim --out "$OUT/stats-vim.safetensors"
 "$BIN" quantize --model models/mnist-vim --stats "$OUT/stats-vim.safetensors" --method mambaquant --bits w8a8 --out "$OUT/mnist-vim-w8a8"
@@ -56,4 +61,4 @@ echo "== the bundled Vision Mamba (models/mnist-vim) ==" >&2
 "$BIN" compare --model models/mnist-vim --out "$OUT/report-vim.md" --plot "$OUT/report-vim.svg"
 cat "$OUT/report-vim.md"
 echo
-echo "reports: $OUT/report.md, $OUT/report-profiles.md, $OUT/report-w4.md, $OUT/report-mamba2.md and $OUT/report-vim.md, plots: $OUT/report.svg, $OUT/report-mamba2.svg and $OUT/report-vim.svg" >&2
+echo "reports: $OUT/report.md, $OUT/report-profiles.md, $OUT/report-w4.md, $OUT/report-mamba2.md, $OUT/report-hybrid.md and $OUT/report-vim.md, plots: $OUT/report.svg, $OUT/report-mamba2.svg, $OUT/report-hybrid.svg and $OUT/report-vim.svg" >&2
