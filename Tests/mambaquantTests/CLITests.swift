@@ -127,7 +127,7 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: dir + "/model.safetensors")), before)
     }
 
-    /// bench on a checkpoint with --long-prompts: a prefill row per length with both models'
+    /// bench on a checkpoint with --long-prompts: a prefill row per length (--tokens first) with both models'
     /// tokens/s and the scan's share of a step-by-step run.
     func testBenchLongPrompts() throws {
         let r = try CLI.run(["bench", "--model", Fixtures.model("tiny-tied"), "--runs", "1", "--tokens", "8", "--decode-steps", "2", "--gemm-rows", "",
@@ -135,7 +135,7 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.stderr)
         let report = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
         let rows = report?["long_prompts"] as? [[String: Any]] ?? []
-        XCTAssertEqual(rows.compactMap { $0["tokens"] as? Int }, [16, 24])
+        XCTAssertEqual(rows.compactMap { $0["tokens"] as? Int }, [8, 16, 24])   // --tokens first, as the baseline row
         for row in rows {
             XCTAssertGreaterThan(row["int8_tokens_per_s"] as? Double ?? 0, 0)
             let share = row["scan_share_int8"] as? Double ?? -1
