@@ -68,8 +68,14 @@ final class VisionQuantizeTests: XCTestCase {
                 // The kernels equal their references op by op (Int8OpsTests); on fresh random images an
                 // activation now and then lands on a rounding boundary that the two paths' float
                 // order decides differently, and the flip travels through the layers (seen: 0.5% of
-                // the logits' range on tiny-vim-max, seed 989243; most runs agree to 1e-6).
-                XCTAssertLessThanOrEqual(maxAbsDifference(int8.storage, q.model(runtime: .reference).logits(x).storage), 0.02 * reference.absMax,
+                // the logits' range on tiny-vim-max, seed 989243; 2.1% at one logit on tiny-vim with
+                // smoothquant, seed 34695; most runs agree to 1e-6). One flip moves a few logits, a
+                // kernel error all of them: the mean difference is held to 0.5% of the range, the
+                // largest to 10%.
+                let referenceRuntime = q.model(runtime: .reference).logits(x).storage
+                let meanDifference = zip(int8.storage, referenceRuntime).map { Double(abs($0 - $1)) }.reduce(0, +) / Double(int8.count)
+                XCTAssertLessThanOrEqual(meanDifference, 0.005 * Double(reference.absMax), "\(method) int8 against reference kernels on \(name), seed \(seed)")
+                XCTAssertLessThanOrEqual(maxAbsDifference(int8.storage, referenceRuntime), 0.1 * reference.absMax,
                                          "\(method) int8 against reference kernels on \(name), seed \(seed)")
                 let dynamic = try QuantizedVisionMamba.quantize(weights: weights, stats: stats, images: x, recipe: .init(method: method, activations: .perToken),
                                                                 parallelism: .serial).quantized
