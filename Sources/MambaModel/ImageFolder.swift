@@ -221,12 +221,17 @@ public enum ImageFolder {
         return (names, nil)
     }
 
+    /// A listed file's path: as given when absolute, else inside the folder.
+    static func location(of file: String, in dir: String) -> String {
+        file.hasPrefix("/") ? file : (dir as NSString).appendingPathComponent(file)
+    }
+
     /// Every file the images of `path` (a folder or an image file) are read from, for hashing.
     public static func sourceFiles(_ path: String) throws -> [String] {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else { return [path] }
         let csv = (path as NSString).appendingPathComponent(labelsFile)
-        let files = try listing(path).files.map { $0.hasPrefix("/") ? $0 : (path as NSString).appendingPathComponent($0) }
+        let files = try listing(path).files.map { location(of: $0, in: path) }
         return (FileManager.default.fileExists(atPath: csv) ? [csv] : []) + files
     }
 
@@ -253,7 +258,7 @@ public enum ImageFolder {
         var storage = [Float](repeating: 0, count: files.count * v.imageValues)
         let plane = v.imageHeight * v.imageWidth
         for (i, file) in files.enumerated() {
-            let path = file.hasPrefix("/") ? file : (dir as NSString).appendingPathComponent(file)
+            let path = location(of: file, in: dir)
             guard FileManager.default.fileExists(atPath: path) else { throw MambaError(.missingFile, "\(dir): image \(file) does not exist") }
             let image = try Pixels.decode(path: path).converted(toChannels: v.channels)
             let (w, h) = image.width <= image.height

@@ -95,14 +95,7 @@ struct CompareCommand: ParsableCommand {
         setup.bits = bits ?? (budget ? [w8a8] : [w8a8, BitWidths(weight: 4, activation: 8), BitWidths(weight: 8, activation: 6)])
         if budget {
             // Each variant is its own row; the plain methods are the budget's "method:" rows.
-            let config = try MambaConfig.load(directory: modelDir)
-            setup.recipes = setup.methods.flatMap { m in
-                setup.bits.flatMap { b in
-                    ErrorBudget.variants(method: m, bits: b, config: config).map { v in
-                        (name: (setup.methods.count > 1 ? m.rawValue + " " : "") + (setup.bits.count > 1 ? "\(b) " : "") + v.name, recipe: v.recipe)
-                    }
-                }
-            }
+            setup.recipes = budgetRecipes(try MambaConfig.load(directory: modelDir), methods: setup.methods, bits: setup.bits)
             setup.methods = []
         }
         if let weightRounding { setup.weightRoundings = weightRounding }
@@ -161,15 +154,8 @@ struct CompareCommand: ParsableCommand {
         if let bits { setup.bits = bits }
         if budget {
             // As for a language model: each variant a row, for --methods (default mambaquant) at --bits (default w8a8).
-            let config = try MambaConfig.load(directory: modelDir)
-            let (ms, bs) = (methods ?? [.mambaquant], bits ?? [BitWidths(weight: 8, activation: 8)])
-            setup.recipes = ms.flatMap { m in
-                bs.flatMap { b in
-                    ErrorBudget.variants(method: m, bits: b, config: config).map { v in
-                        (name: (ms.count > 1 ? m.rawValue + " " : "") + (bs.count > 1 ? "\(b) " : "") + v.name, recipe: v.recipe)
-                    }
-                }
-            }
+            setup.recipes = budgetRecipes(try MambaConfig.load(directory: modelDir), methods: methods ?? [.mambaquant],
+                                          bits: bits ?? [BitWidths(weight: 8, activation: 8)])
         }
         if let weightRounding { guard weightRounding.count == 1 else { throw MambaError(.badInput, "give one --weight-rounding for a Vision Mamba") }; setup.weightRounding = weightRounding[0] }
         (setup.calibrationLimit, setup.runtime) = (calibSamples, kernelOptions.kernels)
@@ -185,6 +171,18 @@ struct CompareCommand: ParsableCommand {
     }
 
     func log(_ line: String) { if !quiet { printError(line) } }
+}
+
+/// The error budget's variants as named rows for each method and bit width (a row names its method or
+/// width only when there are several), for a language model and a Vision Mamba alike.
+func budgetRecipes(_ config: MambaConfig, methods: [QuantizationMethod], bits: [BitWidths]) -> [(name: String, recipe: QuantizationRecipe)] {
+    methods.flatMap { m in
+        bits.flatMap { b in
+            ErrorBudget.variants(method: m, bits: b, config: config).map { v in
+                (name: (methods.count > 1 ? m.rawValue + " " : "") + (bits.count > 1 ? "\(b) " : "") + v.name, recipe: v.recipe)
+            }
+        }
+    }
 }
 
 /// Writes text through a temporary file and a rename, so a reader never sees half a report.
