@@ -73,7 +73,7 @@ let package = Package(
         .testTarget(name: "MambaCalibrationTests", dependencies: ["MambaCalibration", "TestSupport"]),
         .testTarget(name: "MambaTransformsTests", dependencies: ["MambaTransforms", "MambaCalibration", "TestSupport"]),
         .testTarget(name: "MambaQuantizationTests", dependencies: ["MambaQuantization", "MambaCalibration", "TestSupport"]),
-        .testTarget(name: "MambaEvaluationTests", dependencies: ["MambaEvaluation", "TestSupport"]),
+        .testTarget(name: "MambaEvaluationTests", dependencies: ["MambaEvaluation", "MambaCalibration", "TestSupport"]),
         .testTarget(
             name: "MambaServeTests",
             dependencies: [

@@ -38,6 +38,8 @@ public struct EvaluationFile: Sendable {
 public struct CompareOptions: Sendable {
     public var seqLen = 512
     public var maxTokens: Int? = nil     // per file
+    /// Positions before this in each window are context only (compareOnWindows).
+    public var scoreFrom = 0
     public var taskItems = 100           // per task and file
     public var sqnrWindows = 2
     public var speedRuns = 3
@@ -65,7 +67,7 @@ public func runComparison(
         windowsTotal += windows.count
         note("\(f.name): \(windows.count) windows x \(contenders.count) models")
         let accuracy = try compareOnWindows(reference: reference, candidates: Array(candidates), windows: windows,
-                                            tokenBytes: tokenizer.byteCount, parallelism: par,
+                                            tokenBytes: tokenizer.byteCount, parallelism: par, scoreFrom: o.scoreFrom,
                                             progress: { progress?("score " + (f.name as NSString).lastPathComponent, $0, $1) })
         let taskSet = TaskSet.build(text: f.text, tokenizer: tokenizer, items: o.taskItems, seed: o.seed)
         let serial = Parallelism(threads: 1)
@@ -152,6 +154,6 @@ public func runComparison(
     }
     let scored = perFile.reduce(0) { $0 + $1.accuracy[0].positions }
     return ComparisonReport(
-        model: modelName, data: .init(files: files.map(\.name), tokens: scored, seqLen: o.seqLen, windows: windowsTotal),
+        model: modelName, data: .init(files: files.map(\.name), tokens: scored, seqLen: o.seqLen, windows: windowsTotal, scoreFrom: o.scoreFrom),
         threads: par.threads, results: rows, sites: sites, notes: [])
 }

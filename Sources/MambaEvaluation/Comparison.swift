@@ -47,39 +47,44 @@ func logSoftmax(_ row: ArraySlice<Float>, into out: inout [Double]) {
 /// Scores `reference` and every candidate on the same windows (docs/DESIGN.md section 5's protocol):
 /// per window the reference's log-probabilities are computed once and each candidate is measured
 /// against them (KL, top-1 agreement) as well as against the text (NLL). Result 0 is the
-/// reference (KL 0, agreement 1). Windows run `parallelism.threads` at a time.
+/// reference (KL 0, agreement 1). Windows run `parallelism.threads` at a time. With `scoreFrom`
+/// the logits at positions before it are context only (llama-perplexity scores the second half of
+/// each window: `scoreFrom` = half the window, so its KL and ours cover the same positions).
 public func compareOnWindows(
     reference: MambaLM, candidates: [MambaLM], windows: [[Int]], tokenBytes: @escaping (Int) -> Int,
-    parallelism: Parallelism, progress: ((Int, Int) -> Void)? = nil
+    parallelism: Parallelism, scoreFrom: Int = 0, progress: ((Int, Int) -> Void)? = nil
 ) throws -> [ModelAccuracy] {
     let serial = Parallelism(threads: 1)
     let bytesOf = UncheckedSendable(tokenBytes)
     let perWindow = try parallelism.threads == 1
         ? (0..<windows.count).map { i -> [ModelAccuracy] in
             defer { progress?(i + 1, windows.count) }
-            return try compareWindow(reference, candidates, windows[i], bytesOf.value, parallelism)
+            return try compareWindow(reference, candidates, windows[i], scoreFrom, bytesOf.value, parallelism)
         }
-        : parallelism.concurrentMap(windows.count, { i in try compareWindow(reference, candidates, windows[i], bytesOf.value, serial) },
+        : parallelism.concurrentMap(windows.count, { i in try compareWindow(reference, candidates, windows[i], scoreFrom, bytesOf.value, serial) },
                                     afterBatch: { progress?($0, windows.count) })
     var out = [ModelAccuracy](repeating: ModelAccuracy(), count: candidates.count + 1)
     for w in perWindow { for m in out.indices { out[m].append(w[m]) } }
     return out
 }
 
-private func compareWindow(_ reference: MambaLM, _ candidates: [MambaLM], _ window: [Int], _ tokenBytes: (Int) -> Int, _ par: Parallelism) throws -> [ModelAccuracy] {
-    let scored = window.count - 1
-    let bytes = Double((1..<window.count).reduce(0) { $0 + tokenBytes(window[$1]) })
+private func compareWindow(_ reference: MambaLM, _ candidates: [MambaLM], _ window: [Int], _ from: Int, _ tokenBytes: (Int) -> Int,
+                           _ par: Parallelism) throws -> [ModelAccuracy] {
+    // Logits at positions from..<count-1 predict tokens from+1..<count.
+    let positions = min(from, window.count - 1)..<(window.count - 1)
+    let scored = positions.count
+    let bytes = Double(positions.reduce(0) { $0 + tokenBytes(window[$1 + 1]) })
     let refLogits = try reference.logits(window, parallelism: par)
     let v = refLogits.cols
     var refLogProbs = [[Double]](repeating: [Double](repeating: 0, count: v), count: scored)
     var refArgmax = [Int](repeating: 0, count: scored)
     var ref = ModelAccuracy()
     var nats = 0.0
-    for t in 0..<scored {
+    for (k, t) in positions.enumerated() {
         let row = refLogits.storage[(t * v)..<((t + 1) * v)]
-        logSoftmax(row, into: &refLogProbs[t])
-        refArgmax[t] = argmax(row)
-        nats -= refLogProbs[t][window[t + 1]]
+        logSoftmax(row, into: &refLogProbs[k])
+        refArgmax[k] = argmax(row)
+        nats -= refLogProbs[k][window[t + 1]]
     }
     ref.windowNats = [nats]; ref.windowTokens = [Double(scored)]; ref.windowBytes = [bytes]
     ref.top1Agreements = scored
@@ -89,14 +94,14 @@ private func compareWindow(_ reference: MambaLM, _ candidates: [MambaLM], _ wind
         let logits = try model.logits(window, parallelism: par)
         var acc = ModelAccuracy()
         var n = 0.0, kl = 0.0
-        for t in 0..<scored {
+        for (k, t) in positions.enumerated() {
             let row = logits.storage[(t * v)..<((t + 1) * v)]
             logSoftmax(row, into: &lp)
             n -= lp[window[t + 1]]
-            refLogProbs[t].withUnsafeBufferPointer { r in
+            refLogProbs[k].withUnsafeBufferPointer { r in
                 for j in 0..<v { kl += exp(r[j]) * (r[j] - lp[j]) }
             }
-            if argmax(row) == refArgmax[t] { acc.top1Agreements += 1 }
+            if argmax(row) == refArgmax[k] { acc.top1Agreements += 1 }
         }
         acc.windowNats = [n]; acc.windowTokens = [Double(scored)]; acc.windowBytes = [bytes]
         acc.klNats = kl

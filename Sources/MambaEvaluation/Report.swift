@@ -19,6 +19,8 @@ public struct ComparisonReport: Sendable, Codable {
         public var tokens: Int               // positions scored, all files
         public var seqLen: Int
         public var windows: Int
+        /// The first scored position of each window (nil or 0: all but the first token's).
+        public var scoreFrom: Int?
     }
 
     public struct TaskSizes: Sendable, Codable, Equatable {
@@ -94,7 +96,7 @@ public struct ComparisonReport: Sendable, Codable {
     /// the SQNR summary.
     public func markdown() -> String {
         var out = "# mambaquant compare: \(model)\n\n"
-        out += "Text: \(data.files.joined(separator: ", ")); \(data.tokens) positions scored in \(data.windows) windows of \(data.seqLen) tokens (fresh state each).\n"
+        out += "Text: \(data.files.joined(separator: ", ")); \(data.tokens) positions scored in \(data.windows) windows of \(data.seqLen) tokens (fresh state each\((data.scoreFrom ?? 0) > 0 ? "; positions from \(data.scoreFrom!) on, the rest context" : "")).\n"
         out += "Δ is the paired difference from float with its 95% bootstrap interval over windows; task accuracies carry Wilson 95% intervals.\n"
         let files = results.map(\.file).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
         for file in files {

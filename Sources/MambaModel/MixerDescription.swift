@@ -211,6 +211,14 @@ func orderedUnion<T: Hashable>(_ lists: [[T]]) -> [T] {
 public enum BlockNames {
     public static func mixerPrefix(layer: Int) -> String { "backbone.layers.\(layer).mixer." }
     public static func norm(layer: Int) -> String { "backbone.layers.\(layer).norm.weight" }
+
+    /// A module's full name ("backbone.layers.3.mixer.in_proj") as its layer and its name inside
+    /// the mixer (nil for any other name).
+    public static func split(module name: String) -> (layer: Int, module: String)? {
+        let parts = name.split(separator: ".", maxSplits: 4, omittingEmptySubsequences: false)
+        guard parts.count == 5, parts[0] == "backbone", parts[1] == "layers", parts[3] == "mixer", let i = Int(parts[2]), i >= 0 else { return nil }
+        return (i, String(parts[4]))
+    }
 }
 
 /// Leaf ops by module or tensor name: the float checkpoint, the transformed Double parameters and

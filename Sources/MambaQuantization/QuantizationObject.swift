@@ -40,12 +40,20 @@ public struct QuantizationObject: Sendable, Equatable, Codable {
 
     /// Version 2 packs int4 weights two per byte; w8 checkpoints keep version 1 (nothing in them
     /// changed, so older readers still read them). Version 3 adds a tied source's head-input matrix
-    /// and, with a quantized head, one table for the embedding and the head (`tied_head`).
-    public static func formatVersion(weightBits: Int, headInput: Bool) -> Int { headInput ? 3 : weightBits == 4 ? 2 : 1 }
-    public static let readableVersions = [1, 2, 3]
+    /// (F32) and, with a quantized head, one table for the embedding and the head (`tied_head`).
+    /// Version 4 may store the head-input matrix in F16 (as quantize now writes it; F32 where its
+    /// values are not all halves, as in a version 3 file rewritten) and may give modules their own
+    /// weight bits (`module_weight_bits`); either would be misread by a version 3 reader.
+    public static func formatVersion(weightBits: Int, headInput: HeadInputStorage?, mixedWidths: Bool = false) -> Int {
+        headInput == .f16 || mixedWidths ? 4 : headInput == .f32 ? 3 : weightBits == 4 ? 2 : 1
+    }
+    public static let readableVersions = [1, 2, 3, 4]
 
-    public init(recipe: QuantizationRecipe, transforms: [AppliedTransform], provenance: QuantizationProvenance, headInput: Bool, tiedHead: Bool) {
-        formatVersion = Self.formatVersion(weightBits: recipe.bits.weight, headInput: headInput)
+    /// How a tied source's head-input matrix is stored.
+    public enum HeadInputStorage: Sendable { case f16, f32 }
+
+    public init(recipe: QuantizationRecipe, transforms: [AppliedTransform], provenance: QuantizationProvenance, headInput: HeadInputStorage?, tiedHead: Bool) {
+        formatVersion = Self.formatVersion(weightBits: recipe.bits.weight, headInput: headInput, mixedWidths: !recipe.moduleWeightBits.isEmpty)
         self.tiedHead = tiedHead
         toolVersion = MambaQuantVersion.current
         self.recipe = recipe
@@ -65,7 +73,7 @@ public struct QuantizationObject: Sendable, Equatable, Codable {
         try c.encode(toolVersion, forKey: .toolVersion)
         try c.encode(transforms, forKey: .transforms)
         try c.encodeIfPresent(sourceParameters, forKey: .sourceParameters)
-        try c.encode(recipe.bits.weight == 4 ? "two per byte, low nibble first" : "one value per byte, unpacked", forKey: .int4Storage)
+        try c.encode(recipe.bits.weight == 4 || recipe.moduleWeightBits.values.contains(4) ? "two per byte, low nibble first" : "one value per byte, unpacked", forKey: .int4Storage)
         try recipe.encode(to: encoder)
         try provenance.encode(to: encoder)
     }
@@ -82,6 +90,9 @@ public struct QuantizationObject: Sendable, Equatable, Codable {
         transforms = try c.decodeIfPresent([String].self, forKey: .transforms) ?? []
         sourceParameters = try c.decodeIfPresent(Int.self, forKey: .sourceParameters)
         recipe = try QuantizationRecipe(from: decoder)
+        if !recipe.moduleWeightBits.isEmpty && version < 4 {
+            throw MambaError(.badConfig, "\"quantization\" has module_weight_bits in format \(version); they need format 4")
+        }
         provenance = try QuantizationProvenance(from: decoder)
     }
 
@@ -107,6 +118,7 @@ extension QuantizationRecipe: Codable {
         case method, weightBits = "weight_bits", activationBits = "activation_bits", groupSize = "group_size"
         case activationScale = "activation_scale", activationBlock = "activation_block", profile, scanScales = "scan_scales"
         case clip = "act_clip", alpha, seed, keptFloat = "kept_float", weightRounding = "weight_rounding", gptq
+        case moduleWeightBits = "module_weight_bits"
     }
 
     enum GPTQKeys: String, CodingKey {
@@ -128,6 +140,7 @@ extension QuantizationRecipe: Codable {
         try c.encode(seed, forKey: .seed)
         try c.encode(keepFloat.sorted(), forKey: .keptFloat)
         try c.encode(weightRounding, forKey: .weightRounding)
+        if !moduleWeightBits.isEmpty { try c.encode(moduleWeightBits, forKey: .moduleWeightBits) }
         if weightRounding == .gptq {
             var g = c.nestedContainer(keyedBy: GPTQKeys.self, forKey: .gptq)
             try g.encode(gptq.dampening, forKey: .dampening)
@@ -169,6 +182,10 @@ extension QuantizationRecipe: Codable {
                   keepFloat: Set(try c.decodeIfPresent([String].self, forKey: .keptFloat) ?? []),
                   alpha: try c.decodeIfPresent(Double.self, forKey: .alpha) ?? 0.5)
         scanScales = try c.decodeIfPresent(ScanScales.self, forKey: .scanScales) ?? .tensor
+        moduleWeightBits = try c.decodeIfPresent([String: Int].self, forKey: .moduleWeightBits) ?? [:]
+        if let (name, b) = moduleWeightBits.first(where: { ![4, 8].contains($0.value) }) {
+            throw MambaError(.badConfig, "\"quantization\" module_weight_bits gives \(name) \(b) bits; 4 or 8 are supported")
+        }
         profile = try c.decodeIfPresent(QuantizationProfile.self, forKey: .profile)
         weightRounding = try c.decodeIfPresent(WeightRounding.self, forKey: .weightRounding) ?? .rtn
         if weightRounding == .gptq, (try? c.decodeNil(forKey: .gptq)) == false, c.contains(.gptq) {

@@ -16,7 +16,7 @@ public struct QuantizeJob {
     /// Memory-mapped: a layer is widened, transformed, quantized and written at a time.
     public let weights: CheckpointWeights
     public let stats: StatsFile
-    let provenance: QuantizationProvenance
+    public let provenance: QuantizationProvenance
 
     /// What a finished job reports.
     public struct Summary: Sendable {
@@ -81,6 +81,11 @@ public struct QuantizeJob {
         }
         return Summary(transforms: result.transforms, seconds: seconds, gptqSeconds: result.gptqSeconds, weightBytes: writer.weightBytes,
                        floatBytes: 4 * weights.parameterCount)
+    }
+
+    /// Writes a model quantized in memory from this job's checkpoint and stats (mixed widths).
+    public func write(_ q: QuantizedModel) throws {
+        try q.write(directory: out, sourceDirectory: model, provenance: provenance)
     }
 
     /// A Vision Mamba: quantized in memory (its models are small next to the language models'),

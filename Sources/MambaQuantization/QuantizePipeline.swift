@@ -171,7 +171,12 @@ struct OuterWeights {
             if keepTransformed { transformedHead = head.tensor }
             headInput = nil
         } else {
-            headInput = plan.headInputTransform(normF: normF).tensor
+            // Stored in F16 (format 4): rounded here, so the model in memory is the one written.
+            let m = plan.headInputTransform(normF: normF).tensor.roundedToHalf()
+            guard m.storage.allSatisfy(\.isFinite) else {
+                throw MambaError(.badInput, "norm_f's weights reach \(normF.map(abs).max() ?? 0), past the 65504 an F16 head-input matrix holds")
+            }
+            headInput = m
         }
         var emb = Matrix(try source.readEmbedding())
         plan.transformEmbedding(&emb)
@@ -179,7 +184,8 @@ struct OuterWeights {
         if tiedHead {
             separateEmbedding = nil
             if !headByGPTQ {
-                tiedTable = try QuantizedMatrix(quantizing: emb, bits: recipe.bits.weight, groupSize: recipe.groupSize, threads: quantizer.threads)
+                tiedTable = try QuantizedMatrix(quantizing: emb, bits: recipe.weightBits(module: QuantizedNames.lmHead), groupSize: recipe.groupSize,
+                                                threads: quantizer.threads)
                     .checkedScales(QuantizedNames.embedding)
             }
         } else {
@@ -231,7 +237,7 @@ struct LayerQuantizer {
     func weights(_ name: String, _ w: Matrix, bias: [Double]?, groups: Bool, hessian: [Double]? = nil) throws -> QuantizedLayer {
         let b = bias.map(floatVector)
         if recipe.keepsFloat(module: name) { return QuantizedLayer(weight: nil, floatWeight: w.tensor, bias: b, input: nil) }
-        let (bits, group) = (recipe.bits.weight, groups ? recipe.groupSize : nil)
+        let (bits, group) = (recipe.weightBits(module: name), groups ? recipe.groupSize : nil)
         var q = try QuantizedMatrix(quantizing: w, bits: bits, groupSize: group, threads: threads).checkedScales(name)
         if let hessian {
             do {

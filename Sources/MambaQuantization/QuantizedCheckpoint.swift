@@ -96,14 +96,15 @@ extension QuantizedModel {
         }
         let reader = QuantizedCheckpointReader(directory: directory, store: try TensorStore(directory: directory), object: q, config: config)
         // A tied table takes the head's bits and groups; an embedding of its own is int8 per row.
-        let embedding = q.tiedHead ? try reader.matrix(QuantizedNames.embedding, rows: v, cols: d, groups: true)
+        let embedding = q.tiedHead ? try reader.matrix(QuantizedNames.embedding, rows: v, cols: d, groups: true, module: QuantizedNames.lmHead)
             : QuantizedMatrix(rows: v, cols: d, bits: 8, groupSize: nil, values: try reader.int8s(QuantizedNames.embedding + ".weight", [v, d]),
                               scales: try reader.floats(QuantizedNames.embedding + ".weight_scale", [v]).storage)
         for i in 0..<config.numLayers { try onBlock(i, try reader.block(i), config) }
         _ = try reader.floats(QuantizedNames.normF, [d])
         let lmHead = q.tiedHead ? QuantizedLayer(weight: embedding, floatWeight: nil, bias: nil, input: try reader.input(QuantizedNames.lmHead))
             : try reader.layer(QuantizedNames.lmHead, rows: v, cols: d, bias: false)
-        let headInput = reader.store.contains(QuantizedNames.headInput) ? try reader.floats(QuantizedNames.headInput, [d, d]) : nil
+        let headInput = !reader.store.contains(QuantizedNames.headInput) ? nil
+            : try reader.floats(QuantizedNames.headInput, [d, d], dtype: q.formatVersion >= 4 && (try reader.store.view(QuantizedNames.headInput)).dtype == .f16 ? .f16 : .f32)
         if q.formatVersion < 3 && (q.tiedHead || headInput != nil) {
             throw MambaError(.badConfig, "\(directory) is format \(q.formatVersion) but has a tied head or \(QuantizedNames.headInput), which need format 3")
         }
@@ -111,6 +112,9 @@ extension QuantizedModel {
         // which the model would run with other logits.
         if q.formatVersion == 3 && headInput == nil {
             throw MambaError(.missingTensor, "\(directory) is format 3 but lacks tensor \(QuantizedNames.headInput)")
+        }
+        if let stray = q.recipe.moduleWeightBits.keys.sorted().first(where: { !reader.bitsRead.contains($0) }) {
+            throw MambaError(.badConfig, "\(directory)/config.json: \"quantization\" module_weight_bits names \(stray), which is not a quantized module of this model")
         }
         if let extra = reader.store.names.first(where: { !reader.used.contains($0) }) {
             throw MambaError(.unusedTensor, "\(directory) has tensor \(extra), which this quantized format does not use")
@@ -130,6 +134,8 @@ final class QuantizedCheckpointReader {
     let formatVersion: Int
     let config: MambaConfig
     private(set) var used = Set<String>()
+    /// The modules whose weight bits were looked up (a module_weight_bits entry outside them is refused).
+    private(set) var bitsRead = Set<String>()
 
     init(directory: String, store: TensorStore, object: QuantizationObject, config: MambaConfig) {
         (self.directory, self.store, recipe, formatVersion, self.config) = (directory, store, object.recipe, object.formatVersion, config)
@@ -144,9 +150,9 @@ final class QuantizedCheckpointReader {
         return v
     }
 
-    /// A float32 tensor, refused when it holds NaN or Inf (it would run and print NaN).
-    func floats(_ name: String, _ shape: [Int]) throws -> Tensor {
-        let v = try view(name, .f32, shape)
+    /// A float32 (or `dtype`, widened) tensor, refused when it holds NaN or Inf (it would run and print NaN).
+    func floats(_ name: String, _ shape: [Int], dtype: DType = .f32) throws -> Tensor {
+        let v = try view(name, dtype, shape)
         defer { v.releasePages() }
         let t = Tensor(shape: shape, storage: try v.floats())
         if let bad = t.storage.first(where: { !$0.isFinite }) {
@@ -163,9 +169,12 @@ final class QuantizedCheckpointReader {
 
     func scalar(_ name: String) throws -> Float { try view(name, .f32, []).floats()[0] }
 
-    /// Integer weights (int4 two per byte from format 2 on) and their scales.
-    func matrix(_ prefix: String, rows: Int, cols: Int, diskShape: [Int]? = nil, groups: Bool) throws -> QuantizedMatrix {
-        let (g, wb) = (groups ? recipe.groupSize : nil, recipe.bits.weight)
+    /// Integer weights (int4 two per byte from format 2 on) and their scales, at the bits of
+    /// `module` (default: the prefix's; a tied table goes by the head's).
+    func matrix(_ prefix: String, rows: Int, cols: Int, diskShape: [Int]? = nil, groups: Bool, module: String? = nil) throws -> QuantizedMatrix {
+        let name = module ?? prefix
+        let (g, wb) = (groups ? recipe.groupSize : nil, recipe.weightBits(module: name))
+        bitsRead.insert(name)
         let values: [Int8]
         if formatVersion >= 2 && wb == 4 {
             var packedShape = diskShape ?? [rows, cols]

@@ -122,9 +122,12 @@ public final class QuantizedCheckpointWriter {
                        transforms: [AppliedTransform], provenance: QuantizationProvenance) throws {
         try tensors.add(QuantizedNames.normF, Tensor(repeating: 1, shape: [config.hiddenSize]))
         weightBytes += 4 * config.hiddenSize
-        if let headInput {
-            try tensors.add(QuantizedNames.headInput, headInput)
-            weightBytes += 4 * headInput.count
+        // F16 (format 4) when every value is a half, as the pipeline rounds it; F32 otherwise (a
+        // version 3 checkpoint read and written again stays what it was).
+        let headStorage: QuantizationObject.HeadInputStorage? = headInput.map { $0.storage.allSatisfy { Float(Float16($0)) == $0 } ? .f16 : .f32 }
+        if let headInput, let headStorage {
+            try tensors.add(QuantizedNames.headInput, headInput, as: headStorage == .f16 ? .f16 : .f32)
+            weightBytes += (headStorage == .f16 ? 2 : 4) * headInput.count
         }
         if tiedHead {
             try inputScale(QuantizedNames.lmHead, lmHead)
@@ -132,7 +135,7 @@ public final class QuantizedCheckpointWriter {
             try layer(QuantizedNames.lmHead, lmHead)
             weightBytes += lmHead.storedBytes
         }
-        var object = QuantizationObject(recipe: recipe, transforms: transforms, provenance: provenance, headInput: headInput != nil, tiedHead: tiedHead)
+        var object = QuantizationObject(recipe: recipe, transforms: transforms, provenance: provenance, headInput: headStorage, tiedHead: tiedHead)
         var json = config.json
         json["tie_word_embeddings"] = .bool(tiedHead)
         try finish(config: config, json: json, object: &object)
@@ -150,7 +153,7 @@ public final class QuantizedCheckpointWriter {
         try tensors.add(QuantizedNames.normF, Tensor(repeating: 1, shape: [d]))
         try layer(QuantizedVisionMamba.headModule, q.head)
         weightBytes = q.weightBytes + 4 * d
-        var object = QuantizationObject(recipe: q.recipe, transforms: q.transforms, provenance: provenance, headInput: false, tiedHead: false)
+        var object = QuantizationObject(recipe: q.recipe, transforms: q.transforms, provenance: provenance, headInput: nil, tiedHead: false)
         try finish(config: c, json: c.json, object: &object)
     }
 

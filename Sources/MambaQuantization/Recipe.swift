@@ -174,6 +174,13 @@ public struct QuantizationRecipe: Sendable, Equatable {
     /// GPTQ's dampening, block size and column order: act-order by default (on the bundled model,
     /// all text, mambaquant w4a8: KL 0.00986 against 0.01033 in natural order; README "4-bit weights").
     public var gptq = GPTQ.Options(actOrder: true)
+    /// Weight bits of single modules where they differ from `bits.weight`, by full name
+    /// ("backbone.layers.3.mixer.in_proj", "lm_head": a tied table goes by the head's): the mixed
+    /// widths `quantize --bits-per-weight` chooses (WidthAllocation.swift).
+    public var moduleWeightBits: [String: Int] = [:]
+
+    /// The weight bits of the module `name` (full name).
+    public func weightBits(module name: String) -> Int { moduleWeightBits[name] ?? bits.weight }
 
     /// The activation scale of every quantized site (nil: each site's calibrated one).
     public var activationScale: ActivationScale? { activations.runtimeScale }
@@ -190,6 +197,7 @@ public struct QuantizationRecipe: Sendable, Equatable {
         if !keepFloat.isEmpty { parts.append("kept float: " + keepFloat.sorted().joined(separator: ", ")) }
         if method == .smoothquant || method == .mambaquant { parts.append("alpha \(alpha)") }
         if scanScales == .group { parts.append("scan-input scales per head and group") }
+        if !moduleWeightBits.isEmpty { parts.append(mixedWidths) }
         parts.append(weightRounding == .gptq ? "GPTQ weights (dampening \(gptq.dampening), \(gptq.actOrder ? "act-order" : "natural order"))" : "weights rounded to nearest")
         if let profile { parts.insert("profile \(profile.rawValue)", at: 0) }
         return parts.joined(separator: "; ")
@@ -209,9 +217,16 @@ public struct QuantizationRecipe: Sendable, Equatable {
         if !keepFloat.isEmpty { parts.append("float " + keepFloat.sorted().map { $0.split(separator: ".").suffix(2).joined(separator: ".") }.joined(separator: ",")) }
         if alpha != d.alpha && (method == .smoothquant || method == .mambaquant) { parts.append("alpha \(alpha)") }
         if scanScales == .group { parts.append("scan groups") }
+        if !moduleWeightBits.isEmpty { parts.append(mixedWidths) }
         if weightRounding != d.weightRounding { parts.append(weightRounding.rawValue) }
         if weightRounding == .gptq && gptq != d.gptq { parts.append("damp \(gptq.dampening), \(gptq.actOrder ? "act-order" : "natural order")") }
         return parts.joined(separator: ", ")
+    }
+
+    /// The mixed widths in words: how many modules at which bits.
+    var mixedWidths: String {
+        Dictionary(grouping: moduleWeightBits.values, by: { $0 }).sorted { $0.key < $1.key }
+            .map { "\($0.value.count) module\($0.value.count == 1 ? "" : "s") at \($0.key) bits" }.joined(separator: ", ")
     }
 
     /// Whether the module `name` (full name: lm_head or backbone.layers.N.mixer.MODULE) stays float.

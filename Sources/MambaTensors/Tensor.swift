@@ -71,3 +71,9 @@ public struct Tensor: Sendable, Equatable {
         storage.reduce(0) { max($0, abs($1)) }
     }
 }
+
+extension Tensor {
+    /// Every value rounded to the nearest IEEE half (what an F16 tensor on disk holds), widened back;
+    /// past half's range a value becomes infinite, which the caller checks.
+    public func roundedToHalf() -> Tensor { Tensor(shape: shape, storage: storage.map { Float(Float16($0)) }) }
+}

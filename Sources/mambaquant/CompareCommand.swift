@@ -48,6 +48,8 @@ struct CompareCommand: ParsableCommand {
     var seqLen = 512
     @Option(help: "Score at most this many tokens per evaluation file (0: all).")
     var maxTokens = 32768
+    @Option(help: "Score each window's positions from this one on, the earlier ones context only (llama-perplexity --kl-divergence scores the second half: 256 with --seq-len 512).")
+    var scoreFrom = 0
     @Option(help: "Items per zero-shot task and file.")
     var taskItems = 100
     @Option(help: "Rotation seeds per quantized model: mean and spread are reported.")
@@ -76,6 +78,7 @@ struct CompareCommand: ParsableCommand {
         if seeds < 1 || taskItems < 0 || maxTokens < 0 || calibSamples < 1 || calibSeqLen < 1 {
             throw ValidationError("--seeds, --calib-samples and --calib-seq-len must be at least 1; --task-items and --max-tokens not negative")
         }
+        if scoreFrom < 0 || scoreFrom >= seqLen - 1 { throw ValidationError("--score-from must be in 0..<\(seqLen - 1) (the window's last scored position), got \(scoreFrom)") }
         if plotReference != nil && plot == nil { throw ValidationError("--plot-reference needs --plot") }
     }
 
@@ -111,6 +114,7 @@ struct CompareCommand: ParsableCommand {
         var options = CompareOptions()
         options.seqLen = seqLen
         options.maxTokens = maxTokens == 0 ? nil : maxTokens
+        options.scoreFrom = scoreFrom
         options.taskItems = taskItems
         options.measureSpeed = !noSpeed
         var bar: (label: String, bar: ProgressBar)?

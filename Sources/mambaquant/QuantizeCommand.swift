@@ -16,8 +16,12 @@ struct QuantizeCommand: ParsableCommand {
     var stats: String
     @Option(help: "rtn, smoothquant, hadamard or mambaquant.")
     var method: QuantizationMethod = .mambaquant
-    @Option(help: "Weight and activation bits, wXaY: X in {4, 8}, Y in 4...8.", transform: ArgumentParsing.bits)
-    var bits = BitWidths(weight: 8, activation: 8)
+    @Option(help: "Weight and activation bits, wXaY: X in {4, 8}, Y in 4...8 (default w8a8; w4a8 with --bits-per-weight).", transform: ArgumentParsing.bits)
+    var bits: BitWidths?
+    @Option(help: "Mixed widths: each linear at 4 or 8 bits, chosen by measured KL per byte so the file holds at most this many bits per weight (8 x its safetensors bytes / the float model's parameters, as `inspect` counts). Holds the model whole in memory.")
+    var bitsPerWeight: Double?
+    @Option(help: "Calibration windows on which --bits-per-weight measures each module's KL.")
+    var allocationWindows = 8
     @Option(help: "Weight scales per group of this many input columns (default: one per output channel).")
     var groupSize: Int?
     @Option(help: "Static activation scales clip at: max, p99.9, p99.99 or p99.999 of |x| in calibration (p99.99 was best on the bundled model's validation text; see README).")
@@ -47,10 +51,16 @@ struct QuantizeCommand: ParsableCommand {
     func validate() throws {
         if let g = groupSize, !(1...QuantizationRecipe.maxGroupSize).contains(g) { throw ValidationError("--group-size must be in 1...\(QuantizationRecipe.maxGroupSize), got \(g)") }
         if !(gptqDamp > 0 && gptqDamp < 1) { throw ValidationError("--gptq-damp must be in (0, 1), got \(gptqDamp)") }
+        if let b = bitsPerWeight {
+            if !(b.isFinite && b > 0) { throw ValidationError("--bits-per-weight must be a positive number, got \(b)") }
+            if let bits, bits.weight != 4 { throw ValidationError("--bits-per-weight chooses between 4 and 8 bits from a 4-bit base: give --bits w4aY (or no --bits), not \(bits)") }
+        }
+        if allocationWindows < 1 { throw ValidationError("--allocation-windows must be at least 1, got \(allocationWindows)") }
     }
 
     func run() throws {
         let model = try modelOptions.directory()
+        let bits = bits ?? BitWidths(weight: bitsPerWeight == nil ? 8 : 4, activation: 8)
         var recipe = QuantizationRecipe(method: method, bits: bits, groupSize: groupSize, clip: actClip, seed: seed)
         profile?.apply(to: &recipe, config: try MambaConfig.load(directory: model))
         if let actScale { recipe.activations = actScale }
@@ -62,6 +72,7 @@ struct QuantizeCommand: ParsableCommand {
         recipe.gptq = GPTQ.Options(dampening: gptqDamp, actOrder: gptqActOrder)
         let job = try QuantizeJob(model: model, stats: stats, out: out, recipe: recipe, parallelism: runtime.parallelism)
         let windows = job.stats.windows
+        if let bitsPerWeight { return try runMixedWidths(job, bitsPerWeight: bitsPerWeight) }
         let bar = ProgressBar("quantize", unit: "tok", unitsPerStep: Double(windows.seqLength) / Double(job.weights.config.numLayers), quiet: quiet)
         let r = try job.run(progress: bar.update)
         for t in r.transforms { printError("  " + (t.layer.map { "layer \($0): " } ?? "") + t.step + ": " + t.detail) }
@@ -70,5 +81,27 @@ struct QuantizeCommand: ParsableCommand {
         }
         printError(String(format: "quantized %@ with %@ %@ in %.1f s -> %@ (%.2f MB of weights, float32 %.2f MB)",
                           model, method.rawValue, recipe.bits.description, r.seconds, out, Double(r.weightBytes) / 1e6, Double(r.floatBytes) / 1e6))
+    }
+
+    /// `--bits-per-weight`: the two quantizations, the scoring, the choice and the file.
+    func runMixedWidths(_ job: QuantizeJob, bitsPerWeight: Double) throws {
+        let c = job.weights.config, seqLength = job.stats.windows.seqLength
+        let score = ProgressBar("score modules", unit: "models", unitsPerStep: 1, quiet: quiet)
+        let r = try job.runMixedWidths(
+            bitsPerWeight: bitsPerWeight, windows: allocationWindows,
+            quantizeProgress: { label in
+                ProgressBar(label, unit: "tok", unitsPerStep: Double(seqLength) / Double(c.numLayers), quiet: quiet).update
+            },
+            scoreProgress: score.update)
+        let choice = r.choice, chosen = choice.candidates.filter(\.chosen)
+        let bpw = { (bytes: Int) in 8 * Double(bytes) / Double(r.parameters) }
+        printError(String(format: "  all 4-bit: %.3f bits per weight, KL %.5f on %d calibration windows; all 8-bit: KL %.5f", bpw(r.lowFileBytes), choice.lowKL,
+                          min(allocationWindows, job.stats.windows.windows.count), choice.highKL))
+        // Every module's measured cost at 4 bits: the per-module, per-layer 4-bit error budget.
+        for m in choice.candidates {
+            printError(String(format: "  %d bits: %@ (at 8 bits alone KL %+.6f, %+d bytes)", m.chosen ? 8 : 4, m.name, -m.gain, m.extraBytes))
+        }
+        printError(String(format: "quantized %@ with %@ at mixed widths (%d of %d modules at 8 bits) in %.1f s -> %@: %.3f bits per weight (target %g), KL %.5f on the calibration windows",
+                          job.model, method.rawValue, chosen.count, choice.candidates.count, r.seconds, out, bpw(r.fileBytes), bitsPerWeight, choice.mixedKL))
     }
 }

@@ -24,15 +24,17 @@ final class QuantizationObjectTests: XCTestCase {
                     r.profile = method == .rtn ? nil : .accurate
                     if bits.weight == 4 { r.gptq = .init(dampening: 0.05, blockSize: 64, actOrder: false) }
                     recipes.append(r)
+                    r.moduleWeightBits = ["lm_head": 8, "backbone.layers.1.mixer.out_proj": bits.weight == 4 ? 8 : 4]
+                    recipes.append(r)
                 }
             }
         }
         for r in recipes {
-            for (headInput, tied) in [(false, false), (true, true), (true, false)] {
+            for (headInput, tied) in [(nil, false), (.f16, true), (.f32, true), (.f16, false)] as [(QuantizationObject.HeadInputStorage?, Bool)] {
                 let o = QuantizationObject(recipe: r, transforms: [.init(step: "R1", layer: nil, detail: "d"), .init(step: "rotate", layer: 1, detail: "e")],
                                            provenance: provenance, headInput: headInput, tiedHead: tied)
                 XCTAssertEqual(try roundTrip(o), o, r.tag)
-                XCTAssertEqual(o.formatVersion, headInput ? 3 : r.bits.weight == 4 ? 2 : 1)
+                XCTAssertEqual(o.formatVersion, headInput == .f16 || !r.moduleWeightBits.isEmpty ? 4 : headInput == .f32 ? 3 : r.bits.weight == 4 ? 2 : 1)
                 XCTAssertEqual(o.transforms, ["R1: d", "layer 1: rotate: e"])
             }
         }
@@ -80,6 +82,13 @@ final class QuantizationObjectTests: XCTestCase {
                 XCTAssertFalse("\(e)".contains("\n"), "\(e)")
             }
         }
+        var widths = minimal.object!
+        widths["module_weight_bits"] = .object(["lm_head": .number(8)])
+        XCTAssertThrowsError(try QuantizationObject(json: .object(widths), source: "c")) { e in XCTAssertTrue("\(e)".contains("need format 4"), "\(e)") }
+        widths["format_version"] = .number(4)
+        XCTAssertEqual(try QuantizationObject(json: .object(widths), source: "c").recipe.moduleWeightBits, ["lm_head": 8])
+        widths["module_weight_bits"] = .object(["lm_head": .number(6)])
+        XCTAssertThrowsError(try QuantizationObject(json: .object(widths), source: "c")) { e in XCTAssertTrue("\(e)".contains("lm_head 6 bits"), "\(e)") }
         var gptq = minimal.object!
         gptq["weight_rounding"] = .string("gptq")
         gptq["gptq"] = .object(["dampening": .number(2)])

@@ -24,7 +24,7 @@ final class TiedHeadTests: XCTestCase {
     }
 
     /// A tied source: the head is the embedding's table (the head's bits and groups), stored once,
-    /// beside the head-input matrix; the checkpoint is format 3, reads back with the same logits
+    /// beside the head-input matrix (F16); the checkpoint is format 4, reads back with the same logits
     /// on both runtimes, and the int8 runtime's lookup reads the head's panels. Kept float, the
     /// head is a float copy of the table beside the int8 embedding (two tables, as untied).
     func testTiedSourceStoresOneTable() throws {
@@ -60,7 +60,8 @@ final class TiedHeadTests: XCTestCase {
             XCTAssertEqual(store.contains("lm_head.weight"), !tied, label)
             XCTAssertTrue(store.contains("lm_head.input_transform"), label)
             let config = try MambaConfig.load(directory: out).json["quantization"]!.object!
-            XCTAssertEqual(config["format_version"]?.int, 3, label)
+            XCTAssertEqual(config["format_version"]?.int, 4, label)
+            XCTAssertEqual(try store.view("lm_head.input_transform").dtype, .f16, "format 4 stores the head-input matrix in F16: \(label)")
             XCTAssertEqual(config["tied_head"]?.bool, tied, label)
             let file = try FileManager.default.attributesOfItem(atPath: out + "/model.safetensors")[.size] as! Int
             XCTAssertLessThan(file, q.weightBytes + 64 * 1024, "the table is stored once: \(label)")

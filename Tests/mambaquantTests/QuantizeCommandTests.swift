@@ -52,6 +52,45 @@ final class QuantizeCommandTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/bad"))
     }
 
+    /// --bits-per-weight: the file holds at most the target's bits per weight, the 8-bit modules
+    /// are recorded; a target below the all-4-bit file, or an 8-bit base, is refused in one line
+    /// with nothing written.
+    func testBitsPerWeight() throws {
+        let dir = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let stats = try calibrate(tiny, dir, "s.safetensors")
+        let tinyParameters = 28256.0
+        func bitsPerWeight(_ out: String) throws -> Double {
+            8 * Double(try FileManager.default.attributesOfItem(atPath: out + "/model.safetensors")[.size] as! Int) / tinyParameters
+        }
+        let base = ["quantize", "--model", tiny, "--stats", stats, "--quiet"]
+        var r = try CLI.run(base + ["--bits", "w4a8", "--out", dir + "/w4"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        r = try CLI.run(base + ["--bits", "w8a8", "--out", dir + "/w8"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let (low, high) = (try bitsPerWeight(dir + "/w4"), try bitsPerWeight(dir + "/w8"))
+        let target = (low + high) / 2
+        r = try CLI.run(base + ["--bits-per-weight", String(format: "%.3f", target), "--out", dir + "/mix"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertLessThanOrEqual(try bitsPerWeight(dir + "/mix"), target)
+        XCTAssertGreaterThan(try bitsPerWeight(dir + "/mix"), low)
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/mix/config.json"))) as! [String: Any]
+        let q = config["quantization"] as! [String: Any]
+        XCTAssertEqual(q["weight_bits"] as? Int, 4)
+        XCTAssertEqual(q["format_version"] as? Int, 4)
+        let widths = try XCTUnwrap(q["module_weight_bits"] as? [String: Int])
+        XCTAssertFalse(widths.isEmpty)
+        XCTAssertTrue(widths.values.allSatisfy { $0 == 8 })
+        XCTAssertTrue(r.stderr.contains("bits per weight (target"), r.stderr)
+        for (extra, needle) in [(["--bits-per-weight", "1.5"], "below this model's all-4-bit checkpoint"), (["--bits-per-weight", "6", "--bits", "w8a8"], "give --bits w4aY")] {
+            let bad = try CLI.run(base + extra + ["--out", dir + "/bad"])
+            XCTAssertNotEqual(bad.status, 0)
+            XCTAssertTrue(bad.stderr.contains(needle), bad.stderr)
+            XCTAssertEqual(bad.stderr.split(separator: "\n").filter { $0.hasPrefix("Error") }.count, 1, bad.stderr)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/bad"))
+        }
+    }
+
     /// A full disk while writing: one line with the reason, the temporary directory removed, an
     /// existing checkpoint untouched. Needs a small tmpfs (root); skipped where mount is refused.
     func testFullDiskLeavesTheOldCheckpoint() throws {
