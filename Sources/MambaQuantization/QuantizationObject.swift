@@ -41,19 +41,20 @@ public struct QuantizationObject: Sendable, Equatable, Codable {
     /// Version 2 packs int4 weights two per byte; w8 checkpoints keep version 1 (nothing in them
     /// changed, so older readers still read them). Version 3 adds a tied source's head-input matrix
     /// (F32) and, with a quantized head, one table for the embedding and the head (`tied_head`).
-    /// Version 4 may store the head-input matrix in F16 (as quantize now writes it; F32 where its
-    /// values are not all halves, as in a version 3 file rewritten) and may give modules their own
-    /// weight bits (`module_weight_bits`); either would be misread by a version 3 reader.
-    public static func formatVersion(weightBits: Int, headInput: HeadInputStorage?, mixedWidths: Bool = false) -> Int {
-        headInput == .f16 || mixedWidths ? 4 : headInput == .f32 ? 3 : weightBits == 4 ? 2 : 1
+    /// Version 4 stores some float tensors in F16 (the head-input matrix and A_log, as quantize now
+    /// writes them; F32 where their values are not all halves, as in a version 3 file rewritten) and
+    /// may give modules their own weight bits (`module_weight_bits`); either would be misread by a
+    /// version 3 reader.
+    public static func formatVersion(weightBits: Int, headInput: Bool, halfTensors: Bool = false, mixedWidths: Bool = false) -> Int {
+        halfTensors || mixedWidths ? 4 : headInput ? 3 : weightBits == 4 ? 2 : 1
     }
     public static let readableVersions = [1, 2, 3, 4]
+    /// From this version a float tensor may be stored in F16 (FORMAT.md).
+    public static let halfTensorsVersion = 4
 
-    /// How a tied source's head-input matrix is stored.
-    public enum HeadInputStorage: Sendable { case f16, f32 }
-
-    public init(recipe: QuantizationRecipe, transforms: [AppliedTransform], provenance: QuantizationProvenance, headInput: HeadInputStorage?, tiedHead: Bool) {
-        formatVersion = Self.formatVersion(weightBits: recipe.bits.weight, headInput: headInput, mixedWidths: !recipe.moduleWeightBits.isEmpty)
+    public init(recipe: QuantizationRecipe, transforms: [AppliedTransform], provenance: QuantizationProvenance, headInput: Bool, halfTensors: Bool = false,
+                tiedHead: Bool) {
+        formatVersion = Self.formatVersion(weightBits: recipe.bits.weight, headInput: headInput, halfTensors: halfTensors, mixedWidths: !recipe.moduleWeightBits.isEmpty)
         self.tiedHead = tiedHead
         toolVersion = MambaQuantVersion.current
         self.recipe = recipe

@@ -277,8 +277,13 @@ struct LayerQuantizer {
                 modules[spec.name] = try weights(prefix + spec.name, m.weight(spec.name), bias: m.module(spec.name).bias, groups: spec.allowsGroups)
             }
         }
-        // The vectors and the transforms' artifacts go as they are.
-        let block = QuantizedBlock(norm: b.norm.map(floatVector), mixer: QuantizedMixer(kind: m.kind, modules: modules, tensors: m.tensors))
+        // The vectors and the transforms' artifacts go as they are, but for those stored in F16
+        // (format 4), rounded here so the model in memory is the one written.
+        let tensors = m.tensors.reduce(into: [String: Tensor]()) { $0[$1.key] = QuantizedNames.halfVectors.contains($1.key) ? $1.value.roundedToHalf() : $1.value }
+        if let (key, _) = tensors.first(where: { QuantizedNames.halfVectors.contains($0.key) && !$0.value.storage.allSatisfy(\.isFinite) }) {
+            throw MambaError(.badInput, "layer \(i)'s \(key) holds values past the 65504 an F16 tensor holds")
+        }
+        let block = QuantizedBlock(norm: b.norm.map(floatVector), mixer: QuantizedMixer(kind: m.kind, modules: modules, tensors: tensors))
         return (LayerInProgress(block: block, awaitingGPTQ: awaiting), b.floatBlock(layer: i))
     }
 

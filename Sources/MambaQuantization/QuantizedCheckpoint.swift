@@ -17,6 +17,11 @@ enum QuantizedNames {
     static let normF = "backbone.norm_f.weight"
     /// The head-input matrix [D, D] (format 3).
     static let headInput = "lm_head.input_transform"
+    /// A mixer's float vectors stored in F16 from format 4: A_log (A = -exp(A_log)), the largest
+    /// ([E, N] on Mamba-1: 5% of a bard-mamba-sized w4a8 file in F32); a half's 2^-11 relative
+    /// step moves A by at most 0.2%, well under the 8-bit rounding of the scan's inputs, and the
+    /// BF16 checkpoints many Mamba models ship already hold it coarser.
+    static let halfVectors: Set<String> = ["A_log", "A_b_log"]   // A_b_log: Vim's backward branch
     static let tokenizerFiles = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
     /// The largest weight or activation scale a checkpoint may hold: 127 x 1e30 x a float32 input
     /// summed over any K stays finite only for far smaller scales, but no trained model comes near
@@ -104,7 +109,7 @@ extension QuantizedModel {
         let lmHead = q.tiedHead ? QuantizedLayer(weight: embedding, floatWeight: nil, bias: nil, input: try reader.input(QuantizedNames.lmHead))
             : try reader.layer(QuantizedNames.lmHead, rows: v, cols: d, bias: false)
         let headInput = !reader.store.contains(QuantizedNames.headInput) ? nil
-            : try reader.floats(QuantizedNames.headInput, [d, d], dtype: q.formatVersion >= 4 && (try reader.store.view(QuantizedNames.headInput)).dtype == .f16 ? .f16 : .f32)
+            : try reader.floats(QuantizedNames.headInput, [d, d])
         if q.formatVersion < 3 && (q.tiedHead || headInput != nil) {
             throw MambaError(.badConfig, "\(directory) is format \(q.formatVersion) but has a tied head or \(QuantizedNames.headInput), which need format 3")
         }
@@ -120,8 +125,10 @@ extension QuantizedModel {
             throw MambaError(.unusedTensor, "\(directory) has tensor \(extra), which this quantized format does not use")
         }
         let transforms = q.transforms.map { AppliedTransform(step: $0, layer: nil, detail: "") }
-        return QuantizedModel(config: config, recipe: q.recipe, embedding: embedding, blocks: [], lmHead: lmHead, transforms: transforms,
+        var model = QuantizedModel(config: config, recipe: q.recipe, embedding: embedding, blocks: [], lmHead: lmHead, transforms: transforms,
                               headInput: headInput, tiedHead: q.tiedHead)
+        model.halfTensors = q.formatVersion >= QuantizationObject.halfTensorsVersion
+        return model
     }
 }
 
@@ -150,9 +157,11 @@ final class QuantizedCheckpointReader {
         return v
     }
 
-    /// A float32 (or `dtype`, widened) tensor, refused when it holds NaN or Inf (it would run and print NaN).
-    func floats(_ name: String, _ shape: [Int], dtype: DType = .f32) throws -> Tensor {
-        let v = try view(name, dtype, shape)
+    /// A float32 tensor (from format 4 also F16, widened), refused when it holds NaN or Inf (it
+    /// would run and print NaN).
+    func floats(_ name: String, _ shape: [Int]) throws -> Tensor {
+        let half = try formatVersion >= QuantizationObject.halfTensorsVersion && store.contains(name) && store.view(name).dtype == .f16
+        let v = try view(name, half ? .f16 : .f32, shape)
         defer { v.releasePages() }
         let t = Tensor(shape: shape, storage: try v.floats())
         if let bad = t.storage.first(where: { !$0.isFinite }) {

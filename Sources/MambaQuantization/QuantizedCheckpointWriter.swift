@@ -14,12 +14,18 @@ public final class QuantizedCheckpointWriter {
     let temp: String
     let tensors: ShardedSafeTensorsWriter
     private(set) public var weightBytes = 0
+    /// Whether a float tensor went to disk in F16 (format 4).
+    private var wroteHalf = false
+    let halfTensors: Bool
     private var finished = false
 
     /// 5 GB shards, Hugging Face's default.
     public static let defaultShardBytes = 5_000_000_000
 
-    public init(directory: String, sourceDirectory: String, shardBytes: Int = defaultShardBytes) throws {
+    /// With `halfTensors` the head-input matrix and A_log go in F16 (format 4), as the pipeline
+    /// rounded them; without, in F32 (a checkpoint of an older format written again).
+    public init(directory: String, sourceDirectory: String, shardBytes: Int = defaultShardBytes, halfTensors: Bool = true) throws {
+        self.halfTensors = halfTensors
         let fm = FileManager.default
         let url = URL(fileURLWithPath: directory).standardizedFileURL
         let parent = url.deletingLastPathComponent().path
@@ -52,6 +58,14 @@ public final class QuantizedCheckpointWriter {
     public func abandon() {
         try? FileManager.default.removeItem(atPath: temp)
         TemporaryPaths.unregister(temp)
+    }
+
+    /// A float tensor in F16 (format 4) with `halfTensors` where every value is a half, as the
+    /// pipeline rounds the head-input matrix and A_log; in F32 otherwise.
+    private func addHalfIfExact(_ name: String, _ t: Tensor) throws {
+        let half = halfTensors && t.storage.allSatisfy { Float(Float16($0)) == $0 }
+        try tensors.add(name, t, as: half ? .f16 : .f32)
+        wroteHalf = wroteHalf || half
     }
 
     /// Integer weights and their scales.
@@ -98,7 +112,9 @@ public final class QuantizedCheckpointWriter {
             switch spec.role {
             case .weight(let module): try layer(p + module, m.modules[module]!, shape: spec.diskShape(config))
             case .bias: break   // written with its module
-            case .vector: try tensors.add(p + spec.key, m.tensors[spec.key]!)
+            case .vector:
+                let t = m.tensors[spec.key]!
+                if QuantizedNames.halfVectors.contains(spec.key) { try addHalfIfExact(p + spec.key, t) } else { try tensors.add(p + spec.key, t) }
             }
         }
         for (site, key) in m.spec.scanInputs {
@@ -122,12 +138,9 @@ public final class QuantizedCheckpointWriter {
                        transforms: [AppliedTransform], provenance: QuantizationProvenance) throws {
         try tensors.add(QuantizedNames.normF, Tensor(repeating: 1, shape: [config.hiddenSize]))
         weightBytes += 4 * config.hiddenSize
-        // F16 (format 4) when every value is a half, as the pipeline rounds it; F32 otherwise (a
-        // version 3 checkpoint read and written again stays what it was).
-        let headStorage: QuantizationObject.HeadInputStorage? = headInput.map { $0.storage.allSatisfy { Float(Float16($0)) == $0 } ? .f16 : .f32 }
-        if let headInput, let headStorage {
-            try tensors.add(QuantizedNames.headInput, headInput, as: headStorage == .f16 ? .f16 : .f32)
-            weightBytes += (headStorage == .f16 ? 2 : 4) * headInput.count
+        if let headInput {
+            try addHalfIfExact(QuantizedNames.headInput, headInput)
+            weightBytes += 4 * headInput.count   // as held in memory, like every count here
         }
         if tiedHead {
             try inputScale(QuantizedNames.lmHead, lmHead)
@@ -135,7 +148,8 @@ public final class QuantizedCheckpointWriter {
             try layer(QuantizedNames.lmHead, lmHead)
             weightBytes += lmHead.storedBytes
         }
-        var object = QuantizationObject(recipe: recipe, transforms: transforms, provenance: provenance, headInput: headStorage, tiedHead: tiedHead)
+        var object = QuantizationObject(recipe: recipe, transforms: transforms, provenance: provenance, headInput: headInput != nil,
+                                        halfTensors: wroteHalf, tiedHead: tiedHead)
         var json = config.json
         json["tie_word_embeddings"] = .bool(tiedHead)
         try finish(config: config, json: json, object: &object)
@@ -153,7 +167,7 @@ public final class QuantizedCheckpointWriter {
         try tensors.add(QuantizedNames.normF, Tensor(repeating: 1, shape: [d]))
         try layer(QuantizedVisionMamba.headModule, q.head)
         weightBytes = q.weightBytes + 4 * d
-        var object = QuantizationObject(recipe: q.recipe, transforms: q.transforms, provenance: provenance, headInput: nil, tiedHead: false)
+        var object = QuantizationObject(recipe: q.recipe, transforms: q.transforms, provenance: provenance, headInput: false, halfTensors: wroteHalf, tiedHead: false)
         try finish(config: c, json: c.json, object: &object)
     }
 
@@ -192,7 +206,7 @@ extension QuantizedModel {
     /// Writes the checkpoint directory (QuantizedCheckpointWriter).
     public func write(directory: String, sourceDirectory: String, provenance: QuantizationProvenance,
                       shardBytes: Int = QuantizedCheckpointWriter.defaultShardBytes) throws {
-        let w = try QuantizedCheckpointWriter(directory: directory, sourceDirectory: sourceDirectory, shardBytes: shardBytes)
+        let w = try QuantizedCheckpointWriter(directory: directory, sourceDirectory: sourceDirectory, shardBytes: shardBytes, halfTensors: halfTensors)
         do {
             // A tied table goes after the blocks, as `stream` hands it out.
             if !tiedHead { try w.add(embedding: embedding) }

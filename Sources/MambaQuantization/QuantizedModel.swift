@@ -97,6 +97,9 @@ public struct QuantizedModel: Sendable {
     /// One table for the embedding and the head: `lmHead.weight` is `embedding` (the head's bits and
     /// groups, per-row scales = the head's per-output-channel scales), stored and held once.
     public var tiedHead = false
+    /// Whether the head-input matrix and A_log go to disk in F16 (format 4; their values are halves:
+    /// the pipeline rounded them). A checkpoint read from an older format keeps F32 when written again.
+    public var halfTensors = true
 
     /// The model with its leaf ops swapped for quantized ones (the same forward as float). On the
     /// int8 runtime the linears run int8 GEMMs and the conv sums integers; the SSM inputs take the

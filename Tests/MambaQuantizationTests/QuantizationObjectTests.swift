@@ -30,11 +30,11 @@ final class QuantizationObjectTests: XCTestCase {
             }
         }
         for r in recipes {
-            for (headInput, tied) in [(nil, false), (.f16, true), (.f32, true), (.f16, false)] as [(QuantizationObject.HeadInputStorage?, Bool)] {
+            for (headInput, half, tied) in [(false, false, false), (false, true, false), (true, true, true), (true, false, true), (true, true, false)] {
                 let o = QuantizationObject(recipe: r, transforms: [.init(step: "R1", layer: nil, detail: "d"), .init(step: "rotate", layer: 1, detail: "e")],
-                                           provenance: provenance, headInput: headInput, tiedHead: tied)
+                                           provenance: provenance, headInput: headInput, halfTensors: half, tiedHead: tied)
                 XCTAssertEqual(try roundTrip(o), o, r.tag)
-                XCTAssertEqual(o.formatVersion, headInput == .f16 || !r.moduleWeightBits.isEmpty ? 4 : headInput == .f32 ? 3 : r.bits.weight == 4 ? 2 : 1)
+                XCTAssertEqual(o.formatVersion, half || !r.moduleWeightBits.isEmpty ? 4 : headInput ? 3 : r.bits.weight == 4 ? 2 : 1)
                 XCTAssertEqual(o.transforms, ["R1: d", "layer 1: rotate: e"])
             }
         }

@@ -115,7 +115,8 @@ final class QuantizedModelTests: XCTestCase {
         let provenance = QuantizationProvenance(sourceSHA256: "a", statsSHA256: "b")
         var sizes: [Int] = []
         for bits in [8, 4] {
-            let q = try QuantizedModel.quantize(weights: w, stats: stats, recipe: .init(method: .mambaquant, bits: .init(weight: bits, activation: 8)), parallelism: .serial)
+            var q = try QuantizedModel.quantize(weights: w, stats: stats, recipe: .init(method: .mambaquant, bits: .init(weight: bits, activation: 8)), parallelism: .serial)
+            q.halfTensors = false   // F32 vectors: format 2, which a format-1 reader's tensors can mimic below
             try q.write(directory: dir + "/w\(bits)", sourceDirectory: source, provenance: provenance)
             sizes.append(try FileManager.default.attributesOfItem(atPath: dir + "/w\(bits)/model.safetensors")[.size] as! Int)
         }

@@ -28,6 +28,8 @@ final class StreamedQuantizeTests: XCTestCase {
     func wholeModelQuantize(_ w: MambaWeights, _ file: StatsFile, _ recipe: QuantizationRecipe) throws -> QuantizedModel {
         var p = ModelParameters(weights: w)
         let log = try applyPlan(recipe.method, to: &p, stats: file.stats, seed: recipe.seed, alpha: recipe.alpha)
+        // The head-input matrix as format 4 stores it (F16), before the second pass sees the head's input.
+        p.headInput = p.headInput.map { Matrix($0.tensor.roundedToHalf()) }
         let transformed = p.floatModel()
         var final = CalibrationStats(sites: [:], pooledResidual: Moments(channels: 1))
         for window in file.windows.windows {
@@ -70,7 +72,10 @@ final class StreamedQuantizeTests: XCTestCase {
                         min(clip, st.range.absmax[(k * size)..<((k + 1) * size)].max()!) / Float(qmax(bits: ab)) }))
                 }
             }
-            return QuantizedBlock(norm: b.norm.map(floatVector), mixer: QuantizedMixer(kind: m.kind, modules: modules, tensors: m.tensors), scanInputs: scan)
+            // A_log as format 4 stores it (F16).
+            var tensors = m.tensors
+            tensors["A_log"] = tensors["A_log"]?.roundedToHalf()
+            return QuantizedBlock(norm: b.norm.map(floatVector), mixer: QuantizedMixer(kind: m.kind, modules: modules, tensors: tensors), scanInputs: scan)
         }
         // A tied head stays tied: the embedding's table quantized as the head is both (unless the
         // head is kept float: then a float copy of the table beside the int8 embedding).
