@@ -120,6 +120,15 @@ public enum QuantizationProfile: String, CaseIterable, Sendable, Codable {
     /// modules llama.cpp leaves in float (x_proj, dt_proj, the conv: all but in_proj and out_proj)
     /// and the SSM inputs kept float. Measured: KL 0.00005, top-1 99.54% (fast: 0.00059, 98.72%).
     case accurate
+    /// Accurate's dynamic per-token scales with only the convs and the scan inputs float (x_proj and
+    /// dt_proj int8): on the bundled model KL 0.000069 in 6.47 MB against llama.cpp Q8_0's 0.000080
+    /// in 6.68 MB, where accurate spends 7.56 MB for 0.000051 (README "Size against accuracy").
+    case compact
+
+    /// What the compact profile keeps in float: every depthwise conv and the scan inputs.
+    public static func compactFloatSet(_ kinds: [MixerKind]) -> Set<String> {
+        Set(kinds.flatMap { $0.spec.modules.filter { $0.kind == .depthwiseConv }.map(\.name) } + [QuantizationRecipe.allScanInputs])
+    }
 
     /// What the accurate profile keeps in float on these layer kinds: every module that neither
     /// reads nor writes the residual stream (on Mamba all but in_proj and out_proj) and the scan inputs.
@@ -140,6 +149,9 @@ public enum QuantizationProfile: String, CaseIterable, Sendable, Codable {
         case .accurate:
             recipe.activations = .perToken
             recipe.keepFloat = Self.floatSet(config.distinctKinds)
+        case .compact:
+            recipe.activations = .perToken
+            recipe.keepFloat = Self.compactFloatSet(config.distinctKinds)
         }
     }
 }

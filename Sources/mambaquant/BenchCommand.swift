@@ -34,7 +34,7 @@ struct BenchCommand: ParsableCommand {
     var model: String?
     @Option(help: "A quantized checkpoint of --model to time instead of quantizing on the fly.")
     var quantized: String?
-    @Option(help: "The recipe of the int8 model quantized on the fly: fast (default) or accurate (see quantize --profile).")
+    @Option(help: "The recipe of the int8 model quantized on the fly: fast (default), accurate or compact (see quantize --profile).")
     var profile: QuantizationProfile?
     @Option(help: "Bit widths of the int8 model quantized on the fly (default w8a8): one (w8a8, w4a8, ...) or several, comma-separated, timed side by side (w8a8,w4a8: the first is the one compared with float32, the others with it).",
             transform: ArgumentParsing.list(ArgumentParsing.bits))

@@ -44,6 +44,10 @@ final class QuantizeCommandTests: XCTestCase {
         let tinyParameters = 28256
         XCTAssertEqual(overridden["source_parameters"] as? Int, tinyParameters)
         XCTAssertEqual(accurate["source_parameters"] as? Int, tinyParameters)
+        let compact = try quantization(["--profile", "compact"])
+        XCTAssertEqual(compact["profile"] as? String, "compact")
+        XCTAssertEqual(compact["activation_scale"] as? String, "dynamic")
+        XCTAssertEqual(Set(compact["kept_float"] as! [String]), ["conv1d", "ssm_inputs"])
         let fast = try quantization(["--profile", "fast"])
         XCTAssertEqual(fast["activation_scale"] as? String, "static")
         XCTAssertEqual(fast["kept_float"] as? [String], [])
