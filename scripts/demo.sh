@@ -4,12 +4,13 @@
 # binary, then calibrate -> quantize (MambaQuant W8A8) -> generate with the int8 model, and the
 # compare report of all four methods at w8a8, w4a8 and w8a6 against float32; the two profiles
 # (fast: the paper's static scales; accurate: llama.cpp Q8_0's accuracy) side by side with speed;
-# w4a8 with GPTQ against round-to-nearest for three methods; then the same four-method report for
+# --profile compact and a mixed 4/8-bit checkpoint at llama.cpp Q4_0's size on the positions
+# llama-perplexity scores; w4a8 with GPTQ against round-to-nearest for three methods; then the same four-method report for
 # the bundled Mamba-2 (models/bard-mamba2) and the bundled hybrid (models/bard-hybrid: Mamba-2,
 # attention and MLP layers); then the bundled Vision Mamba (models/mnist-vim):
 # calibrate on images, quantize, classify with the int8 model, and its four-method report.
 # Outputs go to demo-output/ (report.md, report.svg, report-profiles.md, report-w4.md,
-# report-mamba2.md, report-mamba2.svg, report-hybrid.md, report-hybrid.svg, report-vim.md, report-vim.svg, the stats files and the quantized
+# report-sizes.md, report-mamba2.md, report-mamba2.svg, report-hybrid.md, report-hybrid.svg, report-vim.md, report-vim.svg, the stats files and the quantized
 # checkpoints).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +40,16 @@ echo
 echo "== the two profiles: fast and accurate ==" >&2
 "$BIN" compare --quantized "$OUT/bard-mamba-w8a8" --quantized "$OUT/bard-mamba-w8a8-accurate" --task-items 0 --out "$OUT/report-profiles.md"
 cat "$OUT/report-profiles.md"
+echo
+echo "== size against accuracy: --profile compact, and mixed 4/8-bit widths at llama.cpp Q4_0's size (README) ==" >&2
+"$BIN" quantize --model "$MODEL" --stats "$OUT/stats.safetensors" --bits w8a8 --profile compact --out "$OUT/bard-mamba-w8a8-compact"
+"$BIN" quantize --model "$MODEL" --stats "$OUT/stats.safetensors" --bits-per-weight 5.29 --act-scale dynamic --keep-float ssm_inputs \
+    --out "$OUT/bard-mamba-mixed-5.29"
+"$BIN" inspect "$OUT/bard-mamba-w8a8-compact" | sed -n 4p
+"$BIN" inspect "$OUT/bard-mamba-mixed-5.29" | sed -n 4p
+"$BIN" compare --quantized "$OUT/bard-mamba-w8a8-compact" --quantized "$OUT/bard-mamba-mixed-5.29" --data calibration/shakespeare-test.txt \
+    --score-from 256 --task-items 0 --no-speed --out "$OUT/report-sizes.md"
+cat "$OUT/report-sizes.md"
 echo
 echo "== 4-bit weights: GPTQ against round-to-nearest ==" >&2
 "$BIN" compare --methods rtn,hadamard,mambaquant --bits w4a8 --weight-rounding rtn,gptq --task-items 0 --no-speed --out "$OUT/report-w4.md"
