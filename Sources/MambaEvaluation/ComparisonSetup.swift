@@ -18,6 +18,10 @@ public struct ComparisonSetup: Sendable {
     public var groupSize: Int?
     /// Named recipes quantized on the fly (the error budget's variants), after `methods`.
     public var recipes: [(name: String, recipe: QuantizationRecipe)] = []
+    /// The 4-bit error budget per module and layer: for each of these recipes, the 4-bit model with
+    /// one module (one layer's linear or conv, or the head) at 8 bits, a row each, named by a
+    /// prefix and the module (the two quantizations of `quantize --bits-per-weight`).
+    public var moduleWidthRecipes: [(prefix: String, recipe: QuantizationRecipe)] = []
     public var seeds = 1
     public var evaluationFiles: [String] = []
     public var calibrationFiles: [String] = []
@@ -40,7 +44,7 @@ public struct ComparisonSetup: Sendable {
             throw MambaError(.badInput, "--model \(modelDir) is a quantized checkpoint: give its float source, and the quantized one with --quantized")
         }
         let checkpoint = try CheckpointWeights(directory: modelDir)
-        let weights = methods.isEmpty && recipes.isEmpty ? nil : try checkpoint.all()
+        let weights = methods.isEmpty && recipes.isEmpty && moduleWidthRecipes.isEmpty ? nil : try checkpoint.all()
         guard let tokenizer = try loadTokenizer(modelDirectory: modelDir) else {
             throw MambaError(.missingFile, "\(modelDir) has no tokenizer.json: evaluation text cannot be tokenized")
         }
@@ -89,6 +93,19 @@ public struct ComparisonSetup: Sendable {
                                             model: q.model(runtime: runtime), transformedFloat: nil, weightBytes: q.weightBytes,
                                             runtime: int8Path, recipe: recipe.settings))
                 log("quantized \(name)")
+            }
+            for (prefix, base) in moduleWidthRecipes {
+                let (lowRecipe, highRecipe) = WidthAllocation.recipes(base)
+                let low = try QuantizedModel.quantize(weights: weights, stats: stats, recipe: lowRecipe, parallelism: par)
+                let high = try QuantizedModel.quantize(weights: weights, stats: stats, recipe: highRecipe, parallelism: par)
+                for module in low.widthCandidates {
+                    let mixed = low.taking([module], from: high)
+                    // The module in the recipe's words keeps each row its own (rows merge by recipe).
+                    contenders.append(Contender(name: prefix + module, method: base.method.rawValue, bits: base.bits.description, seed: base.seed,
+                                                model: mixed.model(runtime: runtime), transformedFloat: nil, weightBytes: mixed.weightBytes,
+                                                runtime: int8Path, recipe: mixed.recipe.settings + "; \(module) at 8 bits"))
+                }
+                log("quantized \(prefix)* (\(low.widthCandidates.count) modules)")
             }
         }
         return (contenders, files, tokenizer)

@@ -31,7 +31,7 @@ struct CompareCommand: ParsableCommand {
     var weightRounding: [WeightRounding]?
     @Option(help: "Weight scales per group of this many input columns for --methods (default: one per output channel).")
     var groupSize: Int?
-    @Flag(help: "The error budget instead of the plain methods: each site quantized alone, then activation scales, clip, weight groups, kept-float modules and methods one family at a time, for --methods (default mambaquant) at --bits.")
+    @Flag(help: "The error budget instead of the plain methods: each site quantized alone, then activation scales, clip, weight groups, kept-float modules and methods one family at a time, for --methods (default mambaquant) at --bits; at 4 bits also each layer's modules alone at 8 bits.")
     var budget = false
     @OptionGroup var dataOptions: DataOptions   // default: the test and ood-test splits
     @Option(help: "Calibration text (repeatable; default: the manifest's calib split).")
@@ -99,6 +99,12 @@ struct CompareCommand: ParsableCommand {
         if budget {
             // Each variant is its own row; the plain methods are the budget's "method:" rows.
             setup.recipes = budgetRecipes(try MambaConfig.load(directory: modelDir), methods: setup.methods, bits: setup.bits)
+            // At 4 bits, also what each module of each layer costs: its row has only it at 8 bits.
+            setup.moduleWidthRecipes = setup.methods.flatMap { m in
+                setup.bits.filter { $0.weight == 4 }.map { b in
+                    ((setup.methods.count > 1 ? m.rawValue + " " : "") + (setup.bits.count > 1 ? "\(b) " : "") + "8 bits alone: ", QuantizationRecipe(method: m, bits: b))
+                }
+            }
             setup.methods = []
         }
         if let weightRounding { setup.weightRoundings = weightRounding }

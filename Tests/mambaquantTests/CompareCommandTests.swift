@@ -127,5 +127,15 @@ final class CompareCommandTests: XCTestCase {
         for expected in ["only in_proj", "only ssm_inputs.dt", "activations: dynamic, blocks of 32", "dynamic per token + Q8_0's float set", "method: rtn"] {
             XCTAssertTrue(names.contains(expected), "\(expected) in \(names)")
         }
+        XCTAssertFalse(names.contains { $0.hasPrefix("8 bits alone") }, "per-module width rows are a 4-bit budget's")
+
+        // At 4 bits, each layer's modules and the head alone at 8 bits, a row each (tiny-tied: 2 layers of 4 modules).
+        let w4 = try CLI.run(["compare", "--model", tiny, "--budget", "--bits", "w4a8", "--data", dir + "/t.txt", "--calib-data", dir + "/t.txt",
+                              "--calib-samples", "2", "--calib-seq-len", "24", "--seq-len", "32", "--max-tokens", "64", "--task-items", "0", "--no-speed",
+                              "--quiet", "--format", "json", "--cache-dir", dir + "/cache"])
+        XCTAssertEqual(w4.status, 0, w4.stderr)
+        let rows = (try JSONSerialization.jsonObject(with: Data(w4.stdout.utf8)) as! [String: Any])["results"] as! [[String: Any]]
+        let widths = rows.map { $0["name"] as! String }.filter { $0.hasPrefix("8 bits alone: ") }
+        XCTAssertEqual(Set(widths), Set((0..<2).flatMap { i in ["in_proj", "conv1d", "x_proj", "dt_proj", "out_proj"].map { "8 bits alone: backbone.layers.\(i).mixer.\($0)" } } + ["8 bits alone: lm_head"]))
     }
 }
