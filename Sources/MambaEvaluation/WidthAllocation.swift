@@ -165,7 +165,7 @@ extension QuantizeJob {
             .check(job: "quantize --bits-per-weight", lower: "the model's size: mixed widths hold it whole (quantize without --bits-per-weight streams it)")
         let parameters = c.parameterCount
         let target = Int((bitsPerWeight * Double(parameters) / 8).rounded(.down))
-        var summary: WidthSummary!
+        var result: (choice: WidthChoice, lowBytes: Int, written: Int)!
         let seconds = try measureSeconds {
             let reference = try MambaLM(checkpoint: weights)
             let (lowRecipe, highRecipe) = WidthAllocation.recipes(recipe)
@@ -177,16 +177,15 @@ extension QuantizeJob {
             }
             let high = try QuantizedModel.quantize(weights: weights, stats: stats, recipe: highRecipe, parallelism: parallelism,
                                                    progress: quantizeProgress?("quantize w8"))
-            // A promoted module changes its tensor's dtype and shape in the header (a few bytes,
-            // padded to 8): leave that much aside per module.
+            // A promoted module's header entry changes dtype (U8 to I8, as long) and shape (never
+            // more digits), and the header is padded to 8 bytes: 16 per module is more than enough.
             let margin = 16 * (low.widthCandidates.count + 1)
             let choice = try WidthAllocation.choose(low: low, high: high, reference: reference, windows: Array(stats.windows.windows.prefix(count)),
                                                     extraBudget: max(0, target - lowBytes - margin), parallelism: parallelism, progress: scoreProgress)
             try write(choice.model)
-            let written = try Self.safetensorsBytes(directory: out)
-            summary = WidthSummary(choice: choice, lowFileBytes: lowBytes, targetFileBytes: target, fileBytes: written, parameters: parameters, seconds: 0)
+            result = (choice, lowBytes, try TensorStore(directory: out).bytesOnDisk)
         }
-        return WidthSummary(choice: summary.choice, lowFileBytes: summary.lowFileBytes, targetFileBytes: target, fileBytes: summary.fileBytes,
+        return WidthSummary(choice: result.choice, lowFileBytes: result.lowBytes, targetFileBytes: target, fileBytes: result.written,
                             parameters: parameters, seconds: seconds)
     }
 
@@ -197,13 +196,6 @@ extension QuantizeJob {
         TemporaryPaths.register(aside)
         defer { try? FileManager.default.removeItem(atPath: aside); TemporaryPaths.unregister(aside) }
         try q.write(directory: aside, sourceDirectory: model, provenance: provenance)
-        return try Self.safetensorsBytes(directory: aside)
-    }
-
-    static func safetensorsBytes(directory: String) throws -> Int {
-        let names = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".safetensors") }
-        return try names.reduce(0) { total, name in
-            total + ((try FileManager.default.attributesOfItem(atPath: directory + "/" + name)[.size] as? Int) ?? 0)
-        }
+        return try TensorStore(directory: aside).bytesOnDisk
     }
 }

@@ -113,10 +113,10 @@ extension QuantizedModel {
         if q.formatVersion < 3 && (q.tiedHead || headInput != nil) {
             throw MambaError(.badConfig, "\(directory) is format \(q.formatVersion) but has a tied head or \(QuantizedNames.headInput), which need format 3")
         }
-        // Format 3 is a tied source's: norm_f's weight lives in the head-input matrix, without
-        // which the model would run with other logits.
-        if q.formatVersion == 3 && headInput == nil {
-            throw MambaError(.missingTensor, "\(directory) is format 3 but lacks tensor \(QuantizedNames.headInput)")
+        // Format 3 is a tied source's, and so is a tied head in format 4: norm_f's weight lives in
+        // the head-input matrix, without which the model would run with other logits.
+        if (q.formatVersion == 3 || q.tiedHead) && headInput == nil {
+            throw MambaError(.missingTensor, "\(directory) is format \(q.formatVersion)\(q.tiedHead ? " with a tied head" : "") but lacks tensor \(QuantizedNames.headInput)")
         }
         if let stray = q.recipe.moduleWeightBits.keys.sorted().first(where: { !reader.bitsRead.contains($0) }) {
             throw MambaError(.badConfig, "\(directory)/config.json: \"quantization\" module_weight_bits names \(stray), which is not a quantized module of this model")

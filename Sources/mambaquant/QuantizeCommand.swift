@@ -26,7 +26,7 @@ struct QuantizeCommand: ParsableCommand {
     var groupSize: Int?
     @Option(help: "Static activation scales clip at: max, p99.9, p99.99 or p99.999 of |x| in calibration (p99.99 was best on the bundled model's validation text; see README).")
     var actClip: ActivationClip = .p99_99
-    @Option(help: "A named recipe: fast (static per-tensor scales, every site quantized: the paper's) accurate (dynamic per-token scales; x_proj, dt_proj, conv1d and the SSM inputs float: closer to float than llama.cpp Q8_0) or compact (accurate with x_proj and dt_proj int8: Q8_0's accuracy at no more bytes). Flags given beside it override its settings.")
+    @Option(help: "A named recipe: fast (static per-tensor scales, every site quantized: the paper's), accurate (dynamic per-token scales; x_proj, dt_proj, conv1d and the SSM inputs float: closer to float than llama.cpp Q8_0) or compact (accurate with x_proj and dt_proj int8: Q8_0's accuracy at no more bytes). Flags given beside it override its settings.")
     var profile: QuantizationProfile?
     @Option(help: "static (calibrated per-tensor scales), dynamic (per-token scales at run time) or block (dynamic per token and block of 32 input columns, llama.cpp Q8_0's).")
     var actScale: ActivationScaling?
