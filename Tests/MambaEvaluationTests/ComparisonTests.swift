@@ -12,35 +12,42 @@ final class ComparisonTests: XCTestCase {
         return [13, 7, 2, 11].map { n in (0..<n).map { _ in Int(rng.next() % 30) } }
     }
 
+    /// Every position, and (`scoreFrom`, llama-perplexity's second half) only the later ones: a
+    /// window shorter than that scores nothing but still counts as a window.
     func testAgainstBruteForce() throws {
         let a = MambaLM(weights: randomWeights(config, seed: 1)), b = MambaLM(weights: randomWeights(config, seed: 2))
         let ws = windows(seed: freshSeed(in: 0...1_000_000))
-        let r = try compareOnWindows(reference: a, candidates: [a, b], windows: ws, tokenBytes: { _ in 2 }, parallelism: .serial)
-        XCTAssertEqual(r.count, 3)
-        XCTAssertEqual(r[1].meanKL, 0, accuracy: 1e-12)
-        XCTAssertEqual(r[1].top1Agreement, 1)
-        XCTAssertEqual(r[1].score.nats, r[0].score.nats, accuracy: 1e-9)
+        for from in [0, 5] {
+            let r = try compareOnWindows(reference: a, candidates: [a, b], windows: ws, tokenBytes: { _ in 2 }, parallelism: .serial, scoreFrom: from)
+            XCTAssertEqual(r.count, 3)
+            XCTAssertEqual(r[1].meanKL, 0, accuracy: 1e-12)
+            XCTAssertEqual(r[1].top1Agreement, 1)
+            XCTAssertEqual(r[1].score.nats, r[0].score.nats, accuracy: 1e-9)
 
-        var kl = 0.0, agree = 0, nats = 0.0, positions = 0
-        for w in ws {
-            let (la, lb) = (try a.logits(w), try b.logits(w))
-            let v = la.cols
-            for t in 0..<(w.count - 1) {
-                let pa = softmax(Array(la.storage[(t * v)..<((t + 1) * v)])), pb = softmax(Array(lb.storage[(t * v)..<((t + 1) * v)]))
-                for j in 0..<v { kl += pa[j] * log(pa[j] / pb[j]) }
-                if pa.firstIndex(of: pa.max()!) == pb.firstIndex(of: pb.max()!) { agree += 1 }
-                nats -= log(pb[w[t + 1]])
-                positions += 1
+            var kl = 0.0, agree = 0, nats = 0.0, positions = 0
+            for w in ws {
+                let (la, lb) = (try a.logits(w), try b.logits(w))
+                let v = la.cols
+                for t in 0..<(w.count - 1) where t >= from {
+                    let pa = softmax(Array(la.storage[(t * v)..<((t + 1) * v)])), pb = softmax(Array(lb.storage[(t * v)..<((t + 1) * v)]))
+                    for j in 0..<v { kl += pa[j] * log(pa[j] / pb[j]) }
+                    if pa.firstIndex(of: pa.max()!) == pb.firstIndex(of: pb.max()!) { agree += 1 }
+                    nats -= log(pb[w[t + 1]])
+                    positions += 1
+                }
             }
+            XCTAssertEqual(positions, from == 0 ? 29 : 7 + 1 + 0 + 5, "windows of 13, 7, 2 and 11 tokens")
+            XCTAssertEqual(r[2].positions, positions, "from \(from)")
+            XCTAssertEqual(r[2].meanKL, kl / Double(positions), accuracy: 1e-9)
+            XCTAssertEqual(r[2].top1Agreements, agree)
+            XCTAssertEqual(r[2].score.nats, nats, accuracy: 1e-6)
+            XCTAssertEqual(r[2].score.bytes, 2 * positions)
+            XCTAssertEqual(r[2].score.windows, 4)
+            // Two threads: the same numbers.
+            let two = try compareOnWindows(reference: a, candidates: [a, b], windows: ws, tokenBytes: { _ in 2 }, parallelism: Parallelism(threads: 2),
+                                           scoreFrom: from)
+            XCTAssertEqual(two, r)
         }
-        XCTAssertEqual(r[2].meanKL, kl / Double(positions), accuracy: 1e-9)
-        XCTAssertEqual(r[2].top1Agreements, agree)
-        XCTAssertEqual(r[2].score.nats, nats, accuracy: 1e-6)
-        XCTAssertEqual(r[2].score.bytes, 2 * positions)
-        XCTAssertEqual(r[2].score.windows, 4)
-        // Two threads: the same numbers.
-        let two = try compareOnWindows(reference: a, candidates: [a, b], windows: ws, tokenBytes: { _ in 2 }, parallelism: Parallelism(threads: 2))
-        XCTAssertEqual(two, r)
     }
 
     func softmax(_ x: [Float]) -> [Double] {

@@ -58,6 +58,7 @@ final class WidthAllocationTests: XCTestCase {
             let store = try TensorStore(directory: out)
             XCTAssertEqual(try store.view(inProj + ".weight").dtype, .i8, name)
             XCTAssertEqual(try store.view(BlockNames.mixerPrefix(layer: 1) + "in_proj.weight").dtype, .u8, name)
+            XCTAssertEqual(try store.view(BlockNames.mixerPrefix(layer: 0) + "A_log").dtype, .f16, "format 4 stores A_log in F16: \(name)")
             let tokens = (0..<23).map { ($0 * 11 + 3) % 50 }
             let loaded = try QuantizedModel.load(directory: out)
             XCTAssertEqual(loaded.recipe.moduleWeightBits, mixed.recipe.moduleWeightBits, name)
