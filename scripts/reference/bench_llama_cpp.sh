@@ -6,47 +6,23 @@
 # its averages over -r runs).
 #
 #   bash scripts/reference/bench_llama_cpp.sh /tmp/m2-130m 2      # checkpoint dir with tokenizer.json, threads
+#   LLAMA_CPP_TYPES=q8_0 bash scripts/reference/bench_llama_cpp.sh /tmp/granite-1b 1   # Q8_0 only
 #
 # The checkpoint: scripts/reference/make_random_sharded_checkpoint.py --preset mamba2-130m --dtype f32
 # --tokenizer Tests/Fixtures/tokenizers/gpt-neox-20b/tokenizer.json --out /tmp/m2-130m (random
-# weights: speed only). Needs cmake (pip install cmake) and network access to PyPI once.
+# weights: speed only). Needs cmake (pip install cmake) and network access to PyPI once (llama_cpp_build.sh).
 set -euo pipefail
 model=${1:?checkpoint directory}
 threads=${2:-2}
-version=0.3.36
+here=$(cd "$(dirname "$0")" && pwd)
+src=$(bash "$here/llama_cpp_build.sh")
 work=${LLAMA_CPP_WORK:-/tmp/llama-cpp-bench}
-mkdir -p "$work"
-src="$work/llama_cpp_python-$version/vendor/llama.cpp"
-if [ ! -d "$src" ]; then
-    url=$(curl -sS "https://pypi.org/pypi/llama-cpp-python/$version/json" |
-          python3 -c "import json,sys; print([u['url'] for u in json.load(sys.stdin)['urls'] if u['packagetype'] == 'sdist'][0])")
-    curl -sSL -o "$work/sdist.tar.gz" "$url"
-    tar xzf "$work/sdist.tar.gz" -C "$work"
-fi
-if [ ! -x "$src/build/bin/llama-bench" ]; then
-    cmake -S "$src" -B "$src/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
-          -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DGGML_NATIVE=ON
-    cmake --build "$src/build" --target llama-bench -j "$(nproc)"
-fi
 name=$(basename "$model")
-# The converter reads neither transformers 5's tagged infinity in Mamba-2's time_step_limit nor
-# Mamba-1's time_step_rank "auto"; it only needs the sizes, so a copy spells them as numbers.
-cp "$model/config.json" "$work/$name.config.json"
-python3 - "$model/config.json" <<'EOF'
-import json, sys
-p = sys.argv[1]
-j = json.load(open(p))
-if j.get("time_step_rank") == "auto":
-    j["time_step_rank"] = -(-j["hidden_size"] // 16)
-if isinstance(j.get("time_step_limit"), list):
-    j["time_step_limit"] = [v if isinstance(v, (int, float)) else 1e30 for v in j["time_step_limit"]]
-json.dump(j, open(p, "w"), indent=1)
-EOF
-for t in f32 q8_0; do
-    [ -f "$work/$name-$t.gguf" ] || PYTHONPATH="$src/gguf-py" python3 "$src/convert_hf_to_gguf.py" "$model" --outtype "$t" --outfile "$work/$name-$t.gguf"
+types=${LLAMA_CPP_TYPES:-f32 q8_0}
+for t in $types; do
+    [ -f "$work/$name-$t.gguf" ] || python3 "$here/llama_cpp_convert.py" "$src" "$model" "$work/$name-$t.gguf" "$t"
 done
-cp "$work/$name.config.json" "$model/config.json"
 lscpu | grep "Model name" || true
-for t in f32 q8_0; do
+for t in $types; do
     "$src/build/bin/llama-bench" -m "$work/$name-$t.gguf" -t "$threads" -p 512 -n 64 -r 5
 done
