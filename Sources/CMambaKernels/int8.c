@@ -473,6 +473,42 @@ MQ_VNNI __attribute__((always_inline)) static inline void step_vnni(
     }
 }
 
+// One row against one panel with four accumulators (block_vnni's decode case). W4: each 64-byte
+// load holds two k-steps (low and high nibbles).
+MQ_VNNI __attribute__((always_inline)) static inline __m512i single_row_vnni(
+    const int8_t *a, const int flipped, const int8_t *panel, int steps, const int W4) {
+    const __m512i flip = _mm512_set1_epi32((int32_t)0x80808080u);
+#define MQ_A(s) (flipped ? _mm512_set1_epi32(load4(a + (size_t)(s) * MQ_S8_KSTEP)) \
+                         : _mm512_xor_si512(_mm512_set1_epi32(load4(a + (size_t)(s) * MQ_S8_KSTEP)), flip))
+    __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0;
+    int s = 0;
+    if (W4) {
+        for (; s + 4 <= steps; s += 4) {
+            const __m512i v0 = _mm512_loadu_si512((const void *)(panel + (size_t)s * 32));
+            const __m512i v1 = _mm512_loadu_si512((const void *)(panel + (size_t)(s + 2) * 32));
+            c0 = _mm512_dpbusd_epi32(c0, MQ_A(s), mq_s4_low_vnni(v0));
+            c1 = _mm512_dpbusd_epi32(c1, MQ_A(s + 1), mq_s4_high_vnni(v0));
+            c2 = _mm512_dpbusd_epi32(c2, MQ_A(s + 2), mq_s4_low_vnni(v1));
+            c3 = _mm512_dpbusd_epi32(c3, MQ_A(s + 3), mq_s4_high_vnni(v1));
+        }
+        for (; s < steps; s += 2) {
+            const __m512i v = _mm512_loadu_si512((const void *)(panel + (size_t)s * 32));
+            c0 = _mm512_dpbusd_epi32(c0, MQ_A(s), mq_s4_low_vnni(v));
+            if (s + 1 < steps) c1 = _mm512_dpbusd_epi32(c1, MQ_A(s + 1), mq_s4_high_vnni(v));
+        }
+    } else {
+        for (; s + 4 <= steps; s += 4) {
+            c0 = _mm512_dpbusd_epi32(c0, MQ_A(s), _mm512_loadu_si512((const void *)(panel + (size_t)s * 64)));
+            c1 = _mm512_dpbusd_epi32(c1, MQ_A(s + 1), _mm512_loadu_si512((const void *)(panel + (size_t)(s + 1) * 64)));
+            c2 = _mm512_dpbusd_epi32(c2, MQ_A(s + 2), _mm512_loadu_si512((const void *)(panel + (size_t)(s + 2) * 64)));
+            c3 = _mm512_dpbusd_epi32(c3, MQ_A(s + 3), _mm512_loadu_si512((const void *)(panel + (size_t)(s + 3) * 64)));
+        }
+        for (; s < steps; s++) c0 = _mm512_dpbusd_epi32(c0, MQ_A(s), _mm512_loadu_si512((const void *)(panel + (size_t)s * 64)));
+    }
+#undef MQ_A
+    return _mm512_add_epi32(_mm512_add_epi32(c0, c1), _mm512_add_epi32(c2, c3));
+}
+
 // AVX-512 VNNI: vpdpbusd multiplies unsigned by signed bytes, so a is shifted to a + 128 (a xor
 // 0x80) and 128 * col_sum is subtracted at the end. An MR x (16 * NP) block: NP panels share each
 // broadcast of a. W4: int4 panels.
@@ -484,7 +520,12 @@ MQ_VNNI __attribute__((always_inline)) static inline void block_vnni(
         for (int q = 0; q < NP; q++) acc[r][q] = _mm512_setzero_si512();
     const int8_t *a = a_rows + (size_t)i0 * lda;
     const int steps = kp / MQ_S8_KSTEP;
-    if (W4) {
+    if (MR == 1 && NP == 1) {
+        // One row (decode): one accumulator would chain every vpdpbusd on the last (5 cycles of
+        // latency per 64 bytes of weights, slower than memory streams them); four chains over
+        // consecutive k-steps, summed at the end (integer sums: the same result).
+        acc[0][0] = single_row_vnni(a, flipped, panel, steps, W4);
+    } else if (W4) {
         // Each 64-byte load of a panel feeds two k-steps (mamba_int8.h, int4 panels).
         int s = 0;
         for (; s < steps; s += 2) {

@@ -34,10 +34,13 @@ final class Int8OpsTests: XCTestCase {
         return got
     }
 
-    /// Exact int32 sums on odd shapes (M = 1, 3, 17; K not a multiple of 32; N not of 16).
+    /// Exact int32 sums on odd shapes (M = 1, 3, 17; K not a multiple of 32; N not of 16). One row
+    /// runs four accumulator chains over k-steps on VNNI: K of 5, 7, 66 and 385 k-steps leaves
+    /// every remainder of four.
     func testGEMMAccumulatorsEqualTheReferenceOnEveryPath() {
         var rng = SeededRandom(seed: freshSeed())
-        for (m, n, k) in [(1, 37, 45), (3, 16, 32), (17, 33, 67), (17, 100, 129), (7, 64, 258), (13, 48, 3), (2, 1, 1)] {
+        for (m, n, k) in [(1, 37, 45), (3, 16, 32), (17, 33, 67), (17, 100, 129), (7, 64, 258), (13, 48, 3), (2, 1, 1),
+                          (1, 19, 20), (1, 40, 27), (1, 33, 263), (1, 300, 1537)] {
             let kp = Int(mq_s8_padded_k(Int32(k)))
             var a = [Int8](repeating: 0, count: m * kp)
             let values = randomInt8(m * k, &rng)
@@ -64,7 +67,8 @@ final class Int8OpsTests: XCTestCase {
     /// on both sides of every path's row threshold.
     func testInt4GEMMAccumulatorsEqualTheReferenceOnEveryPath() {
         var rng = SeededRandom(seed: freshSeed())
-        for (m, n, k) in [(1, 37, 45), (3, 16, 36), (5, 33, 67), (17, 100, 129), (7, 64, 258), (13, 48, 3), (2, 1, 1), (1, 300, 1536)] {
+        for (m, n, k) in [(1, 37, 45), (3, 16, 36), (5, 33, 67), (17, 100, 129), (7, 64, 258), (13, 48, 3), (2, 1, 1), (1, 300, 1536),
+                          (1, 21, 24), (1, 35, 100), (1, 17, 1544)] {
             let kp = Int(mq_s8_padded_k(Int32(k)))
             let extreme = rng.next() % 3 == 0
             var a = [Int8](repeating: 0, count: m * kp)

@@ -16,7 +16,10 @@ here is mended, each a no-op where it does not apply:
 - Nemotron-H without experts: transformers 5's NemotronHConfig always carries the experts' keys
   (num_experts_per_tok, n_routed_experts), which the converter takes for a mixture of experts
   (nemotron_h_moe), and its list form of the layer pattern names a dense MLP layer "mlp", which the
-  converter does not count as a feed-forward layer; both are read as the pattern says.
+  converter does not count as a feed-forward layer; both are read as the pattern says;
+- Granite-4.0-H: transformers 5 renames layer_types' "attention" and "mamba" to "full_attention"
+  and "linear_attention" in the config it writes, and the converter looks for "attention" (it took
+  every layer for Mamba); the copy has the hub's names.
 """
 import json
 import os
@@ -39,6 +42,10 @@ def config_copy(checkpoint, into):
         config["time_step_rank"] = -(-config["hidden_size"] // 16)
     if isinstance(config.get("time_step_limit"), list):
         config["time_step_limit"] = [v if isinstance(v, (int, float)) else 1e30 for v in config["time_step_limit"]]
+    if config["model_type"] == "granitemoehybrid" and config.get("layer_types"):
+        # The Mamba-2 converters read config.json itself, so the hub's names go into the copy.
+        names = {"full_attention": "attention", "linear_attention": "mamba"}
+        config["layer_types"] = [names.get(t, t) for t in config["layer_types"]]
     json.dump(config, open(os.path.join(into, "config.json"), "w"), indent=1)
     for name in os.listdir(checkpoint):
         if name != "config.json":

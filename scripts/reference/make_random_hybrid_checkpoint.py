@@ -36,7 +36,7 @@ SHAPES = {
                            intermediate_size=2048, mamba_d_ssm=1536, mamba_n_heads=24, mamba_d_head=64, mamba_n_groups=1,
                            mamba_d_state=128, mamba_d_conv=4, mamba_chunk_size=128, vocab_size=32784, tie_word_embeddings=False),
     "granite-4.0-h-1b": dict(hidden_size=1536, num_hidden_layers=40, layer_types=["attention" if i % 10 == 9 else "mamba" for i in range(40)],
-                             num_attention_heads=12, num_key_value_heads=4, num_local_experts=0, shared_intermediate_size=4096,
+                             num_attention_heads=12, num_key_value_heads=4, num_local_experts=0, num_experts_per_tok=0, intermediate_size=4096, shared_intermediate_size=4096,
                              position_embedding_type="nope", mamba_n_heads=48, mamba_d_head=64, mamba_n_groups=1, mamba_d_state=128,
                              vocab_size=100352, tie_word_embeddings=True),
 }
