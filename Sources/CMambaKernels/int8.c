@@ -463,12 +463,15 @@ MQ_AVX2 static void gemm_avx2(const mq_gemm_s8_args *g) {
 
 // One k-step of an MR x (16 * NP) block: each row's 4 bytes broadcast (flipped to a + 128 here
 // unless the caller did), one vpdpbusd per panel.
+MQ_VNNI __attribute__((always_inline)) static inline __m512i broadcast_a_vnni(const int8_t *row, const int flipped, int s) {
+    const __m512i a = _mm512_set1_epi32(load4(row + (size_t)s * MQ_S8_KSTEP));
+    return flipped ? a : _mm512_xor_si512(a, _mm512_set1_epi32((int32_t)0x80808080u));
+}
+
 MQ_VNNI __attribute__((always_inline)) static inline void step_vnni(
     __m512i acc[6][2], const int8_t *a, int lda, const int flipped, int s, const __m512i *w, const int MR, const int NP) {
-    const __m512i flip = _mm512_set1_epi32((int32_t)0x80808080u);
     for (int r = 0; r < MR; r++) {
-        const __m512i ar = flipped ? _mm512_set1_epi32(load4(a + (size_t)r * lda + s * MQ_S8_KSTEP))
-                                   : _mm512_xor_si512(_mm512_set1_epi32(load4(a + (size_t)r * lda + s * MQ_S8_KSTEP)), flip);
+        const __m512i ar = broadcast_a_vnni(a + (size_t)r * lda, flipped, s);
         for (int q = 0; q < NP; q++) acc[r][q] = _mm512_dpbusd_epi32(acc[r][q], ar, w[q]);
     }
 }
@@ -477,9 +480,7 @@ MQ_VNNI __attribute__((always_inline)) static inline void step_vnni(
 // load holds two k-steps (low and high nibbles).
 MQ_VNNI __attribute__((always_inline)) static inline __m512i single_row_vnni(
     const int8_t *a, const int flipped, const int8_t *panel, int steps, const int W4) {
-    const __m512i flip = _mm512_set1_epi32((int32_t)0x80808080u);
-#define MQ_A(s) (flipped ? _mm512_set1_epi32(load4(a + (size_t)(s) * MQ_S8_KSTEP)) \
-                         : _mm512_xor_si512(_mm512_set1_epi32(load4(a + (size_t)(s) * MQ_S8_KSTEP)), flip))
+#define MQ_A(s) broadcast_a_vnni(a, flipped, s)
     __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0;
     int s = 0;
     if (W4) {

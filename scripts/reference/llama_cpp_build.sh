@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds llama.cpp from the copy vendored in llama-cpp-python's PyPI sdist (GGML_NATIVE, the tools
-# the README's comparisons use) and prints its source directory. Sourced by bench_llama_cpp.sh and
+# the README's comparisons use) and prints its source directory. Run by bench_llama_cpp.sh and
 # llama_cpp_kl.sh; needs cmake (pip install cmake) and PyPI once.
 set -euo pipefail
 version=0.3.36

@@ -73,7 +73,7 @@ def patch_converter():
     add_to_gguf = gguf.SpecialVocab.add_to_gguf
 
     def add_with_a_merge(self, writer, quiet=False):
-        if not self.merges and getattr(self, "load_merges", True):
+        if not self.merges and self.load_merges:
             self.merges = ["\u0100 \u0101"]
         return add_to_gguf(self, writer, quiet=quiet)
     gguf.SpecialVocab.add_to_gguf = add_with_a_merge
