@@ -54,6 +54,12 @@ MQ_AVX2 static void softplus_avx2(const float *x, float *out, size_t n) {
     for (; i < n; i++) out[i] = softplus_scalar(x[i]);
 }
 
+MQ_AVX512 static void softplus_avx512(const float *x, float *out, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, mq_softplus512(_mm512_loadu_ps(x + i)));
+    for (; i < n; i++) out[i] = softplus_scalar(x[i]);
+}
+
 MQ_AVX2 static void exp_avx2(const float *x, float *out, size_t n) {
     size_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, mq_exp256(_mm256_loadu_ps(x + i)));
@@ -70,6 +76,7 @@ void mq_silu_f32(const float *x, float *out, size_t n) {
 
 void mq_softplus_f32(const float *x, float *out, size_t n) {
 #if MQ_X86
+    if (mq_f32_level() >= 2) { softplus_avx512(x, out, n); return; }
     if (mq_has_avx2_fma()) { softplus_avx2(x, out, n); return; }
 #endif
     for (size_t i = 0; i < n; i++) out[i] = softplus_scalar(x[i]);

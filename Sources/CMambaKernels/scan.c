@@ -105,52 +105,93 @@ MQ_AVX512 static void scan_avx512(const mq_scan_args *a) {
     free(dt);
 }
 
-// N = 16 (every Mamba-1 and Vim checkpoint): sixteen channels per register and the block's whole
-// state in registers for the whole sequence. h[n] holds state n of channels e..e+15, so the update
-// and the C contraction are vertical (no horizontal sum per channel and step, B[t, n] and C[t, n]
-// broadcast), dt's softplus is one vector per step, and the state is read and written once per
-// call instead of once per step. The exps are the same count; what goes is the per-channel
-// overhead around them, and each exp is a power of 2 of A log2 e (9 vector operations instead of
-// mq_exp512's 15: the scan is bound by them). Channels past the last full block take the
-// per-channel path.
+// N = 16 (every Mamba-1 and Vim checkpoint): sixteen channels per register, a block's whole state
+// in registers. h[n] holds state n of channels e..e+15, so the update and the C contraction are
+// vertical (no horizontal sum per channel and step, B[t, n] and C[t, n] broadcast), dt's softplus
+// is one vector per step, and each exp is a power of 2 of A log2 e (9 vector operations instead
+// of mq_exp512's 15). Channels past the last full block take the per-channel path.
+//
+// The order of work is what the memory asks for. A step of a block touches 64 bytes of dt_raw, x
+// and y, one row (E floats) apart from the previous step's. Sweeping one block down the whole
+// sequence walked a new page per row and array and missed every line; so the sequence goes in
+// tiles of MQ_SCAN_TILE steps, and within a tile block after block: the next block's lines are
+// the neighbours of this one's, in pages just used, and are prefetched while this block computes.
+// The states wait between tiles in a transposed buffer ([block][n][channel], 1 KB a block). Within
+// a block's tile, each step's dt (softplus) and dt x go first: they depend on no earlier step, so
+// the core overlaps their long exp/log chains, which fused into the recurrence sat on its
+// critical path. Measured (bench --steps, mamba-130m shape, L 512, 1 thread, Zen 4): 286 ms over
+// the 24 layers with one block swept down the sequence and the softplus fused, 83 ms so.
+#define MQ_SCAN_TILE 32
 MQ_AVX512 static void scan_avx512_c16(const mq_scan_args *a) {
-    const int E = a->channels;
-    int e = a->channel_begin;
-    for (; e + 16 <= a->channel_end; e += 16) {
-        float At[16][16], hs[16][16];                  // [n][channel]: A and h of the block, transposed
-        for (int j = 0; j < 16; j++) {
-            for (int n = 0; n < 16; n++) {
-                At[n][j] = a->A[(size_t)(e + j) * 16 + n] * 1.44269504088896341f;  // log2 e: decays as powers of 2
-                hs[n][j] = a->h[(size_t)(e + j) * 16 + n];
+    const int E = a->channels, begin = a->channel_begin;
+    const int blocks = (a->channel_end - begin) / 16;
+    if (blocks > 0) {
+        float *At = malloc(sizeof(float) * 256 * (size_t)blocks), *hs = malloc(sizeof(float) * 256 * (size_t)blocks);
+        for (int b = 0; b < blocks; b++) {
+            for (int j = 0; j < 16; j++) {
+                const size_t ch = (size_t)(begin + 16 * b + j) * 16;
+                for (int n = 0; n < 16; n++) {
+                    At[256 * b + 16 * n + j] = a->A[ch + n] * 1.44269504088896341f;  // log2 e: decays as powers of 2
+                    hs[256 * b + 16 * n + j] = a->h[ch + n];
+                }
             }
         }
-        __m512 h[16];
-        for (int n = 0; n < 16; n++) h[n] = _mm512_loadu_ps(hs[n]);
-        const __m512 vD = _mm512_loadu_ps(a->D + e);
-        for (int t = 0; t < a->length; t++) {
-            const float *B = a->B + (size_t)t * a->ldb;
-            const float *C = a->C + (size_t)t * a->ldc;
-            const __m512 raw = _mm512_loadu_ps(a->dt_raw + (size_t)t * E + e);
-            const __m512 d = _mm512_insertf32x8(_mm512_castps256_ps512(mq_softplus256(_mm512_castps512_ps256(raw))),
-                                                mq_softplus256(_mm512_extractf32x8_ps(raw, 1)), 1);
-            const __m512 x = _mm512_loadu_ps(a->x + (size_t)t * E + e);
-            const __m512 dx = _mm512_mul_ps(d, x);
-            __m512 acc = _mm512_setzero_ps();
-            for (int n = 0; n < 16; n++) {
-                const __m512 decay = mq_exp2_512_nonpositive(_mm512_mul_ps(d, _mm512_loadu_ps(At[n])));
-                h[n] = _mm512_fmadd_ps(decay, h[n], _mm512_mul_ps(dx, _mm512_set1_ps(B[n])));
-                acc = _mm512_fmadd_ps(h[n], _mm512_set1_ps(C[n]), acc);
+        float dts[MQ_SCAN_TILE][16], dxs[MQ_SCAN_TILE][16];
+        for (int t0 = 0; t0 < a->length; t0 += MQ_SCAN_TILE) {
+            const int tile = a->length - t0 < MQ_SCAN_TILE ? a->length - t0 : MQ_SCAN_TILE;
+            for (int b = 0; b < blocks; b++) {
+                const int e = begin + 16 * b;
+                // Where the next block (or the next tile's first) reads, a row per step.
+                const int more = b + 1 < blocks || t0 + MQ_SCAN_TILE < a->length;
+                const size_t next = b + 1 < blocks ? (size_t)t0 * E + (size_t)(e + 16) : (size_t)(t0 + MQ_SCAN_TILE) * E + (size_t)begin;
+                const int next_rows = b + 1 < blocks ? tile : (a->length - t0 - MQ_SCAN_TILE < MQ_SCAN_TILE ? a->length - t0 - MQ_SCAN_TILE : MQ_SCAN_TILE);
+                for (int i = 0; i < tile; i++) {
+                    const size_t at = (size_t)(t0 + i) * E + e;
+                    if (more && i < next_rows) {
+                        const size_t ahead = next + (size_t)i * E;
+                        _mm_prefetch((const char *)(a->dt_raw + ahead), _MM_HINT_T0);
+                        _mm_prefetch((const char *)(a->x + ahead), _MM_HINT_T0);
+                        _mm_prefetch((const char *)(a->y + ahead), _MM_HINT_T0);
+                    }
+                    const __m512 raw = _mm512_loadu_ps(a->dt_raw + at);
+                    const __m512 d = mq_softplus512(raw);
+                    _mm512_storeu_ps(dts[i], d);
+                    _mm512_storeu_ps(dxs[i], _mm512_mul_ps(d, _mm512_loadu_ps(a->x + at)));
+                }
+                const float *Ab = At + 256 * b;
+                float *hb = hs + 256 * b;
+                __m512 h[16];
+                for (int n = 0; n < 16; n++) h[n] = _mm512_loadu_ps(hb + 16 * n);
+                const __m512 vD = _mm512_loadu_ps(a->D + e);
+                for (int i = 0; i < tile; i++) {
+                    const int t = t0 + i;
+                    const float *B = a->B + (size_t)t * a->ldb;
+                    const float *C = a->C + (size_t)t * a->ldc;
+                    const __m512 d = _mm512_loadu_ps(dts[i]), dx = _mm512_loadu_ps(dxs[i]);
+                    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+#pragma clang loop unroll(full)
+                    for (int n = 0; n < 16; n++) {
+                        const __m512 decay = mq_exp2_512_nonpositive(_mm512_mul_ps(d, _mm512_loadu_ps(Ab + 16 * n)));
+                        h[n] = _mm512_fmadd_ps(decay, h[n], _mm512_mul_ps(dx, _mm512_set1_ps(B[n])));
+                        acc[n & 1] = _mm512_fmadd_ps(h[n], _mm512_set1_ps(C[n]), acc[n & 1]);
+                    }
+                    const size_t at = (size_t)t * E + e;
+                    _mm512_storeu_ps(a->y + at, _mm512_fmadd_ps(vD, _mm512_loadu_ps(a->x + at), _mm512_add_ps(acc[0], acc[1])));
+                }
+                for (int n = 0; n < 16; n++) _mm512_storeu_ps(hb + 16 * n, h[n]);
             }
-            _mm512_storeu_ps(a->y + (size_t)t * E + e, _mm512_fmadd_ps(vD, x, acc));
         }
-        for (int n = 0; n < 16; n++) _mm512_storeu_ps(hs[n], h[n]);
-        for (int j = 0; j < 16; j++) {
-            for (int n = 0; n < 16; n++) a->h[(size_t)(e + j) * 16 + n] = hs[n][j];
+        for (int b = 0; b < blocks; b++) {
+            for (int j = 0; j < 16; j++) {
+                for (int n = 0; n < 16; n++) a->h[(size_t)(begin + 16 * b + j) * 16 + n] = hs[256 * b + 16 * n + j];
+            }
         }
+        free(At);
+        free(hs);
     }
-    if (e < a->channel_end) {
+    if (begin + 16 * blocks < a->channel_end) {
         mq_scan_args rest = *a;
-        rest.channel_begin = e;
+        rest.channel_begin = begin + 16 * blocks;
         scan_avx512(&rest);
     }
 }
