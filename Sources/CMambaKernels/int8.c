@@ -2,6 +2,7 @@
 // panels of 16 output rows x 4 k-values, so that one k-step of a panel is 64 contiguous bytes: a
 // single zmm for vpdpbusd, two ymm for the AVX2 sign trick, and the whole matrix is one forward
 // stream (what a memory-bound decode step wants). Every path accumulates the same integers exactly.
+#include "mamba_kernels.h"
 #include "mamba_int8.h"
 #include "int8_internal.h"
 #include <math.h>
@@ -226,10 +227,11 @@ void mq_absmax_rows_f32(const float *x, int m, int k, int ldx, float *absmax) {
 
 // Integer sums of at most K products of two int8 values: exact in int32 for any K below 2^17.
 // The epilogue is two statements so that no build contracts it into an FMA (every path rounds as
-// Int8Conv's definition in Swift).
+// Int8Conv's definition in Swift). With `silu`, each finished row goes through the SiLU while it
+// is in L1 (mq_silu_f32, the float path's own), instead of a second pass over [L, E] afterwards.
 static inline __attribute__((always_inline)) void conv_rows(
     const int8_t *restrict q, int t_begin, int t_end, int e, int k, const int8_t *restrict w,
-    const float *restrict out_scale, const float *restrict bias, float *restrict out) {
+    const float *restrict out_scale, const float *restrict bias, float *restrict out, int silu) {
     enum { BLOCK = 64 };   // channels per block: the int32 sums stay in registers
     for (int t = t_begin; t < t_end; t++) {
         float *restrict o = out + (size_t)t * e;
@@ -245,22 +247,33 @@ static inline __attribute__((always_inline)) void conv_rows(
                 o[c0 + c] = v + bias[c0 + c];
             }
         }
+        if (silu) mq_silu_f32(o, o, (size_t)e);
     }
 }
 
 #if MQ_X86
 MQ_AVX2 static void conv_rows_avx2(const int8_t *q, int t_begin, int t_end, int e, int k, const int8_t *w,
-                                   const float *out_scale, const float *bias, float *out) {
-    conv_rows(q, t_begin, t_end, e, k, w, out_scale, bias, out);
+                                   const float *out_scale, const float *bias, float *out, int silu) {
+    conv_rows(q, t_begin, t_end, e, k, w, out_scale, bias, out, silu);
 }
 #endif
 
+static void conv_s8(const int8_t *q, int t_begin, int t_end, int e, int k, const int8_t *w,
+                    const float *out_scale, const float *bias, float *out, int silu) {
+#if MQ_X86
+    if (mq_s8_level() >= 1) { conv_rows_avx2(q, t_begin, t_end, e, k, w, out_scale, bias, out, silu); return; }
+#endif
+    conv_rows(q, t_begin, t_end, e, k, w, out_scale, bias, out, silu);
+}
+
 void mq_conv_s8(const int8_t *q, int t_begin, int t_end, int e, int k, const int8_t *w,
                 const float *out_scale, const float *bias, float *out) {
-#if MQ_X86
-    if (mq_s8_level() >= 1) { conv_rows_avx2(q, t_begin, t_end, e, k, w, out_scale, bias, out); return; }
-#endif
-    conv_rows(q, t_begin, t_end, e, k, w, out_scale, bias, out);
+    conv_s8(q, t_begin, t_end, e, k, w, out_scale, bias, out, 0);
+}
+
+void mq_conv_silu_s8(const int8_t *q, int t_begin, int t_end, int e, int k, const int8_t *w,
+                     const float *out_scale, const float *bias, float *out) {
+    conv_s8(q, t_begin, t_end, e, k, w, out_scale, bias, out, 1);
 }
 
 // MARK: - GEMM

@@ -284,6 +284,16 @@ public struct Int8Conv: ConvOp {
     }
 
     public func forward(_ x: Tensor, state: inout [Float], _ parallelism: Parallelism) -> Tensor {
+        run(x, state: &state, silu: false, parallelism)
+    }
+
+    /// The conv with its SiLU applied to each output row as it is finished (mq_conv_silu_s8);
+    /// `silu(forward(x))` is its reference.
+    public func forwardSiLU(_ x: Tensor, state: inout [Float], _ parallelism: Parallelism) -> Tensor {
+        run(x, state: &state, silu: true, parallelism)
+    }
+
+    private func run(_ x: Tensor, state: inout [Float], silu: Bool, _ parallelism: Parallelism) -> Tensor {
         let (l, e, k) = (x.rows, x.cols, kernelSize)
         precondition(e == channels && state.count == (k - 1) * e, "int8 conv expects \(channels) channels and a state of \(k - 1) rows")
         // [K-1+L, E] integers: the state's rows, then this call's inputs quantized.
@@ -305,8 +315,8 @@ public struct Int8Conv: ConvOp {
                                                          UncheckedSendable(os.baseAddress!), UncheckedSendable(b.baseAddress!),
                                                          UncheckedSendable(o.baseAddress!))
                             parallelism.forEachChunk(l, minimumChunk: 32) { t in
-                                mq_conv_s8(qv.value, Int32(t.lowerBound), Int32(t.upperBound), Int32(e), Int32(k), wv.value,
-                                           osv.value, bv.value, ov.value)
+                                let conv = silu ? mq_conv_silu_s8 : mq_conv_s8
+                                conv(qv.value, Int32(t.lowerBound), Int32(t.upperBound), Int32(e), Int32(k), wv.value, osv.value, bv.value, ov.value)
                             }
                         }
                     }

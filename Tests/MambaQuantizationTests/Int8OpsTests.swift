@@ -335,7 +335,8 @@ final class Int8OpsTests: XCTestCase {
         }
     }
 
-    /// Int8Conv against ReferenceQuantizedConv, across two calls that hand the state on.
+    /// Int8Conv against ReferenceQuantizedConv, across two calls that hand the state on; its fused
+    /// SiLU against silu of its output.
     func testInt8ConvMatchesTheReferenceConv() {
         var rng = SeededRandom(seed: freshSeed())
         for (e, k) in [(37, 4), (64, 3), (5, 1), (130, 4)] {
@@ -353,8 +354,14 @@ final class Int8OpsTests: XCTestCase {
                 KernelPaths.forEachInt8Level { level in
                     for threads in [1, 2] {
                         var state = s1
+                        var fusedState = state
                         let got = int8.forward(x, state: &state, Parallelism(threads: threads))
                         XCTAssertLessThanOrEqual(maxAbsDifference(got.storage, want.storage), 1e-5 * max(1, want.absMax), "e \(e) k \(k) l \(l) level \(level)")
+                        // The fused SiLU: silu of the same sums (row by row, so a row's tail of
+                        // E mod 8 may take the scalar SiLU where the whole tensor's vector did).
+                        let fused = int8.forwardSiLU(x, state: &fusedState, Parallelism(threads: threads))
+                        XCTAssertLessThanOrEqual(maxAbsDifference(fused.storage, silu(got).storage), 1e-6 * max(1, want.absMax), "silu e \(e) k \(k) l \(l) level \(level)")
+                        XCTAssertEqual(fusedState, state)
                         outputs.append(got.storage)
                         states.append(state)
                     }

@@ -67,6 +67,10 @@ void mq_absmax_rows_f32(const float *x, int m, int k, int ldx, float *absmax);
 void mq_conv_s8(const int8_t *q, int t_begin, int t_end, int e, int k, const int8_t *w,
                 const float *out_scale, const float *bias, float *out);
 
+/// silu(mq_conv_s8(...)): each row through mq_silu_f32 as it is finished.
+void mq_conv_silu_s8(const int8_t *q, int t_begin, int t_end, int e, int k, const int8_t *w,
+                     const float *out_scale, const float *bias, float *out);
+
 typedef struct {
     int m, n, k;
     const int8_t *a;          // [m, lda], lda = mq_s8_padded_k(k), zero padded
