@@ -174,3 +174,66 @@ void mq_conv_silu_f32(const float *history, const float *x, int t_begin, int t_e
 #endif
     conv_silu_scalar(history, x, t_begin, t_end, e, k, w, bias, out);
 }
+
+// ---- RMSNorm over groups of a row (mq_rmsnorm_f32) ----
+
+// The sum of squares in lanes (one chain per lane, two registers) and then across them; the
+// scalar path keeps the plain loop's single chain. A row's group of `size` channels:
+// out = weight * (x * (1 / sqrt(mean(x^2) + eps))), the reference's rounding order after the sum.
+static float sum_squares_scalar(const float *x, int n) {
+    float s = 0;
+    for (int j = 0; j < n; j++) s += x[j] * x[j];
+    return s;
+}
+
+#if MQ_X86
+MQ_AVX2 static float sum_squares_avx2(const float *x, int n) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 16 <= n; j += 16) {
+        const __m256 v0 = _mm256_loadu_ps(x + j), v1 = _mm256_loadu_ps(x + j + 8);
+        a0 = _mm256_fmadd_ps(v0, v0, a0);
+        a1 = _mm256_fmadd_ps(v1, v1, a1);
+    }
+    for (; j + 8 <= n; j += 8) {
+        const __m256 v = _mm256_loadu_ps(x + j);
+        a0 = _mm256_fmadd_ps(v, v, a0);
+    }
+    a0 = _mm256_add_ps(a0, a1);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(a0), _mm256_extractf128_ps(a0, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    float s = _mm_cvtss_f32(h);
+    for (; j < n; j++) s += x[j] * x[j];
+    return s;
+}
+#endif
+
+void mq_rmsnorm_f32(const float *x, int rows, int cols, int groups, const float *weight, float eps, float *out) {
+    const int size = cols / groups;
+#if MQ_X86
+    const int vector = mq_has_avx2_fma();
+#else
+    const int vector = 0;
+#endif
+    for (int r = 0; r < rows; r++) {
+        for (int g = 0; g < groups; g++) {
+            const size_t base = (size_t)r * cols + (size_t)g * size;
+            const float *xr = x + base;
+            float *o = out + base;
+#if MQ_X86
+            const float ss = vector ? sum_squares_avx2(xr, size) : sum_squares_scalar(xr, size);
+#else
+            const float ss = sum_squares_scalar(xr, size);
+#endif
+            const float inv = 1.0f / sqrtf(ss / (float)size + eps);
+            if (weight) {
+                const float *w = weight + (size_t)g * size;
+                for (int j = 0; j < size; j++) o[j] = w[j] * (xr[j] * inv);
+            } else {
+                for (int j = 0; j < size; j++) o[j] = xr[j] * inv;
+            }
+        }
+    }
+    (void)vector;
+}

@@ -255,26 +255,8 @@ public struct GroupRMSNorm: Sendable {
     }
 
     public func forward(_ x: Tensor) -> Tensor {
-        let (rows, e) = (x.rows, x.cols)
-        let size = e / groups
-        precondition(size * groups == e && weight.count == e, "group norm: \(e) channels, \(groups) groups, weight of \(weight.count)")
-        var out = Tensor(zeros: x.shape)
-        x.storage.withUnsafeBufferPointer { xp in
-            weight.storage.withUnsafeBufferPointer { wp in
-                out.storage.withUnsafeMutableBufferPointer { op in
-                    for r in 0..<rows {
-                        for g in 0..<groups {
-                            let base = r * e + g * size
-                            var ss: Float = 0
-                            for j in 0..<size { ss += xp[base + j] * xp[base + j] }
-                            let inv = 1 / (ss / Float(size) + eps).squareRoot()
-                            for j in 0..<size { op[base + j] = wp[g * size + j] * (xp[base + j] * inv) }
-                        }
-                    }
-                }
-            }
-        }
-        return out
+        precondition(x.cols % groups == 0 && weight.count == x.cols, "group norm: \(x.cols) channels, \(groups) groups, weight of \(weight.count)")
+        return rmsNorm(x, weight: weight, eps: eps, groups: groups)
     }
 }
 

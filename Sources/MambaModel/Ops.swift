@@ -227,26 +227,39 @@ public func addRowVector(_ x: inout Tensor, _ v: Tensor) {
     }
 }
 
-/// RMSNorm (transformers MambaRMSNorm): w * x / sqrt(mean(x^2) + eps), per row; weight nil = ones.
-public func rmsNorm(_ x: Tensor, weight: Tensor?, eps: Float) -> Tensor {
-    let c = x.cols
+/// RMSNorm (transformers MambaRMSNorm): w * x / sqrt(mean(x^2) + eps), per row (or per group of
+/// cols / groups channels of a row: MambaRMSNormGated's group_size); weight nil = ones. The sum of
+/// squares runs in vector lanes (CMambaKernels mq_rmsnorm_f32); `rmsNormReference` is the plain loop.
+public func rmsNorm(_ x: Tensor, weight: Tensor?, eps: Float, groups: Int = 1) -> Tensor {
+    let (rows, c) = (x.rows, x.cols)
+    precondition(groups > 0 && c % groups == 0 && (weight?.count ?? c) == c, "RMSNorm: \(c) channels, \(groups) groups, weight of \(weight?.count ?? c)")
     var out = Tensor(zeros: x.shape)
     x.storage.withUnsafeBufferPointer { xp in
         out.storage.withUnsafeMutableBufferPointer { op in
-            for r in 0..<x.rows {
-                let row = xp.baseAddress! + r * c
-                var ss: Float = 0
-                for j in 0..<c { ss += row[j] * row[j] }
-                let inv = 1 / (ss / Float(c) + eps).squareRoot()
-                let o = op.baseAddress! + r * c
-                if let w = weight {
-                    w.storage.withUnsafeBufferPointer { wp in
-                        for j in 0..<c { o[j] = wp[j] * (row[j] * inv) }
-                    }
-                } else {
-                    for j in 0..<c { o[j] = row[j] * inv }
+            if let w = weight {
+                w.storage.withUnsafeBufferPointer { wp in
+                    mq_rmsnorm_f32(xp.baseAddress!, Int32(rows), Int32(c), Int32(groups), wp.baseAddress!, eps, op.baseAddress!)
                 }
+            } else {
+                mq_rmsnorm_f32(xp.baseAddress!, Int32(rows), Int32(c), Int32(groups), nil, eps, op.baseAddress!)
             }
+        }
+    }
+    return out
+}
+
+/// `rmsNorm` as a plain loop, one chain per group's sum of squares (what the kernel is tested against).
+public func rmsNormReference(_ x: Tensor, weight: Tensor?, eps: Float, groups: Int = 1) -> Tensor {
+    let (rows, c) = (x.rows, x.cols)
+    let size = c / groups
+    var out = Tensor(zeros: x.shape)
+    for r in 0..<rows {
+        for g in 0..<groups {
+            let base = r * c + g * size
+            var ss: Float = 0
+            for j in 0..<size { ss += x.storage[base + j] * x.storage[base + j] }
+            let inv = 1 / (ss / Float(size) + eps).squareRoot()
+            for j in 0..<size { out.storage[base + j] = (weight?.storage[g * size + j] ?? 1) * (x.storage[base + j] * inv) }
         }
     }
     return out

@@ -76,3 +76,23 @@ final class ConvSiLUTests: XCTestCase {
         }
     }
 }
+
+/// The RMSNorm kernel (CMambaKernels/activations.c mq_rmsnorm_f32) against the plain loop, on every
+/// float path: rows whole and in groups, widths off the vector lengths, with and without a weight.
+final class RMSNormTests: XCTestCase {
+    func testRMSNormMatchesThePlainLoopOnEveryPath() {
+        var rng = SeededRandom(seed: freshSeed())
+        for (rows, cols, groups) in [(1, 5, 1), (7, 37, 1), (3, 768, 1), (5, 96, 3), (4, 1536, 2), (2, 17, 17)] {
+            let x = Tensor(shape: [rows, cols], storage: (0..<(rows * cols)).map { _ in Float(rng.nextGaussian() * 3) })
+            let w = Tensor(shape: [cols], storage: (0..<cols).map { _ in Float(rng.nextGaussian()) })
+            for weight in [nil, w] {
+                let want = rmsNormReference(x, weight: weight, eps: 1e-5, groups: groups)
+                KernelPaths.forEachFloatLevel { level in
+                    let got = rmsNorm(x, weight: weight, eps: 1e-5, groups: groups)
+                    XCTAssertLessThanOrEqual(maxAbsDifference(got.storage, want.storage), 2e-6 * want.absMax,
+                                             "rows \(rows) cols \(cols) groups \(groups) weight \(weight != nil) level \(level)")
+                }
+            }
+        }
+    }
+}

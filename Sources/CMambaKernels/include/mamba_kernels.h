@@ -40,6 +40,11 @@ int mq_has_sha_ni(void);
 /// out[i] = x[i] * sigmoid(x[i]).
 void mq_silu_f32(const float *x, float *out, size_t n);
 
+/// RMSNorm of each row's `groups` groups of cols / groups channels: out = weight * (x * (1 /
+/// sqrt(mean(x^2) + eps))), weight [cols] or NULL (ones). The sum of squares runs in vector lanes
+/// where the CPU has them (its order is the only difference from the plain loop).
+void mq_rmsnorm_f32(const float *x, int rows, int cols, int groups, const float *weight, float eps, float *out);
+
 /// The Mamba blocks' causal depthwise conv and its SiLU in one pass, for output rows
 /// [t_begin, t_end): out[t, c] = silu(bias[c] + sum_j w[j, c] * in(t + j, c)), where in(i) is row i
 /// of [history (k - 1 rows); x (L rows)], rows of e floats; w is [k, e] (the checkpoint's [e, k]
