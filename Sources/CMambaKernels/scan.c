@@ -126,6 +126,11 @@ MQ_AVX512 static void scan_avx512_c16(const mq_scan_args *a) {
     const int E = a->channels, begin = a->channel_begin;
     const int blocks = (a->channel_end - begin) / 16;
     if (blocks > 0) {
+        // Subnormal results flushed to zero for the kernel's duration (the caller's mode restored
+        // after): a decay below 2^-126 then comes out as 0 without the exp's clamp, one operation
+        // of the thirteen per state and step, and no state ever goes subnormal (which slows FMAs).
+        const unsigned csr = _mm_getcsr();
+        _mm_setcsr(csr | 0x8040);   // FTZ | DAZ
         float *At = malloc(sizeof(float) * 256 * (size_t)blocks), *hs = malloc(sizeof(float) * 256 * (size_t)blocks);
         for (int b = 0; b < blocks; b++) {
             for (int j = 0; j < 16; j++) {
@@ -171,7 +176,7 @@ MQ_AVX512 static void scan_avx512_c16(const mq_scan_args *a) {
                     __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
 #pragma clang loop unroll(full)
                     for (int n = 0; n < 16; n++) {
-                        const __m512 decay = mq_exp2_512_nonpositive(_mm512_mul_ps(d, _mm512_loadu_ps(Ab + 16 * n)));
+                        const __m512 decay = mq_exp2_512_flushed(_mm512_mul_ps(d, _mm512_loadu_ps(Ab + 16 * n)));
                         h[n] = _mm512_fmadd_ps(decay, h[n], _mm512_mul_ps(dx, _mm512_set1_ps(B[n])));
                         acc[n & 1] = _mm512_fmadd_ps(h[n], _mm512_set1_ps(C[n]), acc[n & 1]);
                     }
@@ -188,6 +193,7 @@ MQ_AVX512 static void scan_avx512_c16(const mq_scan_args *a) {
         }
         free(At);
         free(hs);
+        _mm_setcsr(csr);
     }
     if (begin + 16 * blocks < a->channel_end) {
         mq_scan_args rest = *a;

@@ -144,6 +144,20 @@ MQ_AVX512 static inline __m512 mq_softplus512(__m512 v) {
     p = _mm512_fmadd_ps(p, u, _mm512_set1_ps(1.0f));
     return _mm512_fmadd_ps(u, p, _mm512_max_ps(v, _mm512_setzero_ps()));
 }
+
+// mq_exp2_512_nonpositive without its clamp, for callers running with subnormals flushed to zero
+// (MXCSR FTZ): x below -126 gives 0 (vscalefps's result flushed) instead of 2^-126.
+MQ_AVX512 static inline __m512 mq_exp2_512_flushed(__m512 x) {
+    const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 r = _mm512_sub_ps(x, n);
+    __m512 p = _mm512_set1_ps(1.327647129073739e-3f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(9.675541892647743e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.550713092088699e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(2.402212023735046e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(6.931469440460205e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0000001192092896f));
+    return _mm512_scalef_ps(p, n);
+}
 #else
 #define MQ_X86 0
 #endif
