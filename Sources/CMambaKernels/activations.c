@@ -209,24 +209,21 @@ MQ_AVX2 static float sum_squares_avx2(const float *x, int n) {
 }
 #endif
 
+static float sum_squares(const float *x, int n) {
+#if MQ_X86
+    if (mq_has_avx2_fma()) return sum_squares_avx2(x, n);
+#endif
+    return sum_squares_scalar(x, n);
+}
+
 void mq_rmsnorm_f32(const float *x, int rows, int cols, int groups, const float *weight, float eps, float *out) {
     const int size = cols / groups;
-#if MQ_X86
-    const int vector = mq_has_avx2_fma();
-#else
-    const int vector = 0;
-#endif
     for (int r = 0; r < rows; r++) {
         for (int g = 0; g < groups; g++) {
             const size_t base = (size_t)r * cols + (size_t)g * size;
             const float *xr = x + base;
             float *o = out + base;
-#if MQ_X86
-            const float ss = vector ? sum_squares_avx2(xr, size) : sum_squares_scalar(xr, size);
-#else
-            const float ss = sum_squares_scalar(xr, size);
-#endif
-            const float inv = 1.0f / sqrtf(ss / (float)size + eps);
+            const float inv = 1.0f / sqrtf(sum_squares(xr, size) / (float)size + eps);
             if (weight) {
                 const float *w = weight + (size_t)g * size;
                 for (int j = 0; j < size; j++) o[j] = w[j] * (xr[j] * inv);
@@ -235,5 +232,4 @@ void mq_rmsnorm_f32(const float *x, int rows, int cols, int groups, const float 
             }
         }
     }
-    (void)vector;
 }

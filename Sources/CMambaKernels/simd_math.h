@@ -97,10 +97,9 @@ MQ_AVX512 static inline __m512 mq_exp512(__m512 x) {
 // 2^x for x <= 0, the scan's decays exp(dt A) = 2^(dt A log2 e) with A < 0 (A pre-scaled by
 // log2 e, so the base-e reduction's two steps go): x = n + r, |r| <= 1/2, exact; 2^r by a degree-5
 // polynomial fitted here for relative error on [-1/2, 1/2] (2.3e-7 at most in float32 Horner, as
-// mq_exp512's); 2^n by vscalefps. Clamped at -126 so a decay stays a normal float (subnormal
-// states slow the FMAs down): exp(-87.3), the same floor as mq_exp512's.
-MQ_AVX512 static inline __m512 mq_exp2_512_nonpositive(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-126.0f));
+// mq_exp512's); 2^n by vscalefps. No clamp: the caller runs with subnormals flushed to zero (MXCSR
+// FTZ), so x below -126 gives 0 and no decay or state goes subnormal (which slows the FMAs down).
+MQ_AVX512 static inline __m512 mq_exp2_512_flushed(__m512 x) {
     const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m512 r = _mm512_sub_ps(x, n);
     __m512 p = _mm512_set1_ps(1.327647129073739e-3f);
@@ -145,19 +144,6 @@ MQ_AVX512 static inline __m512 mq_softplus512(__m512 v) {
     return _mm512_fmadd_ps(u, p, _mm512_max_ps(v, _mm512_setzero_ps()));
 }
 
-// mq_exp2_512_nonpositive without its clamp, for callers running with subnormals flushed to zero
-// (MXCSR FTZ): x below -126 gives 0 (vscalefps's result flushed) instead of 2^-126.
-MQ_AVX512 static inline __m512 mq_exp2_512_flushed(__m512 x) {
-    const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m512 r = _mm512_sub_ps(x, n);
-    __m512 p = _mm512_set1_ps(1.327647129073739e-3f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(9.675541892647743e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.550713092088699e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(2.402212023735046e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(6.931469440460205e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0000001192092896f));
-    return _mm512_scalef_ps(p, n);
-}
 #else
 #define MQ_X86 0
 #endif

@@ -254,10 +254,7 @@ public struct GroupRMSNorm: Sendable {
         (self.weight, self.groups, self.eps) = (weight, groups, eps)
     }
 
-    public func forward(_ x: Tensor) -> Tensor {
-        precondition(x.cols % groups == 0 && weight.count == x.cols, "group norm: \(x.cols) channels, \(groups) groups, weight of \(weight.count)")
-        return rmsNorm(x, weight: weight, eps: eps, groups: groups)
-    }
+    public func forward(_ x: Tensor) -> Tensor { rmsNorm(x, weight: weight, eps: eps, groups: groups) }
 }
 
 /// Mamba-2's state space recurrence with its dt discretization: dt = clamp(softplus(dt_raw +
