@@ -94,14 +94,9 @@ MQ_AVX512 static inline __m512 mq_exp512(__m512 x) {
     return _mm512_scalef_ps(p, fx);
 }
 
-// 2^x for x <= 0, the scan's decays exp(dt A) = 2^(dt A log2 e) with A < 0 (A pre-scaled by
-// log2 e, so the base-e reduction's two steps go): x = n + r, |r| <= 1/2, exact; 2^r by a degree-5
-// polynomial fitted here for relative error on [-1/2, 1/2] (2.3e-7 at most in float32 Horner, as
-// mq_exp512's); 2^n by vscalefps. No clamp: the caller runs with subnormals flushed to zero (MXCSR
-// FTZ), so x below -126 gives 0 and no decay or state goes subnormal (which slows the FMAs down).
-MQ_AVX512 static inline __m512 mq_exp2_512_flushed(__m512 x) {
-    const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m512 r = _mm512_sub_ps(x, n);
+// 2^(n + r) for n integral, |r| <= 1/2: 2^r by a degree-5 polynomial fitted here for relative
+// error on [-1/2, 1/2] (2.3e-7 at most in float32 Horner, as mq_exp512's), 2^n by vscalefps.
+MQ_AVX512 static inline __m512 mq_pow2_512(__m512 n, __m512 r) {
     __m512 p = _mm512_set1_ps(1.327647129073739e-3f);
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(9.675541892647743e-3f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.550713092088699e-2f));
@@ -111,27 +106,30 @@ MQ_AVX512 static inline __m512 mq_exp2_512_flushed(__m512 x) {
     return _mm512_scalef_ps(p, n);
 }
 
-// softplus(v) = max(v, 0) + log1p(u), u = exp(-|v|) in (0, 1], for 16 floats. u = 2^(n + r) with
-// -|v| log2 e = n + r split in two steps (log2 e as a float plus its remainder, so that r keeps
-// its precision at |v| near 87: one product rounded there is 4e-6 off), 2^r by the polynomial
-// above. log1p(u) = u P(u), P a degree-8 polynomial fitted here (Chebyshev, in double, then
-// checked in float32 Horner) to log1p(u)/u on [0, 1]: relative error 2.0e-7 at most. Past
-// v = 20 the sum rounds to v (u < 2.1e-9), what the threshold of the reference gives. Against
-// mq_softplus256 (exp, log, a division and the log1p correction on 8 lanes): a third of the
-// operations and half the dependent chain, which the scan's dt sits on (scan.c).
+// 2^x for x <= 0, the scan's decays exp(dt A) = 2^(dt A log2 e) with A < 0 (A pre-scaled by
+// log2 e, so the base-e reduction's two steps go): x = n + r, |r| <= 1/2, exact. No clamp: the
+// caller runs with subnormals flushed to zero (MXCSR FTZ), so x below -126 gives 0 and no decay or
+// state goes subnormal (which slows the FMAs down).
+MQ_AVX512 static inline __m512 mq_exp2_512_flushed(__m512 x) {
+    const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return mq_pow2_512(n, _mm512_sub_ps(x, n));
+}
+
+// softplus(v) = max(v, 0) + log1p(u), u = exp(-|v|) in (0, 1], for 16 floats. u = 2^(n + r)
+// (mq_pow2_512) with -|v| log2 e = n + r split in two steps (log2 e as a float plus its remainder,
+// so that r keeps its precision at |v| near 87: one product rounded there is 4e-6 off).
+// log1p(u) = u P(u), P a degree-8 polynomial fitted here (Chebyshev, in double, then checked in
+// float32 Horner) to log1p(u)/u on [0, 1]: relative error 2.0e-7 at most. Past v = 20 the sum
+// rounds to v (u < 2.1e-9), what the threshold of the reference gives. Against mq_softplus256
+// (exp, log, a division and the log1p correction on 8 lanes): a third of the operations and half
+// the dependent chain, which the scan's dt sits on (scan.c).
 MQ_AVX512 static inline __m512 mq_softplus512(__m512 v) {
     const __m512 a = _mm512_max_ps(_mm512_or_ps(v, _mm512_set1_ps(-0.0f)), _mm512_set1_ps(-87.3365447504f));   // -|v|
     const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(a, _mm512_set1_ps(1.44269502162933349609375f)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fmsub_ps(a, _mm512_set1_ps(1.44269502162933349609375f), n);
     r = _mm512_fmadd_ps(a, _mm512_set1_ps(1.925963033500011079e-8f), r);
-    __m512 e = _mm512_set1_ps(1.327647129073739e-3f);
-    e = _mm512_fmadd_ps(e, r, _mm512_set1_ps(9.675541892647743e-3f));
-    e = _mm512_fmadd_ps(e, r, _mm512_set1_ps(5.550713092088699e-2f));
-    e = _mm512_fmadd_ps(e, r, _mm512_set1_ps(2.402212023735046e-1f));
-    e = _mm512_fmadd_ps(e, r, _mm512_set1_ps(6.931469440460205e-1f));
-    e = _mm512_fmadd_ps(e, r, _mm512_set1_ps(1.0000001192092896f));
-    const __m512 u = _mm512_scalef_ps(e, n);
+    const __m512 u = mq_pow2_512(n, r);
     __m512 p = _mm512_set1_ps(5.253457929939032e-3f);
     p = _mm512_fmadd_ps(p, u, _mm512_set1_ps(-2.958850748836994e-2f));
     p = _mm512_fmadd_ps(p, u, _mm512_set1_ps(7.836166769266129e-2f));
