@@ -122,6 +122,9 @@ MQ_AVX512 static void scan_avx512(const mq_scan_args *a) {
 // critical path. Measured (bench --steps, mamba-130m shape, L 512, 1 thread, Zen 4): 286 ms over
 // the 24 layers with one block swept down the sequence and the softplus fused, 83 ms so.
 #define MQ_SCAN_TILE 32
+// Below this many steps (decode's one) the per-channel path: the blocks' transposes in and out
+// and their buffers cost more than they save over so few steps.
+#define MQ_SCAN_C16_MIN_LENGTH 4
 MQ_AVX512 static void scan_avx512_c16(const mq_scan_args *a) {
     const int E = a->channels, begin = a->channel_begin;
     const int blocks = (a->channel_end - begin) / 16;
@@ -205,7 +208,7 @@ MQ_AVX512 static void scan_avx512_c16(const mq_scan_args *a) {
 
 void mq_selective_scan_f32(const mq_scan_args *args) {
 #if MQ_X86
-    if (mq_f32_level() >= 2 && args->state == 16) { scan_avx512_c16(args); return; }
+    if (mq_f32_level() >= 2 && args->state == 16 && args->length >= MQ_SCAN_C16_MIN_LENGTH) { scan_avx512_c16(args); return; }
     if (mq_f32_level() >= 2 && args->state % 16 == 0) { scan_avx512(args); return; }
     if (mq_has_avx2_fma()) { scan_avx2(args); return; }
 #endif

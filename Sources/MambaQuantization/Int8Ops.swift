@@ -299,9 +299,10 @@ public struct Int8Conv: ConvOp {
         // [K-1+L, E] integers: the state's rows, then this call's inputs quantized.
         var q = [Int8](repeating: 0, count: (k - 1 + l) * e)
         let inverse = [Float](repeating: inputScale > 0 ? 1 / inputScale : 0, count: l)
-        for i in 0..<((k - 1) * e) { q[i] = Int8(state[i]) }
         x.storage.withUnsafeBufferPointer { xp in
             q.withUnsafeMutableBufferPointer { qp in
+                // A decode step is mostly these copies of the state: through pointers, not subscripts.
+                state.withUnsafeBufferPointer { sp in for i in 0..<((k - 1) * e) { qp[i] = Int8(sp[i]) } }
                 mq_quantize_rows_s8(xp.baseAddress, Int32(l), Int32(e), Int32(e), inverse, Int32(MambaQuantization.qmax(bits: bits)),
                                     qp.baseAddress! + (k - 1) * e, Int32(e))
             }
@@ -323,7 +324,9 @@ public struct Int8Conv: ConvOp {
                 }
             }
         }
-        if k > 1 { state = q[(l * e)...].map(Float.init) }
+        q.withUnsafeBufferPointer { qp in
+            state.withUnsafeMutableBufferPointer { sp in for i in 0..<((k - 1) * e) { sp[i] = Float(qp[l * e + i]) } }
+        }
         return out
     }
 }
