@@ -76,7 +76,7 @@ public struct MethodPlan: Sendable {
     public func transformHead(_ head: inout Matrix, normF: inout [Double]?) {
         if let w = normF { head.scaleColumns(w) }
         normF = nil
-        if let (r, _) = residualRotation { head = head.times(r) }
+        if let (r, _) = residualRotation { head.rotateInputsFloat32(by: r) }
     }
 
     /// A tied head's input matrix: norm_f's weight as diag(w), rotated by R1 (Rᵀ diag(w) R); the
@@ -89,7 +89,7 @@ public struct MethodPlan: Sendable {
 
     /// The embedding: R1.
     public func transformEmbedding(_ embedding: inout Matrix) {
-        if let (r, _) = residualRotation { embedding = embedding.times(r) }
+        if let (r, _) = residualRotation { embedding.rotateInputsFloat32(by: r) }
     }
 
     /// Layer `i`'s transforms: its norm folded, its share of R1, then the method's per-layer steps.

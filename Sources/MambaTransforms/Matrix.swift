@@ -116,3 +116,72 @@ public func rowTimes(_ v: [Double], _ m: Matrix) -> [Double] {
     for i in 0..<m.rows { for j in 0..<m.cols { out[j] += v[i] * m[i, j] } }
     return out
 }
+
+// R1 on the weights in float32. R1 is a dense D x D rotation of every residual reader's input
+// and writer's output, and in Double its products were half of quantize's time (dgemm at D 4096:
+// 825 GFLOP a layer at 7B; README, "Big models"). sgemm runs at twice dgemm's rate, and the
+// rounding it adds (about sqrt(D) float32 ulps of each weight) is far below what the weights'
+// own float32 storage and int8 rounding leave. The products go a block at a time and overwrite
+// the matrix: no second [rows, cols] Double alive at once.
+extension Matrix {
+    /// Elements of each float32 block (input and output alike): large enough that OpenBLAS's
+    /// packing of R, once per call, stays a few percent of the product.
+    public static let float32BlockElements = 1 << 23
+
+    /// self <- self R for an n x n R (a linear's input channels rotated: W -> W R), in float32,
+    /// a block of rows (`blockElements` values) at a time.
+    public mutating func rotateInputsFloat32(by r: Matrix, blockElements: Int = float32BlockElements) {
+        precondition(r.rows == cols && r.cols == cols, "rotation [\(r.rows), \(r.cols)] for a matrix of \(cols) columns")
+        let n = cols
+        guard rows > 0, n > 0 else { return }
+        let block = Swift.max(1, Swift.min(rows, blockElements / n))
+        let rf = r.data.map(Float.init)
+        var a = [Float](repeating: 0, count: block * n), c = a
+        let rowCount = rows
+        data.withUnsafeMutableBufferPointer { d in
+            rf.withUnsafeBufferPointer { rp in
+                a.withUnsafeMutableBufferPointer { ap in
+                    c.withUnsafeMutableBufferPointer { cp in
+                        var i = 0
+                        while i < rowCount {
+                            let m = Swift.min(block, rowCount - i), base = i * n
+                            for t in 0..<(m * n) { ap[t] = Float(d[base + t]) }
+                            BLAS.gemm(m: m, n: n, k: n, ap.baseAddress!, lda: n, rp.baseAddress!, ldb: n, transposeB: false,
+                                      into: cp.baseAddress!, ldc: n)
+                            for t in 0..<(m * n) { d[base + t] = Double(cp[t]) }
+                            i += m
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// self <- Rᵀ self for an n x n R (a writer's output channels rotated: W -> Rᵀ W), in float32,
+    /// a block of columns (`blockElements` values) at a time.
+    public mutating func rotateOutputsFloat32(by r: Matrix, blockElements: Int = float32BlockElements) {
+        precondition(r.rows == rows && r.cols == rows, "rotation [\(r.rows), \(r.cols)] for a matrix of \(rows) rows")
+        let n = rows, width = cols
+        guard n > 0, width > 0 else { return }
+        let block = Swift.max(1, Swift.min(width, blockElements / n))
+        let rf = r.data.map(Float.init)
+        var a = [Float](repeating: 0, count: n * block), c = a
+        data.withUnsafeMutableBufferPointer { d in
+            rf.withUnsafeBufferPointer { rp in
+                a.withUnsafeMutableBufferPointer { ap in
+                    c.withUnsafeMutableBufferPointer { cp in
+                        var j = 0
+                        while j < width {
+                            let w = Swift.min(block, width - j)
+                            for i in 0..<n { for t in 0..<w { ap[i * w + t] = Float(d[i * width + j + t]) } }
+                            BLAS.gemmAccumulate(m: n, n: w, k: n, rp.baseAddress!, lda: n, transposeA: true, ap.baseAddress!, ldb: w,
+                                                beta: 0, into: cp.baseAddress!, ldc: w)
+                            for i in 0..<n { for t in 0..<w { d[i * width + j + t] = Double(cp[i * w + t]) } }
+                            j += w
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -76,12 +76,13 @@ extension BlockParameters {
         }
     }
 
-    /// R1's share in this block (offline): each reader's input u -> u R, each writer's output o -> o R.
+    /// R1's share in this block (offline): each reader's input u -> u R, each writer's output o -> o R
+    /// (the weights' products in float32, Matrix.rotateInputsFloat32).
     public mutating func rotateResidual(_ r: Matrix) {
         precondition(norm == nil, "fold the norms before rotating the residual stream")
-        for reader in spec.residualReaders { mixer.modules[reader]!.weight = mixer.weight(reader).times(r) }
+        for reader in spec.residualReaders { mixer.modules[reader]!.weight.rotateInputsFloat32(by: r) }
         for writer in spec.residualWriters {
-            mixer.modules[writer]!.weight = r.transposedTimes(mixer.weight(writer))
+            mixer.modules[writer]!.weight.rotateOutputsFloat32(by: r)
             if let b = mixer.modules[writer]!.bias { mixer.modules[writer]!.bias = rowTimes(b, r) }
         }
     }
@@ -182,9 +183,9 @@ extension ModelParameters {
     public mutating func rotateResidual(_ r: Matrix) {
         precondition(blocks.allSatisfy { $0.norm == nil } && normF == nil, "fold the norms before rotating the residual stream")
         precondition(r.rows == hiddenSize && r.cols == hiddenSize)
-        embedding = embedding.times(r)
+        embedding.rotateInputsFloat32(by: r)
         for i in blocks.indices { blocks[i].rotateResidual(r) }
-        lmHead = lmHead?.times(r)
+        lmHead?.rotateInputsFloat32(by: r)
         // norm(u R) = norm(u) R, so the head reads norm(u) R Rᵀ diag(w) R: the matrix becomes Rᵀ M R.
         headInput = headInput.map { r.transposedTimes($0.times(r)) }
     }

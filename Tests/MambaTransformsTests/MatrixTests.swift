@@ -1,0 +1,34 @@
+import MambaTensors
+import MambaTransforms
+import TestSupport
+import XCTest
+
+final class MatrixTests: XCTestCase {
+    func random(_ rows: Int, _ cols: Int, _ rng: inout SeededRandom) -> Matrix {
+        Matrix(rows: rows, cols: cols, data: (0..<(rows * cols)).map { _ in rng.nextGaussian() })
+    }
+
+    /// R1's float32 products (W R, Rᵀ W, in place, in blocks) against the Double ones, with a
+    /// randomized Hadamard R (R1's kind) on odd sizes and blocks that do not divide the matrix.
+    func testFloat32RotationsMatchDoubleProducts() throws {
+        let seed = freshSeed()
+        var rng = SeededRandom(seed: seed)
+        for (n, other, blockElements) in [(12, 7, Matrix.float32BlockElements), (20, 33, 5 * 20), (40, 3, 40), (28, 61, 1)] {
+            let (r, _) = try offlineRotation(n: n, secondMoment: nil, seed: seed)
+            XCTAssertLessThan(r.orthogonalityError, 1e-12)
+            let reader = random(other, n, &rng), writer = random(n, other, &rng)
+            var a = reader, b = writer
+            a.rotateInputsFloat32(by: r, blockElements: blockElements)
+            b.rotateOutputsFloat32(by: r, blockElements: blockElements)
+            for (got, want, what) in [(a, reader.times(r), "W R"), (b, r.transposedTimes(writer), "Rᵀ W")] {
+                XCTAssertEqual(got.rows, want.rows)
+                XCTAssertEqual(got.cols, want.cols)
+                let scale = want.data.map(abs).max()!
+                let worst = zip(got.data, want.data).map { abs($0 - $1) }.max()!
+                // float32 inputs and sums of n terms: a few ulps of the largest value, far from 0.
+                XCTAssertLessThan(worst, 1e-6 * scale, "\(what) n \(n) x \(other) block \(blockElements) seed \(seed)")
+                XCTAssertGreaterThan(scale, 0.5)
+            }
+        }
+    }
+}
