@@ -41,14 +41,15 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
         return MemoryEstimate(parts: parts)
     }
 
-    /// `quantize`: the larger of the head/embedding phase (two V x D Double matrices and the R1
-    /// products) and the layer phase (the second pass with a layer in Double, quantized weights).
+    /// `quantize`: the larger of the head/embedding phase (a V x D Double matrix that R1 rotates in
+    /// place through float32 blocks, Matrix.rotateInputsFloat32) and the layer phase (the second pass with a layer in Double, quantized weights).
     /// With `gptq`, the layer phase also holds the x xᵀ sums (Double) at each linear's input, per
     /// window in flight and merged, and GPTQ's working copies of the largest.
     public static func quantize(_ c: MambaConfig, windows: Int, seqLength: Int, threads: Int, gptq: Bool = false) -> MemoryEstimate {
         let (d, v) = (Double(c.hiddenSize), Double(c.vocabSize))
         let outside = MemoryEstimate(parts: [
-            ("embedding and head in Double (V \(c.vocabSize) x D \(c.hiddenSize))", 2 * 8 * v * d),
+            ("embedding or head in Double (V \(c.vocabSize) x D \(c.hiddenSize))", 8 * v * d),
+            ("R1's float32 blocks", 2 * 4 * Double(BLAS.float32BlockElements) + 4 * d * d),
             ("R1 and its eigendecomposition (D x D Double)", 6 * 8 * d * d),
             ("embedding table (float32)", 4 * v * d),
         ])

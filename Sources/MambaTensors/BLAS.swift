@@ -99,6 +99,11 @@ extension BLAS {
 }
 
 extension BLAS {
+    /// Elements of each float32 block of R1's products (input and output alike, Matrix.
+    /// rotateInputsFloat32): large enough that OpenBLAS's packing of R, once per call, stays a few
+    /// percent of the product; MemoryEstimate.quantize counts them.
+    public static let float32BlockElements = 1 << 23
+
     /// c[m, n] -= a[m, k] * b[k, n] in Double with row strides (GPTQ's lazy block update).
     public static func dgemmSubtract(_ a: UnsafePointer<Double>, lda: Int, _ b: UnsafePointer<Double>, ldb: Int,
                                      into c: UnsafeMutablePointer<Double>, ldc: Int, m: Int, k: Int, n: Int) {

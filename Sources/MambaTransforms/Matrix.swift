@@ -124,13 +124,9 @@ public func rowTimes(_ v: [Double], _ m: Matrix) -> [Double] {
 // own float32 storage and int8 rounding leave. The products go a block at a time and overwrite
 // the matrix: no second [rows, cols] Double alive at once.
 extension Matrix {
-    /// Elements of each float32 block (input and output alike): large enough that OpenBLAS's
-    /// packing of R, once per call, stays a few percent of the product.
-    public static let float32BlockElements = 1 << 23
-
     /// self <- self R for an n x n R (a linear's input channels rotated: W -> W R), in float32,
     /// a block of rows (`blockElements` values) at a time.
-    public mutating func rotateInputsFloat32(by r: Matrix, blockElements: Int = float32BlockElements) {
+    public mutating func rotateInputsFloat32(by r: Matrix, blockElements: Int = BLAS.float32BlockElements) {
         precondition(r.rows == cols && r.cols == cols, "rotation [\(r.rows), \(r.cols)] for a matrix of \(cols) columns")
         let n = cols
         guard rows > 0, n > 0 else { return }
@@ -159,7 +155,7 @@ extension Matrix {
 
     /// self <- Rᵀ self for an n x n R (a writer's output channels rotated: W -> Rᵀ W), in float32,
     /// a block of columns (`blockElements` values) at a time.
-    public mutating func rotateOutputsFloat32(by r: Matrix, blockElements: Int = float32BlockElements) {
+    public mutating func rotateOutputsFloat32(by r: Matrix, blockElements: Int = BLAS.float32BlockElements) {
         precondition(r.rows == rows && r.cols == rows, "rotation [\(r.rows), \(r.cols)] for a matrix of \(rows) rows")
         let n = rows, width = cols
         guard n > 0, width > 0 else { return }

@@ -13,7 +13,7 @@ final class MatrixTests: XCTestCase {
     func testFloat32RotationsMatchDoubleProducts() throws {
         let seed = freshSeed()
         var rng = SeededRandom(seed: seed)
-        for (n, other, blockElements) in [(12, 7, Matrix.float32BlockElements), (20, 33, 5 * 20), (40, 3, 40), (28, 61, 1)] {
+        for (n, other, blockElements) in [(12, 7, BLAS.float32BlockElements), (20, 33, 5 * 20), (40, 3, 40), (28, 61, 1)] {
             let (r, _) = try offlineRotation(n: n, secondMoment: nil, seed: seed)
             XCTAssertLessThan(r.orthogonalityError, 1e-12)
             let reader = random(other, n, &rng), writer = random(n, other, &rng)
