@@ -115,3 +115,12 @@ void mq_unregister_mapping(const void *base) {
     }
     pthread_mutex_unlock(&mappings_lock);
 }
+
+// mallopt(3) is declared in <malloc.h>, which Swift's Glibc module does not import.
+#include <limits.h>
+#include <malloc.h>
+
+void mq_keep_freed_memory(void) {
+    mallopt(M_MMAP_MAX, 0);             // large blocks from the heap, not each its own mmap
+    mallopt(M_TRIM_THRESHOLD, INT_MAX);  // and kept there when freed
+}

@@ -59,6 +59,7 @@ struct QuantizeCommand: ParsableCommand {
     }
 
     func run() throws {
+        SystemMemory.keepFreedMemoryForReuse()
         let model = try modelOptions.directory()
         let bits = bits ?? BitWidths(weight: bitsPerWeight == nil ? 8 : 4, activation: 8)
         var recipe = QuantizationRecipe(method: method, bits: bits, groupSize: groupSize, clip: actClip, seed: seed)

@@ -15,4 +15,8 @@ void mq_register_mapping(const void *base, size_t length, const char *path);
 /// Forgets the mapping at `base` (before munmap).
 void mq_unregister_mapping(const void *base);
 
+/// glibc's malloc keeps large blocks on its heap and freed memory for reuse (SystemMemory.
+/// keepFreedMemoryForReuse says why).
+void mq_keep_freed_memory(void);
+
 #endif
