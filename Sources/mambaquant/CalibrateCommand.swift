@@ -33,6 +33,7 @@ struct CalibrateCommand: ParsableCommand {
     }
 
     func run() throws {
+        SystemMemory.keepFreedMemoryForReuse()
         let par = runtime.parallelism
         let modelDir = try modelOptions.directory()
         if try MambaConfig.load(directory: modelDir).vision != nil { return try runVision(modelDir, par) }
