@@ -44,7 +44,8 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
     /// `quantize`: the larger of the head/embedding phase (a V x D Double matrix that R1 rotates in
     /// place through float32 blocks, Matrix.rotateInputsFloat32, and as much again that the
     /// allocator keeps for reuse, SystemMemory.keepFreedMemoryForReuse: measured at the 7B shape,
-    /// 4.00 GB peak without it, 5.26 GB with it) and the layer phase (the second pass with a layer in Double, quantized weights).
+    /// 4.00 GB peak without it, 5.26 GB with it) and the layer phase (the second pass with a layer
+    /// in Double, quantized weights).
     /// With `gptq`, the layer phase also holds the x xᵀ sums (Double) at each linear's input, per
     /// window in flight and merged, and GPTQ's working copies of the largest.
     public static func quantize(_ c: MambaConfig, windows: Int, seqLength: Int, threads: Int, gptq: Bool = false) -> MemoryEstimate {
