@@ -304,6 +304,16 @@ struct BenchReport: Encodable {
             s += "\nmemory read (256 MB, spinning workers): " + readBandwidth.map {
                 String(format: "%d thread%@ %.1f GB/s (%.2fx)", $0.threads, $0.threads == 1 ? "" : "s", $0.gigabytesPerSecond, $0.gigabytesPerSecond / one.gigabytesPerSecond)
             }.joined(separator: ", ") + "\n"
+            // Decode reads every weight once a token (a tied table once): bytes x tok/s against
+            // what the read test streams at the same thread count (issue 31's bandwidth share).
+            if let read = readBandwidth.first(where: { $0.threads == threads }) {
+                s += "decode's weight stream at \(threads) thread\(threads == 1 ? "" : "s"): " + [
+                    ("float32", Double(weightBytesFloat32) * float32.decodeTokensPerSecond),
+                    ("int8", Double(weightBytesInt8) * int8.decodeTokensPerSecond),
+                ].map { name, bytesPerSecond in
+                    String(format: "%@ %.1f GB/s (%.0f%% of the read)", name, bytesPerSecond / 1e9, 100 * bytesPerSecond / 1e9 / read.gigabytesPerSecond)
+                }.joined(separator: ", ") + "\n"
+            }
         }
         return s + "\n" + notes.map { "note: " + $0 }.joined(separator: "\n")
     }

@@ -142,4 +142,19 @@ final class CLITests: XCTestCase {
             XCTAssertTrue(share > 0 && share < 1, "\(row)")
         }
     }
+
+    /// bench --read-bandwidth: the read test at 1...--threads threads, and decode's weight stream as
+    /// a share of it at the run's thread count, for both models.
+    func testBenchDecodeShareOfReadBandwidth() throws {
+        let r = try CLI.run(["bench", "--model", Fixtures.model("tiny-tied"), "--runs", "1", "--tokens", "8", "--decode-steps", "2", "--gemm-rows", "",
+                             "--read-bandwidth", "--threads", "1"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("memory read (256 MB, spinning workers): 1 thread "), r.stdout)
+        let line = r.stdout.split(separator: "\n").first { $0.hasPrefix("decode's weight stream at 1 thread: float32 ") }
+        XCTAssertNotNil(line, r.stdout)
+        // "float32 X GB/s (P% of the read), int8 Y GB/s (Q% of the read)": both rates positive.
+        let rates = (line ?? "").components(separatedBy: " GB/s").dropLast().compactMap { Double($0.split(separator: " ").last ?? "") }
+        XCTAssertEqual(rates.count, 2, String(line ?? ""))
+        XCTAssertTrue(rates.allSatisfy { $0 > 0 }, String(line ?? ""))
+    }
 }
