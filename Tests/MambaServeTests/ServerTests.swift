@@ -166,7 +166,9 @@ final class ServerTests: XCTestCase {
     func testFullQueueAnswers429AtOnce() async throws {
         let service = makeService(limits: .init(maxConcurrency: 1, maxQueue: 0))
         try await withServer(service) { client in
-            let long = Task { try await Self.post(client, "/v1/completions", #"{"prompt": "KING:", "max_tokens": 600}"#) }
+            // Long enough to pass the one-second disconnect check on a fast machine (600 tokens of
+            // the bundled model once took under a second in a debug build).
+            let long = Task { try await Self.post(client, "/v1/completions", #"{"prompt": "KING:", "max_tokens": 2000}"#) }
             while service.scheduler.load.active == 0 { try await Task.sleep(for: .milliseconds(5)) }
             let clock = ContinuousClock(), start = clock.now
             let refused = try await Self.post(client, "/v1/completions", #"{"prompt": "KING:", "max_tokens": 1}"#)
@@ -177,7 +179,7 @@ final class ServerTests: XCTestCase {
             XCTAssertEqual(finished.status, .ok)
             XCTAssertTrue(String(buffer: finished.body).hasPrefix(" "))
             let usage = try XCTUnwrap(Self.object(finished)["usage"] as? [String: Any])
-            XCTAssertEqual(usage["completion_tokens"] as? Int, 600)
+            XCTAssertEqual(usage["completion_tokens"] as? Int, 2000)
             let after = try await Self.post(client, "/v1/completions", #"{"prompt": "KING:", "max_tokens": 1}"#)
             XCTAssertEqual(after.status, .ok)
         }
