@@ -74,6 +74,78 @@ MQ_AVX2 static void scan_avx2(const mq_scan_args *a) {
 #endif
 
 #if MQ_X86
+// N = 16 on AVX2: scan_avx512_c16's form (below: tiles of MQ_SCAN_TILE steps, the blocks of a tile
+// one after another, dt and dt x first, decays as powers of 2) with eight channels per register.
+// Sixteen state registers fill the sixteen ymm, so the compiler keeps some of a block's state in
+// L1 between steps; the exp is still the work. Measured (bench --steps, mamba-130m shape, L 512,
+// 1 thread, AMD EPYC Zen 3 without AVX-512): see the README's AVX2 scan paragraph.
+#define MQ_SCAN_TILE 32
+#define MQ_SCAN_C16_MIN_LENGTH 4
+MQ_AVX2 static void scan_avx2_c8(const mq_scan_args *a) {
+    const int E = a->channels, begin = a->channel_begin;
+    const int blocks = (a->channel_end - begin) / 8;
+    if (blocks > 0) {
+        const unsigned csr = _mm_getcsr();
+        _mm_setcsr(csr | 0x8040);   // FTZ | DAZ, as in scan_avx512_c16
+        float *At = malloc(sizeof(float) * 128 * (size_t)blocks), *hs = malloc(sizeof(float) * 128 * (size_t)blocks);
+        for (int b = 0; b < blocks; b++)
+            for (int j = 0; j < 8; j++) {
+                const size_t ch = (size_t)(begin + 8 * b + j) * 16;
+                for (int n = 0; n < 16; n++) {
+                    At[128 * b + 8 * n + j] = a->A[ch + n] * 1.44269504088896341f;
+                    hs[128 * b + 8 * n + j] = a->h[ch + n];
+                }
+            }
+        float dts[MQ_SCAN_TILE][8], dxs[MQ_SCAN_TILE][8];
+        for (int t0 = 0; t0 < a->length; t0 += MQ_SCAN_TILE) {
+            const int tile = a->length - t0 < MQ_SCAN_TILE ? a->length - t0 : MQ_SCAN_TILE;
+            for (int b = 0; b < blocks; b++) {
+                const int e = begin + 8 * b;
+                for (int i = 0; i < tile; i++) {
+                    const size_t at = (size_t)(t0 + i) * E + e;
+                    const __m256 d = mq_softplus256(_mm256_loadu_ps(a->dt_raw + at));
+                    _mm256_storeu_ps(dts[i], d);
+                    _mm256_storeu_ps(dxs[i], _mm256_mul_ps(d, _mm256_loadu_ps(a->x + at)));
+                }
+                const float *Ab = At + 128 * b;
+                float *hb = hs + 128 * b;
+                __m256 h[16];
+                for (int n = 0; n < 16; n++) h[n] = _mm256_loadu_ps(hb + 8 * n);
+                const __m256 vD = _mm256_loadu_ps(a->D + e);
+                for (int i = 0; i < tile; i++) {
+                    const int t = t0 + i;
+                    const float *B = a->B + (size_t)t * a->ldb;
+                    const float *C = a->C + (size_t)t * a->ldc;
+                    const __m256 d = _mm256_loadu_ps(dts[i]), dx = _mm256_loadu_ps(dxs[i]);
+                    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+#pragma clang loop unroll(full)
+                    for (int n = 0; n < 16; n++) {
+                        const __m256 decay = mq_exp2_256_flushed(_mm256_mul_ps(d, _mm256_loadu_ps(Ab + 8 * n)));
+                        h[n] = _mm256_fmadd_ps(decay, h[n], _mm256_mul_ps(dx, _mm256_broadcast_ss(B + n)));
+                        acc[n & 1] = _mm256_fmadd_ps(h[n], _mm256_broadcast_ss(C + n), acc[n & 1]);
+                    }
+                    const size_t at = (size_t)t * E + e;
+                    _mm256_storeu_ps(a->y + at, _mm256_fmadd_ps(vD, _mm256_loadu_ps(a->x + at), _mm256_add_ps(acc[0], acc[1])));
+                }
+                for (int n = 0; n < 16; n++) _mm256_storeu_ps(hb + 8 * n, h[n]);
+            }
+        }
+        for (int b = 0; b < blocks; b++)
+            for (int j = 0; j < 8; j++)
+                for (int n = 0; n < 16; n++) a->h[(size_t)(begin + 8 * b + j) * 16 + n] = hs[128 * b + 8 * n + j];
+        free(At);
+        free(hs);
+        _mm_setcsr(csr);
+    }
+    if (begin + 8 * blocks < a->channel_end) {
+        mq_scan_args rest = *a;
+        rest.channel_begin = begin + 8 * blocks;
+        scan_avx2(&rest);
+    }
+}
+#endif
+
+#if MQ_X86
 // AVX-512 for N a multiple of 16 (Mamba-1's N = 16: one register per channel): half the
 // instructions of the AVX2 path for the same lanes; measured 1.9x faster at L 512, E 1536 on a Zen 4
 // (which runs each 512-bit operation as two 256-bit halves: the gain is in the front end and the
@@ -121,10 +193,9 @@ MQ_AVX512 static void scan_avx512(const mq_scan_args *a) {
 // the core overlaps their long exp/log chains, which fused into the recurrence sat on its
 // critical path. Measured (bench --steps, mamba-130m shape, L 512, 1 thread, Zen 4): 286 ms over
 // the 24 layers with one block swept down the sequence and the softplus fused, 83 ms so.
-#define MQ_SCAN_TILE 32
-// Below this many steps (decode's one) the per-channel path: the blocks' transposes in and out
-// and their buffers cost more than they save over so few steps.
-#define MQ_SCAN_C16_MIN_LENGTH 4
+// (MQ_SCAN_TILE and MQ_SCAN_C16_MIN_LENGTH above: below that many steps, decode's one, the
+// per-channel path runs: the blocks' transposes in and out and their buffers cost more than they
+// save over so few steps.)
 MQ_AVX512 static void scan_avx512_c16(const mq_scan_args *a) {
     const int E = a->channels, begin = a->channel_begin;
     const int blocks = (a->channel_end - begin) / 16;
@@ -210,6 +281,7 @@ void mq_selective_scan_f32(const mq_scan_args *args) {
 #if MQ_X86
     if (mq_f32_level() >= 2 && args->state == 16 && args->length >= MQ_SCAN_C16_MIN_LENGTH) { scan_avx512_c16(args); return; }
     if (mq_f32_level() >= 2 && args->state % 16 == 0) { scan_avx512(args); return; }
+    if (mq_has_avx2_fma() && args->state == 16 && args->length >= MQ_SCAN_C16_MIN_LENGTH) { scan_avx2_c8(args); return; }
     if (mq_has_avx2_fma()) { scan_avx2(args); return; }
 #endif
     scan_scalar(args);

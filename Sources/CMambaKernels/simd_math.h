@@ -1,4 +1,4 @@
-// AVX2 exp/log/softplus on 8 floats (Cephes polynomials). Private to this target.
+// exp, 2^x and softplus on 8 (AVX2) and 16 floats (AVX-512). Private to this target.
 #ifndef MQ_SIMD_MATH_H
 #define MQ_SIMD_MATH_H
 
@@ -28,51 +28,50 @@ MQ_AVX2 static inline __m256 mq_exp256(__m256 x) {
     return _mm256_mul_ps(p, _mm256_castsi256_ps(n));
 }
 
-// log(x) for x > 0 (normal numbers): x = m * 2^e with m in [sqrt(1/2), sqrt(2)), log(m) by Cephes' polynomial.
-MQ_AVX2 static inline __m256 mq_log256(__m256 x) {
-    const __m256 one = _mm256_set1_ps(1.0f);
-    __m256i bits = _mm256_castps_si256(x);
-    __m256i expo = _mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(126));
-    __m256 m = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi32(0x007FFFFF)),
-                                                   _mm256_set1_epi32(0x3F000000))); // m in [0.5, 1)
-    __m256 e = _mm256_cvtepi32_ps(expo);
-    __m256 small = _mm256_cmp_ps(m, _mm256_set1_ps(0.707106781186547524f), _CMP_LT_OQ);
-    __m256 tmp = _mm256_and_ps(m, small);
-    m = _mm256_sub_ps(m, one);
-    e = _mm256_sub_ps(e, _mm256_and_ps(one, small));
-    m = _mm256_add_ps(m, tmp);
-    __m256 z = _mm256_mul_ps(m, m);
-    __m256 y = _mm256_set1_ps(7.0376836292E-2f);
-    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-1.1514610310E-1f));
-    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(1.1676998740E-1f));
-    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-1.2420140846E-1f));
-    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(1.4249322787E-1f));
-    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-1.6668057665E-1f));
-    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(2.0000714765E-1f));
-    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-2.4999993993E-1f));
-    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(3.3333331174E-1f));
-    y = _mm256_mul_ps(_mm256_mul_ps(y, m), z);
-    y = _mm256_fmadd_ps(e, _mm256_set1_ps(-2.12194440e-4f), y);
-    y = _mm256_fnmadd_ps(z, _mm256_set1_ps(0.5f), y);
-    __m256 r = _mm256_add_ps(m, y);
-    return _mm256_fmadd_ps(e, _mm256_set1_ps(0.693359375f), r);
+// 2^(n + r) for n integral in [-126, 127], |r| <= 1/2, on 8 floats: mq_pow2_512's polynomial
+// (below), 2^n through the exponent bits (AVX2 has no vscalefps).
+MQ_AVX2 static inline __m256 mq_pow2_256(__m256 n, __m256 r) {
+    __m256 p = _mm256_set1_ps(1.327647129073739e-3f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(9.675541892647743e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.550713092088699e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(2.402212023735046e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(6.931469440460205e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0000001192092896f));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
-// softplus(v) = max(v, 0) + log1p(exp(-|v|)), with log1p(u) = log(w) * u / (w - 1), w = 1 + u
-// (exact where w rounds to 1: there log1p(u) = u); v above 20 passes through as in torch.
-MQ_AVX2 static inline __m256 mq_softplus256(__m256 v) {
-    const __m256 one = _mm256_set1_ps(1.0f);
-    __m256 absv = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
-    __m256 u = mq_exp256(_mm256_sub_ps(_mm256_setzero_ps(), absv));
-    __m256 w = _mm256_add_ps(one, u);
-    __m256 wm1 = _mm256_sub_ps(w, one);
-    __m256 isone = _mm256_cmp_ps(wm1, _mm256_setzero_ps(), _CMP_EQ_OQ);
-    __m256 safe = _mm256_blendv_ps(wm1, one, isone);
-    __m256 l = _mm256_div_ps(_mm256_mul_ps(mq_log256(w), u), safe);
-    l = _mm256_blendv_ps(l, u, isone);
-    __m256 r = _mm256_add_ps(_mm256_max_ps(v, _mm256_setzero_ps()), l);
-    return _mm256_blendv_ps(r, v, _mm256_cmp_ps(v, _mm256_set1_ps(20.0f), _CMP_GT_OQ));
+// 2^x for x <= 0 on 8 floats, the AVX2 twin of mq_exp2_512_flushed (below: the scan's decays).
+// x is clamped at -127, where 2^n's exponent bits are 0, so the result is 0 there and below; a
+// caller with MXCSR FTZ set flushes the subnormals between.
+MQ_AVX2 static inline __m256 mq_exp2_256_flushed(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-127.0f));
+    const __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return mq_pow2_256(n, _mm256_sub_ps(x, n));
 }
+
+// softplus on 8 floats: mq_softplus512's method and coefficients (below, where they are
+// explained), so the AVX2 and AVX-512 paths agree. It replaced exp, log, a division and a
+// log1p correction (measured with the scan, bench --steps on a Zen 3: see the README).
+MQ_AVX2 static inline __m256 mq_softplus256(__m256 v) {
+    const __m256 a = _mm256_max_ps(_mm256_or_ps(v, _mm256_set1_ps(-0.0f)), _mm256_set1_ps(-87.3365447504f));   // -|v|
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(a, _mm256_set1_ps(1.44269502162933349609375f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fmsub_ps(a, _mm256_set1_ps(1.44269502162933349609375f), n);
+    r = _mm256_fmadd_ps(a, _mm256_set1_ps(1.925963033500011079e-8f), r);
+    const __m256 u = mq_pow2_256(n, r);
+    __m256 p = _mm256_set1_ps(5.253457929939032e-3f);
+    p = _mm256_fmadd_ps(p, u, _mm256_set1_ps(-2.958850748836994e-2f));
+    p = _mm256_fmadd_ps(p, u, _mm256_set1_ps(7.836166769266129e-2f));
+    p = _mm256_fmadd_ps(p, u, _mm256_set1_ps(-1.3674770295619965e-1f));
+    p = _mm256_fmadd_ps(p, u, _mm256_set1_ps(1.9111430644989014e-1f));
+    p = _mm256_fmadd_ps(p, u, _mm256_set1_ps(-2.4844369292259216e-1f));
+    p = _mm256_fmadd_ps(p, u, _mm256_set1_ps(3.3319270610809326e-1f));
+    p = _mm256_fmadd_ps(p, u, _mm256_set1_ps(-4.9999502301216125e-1f));
+    p = _mm256_fmadd_ps(p, u, _mm256_set1_ps(1.0f));
+    return _mm256_fmadd_ps(u, p, _mm256_max_ps(v, _mm256_setzero_ps()));
+}
+
 #define MQ_AVX512 __attribute__((target("avx2,fma,avx512f,avx512dq")))
 
 // mq_exp256 on 16 floats: the same reduction and polynomial; 2^n by vscalefps.
@@ -120,7 +119,7 @@ MQ_AVX512 static inline __m512 mq_exp2_512_flushed(__m512 x) {
 // so that r keeps its precision at |v| near 87: one product rounded there is 4e-6 off).
 // log1p(u) = u P(u), P a degree-8 polynomial fitted here (Chebyshev, in double, then checked in
 // float32 Horner) to log1p(u)/u on [0, 1]: relative error 2.0e-7 at most. Past v = 20 the sum
-// rounds to v (u < 2.1e-9), what the threshold of the reference gives. Against mq_softplus256
+// rounds to v (u < 2.1e-9), what the threshold of the reference gives. Against the former AVX2 one
 // (exp, log, a division and the log1p correction on 8 lanes): a third of the operations and half
 // the dependent chain, which the scan's dt sits on (scan.c).
 MQ_AVX512 static inline __m512 mq_softplus512(__m512 v) {
