@@ -341,30 +341,7 @@ static inline int32_t load4(const int8_t *p) {
     return v;
 }
 
-// AVX2: an MR x 16 block. Per k-step each row's 4 bytes are broadcast; vpsignb moves a's sign onto
-// the weights so vpmaddubsw can take |a| as its unsigned operand (|a| <= 127, so the int16 pair sums
-// stay below 2 * 127 * 127 and never saturate); vpmaddwd with ones widens to int32.
-MQ_AVX2 __attribute__((always_inline)) static inline void step_avx2(
-    __m256i acc[4][2], const int8_t *a, int lda, int s, __m256i w0, __m256i w1, const int MR) {
-    const __m256i ones = _mm256_set1_epi16(1);
-    for (int r = 0; r < MR; r++) {
-        const __m256i ar = _mm256_set1_epi32(load4(a + (size_t)r * lda + s * MQ_S8_KSTEP));
-        const __m256i abs = _mm256_abs_epi8(ar);
-        const __m256i p0 = _mm256_maddubs_epi16(abs, _mm256_sign_epi8(w0, ar));
-        const __m256i p1 = _mm256_maddubs_epi16(abs, _mm256_sign_epi8(w1, ar));
-        acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(p0, ones));
-        acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(p1, ones));
-    }
-}
-
-// The two int8 halves of an int4 register: low nibbles (the pair's first step), high nibbles (the second).
-MQ_AVX2 static inline __m256i s4_low_avx2(__m256i v) {
-    return _mm256_sub_epi8(_mm256_and_si256(v, _mm256_set1_epi8(0x0F)), _mm256_set1_epi8(8));
-}
-MQ_AVX2 static inline __m256i s4_high_avx2(__m256i v) {
-    return _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0F)), _mm256_set1_epi8(8));
-}
-
+// AVX2: an MR x 16 block, the sign trick of int8_internal.h (mq_step_sign_avx2) per k-step.
 MQ_AVX2 __attribute__((always_inline)) static inline void block_avx2(
     const mq_gemm_s8_args *g, const int8_t *panel, int kp, int i0, int j0, const int MR) {
     __m256i acc[4][2];
@@ -377,14 +354,14 @@ MQ_AVX2 __attribute__((always_inline)) static inline void block_avx2(
         for (; s < steps; s += 2) {
             const __m256i v0 = _mm256_loadu_si256((const __m256i *)(panel + (size_t)s * 32));
             const __m256i v1 = _mm256_loadu_si256((const __m256i *)(panel + (size_t)s * 32 + 32));
-            step_avx2(acc, a, g->lda, s, s4_low_avx2(v0), s4_low_avx2(v1), MR);
-            if (s + 1 < steps) step_avx2(acc, a, g->lda, s + 1, s4_high_avx2(v0), s4_high_avx2(v1), MR);
+            mq_step_sign_avx2(acc, a, g->lda, s, mq_s4_low_avx2(v0), mq_s4_low_avx2(v1), MR);
+            if (s + 1 < steps) mq_step_sign_avx2(acc, a, g->lda, s + 1, mq_s4_high_avx2(v0), mq_s4_high_avx2(v1), MR);
         }
     } else {
         for (int s = 0; s < steps; s++) {
             const __m256i w0 = _mm256_loadu_si256((const __m256i *)(panel + (size_t)s * 64));
             const __m256i w1 = _mm256_loadu_si256((const __m256i *)(panel + (size_t)s * 64 + 32));
-            step_avx2(acc, a, g->lda, s, w0, w1, MR);
+            mq_step_sign_avx2(acc, a, g->lda, s, w0, w1, MR);
         }
     }
     int32_t sums[4][MQ_S8_PANEL];
@@ -427,9 +404,6 @@ MQ_AVX2 __attribute__((always_inline)) static inline void block_avx2_i16(
     store_block(g, i0, MR, j0, sums);
 }
 
-// Rows at or below this count take the sign trick on int8 (decode is memory-bound and needs no
-// int16 copy of the activations); above it, the int16 form.
-#define MQ_AVX2_I16_MIN_ROWS 4
 
 MQ_AVX2 void mq_s8_widen(const int8_t *src, size_t count, int16_t *dst) {
     size_t t = 0;

@@ -139,7 +139,69 @@ MQ_AVX2 __attribute__((always_inline)) static inline void blocked_avx2_rows(
     }
 }
 
+// AVX2 for few rows (decode): the sign trick on the panel as stored (int4 unpacked in registers),
+// read once, as int8.c's block_avx2 does; per block, the 16 int32 sums come out in output order.
+MQ_AVX2 __attribute__((always_inline)) static inline void blocked_avx2_sign_rows(
+    const mq_gemm_s8_blocked_args *g, const int8_t *panel, const float *ws, int kp, int nb, int i0, int j0, const int MR, const int W4) {
+    const int steps = g->block / MQ_S8_KSTEP, ksteps = kp / MQ_S8_KSTEP;
+    const int8_t *a = g->a + (size_t)i0 * g->lda;
+    __m256 acc[4][2];
+    for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        __m256i s[4][2];
+        for (int r = 0; r < MR; r++) s[r][0] = s[r][1] = _mm256_setzero_si256();
+        const int end = (b + 1) * steps < ksteps ? (b + 1) * steps : ksteps;
+        if (W4) {
+            // Blocks are whole step pairs (block % 8 == 0): one pair of loads feeds two k-steps.
+            for (int st = b * steps; st < end; st += 2) {
+                const __m256i v0 = _mm256_loadu_si256((const __m256i *)(panel + (size_t)st * 32));
+                const __m256i v1 = _mm256_loadu_si256((const __m256i *)(panel + (size_t)st * 32 + 32));
+                mq_step_sign_avx2(s, a, g->lda, st, mq_s4_low_avx2(v0), mq_s4_low_avx2(v1), MR);
+                if (st + 1 < end) mq_step_sign_avx2(s, a, g->lda, st + 1, mq_s4_high_avx2(v0), mq_s4_high_avx2(v1), MR);
+            }
+        } else {
+            for (int st = b * steps; st < end; st++) {
+                const __m256i w0 = _mm256_loadu_si256((const __m256i *)(panel + (size_t)st * 64));
+                const __m256i w1 = _mm256_loadu_si256((const __m256i *)(panel + (size_t)st * 64 + 32));
+                mq_step_sign_avx2(s, a, g->lda, st, w0, w1, MR);
+            }
+        }
+        const __m256 ws0 = _mm256_loadu_ps(ws + b * MQ_S8_PANEL), ws1 = _mm256_loadu_ps(ws + b * MQ_S8_PANEL + 8);
+        for (int r = 0; r < MR; r++) {
+            const __m256 as = _mm256_set1_ps(g->a_scale[(size_t)(i0 + r) * nb + b]);
+            acc[r][0] = _mm256_add_ps(acc[r][0], _mm256_mul_ps(_mm256_cvtepi32_ps(s[r][0]), _mm256_mul_ps(as, ws0)));
+            acc[r][1] = _mm256_add_ps(acc[r][1], _mm256_mul_ps(_mm256_cvtepi32_ps(s[r][1]), _mm256_mul_ps(as, ws1)));
+        }
+    }
+    for (int r = 0; r < MR; r++) {
+        float out[MQ_S8_PANEL];
+        _mm256_storeu_ps(out, acc[r][0]);
+        _mm256_storeu_ps(out + 8, acc[r][1]);
+        store_row(g, i0 + r, j0, out);
+    }
+}
+
+MQ_AVX2 __attribute__((always_inline)) static inline void blocked_avx2_sign(const mq_gemm_s8_blocked_args *g, const int W4) {
+    const int kp = mq_s8_padded_k(g->k), nb = mq_s8_block_count(g->k, g->block);
+    for (int p = g->panel_begin; p < g->panel_end; p++) {
+        const int8_t *panel = g->packed + (size_t)p * mq_panel_bytes(g->k, W4 ? 4 : 8);
+        const float *ws = g->w_scale + (size_t)p * nb * MQ_S8_PANEL;
+        switch (g->m) {
+        case 4: blocked_avx2_sign_rows(g, panel, ws, kp, nb, 0, p * MQ_S8_PANEL, 4, W4); break;
+        case 3: blocked_avx2_sign_rows(g, panel, ws, kp, nb, 0, p * MQ_S8_PANEL, 3, W4); break;
+        case 2: blocked_avx2_sign_rows(g, panel, ws, kp, nb, 0, p * MQ_S8_PANEL, 2, W4); break;
+        default: blocked_avx2_sign_rows(g, panel, ws, kp, nb, 0, p * MQ_S8_PANEL, 1, W4); break;
+        }
+    }
+}
+
+// AVX2 for more rows: the int16 form of gemm_avx2 (see blocked_avx2_rows).
 MQ_AVX2 static void blocked_avx2(const mq_gemm_s8_blocked_args *g) {
+    if (g->m <= MQ_AVX2_I16_MIN_ROWS) {
+        if (g->weight_bits == 4) blocked_avx2_sign(g, 1);
+        else blocked_avx2_sign(g, 0);
+        return;
+    }
     const int kp = mq_s8_padded_k(g->k), nb = mq_s8_block_count(g->k, g->block);
     int16_t *a16 = malloc(sizeof(int16_t) * (size_t)g->m * kp), *w16 = malloc(sizeof(int16_t) * (size_t)MQ_S8_PANEL * kp);
     int8_t *unpacked = mq_s4_scratch(g->weight_bits, g->k);

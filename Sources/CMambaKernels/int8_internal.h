@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 /// K padded for int4 panels: whole step pairs.
 static inline int mq_s4_padded_k(int k) { return (k + 7) / 8 * 8; }
@@ -37,8 +38,41 @@ static inline const int8_t *mq_panel_s8(const int8_t *packed, int p, int k, int 
 #if MQ_X86
 #define MQ_VNNI __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")))
 
+/// Rows at or below this count take the sign trick on int8 in both AVX2 GEMMs (decode is
+/// memory-bound and needs no int16 copy of the panel or the activations); above it, the int16 form.
+#define MQ_AVX2_I16_MIN_ROWS 4
+
 /// dst[t] = src[t] sign-extended to int16, t < count (the AVX2 int16 form's operands).
 void mq_s8_widen(const int8_t *src, size_t count, int16_t *dst);
+
+/// One k-step of the AVX2 sign trick for MR rows x 16 outputs, on int8 weights as packed (the
+/// few-row form of both GEMMs: decode reads the panel once and needs no widened copy). Each row's
+/// 4 bytes are broadcast; vpsignb moves a's sign onto the weights so vpmaddubsw can take |a| as its
+/// unsigned operand (|a| <= 127, so the int16 pair sums stay below 2 * 127 * 127 and never
+/// saturate); vpmaddwd with ones widens to int32. acc[r][0] holds outputs 0-7, acc[r][1] 8-15.
+MQ_AVX2 __attribute__((always_inline)) static inline void mq_step_sign_avx2(
+    __m256i acc[4][2], const int8_t *a, int lda, int s, __m256i w0, __m256i w1, const int MR) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int r = 0; r < MR; r++) {
+        int32_t a4;
+        memcpy(&a4, a + (size_t)r * lda + s * MQ_S8_KSTEP, 4);
+        const __m256i ar = _mm256_set1_epi32(a4);
+        const __m256i abs = _mm256_abs_epi8(ar);
+        const __m256i p0 = _mm256_maddubs_epi16(abs, _mm256_sign_epi8(w0, ar));
+        const __m256i p1 = _mm256_maddubs_epi16(abs, _mm256_sign_epi8(w1, ar));
+        acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(p0, ones));
+        acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(p1, ones));
+    }
+}
+
+/// The two int8 halves of a 32-byte int4 register: low nibbles (the pair's first step), high
+/// nibbles (the second).
+MQ_AVX2 static inline __m256i mq_s4_low_avx2(__m256i v) {
+    return _mm256_sub_epi8(_mm256_and_si256(v, _mm256_set1_epi8(0x0F)), _mm256_set1_epi8(8));
+}
+MQ_AVX2 static inline __m256i mq_s4_high_avx2(__m256i v) {
+    return _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0F)), _mm256_set1_epi8(8));
+}
 
 /// The two int8 halves of a 64-byte int4 register (mamba_int8.h): the pair's first k-step from the
 /// low nibbles, the second from the high ones.
