@@ -52,7 +52,7 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
         let (d, v) = (Double(c.hiddenSize), Double(c.vocabSize))
         let outside = MemoryEstimate(parts: [
             ("embedding or head in Double (V \(c.vocabSize) x D \(c.hiddenSize)) and its freed predecessor kept for reuse", 2 * 8 * v * d),
-            ("R1's float32 blocks", 2 * 4 * Double(BLAS.float32BlockElements) + 4 * d * d),
+            ("R1's float32 blocks (two per thread)", Double(max(1, threads)) * 2 * 4 * Double(BLAS.float32BlockElements) + 4 * d * d),
             ("R1 and its eigendecomposition (D x D Double)", 6 * 8 * d * d),
             ("embedding table (float32)", 4 * v * d),
         ])

@@ -73,6 +73,8 @@ public struct QuantizedMatrix: Sendable, Equatable {
         for ratio in ratios {
             let scale = Float(absmax * ratio / q)
             guard scale > 0 else { best = (0, 0); break }
+            // One candidate (8 bits) needs no error to choose it: a third of the passes over the values.
+            if ratios.count == 1 { best = scale.isFinite ? (0, scale) : best; break }
             let inv = 1 / scale
             var err = 0.0
             for j in 0..<count {

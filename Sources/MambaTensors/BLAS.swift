@@ -11,6 +11,10 @@ public enum BLAS {
         return try body()
     }
 
+    /// OpenBLAS's thread count now (the command's budget, `Parallelism.applyToBLAS`, or 1 inside
+    /// work that runs its own threads).
+    public static var threads: Int { Int(openblas_get_num_threads()) }
+
     /// `withThreads(1, body)`: for LAPACK routines whose results depend on OpenBLAS's thread count.
     public static func singleThreaded<T>(_ body: () throws -> T) rethrows -> T { try withThreads(1, body) }
 
@@ -100,9 +104,10 @@ extension BLAS {
 
 extension BLAS {
     /// Elements of each float32 block of R1's products (input and output alike, Matrix.
-    /// rotateInputsFloat32): large enough that OpenBLAS's packing of R, once per call, stays a few
-    /// percent of the product; MemoryEstimate.quantize counts them.
-    public static let float32BlockElements = 1 << 23
+    /// rotateInputsFloat32; each thread holds two): large enough that OpenBLAS's packing of R, once
+    /// per call, stays a few percent of the product, small enough that a layer's matrices give every
+    /// thread blocks; MemoryEstimate.quantize counts them.
+    public static let float32BlockElements = 1 << 22
 
     /// c[m, n] -= a[m, k] * b[k, n] in Double with row strides (GPTQ's lazy block update).
     public static func dgemmSubtract(_ a: UnsafePointer<Double>, lda: Int, _ b: UnsafePointer<Double>, ldb: Int,

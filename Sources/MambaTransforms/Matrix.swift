@@ -1,3 +1,4 @@
+import Dispatch
 import MambaTensors
 
 /// A row-major Double matrix: the offline transforms do all weight arithmetic in Double and cast
@@ -123,32 +124,28 @@ public func rowTimes(_ v: [Double], _ m: Matrix) -> [Double] {
 // rounding it adds (about sqrt(D) float32 ulps of each weight) is far below what the weights'
 // own float32 storage and int8 rounding leave. The products go a block at a time and overwrite
 // the matrix: no second [rows, cols] Double alive at once.
+//
+// The checkpoint must not depend on the thread count, and OpenBLAS's sgemm does: on its Haswell
+// and Zen kernels an output's last bits change with the threads of a call and with how many rows
+// the call has (measured on a Zen 3: 0.02-0.2% of the outputs of a 1,537-row product differ from
+// the same rows taken in pieces; single- against two-threaded calls differ too). So the blocks
+// are fixed by the matrix's shape alone, every block is one single-threaded sgemm, and the
+// threads (OpenBLAS's count when called: the command's budget) take whole blocks.
 extension Matrix {
     /// self <- self R for an n x n R (a linear's input channels rotated: W -> W R), in float32,
     /// a block of rows (`blockElements` values) at a time.
     public mutating func rotateInputsFloat32(by r: Matrix, blockElements: Int = BLAS.float32BlockElements) {
         precondition(r.rows == cols && r.cols == cols, "rotation [\(r.rows), \(r.cols)] for a matrix of \(cols) columns")
-        let n = cols
-        guard rows > 0, n > 0 else { return }
-        let block = Swift.max(1, Swift.min(rows, blockElements / n))
+        let n = cols, rowCount = rows
+        guard rowCount > 0, n > 0 else { return }
+        let block = Swift.max(1, Swift.min(rowCount, blockElements / n))
         let rf = r.data.map(Float.init)
-        var a = [Float](repeating: 0, count: block * n), c = a
-        let rowCount = rows
-        data.withUnsafeMutableBufferPointer { d in
-            rf.withUnsafeBufferPointer { rp in
-                a.withUnsafeMutableBufferPointer { ap in
-                    c.withUnsafeMutableBufferPointer { cp in
-                        var i = 0
-                        while i < rowCount {
-                            let m = Swift.min(block, rowCount - i), base = i * n
-                            for t in 0..<(m * n) { ap[t] = Float(d[base + t]) }
-                            BLAS.gemm(m: m, n: n, k: n, ap.baseAddress!, lda: n, rp.baseAddress!, ldb: n, transposeB: false,
-                                      into: cp.baseAddress!, ldc: n)
-                            for t in 0..<(m * n) { d[base + t] = Double(cp[t]) }
-                            i += m
-                        }
-                    }
-                }
+        rf.withUnsafeBufferPointer { rp in
+            Self.forEachFloat32Block((rowCount + block - 1) / block, elements: block * n, &data) { b, d, ap, cp in
+                let i = b * block, m = Swift.min(block, rowCount - i), base = i * n
+                for t in 0..<(m * n) { ap[t] = Float(d[base + t]) }
+                BLAS.gemm(m: m, n: n, k: n, ap.baseAddress!, lda: n, rp.baseAddress!, ldb: n, transposeB: false, into: cp.baseAddress!, ldc: n)
+                for t in 0..<(m * n) { d[base + t] = Double(cp[t]) }
             }
         }
     }
@@ -161,19 +158,37 @@ extension Matrix {
         guard n > 0, width > 0 else { return }
         let block = Swift.max(1, Swift.min(width, blockElements / n))
         let rf = r.data.map(Float.init)
-        var a = [Float](repeating: 0, count: n * block), c = a
+        rf.withUnsafeBufferPointer { rp in
+            Self.forEachFloat32Block((width + block - 1) / block, elements: n * block, &data) { b, d, ap, cp in
+                let j = b * block, w = Swift.min(block, width - j)
+                for i in 0..<n { for t in 0..<w { ap[i * w + t] = Float(d[i * width + j + t]) } }
+                BLAS.gemmAccumulate(m: n, n: w, k: n, rp.baseAddress!, lda: n, transposeA: true, ap.baseAddress!, ldb: w,
+                                    beta: 0, into: cp.baseAddress!, ldc: w)
+                for i in 0..<n { for t in 0..<w { d[i * width + j + t] = Double(cp[i * w + t]) } }
+            }
+        }
+    }
+
+    /// body(block, data, a, c) for every block in `0..<blocks`, OpenBLAS single-threaded, the blocks
+    /// dealt to as many threads as OpenBLAS had (each with its own two float32 buffers of
+    /// `elements`). Blocks write disjoint parts of `data`.
+    static func forEachFloat32Block(
+        _ blocks: Int, elements: Int, _ data: inout [Double],
+        _ body: (Int, UnsafeMutableBufferPointer<Double>, UnsafeMutableBufferPointer<Float>, UnsafeMutableBufferPointer<Float>) -> Void
+    ) {
+        let threads = Swift.max(1, Swift.min(BLAS.threads, blocks))
+        var buffers = [Float](repeating: 0, count: threads * 2 * elements)
         data.withUnsafeMutableBufferPointer { d in
-            rf.withUnsafeBufferPointer { rp in
-                a.withUnsafeMutableBufferPointer { ap in
-                    c.withUnsafeMutableBufferPointer { cp in
-                        var j = 0
-                        while j < width {
-                            let w = Swift.min(block, width - j)
-                            for i in 0..<n { for t in 0..<w { ap[i * w + t] = Float(d[i * width + j + t]) } }
-                            BLAS.gemmAccumulate(m: n, n: w, k: n, rp.baseAddress!, lda: n, transposeA: true, ap.baseAddress!, ldb: w,
-                                                beta: 0, into: cp.baseAddress!, ldc: w)
-                            for i in 0..<n { for t in 0..<w { d[i * width + j + t] = Double(cp[i * w + t]) } }
-                            j += w
+            buffers.withUnsafeMutableBufferPointer { bp in
+                let shared = UncheckedSendable((d, bp))
+                BLAS.withThreads(1) {
+                    withoutActuallyEscaping(body) { body in
+                        let work = UncheckedSendable(body)
+                        DispatchQueue.concurrentPerform(iterations: threads) { slot in
+                            let (d, bp) = shared.value
+                            let a = UnsafeMutableBufferPointer(rebasing: bp[(2 * slot * elements)..<((2 * slot + 1) * elements)])
+                            let c = UnsafeMutableBufferPointer(rebasing: bp[((2 * slot + 1) * elements)..<((2 * slot + 2) * elements)])
+                            for b in stride(from: slot, to: blocks, by: threads) { work.value(b, d, a, c) }
                         }
                     }
                 }

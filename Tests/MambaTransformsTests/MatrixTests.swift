@@ -31,4 +31,29 @@ final class MatrixTests: XCTestCase {
             }
         }
     }
+
+    /// The checkpoint must not depend on the thread count: R1's float32 products give the same bits
+    /// on 1, 2 and 3 threads (OpenBLAS's own sgemm does not on every core: Matrix.swift).
+    func testFloat32RotationsAreTheSameOnAnyThreadCount() throws {
+        let seed = freshSeed()
+        var rng = SeededRandom(seed: seed)
+        let n = 96
+        let (r, _) = try offlineRotation(n: n, secondMoment: nil, seed: seed)
+        let reader = random(301, n, &rng), writer = random(n, 257, &rng)
+        var want: (Matrix, Matrix)?
+        for threads in [1, 2, 3] {
+            var a = reader, b = writer
+            BLAS.withThreads(threads) {
+                a.rotateInputsFloat32(by: r, blockElements: 40 * n)
+                b.rotateOutputsFloat32(by: r, blockElements: 33 * n)
+            }
+            if let (wa, wb) = want {
+                XCTAssertEqual(a, wa, "W R on \(threads) threads, seed \(seed)")
+                XCTAssertEqual(b, wb, "Rᵀ W on \(threads) threads, seed \(seed)")
+            } else {
+                want = (a, b)
+                XCTAssertNotEqual(a, reader)
+            }
+        }
+    }
 }
