@@ -33,6 +33,26 @@ final class SelectiveScanTests: XCTestCase {
         }
     }
 
+    /// Decode steps (L = 1) with spinning workers split a large layer's channels between threads
+    /// (SelectiveScan.forward's minimum work): the same as the reference, step after step, on an
+    /// odd channel count.
+    func testDecodeStepsSplitBetweenSpinningWorkersMatchReference() {
+        let seed = freshSeed(in: 0...999999)
+        let (e, n) = (1101, 16)
+        let scan = SelectiveScan(aLog: randomTensor([e, n], seed: seed, scale: 0.7, offset: 1), dSkip: randomTensor([e], seed: seed + 1))
+        var h1 = [Float](repeating: 0, count: e * n), h2 = h1
+        Parallelism(threads: 2).withSpinningWorkers { par in
+            for t in 0..<3 {
+                let x = randomTensor([1, e], seed: seed + 2 + UInt64(t)), dt = randomTensor([1, e], seed: seed + 9 + UInt64(t), scale: 3, offset: -2)
+                let b = randomTensor([1, n], seed: seed + 16 + UInt64(t)), c = randomTensor([1, n], seed: seed + 23 + UInt64(t))
+                let fast = scan.forward(x: x, dtRaw: dt, b: b, c: c, h: &h1, par)
+                let ref = scan.reference(x: x, dtRaw: dt, b: b, c: c, h: &h2)
+                XCTAssertLessThan(maxAbsDifference(fast.storage, ref.storage), 1e-5 * max(1, ref.absMax), "step \(t) seed \(seed)")
+            }
+        }
+        XCTAssertLessThan(maxAbsDifference(h1, h2), 1e-5 * max(1, Tensor(shape: [h2.count], storage: h2).absMax), "h seed \(seed)")
+    }
+
     /// Running a sequence in pieces with the state carried equals running it whole.
     func testChunkedScanEqualsWholeScan() {
         let (l, e, n) = (20, 16, 8)
