@@ -41,6 +41,7 @@ MQ_AVX2 static void scan_avx2(const mq_scan_args *a) {
     const int e0 = a->channel_begin, width = a->channel_end - a->channel_begin;
     const int Nv = N - N % 8;
     float *dt = malloc(sizeof(float) * (size_t)(width > 0 ? width : 1));
+    if (!dt) { scan_scalar(a); return; }   // the scalar path needs no scratch
     for (int t = 0; t < a->length; t++) {
         const float *B = a->B + (size_t)t * a->ldb;
         const float *C = a->C + (size_t)t * a->ldc;
@@ -88,6 +89,7 @@ MQ_AVX2 static void scan_avx2_c8(const mq_scan_args *a) {
         const unsigned csr = _mm_getcsr();
         _mm_setcsr(csr | 0x8040);   // FTZ | DAZ, as in scan_avx512_c16
         float *At = malloc(sizeof(float) * 128 * (size_t)blocks), *hs = malloc(sizeof(float) * 128 * (size_t)blocks);
+        if (!At || !hs) { free(At); free(hs); _mm_setcsr(csr); scan_avx2(a); return; }   // per channel, no transposed state
         for (int b = 0; b < blocks; b++)
             for (int j = 0; j < 8; j++) {
                 const size_t ch = (size_t)(begin + 8 * b + j) * 16;
@@ -154,6 +156,7 @@ MQ_AVX512 static void scan_avx512(const mq_scan_args *a) {
     const int E = a->channels, N = a->state;
     const int e0 = a->channel_begin, width = a->channel_end - a->channel_begin;
     float *dt = malloc(sizeof(float) * (size_t)(width > 0 ? width : 1));
+    if (!dt) { scan_scalar(a); return; }
     for (int t = 0; t < a->length; t++) {
         const float *B = a->B + (size_t)t * a->ldb;
         const float *C = a->C + (size_t)t * a->ldc;
@@ -206,6 +209,7 @@ MQ_AVX512 static void scan_avx512_c16(const mq_scan_args *a) {
         const unsigned csr = _mm_getcsr();
         _mm_setcsr(csr | 0x8040);   // FTZ | DAZ
         float *At = malloc(sizeof(float) * 256 * (size_t)blocks), *hs = malloc(sizeof(float) * 256 * (size_t)blocks);
+        if (!At || !hs) { free(At); free(hs); _mm_setcsr(csr); scan_avx512(a); return; }   // per channel, no transposed state
         for (int b = 0; b < blocks; b++) {
             for (int j = 0; j < 16; j++) {
                 const size_t ch = (size_t)(begin + 16 * b + j) * 16;
