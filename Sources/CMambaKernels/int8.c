@@ -276,6 +276,53 @@ void mq_conv_silu_s8(const int8_t *q, int t_begin, int t_end, int e, int k, cons
     conv_s8(q, t_begin, t_end, e, k, w, out_scale, bias, out, 1);
 }
 
+// A decode step on a state held as floats. Int8Conv's state rows are the integers of the last K-1
+// quantized inputs; copying them into int8 and back around mq_conv_s8 was most of a decode step's
+// conv. Here the sums are taken in float32, exact while K qmax^2 < 2^24 (the caller checks), so
+// they equal mq_conv_s8's int32 sums, and the epilogue is the same two statements.
+static inline __attribute__((always_inline)) float conv_step_one(float *restrict state, float qn, int c, int e, int k,
+                                                                 const int8_t *restrict w, const float *restrict out_scale,
+                                                                 const float *restrict bias) {
+    float acc = 0.0f;
+    for (int j = 0; j + 1 < k; j++) acc += (float)w[(size_t)j * e + c] * state[(size_t)j * e + c];
+    acc += (float)w[(size_t)(k - 1) * e + c] * qn;
+    for (int j = 0; j + 2 < k; j++) state[(size_t)j * e + c] = state[(size_t)(j + 1) * e + c];
+    if (k > 1) state[(size_t)(k - 2) * e + c] = qn;
+    const float v = acc * out_scale[c];
+    return v + bias[c];
+}
+
+#if MQ_X86
+MQ_AVX2 static int conv_step_avx2(float *state, const float *x, int e, int k, float inv_scale, float qf, const int8_t *w,
+                                  const float *out_scale, const float *bias, float *out) {
+    const __m256 inv = _mm256_set1_ps(inv_scale), qv = _mm256_set1_ps(qf);
+    int c = 0;
+    for (; c + 8 <= e; c += 8) {
+        const __m256 qn = _mm256_cvtepi32_ps(quantize8(_mm256_loadu_ps(x + c), inv, qv));
+        __m256 acc = _mm256_setzero_ps();
+        for (int j = 0; j < k; j++) {
+            const __m256 wj = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(w + (size_t)j * e + c))));
+            const __m256 sj = j + 1 < k ? _mm256_loadu_ps(state + (size_t)j * e + c) : qn;
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(wj, sj));   // integers: exact either way
+            if (j >= 1) _mm256_storeu_ps(state + (size_t)(j - 1) * e + c, sj);
+        }
+        _mm256_storeu_ps(out + c, _mm256_add_ps(_mm256_mul_ps(acc, _mm256_loadu_ps(out_scale + c)), _mm256_loadu_ps(bias + c)));
+    }
+    return c;
+}
+#endif
+
+void mq_conv_step_s8(float *state, const float *x, int e, int k, float inv_scale, int qmax, const int8_t *w,
+                     const float *out_scale, const float *bias, float *out, int silu) {
+    const float qf = (float)qmax;
+    int c = 0;
+#if MQ_X86
+    if (mq_s8_level() >= 1) c = conv_step_avx2(state, x, e, k, inv_scale, qf, w, out_scale, bias, out);
+#endif
+    for (; c < e; c++) out[c] = conv_step_one(state, (float)quantize_one(x[c], inv_scale, qf), c, e, k, w, out_scale, bias);
+    if (silu) mq_silu_f32(out, out, (size_t)e);
+}
+
 // MARK: - GEMM
 
 void mq_gemm_s8_reference(int m, int n, int k, const int8_t *a, int lda, const int8_t *w, int ldw,

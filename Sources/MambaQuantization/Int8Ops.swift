@@ -296,21 +296,31 @@ public struct Int8Conv: ConvOp {
     private func run(_ x: Tensor, state: inout [Float], silu: Bool, _ parallelism: Parallelism) -> Tensor {
         let (l, e, k) = (x.rows, x.cols, kernelSize)
         precondition(e == channels && state.count == (k - 1) * e, "int8 conv expects \(channels) channels and a state of \(k - 1) rows")
+        let qmax = MambaQuantization.qmax(bits: bits)
+        if l == 1 && k * qmax * qmax < 1 << 24 {   // a decode step: mq_conv_step_s8's float sums are exact
+            return Tensor(shape: [1, e]) { o in
+                x.storage.withUnsafeBufferPointer { xp in
+                    state.withUnsafeMutableBufferPointer { sp in
+                        mq_conv_step_s8(sp.baseAddress, xp.baseAddress!, Int32(e), Int32(k), inputScale > 0 ? 1 / inputScale : 0, Int32(qmax),
+                                        weightKE, outScale, bias, o.baseAddress!, silu ? 1 : 0)
+                    }
+                }
+            }
+        }
         // [K-1+L, E] integers: the state's rows, then this call's inputs quantized.
         var q = [Int8](repeating: 0, count: (k - 1 + l) * e)
         let inverse = [Float](repeating: inputScale > 0 ? 1 / inputScale : 0, count: l)
         x.storage.withUnsafeBufferPointer { xp in
             q.withUnsafeMutableBufferPointer { qp in
-                // A decode step is mostly these copies of the state. The state holds integers in
-                // [-qmax, qmax] as floats, so quantizing them with scale 1 is an exact copy, and a
-                // vector one (Swift's checked Int8(Float) is a scalar loop with a trap per value:
-                // 2% of a 2-thread mamba-130m decode's samples on a Zen 3).
+                // The state holds integers in [-qmax, qmax] as floats, so quantizing them with
+                // scale 1 is an exact copy, and a vector one (Swift's checked Int8(Float) is a
+                // scalar loop with a trap per value).
                 let one: Float = 1
                 state.withUnsafeBufferPointer { sp in
-                    mq_quantize_rows_s8(sp.baseAddress, 1, Int32((k - 1) * e), Int32((k - 1) * e), [one], Int32(MambaQuantization.qmax(bits: bits)),
+                    mq_quantize_rows_s8(sp.baseAddress, 1, Int32((k - 1) * e), Int32((k - 1) * e), [one], Int32(qmax),
                                         qp.baseAddress!, Int32((k - 1) * e))
                 }
-                mq_quantize_rows_s8(xp.baseAddress, Int32(l), Int32(e), Int32(e), inverse, Int32(MambaQuantization.qmax(bits: bits)),
+                mq_quantize_rows_s8(xp.baseAddress, Int32(l), Int32(e), Int32(e), inverse, Int32(qmax),
                                     qp.baseAddress! + (k - 1) * e, Int32(e))
             }
         }

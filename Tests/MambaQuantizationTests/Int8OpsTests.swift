@@ -373,6 +373,36 @@ final class Int8OpsTests: XCTestCase {
         }
     }
 
+    /// mq_conv_step_s8 (a decode step on the float-held state) against mq_conv_s8 over the state's
+    /// integers and the quantized input, then the state moved up a row: the same floats, every path.
+    func testConvStepEqualsTheConvOverTheStateAndTheInput() {
+        var rng = SeededRandom(seed: freshSeed())
+        for (e, k, qmax) in [(37, 4, 127), (130, 4, 127), (1_537, 4, 127), (64, 3, 31), (5, 1, 127), (19, 2, 127)] {
+            let w = randomInt8(k * e, &rng)
+            let outScale = (0..<e).map { _ in Float(0.001 + 0.01 * rng.nextUnit()) }
+            let bias = (0..<e).map { _ in Float(rng.nextGaussian()) }
+            let state = (0..<((k - 1) * e)).map { _ in Float(Int(rng.next() % UInt64(2 * qmax + 1)) - qmax) }
+            let x = (0..<e).map { _ in Float(rng.nextGaussian()) }
+            let inv: Float = 1 / 0.02
+            // The reference: [state; quantize(x)] as int8 rows through mq_conv_s8.
+            var q = state.map { Int8($0) } + [Int8](repeating: 0, count: e)
+            q.withUnsafeMutableBufferPointer { qp in mq_quantize_rows_s8(x, 1, Int32(e), Int32(e), [inv], Int32(qmax), qp.baseAddress! + (k - 1) * e, Int32(e)) }
+            for silu in [false, true] {
+                var want = [Float](repeating: 0, count: e)
+                let conv = silu ? mq_conv_silu_s8 : mq_conv_s8
+                conv(q, 0, 1, Int32(e), Int32(k), w, outScale, bias, &want)
+                let wantState = q[e...].map { Float($0) }
+                KernelPaths.forEachInt8Level { level in
+                    var got = [Float](repeating: 0, count: e)
+                    var s = state
+                    mq_conv_step_s8(&s, x, Int32(e), Int32(k), inv, Int32(qmax), w, outScale, bias, &got, silu ? 1 : 0)
+                    XCTAssertEqual(got, want, "e \(e) k \(k) silu \(silu) level \(level)")
+                    XCTAssertEqual(s, Array(wantState), "state: e \(e) k \(k) level \(level)")
+                }
+            }
+        }
+    }
+
     /// The whole quantized model on the int8 runtime gives the reference path's logits up to float
     /// rounding, prefill and decode alike.
     func testInt8ModelMatchesTheReferenceModel() throws {

@@ -71,6 +71,13 @@ void mq_conv_s8(const int8_t *q, int t_begin, int t_end, int e, int k, const int
 void mq_conv_silu_s8(const int8_t *q, int t_begin, int t_end, int e, int k, const int8_t *w,
                      const float *out_scale, const float *bias, float *out);
 
+/// One decode step of mq_conv_s8 (silu: mq_conv_silu_s8) on a state held as floats: state [K-1, E]
+/// holds the integers of the last K-1 quantized inputs, oldest first. out[c] is the conv over
+/// [state; quantize(x)], then the state moves up a row and takes quantize(x) (x [E], rounded as
+/// mq_quantize_rows_s8). Equal to mq_conv_s8 over those rows where K qmax^2 < 2^24.
+void mq_conv_step_s8(float *state, const float *x, int e, int k, float inv_scale, int qmax, const int8_t *w,
+                     const float *out_scale, const float *bias, float *out, int silu);
+
 typedef struct {
     int m, n, k;
     const int8_t *a;          // [m, lda], lda = mq_s8_padded_k(k), zero padded
