@@ -42,6 +42,8 @@ MQ_AVX2 static void scan_avx2(const mq_scan_args *a) {
     const int Nv = N - N % 8;
     float *dt = malloc(sizeof(float) * (size_t)(width > 0 ? width : 1));
     if (!dt) { scan_scalar(a); return; }   // the scalar path needs no scratch
+    const unsigned csr = _mm_getcsr();
+    _mm_setcsr(csr | 0x8040);   // FTZ | DAZ, as in scan_avx2_c8
     for (int t = 0; t < a->length; t++) {
         const float *B = a->B + (size_t)t * a->ldb;
         const float *C = a->C + (size_t)t * a->ldc;
@@ -57,7 +59,9 @@ MQ_AVX2 static void scan_avx2(const mq_scan_args *a) {
             const float *A = a->A + (size_t)e * N;
             __m256 acc = _mm256_setzero_ps();
             for (int n = 0; n < Nv; n += 8) {
-                __m256 decay = mq_exp256(_mm256_mul_ps(vd, _mm256_loadu_ps(A + n)));
+                // scan_avx2_c8's decay: 2^(dt (A log2 e)), subnormals flushed (FTZ set above).
+                const __m256 At = _mm256_mul_ps(_mm256_loadu_ps(A + n), _mm256_set1_ps(1.44269504088896341f));
+                __m256 decay = mq_exp2_256_flushed(_mm256_mul_ps(vd, At));
                 __m256 hv = _mm256_fmadd_ps(decay, _mm256_loadu_ps(h + n), _mm256_mul_ps(vdtx, _mm256_loadu_ps(B + n)));
                 _mm256_storeu_ps(h + n, hv);
                 acc = _mm256_fmadd_ps(hv, _mm256_loadu_ps(C + n), acc);
@@ -71,6 +75,7 @@ MQ_AVX2 static void scan_avx2(const mq_scan_args *a) {
         }
     }
     free(dt);
+    _mm_setcsr(csr);
 }
 #endif
 
