@@ -399,6 +399,7 @@ MQ_AVX2 __attribute__((always_inline)) static inline void block_avx2(
         // Decode reads half the bytes: each 64-byte load feeds two k-steps.
         int s = 0;
         for (; s < steps; s += 2) {
+            if (MR == 1) _mm_prefetch((const char *)(panel + (size_t)s * 32 + MQ_ROW_PREFETCH_AHEAD), _MM_HINT_NTA);
             const __m256i v0 = _mm256_loadu_si256((const __m256i *)(panel + (size_t)s * 32));
             const __m256i v1 = _mm256_loadu_si256((const __m256i *)(panel + (size_t)s * 32 + 32));
             mq_step_sign_avx2(acc, a, g->lda, s, mq_s4_low_avx2(v0), mq_s4_low_avx2(v1), MR);
@@ -406,6 +407,7 @@ MQ_AVX2 __attribute__((always_inline)) static inline void block_avx2(
         }
     } else {
         for (int s = 0; s < steps; s++) {
+            if (MR == 1) _mm_prefetch((const char *)(panel + (size_t)s * 64 + MQ_ROW_PREFETCH_AHEAD), _MM_HINT_NTA);
             const __m256i w0 = _mm256_loadu_si256((const __m256i *)(panel + (size_t)s * 64));
             const __m256i w1 = _mm256_loadu_si256((const __m256i *)(panel + (size_t)s * 64 + 32));
             mq_step_sign_avx2(acc, a, g->lda, s, w0, w1, MR);

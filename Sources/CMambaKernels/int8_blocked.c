@@ -154,6 +154,7 @@ MQ_AVX2 __attribute__((always_inline)) static inline void blocked_avx2_sign_rows
         if (W4) {
             // Blocks are whole step pairs (block % 8 == 0): one pair of loads feeds two k-steps.
             for (int st = b * steps; st < end; st += 2) {
+                if (MR == 1) _mm_prefetch((const char *)(panel + (size_t)st * 32 + MQ_ROW_PREFETCH_AHEAD), _MM_HINT_NTA);
                 const __m256i v0 = _mm256_loadu_si256((const __m256i *)(panel + (size_t)st * 32));
                 const __m256i v1 = _mm256_loadu_si256((const __m256i *)(panel + (size_t)st * 32 + 32));
                 mq_step_sign_avx2(s, a, g->lda, st, mq_s4_low_avx2(v0), mq_s4_low_avx2(v1), MR);
@@ -161,6 +162,7 @@ MQ_AVX2 __attribute__((always_inline)) static inline void blocked_avx2_sign_rows
             }
         } else {
             for (int st = b * steps; st < end; st++) {
+                if (MR == 1) _mm_prefetch((const char *)(panel + (size_t)st * 64 + MQ_ROW_PREFETCH_AHEAD), _MM_HINT_NTA);
                 const __m256i w0 = _mm256_loadu_si256((const __m256i *)(panel + (size_t)st * 64));
                 const __m256i w1 = _mm256_loadu_si256((const __m256i *)(panel + (size_t)st * 64 + 32));
                 mq_step_sign_avx2(s, a, g->lda, st, w0, w1, MR);
