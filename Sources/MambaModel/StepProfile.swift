@@ -64,20 +64,21 @@ public struct StepTimes: Sendable, Encodable {
         case totalMilliseconds = "total_milliseconds"
     }
 
-    /// A markdown table with one column per model: milliseconds and share of the model's total.
-    public static func table(_ models: [StepTimes]) -> String {
+    /// A markdown table with one column per model: milliseconds (times `scale`, in `unit`) and
+    /// share of the model's total.
+    public static func table(_ models: [StepTimes], title: String = "prefill step (ms, share)", scale: Double = 1) -> String {
         var names: [String] = []
         for m in models { for n in m.order where !names.contains(n) { names.append(n) } }
-        var s = "| prefill step (ms, share) | " + models.map { "\($0.model)" }.joined(separator: " | ") + " |\n"
+        var s = "| \(title) | " + models.map { "\($0.model)" }.joined(separator: " | ") + " |\n"
         s += "|---|" + String(repeating: "---:|", count: models.count) + "\n"
         func cell(_ ms: Double?, _ total: Double) -> String {
             guard let ms else { return "" }
-            return String(format: "%.1f (%.0f%%)", ms, 100 * ms / total)
+            return String(format: "%.1f (%.0f%%)", ms * scale, 100 * ms / total)
         }
         for n in names { s += "| \(n) | " + models.map { cell($0.milliseconds[n], $0.totalMilliseconds) }.joined(separator: " | ") + " |\n" }
         let other = models.map { m in cell(max(0, m.totalMilliseconds - m.milliseconds.values.reduce(0, +)), m.totalMilliseconds) }
         s += "| (outside steps) | " + other.joined(separator: " | ") + " |\n"
-        s += "| total | " + models.map { String(format: "%.1f", $0.totalMilliseconds) }.joined(separator: " | ") + " |\n"
+        s += "| total | " + models.map { String(format: "%.1f", $0.totalMilliseconds * scale) }.joined(separator: " | ") + " |\n"
         return s
     }
 }
@@ -109,6 +110,41 @@ public func profilePrefill(
     }
     return models.indices.map { i in
         StepTimes(model: names[i], tokens: tokens, milliseconds: samples[i].mapValues { median($0) },
+                  order: orders[i], totalMilliseconds: median(totals[i]))
+    }
+}
+
+/// Times `steps` decode steps of each model (after an 8-token prompt) under a step profile, as a
+/// generation runs them (spinning workers: the threads' split of each product and the serial steps
+/// between products show), `runs` times interleaved; each step's figure is its median over the runs
+/// of milliseconds per token.
+public func profileDecode(
+    _ models: [MambaLM], names: [String], steps: Int, runs: Int, parallelism: Parallelism, seed: UInt64 = 0
+) throws -> [StepTimes] {
+    var rng = SeededRandom(seed: seed)
+    let tokens = (0..<(8 + steps)).map { _ in Int(rng.next() % UInt64(models[0].vocabSize)) }
+    var samples = [[String: [Double]]](repeating: [:], count: models.count)
+    var orders = [[String]](repeating: [], count: models.count)
+    var totals = [[Double]](repeating: [], count: models.count)
+    for _ in 0..<runs {
+        for (i, model) in models.enumerated() {
+            var state = model.makeState()
+            _ = try model.forward(Array(tokens.prefix(8)), state: &state, logits: .last, parallelism: parallelism)
+            let profile = StepProfile()
+            let seconds = try parallelism.withSpinningWorkers { par in
+                try StepProfile.$current.withValue(profile) {
+                    try measureSeconds { for t in tokens.dropFirst(8) { _ = try model.forward([t], state: &state, logits: .last, parallelism: par) } }
+                }
+            }
+            totals[i].append(1000 * seconds / Double(steps))
+            for (step, s) in profile.steps {
+                if samples[i][step] == nil { orders[i].append(step) }
+                samples[i][step, default: []].append(1000 * s / Double(steps))
+            }
+        }
+    }
+    return models.indices.map { i in
+        StepTimes(model: names[i], tokens: 1, milliseconds: samples[i].mapValues { median($0) },
                   order: orders[i], totalMilliseconds: median(totals[i]))
     }
 }

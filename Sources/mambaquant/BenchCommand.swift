@@ -56,7 +56,7 @@ struct BenchCommand: ParsableCommand {
     var floatOnly = false
     @Flag(help: "Also measure how fast memory streams to 1..--threads threads (decode's limit; medians of 5 reads of 256 MB).")
     var readBandwidth = false
-    @Flag(help: "Also time one prefill of each model step by step (in_proj, conv, scan, ...; medians of --runs).")
+    @Flag(help: "Also time one prefill of each model step by step (in_proj, conv, scan, ...; medians of --runs), and --decode-steps decode steps as a generation runs them (microseconds a token).")
     var steps = false
     @Option(help: "Also time prefill with the last position's logits at --tokens and these prompt lengths (comma-separated, e.g. 2048,8192), float32 and int8 side by side, with the scan's share of each.",
             transform: ArgumentParsing.list(ArgumentParsing.positive(atMost: 1 << 17)))
@@ -141,11 +141,12 @@ struct BenchCommand: ParsableCommand {
         }
         // The compute roofline beside the GEMM table: the path's multiply-add in register chains.
         let peak = gemm.isEmpty ? 0 : mq_s8_peak_gops(0.2) * Double(par.threads)
-        var profiles: [StepTimes] = []
+        var profiles: [StepTimes] = [], decodeProfiles: [StepTimes] = []
         if steps {
-            printError("timing one \(tokens)-token prefill of each model step by step, \(runs) runs")
-            profiles = try profilePrefill([float] + int8, names: ["float32"] + models.map { models.count > 1 ? $0.recipe.bits.description : "int8" },
-                                          tokens: tokens, runs: runs, parallelism: par)
+            printError("timing one \(tokens)-token prefill and \(decodeSteps) decode steps of each model step by step, \(runs) runs")
+            let names = ["float32"] + models.map { models.count > 1 ? $0.recipe.bits.description : "int8" }
+            profiles = try profilePrefill([float] + int8, names: names, tokens: tokens, runs: runs, parallelism: par)
+            decodeProfiles = try profileDecode([float] + int8, names: names, steps: decodeSteps, runs: runs, parallelism: par)
         }
         // Prompt processing as a generation runs it (the last position's logits), from --tokens up.
         var long: [LongPromptRow] = []
@@ -170,7 +171,7 @@ struct BenchCommand: ParsableCommand {
             weightBytesFloat32: 4 * weights.parameterCount, weightBytesInt8: q.weightBytes,
             weightBytesRatio: Double(4 * weights.parameterCount) / Double(q.weightBytes),
             bitsPerWeightInt8: 8 * Double(q.weightBytes) / Double(weights.parameterCount), variants: variants, gemm: gemm, int8PeakGops: peak,
-            steps: profiles, longPrompts: long, blasCores: survey, readBandwidth: bandwidth,
+            steps: profiles, decodeSteps: decodeProfiles, longPrompts: long, blasCores: survey, readBandwidth: bandwidth,
             notes: ["int8 GEMM timings include the quantization of the activations and the float epilogue; sgemm is OpenBLAS through the float model's own linear (sgemv at one row).",
                     "int4 weights run packed two per byte (int4 panels unpacked in registers); weight bytes are as stored, a tied embedding and head counted once."])
         if output.json {
@@ -250,6 +251,8 @@ struct BenchReport: Encodable {
     let gemm: [LinearBenchmarkResult]
     let int8PeakGops: Double
     let steps: [StepTimes]
+    /// Milliseconds per decode token, step by step.
+    let decodeSteps: [StepTimes]
     let longPrompts: [LongPromptRow]
     let blasCores: [CoreMeasurement]
     let readBandwidth: [ReadBandwidth]
@@ -257,6 +260,7 @@ struct BenchReport: Encodable {
 
     enum CodingKeys: String, CodingKey {
         case model, threads, runs, quantization, float32, int8, variants, gemm, steps, notes
+        case decodeSteps = "decode_steps"
         case blasCore = "blas_core", int8Kernels = "int8_kernels", blasCores = "blas_cores", int8PeakGops = "int8_peak_gops"
         case prefillSpeedup = "prefill_speedup", decodeSpeedup = "decode_speedup"
         case weightBytesFloat32 = "weight_bytes_float32", weightBytesInt8 = "weight_bytes_int8", weightBytesRatio = "weight_bytes_ratio"
@@ -293,6 +297,7 @@ struct BenchReport: Encodable {
             s += String(format: "\nint8 compute peak: %.1f GOP/s at %d thread(s) (the path's multiply-add in register chains, no loads)\n", int8PeakGops, threads)
         }
         if !steps.isEmpty { s += "\n" + StepTimes.table(steps) }
+        if !decodeSteps.isEmpty { s += "\n" + StepTimes.table(decodeSteps, title: "decode step (us a token, share)", scale: 1000) }
         if !longPrompts.isEmpty {
             s += "\nLonger prompts (prefill with the last position's logits, as a generation runs it; the int8 model above):\n\n| prompt tokens | float32 tok/s | int8 tok/s | int8 / float32 | scan share float32 | scan share int8 |\n|---:|---:|---:|---:|---:|---:|\n"
             for r in longPrompts {
