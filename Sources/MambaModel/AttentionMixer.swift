@@ -237,10 +237,10 @@ public struct AttentionForward: MixerOp {
         state.values += v.storage
         let start = state.count
         state.count += u.rows
-        var o = profiled("attention") { attend(q, keys: state.keys, values: state.values, start: start, par) } // [L, H P]
-        if let rotation { o = profiled("hadamard") { rotation.rotate(o, par) } }
-        observer?.observe(o, site: AttentionMixer.outputInput, layer: layer)
-        return profiled("o_proj") { scaled(oProj.forward(o, par), multipliers.output) } // [L, D]
+        let o = profiled("attention") { attend(q, keys: state.keys, values: state.values, start: start, par) } // [L, H P]
+        return profiled("o_proj") {                                     // [L, D]
+            scaled(oProj.forward(o, rotatedBy: rotation, par, observer: observer, site: AttentionMixer.outputInput, layer: layer), multipliers.output)
+        }
     }
 
     /// softmax(scale q kᵀ over keys 0...start+t) v for every query row t and head, query head h

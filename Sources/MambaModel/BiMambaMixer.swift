@@ -163,10 +163,10 @@ public struct BidirectionalMambaMixer: MixerOp {
             }
         }
         observer?.observe(y, site: .y, layer: layer)
-        var g = profiled("gate") { gate.forward(y: y, z: z, par) }     // [L, E]
-        if let r = outProjRotation { g = profiled("hadamard") { r.rotate(g, par) } }
-        observer?.observe(g, site: .outProjInput, layer: layer)
-        return profiled("out_proj") { outProj.forward(g, par) }        // [L, D]
+        let g = profiled("gate") { gate.forward(y: y, z: z, par) }     // [L, E]
+        return profiled("out_proj") {                                   // [L, D]
+            outProj.forward(g, rotatedBy: outProjRotation, par, observer: observer, site: .outProjInput, layer: layer)
+        }
     }
 }
 

@@ -114,9 +114,7 @@ public struct MLPForward: MixerOp, ExpertForward {
                 }
             }
         }
-        if let rotation { h = profiled("hadamard") { rotation.rotate(h, par) } }
-        observer?.observe(h, site: downSite, layer: layer)
-        return profiled("down_proj") { downProj.forward(h, par) }       // [L, D]
+        return profiled("down_proj") { downProj.forward(h, rotatedBy: rotation, par, observer: observer, site: downSite, layer: layer) } // [L, D]
     }
 }
 
@@ -234,10 +232,10 @@ public struct GatedMLPForward: MixerOp, ExpertForward {
             (gate, up) = (gateUp.columns(0..<width), gateUp.columns(width..<(2 * width)))
         }
         // up * silu(gate): the Mamba blocks' gate kernel (gateRows), rows split between threads.
-        var h = profiled("activation") { gateRows(y: up, z: scaled(gate, multipliers.gate), smoothing: nil, par) }
-        if let rotation { h = profiled("hadamard") { rotation.rotate(h, par) } }
-        observer?.observe(h, site: downSite, layer: layer)
-        return profiled("down_proj") { scaled(downProj.forward(h, par), multipliers.down) } // [L, D]
+        let h = profiled("activation") { gateRows(y: up, z: scaled(gate, multipliers.gate), smoothing: nil, par) }
+        return profiled("down_proj") {                                  // [L, D]
+            scaled(downProj.forward(h, rotatedBy: rotation, par, observer: observer, site: downSite, layer: layer), multipliers.down)
+        }
     }
 }
 

@@ -221,9 +221,9 @@ public struct Mamba2Forward: MixerOp {
         observer?.observe(y, site: .y, layer: layer)
         var g = profiled("gate") { gate.forward(y: y, z: z, par) }     // [L, E]: y * silu(z)
         if let norm { g = profiled("gate") { norm.forward(g) } }         // norm(y * silu(z)) * weight
-        if let r = outProjRotation { g = profiled("hadamard") { r.rotate(g, par) } }
-        observer?.observe(g, site: .outProjInput, layer: layer)
-        return profiled("out_proj") { scaled(outProj.forward(g, par), multipliers.output) } // [L, D]
+        return profiled("out_proj") {                                   // [L, D]
+            scaled(outProj.forward(g, rotatedBy: outProjRotation, par, observer: observer, site: .outProjInput, layer: layer), multipliers.output)
+        }
     }
 }
 

@@ -9,6 +9,32 @@ public protocol LinearOp: Sendable {
     var inFeatures: Int { get }
     var outFeatures: Int { get }
     func forward(_ x: Tensor, _ parallelism: Parallelism) -> Tensor
+    /// forward(rotation.rotate(x)): an online rotation of the input (R2, TransformOps.swift) and
+    /// the product. An op that quantizes its input may rotate each row on the way (Int8Linear).
+    func forward(_ x: Tensor, rotatedBy rotation: OnlineHadamard, _ parallelism: Parallelism) -> Tensor
+}
+
+extension LinearOp {
+    public func forward(_ x: Tensor, rotatedBy rotation: OnlineHadamard, _ parallelism: Parallelism) -> Tensor {
+        forward(profiled("hadamard") { rotation.rotate(x, parallelism) }, parallelism)
+    }
+
+    /// The product of x rotated by `rotation` first (nil: none), as the mixers run their output
+    /// projections: an observer (calibration) sees the rotated input at `site`, so with one the
+    /// rotation is a pass of its own.
+    public func forward(
+        _ x: Tensor, rotatedBy rotation: OnlineHadamard?, _ parallelism: Parallelism,
+        observer: (any ActivationObserver)?, site: Site, layer: Int
+    ) -> Tensor {
+        guard let rotation else {
+            observer?.observe(x, site: site, layer: layer)
+            return forward(x, parallelism)
+        }
+        guard let observer else { return forward(x, rotatedBy: rotation, parallelism) }
+        let rotated = profiled("hadamard") { rotation.rotate(x, parallelism) }
+        observer.observe(rotated, site: site, layer: layer)
+        return forward(rotated, parallelism)
+    }
 }
 
 /// Causal depthwise conv over time with a rolling state of the last K-1 inputs: [L, E] -> [L, E],

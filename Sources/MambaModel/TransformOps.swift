@@ -52,6 +52,17 @@ public struct OnlineHadamard: Sendable {
         return r
     }
 
+    /// `rotate` of `rows` rows of `size` floats in place (row stride `size`); `scratch` holds
+    /// `size` floats. For a caller that fuses the rotation into its next pass over the rows
+    /// (Int8Linear's input quantization).
+    public func rotateRows(_ x: UnsafeMutablePointer<Float>, rows: Int, scratch: UnsafeMutablePointer<Float>) {
+        factor.withUnsafeBufferPointer { f in
+            signs.withUnsafeBufferPointer { s in
+                mq_hadamard_rows_f32(x, Int32(rows), Int32(size), Int32(hadamard.powerOfTwo), Int32(hadamard.factorSize), f.baseAddress, s.baseAddress, scratch)
+            }
+        }
+    }
+
     public func rotateReference(_ x: Tensor) -> Tensor {
         precondition(x.cols == size)
         var r = x

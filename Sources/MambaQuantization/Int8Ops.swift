@@ -143,43 +143,52 @@ public struct Int8Rows {
 
     /// Quantizes x [rows, cols] with the quantizer's static scale, a dynamic one per row, or
     /// dynamic ones per row and block, exactly as ActivationQuantizer.fakeQuantize rounds (half
-    /// away from zero, clamp to +-qmax). `repeatedOver` blocks repeats a row's one scale (a
-    /// per-row input of a block-scaled weight).
-    public init(quantizing x: Tensor, with quantizer: ActivationQuantizer, repeatedOver blocks: Int? = nil, _ parallelism: Parallelism) {
+    /// away from zero, clamp to +-qmax). With `rotation`, each row is rotated first (in a row of
+    /// scratch that stays in cache, one pass over x) and quantized as the rotated tensor would be.
+    /// `repeatedOver` blocks repeats a row's one scale (a per-row input of a block-scaled weight).
+    public init(quantizing x: Tensor, with quantizer: ActivationQuantizer, rotatedBy rotation: OnlineHadamard? = nil,
+                repeatedOver blocks: Int? = nil, _ parallelism: Parallelism) {
+        precondition(rotation == nil || rotation!.size == x.cols, "a rotation of \(rotation?.size ?? 0) columns for an input of \(x.cols)")
         rows = x.rows
         cols = x.cols
         stride = Int(mq_s8_padded_k(Int32(x.cols)))
         let q = qmax(bits: quantizer.bits)
-        var values = [Int8](repeating: 0, count: rows * stride)
         let (m, k, ldq) = (rows, cols, stride)
-        if let block = quantizer.scale.block {
-            let nb = Int(mq_s8_block_count(Int32(k), Int32(block)))
-            var scales = [Float](repeating: 0, count: m * nb)
-            x.storage.withUnsafeBufferPointer { xp in
-                values.withUnsafeMutableBufferPointer { vp in
-                    scales.withUnsafeMutableBufferPointer { sp in
-                        let (src, dst, sc) = (UncheckedSendable(xp.baseAddress!), UncheckedSendable(vp.baseAddress!), UncheckedSendable(sp.baseAddress!))
-                        parallelism.forEachChunk(m, minimumChunk: 64) { r in
-                            mq_quantize_blocks_s8(src.value + r.lowerBound * k, Int32(r.count), Int32(k), Int32(k), Int32(block), Int32(q),
-                                                  dst.value + r.lowerBound * ldq, Int32(ldq), sc.value + r.lowerBound * nb)
-                        }
-                    }
-                }
-            }
-            self.scales = scales
-            self.values = values
-            return
-        }
-        let scales = quantizer.rowScales(x)
-        let inverse = scales.map { $0 > 0 ? 1 / $0 : 0 }
+        let block = quantizer.scale.block
+        let nb = block.map { Int(mq_s8_block_count(Int32(k), Int32($0))) } ?? 1
+        var values = [Int8](repeating: 0, count: m * ldq)
+        var scales = [Float](repeating: 0, count: m * nb)
+        if case .static(let s) = quantizer.scale { for i in 0..<m { scales[i] = s } }
+        let dynamic = quantizer.scale == .dynamic
+        precondition(block != nil || dynamic || quantizer.scale.staticScale != nil, "group scales quantize scan inputs only, not a module's input")
         x.storage.withUnsafeBufferPointer { xp in
-            inverse.withUnsafeBufferPointer { ip in
-                let (src, inv) = (UncheckedSendable(xp.baseAddress!), UncheckedSendable(ip.baseAddress!))
-                values.withUnsafeMutableBufferPointer { vp in
-                    let dst = UncheckedSendable(vp.baseAddress!)
+            values.withUnsafeMutableBufferPointer { vp in
+                scales.withUnsafeMutableBufferPointer { sp in
+                    let (src, dst, sc) = (UncheckedSendable(xp.baseAddress!), UncheckedSendable(vp.baseAddress!), UncheckedSendable(sp.baseAddress!))
                     parallelism.forEachChunk(m, minimumChunk: 64) { r in
-                        mq_quantize_rows_s8(src.value + r.lowerBound * k, Int32(r.count), Int32(k), Int32(k),
-                                            inv.value + r.lowerBound, Int32(q), dst.value + r.lowerBound * ldq, Int32(ldq))
+                        // A rotated row and the transform's own scratch.
+                        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: rotation == nil ? 0 : 2 * k)
+                        defer { scratch.deallocate() }
+                        for i in r {
+                            var row = UnsafePointer(src.value + i * k)
+                            if let rotation {
+                                scratch.update(from: row, count: k)
+                                rotation.rotateRows(scratch, rows: 1, scratch: scratch + k)
+                                row = UnsafePointer(scratch)
+                            }
+                            let out = dst.value + i * ldq
+                            if let block {
+                                mq_quantize_blocks_s8(row, 1, Int32(k), Int32(k), Int32(block), Int32(q), out, Int32(ldq), sc.value + i * nb)
+                                continue
+                            }
+                            if dynamic {   // absmax / qmax, as ActivationQuantizer.rowScales
+                                var absmax: Float = 0
+                                mq_absmax_rows_f32(row, 1, Int32(k), Int32(k), &absmax)
+                                sc.value[i] = absmax / Float(q)
+                            }
+                            var inverse: Float = sc.value[i] > 0 ? 1 / sc.value[i] : 0
+                            mq_quantize_rows_s8(row, 1, Int32(k), Int32(k), &inverse, Int32(q), out, Int32(ldq))
+                        }
                     }
                 }
             }
@@ -205,9 +214,21 @@ public struct Int8Linear: LinearOp {
     public var outFeatures: Int { weight.rows }
 
     public func forward(_ x: Tensor, _ parallelism: Parallelism) -> Tensor {
+        run(x, rotatedBy: nil, parallelism)
+    }
+
+    /// The online rotation fused into the input's quantization: each row rotated in cache on its
+    /// way to int8, no rotated copy of x written (docs/DESIGN.md section 3).
+    public func forward(_ x: Tensor, rotatedBy rotation: OnlineHadamard, _ parallelism: Parallelism) -> Tensor {
+        run(x, rotatedBy: rotation, parallelism)
+    }
+
+    private func run(_ x: Tensor, rotatedBy rotation: OnlineHadamard?, _ parallelism: Parallelism) -> Tensor {
         precondition(x.cols == weight.cols, "int8 linear expects \(weight.cols) input features, got \(x.cols)")
         let repeated = weight.block != nil && input.scale.block == nil ? Int(mq_s8_block_count(Int32(weight.cols), Int32(weight.block!))) : nil
-        let a = profiled("quantize") { Int8Rows(quantizing: x, with: input, repeatedOver: repeated, parallelism) }
+        let a = profiled(rotation == nil ? "quantize" : "hadamard+quantize") {
+            Int8Rows(quantizing: x, with: input, rotatedBy: rotation, repeatedOver: repeated, parallelism)
+        }
         return profiled("gemm") {
             Tensor(shape: [x.rows, weight.rows]) { y in
                 if weight.block != nil { Self.blockedGEMM(a, weight, bias: bias?.storage, into: y, parallelism) }

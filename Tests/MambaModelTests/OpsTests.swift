@@ -96,3 +96,35 @@ final class RMSNormTests: XCTestCase {
         }
     }
 }
+
+/// A linear of an online-rotated input (Ops.swift `forward(_:rotatedBy:_:observer:site:layer:)`):
+/// the product of the rotated input, which an observer sees at the site; without a rotation, of
+/// the input itself.
+final class RotatedLinearTests: XCTestCase {
+    final class Recorder: ActivationObserver {
+        var seen: [(Tensor, Site, Int?)] = []
+        func observe(_ activation: Tensor, site: Site, layer: Int?) { seen.append((activation, site, layer)) }
+    }
+
+    func testRotatedInputIsWhatTheProductAndTheObserverSee() {
+        var rng = SeededRandom(seed: freshSeed())
+        let (rows, n, out) = (3, 48, 5)
+        let x = Tensor(shape: [rows, n], storage: (0..<(rows * n)).map { _ in Float(rng.nextGaussian()) })
+        let linear = FloatLinear(weight: Tensor(shape: [out, n], storage: (0..<(out * n)).map { _ in Float(rng.nextGaussian()) }))
+        let rotation = OnlineHadamard(signs: (0..<n).map { _ in rng.next() % 2 == 0 ? 1 : -1 }, hadamard: Hadamard(size: n)!)
+        let rotated = rotation.rotate(x)
+        XCTAssertGreaterThan(maxAbsDifference(rotated.storage, x.storage), 0.1)
+        let want = linear.forward(rotated, .serial)
+        XCTAssertEqual(linear.forward(x, rotatedBy: rotation, .serial).storage, want.storage)
+        let recorder = Recorder()
+        let observed = linear.forward(x, rotatedBy: rotation, .serial, observer: recorder, site: .outProjInput, layer: 2)
+        XCTAssertEqual(observed.storage, want.storage)
+        XCTAssertEqual(recorder.seen.count, 1)
+        XCTAssertEqual(recorder.seen.first?.0.storage, rotated.storage)
+        XCTAssertEqual(recorder.seen.first?.1, .outProjInput)
+        XCTAssertEqual(recorder.seen.first?.2, 2)
+        let plain = linear.forward(x, rotatedBy: nil, .serial, observer: recorder, site: .outProjInput, layer: 3)
+        XCTAssertEqual(plain.storage, linear.forward(x, .serial).storage)
+        XCTAssertEqual(recorder.seen.last?.0.storage, x.storage)
+    }
+}

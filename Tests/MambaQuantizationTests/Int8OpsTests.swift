@@ -1,7 +1,9 @@
 import CMambaKernels
 import Foundation
 import MambaCalibration
+import MambaModel
 import MambaQuantization
+import MambaTensors
 import MambaTransforms
 import TestSupport
 import XCTest
@@ -329,6 +331,38 @@ final class Int8OpsTests: XCTestCase {
                         XCTAssertEqual(got.shape, reference.shape)
                         XCTAssertLessThanOrEqual(maxAbsDifference(got.storage, reference.storage), 1e-5 * max(1, reference.absMax),
                                                  "m \(m) n \(n) k \(k) \(input.scale) level \(level) threads \(threads)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// The online rotation fused into the input quantization (Int8Rows rotatedBy, each row rotated
+    /// in cache) gives the integers and scales of rotating x first, and Int8Linear the same floats:
+    /// static, dynamic and block scales, rows split between threads (131 rows: two chunks of at
+    /// least 64), rotations with a 12 or 20 factor and a power of two, every int8 path.
+    func testRotationFusedIntoTheInputQuantizationEqualsRotatingFirst() {
+        var rng = SeededRandom(seed: freshSeed())
+        for (m, n, k) in [(1, 50, 48), (3, 33, 160), (131, 40, 64)] {
+            guard let hadamard = Hadamard(size: k) else { return XCTFail("no Hadamard of size \(k)") }
+            let rotation = OnlineHadamard(signs: (0..<k).map { _ in rng.next() % 2 == 0 ? 1 : -1 }, hadamard: hadamard)
+            let x = Tensor(shape: [m, k], storage: (0..<(m * k)).map { _ in Float(rng.nextGaussian() * 2) })
+            let rotated = rotation.rotate(x)
+            let qw = QuantizedMatrix(quantizing: Matrix(rows: n, cols: k, data: (0..<(n * k)).map { _ in rng.nextGaussian() * 0.1 }), bits: 8)
+            let bias = Tensor(shape: [n], storage: (0..<n).map { _ in Float(rng.nextGaussian()) })
+            for input in [ActivationQuantizer(bits: 8, scale: .static(rotated.absMax / 127 * 0.8)), ActivationQuantizer(bits: 8, scale: .dynamic),
+                          ActivationQuantizer(bits: 8, scale: .dynamicBlocks(16))] {
+                KernelPaths.forEachInt8Level { level in
+                    for threads in [1, 2] {
+                        let par = Parallelism(threads: threads)
+                        let fused = Int8Rows(quantizing: x, with: input, rotatedBy: rotation, par)
+                        let twoPasses = Int8Rows(quantizing: rotated, with: input, par)
+                        let context = "m \(m) k \(k) \(input.scale) level \(level) threads \(threads)"
+                        XCTAssertEqual(fused.values, twoPasses.values, context)
+                        XCTAssertEqual(fused.scales, twoPasses.scales, context)
+                        XCTAssertTrue(fused.values.contains { $0 != 0 }, context)
+                        let linear = Int8Linear(weight: qw, bias: bias, input: input)
+                        XCTAssertEqual(linear.forward(x, rotatedBy: rotation, par).storage, linear.forward(rotated, par).storage, context)
                     }
                 }
             }
