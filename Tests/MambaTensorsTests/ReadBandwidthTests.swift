@@ -4,13 +4,18 @@ import TestSupport
 import XCTest
 
 final class ReadBandwidthTests: XCTestCase {
-    /// The read kernel's sum equals a plain wrapping sum, on odd lengths (the unrolled tail).
+    /// The read kernel's sum equals a plain wrapping sum, on odd lengths (the unrolled tails), on
+    /// the vector path and the scalar one.
     func testReadKernelSumsEveryWord() {
+        defer { mq_force_scalar(0) }
         var rng = SeededRandom(seed: freshSeed())
-        for n in [0, 1, 3, 5, 1001, 4099] {
-            let words = (0..<n).map { _ in rng.next() }
-            let expected = words.reduce(0 as UInt64) { $0 &+ $1 }
-            XCTAssertEqual(words.withUnsafeBufferPointer { mq_read_words($0.baseAddress, n) }, expected, "n \(n)")
+        for scalar: Int32 in [0, 1] {
+            mq_force_scalar(scalar)
+            for n in [0, 1, 3, 5, 15, 17, 1001, 4099] {
+                let words = (0..<n).map { _ in rng.next() }
+                let expected = words.reduce(0 as UInt64) { $0 &+ $1 }
+                XCTAssertEqual(words.withUnsafeBufferPointer { mq_read_words($0.baseAddress, n) }, expected, "n \(n) scalar \(scalar)")
+            }
         }
     }
 
