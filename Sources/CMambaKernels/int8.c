@@ -461,7 +461,64 @@ MQ_AVX2 void mq_s8_widen(const int8_t *src, size_t count, int16_t *dst) {
     for (; t < count; t++) dst[t] = src[t];
 }
 
+// AVX2, one row (decode): NS panels at once, one from each of NS equal parts of the call's panel
+// range, each k-step as block_avx2 takes it (the prefetch included). One core streams memory
+// faster from a few sequential streams than from one (more misses in flight than one stream's
+// prefetchers keep): MQ_ROW_STREAMS.
+MQ_AVX2 __attribute__((always_inline)) static inline void row_streams_avx2(
+    const mq_gemm_s8_args *g, const int8_t *const *panels, const int *j0, int kp, const int NS) {
+    __m256i acc[MQ_ROW_STREAMS][4][2];
+    for (int q = 0; q < NS; q++) acc[q][0][0] = acc[q][0][1] = _mm256_setzero_si256();
+    const int steps = kp / MQ_S8_KSTEP;
+    if (g->weight_bits == 4) {
+        for (int s = 0; s < steps; s += 2)
+            for (int q = 0; q < NS; q++) {
+                const int8_t *w = panels[q] + (size_t)s * 32;
+                _mm_prefetch((const char *)(w + MQ_ROW_PREFETCH_AHEAD), _MM_HINT_NTA);
+                const __m256i v0 = _mm256_loadu_si256((const __m256i *)w), v1 = _mm256_loadu_si256((const __m256i *)(w + 32));
+                mq_step_sign_avx2(acc[q], g->a, g->lda, s, mq_s4_low_avx2(v0), mq_s4_low_avx2(v1), 1);
+                if (s + 1 < steps) mq_step_sign_avx2(acc[q], g->a, g->lda, s + 1, mq_s4_high_avx2(v0), mq_s4_high_avx2(v1), 1);
+            }
+    } else {
+        for (int s = 0; s < steps; s++)
+            for (int q = 0; q < NS; q++) {
+                const int8_t *w = panels[q] + (size_t)s * 64;
+                _mm_prefetch((const char *)(w + MQ_ROW_PREFETCH_AHEAD), _MM_HINT_NTA);
+                mq_step_sign_avx2(acc[q], g->a, g->lda, s, _mm256_loadu_si256((const __m256i *)w),
+                                  _mm256_loadu_si256((const __m256i *)(w + 32)), 1);
+            }
+    }
+    int32_t sums[1][MQ_S8_PANEL];
+    for (int q = 0; q < NS; q++) {
+        _mm256_storeu_si256((__m256i *)sums[0], acc[q][0][0]);
+        _mm256_storeu_si256((__m256i *)(sums[0] + 8), acc[q][0][1]);
+        store_block(g, 0, 1, j0[q], sums);
+    }
+}
+
+// The one-row GEMM over the call's panels in MQ_ROW_STREAMS streams; the panels past the last
+// whole set (fewer than MQ_ROW_STREAMS) one at a time.
+MQ_AVX2 static void row_gemm_avx2(const mq_gemm_s8_args *g) {
+    const int kp = mq_s8_padded_k(g->k), part = (g->panel_end - g->panel_begin) / MQ_ROW_STREAMS;
+    const size_t bytes = mq_panel_bytes(g->k, g->weight_bits);
+    for (int p = g->panel_begin; p < g->panel_begin + part; p++) {
+        const int8_t *panels[MQ_ROW_STREAMS];
+        int j0[MQ_ROW_STREAMS];
+        for (int q = 0; q < MQ_ROW_STREAMS; q++) {
+            panels[q] = g->packed + (size_t)(p + q * part) * bytes;
+            j0[q] = (p + q * part) * MQ_S8_PANEL;
+        }
+        row_streams_avx2(g, panels, j0, kp, MQ_ROW_STREAMS);
+    }
+    for (int p = g->panel_begin + MQ_ROW_STREAMS * part; p < g->panel_end; p++)
+        block_avx2(g, g->packed + (size_t)p * bytes, kp, 0, p * MQ_S8_PANEL, 1);
+}
+
 MQ_AVX2 static void gemm_avx2(const mq_gemm_s8_args *g) {
+    if (g->m == 1) {
+        row_gemm_avx2(g);
+        return;
+    }
     const int kp = mq_s8_padded_k(g->k);
     int16_t *a16 = NULL, *w16 = NULL;
     if (g->m > MQ_AVX2_I16_MIN_ROWS) {

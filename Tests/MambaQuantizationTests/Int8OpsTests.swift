@@ -42,7 +42,7 @@ final class Int8OpsTests: XCTestCase {
     func testGEMMAccumulatorsEqualTheReferenceOnEveryPath() {
         var rng = SeededRandom(seed: freshSeed())
         for (m, n, k) in [(1, 37, 45), (3, 16, 32), (17, 33, 67), (17, 100, 129), (7, 64, 258), (13, 48, 3), (2, 1, 1),
-                          (1, 19, 20), (1, 40, 27), (1, 33, 263), (1, 300, 1537)] {
+                          (1, 19, 20), (1, 40, 27), (1, 33, 263), (1, 300, 1537), (1, 117, 70), (1, 177, 33)] {
             let kp = Int(mq_s8_padded_k(Int32(k)))
             var a = [Int8](repeating: 0, count: m * kp)
             let values = randomInt8(m * k, &rng)
@@ -59,6 +59,9 @@ final class Int8OpsTests: XCTestCase {
                 // Two calls over disjoint panel ranges, as the threads make them.
                 let got = accumulators(m: m, n: n, k: k, a: a, packed: packed, sums: sums, panels: [0..<(panels / 2), (panels / 2)..<panels])
                 XCTAssertEqual(got, reference, "m \(m) n \(n) k \(k) level \(level)")
+                // One row reads several panels at once (MQ_ROW_STREAMS, AVX2): the whole range in one call too.
+                let whole = accumulators(m: m, n: n, k: k, a: a, packed: packed, sums: sums, panels: [0..<panels])
+                XCTAssertEqual(whole, reference, "m \(m) n \(n) k \(k) level \(level), one call")
             }
         }
     }
@@ -70,7 +73,7 @@ final class Int8OpsTests: XCTestCase {
     func testInt4GEMMAccumulatorsEqualTheReferenceOnEveryPath() {
         var rng = SeededRandom(seed: freshSeed())
         for (m, n, k) in [(1, 37, 45), (3, 16, 36), (5, 33, 67), (17, 100, 129), (7, 64, 258), (13, 48, 3), (2, 1, 1), (1, 300, 1536),
-                          (1, 21, 24), (1, 35, 100), (1, 17, 1544)] {
+                          (1, 21, 24), (1, 35, 100), (1, 17, 1544), (1, 117, 72), (1, 177, 40)] {
             let kp = Int(mq_s8_padded_k(Int32(k)))
             let extreme = rng.next() % 3 == 0
             var a = [Int8](repeating: 0, count: m * kp)
@@ -89,6 +92,8 @@ final class Int8OpsTests: XCTestCase {
             KernelPaths.forEachInt8Level { level in
                 let got = accumulators(m: m, n: n, k: k, a: a, packed: half, sums: sums, panels: [0..<(panels / 2), (panels / 2)..<panels], weightBits: 4)
                 XCTAssertEqual(got, reference, "m \(m) n \(n) k \(k) extreme \(extreme) level \(level)")
+                let whole = accumulators(m: m, n: n, k: k, a: a, packed: half, sums: sums, panels: [0..<panels], weightBits: 4)
+                XCTAssertEqual(whole, reference, "m \(m) n \(n) k \(k) extreme \(extreme) level \(level), one call")
             }
         }
     }

@@ -11,7 +11,7 @@ final class ReadBandwidthTests: XCTestCase {
         var rng = SeededRandom(seed: freshSeed())
         for scalar: Int32 in [0, 1] {
             mq_force_scalar(scalar)
-            for n in [0, 1, 3, 5, 15, 17, 1001, 4099] {
+            for n in [0, 1, 3, 5, 15, 17, 63, 65, 1001, 4099, 100_003] {
                 let words = (0..<n).map { _ in rng.next() }
                 let expected = words.reduce(0 as UInt64) { $0 &+ $1 }
                 XCTAssertEqual(words.withUnsafeBufferPointer { mq_read_words($0.baseAddress, n) }, expected, "n \(n) scalar \(scalar)")
