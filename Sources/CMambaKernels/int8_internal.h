@@ -58,9 +58,10 @@ void mq_s8_widen(const int8_t *src, size_t count, int16_t *dst);
 /// Panels the AVX2 one-row GEMM reads at once, one from each of as many equal parts of its range
 /// (int8.c row_gemm_avx2). A Zen 3 core read 11-12 GB/s from one sequential stream and about 17
 /// from two or more (a read test); decode of a random mamba-130m w8a8 checkpoint at 1 thread, 1 ->
-/// 2 streams, paired median +20% (`generate`, five alternated pairs), 3 streams about the same at
-/// 1 thread and a few % more than 2 at 2 threads and on mamba2-130m and mamba-1.4b (README,
-/// "Decode on every core"). The same integers in any order.
+/// 2 streams, paired median +20% (`generate`, five alternated pairs); 3 streams about the same at
+/// 1 thread and a few % more than 2 at 2 threads and on mamba2-130m and mamba-1.4b; against one
+/// stream, 3 gave +18% at 1 thread and +8% at 2 (README, "Decode on every core"). The same
+/// integers in any order.
 #define MQ_ROW_STREAMS 3
 
 /// One k-step of the AVX2 sign trick for MR rows x 16 outputs, on int8 weights as packed (the

@@ -38,7 +38,8 @@ final class Int8OpsTests: XCTestCase {
 
     /// Exact int32 sums on odd shapes (M = 1, 3, 17; K not a multiple of 32; N not of 16). One row
     /// runs four accumulator chains over k-steps on VNNI: K of 5, 7, 66 and 385 k-steps leaves
-    /// every remainder of four.
+    /// every remainder of four; on AVX2 it reads three panels at once (MQ_ROW_STREAMS): 8, 12 and
+    /// 19 panels, in halves and whole, leave every remainder of three.
     func testGEMMAccumulatorsEqualTheReferenceOnEveryPath() {
         var rng = SeededRandom(seed: freshSeed())
         for (m, n, k) in [(1, 37, 45), (3, 16, 32), (17, 33, 67), (17, 100, 129), (7, 64, 258), (13, 48, 3), (2, 1, 1),
