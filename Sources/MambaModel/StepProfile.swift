@@ -64,8 +64,8 @@ public struct StepTimes: Sendable, Encodable {
         case totalMilliseconds = "total_milliseconds"
     }
 
-    /// A markdown table with one column per model: milliseconds (times `scale`, in `unit`) and
-    /// share of the model's total.
+    /// A markdown table with one column per model: milliseconds (times `scale`, in the unit the
+    /// `title` names) and share of the model's total.
     public static func table(_ models: [StepTimes], title: String = "prefill step (ms, share)", scale: Double = 1) -> String {
         var names: [String] = []
         for m in models { for n in m.order where !names.contains(n) { names.append(n) } }
