@@ -91,26 +91,11 @@ public func profilePrefill(
 ) throws -> [StepTimes] {
     var rng = SeededRandom(seed: seed)
     let prompt = (0..<tokens).map { _ in Int(rng.next() % UInt64(models[0].vocabSize)) }
-    var samples = [[String: [Double]]](repeating: [:], count: models.count)
-    var orders = [[String]](repeating: [], count: models.count)
-    var totals = [[Double]](repeating: [], count: models.count)
-    for _ in 0..<runs {
-        for (i, model) in models.enumerated() {
-            let profile = StepProfile()
-            var state = model.makeState()
-            let seconds = try StepProfile.$current.withValue(profile) {
-                try measureSeconds { _ = try model.forward(prompt, state: &state, logits: positions, parallelism: parallelism) }
-            }
-            totals[i].append(1000 * seconds)
-            for (step, s) in profile.steps {
-                if samples[i][step] == nil { orders[i].append(step) }
-                samples[i][step, default: []].append(1000 * s)
-            }
+    return try medianSteps(models, names: names, tokens: tokens, runs: runs, perRun: 1) { model, profile in
+        var state = model.makeState()
+        return try StepProfile.$current.withValue(profile) {
+            try measureSeconds { _ = try model.forward(prompt, state: &state, logits: positions, parallelism: parallelism) }
         }
-    }
-    return models.indices.map { i in
-        StepTimes(model: names[i], tokens: tokens, milliseconds: samples[i].mapValues { median($0) },
-                  order: orders[i], totalMilliseconds: median(totals[i]))
     }
 }
 
@@ -123,28 +108,39 @@ public func profileDecode(
 ) throws -> [StepTimes] {
     var rng = SeededRandom(seed: seed)
     let tokens = (0..<(8 + steps)).map { _ in Int(rng.next() % UInt64(models[0].vocabSize)) }
+    return try medianSteps(models, names: names, tokens: 1, runs: runs, perRun: Double(steps)) { model, profile in
+        var state = model.makeState()
+        _ = try model.forward(Array(tokens.prefix(8)), state: &state, logits: .last, parallelism: parallelism)
+        return try parallelism.withSpinningWorkers { par in
+            try StepProfile.$current.withValue(profile) {
+                try measureSeconds { for t in tokens.dropFirst(8) { _ = try model.forward([t], state: &state, logits: .last, parallelism: par) } }
+            }
+        }
+    }
+}
+
+/// `run(model, profile)` (seconds, under that fresh profile) for each model, `runs` times
+/// interleaved (run r of every model, then run r + 1); each step's median over the runs and the
+/// median total, in milliseconds divided by `perRun` (the tokens a run times one at a time).
+private func medianSteps(
+    _ models: [MambaLM], names: [String], tokens: Int, runs: Int, perRun: Double,
+    _ run: (MambaLM, StepProfile) throws -> Double
+) rethrows -> [StepTimes] {
     var samples = [[String: [Double]]](repeating: [:], count: models.count)
     var orders = [[String]](repeating: [], count: models.count)
     var totals = [[Double]](repeating: [], count: models.count)
     for _ in 0..<runs {
         for (i, model) in models.enumerated() {
-            var state = model.makeState()
-            _ = try model.forward(Array(tokens.prefix(8)), state: &state, logits: .last, parallelism: parallelism)
             let profile = StepProfile()
-            let seconds = try parallelism.withSpinningWorkers { par in
-                try StepProfile.$current.withValue(profile) {
-                    try measureSeconds { for t in tokens.dropFirst(8) { _ = try model.forward([t], state: &state, logits: .last, parallelism: par) } }
-                }
-            }
-            totals[i].append(1000 * seconds / Double(steps))
+            totals[i].append(1000 * (try run(model, profile)) / perRun)
             for (step, s) in profile.steps {
                 if samples[i][step] == nil { orders[i].append(step) }
-                samples[i][step, default: []].append(1000 * s / Double(steps))
+                samples[i][step, default: []].append(1000 * s / perRun)
             }
         }
     }
     return models.indices.map { i in
-        StepTimes(model: names[i], tokens: 1, milliseconds: samples[i].mapValues { median($0) },
+        StepTimes(model: names[i], tokens: tokens, milliseconds: samples[i].mapValues { median($0) },
                   order: orders[i], totalMilliseconds: median(totals[i]))
     }
 }
