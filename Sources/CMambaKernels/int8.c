@@ -497,7 +497,7 @@ MQ_AVX2 __attribute__((always_inline)) static inline void row_streams_avx2(
 }
 
 // The one-row GEMM over the call's panels in MQ_ROW_STREAMS streams; the panels past the last
-// whole set (fewer than MQ_ROW_STREAMS) one at a time.
+// whole set (fewer than MQ_ROW_STREAMS) one stream at a time.
 MQ_AVX2 static void row_gemm_avx2(const mq_gemm_s8_args *g) {
     const int kp = mq_s8_padded_k(g->k), part = (g->panel_end - g->panel_begin) / MQ_ROW_STREAMS;
     const size_t bytes = mq_panel_bytes(g->k, g->weight_bits);
@@ -510,8 +510,11 @@ MQ_AVX2 static void row_gemm_avx2(const mq_gemm_s8_args *g) {
         }
         row_streams_avx2(g, panels, j0, kp, MQ_ROW_STREAMS);
     }
-    for (int p = g->panel_begin + MQ_ROW_STREAMS * part; p < g->panel_end; p++)
-        block_avx2(g, g->packed + (size_t)p * bytes, kp, 0, p * MQ_S8_PANEL, 1);
+    for (int p = g->panel_begin + MQ_ROW_STREAMS * part; p < g->panel_end; p++) {
+        const int8_t *panel = g->packed + (size_t)p * bytes;
+        const int j0 = p * MQ_S8_PANEL;
+        row_streams_avx2(g, &panel, &j0, kp, 1);
+    }
 }
 
 MQ_AVX2 static void gemm_avx2(const mq_gemm_s8_args *g) {
