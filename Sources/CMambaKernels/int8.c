@@ -9,6 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+// No contraction into FMAs anywhere in this file, so that every path rounds an epilogue alike
+// (the AVX2 functions may use FMA, and clang contracts a * b + c within a statement by default;
+// the AVX2 GEMM's store_block did, and its floats differed from the other paths' in the last bit
+// where a bias was added) and an output quantized in the epilogue is the float one, quantized.
+#pragma clang fp contract(off)
+
 // MARK: - Dispatch
 
 static int max_level = -1;
@@ -156,6 +162,11 @@ MQ_AVX2 static void quantize_row_avx2(const float *x, int k, float inv_scale, fl
         __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
         _mm256_storeu_si256((__m256i *)(out + j), _mm256_permutevar8x32_epi32(bytes, order));
     }
+    for (; j + 8 <= k; j += 8) {
+        __m256i a = quantize8(_mm256_loadu_ps(x + j), inv, qv);
+        __m128i words = _mm_packs_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+        _mm_storel_epi64((__m128i *)(out + j), _mm_packs_epi16(words, words));
+    }
     for (; j < k; j++) out[j] = quantize_one(x[j], inv_scale, q);
 }
 
@@ -182,17 +193,19 @@ MQ_AVX2 static float absmax_row_avx2(const float *x, int k) {
 }
 #endif
 
+// One row: out[j] = quantize_one(x[j]) for j < k, vectorized where the CPU can (the same integers).
+static void quantize_row(const float *x, int k, float inv_scale, float q, int8_t *out) {
+#if MQ_X86
+    if (mq_s8_level() >= 1) { quantize_row_avx2(x, k, inv_scale, q, out); return; }
+#endif
+    for (int j = 0; j < k; j++) out[j] = quantize_one(x[j], inv_scale, q);
+}
+
 void mq_quantize_rows_s8(const float *x, int m, int k, int ldx, const float *inv_scale, int qmax,
                          int8_t *q, int ldq) {
-    const float qf = (float)qmax;
     for (int i = 0; i < m; i++) {
-        const float *row = x + (size_t)i * ldx;
         int8_t *out = q + (size_t)i * ldq;
-#if MQ_X86
-        if (mq_s8_level() >= 1) quantize_row_avx2(row, k, inv_scale[i], qf, out);
-        else
-#endif
-            for (int j = 0; j < k; j++) out[j] = quantize_one(row[j], inv_scale[i], qf);
+        quantize_row(x + (size_t)i * ldx, k, inv_scale[i], (float)qmax, out);
         if (ldq > k) memset(out + k, 0, (size_t)(ldq - k));
     }
 }
@@ -335,6 +348,25 @@ void mq_gemm_s8_reference(int m, int n, int k, const int8_t *a, int lda, const i
         }
 }
 
+// Row i's finished floats y[0, cols) of output columns j0.. where g->quantized_columns splits the
+// output: the quantizer's columns to its q as int8, the others to c (moved left past its range).
+static void store_row_split(const mq_gemm_s8_args *g, int i, int j0, int cols, const float *y) {
+    const mq_s8_column_quantizer *qc = g->quantized_columns;
+    const int width = qc->end - qc->begin;
+    for (int j = 0; j < cols;) {
+        const int col = j0 + j;
+        int run;
+        if (col >= qc->begin && col < qc->end) {
+            run = qc->end - col < cols - j ? qc->end - col : cols - j;
+            quantize_row(y + j, run, qc->inv_scale, (float)qc->qmax, qc->q + (size_t)i * qc->ldq + (col - qc->begin));
+        } else {
+            run = col < qc->begin && qc->begin - col < cols - j ? qc->begin - col : cols - j;
+            memcpy(g->c + (size_t)i * g->ldc + (col < qc->begin ? col : col - width), y + j, sizeof(float) * (size_t)run);
+        }
+        j += run;
+    }
+}
+
 // Writes an mr x 16 block of sums (rows i0.., output columns j0..) as raw int32 or through the
 // float epilogue, dropping the columns past n that the zero padding produced.
 static inline void store_block(const mq_gemm_s8_args *g, int i0, int mr, int j0, int32_t sums[][MQ_S8_PANEL]) {
@@ -345,9 +377,17 @@ static inline void store_block(const mq_gemm_s8_args *g, int i0, int mr, int j0,
             memcpy(g->acc + (size_t)i * g->ldacc + j0, sums[r], sizeof(int32_t) * (size_t)cols);
             continue;
         }
-        float *c = g->c + (size_t)i * g->ldc + j0;
         const float as = g->a_scale[i];
         const float *ws = g->w_scale + j0;
+        if (g->quantized_columns) {
+            float y[MQ_S8_PANEL];
+            for (int j = 0; j < cols; j++) y[j] = (float)sums[r][j] * as * ws[j];
+            if (g->bias)
+                for (int j = 0; j < cols; j++) y[j] += g->bias[j0 + j];
+            store_row_split(g, i, j0, cols, y);
+            continue;
+        }
+        float *c = g->c + (size_t)i * g->ldc + j0;
         // Two loops rather than a bias test per element, which kept this one from vectorizing
         // (measured: the whole GEMM 1.6x slower without a bias).
         if (g->bias) {
@@ -659,8 +699,14 @@ MQ_VNNI __attribute__((always_inline)) static inline void block_vnni(
         // (acc * a_scale) * w_scale + bias, unfused, so every path rounds alike (store_block).
         for (int r = 0; r < MR; r++) {
             const __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][q], correction));
-            const __m512 y = _mm512_mul_ps(_mm512_mul_ps(v, _mm512_set1_ps(g->a_scale[i0 + r])), ws);
-            _mm512_mask_storeu_ps(g->c + (size_t)(i0 + r) * g->ldc + j, mask, _mm512_add_ps(y, bias));
+            const __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(v, _mm512_set1_ps(g->a_scale[i0 + r])), ws), bias);
+            if (g->quantized_columns) {
+                float row[MQ_S8_PANEL];
+                _mm512_storeu_ps(row, y);
+                store_row_split(g, i0 + r, j, cols, row);
+            } else {
+                _mm512_mask_storeu_ps(g->c + (size_t)(i0 + r) * g->ldc + j, mask, y);
+            }
         }
     }
 }

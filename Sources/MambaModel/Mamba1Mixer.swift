@@ -179,8 +179,20 @@ public struct SelectiveBranch: Sendable {
 
     /// x: in_proj's x rows [L, E] -> the scan's output y [L, E] (before the gate), from `state`.
     public func forward(_ x: Tensor, state: inout RecurrentState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
+        let xc = profiled("conv") { conv.forwardSiLU(x, state: &state.conv, par) } // [L, E]
+        return forward(convolved: xc, state: &state, layer: layer, par, observer: observer)
+    }
+
+    /// The same from x as the conv's integers, written by in_proj's epilogue (ConvOp.quantizedInput).
+    public func forward(_ x: QuantizedConvInput, state: inout RecurrentState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
+        let xc = profiled("conv") { conv.forwardSiLU(x, state: &state.conv, par) } // [L, E]
+        return forward(convolved: xc, state: &state, layer: layer, par, observer: observer)
+    }
+
+    /// From silu(conv(x)) [L, E] on.
+    private func forward(convolved: Tensor, state: inout RecurrentState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
         let (n, r) = (stateSize, timeStepRank)
-        var xc = profiled("conv") { conv.forwardSiLU(x, state: &state.conv, par) } // [L, E]
+        var xc = convolved
         profiled("scan inputs") { scanInput.forward(&xc, site: sites.convOutput) }
         observer?.observe(xc, site: sites.convOutput, layer: layer)
         let xdbl = profiled("x_proj") { xProj.forward(xc, par) }       // [L, R + 2N]
@@ -236,11 +248,19 @@ public struct MambaMixer: MixerOp {
     public func forward(_ u: Tensor, state: inout RecurrentState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
         let e = innerSize
         observer?.observe(u, site: .inProjInput, layer: layer)
-        let xz = profiled("in_proj") { inProj.forward(u, par) }         // [L, 2E]
-        let (x, z) = profiled("split") { (xz.columns(0..<e), xz.columns(e..<(2 * e))) } // [L, E] each
-        observer?.observe(x, site: .x, layer: layer)
-        observer?.observe(z, site: .z, layer: layer)
-        let y = branch.forward(x, state: &state, layer: layer, par, observer: observer)
+        let y: Tensor, z: Tensor                                        // [L, E] each
+        if observer == nil, var x = branch.conv.quantizedInput(rows: u.rows, state: state.conv),
+           let rest = profiled("in_proj", { inProj.forward(u, quantizing: 0..<e, into: &x, par) }) {
+            // An int8 conv: in_proj's epilogue writes x as its integers; the floats left are z.
+            (y, z) = (branch.forward(x, state: &state, layer: layer, par, observer: nil), rest)
+        } else {
+            let xz = profiled("in_proj") { inProj.forward(u, par) }     // [L, 2E]
+            let x: Tensor
+            (x, z) = profiled("split") { (xz.columns(0..<e), xz.columns(e..<(2 * e))) }
+            observer?.observe(x, site: .x, layer: layer)
+            observer?.observe(z, site: .z, layer: layer)
+            y = branch.forward(x, state: &state, layer: layer, par, observer: observer)
+        }
         observer?.observe(y, site: .y, layer: layer)
         let g = profiled("gate") { gate.forward(y: y, z: z, par) }     // [L, E]
         return profiled("out_proj") {                                   // [L, D]

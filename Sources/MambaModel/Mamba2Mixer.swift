@@ -192,18 +192,27 @@ public struct Mamba2Forward: MixerOp {
         // The site is the scaled input: what in_proj reads (and an int8 model quantizes).
         let u = scaled(input, multipliers.input)
         observer?.observe(u, site: .inProjInput, layer: layer)
-        var proj = profiled("in_proj") { inProj.forward(u, par) }      // [L, E + X + H]
-        if multipliers.parts != Mamba2Multipliers().parts {
-            let p = multipliers.parts
-            scaleColumns(&proj, segments: [(0..<e, p[0]), (e..<(2 * e), p[1]), ((2 * e)..<(2 * e + gn), p[2]),
-                                           ((2 * e + gn)..<(2 * e + 2 * gn), p[3]), ((e + x)..<(e + x + h), p[4])])
+        let z: Tensor, convolved: Tensor                                 // [L, E], [L, X]
+        var dt: Tensor                                                  // [L, H], before dt_bias and softplus
+        let scaledParts = multipliers.parts != Mamba2Multipliers().parts
+        if observer == nil, !scaledParts, var xbc = conv.quantizedInput(rows: u.rows, state: state.conv),
+           let rest = profiled("in_proj", { inProj.forward(u, quantizing: e..<(e + x), into: &xbc, par) }) {
+            // An int8 conv: in_proj's epilogue writes xBC as its integers; the floats left are [z, dt].
+            (z, dt) = profiled("split") { (rest.columns(0..<e), rest.columns(e..<(e + h))) }
+            convolved = profiled("conv") { conv.forwardSiLU(xbc, state: &state.conv, par) }
+        } else {
+            var proj = profiled("in_proj") { inProj.forward(u, par) }  // [L, E + X + H]
+            if scaledParts {
+                let p = multipliers.parts
+                scaleColumns(&proj, segments: [(0..<e, p[0]), (e..<(2 * e), p[1]), ((2 * e)..<(2 * e + gn), p[2]),
+                                               ((2 * e + gn)..<(2 * e + 2 * gn), p[3]), ((e + x)..<(e + x + h), p[4])])
+            }
+            let xbc: Tensor
+            (z, xbc, dt) = profiled("split") { (proj.columns(0..<e), proj.columns(e..<(e + x)), proj.columns((e + x)..<(e + x + h))) }
+            observer?.observe(z, site: .z, layer: layer)
+            observer?.observe(xbc, site: .x, layer: layer)
+            convolved = profiled("conv") { conv.forwardSiLU(xbc, state: &state.conv, par) }
         }
-        var (z, xbc, dt) = profiled("split") {                         // [L, E], [L, X], [L, H] (dt before dt_bias and softplus)
-            (proj.columns(0..<e), proj.columns(e..<(e + x)), proj.columns((e + x)..<(e + x + h)))
-        }
-        observer?.observe(z, site: .z, layer: layer)
-        observer?.observe(xbc, site: .x, layer: layer)
-        let convolved = profiled("conv") { conv.forwardSiLU(xbc, state: &state.conv, par) } // [L, X]
         var (xs, b, c) = profiled("split") {                           // [L, E], [L, G N], [L, G N]
             (convolved.columns(0..<e), convolved.columns(e..<(e + gn)), convolved.columns((e + gn)..<(e + 2 * gn)))
         }

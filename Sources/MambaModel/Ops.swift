@@ -12,11 +12,20 @@ public protocol LinearOp: Sendable {
     /// forward(rotation.rotate(x)): an online rotation of the input (R2, TransformOps.swift) and
     /// the product. An op that quantizes its input may rotate each row on the way (Int8Linear).
     func forward(_ x: Tensor, rotatedBy rotation: OnlineHadamard, _ parallelism: Parallelism) -> Tensor
+    /// forward(x) with the output columns `columns` written into `input` as the integers of the
+    /// conv that reads them (in the product's epilogue, no float pass between: Int8Linear) and
+    /// the other columns returned as floats, [L, outFeatures - columns.count] in their order. Nil
+    /// where the op cannot; the caller then runs forward(x) and the conv on floats.
+    func forward(_ x: Tensor, quantizing columns: Range<Int>, into input: inout QuantizedConvInput, _ parallelism: Parallelism) -> Tensor?
 }
 
 extension LinearOp {
     public func forward(_ x: Tensor, rotatedBy rotation: OnlineHadamard, _ parallelism: Parallelism) -> Tensor {
         forward(profiled("hadamard") { rotation.rotate(x, parallelism) }, parallelism)
+    }
+
+    public func forward(_ x: Tensor, quantizing columns: Range<Int>, into input: inout QuantizedConvInput, _ parallelism: Parallelism) -> Tensor? {
+        nil
     }
 
     /// The product of x rotated by `rotation` first (nil: none), as the mixers run their output
@@ -44,11 +53,41 @@ public protocol ConvOp: Sendable {
     func forward(_ x: Tensor, state: inout [Float], _ parallelism: Parallelism) -> Tensor
     /// silu(forward(x)): what the blocks read; an op may fuse the two.
     func forwardSiLU(_ x: Tensor, state: inout [Float], _ parallelism: Parallelism) -> Tensor
+    /// Where the conv runs on integers that the product before it can write (Int8Conv, a prompt
+    /// of more than one token): the input for `rows` new rows with the state's rows in place. Nil:
+    /// it reads floats.
+    func quantizedInput(rows: Int, state: [Float]) -> QuantizedConvInput?
+    /// forwardSiLU over an input from quantizedInput, once the product has written its rows.
+    func forwardSiLU(_ input: QuantizedConvInput, state: inout [Float], _ parallelism: Parallelism) -> Tensor
 }
 
 extension ConvOp {
     public func forwardSiLU(_ x: Tensor, state: inout [Float], _ parallelism: Parallelism) -> Tensor {
         silu(forward(x, state: &state, parallelism))
+    }
+
+    public func quantizedInput(rows: Int, state: [Float]) -> QuantizedConvInput? { nil }
+
+    public func forwardSiLU(_ input: QuantizedConvInput, state: inout [Float], _ parallelism: Parallelism) -> Tensor {
+        preconditionFailure("\(Self.self) reads floats: it has no quantized input")
+    }
+}
+
+/// A conv's input as the integers it runs on, [K-1+L, channels] row-major: the state's K-1 rows,
+/// then L rows that the product before the conv writes in its epilogue (in_proj's x), quantized
+/// with `inverseScale` and clamped to +-qmax. One float pass over [L, E] fewer than quantizing x
+/// after the product (docs/DESIGN.md section 3).
+public struct QuantizedConvInput: Sendable {
+    public let rows: Int
+    public let channels: Int
+    public let historyRows: Int
+    public let inverseScale: Float
+    public let qmax: Int
+    public var values: [Int8]
+
+    public init(rows: Int, channels: Int, historyRows: Int, inverseScale: Float, qmax: Int, values: [Int8]) {
+        precondition(values.count == (historyRows + rows) * channels, "\(values.count) integers for \(historyRows + rows) rows of \(channels)")
+        (self.rows, self.channels, self.historyRows, self.inverseScale, self.qmax, self.values) = (rows, channels, historyRows, inverseScale, qmax, values)
     }
 }
 

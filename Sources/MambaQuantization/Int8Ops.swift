@@ -223,6 +223,27 @@ public struct Int8Linear: LinearOp {
         run(x, rotatedBy: rotation, parallelism)
     }
 
+    /// The conv's input quantized in the GEMM's epilogue (mq_s8_column_quantizer): the columns in
+    /// `columns` are written as int8 at the input's row K-1 on, never as floats. Nil for
+    /// block-scaled weights, whose GEMM has no such epilogue.
+    public func forward(_ x: Tensor, quantizing columns: Range<Int>, into input: inout QuantizedConvInput, _ parallelism: Parallelism) -> Tensor? {
+        guard weight.block == nil else { return nil }
+        precondition(x.cols == weight.cols, "int8 linear expects \(weight.cols) input features, got \(x.cols)")
+        precondition(columns.lowerBound >= 0 && columns.upperBound <= weight.rows && columns.count == input.channels && x.rows == input.rows,
+                     "columns \(columns) of \(weight.rows) into a conv input of \(input.rows) x \(input.channels)")
+        let a = profiled("quantize") { Int8Rows(quantizing: x, with: self.input, repeatedOver: nil, parallelism) }
+        return profiled("gemm") {
+            Tensor(shape: [x.rows, weight.rows - columns.count]) { y in
+                input.values.withUnsafeMutableBufferPointer { q in
+                    var quantizer = mq_s8_column_quantizer(
+                        begin: Int32(columns.lowerBound), end: Int32(columns.upperBound), inv_scale: input.inverseScale, qmax: Int32(input.qmax),
+                        q: q.baseAddress! + input.historyRows * input.channels, ldq: Int32(input.channels))
+                    withUnsafePointer(to: &quantizer) { Self.gemm(a, weight, bias: bias?.storage, into: y, quantizing: $0, parallelism) }
+                }
+            }
+        }
+    }
+
     private func run(_ x: Tensor, rotatedBy rotation: OnlineHadamard?, _ parallelism: Parallelism) -> Tensor {
         precondition(x.cols == weight.cols, "int8 linear expects \(weight.cols) input features, got \(x.cols)")
         let repeated = weight.block != nil && input.scale.block == nil ? Int(mq_s8_block_count(Int32(weight.cols), Int32(weight.block!))) : nil
@@ -259,17 +280,22 @@ public struct Int8Linear: LinearOp {
     }
 
     /// y[i, j] = acc[i, j] * a.scales[i] * w.scales[j] + bias[j], the panels split between threads
-    /// (at one row, the decode step, each thread streams its own part of the weights).
-    static func gemm(_ a: Int8Rows, _ w: PackedInt8Matrix, bias: [Float]?, into y: UnsafeMutableBufferPointer<Float>, _ parallelism: Parallelism) {
+    /// (at one row, the decode step, each thread streams its own part of the weights). With
+    /// `quantizer`, its columns go to its integers and y holds the others.
+    static func gemm(_ a: Int8Rows, _ w: PackedInt8Matrix, bias: [Float]?, into y: UnsafeMutableBufferPointer<Float>,
+                     quantizing quantizer: UnsafePointer<mq_s8_column_quantizer>? = nil, _ parallelism: Parallelism) {
         let (m, n, k, lda, bits) = (Int32(a.rows), Int32(w.rows), Int32(w.cols), Int32(a.stride), Int32(w.weightBits))
+        let ldc = n - (quantizer.map { $0.pointee.end - $0.pointee.begin } ?? 0)
         let minimumPanels = minimumPanelsPerThread(a, w, parallelism)
+        let columns = UncheckedSendable(quantizer)
         withPointers(a.values, a.scales, w.packed, w.columnSums, w.scales, bias) { av, asc, wp, cs, ws, b in
             let out = UncheckedSendable(y.baseAddress!)
             parallelism.forEachChunk(w.panels, minimumChunk: minimumPanels) { panels in
                 var args = mq_gemm_s8_args(
                     m: m, n: n, k: k, a: av.value, lda: lda, packed: wp.value, col_sums: cs.value,
                     panel_begin: Int32(panels.lowerBound), panel_end: Int32(panels.upperBound),
-                    a_scale: asc.value, w_scale: ws.value, bias: b?.value, c: out.value, ldc: n, acc: nil, ldacc: 0, weight_bits: bits)
+                    a_scale: asc.value, w_scale: ws.value, bias: b?.value, c: out.value, ldc: ldc, acc: nil, ldacc: 0, weight_bits: bits,
+                    quantized_columns: columns.value)
                 mq_gemm_s8(&args)
             }
         }
@@ -329,22 +355,51 @@ public struct Int8Conv: ConvOp {
             }
         }
         // [K-1+L, E] integers: the state's rows, then this call's inputs quantized.
-        var q = [Int8](repeating: 0, count: (k - 1 + l) * e)
-        let inverse = [Float](repeating: inputScale > 0 ? 1 / inputScale : 0, count: l)
+        var input = makeInput(rows: l, state: state)
+        let inverse = [Float](repeating: input.inverseScale, count: l)
         x.storage.withUnsafeBufferPointer { xp in
-            q.withUnsafeMutableBufferPointer { qp in
-                // The state holds integers in [-qmax, qmax] as floats, so quantizing them with
-                // scale 1 is an exact copy, and a vector one (Swift's checked Int8(Float) is a
-                // scalar loop with a trap per value).
-                let one: Float = 1
-                state.withUnsafeBufferPointer { sp in
-                    mq_quantize_rows_s8(sp.baseAddress, 1, Int32((k - 1) * e), Int32((k - 1) * e), [one], Int32(qmax),
-                                        qp.baseAddress!, Int32((k - 1) * e))
-                }
+            input.values.withUnsafeMutableBufferPointer { qp in
                 mq_quantize_rows_s8(xp.baseAddress, Int32(l), Int32(e), Int32(e), inverse, Int32(qmax),
                                     qp.baseAddress! + (k - 1) * e, Int32(e))
             }
         }
+        return convolve(input, state: &state, silu: silu, parallelism)
+    }
+
+    /// A prompt's input for in_proj's epilogue to fill (decode's one row keeps mq_conv_step_s8,
+    /// which quantizes inline and needs no int8 copy of the state).
+    public func quantizedInput(rows: Int, state: [Float]) -> QuantizedConvInput? {
+        rows > 1 ? makeInput(rows: rows, state: state) : nil
+    }
+
+    public func forwardSiLU(_ input: QuantizedConvInput, state: inout [Float], _ parallelism: Parallelism) -> Tensor {
+        precondition(input.channels == channels && input.historyRows == kernelSize - 1 && input.qmax == MambaQuantization.qmax(bits: bits)
+                     && input.inverseScale == (inputScale > 0 ? 1 / inputScale : 0), "a conv input quantized for another conv")
+        return convolve(input, state: &state, silu: true, parallelism)
+    }
+
+    /// [K-1+L, E] integers, the state's K-1 rows filled and the L rows zero.
+    private func makeInput(rows l: Int, state: [Float]) -> QuantizedConvInput {
+        let (e, k, qmax) = (channels, kernelSize, MambaQuantization.qmax(bits: bits))
+        precondition(state.count == (k - 1) * e, "int8 conv expects a state of \(k - 1) rows of \(e)")
+        var q = [Int8](repeating: 0, count: (k - 1 + l) * e)
+        q.withUnsafeMutableBufferPointer { qp in
+            // The state holds integers in [-qmax, qmax] as floats, so quantizing them with
+            // scale 1 is an exact copy, and a vector one (Swift's checked Int8(Float) is a
+            // scalar loop with a trap per value).
+            let one: Float = 1
+            state.withUnsafeBufferPointer { sp in
+                mq_quantize_rows_s8(sp.baseAddress, 1, Int32((k - 1) * e), Int32((k - 1) * e), [one], Int32(qmax),
+                                    qp.baseAddress!, Int32((k - 1) * e))
+            }
+        }
+        return QuantizedConvInput(rows: l, channels: e, historyRows: k - 1, inverseScale: inputScale > 0 ? 1 / inputScale : 0, qmax: qmax, values: q)
+    }
+
+    /// The conv (and SiLU) over a filled input; the state takes its last K-1 rows.
+    private func convolve(_ input: QuantizedConvInput, state: inout [Float], silu: Bool, _ parallelism: Parallelism) -> Tensor {
+        let (l, e, k) = (input.rows, channels, kernelSize)
+        let q = input.values
         let out = Tensor(shape: [l, e]) { o in
             q.withUnsafeBufferPointer { qp in
                 weightKE.withUnsafeBufferPointer { w in

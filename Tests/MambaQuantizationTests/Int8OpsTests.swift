@@ -26,7 +26,7 @@ final class Int8OpsTests: XCTestCase {
                             var args = mq_gemm_s8_args(
                                 m: Int32(m), n: Int32(n), k: Int32(k), a: ap.baseAddress, lda: mq_s8_padded_k(Int32(k)), packed: pp.baseAddress,
                                 col_sums: sp.baseAddress, panel_begin: r.lowerBound, panel_end: r.upperBound, a_scale: nil, w_scale: nil,
-                                bias: nil, c: nil, ldc: 0, acc: gp.baseAddress, ldacc: Int32(n), weight_bits: weightBits)
+                                bias: nil, c: nil, ldc: 0, acc: gp.baseAddress, ldacc: Int32(n), weight_bits: weightBits, quantized_columns: nil)
                             mq_gemm_s8(&args)
                         }
                     }
@@ -140,7 +140,7 @@ final class Int8OpsTests: XCTestCase {
                                                     packed: pp.baseAddress, col_sums: sp.baseAddress, panel_begin: 0,
                                                     panel_end: Int32((n + 15) / 16), a_scale: asp.baseAddress, w_scale: wsp.baseAddress,
                                                     bias: withBias ? bp.baseAddress : nil, c: gp.baseAddress, ldc: Int32(n), acc: nil, ldacc: 0,
-                                                    weight_bits: 8)
+                                                    weight_bits: 8, quantized_columns: nil)
                                                 mq_gemm_s8(&args)
                                             }
                                         }

@@ -78,6 +78,18 @@ void mq_conv_silu_s8(const int8_t *q, int t_begin, int t_end, int e, int k, cons
 void mq_conv_step_s8(float *state, const float *x, int e, int k, float inv_scale, int qmax, const int8_t *w,
                      const float *out_scale, const float *bias, float *out, int silu);
 
+/// Output columns [begin, end) of a GEMM written as int8 for the op that reads them next (in_proj's
+/// x for the int8 conv) instead of as floats: q[i, j - begin] is y[i, j], the float the epilogue
+/// would have written, quantized as mq_quantize_rows_s8 does with inv_scale. The float pass that
+/// quantized them after the GEMM, and the floats themselves, are not written.
+typedef struct {
+    int begin, end;
+    float inv_scale;
+    int qmax;
+    int8_t *q;                // [m, ldq]
+    int ldq;
+} mq_s8_column_quantizer;
+
 typedef struct {
     int m, n, k;
     const int8_t *a;          // [m, lda], lda = mq_s8_padded_k(k), zero padded
@@ -94,6 +106,9 @@ typedef struct {
     int32_t *acc;             // if not NULL, the raw int32 sums are written here ([m, ldacc]) instead
     int ldacc;
     int weight_bits;          // 8: `packed` from mq_s8_pack; 4: from mq_s4_pack
+    // NULL: every column to c. Otherwise those columns go to the quantizer's q and c holds the
+    // others ([m, ldc], the columns past `end` moved left by end - begin); not with acc.
+    const mq_s8_column_quantizer *quantized_columns;
 } mq_gemm_s8_args;
 
 /// The packed GEMM over the panels [panel_begin, panel_end), int8 or int4 weights.
