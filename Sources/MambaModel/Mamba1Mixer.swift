@@ -179,20 +179,20 @@ public struct SelectiveBranch: Sendable {
 
     /// x: in_proj's x rows [L, E] -> the scan's output y [L, E] (before the gate), from `state`.
     public func forward(_ x: Tensor, state: inout RecurrentState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
-        let xc = profiled("conv") { conv.forwardSiLU(x, state: &state.conv, par) } // [L, E]
-        return forward(convolved: xc, state: &state, layer: layer, par, observer: observer)
+        var xc = profiled("conv") { conv.forwardSiLU(x, state: &state.conv, par) } // [L, E]
+        return forward(convolved: &xc, state: &state, layer: layer, par, observer: observer)
     }
 
     /// The same from x as the conv's integers, written by in_proj's epilogue (ConvOp.quantizedInput).
     public func forward(_ x: QuantizedConvInput, state: inout RecurrentState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
-        let xc = profiled("conv") { conv.forwardSiLU(x, state: &state.conv, par) } // [L, E]
-        return forward(convolved: xc, state: &state, layer: layer, par, observer: observer)
+        var xc = profiled("conv") { conv.forwardSiLU(x, state: &state.conv, par) } // [L, E]
+        return forward(convolved: &xc, state: &state, layer: layer, par, observer: observer)
     }
 
-    /// From silu(conv(x)) [L, E] on.
-    private func forward(convolved: Tensor, state: inout RecurrentState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
+    /// From silu(conv(x)) [L, E] on; `xc` is quantized in place (inout: a copy would be a pass and
+    /// fresh pages per layer).
+    private func forward(convolved xc: inout Tensor, state: inout RecurrentState, layer: Int, _ par: Parallelism, observer: (any ActivationObserver)?) -> Tensor {
         let (n, r) = (stateSize, timeStepRank)
-        var xc = convolved
         profiled("scan inputs") { scanInput.forward(&xc, site: sites.convOutput) }
         observer?.observe(xc, site: sites.convOutput, layer: layer)
         let xdbl = profiled("x_proj") { xProj.forward(xc, par) }       // [L, R + 2N]

@@ -60,6 +60,12 @@ extension SystemMemory {
     /// its time in them (0.5 M with this; the same output bytes); calibrate of 8 x 128 tokens there
     /// 2.4 M (0.17 M with this, 15% less task clock). Freed memory stays with the process until it
     /// exits, so a job's resident size stays at its peak instead of dropping between layers.
+    /// Inference too, once its model is loaded (generate, evaluate, serve, classify; bench and
+    /// compare from the start): a prompt's [L, E]-sized temporaries are allocated and freed in
+    /// every op of every layer, and glibc maps each one above its mmap threshold afresh or hands
+    /// the heap's freed top back to the kernel past its trim threshold, so their pages are faulted
+    /// in and zeroed again op after op (README, "Long prompts": a 512-token prefill 1.2-1.5x faster
+    /// on a Zen 3). Loading runs before it, so a loader's freed integers go back to the system.
     public static func keepFreedMemoryForReuse() {
         mq_keep_freed_memory()
     }

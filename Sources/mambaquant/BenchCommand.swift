@@ -85,6 +85,7 @@ struct BenchCommand: ParsableCommand {
                 try BLASCoreSurvey.useFastest(survey)
             }
         }
+        SystemMemory.keepFreedMemoryForReuse()   // as generate and compare run (SystemMemory.swift)
         let par = runtime.parallelism
         mq_s8_set_max_level(int8Path.level)
         if let preset, preset.config.vision != nil { return try runVision(preset, par) }

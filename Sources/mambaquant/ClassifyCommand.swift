@@ -30,6 +30,7 @@ struct ClassifyCommand: ParsableCommand {
         let par = runtime.parallelism
         if let logitsOut { try checkWritable(logitsOut, inputs: [model, images]) }
         let vim = try QuantizedVisionMamba.loadAny(directory: model, runtime: kernelOptions.kernels)
+        SystemMemory.keepFreedMemoryForReuse()   // once loaded: a prompt's temporaries reuse the heap
         let set = try ImageSet.load(path: images, for: vim.vision, preprocess: imageOptions.preprocess(over: vim.vision.preprocess), limit: limit)
         let start = DispatchTime.now()
         let logits = vim.logits(set.images, par)

@@ -83,6 +83,7 @@ struct CompareCommand: ParsableCommand {
     }
 
     func run() throws {
+        SystemMemory.keepFreedMemoryForReuse()   // a quantize and runs of both models (SystemMemory.swift)
         let par = runtime.parallelism
         let modelDir = try modelOptions.directory()
         if try MambaConfig.load(directory: modelDir).vision != nil { return try runVision(modelDir, par) }

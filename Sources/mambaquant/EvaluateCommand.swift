@@ -31,6 +31,7 @@ struct EvaluateCommand: ParsableCommand {
         let modelDir = try modelOptions.directory()
         let files = try dataOptions.files(splits: ["test"])
         let lm = try QuantizedModel.loadAny(directory: modelDir, runtime: kernelOptions.kernels)
+        SystemMemory.keepFreedMemoryForReuse()   // once loaded: a prompt's temporaries reuse the heap
         guard let tokenizer = try loadTokenizer(modelDirectory: modelDir) else {
             throw MambaError(.missingFile, "\(modelDir) has no tokenizer.json: evaluation text cannot be tokenized")
         }

@@ -60,6 +60,7 @@ struct GenerateCommand: ParsableCommand {
             }
         }
         let lm = try QuantizedModel.loadAny(directory: model, runtime: kernelOptions.kernels)
+        SystemMemory.keepFreedMemoryForReuse()   // once loaded: a prompt's temporaries reuse the heap
         if let bad = ids.first(where: { $0 < 0 || $0 >= lm.vocabSize }) {
             throw MambaError(.badInput, "token id \(bad) is outside the model's vocabulary [0, \(lm.vocabSize))")
         }

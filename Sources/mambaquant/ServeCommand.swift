@@ -49,6 +49,7 @@ struct ServeCommand: ParsableCommand {
             throw MambaError(.missingFile, "\(model) has no tokenizer.json: the server takes and returns text")
         }
         let lm = try QuantizedModel.loadAny(directory: model, runtime: kernelOptions.kernels)
+        SystemMemory.keepFreedMemoryForReuse()   // once loaded: a prompt's temporaries reuse the heap
         let metrics = ServerMetrics()
         let scheduler = Scheduler(
             model: lm, tokenizer: tokenizer, parallelism: par,
