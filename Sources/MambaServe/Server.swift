@@ -155,7 +155,6 @@ final class Outcome<T: Sendable>: @unchecked Sendable {
 
 /// A JSON body of at most `limit` bytes, decoded; a 413 or a 400 that names the problem otherwise.
 func decode<T: Decodable>(_ type: T.Type, _ request: Request, limit: Int) async throws -> T {
-    var request = request
     let buffer: ByteBuffer
     do {
         buffer = try await request.body.collect(upTo: limit)
