@@ -349,19 +349,21 @@ void mq_gemm_s8_reference(int m, int n, int k, const int8_t *a, int lda, const i
 }
 
 // Row i's finished floats y[0, cols) of output columns j0.. where g->quantized_columns splits the
-// output: the quantizer's columns to its q as int8, the others to c (moved left past its range).
+// output: the columns before its range to c, its range to its q as int8, the rest to its `after`.
 static void store_row_split(const mq_gemm_s8_args *g, int i, int j0, int cols, const float *y) {
     const mq_s8_column_quantizer *qc = g->quantized_columns;
-    const int width = qc->end - qc->begin;
     for (int j = 0; j < cols;) {
         const int col = j0 + j;
         int run;
-        if (col >= qc->begin && col < qc->end) {
+        if (col < qc->begin) {
+            run = qc->begin - col < cols - j ? qc->begin - col : cols - j;
+            memcpy(g->c + (size_t)i * g->ldc + col, y + j, sizeof(float) * (size_t)run);
+        } else if (col < qc->end) {
             run = qc->end - col < cols - j ? qc->end - col : cols - j;
             quantize_row(y + j, run, qc->inv_scale, (float)qc->qmax, qc->q + (size_t)i * qc->ldq + (col - qc->begin));
         } else {
-            run = col < qc->begin && qc->begin - col < cols - j ? qc->begin - col : cols - j;
-            memcpy(g->c + (size_t)i * g->ldc + (col < qc->begin ? col : col - width), y + j, sizeof(float) * (size_t)run);
+            run = cols - j;
+            memcpy(qc->after + (size_t)i * qc->ldafter + (col - qc->end), y + j, sizeof(float) * (size_t)run);
         }
         j += run;
     }

@@ -251,8 +251,8 @@ public struct MambaMixer: MixerOp {
         let y: Tensor, z: Tensor                                        // [L, E] each
         if observer == nil, var x = branch.conv.quantizedInput(rows: u.rows, state: state.conv),
            let rest = profiled("in_proj", { inProj.forward(u, quantizing: 0..<e, into: &x, par) }) {
-            // An int8 conv: in_proj's epilogue writes x as its integers; the floats left are z.
-            (y, z) = (branch.forward(x, state: &state, layer: layer, par, observer: nil), rest)
+            // An int8 conv: in_proj's epilogue writes x as its integers; the floats after it are z.
+            (y, z) = (branch.forward(x, state: &state, layer: layer, par, observer: nil), rest.after)
         } else {
             let xz = profiled("in_proj") { inProj.forward(u, par) }     // [L, 2E]
             let x: Tensor

@@ -197,8 +197,8 @@ public struct Mamba2Forward: MixerOp {
         let scaledParts = multipliers.parts != Mamba2Multipliers().parts
         if observer == nil, !scaledParts, var xbc = conv.quantizedInput(rows: u.rows, state: state.conv),
            let rest = profiled("in_proj", { inProj.forward(u, quantizing: e..<(e + x), into: &xbc, par) }) {
-            // An int8 conv: in_proj's epilogue writes xBC as its integers; the floats left are [z, dt].
-            (z, dt) = profiled("split") { (rest.columns(0..<e), rest.columns(e..<(e + h))) }
+            // An int8 conv: in_proj's epilogue writes xBC as its integers, z before it and dt after.
+            (z, dt) = rest
             convolved = profiled("conv") { conv.forwardSiLU(xbc, state: &state.conv, par) }
         } else {
             var proj = profiled("in_proj") { inProj.forward(u, par) }  // [L, E + X + H]

@@ -14,9 +14,11 @@ public protocol LinearOp: Sendable {
     func forward(_ x: Tensor, rotatedBy rotation: OnlineHadamard, _ parallelism: Parallelism) -> Tensor
     /// forward(x) with the output columns `columns` written into `input` as the integers of the
     /// conv that reads them (in the product's epilogue, no float pass between: Int8Linear) and
-    /// the other columns returned as floats, [L, outFeatures - columns.count] in their order. Nil
-    /// where the op cannot; the caller then runs forward(x) and the conv on floats.
-    func forward(_ x: Tensor, quantizing columns: Range<Int>, into input: inout QuantizedConvInput, _ parallelism: Parallelism) -> Tensor?
+    /// the columns before and after them returned as floats, [L, columns.lowerBound] and [L,
+    /// outFeatures - columns.upperBound]. Nil where the op cannot; the caller then runs forward(x)
+    /// and the conv on floats.
+    func forward(_ x: Tensor, quantizing columns: Range<Int>, into input: inout QuantizedConvInput,
+                 _ parallelism: Parallelism) -> (before: Tensor, after: Tensor)?
 }
 
 extension LinearOp {
@@ -24,7 +26,8 @@ extension LinearOp {
         forward(profiled("hadamard") { rotation.rotate(x, parallelism) }, parallelism)
     }
 
-    public func forward(_ x: Tensor, quantizing columns: Range<Int>, into input: inout QuantizedConvInput, _ parallelism: Parallelism) -> Tensor? {
+    public func forward(_ x: Tensor, quantizing columns: Range<Int>, into input: inout QuantizedConvInput,
+                        _ parallelism: Parallelism) -> (before: Tensor, after: Tensor)? {
         nil
     }
 

@@ -226,21 +226,27 @@ public struct Int8Linear: LinearOp {
     /// The conv's input quantized in the GEMM's epilogue (mq_s8_column_quantizer): the columns in
     /// `columns` are written as int8 at the input's row K-1 on, never as floats. Nil for
     /// block-scaled weights, whose GEMM has no such epilogue.
-    public func forward(_ x: Tensor, quantizing columns: Range<Int>, into input: inout QuantizedConvInput, _ parallelism: Parallelism) -> Tensor? {
+    public func forward(_ x: Tensor, quantizing columns: Range<Int>, into input: inout QuantizedConvInput,
+                        _ parallelism: Parallelism) -> (before: Tensor, after: Tensor)? {
         guard weight.block == nil else { return nil }
         precondition(x.cols == weight.cols, "int8 linear expects \(weight.cols) input features, got \(x.cols)")
         precondition(columns.lowerBound >= 0 && columns.upperBound <= weight.rows && columns.count == input.channels && x.rows == input.rows,
                      "columns \(columns) of \(weight.rows) into a conv input of \(input.rows) x \(input.channels)")
         let a = profiled("quantize") { Int8Rows(quantizing: x, with: self.input, repeatedOver: nil, parallelism) }
         return profiled("gemm") {
-            Tensor(shape: [x.rows, weight.rows - columns.count]) { y in
-                input.values.withUnsafeMutableBufferPointer { q in
-                    var quantizer = mq_s8_column_quantizer(
-                        begin: Int32(columns.lowerBound), end: Int32(columns.upperBound), inv_scale: input.inverseScale, qmax: Int32(input.qmax),
-                        q: q.baseAddress! + input.historyRows * input.channels, ldq: Int32(input.channels))
-                    withUnsafePointer(to: &quantizer) { Self.gemm(a, weight, bias: bias?.storage, into: y, quantizing: $0, parallelism) }
+            var after = Tensor(zeros: [0])
+            let before = Tensor(shape: [x.rows, columns.lowerBound]) { y in
+                after = Tensor(shape: [x.rows, weight.rows - columns.upperBound]) { rest in
+                    input.values.withUnsafeMutableBufferPointer { q in
+                        var quantizer = mq_s8_column_quantizer(
+                            begin: Int32(columns.lowerBound), end: Int32(columns.upperBound), inv_scale: input.inverseScale, qmax: Int32(input.qmax),
+                            q: q.baseAddress! + input.historyRows * input.channels, ldq: Int32(input.channels),
+                            after: rest.baseAddress, ldafter: Int32(weight.rows - columns.upperBound))
+                        withUnsafePointer(to: &quantizer) { Self.gemm(a, weight, bias: bias?.storage, into: y, quantizing: $0, parallelism) }
+                    }
                 }
             }
+            return (before, after)
         }
     }
 
@@ -285,11 +291,11 @@ public struct Int8Linear: LinearOp {
     static func gemm(_ a: Int8Rows, _ w: PackedInt8Matrix, bias: [Float]?, into y: UnsafeMutableBufferPointer<Float>,
                      quantizing quantizer: UnsafePointer<mq_s8_column_quantizer>? = nil, _ parallelism: Parallelism) {
         let (m, n, k, lda, bits) = (Int32(a.rows), Int32(w.rows), Int32(w.cols), Int32(a.stride), Int32(w.weightBits))
-        let ldc = n - (quantizer.map { $0.pointee.end - $0.pointee.begin } ?? 0)
+        let ldc = quantizer?.pointee.begin ?? n   // with a quantizer, c holds the columns before its range
         let minimumPanels = minimumPanelsPerThread(a, w, parallelism)
         let columns = UncheckedSendable(quantizer)
         withPointers(a.values, a.scales, w.packed, w.columnSums, w.scales, bias) { av, asc, wp, cs, ws, b in
-            let out = UncheckedSendable(y.baseAddress!)
+            let out = UncheckedSendable(y.baseAddress)   // nil where a quantizer's range starts at column 0
             parallelism.forEachChunk(w.panels, minimumChunk: minimumPanels) { panels in
                 var args = mq_gemm_s8_args(
                     m: m, n: n, k: k, a: av.value, lda: lda, packed: wp.value, col_sums: cs.value,

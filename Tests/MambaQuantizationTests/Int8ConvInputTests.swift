@@ -17,11 +17,11 @@ final class Int8ConvInputTests: XCTestCase {
         (0..<count).map { _ in Int8(Int(rng.next() % 255) - 127) }
     }
 
-    /// mq_gemm_s8 over the given panel ranges (the threads' split), into c [m, ldc] and, with a
-    /// quantizer, its q.
+    /// mq_gemm_s8 over the given panel ranges (the threads' split), into c [m, n] or, with a
+    /// quantizer, c [m, begin], its q and its `after`.
     func gemm(m: Int, n: Int, k: Int, a: [Int8], packed: [Int8], sums: [Int32], aScale: [Float], wScale: [Float], bias: [Float]?,
               panels: [Range<Int32>], quantizer: mq_s8_column_quantizer?, c: inout [Float]) {
-        let ldc = n - Int(quantizer.map { $0.end - $0.begin } ?? 0)
+        let ldc = quantizer.map { Int($0.begin) } ?? n
         func run(_ columns: UnsafePointer<mq_s8_column_quantizer>?) {
             for r in panels {
                 var args = mq_gemm_s8_args(
@@ -36,8 +36,8 @@ final class Int8ConvInputTests: XCTestCase {
     }
 
     /// Columns [begin, end) written as int8 in the epilogue equal mq_quantize_rows_s8 of the floats
-    /// the plain GEMM writes there, and the other columns are those floats, moved left past the
-    /// range: every path, with and without a bias, ranges inside, across and at the ends of
+    /// the plain GEMM writes there, and the columns before and after the range are those floats:
+    /// every path, with and without a bias, ranges inside, across and at the ends of
     /// 16-column panels, one row (decode's kernels) and many, the panels in one call or two.
     func testColumnsQuantizedInTheEpilogueAreTheFloatsQuantized() {
         var rng = SeededRandom(seed: freshSeed())
@@ -67,20 +67,27 @@ final class Int8ConvInputTests: XCTestCase {
                     plain.withUnsafeBufferPointer { p in
                         mq_quantize_rows_s8(p.baseAddress! + begin, Int32(m), Int32(width), Int32(n), [Float](repeating: inverse, count: m), 127, &want, Int32(width))
                     }
-                    var wantRest: [Float] = []
-                    for i in 0..<m { for j in 0..<n where j < begin || j >= end { wantRest.append(plain[i * n + j]) } }
+                    var (wantBefore, wantAfter): ([Float], [Float]) = ([], [])
+                    for i in 0..<m {
+                        wantBefore += plain[(i * n)..<(i * n + begin)]
+                        wantAfter += plain[(i * n + end)..<(i * n + n)]
+                    }
                     for split in [[0..<panelCount], [0..<panelCount / 2, panelCount / 2..<panelCount]] {
                         var q = [Int8](repeating: 99, count: m * width)
-                        var rest = [Float](repeating: .nan, count: m * (n - width))
+                        var before = [Float](repeating: .nan, count: m * begin)
+                        var after = [Float](repeating: .nan, count: m * (n - end))
                         q.withUnsafeMutableBufferPointer { qp in
-                            let quantizer = mq_s8_column_quantizer(begin: Int32(begin), end: Int32(end), inv_scale: inverse, qmax: 127,
-                                                                   q: qp.baseAddress, ldq: Int32(width))
-                            gemm(m: m, n: n, k: k, a: a, packed: packed, sums: sums, aScale: aScale, wScale: wScale, bias: withBias ? bias : nil,
-                                 panels: split, quantizer: quantizer, c: &rest)
+                            after.withUnsafeMutableBufferPointer { ap in
+                                let quantizer = mq_s8_column_quantizer(begin: Int32(begin), end: Int32(end), inv_scale: inverse, qmax: 127,
+                                                                       q: qp.baseAddress, ldq: Int32(width), after: ap.baseAddress, ldafter: Int32(n - end))
+                                gemm(m: m, n: n, k: k, a: a, packed: packed, sums: sums, aScale: aScale, wScale: wScale, bias: withBias ? bias : nil,
+                                     panels: split, quantizer: quantizer, c: &before)
+                            }
                         }
                         let context = "m \(m) n \(n) k \(k) [\(begin), \(end)) bias \(withBias) level \(level) calls \(split.count)"
                         XCTAssertEqual(q, want, context)
-                        XCTAssertEqual(rest, wantRest, context)
+                        XCTAssertEqual(before, wantBefore, context)
+                        XCTAssertEqual(after, wantAfter, context)
                         XCTAssertTrue(q.contains { $0 == 127 || $0 == -127 } && q.contains { $0 != 0 && abs(Int($0)) < 127 }, context)
                     }
                 }
@@ -116,10 +123,9 @@ final class Int8ConvInputTests: XCTestCase {
                     let context = "d \(d) e \(e) k \(k) begin \(begin) l \(l) threads \(threads)"
                     XCTAssertEqual(got.storage, want.storage, context)
                     XCTAssertEqual(fusedState, plainState, context)
-                    let outside = (0..<n).filter { (j: Int) -> Bool in j < begin || j >= begin + e }
-                    var wantRest: [Float] = []
-                    for i in 0..<l { for j in outside { wantRest.append(y.storage[i * n + j]) } }
-                    XCTAssertEqual(rest.storage, wantRest, context)
+                    XCTAssertEqual(rest.before.shape, [l, begin], context)
+                    XCTAssertEqual(rest.before.storage, y.columns(0..<begin).storage, context)
+                    XCTAssertEqual(rest.after.storage, y.columns((begin + e)..<n).storage, context)
                 }
                 XCTAssertNil(conv.quantizedInput(rows: 1, state: fusedState), "decode's step quantizes inline")
             }

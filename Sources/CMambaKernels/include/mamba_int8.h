@@ -81,13 +81,17 @@ void mq_conv_step_s8(float *state, const float *x, int e, int k, float inv_scale
 /// Output columns [begin, end) of a GEMM written as int8 for the op that reads them next (in_proj's
 /// x for the int8 conv) instead of as floats: q[i, j - begin] is y[i, j], the float the epilogue
 /// would have written, quantized as mq_quantize_rows_s8 does with inv_scale. The float pass that
-/// quantized them after the GEMM, and the floats themselves, are not written.
+/// quantized them after the GEMM, and the floats themselves, are not written. The columns before
+/// the range go to the GEMM's c, those after it to `after`, each part its own tensor (Mamba-2's z
+/// and dt around xBC).
 typedef struct {
     int begin, end;
     float inv_scale;
     int qmax;
     int8_t *q;                // [m, ldq]
     int ldq;
+    float *after;             // [m, ldafter]: y[i, j] at after[i, j - end] for j >= end
+    int ldafter;
 } mq_s8_column_quantizer;
 
 typedef struct {
@@ -106,8 +110,8 @@ typedef struct {
     int32_t *acc;             // if not NULL, the raw int32 sums are written here ([m, ldacc]) instead
     int ldacc;
     int weight_bits;          // 8: `packed` from mq_s8_pack; 4: from mq_s4_pack
-    // NULL: every column to c. Otherwise those columns go to the quantizer's q and c holds the
-    // others ([m, ldc], the columns past `end` moved left by end - begin); not with acc.
+    // NULL: every column to c. Otherwise those columns go to the quantizer's q, the columns after
+    // them to its `after`, and c ([m, ldc]) holds the columns before them; not with acc.
     const mq_s8_column_quantizer *quantized_columns;
 } mq_gemm_s8_args;
 
