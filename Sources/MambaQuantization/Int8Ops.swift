@@ -317,6 +317,8 @@ public struct Int8Conv: ConvOp {
     let outScale: [Float]      // [E]: s_x * s_w[e]
     let bias: [Float]          // [E]
     let inputScale: Float
+    /// 1 / inputScale (0 for a zero scale): what every quantization of the input multiplies by.
+    var inverseScale: Float { inputScale > 0 ? 1 / inputScale : 0 }
     let bits: Int
     public let kernelSize: Int
     public let channels: Int
@@ -354,7 +356,7 @@ public struct Int8Conv: ConvOp {
             return Tensor(shape: [1, e]) { o in
                 x.storage.withUnsafeBufferPointer { xp in
                     state.withUnsafeMutableBufferPointer { sp in
-                        mq_conv_step_s8(sp.baseAddress, xp.baseAddress!, Int32(e), Int32(k), inputScale > 0 ? 1 / inputScale : 0, Int32(qmax),
+                        mq_conv_step_s8(sp.baseAddress, xp.baseAddress!, Int32(e), Int32(k), inverseScale, Int32(qmax),
                                         weightKE, outScale, bias, o.baseAddress!, silu ? 1 : 0)
                     }
                 }
@@ -380,7 +382,7 @@ public struct Int8Conv: ConvOp {
 
     public func forwardSiLU(_ input: QuantizedConvInput, state: inout [Float], _ parallelism: Parallelism) -> Tensor {
         precondition(input.channels == channels && input.historyRows == kernelSize - 1 && input.qmax == MambaQuantization.qmax(bits: bits)
-                     && input.inverseScale == (inputScale > 0 ? 1 / inputScale : 0), "a conv input quantized for another conv")
+                     && input.inverseScale == inverseScale, "a conv input quantized for another conv")
         return convolve(input, state: &state, silu: true, parallelism)
     }
 
@@ -399,7 +401,7 @@ public struct Int8Conv: ConvOp {
                                     qp.baseAddress!, Int32((k - 1) * e))
             }
         }
-        return QuantizedConvInput(rows: l, channels: e, historyRows: k - 1, inverseScale: inputScale > 0 ? 1 / inputScale : 0, qmax: qmax, values: q)
+        return QuantizedConvInput(rows: l, channels: e, historyRows: k - 1, inverseScale: inverseScale, qmax: qmax, values: q)
     }
 
     /// The conv (and SiLU) over a filled input; the state takes its last K-1 rows.

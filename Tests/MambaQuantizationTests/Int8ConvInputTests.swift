@@ -13,10 +13,6 @@ import XCTest
 // Int8OpsTests.swift for length. The property throughout: the integers written in the epilogue are
 // the float output quantized afterwards, so a fused prefill gives the unfused one's logits exactly.
 final class Int8ConvInputTests: XCTestCase {
-    func randomInt8(_ count: Int, _ rng: inout SeededRandom) -> [Int8] {
-        (0..<count).map { _ in Int8(Int(rng.next() % 255) - 127) }
-    }
-
     /// mq_gemm_s8 over the given panel ranges (the threads' split), into c [m, n] or, with a
     /// quantizer, c [m, begin], its q and its `after`.
     func gemm(m: Int, n: Int, k: Int, a: [Int8], packed: [Int8], sums: [Int32], aScale: [Float], wScale: [Float], bias: [Float]?,

@@ -10,10 +10,13 @@ import XCTest
 
 /// The int8 kernels (CMambaKernels/int8.c) against their plain definitions on random data, every
 /// path this CPU has (scalar, AVX2, AVX-512 VNNI), and the int8 model against the reference path.
+/// `count` values uniform in [-limit, limit] (never -128: the kernels' contract); Int8ConvInputTests
+/// uses it too.
+func randomInt8(_ count: Int, _ rng: inout SeededRandom, limit: Int = 127) -> [Int8] {
+    (0..<count).map { _ in Int8(Int(rng.next() % UInt64(2 * limit + 1)) - limit) }
+}
+
 final class Int8OpsTests: XCTestCase {
-    func randomInt8(_ count: Int, _ rng: inout SeededRandom, limit: Int = 127) -> [Int8] {
-        (0..<count).map { _ in Int8(Int(rng.next() % UInt64(2 * limit + 1)) - limit) }
-    }
 
     /// The raw int32 sums of mq_gemm_s8 over the given panel ranges (a has row stride padded K).
     func accumulators(m: Int, n: Int, k: Int, a: [Int8], packed: [Int8], sums: [Int32], panels: [Range<Int32>], weightBits: Int32 = 8) -> [Int32] {
