@@ -249,7 +249,7 @@ public struct MambaMixer: MixerOp {
         let e = innerSize
         observer?.observe(u, site: .inProjInput, layer: layer)
         let y: Tensor, z: Tensor                                        // [L, E] each
-        if observer == nil, var x = branch.conv.quantizedInput(rows: u.rows, state: state.conv),
+        if observer == nil, inProj.quantizesColumns, var x = branch.conv.quantizedInput(rows: u.rows, state: state.conv),
            let rest = profiled("in_proj", { inProj.forward(u, quantizing: 0..<e, into: &x, par) }) {
             // An int8 conv: in_proj's epilogue writes x as its integers; the floats after it are z.
             (y, z) = (branch.forward(x, state: &state, layer: layer, par, observer: nil), rest.after)

@@ -195,7 +195,7 @@ public struct Mamba2Forward: MixerOp {
         let z: Tensor, convolved: Tensor                                 // [L, E], [L, X]
         var dt: Tensor                                                  // [L, H], before dt_bias and softplus
         let scaledParts = multipliers.parts != Mamba2Multipliers().parts
-        if observer == nil, !scaledParts, var xbc = conv.quantizedInput(rows: u.rows, state: state.conv),
+        if observer == nil, !scaledParts, inProj.quantizesColumns, var xbc = conv.quantizedInput(rows: u.rows, state: state.conv),
            let rest = profiled("in_proj", { inProj.forward(u, quantizing: e..<(e + x), into: &xbc, par) }) {
             // An int8 conv: in_proj's epilogue writes xBC as its integers, z before it and dt after.
             (z, dt) = rest

@@ -12,11 +12,14 @@ public protocol LinearOp: Sendable {
     /// forward(rotation.rotate(x)): an online rotation of the input (R2, TransformOps.swift) and
     /// the product. An op that quantizes its input may rotate each row on the way (Int8Linear).
     func forward(_ x: Tensor, rotatedBy rotation: OnlineHadamard, _ parallelism: Parallelism) -> Tensor
+    /// Whether forward(_:quantizing:into:) can write a conv's integers (Int8Linear with one scale per
+    /// output channel): the mixers ask before they have the conv allocate that input.
+    var quantizesColumns: Bool { get }
     /// forward(x) with the output columns `columns` written into `input` as the integers of the
     /// conv that reads them (in the product's epilogue, no float pass between: Int8Linear) and
     /// the columns before and after them returned as floats, [L, columns.lowerBound] and [L,
-    /// outFeatures - columns.upperBound]. Nil where the op cannot; the caller then runs forward(x)
-    /// and the conv on floats.
+    /// outFeatures - columns.upperBound]. Nil where the op cannot (quantizesColumns false); the
+    /// caller then runs forward(x) and the conv on floats.
     func forward(_ x: Tensor, quantizing columns: Range<Int>, into input: inout QuantizedConvInput,
                  _ parallelism: Parallelism) -> (before: Tensor, after: Tensor)?
 }
@@ -25,6 +28,8 @@ extension LinearOp {
     public func forward(_ x: Tensor, rotatedBy rotation: OnlineHadamard, _ parallelism: Parallelism) -> Tensor {
         forward(profiled("hadamard") { rotation.rotate(x, parallelism) }, parallelism)
     }
+
+    public var quantizesColumns: Bool { false }
 
     public func forward(_ x: Tensor, quantizing columns: Range<Int>, into input: inout QuantizedConvInput,
                         _ parallelism: Parallelism) -> (before: Tensor, after: Tensor)? {

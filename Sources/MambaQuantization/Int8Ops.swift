@@ -223,12 +223,15 @@ public struct Int8Linear: LinearOp {
         run(x, rotatedBy: rotation, parallelism)
     }
 
+    /// Block-scaled weights' GEMM (int8_blocked.c) has no column quantizer in its epilogue.
+    public var quantizesColumns: Bool { weight.block == nil }
+
     /// The conv's input quantized in the GEMM's epilogue (mq_s8_column_quantizer): the columns in
     /// `columns` are written as int8 at the input's row K-1 on, never as floats. Nil for
     /// block-scaled weights, whose GEMM has no such epilogue.
     public func forward(_ x: Tensor, quantizing columns: Range<Int>, into input: inout QuantizedConvInput,
                         _ parallelism: Parallelism) -> (before: Tensor, after: Tensor)? {
-        guard weight.block == nil else { return nil }
+        guard quantizesColumns else { return nil }
         precondition(x.cols == weight.cols, "int8 linear expects \(weight.cols) input features, got \(x.cols)")
         precondition(columns.lowerBound >= 0 && columns.upperBound <= weight.rows && columns.count == input.channels && x.rows == input.rows,
                      "columns \(columns) of \(weight.rows) into a conv input of \(input.rows) x \(input.channels)")
