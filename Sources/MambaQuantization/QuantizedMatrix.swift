@@ -84,8 +84,25 @@ public struct QuantizedMatrix: Sendable, Equatable {
             if err < best.error { best = (err, scale) }
         }
         let inv: Float = best.scale > 0 ? 1 / best.scale : 0
-        for j in 0..<count { out[j] = Int8(quantizeSymmetric(Float(x[j]), inverseScale: inv, qmax: Float(q))) }
+        roundToIntegers(x, count: count, inverseScale: inv, qmax: Int(q), into: out)
         return best.scale
+    }
+
+    /// out[j] = quantizeSymmetric(Float(x[j])) for j < count, through the int8 kernels' row
+    /// quantizer (`mq_quantize_rows_s8`: the same rounding and clamp, vectorized) on the values
+    /// narrowed to float32 a block at a time. Per element in Swift it was a libm roundf call and a
+    /// checked conversion: about 5% of quantize's time at the 1.4B shape.
+    static func roundToIntegers(_ x: UnsafePointer<Double>, count: Int, inverseScale inv: Float, qmax: Int,
+                                into out: UnsafeMutablePointer<Int8>) {
+        let block = 1024
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: block) { f in
+            var inverse = inv
+            for start in stride(from: 0, to: count, by: block) {
+                let n = min(block, count - start)
+                for j in 0..<n { f[j] = Float(x[start + j]) }
+                mq_quantize_rows_s8(f.baseAddress, 1, Int32(n), Int32(n), &inverse, Int32(qmax), out + start, Int32(n))
+            }
+        }
     }
 
     /// Bytes per row when int4 values are packed two per byte.

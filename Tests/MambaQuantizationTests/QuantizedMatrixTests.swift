@@ -44,6 +44,34 @@ final class QuantizedMatrixTests: XCTestCase {
         XCTAssertFalse(q.values.contains(-128))
     }
 
+    /// The integers are quantizeSymmetric of each value narrowed to float32, on the scale chosen,
+    /// whatever path rounds them (QuantizedMatrix.roundToIntegers: the int8 kernels' row
+    /// quantizer, 1,024 values at a time): rows longer than a block, groups, 8 and 4 bits, exact
+    /// ties (the scale a power of 2, values at half steps) and clipped values (4 bits' search).
+    func testIntegersAreTheScalarRoundingOfEachValue() {
+        var rng = SeededRandom(seed: freshSeed())
+        let (rows, cols) = (3, 2_571)
+        var w = Matrix(rows: rows, cols: cols, data: (0..<(rows * cols)).map { _ in rng.nextGaussian() })
+        for c in 0..<cols { w[1, c] = (Double(Int(rng.nextUnit() * 250)) - 125 + (c % 3 == 0 ? 0.5 : 0.3)) / 64 }
+        w[1, 3] = 127.0 / 64   // row 1's absmax: a scale of 1/64 at 8 bits, so the half steps above are ties
+        KernelPaths.forEachInt8Level { level in
+            for (bits, group) in [(8, nil), (8, 300), (4, nil), (4, 128)] as [(Int, Int?)] {
+                let q = QuantizedMatrix(quantizing: w, bits: bits, groupSize: group)
+                let (g, groups) = (group ?? cols, q.groupsPerRow)
+                for r in 0..<rows {
+                    for c in 0..<cols {
+                        let scale = q.scales[r * groups + c / g]
+                        let want = Int8(quantizeSymmetric(Float(w[r, c]), inverseScale: scale > 0 ? 1 / scale : 0, qmax: Float(qmax(bits: bits))))
+                        if q.values[r * cols + c] != want {
+                            return XCTFail("bits \(bits) group \(String(describing: group)) level \(level): [\(r), \(c)] \(q.values[r * cols + c]) != \(want)")
+                        }
+                    }
+                }
+                if bits == 8, group == nil { XCTAssertEqual(q.scales[1], 1.0 / 64, "level \(level)") }
+            }
+        }
+    }
+
     func testGroupsHaveTheirOwnScales() {
         let w = randomMatrix(3, 13, seed: 21)
         let q = QuantizedMatrix(quantizing: w, bits: 8, groupSize: 5)
