@@ -65,43 +65,37 @@ public struct QuantizedMatrix: Sendable, Equatable {
     }
 
     /// One row or group: the scale among `ratios` of the absmax with the least squared error, and
-    /// its integers written to `out`.
+    /// its integers written to `out`. The values are narrowed to float32 once and every candidate
+    /// rounded through the int8 kernels' row quantizer (`mq_quantize_rows_s8`: quantizeSymmetric's
+    /// rounding and clamp, vectorized) into `out`, which the winner's integers overwrite last; each
+    /// candidate's error is summed in Double in column order, as before, so the same scale wins.
+    /// Per value in Swift each rounding was a libm roundf call and a checked conversion (7% of
+    /// quantize's time at the 1.4B shape in 8 bits, README "Big models"; most of the 4-bit search).
     static func quantizeGroup(_ x: UnsafePointer<Double>, count: Int, ratios: [Double], qmax q: Double, into out: UnsafeMutablePointer<Int8>) -> Float {
         var absmax = 0.0
         for j in 0..<count { absmax = max(absmax, abs(x[j])) }
-        var best = (error: Double.infinity, scale: Float(0))
-        for ratio in ratios {
-            let scale = Float(absmax * ratio / q)
-            guard scale > 0 else { best = (0, 0); break }
-            // One candidate (8 bits) needs no error to choose it: a third of the passes over the values.
-            if ratios.count == 1 { best = scale.isFinite ? (0, scale) : best; break }
-            let inv = 1 / scale
-            var err = 0.0
-            for j in 0..<count {
-                let v = Double(quantizeSymmetric(Float(x[j]), inverseScale: inv, qmax: Float(q))) * Double(scale)
-                err += (v - x[j]) * (v - x[j])
+        return withUnsafeTemporaryAllocation(of: Float.self, capacity: count) { f in
+            for j in 0..<count { f[j] = Float(x[j]) }
+            func round(_ scale: Float) {
+                var inverse: Float = scale > 0 ? 1 / scale : 0
+                mq_quantize_rows_s8(f.baseAddress, 1, Int32(count), Int32(count), &inverse, Int32(q), out, Int32(count))
             }
-            if err < best.error { best = (err, scale) }
-        }
-        let inv: Float = best.scale > 0 ? 1 / best.scale : 0
-        roundToIntegers(x, count: count, inverseScale: inv, qmax: Int(q), into: out)
-        return best.scale
-    }
-
-    /// out[j] = quantizeSymmetric(Float(x[j])) for j < count, through the int8 kernels' row
-    /// quantizer (`mq_quantize_rows_s8`: the same rounding and clamp, vectorized) on the values
-    /// narrowed to float32 a block at a time. Per element in Swift it was a libm roundf call and a
-    /// checked conversion: 7% of quantize's time at the 1.4B shape (README, "Big models").
-    static func roundToIntegers(_ x: UnsafePointer<Double>, count: Int, inverseScale inv: Float, qmax: Int,
-                                into out: UnsafeMutablePointer<Int8>) {
-        let block = 1024
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: block) { f in
-            var inverse = inv
-            for start in stride(from: 0, to: count, by: block) {
-                let n = min(block, count - start)
-                for j in 0..<n { f[j] = Float(x[start + j]) }
-                mq_quantize_rows_s8(f.baseAddress, 1, Int32(n), Int32(n), &inverse, Int32(qmax), out + start, Int32(n))
+            var best = (error: Double.infinity, scale: Float(0))
+            for ratio in ratios {
+                let scale = Float(absmax * ratio / q)
+                guard scale > 0 else { best = (0, 0); break }
+                // One candidate (8 bits) needs no error to choose it: a third of the passes over the values.
+                if ratios.count == 1 { best = scale.isFinite ? (0, scale) : best; break }
+                round(scale)
+                var err = 0.0
+                for j in 0..<count {
+                    let v = Double(out[j]) * Double(scale)
+                    err += (v - x[j]) * (v - x[j])
+                }
+                if err < best.error { best = (err, scale) }
             }
+            round(best.scale)
+            return best.scale
         }
     }
 

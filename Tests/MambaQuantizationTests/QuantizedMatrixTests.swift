@@ -45,8 +45,9 @@ final class QuantizedMatrixTests: XCTestCase {
     }
 
     /// The integers are quantizeSymmetric of each value narrowed to float32, on the scale chosen,
-    /// whatever path rounds them (QuantizedMatrix.roundToIntegers: the int8 kernels' row
-    /// quantizer, 1,024 values at a time): rows longer than a block, groups, 8 and 4 bits, exact
+    /// whatever path rounds them (QuantizedMatrix.quantizeGroup: the int8 kernels' row quantizer),
+    /// and the scale is the one the clipping search's definition picks (the candidate of least
+    /// squared error, summed in Double in column order): long rows, groups, 8 and 4 bits, exact
     /// ties (the scale a power of 2, values at half steps) and clipped values (4 bits' search).
     func testIntegersAreTheScalarRoundingOfEachValue() {
         var rng = SeededRandom(seed: freshSeed())
@@ -58,7 +59,23 @@ final class QuantizedMatrixTests: XCTestCase {
             for (bits, group) in [(8, nil), (8, 300), (4, nil), (4, 128)] as [(Int, Int?)] {
                 let q = QuantizedMatrix(quantizing: w, bits: bits, groupSize: group)
                 let (g, groups) = (group ?? cols, q.groupsPerRow)
+                let qm = Double(qmax(bits: bits))
                 for r in 0..<rows {
+                    for gi in 0..<groups {
+                        let values = (gi * g..<min(cols, (gi + 1) * g)).map { w[r, $0] }
+                        let absmax = values.map(abs).max()!
+                        var best = (error: Double.infinity, scale: Float(0))
+                        for ratio in bits == 8 ? [1.0] : stride(from: 1.0, through: 0.5, by: -0.025).map({ $0 }) {
+                            let scale = Float(absmax * ratio / qm)
+                            var err = 0.0
+                            for v in values {
+                                let d = Double(quantizeSymmetric(Float(v), inverseScale: 1 / scale, qmax: Float(qm))) * Double(scale) - v
+                                err += d * d
+                            }
+                            if err < best.error { best = (err, scale) }
+                        }
+                        XCTAssertEqual(q.scales[r * groups + gi], best.scale, "bits \(bits) group \(String(describing: group)) level \(level): row \(r) group \(gi)")
+                    }
                     for c in 0..<cols {
                         let scale = q.scales[r * groups + c / g]
                         let want = Int8(quantizeSymmetric(Float(w[r, c]), inverseScale: scale > 0 ? 1 / scale : 0, qmax: Float(qmax(bits: bits))))
