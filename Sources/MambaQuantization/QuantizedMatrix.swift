@@ -76,7 +76,7 @@ public struct QuantizedMatrix: Sendable, Equatable {
         for j in 0..<count { absmax = max(absmax, abs(x[j])) }
         return withUnsafeTemporaryAllocation(of: Float.self, capacity: count) { f in
             for j in 0..<count { f[j] = Float(x[j]) }
-            func round(_ scale: Float) {
+            func roundValues(on scale: Float) {
                 var inverse: Float = scale > 0 ? 1 / scale : 0
                 mq_quantize_rows_s8(f.baseAddress, 1, Int32(count), Int32(count), &inverse, Int32(q), out, Int32(count))
             }
@@ -86,7 +86,7 @@ public struct QuantizedMatrix: Sendable, Equatable {
                 guard scale > 0 else { best = (0, 0); break }
                 // One candidate (8 bits) needs no error to choose it: a third of the passes over the values.
                 if ratios.count == 1 { best = scale.isFinite ? (0, scale) : best; break }
-                round(scale)
+                roundValues(on: scale)
                 var err = 0.0
                 for j in 0..<count {
                     let v = Double(out[j]) * Double(scale)
@@ -94,7 +94,7 @@ public struct QuantizedMatrix: Sendable, Equatable {
                 }
                 if err < best.error { best = (err, scale) }
             }
-            round(best.scale)
+            roundValues(on: best.scale)
             return best.scale
         }
     }

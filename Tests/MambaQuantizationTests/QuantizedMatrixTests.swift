@@ -78,7 +78,7 @@ final class QuantizedMatrixTests: XCTestCase {
                     }
                     for c in 0..<cols {
                         let scale = q.scales[r * groups + c / g]
-                        let want = Int8(quantizeSymmetric(Float(w[r, c]), inverseScale: scale > 0 ? 1 / scale : 0, qmax: Float(qmax(bits: bits))))
+                        let want = Int8(quantizeSymmetric(Float(w[r, c]), inverseScale: scale > 0 ? 1 / scale : 0, qmax: Float(qm)))
                         if q.values[r * cols + c] != want {
                             return XCTFail("bits \(bits) group \(String(describing: group)) level \(level): [\(r), \(c)] \(q.values[r * cols + c]) != \(want)")
                         }
