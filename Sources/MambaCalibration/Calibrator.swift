@@ -11,17 +11,19 @@ final class SiteRecorder: ActivationObserver {
     var pooled: [Tensor] = []
     /// Sites that also carry second-moment sums besides the KLT sites (GPTQ's Hessians).
     let hessianSites: Set<Site>
+    /// Whether the KLT sites' second moments are gathered (WindowStreams.kltMoments).
+    let kltMoments: Bool
 
-    init(hessianSites: Set<Site> = []) { self.hessianSites = hessianSites }
+    init(hessianSites: Set<Site> = [], kltMoments: Bool = true) { (self.hessianSites, self.kltMoments) = (hessianSites, kltMoments) }
 
     func observe(_ activation: Tensor, site: Site, layer: Int?) {
         let key = SiteKey(layer: layer, site: site)
         if sites[key] == nil {
-            let moments = (layer != nil && KLTSite.perLayer.contains(site)) || hessianSites.contains(site)
+            let moments = (kltMoments && layer != nil && KLTSite.perLayer.contains(site)) || hessianSites.contains(site)
             sites[key] = SiteStatistics(channels: activation.cols, moments: moments)
         }
         sites[key]!.update(activation)
-        if site == KLTSite.pooled { pooled.append(activation) }
+        if kltMoments && site == KLTSite.pooled { pooled.append(activation) }
     }
 
     /// Into the running total, in the order the caller merges windows.
@@ -77,13 +79,19 @@ public final class WindowStreams {
     private let config: MambaConfig
     /// Sites that also gather second moments (x xᵀ sums: GPTQ's H) besides the KLT sites.
     private let hessianSites: Set<Site>
+    /// Whether the KLT sites' second moments are gathered: the pooled residual's D x D and each
+    /// layer's bottleneck. Calibration needs them (R1 and R5 come from them); quantize's second
+    /// pass does not (its transforms are already fixed by the stats file), and the pooled one is
+    /// a Double rank update that the window merge runs one window at a time: 4.4 TFLOP at the
+    /// falcon-mamba-7b shape over 16 x 256 tokens (README, "Big models").
+    public let kltMoments: Bool
     public private(set) var stats: CalibrationStats
 
     /// `residual`: each window's embedded tokens.
-    public init(_ residual: [Tensor], config: MambaConfig, parallelism: Parallelism, hessianSites: Set<Site> = []) {
+    public init(_ residual: [Tensor], config: MambaConfig, parallelism: Parallelism, hessianSites: Set<Site> = [], kltMoments: Bool = true) {
         self.residual = residual
-        (self.parallelism, self.config, self.hessianSites) = (parallelism, config, hessianSites)
-        stats = CalibrationStats(sites: [:], pooledResidual: Moments(channels: config.hiddenSize))
+        (self.parallelism, self.config, self.hessianSites, self.kltMoments) = (parallelism, config, hessianSites, kltMoments)
+        stats = CalibrationStats(sites: [:], pooledResidual: Moments(channels: kltMoments ? config.hiddenSize : 0))
     }
 
     public var count: Int { residual.count }
@@ -98,9 +106,9 @@ public final class WindowStreams {
     }
 
     /// Layer `i`'s x xᵀ sums dropped once used (a [C, C] Double per site and layer would not fit
-    /// for big models), except at the KLT sites.
+    /// for big models), except at the KLT sites when they are gathered.
     public func dropHessians(layer i: Int) {
-        for site in hessianSites.subtracting(KLTSite.perLayer) { stats.sites[SiteKey(layer: i, site: site)]?.moments = nil }
+        for site in kltMoments ? hessianSites.subtracting(KLTSite.perLayer) : hessianSites { stats.sites[SiteKey(layer: i, site: site)]?.moments = nil }
     }
 
     /// lm_head's input recorded after the last layer: norm_f, then the head-input linear if any.
@@ -121,7 +129,7 @@ public final class WindowStreams {
 
     /// Runs `body` for every window, `threads` at a time, merging each window's recorder in window order.
     private func forEachWindow(_ body: @escaping @Sendable (inout Tensor, SiteRecorder) throws -> Void) throws {
-        let hessianSites = hessianSites
+        let (hessianSites, kltMoments) = (hessianSites, kltMoments)
         var start = 0
         while start < residual.count {
             let batch = start..<min(residual.count, start + parallelism.threads)
@@ -131,7 +139,7 @@ public final class WindowStreams {
                     let (out, u) = (UncheckedSendable(slots), UncheckedSendable(streams))   // each iteration its own slots
                     DispatchQueue.concurrentPerform(iterations: batch.count) { k in
                         out.value[k] = Result {
-                            let recorder = SiteRecorder(hessianSites: hessianSites)
+                            let recorder = SiteRecorder(hessianSites: hessianSites, kltMoments: kltMoments)
                             try body(&u.value[batch.lowerBound + k], recorder)
                             return recorder
                         }

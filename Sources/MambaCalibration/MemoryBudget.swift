@@ -21,7 +21,10 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
     /// The second-pass (and calibration) peak: every window's residual stream, the largest layer widened
     /// to float32 (plus `doubleCopies` of it in Double while it is transformed), the activations
     /// of `threads` windows inside a layer, and the statistics.
-    public static func layerStreamed(_ c: MambaConfig, windows: Int, seqLength: Int, threads: Int, doubleCopies: Double = 0) -> MemoryEstimate {
+    /// `residualMoments`: whether the pooled residual moments are gathered (calibration; not
+    /// quantize's second pass, WindowStreams.kltMoments).
+    public static func layerStreamed(_ c: MambaConfig, windows: Int, seqLength: Int, threads: Int, doubleCopies: Double = 0,
+                                     residualMoments: Bool = true) -> MemoryEstimate {
         let (d, e, v) = (Double(c.hiddenSize), Double(c.innerSize), Double(c.vocabSize))
         let (w, l, t) = (Double(windows), Double(seqLength), Double(max(1, threads)))
         let layer = 4 * Double(c.largestLayerParameterCount)
@@ -30,11 +33,11 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
             // xz, x, z, conv out, dt, y, gate and the block output: about 12 [L, E] float32 per window in flight,
             // plus the observed copies in Double for the moments.
             ("activations of \(threads) windows in flight", t * l * (12 * 4 * e + 2 * 8 * d)),
-            // The pooled residual moments: the total and its symmetrized copy, D x D Double each
-            // (a window in flight keeps its [L, D] activations, counted above, not a D x D sum).
-            ("residual moments", 2 * 8 * d * d),
             ("one layer in float32", layer),
         ]
+        // The pooled residual moments: the total and its symmetrized copy, D x D Double each
+        // (a window in flight keeps its [L, D] activations, counted above, not a D x D sum).
+        if residualMoments { parts.append(("residual moments", 2 * 8 * d * d)) }
         if doubleCopies > 0 { parts.append(("one layer in Double while transformed", doubleCopies * 2 * layer)) }
         // The embedding table widened to float32 to start the residual streams.
         parts.append(("embedding table (float32)", 4 * v * d))
@@ -56,7 +59,7 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
             ("R1 and its eigendecomposition (D x D Double)", 6 * 8 * d * d),
             ("embedding table (float32)", 4 * v * d),
         ])
-        var layers = layerStreamed(c, windows: windows, seqLength: seqLength, threads: threads, doubleCopies: 3)
+        var layers = layerStreamed(c, windows: windows, seqLength: seqLength, threads: threads, doubleCopies: 3, residualMoments: false)
         if gptq {
             // Input widths of each kind's linears (a weight [out, in]); sites read by two linears count
             // once each: an upper bound. A layer's Hessians are dropped once it is rounded, so the

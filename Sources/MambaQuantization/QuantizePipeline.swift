@@ -98,7 +98,7 @@ extension QuantizedModel {
         if let embedding = outer.separateEmbedding { try onEmbedding(embedding) }
 
         let streams = WindowStreams(stats.windows.windows.map { outer.table.embed($0, c) }, config: c, parallelism: parallelism,
-                                    hessianSites: quantizer.hessianSites(c).union(outer.headByGPTQ ? [.lmHeadInput] : []))
+                                    hessianSites: quantizer.hessianSites(c).union(outer.headByGPTQ ? [.lmHeadInput] : []), kltMoments: false)
         var log = plan.globalLog, kept: [MambaBlock] = [], gptqSeconds = 0.0
         for i in 0..<c.numLayers {
             var layer: LayerInProgress

@@ -84,7 +84,7 @@ public struct QuantizedVisionMamba: Sendable {
         let outer = VisionMamba(config: c, patchEmbed: FloatLinear(weight: transformedPatch, bias: patchBias), classToken: classToken,
                                 positionEmbedding: positionEmbedding, blocks: [], normF: nil, head: FloatLinear(weight: head.tensor, bias: headBias))
         let streams = WindowStreams(outer.embedAll(images, parallelism), config: c, parallelism: parallelism,
-                                    hessianSites: quantizer.hessianSites(c).union(headByGPTQ ? [.lmHeadInput] : []))
+                                    hessianSites: quantizer.hessianSites(c).union(headByGPTQ ? [.lmHeadInput] : []), kltMoments: false)
         var log = plan.globalLog.map { $0.step == "fold_norms" ? AppliedTransform(step: $0.step, layer: nil, detail: "block norms into in_proj; norm_f into the head") : $0 }
         var blocks: [QuantizedBlock] = [], floatBlocks: [MambaBlock] = []
         for i in 0..<c.numLayers {

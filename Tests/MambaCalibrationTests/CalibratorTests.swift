@@ -55,6 +55,29 @@ final class CalibratorTests: XCTestCase {
         XCTAssertLessThan(zip(a, b).map { abs($0 - $1) }.max()!, 1e-9 * b.map(abs).max()!)
     }
 
+    func testASecondPassWithoutKLTMomentsGathersTheSameRangesAndOnlyItsHessians() throws {
+        let lm = MambaLM(weights: randomWeights(config, seed: 11))
+        let w = try windows(4, 18, seed: UInt64.random(in: 0..<1000))
+        let calibration = try Calibrator.run(model: lm, windows: w, parallelism: Parallelism(threads: 2))
+        let streams = WindowStreams(try lm.embed(w.windows), config: config, parallelism: Parallelism(threads: 2),
+                                    hessianSites: [.outProjInput], kltMoments: false)
+        for i in 0..<config.numLayers {
+            try streams.advance(through: lm.blocks[i], layer: i)
+            if i == 0 { streams.dropHessians(layer: i) }
+        }
+        let pass = streams.stats
+        XCTAssertEqual(pass.sites.keys.sorted(), calibration.sites.keys.filter { $0.layer != nil }.sorted())
+        for (k, s) in pass.sites {
+            let c = calibration.sites[k]!
+            XCTAssertTrue(s.range == c.range && s.histogram == c.histogram && s.sum == c.sum && s.count == c.count, "\(k)")
+            // No KLT moments (dt path, pooled residual); the Hessian only where asked and not yet dropped.
+            XCTAssertEqual(s.moments != nil, k.site == .outProjInput && k.layer == 1, "\(k)")
+        }
+        XCTAssertEqual(pass.pooledResidual.count, 0)
+        XCTAssertEqual(pass.pooledResidual.channels, 0)
+        XCTAssertGreaterThan(try pass.site(1, .outProjInput).moments!.count, 0)
+    }
+
     func testWindowsAreSeededAndStayInsideFiles() throws {
         let a = try windows(50, 25, seed: 4), b = try windows(50, 25, seed: 4), c = try windows(50, 25, seed: 5)
         XCTAssertEqual(a, b)
