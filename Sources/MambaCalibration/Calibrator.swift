@@ -128,27 +128,53 @@ public final class WindowStreams {
     }
 
     /// Runs `body` for every window, `threads` at a time, merging each window's recorder in window order.
+    ///
+    /// In calibration a batch's merge runs on a thread of its own while the next batch runs. The
+    /// merge is serial (window order) and the pooled residual's Gram update in it is one
+    /// single-threaded dsyrk per window (the same calls in the same order on any thread count, so
+    /// the statistics do not depend on it); inline, it left every core but one idle while it ran.
+    /// Quantize's second pass merges inline: its merge is small (no KLT moments), and a batch
+    /// held back would keep its GPTQ Hessians alive beside the next batch's.
     private func forEachWindow(_ body: @escaping @Sendable (inout Tensor, SiteRecorder) throws -> Void) throws {
         let (hessianSites, kltMoments) = (hessianSites, kltMoments)
-        var start = 0
-        while start < residual.count {
-            let batch = start..<min(residual.count, start + parallelism.threads)
-            var results = [Result<SiteRecorder, Error>?](repeating: nil, count: batch.count)
-            results.withUnsafeMutableBufferPointer { slots in
-                residual.withUnsafeMutableBufferPointer { streams in
-                    let (out, u) = (UncheckedSendable(slots), UncheckedSendable(streams))   // each iteration its own slots
-                    DispatchQueue.concurrentPerform(iterations: batch.count) { k in
-                        out.value[k] = Result {
-                            let recorder = SiteRecorder(hessianSites: hessianSites, kltMoments: kltMoments)
-                            try body(&u.value[batch.lowerBound + k], recorder)
-                            return recorder
+        let overlapMerges = kltMoments && parallelism.threads > 1
+        var total = stats
+        try withUnsafeMutablePointer(to: &total) { total in
+            var (start, pending) = (0, [SiteRecorder]())
+            while start < residual.count {
+                let batch = start..<min(residual.count, start + parallelism.threads)
+                var results = [Result<SiteRecorder, Error>?](repeating: nil, count: batch.count)
+                let merged = DispatchSemaphore(value: 0)
+                if !pending.isEmpty {
+                    let (merging, into) = (UncheckedSendable(pending), UncheckedSendable(total))   // the merge alone writes the total
+                    Thread {
+                        for r in merging.value { r.merge(into: &into.value.pointee) }
+                        merged.signal()
+                    }.start()
+                }
+                results.withUnsafeMutableBufferPointer { slots in
+                    residual.withUnsafeMutableBufferPointer { streams in
+                        let (out, u) = (UncheckedSendable(slots), UncheckedSendable(streams))   // each iteration its own slots
+                        DispatchQueue.concurrentPerform(iterations: batch.count) { k in
+                            out.value[k] = Result {
+                                let recorder = SiteRecorder(hessianSites: hessianSites, kltMoments: kltMoments)
+                                try body(&u.value[batch.lowerBound + k], recorder)
+                                return recorder
+                            }
                         }
                     }
                 }
+                if !pending.isEmpty { merged.wait() }
+                pending = try results.map { try $0!.get() }
+                if !overlapMerges {
+                    for r in pending { r.merge(into: &total.pointee) }
+                    pending = []
+                }
+                start = batch.upperBound
             }
-            for r in results { try r!.get().merge(into: &stats) }
-            start = batch.upperBound
+            for r in pending { r.merge(into: &total.pointee) }
         }
+        stats = total
     }
 }
 
