@@ -60,7 +60,7 @@ final class CalibratorTests: XCTestCase {
         let w = try windows(4, 18, seed: UInt64.random(in: 0..<1000))
         let calibration = try Calibrator.run(model: lm, windows: w, parallelism: Parallelism(threads: 2))
         let streams = WindowStreams(try lm.embed(w.windows), config: config, parallelism: Parallelism(threads: 2),
-                                    hessianSites: [.outProjInput], kltMoments: false)
+                                    hessianSites: [.outProjInput, .dtLow], kltMoments: false)
         for i in 0..<config.numLayers {
             try streams.advance(through: lm.blocks[i], layer: i)
             if i == 0 { streams.dropHessians(layer: i) }
@@ -70,9 +70,11 @@ final class CalibratorTests: XCTestCase {
         for (k, s) in pass.sites {
             let c = calibration.sites[k]!
             XCTAssertTrue(s.range == c.range && s.histogram == c.histogram && s.sum == c.sum && s.count == c.count, "\(k)")
-            // No KLT moments (dt path, pooled residual); the Hessian only where asked and not yet dropped.
-            XCTAssertEqual(s.moments != nil, k.site == .outProjInput && k.layer == 1, "\(k)")
+            // No KLT moments (dt path, pooled residual); the Hessians only where asked and not yet
+            // dropped, a KLT site's too (dt_proj's input when GPTQ rounds it).
+            XCTAssertEqual(s.moments != nil, [.outProjInput, .dtLow].contains(k.site) && k.layer == 1, "\(k)")
         }
+        XCTAssertTrue(try pass.site(1, .dtLow).moments == calibration.site(1, .dtLow).moments)
         XCTAssertEqual(pass.pooledResidual.count, 0)
         XCTAssertEqual(pass.pooledResidual.channels, 0)
         XCTAssertGreaterThan(try pass.site(1, .outProjInput).moments!.count, 0)
