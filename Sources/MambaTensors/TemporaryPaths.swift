@@ -38,7 +38,11 @@ public enum TemporaryPaths {
             lock.unlock()
             for p in doomed { try? FileManager.default.removeItem(atPath: p) }
             FileHandle.standardError.write(Data("interrupted: removed \(doomed.count) temporary output(s)\n".utf8))
-            exit(128 + Int32(sig))
+            // _exit, not exit: exit runs the libraries' destructors while the other threads still
+            // compute, and OpenBLAS's frees its buffers under a running sgemm (a 7B quantize
+            // interrupted in R1 died of SIGSEGV with a crash report instead of exiting 130).
+            fflush(nil)   // every output stream (stdout may hold a line)
+            _exit(128 + Int32(sig))
         }
         thread.start()
     }
