@@ -171,19 +171,25 @@ public struct RandomizedHadamard: Sendable, Equatable {
     }
 
     /// x -> x R = (x * signs) H for each of `rows` rows of n values (row-major, in place): a fast
-    /// transform per row, O(n log n), where a product with `matrix` costs O(n^2) a row.
-    public func rotateRows(_ x: UnsafeMutablePointer<Double>, rows: Int) {
+    /// transform per row, O(n log n), where a product with `matrix` costs O(n^2) a row. The rows
+    /// are independent, so `parallelism` splits them and the result does not depend on it.
+    public func rotateRows(_ x: UnsafeMutablePointer<Double>, rows: Int, parallelism: Parallelism? = nil) {
         let n = hadamard.size
-        var scratch = [Double](repeating: 0, count: n)
-        scratch.withUnsafeMutableBufferPointer { s in
-            signs.withUnsafeBufferPointer { d in
-                for r in 0..<rows {
-                    let row = x + r * n
-                    for i in 0..<n { row[i] *= d[i] }
-                    hadamard.apply(row, scratch: s.baseAddress!)
+        let rotate = { (range: Range<Int>) in
+            var scratch = [Double](repeating: 0, count: n)
+            scratch.withUnsafeMutableBufferPointer { s in
+                signs.withUnsafeBufferPointer { d in
+                    for r in range {
+                        let row = x + r * n
+                        for i in 0..<n { row[i] *= d[i] }
+                        hadamard.apply(row, scratch: s.baseAddress!)
+                    }
                 }
             }
         }
+        guard let parallelism else { return rotate(0..<rows) }
+        // A row is n log n additions: a few rows are worth a thread.
+        parallelism.forEachChunk(rows, minimumChunk: max(1, (1 << 16) / max(1, n)), rotate)
     }
 
     /// The matrix R (row-major) with x R = (x * signs) H.

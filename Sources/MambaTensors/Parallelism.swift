@@ -17,10 +17,17 @@ public struct Parallelism: Sendable, Equatable {
         applyToBLAS()
     }
 
-    init(threads: Int, workers: SpinWorkers) {
-        self.threads = threads
+    init(threads: Int, workers: SpinWorkers?) {
+        self.threads = max(1, threads)
         self.workers = workers
     }
+
+    /// The budget OpenBLAS holds now (the command's, which `init` gave it, or what a
+    /// `BLAS.withThreads` around the caller set), without setting anything: for the loops of code
+    /// that is handed no Parallelism, such as the offline transforms' Double matrices and the
+    /// widening of a layer read from its file, which run between OpenBLAS's calls and so may use
+    /// its threads.
+    public static var ofBLAS: Parallelism { Parallelism(threads: BLAS.threads, workers: nil) }
 
     public static func == (a: Parallelism, b: Parallelism) -> Bool { a.threads == b.threads && (a.workers == nil) == (b.workers == nil) }
 
@@ -105,5 +112,41 @@ extension Parallelism {
             }
         }
         return out
+    }
+}
+
+/// `main` on this thread while `beside` runs on a thread of its own, both finished on return:
+/// `beside`'s error first, then `main`'s. For a serial job (writing a layer) that would otherwise
+/// leave a core idle, run beside work that uses every core (reading and transforming the next):
+/// the cores take turns between the two. (Not a two-iteration concurrentPerform: Dispatch runs a
+/// concurrentPerform nested in one on a single thread, which took R1's products to one core.)
+public func overlapping<T>(_ beside: () throws -> Void, _ main: () throws -> T) throws -> T {
+    try withoutActuallyEscaping(beside) { beside in
+        let job = SideJob(beside)
+        Thread { job.run() }.start()
+        let result = Result { try main() }
+        try job.wait()
+        return try result.get()
+    }
+}
+
+/// One job for a thread of its own. The job is dropped on that thread before `done` is
+/// signalled, so once `wait` returns nothing holds it (overlapping's non-escaping closure).
+private final class SideJob: @unchecked Sendable {
+    private var job: (() throws -> Void)?
+    private var result: Result<Void, Error> = .success(())
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ job: @escaping () throws -> Void) { self.job = job }
+
+    func run() {
+        result = Result { try job!() }
+        job = nil
+        done.signal()
+    }
+
+    func wait() throws {
+        done.wait()
+        try result.get()
     }
 }

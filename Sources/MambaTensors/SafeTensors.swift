@@ -45,10 +45,16 @@ public struct TensorView: @unchecked Sendable {
             switch dtype {
             case .f32:
                 if n > 0 { memcpy(d, bytes.baseAddress!, n * 4) }
+            // Widening a big 16-bit tensor (a 7B layer's in_proj is 67 M values) is split over
+            // OpenBLAS's threads, which are idle while a layer is read.
             case .f16:
-                for i in 0..<n { d[i] = Float(Float16(bitPattern: bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) }
+                Parallelism.ofBLAS.forEachChunk(n, minimumChunk: 1 << 16) { r in
+                    for i in r { d[i] = Float(Float16(bitPattern: bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) }
+                }
             case .bf16:
-                for i in 0..<n { d[i] = bf16ToFloat(bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) }
+                Parallelism.ofBLAS.forEachChunk(n, minimumChunk: 1 << 16) { r in
+                    for i in r { d[i] = bf16ToFloat(bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) }
+                }
             case .f64:
                 for i in 0..<n { d[i] = Float(bytes.loadUnaligned(fromByteOffset: 8 * i, as: Double.self)) }
             default:

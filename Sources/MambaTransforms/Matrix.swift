@@ -14,7 +14,16 @@ public struct Matrix: Sendable, Equatable {
     }
 
     public init(_ t: Tensor) {
-        self.init(rows: t.rows, cols: t.cols, data: t.storage.map(Double.init))
+        let (rows, cols) = (t.rows, t.cols)
+        let data = t.storage.withUnsafeBufferPointer { src in
+            [Double](unsafeUninitializedCapacity: rows * cols) { dst, initialized in
+                Matrix.forEachRowChunk(rows, cols) { r in
+                    for k in (r.lowerBound * cols)..<(r.upperBound * cols) { (dst.baseAddress! + k).initialize(to: Double(src[k])) }
+                }
+                initialized = rows * cols
+            }
+        }
+        self.init(rows: rows, cols: cols, data: data)
     }
 
     public static func identity(_ n: Int) -> Matrix {
@@ -30,7 +39,18 @@ public struct Matrix: Sendable, Equatable {
         return m
     }
 
-    public var tensor: Tensor { Tensor(shape: [rows, cols], storage: data.map(Float.init)) }
+    public var tensor: Tensor {
+        let (rows, cols) = (self.rows, self.cols)
+        let storage = data.withUnsafeBufferPointer { src in
+            [Float](unsafeUninitializedCapacity: rows * cols) { dst, initialized in
+                Matrix.forEachRowChunk(rows, cols) { r in
+                    for k in (r.lowerBound * cols)..<(r.upperBound * cols) { (dst.baseAddress! + k).initialize(to: Float(src[k])) }
+                }
+                initialized = rows * cols
+            }
+        }
+        return Tensor(shape: [rows, cols], storage: storage)
+    }
 
     public subscript(_ i: Int, _ j: Int) -> Double {
         get { data[i * cols + j] }
@@ -85,19 +105,41 @@ public struct Matrix: Sendable, Equatable {
     public mutating func scaleRows(_ s: [Double], in range: Range<Int>? = nil) {
         let r = range ?? 0..<rows
         precondition(s.count == r.count)
-        for (k, i) in r.enumerated() { for j in 0..<cols { data[i * cols + j] *= s[k] } }
+        let (cols, first) = (self.cols, r.lowerBound)
+        data.withUnsafeMutableBufferPointer { d in
+            s.withUnsafeBufferPointer { sp in
+                Matrix.forEachRowChunk(r.count, cols) { chunk in
+                    for k in chunk { let row = d.baseAddress! + (first + k) * cols; for j in 0..<cols { row[j] *= sp[k] } }
+                }
+            }
+        }
     }
 
     /// Column j scaled by s[j].
     public mutating func scaleColumns(_ s: [Double]) {
         precondition(s.count == cols)
-        for i in 0..<rows { for j in 0..<cols { data[i * cols + j] *= s[j] } }
+        let cols = self.cols
+        data.withUnsafeMutableBufferPointer { d in
+            s.withUnsafeBufferPointer { sp in
+                Matrix.forEachRowChunk(rows, cols) { chunk in
+                    for i in chunk { let row = d.baseAddress! + i * cols; for j in 0..<cols { row[j] *= sp[j] } }
+                }
+            }
+        }
     }
 
-    /// max_i |self[i, j]| per column j (the input channel's weight range).
+    /// max_i |self[i, j]| per column j (the input channel's weight range). Threads take columns,
+    /// so each maximum is one thread's and the result does not depend on their count.
     public var columnAbsMax: [Double] {
+        let (rows, cols) = (self.rows, self.cols)
         var m = [Double](repeating: 0, count: cols)
-        for i in 0..<rows { for j in 0..<cols { m[j] = max(m[j], abs(data[i * cols + j])) } }
+        data.withUnsafeBufferPointer { d in
+            m.withUnsafeMutableBufferPointer { mp in
+                Parallelism.ofBLAS.forEachChunk(cols, minimumChunk: max(64, Matrix.parallelElements / max(1, rows))) { c in
+                    for i in 0..<rows { let row = d.baseAddress! + i * cols; for j in c { mp[j] = max(mp[j], abs(row[j])) } }
+                }
+            }
+        }
         return m
     }
 
@@ -116,6 +158,20 @@ public func rowTimes(_ v: [Double], _ m: Matrix) -> [Double] {
     var out = [Double](repeating: 0, count: m.cols)
     for i in 0..<m.rows { for j in 0..<m.cols { out[j] += v[i] * m[i, j] } }
     return out
+}
+
+// The elementwise loops over a layer's Double matrices (widening, narrowing, the smoothings'
+// scalings) ran on one thread between the products, leaving the second core idle for about a
+// tenth of a 7B quantize (README, "Big models"). They run between OpenBLAS's calls, so they take
+// its threads; each value is computed as before, so nothing depends on the thread count.
+extension Matrix {
+    /// Below about this many values a second thread costs more to wake than it saves.
+    static let parallelElements = 1 << 16
+
+    /// body(rows) over contiguous chunks of `0..<rows`, one per thread of OpenBLAS's budget when the matrix is big.
+    static func forEachRowChunk(_ rows: Int, _ cols: Int, _ body: (Range<Int>) -> Void) {
+        Parallelism.ofBLAS.forEachChunk(rows, minimumChunk: max(1, parallelElements / max(1, cols)), body)
+    }
 }
 
 // R1 on the weights in float32. R1 is a dense D x D rotation of every residual reader's input

@@ -17,6 +17,21 @@ final class ParallelismTests: XCTestCase {
         }
     }
 
+    /// `overlapping` runs both jobs and returns main's value; beside's error comes back before
+    /// main's, and main runs to its end even when beside fails.
+    func testOverlappingRunsBothAndRethrowsBesidesErrorFirst() throws {
+        struct Failure: Error, Equatable { let job: String }
+        var side = 0, ran = false
+        XCTAssertEqual(try overlapping({ side = 7 }) { 42 }, 42)
+        XCTAssertEqual(side, 7)
+        XCTAssertThrowsError(try overlapping({ throw Failure(job: "beside") }) { throw Failure(job: "main") }) {
+            XCTAssertEqual($0 as? Failure, Failure(job: "beside"))
+        }
+        XCTAssertThrowsError(try overlapping({}) { throw Failure(job: "main") }) { XCTAssertEqual($0 as? Failure, Failure(job: "main")) }
+        XCTAssertThrowsError(try overlapping({ throw Failure(job: "beside") }) { ran = true })
+        XCTAssertTrue(ran)
+    }
+
     func testSeededRandomIsReproducible() {
         var a = SeededRandom(seed: 42), b = SeededRandom(seed: 42), c = SeededRandom(seed: 43)
         let xs = (0..<5).map { _ in a.next() }

@@ -37,6 +37,25 @@ final class SafeTensorsTests: XCTestCase {
         XCTAssertThrowsError(try f.view("nope"))
     }
 
+    /// A big 16-bit tensor is widened by chunks over OpenBLAS's threads: the same floats on 1, 2
+    /// and 3 threads (141,003 values: enough for two chunks), and what a row read alone gives.
+    func testWideningIsTheSameOnAnyThreadCount() throws {
+        let t = randomTensor([3, 47_001], seed: freshSeed())
+        var w = SafeTensorsWriter(metadata: [:])
+        w.add("f16", t, as: .f16)
+        w.add("bf16", t, as: .bf16)
+        let path = dir + "/wide.safetensors"
+        try w.write(to: path)
+        let f = try SafeTensorsFile(path: path)
+        for name in ["f16", "bf16"] {
+            let one = try BLAS.withThreads(1) { try f.view(name).floats() }
+            XCTAssertLessThan(maxAbsDifference(one, t.storage), 2e-2 * 4, name)
+            // The last row alone (47,001 values: one chunk) reads the same floats.
+            XCTAssertEqual(try BLAS.withThreads(2) { try f.view(name).slice(2).floats() }, Array(one[94_002...]), name)
+            for threads in [2, 3] { XCTAssertEqual(try BLAS.withThreads(threads) { try f.view(name).floats() }, one, "\(name) on \(threads) threads") }
+        }
+    }
+
     func testBF16RoundsToNearestEven() {
         XCTAssertEqual(floatToBF16(1.0), 0x3F80)
         // 1 + 2^-8 lies exactly halfway between two bf16 values: ties go to the even one (1.0).

@@ -61,6 +61,25 @@ final class HadamardTests: XCTestCase {
             XCTAssertLessThan(zip(fast, dense.data).map { abs($0 - $1) }.max()!, 1e-12, "n \(n)")
         }
     }
+
+    /// Rows split over threads (quantize's R2 on a big out_proj) give the one-thread bits: 311
+    /// rows of 640 are enough rows for two and three threads to take some each.
+    func testRotateRowsIsTheSameOnAnyThreadCount() {
+        let seed = freshSeed()
+        var rng = SeededRandom(seed: seed)
+        for (n, rows) in [(640, 311), (1024, 129)] {
+            let r = RandomizedHadamard(size: n, seed: rng.next())!
+            let w = (0..<(rows * n)).map { _ in rng.nextGaussian() }
+            var one = w
+            one.withUnsafeMutableBufferPointer { r.rotateRows($0.baseAddress!, rows: rows) }
+            XCTAssertNotEqual(one, w)
+            for threads in [2, 3] {
+                var split = w
+                split.withUnsafeMutableBufferPointer { r.rotateRows($0.baseAddress!, rows: rows, parallelism: Parallelism(threads: threads)) }
+                XCTAssertEqual(split, one, "n \(n), \(rows) rows on \(threads) threads, seed \(seed)")
+            }
+        }
+    }
 }
 
 /// The float32 online rotation (CMambaKernels/hadamard.c) against its double definition.

@@ -56,4 +56,55 @@ final class MatrixTests: XCTestCase {
             }
         }
     }
+
+    /// The elementwise loops that split a matrix over OpenBLAS's threads (widening a tensor,
+    /// narrowing it back, the smoothings' scalings, the columns' ranges) give the plain loops'
+    /// values bit for bit on 1, 2 and 3 threads. 701 x 263 is past Matrix.parallelElements
+    /// twice over, so two threads do split it (rows for the loops, columns for the ranges).
+    func testElementwiseLoopsAreThePlainLoopsOnAnyThreadCount() {
+        let seed = freshSeed()
+        var rng = SeededRandom(seed: seed)
+        let (rows, cols, scaled) = (701, 263, 97..<650)
+        let t = Tensor(shape: [rows, cols], storage: (0..<(rows * cols)).map { _ in Float(rng.nextGaussian()) })
+        let s = (0..<cols).map { _ in exp(rng.nextGaussian()) }, sr = scaled.map { _ in exp(rng.nextGaussian()) }
+        let wide = t.storage.map(Double.init)
+        var byColumn = wide, byRow = wide, absMax = [Double](repeating: 0, count: cols)
+        for i in 0..<rows {
+            for j in 0..<cols {
+                byColumn[i * cols + j] *= s[j]
+                if scaled.contains(i) { byRow[i * cols + j] *= sr[i - scaled.lowerBound] }
+                absMax[j] = max(absMax[j], abs(wide[i * cols + j]))
+            }
+        }
+        for threads in [1, 2, 3] {
+            BLAS.withThreads(threads) {
+                let m = Matrix(t)
+                XCTAssertEqual(m.data, wide, "widening on \(threads) threads")
+                XCTAssertEqual(m.columnAbsMax, absMax, "column ranges on \(threads) threads")
+                var a = m, b = m
+                a.scaleColumns(s)
+                b.scaleRows(sr, in: scaled)
+                XCTAssertEqual(a.data, byColumn, "columns scaled on \(threads) threads, seed \(seed)")
+                XCTAssertEqual(b.data, byRow, "rows scaled on \(threads) threads, seed \(seed)")
+                XCTAssertEqual(a.tensor.storage, byColumn.map(Float.init), "narrowing on \(threads) threads")
+                XCTAssertEqual(a.tensor.shape, [rows, cols])
+            }
+        }
+        XCTAssertNotEqual(byColumn, wide)
+    }
+
+    /// A tied head's input matrix Rᵀ diag(w) R takes diag(w) R by scaling R's rows
+    /// (MethodPlan.headInputTransform): the same bits as the dense product with the diagonal,
+    /// whose other terms are exact zeros.
+    func testScalingRowsIsTheProductWithADiagonal() throws {
+        let seed = freshSeed()
+        var rng = SeededRandom(seed: seed)
+        let n = 97
+        let (r, _) = try offlineRotation(n: n, secondMoment: nil, seed: seed)
+        let w = (0..<n).map { _ in exp(rng.nextGaussian()) }
+        var scaled = r
+        scaled.scaleRows(w)
+        XCTAssertEqual(scaled, Matrix.diagonal(w).times(r), "seed \(seed)")
+        XCTAssertEqual(r.transposedTimes(scaled), r.transposedTimes(Matrix.diagonal(w).times(r)), "seed \(seed)")
+    }
 }
