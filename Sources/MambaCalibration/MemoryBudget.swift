@@ -60,6 +60,9 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
             ("embedding table (float32)", 4 * v * d),
         ])
         var layers = layerStreamed(c, windows: windows, seqLength: seqLength, threads: threads, doubleCopies: 3, residualMoments: false)
+        // The previous layer's block (8-bit weights at most: a byte a parameter) is written while
+        // this one is read and transformed (QuantizedModel.stream).
+        layers = MemoryEstimate(parts: layers.parts + [("the previous layer's quantized block while it is written", Double(c.largestLayerParameterCount))])
         if gptq {
             // Input widths of each kind's linears (a weight [out, in]); sites read by two linears count
             // once each: an upper bound. A layer's Hessians are dropped once it is rounded, so the

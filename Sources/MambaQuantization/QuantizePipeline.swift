@@ -77,7 +77,7 @@ extension QuantizedModel {
     /// windows saw there, then hand the block out. Only the windows' residual streams and their
     /// statistics go from one iteration to the next.
     public static func stream(
-        weights source: some WeightSource, stats: StatsFile, recipe: QuantizationRecipe, parallelism: Parallelism,
+        weights source: some WeightSource, stats: StatsFile, recipe: QuantizationRecipe, plan prepared: MethodPlan? = nil, parallelism: Parallelism,
         progress: Calibrator.Progress? = nil, keepTransformed: Bool = false,
         embedding onEmbedding: (QuantizedMatrix) throws -> Void, block onBlock: (Int, QuantizedBlock) throws -> Void
     ) throws -> StreamResult {
@@ -92,7 +92,7 @@ extension QuantizedModel {
             throw MambaError(.mismatchedInputs, "the stats file's calibration tokens include id \(bad), outside the model's vocabulary [0, \(c.vocabSize)): the stats file is from another model")
         }
         let threads = parallelism.threads
-        let plan = try MethodPlan(recipe.method, stats: stats.stats, config: c, seed: recipe.seed, alpha: recipe.alpha)
+        let plan = try prepared ?? MethodPlan(recipe.method, stats: stats.stats, config: c, seed: recipe.seed, alpha: recipe.alpha)
         let quantizer = LayerQuantizer(recipe: recipe, threads: threads)
         var outer = try OuterWeights(source: source, plan: plan, quantizer: quantizer, keepTransformed: keepTransformed)
         if let embedding = outer.separateEmbedding { try onEmbedding(embedding) }
@@ -100,20 +100,27 @@ extension QuantizedModel {
         let streams = WindowStreams(stats.windows.windows.map { outer.table.embed($0, c) }, config: c, parallelism: parallelism,
                                     hessianSites: quantizer.hessianSites(c).union(outer.headByGPTQ ? [.lmHeadInput] : []), kltMoments: false)
         var log = plan.globalLog, kept: [MambaBlock] = [], gptqSeconds = 0.0
+        // Layer i's block is handed out (written) while layer i + 1 is read and transformed: the
+        // writing is serial and left a core idle (README, "Big models"). The hand-outs keep their
+        // order and never overlap one another.
+        var finished: (layer: Int, block: QuantizedBlock)? = nil
         for i in 0..<c.numLayers {
             var layer: LayerInProgress
             do {   // the float block lives only while the windows pass through it (unless kept)
-                let (transformed, float) = try quantizer.transformAndRound(try source.readLayer(i), layer: i, config: c, plan: plan, stats: stats.stats,
-                                                                           log: &log)
+                let (transformed, float) = try overlapping({ if let f = finished { try onBlock(f.layer, f.block) } }) {
+                    try quantizer.transformAndRound(try source.readLayer(i), layer: i, config: c, plan: plan, stats: stats.stats, log: &log)
+                }
+                finished = nil
                 layer = transformed
                 if keepTransformed { kept.append(float) }
                 try streams.advance(through: float, layer: i)
             }
             progress?((i + 1) * streams.count, c.numLayers * streams.count)
             gptqSeconds += try quantizer.roundAwaiting(&layer, layer: i, secondPass: streams.stats)
-            try onBlock(i, try quantizer.withStaticScales(layer.block, layer: i, secondPass: streams.stats, config: c))
+            finished = (i, try quantizer.withStaticScales(layer.block, layer: i, secondPass: streams.stats, config: c))
             streams.dropHessians(layer: i)
         }
+        if let f = finished { try onBlock(f.layer, f.block) }
         try streams.observeHead(normF: nil, headInput: outer.headInputLinear)   // norm_f is folded into the head or the head-input matrix
 
         gptqSeconds += try outer.roundHeadByGPTQ(secondPass: streams.stats)

@@ -166,6 +166,35 @@ final class StreamedQuantizeTests: XCTestCase {
         }
     }
 
+    /// Each block is handed out once, in layer order, though its writing overlaps the next layer's
+    /// transform; an error from a hand-out ends the stream with that error, and no later block
+    /// is handed out.
+    func testBlocksAreHandedOutInOrderAndAFailedHandOutEndsTheStream() throws {
+        struct DiskFull: Error {}
+        let name = "tiny-untied-k3"
+        let w = try MambaWeights.load(directory: Fixtures.model(name))
+        XCTAssertGreaterThanOrEqual(w.config.numLayers, 2)
+        let file = try statsFile(w, samples: 2, seqLength: 16, vocab: 50)
+        let source = try CheckpointWeights(directory: Fixtures.model(name))
+        for failing in [nil, 0, w.config.numLayers - 1] {
+            var seen: [Int] = []
+            let run = {
+                _ = try QuantizedModel.stream(weights: source, stats: file, recipe: QuantizationRecipe(method: .mambaquant), parallelism: Parallelism(threads: 2),
+                                              embedding: { _ in }, block: { i, _ in
+                                                  seen.append(i)
+                                                  if i == failing { throw DiskFull() }
+                                              })
+            }
+            if let failing {
+                XCTAssertThrowsError(try run()) { XCTAssertTrue($0 is DiskFull, "\($0)") }
+                XCTAssertEqual(seen, Array(0...failing))
+            } else {
+                try run()
+                XCTAssertEqual(seen, Array(0..<w.config.numLayers))
+            }
+        }
+    }
+
     /// Past the shard limit the checkpoint is sharded with an index and runs the same.
     func testShardedQuantizedCheckpoint() throws {
         let w = try MambaWeights.load(directory: Fixtures.model("tiny-tied"))
