@@ -17,6 +17,9 @@ public struct QuantizeJob {
     public let weights: CheckpointWeights
     public let stats: StatsFile
     public let provenance: QuantizationProvenance
+    /// The transforms' plan (R1 and its eigendecomposition), built while the checkpoint is hashed;
+    /// nil for a Vision Mamba, whose pipeline builds its own.
+    let plan: MethodPlan?
 
     /// What a finished job reports.
     public struct Summary: Sendable {
@@ -36,7 +39,15 @@ public struct QuantizeJob {
         }
         let weights = try CheckpointWeights(directory: model)
         let stats = try StatsFile.read(path: statsPath)
-        let sha = try checkpointSHA256(directory: model)
+        // Hashing the checkpoint and R1's eigendecomposition each take one core for about 15 s at
+        // the 7B shape (the eigendecomposition single-threaded on purpose: Eigen.swift), so they
+        // run side by side. The plan's errors wait for the hash's check, which comes first as before.
+        var planned: Result<MethodPlan, Error>? = nil
+        let sha = try overlapping({
+            if weights.config.vision == nil {
+                planned = Result { try MethodPlan(recipe.method, stats: stats.stats, config: weights.config, seed: recipe.seed, alpha: recipe.alpha) }
+            }
+        }) { try checkpointSHA256(directory: model) }
         try stats.checkBelongs(toCheckpointSHA256: sha, checkpoint: model)
         let c = weights.config
         if let v = c.vision {
@@ -57,6 +68,7 @@ public struct QuantizeJob {
         try MemoryEstimate.quantize(c, windows: stats.images?.shape[0] ?? stats.windows.windows.count, seqLength: c.vision?.tokens ?? stats.windows.seqLength,
                                     threads: parallelism.threads, gptq: recipe.weightRounding == .gptq)
             .check(job: "quantize", lower: "--threads or the stats file's windows (calibrate with fewer --samples or a shorter --seq-len)")
+        plan = try planned?.get()
         (self.model, self.out, self.recipe, self.parallelism, self.weights, self.stats) = (model, out, recipe, parallelism, weights, stats)
         // Of the bytes that were parsed.
         provenance = QuantizationProvenance(sourceSHA256: sha, statsSHA256: stats.fileSHA256!)
@@ -70,7 +82,7 @@ public struct QuantizeJob {
         let seconds = try measureSeconds {
             do {
                 result = try QuantizedModel.stream(
-                    weights: weights, stats: stats, recipe: recipe, parallelism: parallelism, progress: progress,
+                    weights: weights, stats: stats, recipe: recipe, plan: plan, parallelism: parallelism, progress: progress,
                     embedding: { try writer.add(embedding: $0) }, block: { try writer.add(block: $1, layer: $0, config: weights.config) })
                 try writer.finish(config: result.config, recipe: recipe, lmHead: result.lmHead, headInput: result.headInput, tiedHead: result.tiedHead,
                                   transforms: result.transforms, provenance: provenance)
