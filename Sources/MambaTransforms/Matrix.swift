@@ -15,6 +15,7 @@ public struct Matrix: Sendable, Equatable {
 
     public init(_ t: Tensor) {
         let (rows, cols) = (t.rows, t.cols)
+        precondition(t.storage.count == rows * cols, "Matrix: \(t.storage.count) values for [\(rows), \(cols)]")
         let data = t.storage.withUnsafeBufferPointer { src in
             [Double](unsafeUninitializedCapacity: rows * cols) { dst, initialized in
                 Matrix.forEachRowChunk(rows, cols) { r in
