@@ -144,27 +144,21 @@ public final class WindowStreams {
             while start < residual.count {
                 let batch = start..<min(residual.count, start + parallelism.threads)
                 var results = [Result<SiteRecorder, Error>?](repeating: nil, count: batch.count)
-                let merged = DispatchSemaphore(value: 0)
-                if !pending.isEmpty {
-                    let (merging, into) = (UncheckedSendable(pending), UncheckedSendable(total))   // the merge alone writes the total
-                    Thread {
-                        for r in merging.value { r.merge(into: &into.value.pointee) }
-                        merged.signal()
-                    }.start()
-                }
-                results.withUnsafeMutableBufferPointer { slots in
-                    residual.withUnsafeMutableBufferPointer { streams in
-                        let (out, u) = (UncheckedSendable(slots), UncheckedSendable(streams))   // each iteration its own slots
-                        DispatchQueue.concurrentPerform(iterations: batch.count) { k in
-                            out.value[k] = Result {
-                                let recorder = SiteRecorder(hessianSites: hessianSites, kltMoments: kltMoments)
-                                try body(&u.value[batch.lowerBound + k], recorder)
-                                return recorder
+                let merging = pending   // the merge alone writes the total while the batch runs
+                try overlapping({ for r in merging { r.merge(into: &total.pointee) } }) {
+                    results.withUnsafeMutableBufferPointer { slots in
+                        residual.withUnsafeMutableBufferPointer { streams in
+                            let (out, u) = (UncheckedSendable(slots), UncheckedSendable(streams))   // each iteration its own slots
+                            DispatchQueue.concurrentPerform(iterations: batch.count) { k in
+                                out.value[k] = Result {
+                                    let recorder = SiteRecorder(hessianSites: hessianSites, kltMoments: kltMoments)
+                                    try body(&u.value[batch.lowerBound + k], recorder)
+                                    return recorder
+                                }
                             }
                         }
                     }
                 }
-                if !pending.isEmpty { merged.wait() }
                 pending = try results.map { try $0!.get() }
                 if !overlapMerges {
                     for r in pending { r.merge(into: &total.pointee) }
