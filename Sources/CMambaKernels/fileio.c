@@ -8,6 +8,15 @@ long mq_copy_file_range(int fd_in, int fd_out, unsigned long len) {
     return (long)copy_file_range(fd_in, NULL, fd_out, NULL, (size_t)len, 0);
 }
 
+// fallocate(2)'s FALLOC_FL_INSERT_RANGE (ext4, XFS): room for a shard's header in front of data
+// already on disk, by shifting the file's extents instead of copying its bytes.
+#include <fcntl.h>
+#include <linux/falloc.h>
+
+int mq_insert_range_at_start(int fd, long long len) {
+    return fallocate(fd, FALLOC_FL_INSERT_RANGE, 0, (off_t)len);
+}
+
 // SIGINT/SIGTERM to a pipe (the self-pipe trick): the handler only write(2)s the signal number,
 // which is async-signal-safe, and is installed by sigaction before this returns, so no signal
 // arriving afterwards is lost. A thread reading the pipe does the cleanup.

@@ -317,8 +317,10 @@ func floatBytes(_ floats: [Float], as dtype: DType) -> [UInt8] {
 }
 
 /// The header JSON, keys in a fixed order so that equal inputs give byte-identical files, padded
-/// with spaces so the data starts 8-byte aligned, as the reference writer does.
-func safeTensorsHeader(_ entries: [(name: String, dtype: DType, shape: [Int], bytes: Int)], metadata: [String: String]) -> [UInt8] {
+/// with spaces (the format allows trailing whitespace) so the data starts at a multiple of
+/// `alignment` bytes from the file's start: 8, as the reference writer does, or a page.
+func safeTensorsHeader(_ entries: [(name: String, dtype: DType, shape: [Int], bytes: Int)], metadata: [String: String],
+                       alignment: Int = 8) -> [UInt8] {
     var parts: [String] = []
     if !metadata.isEmpty {
         let items = metadata.keys.sorted().map { "\(jsonString($0)):\(jsonString(metadata[$0]!))" }
@@ -331,7 +333,8 @@ func safeTensorsHeader(_ entries: [(name: String, dtype: DType, shape: [Int], by
         offset += e.bytes
     }
     var header = Array(("{" + parts.joined(separator: ",") + "}").utf8)
-    while (header.count % 8) != 0 { header.append(0x20) }
+    let padding = (alignment - (8 + header.count) % alignment) % alignment
+    header += repeatElement(0x20, count: padding)
     return header
 }
 

@@ -20,18 +20,23 @@ extension SafeTensorsSink {
 
 /// A checkpoint's weight files written as tensors arrive, without holding them: each tensor's
 /// bytes are appended to the current shard's data file at once; a new shard starts when the next
-/// tensor would take the current one past `shardBytes`. `finish` writes each shard as header +
-/// data (the data moved by the kernel, copy_file_range) and, for more than one shard,
-/// `model.safetensors.index.json` (Hugging Face's sharded layout: model-0000k-of-0000n.safetensors
-/// and a weight_map). One shard is `model.safetensors`, byte for byte what SafeTensorsWriter
-/// writes for the same tensors. Everything goes into `directory`, which the caller makes and
-/// renames into place; a failure (a full disk) throws one line naming the file and the reason.
+/// tensor would take the current one past `shardBytes`. `finish` puts each shard's header in front
+/// of its data and, for more than one shard, writes `model.safetensors.index.json` (Hugging Face's
+/// sharded layout: model-0000k-of-0000n.safetensors and a weight_map). The header is padded with
+/// spaces to a page (`dataAlignment`), so that on a file system with FALLOC_FL_INSERT_RANGE (ext4,
+/// XFS) the header goes into room inserted before the data already on disk, and the shard is
+/// renamed into place: no copy, and no second copy of the data on the disk. Elsewhere (tmpfs,
+/// btrfs, or with `headersInPlace` false) the header goes to a new file and the data is moved in
+/// behind it by the kernel (copy_file_range); the bytes are the same either way, and apart from
+/// the padding those of SafeTensorsWriter for the same tensors. Everything goes into `directory`,
+/// which the caller makes and renames into place; a failure (a full disk) throws one line naming
+/// the file and the reason.
 public final class ShardedSafeTensorsWriter: SafeTensorsSink {
     private struct Shard {
         var entries: [(name: String, dtype: DType, shape: [Int], bytes: Int)] = []
         var dataBytes = 0
         let dataPath: String
-        let fd: Int32
+        var fd: Int32
     }
     public let directory: String
     public let shardBytes: Int
@@ -40,8 +45,16 @@ public final class ShardedSafeTensorsWriter: SafeTensorsSink {
     private var shards: [Shard] = []
     private var names = Set<String>()
 
-    public init(directory: String, shardBytes: Int = 5_000_000_000, metadata: [String: String]) {
-        (self.directory, self.shardBytes, self.metadata) = (directory, max(1, shardBytes), metadata)
+    /// Where a shard's data starts: a page, the block size FALLOC_FL_INSERT_RANGE needs on ext4 and
+    /// XFS with 4 KiB blocks (bigger blocks take the copy).
+    public static let dataAlignment = 4096
+    /// Whether `finish` tries to insert each header before its data in place (false: always copy).
+    public let headersInPlace: Bool
+    /// How many shards `finish` wrote in place (the rest were copied).
+    public private(set) var shardsWrittenInPlace = 0
+
+    public init(directory: String, shardBytes: Int = 5_000_000_000, metadata: [String: String], headersInPlace: Bool = true) {
+        (self.directory, self.shardBytes, self.metadata, self.headersInPlace) = (directory, max(1, shardBytes), metadata, headersInPlace)
     }
 
     deinit { for s in shards where s.fd >= 0 { close(s.fd); unlink(s.dataPath) } }
@@ -75,23 +88,17 @@ public final class ShardedSafeTensorsWriter: SafeTensorsSink {
         if shards.isEmpty { shards.append(Shard(dataPath: "", fd: -1)) }
         let files = fileNames
         var weightMap: [String: String] = [:]
-        for (k, shard) in shards.enumerated() {
+        for k in shards.indices {
             let path = directory + "/" + files[k]
-            let out = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-            guard out >= 0 else { throw MambaError(.io, "cannot create \(path): \(String(cString: strerror(errno)))") }
-            defer { close(out) }
-            let header = safeTensorsHeader(shard.entries, metadata: metadata)
+            let header = safeTensorsHeader(shards[k].entries, metadata: metadata, alignment: Self.dataAlignment)
             var prefix = [UInt8](repeating: 0, count: 8)
             prefix.withUnsafeMutableBytes { $0.storeBytes(of: UInt64(header.count).littleEndian, as: UInt64.self) }
-            try writeAll(out, prefix + header, path: path)
-            if shard.fd >= 0 {
-                close(shard.fd)
-                shards[k] = Shard(entries: shard.entries, dataBytes: shard.dataBytes, dataPath: shard.dataPath, fd: -1)
-                try appendFile(shard.dataPath, to: out, bytes: shard.dataBytes, path: path)
-                unlink(shard.dataPath)
+            if headersInPlace, try insertHeader(prefix + header, shard: k, path: path) {
+                shardsWrittenInPlace += 1
+            } else {
+                try copyShard(prefix + header, shard: k, path: path)
             }
-            guard fsync(out) == 0 else { throw MambaError(.io, "cannot write \(path): \(String(cString: strerror(errno)))") }
-            for e in shard.entries { weightMap[e.name] = files[k] }
+            for e in shards[k].entries { weightMap[e.name] = files[k] }
         }
         if shards.count > 1 {
             let index: [String: Any] = ["metadata": ["total_size": bytesWritten], "weight_map": weightMap]
@@ -101,6 +108,50 @@ public final class ShardedSafeTensorsWriter: SafeTensorsSink {
                 throw MambaError(.io, "cannot write \(path)")
             }
         }
+    }
+}
+
+extension ShardedSafeTensorsWriter {
+    /// Shard `k`'s header inserted before its data file's first byte and the file renamed to
+    /// `path`; false, with nothing changed, where the file system cannot insert (the caller copies).
+    private func insertHeader(_ head: [UInt8], shard k: Int, path: String) throws -> Bool {
+        let fd = shards[k].fd
+        guard fd >= 0, shards[k].dataBytes > 0 else { return false }   // an empty shard: nothing to move
+        if mq_insert_range_at_start(fd, Int64(head.count)) != 0 {
+            if [EOPNOTSUPP, EINVAL, ENOSYS, ENODEV, EPERM].contains(errno) { return false }
+            throw MambaError(.io, "cannot write \(path): \(String(cString: strerror(errno)))")
+        }
+        try head.withUnsafeBytes { buf in
+            var done = 0
+            while done < buf.count {
+                let n = pwrite(fd, buf.baseAddress! + done, buf.count - done, off_t(done))
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { throw MambaError(.io, "cannot write \(path): \(String(cString: strerror(errno)))") }
+                done += n
+            }
+        }
+        guard fsync(fd) == 0 else { throw MambaError(.io, "cannot write \(path): \(String(cString: strerror(errno)))") }
+        close(fd)
+        shards[k].fd = -1
+        guard rename(shards[k].dataPath, path) == 0 else {
+            throw MambaError(.io, "cannot move \(shards[k].dataPath) to \(path): \(String(cString: strerror(errno)))")
+        }
+        return true
+    }
+
+    /// Shard `k` as a new file: its header, then its data moved in by the kernel.
+    private func copyShard(_ head: [UInt8], shard k: Int, path: String) throws {
+        let out = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard out >= 0 else { throw MambaError(.io, "cannot create \(path): \(String(cString: strerror(errno)))") }
+        defer { close(out) }
+        try writeAll(out, head, path: path)
+        if shards[k].fd >= 0 {
+            close(shards[k].fd)
+            shards[k].fd = -1
+            try appendFile(shards[k].dataPath, to: out, bytes: shards[k].dataBytes, path: path)
+            unlink(shards[k].dataPath)
+        }
+        guard fsync(out) == 0 else { throw MambaError(.io, "cannot write \(path): \(String(cString: strerror(errno)))") }
     }
 }
 

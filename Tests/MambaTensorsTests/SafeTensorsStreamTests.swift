@@ -3,8 +3,9 @@ import MambaTensors
 import TestSupport
 import XCTest
 
-/// The streaming writer: one shard is byte for byte the in-memory writer's file; past the shard
-/// limit it writes Hugging Face's sharded layout, which TensorStore reads back as one set.
+/// The streaming writer: one shard is the in-memory writer's file with its header padded to a page;
+/// past the shard limit it writes Hugging Face's sharded layout, which TensorStore reads back as one
+/// set; the header inserted in place and the copy give the same bytes.
 final class SafeTensorsStreamTests: XCTestCase {
     var dir = ""
     override func setUpWithError() throws { dir = try makeTemporaryDirectory() }
@@ -30,7 +31,11 @@ final class SafeTensorsStreamTests: XCTestCase {
         try memory.write(to: dir + "/memory.safetensors")
         try stream.finish()
         XCTAssertEqual(stream.fileNames, ["model.safetensors"])
-        XCTAssertTrue(FileManager.default.contentsEqual(atPath: dir + "/memory.safetensors", andPath: dir + "/model.safetensors"))
+        XCTAssertTrue(try sameTensorFile(dir + "/memory.safetensors", dir + "/model.safetensors"))
+        let (header, data) = try safeTensorsParts(dir + "/model.safetensors")
+        let size = try XCTUnwrap(FileManager.default.attributesOfItem(atPath: dir + "/model.safetensors")[.size] as? Int)
+        XCTAssertEqual((size - data.count) % ShardedSafeTensorsWriter.dataAlignment, 0, "the data starts at a page")
+        XCTAssertLessThan(size - data.count - 8 - header.count, ShardedSafeTensorsWriter.dataAlignment)
         XCTAssertFalse(try FileManager.default.contentsOfDirectory(atPath: dir).contains { $0.hasSuffix(".data") })
     }
 
@@ -59,5 +64,44 @@ final class SafeTensorsStreamTests: XCTestCase {
         XCTAssertEqual(try store.view("big").floats(), big.storage)
         let index = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/model.safetensors.index.json"))) as? [String: Any]
         XCTAssertEqual((index?["metadata"] as? [String: Any])?["total_size"] as? Int, stream.bytesWritten)
+    }
+
+    /// Several shards of a few pages each, with a tensor ending mid-page: inserting each header in
+    /// place and copying write the same files, and on ext4 or XFS (FALLOC_FL_INSERT_RANGE) every
+    /// shard went in place, leaving no data file behind.
+    func testHeadersInPlaceAndCopiedGiveTheSameFiles() throws {
+        let seed = freshSeed()
+        let ts = (0..<9).map { i in ("layers.\(i).w", randomTensor([1 + (Int(seed) + 7 * i) % 900, 3], seed: seed &+ UInt64(i))) }
+        var written: [[String: [UInt8]]] = []
+        for inPlace in [true, false] {
+            let out = dir + "/\(inPlace)"
+            try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: false)
+            let stream = ShardedSafeTensorsWriter(directory: out, shardBytes: 12_000, metadata: ["format": "pt"], headersInPlace: inPlace)
+            for (name, t) in ts { try stream.add(name, t) }
+            try stream.finish()
+            XCTAssertGreaterThan(stream.fileNames.count, 1)
+            if !inPlace || !Self.canInsertRanges(out) { XCTAssertEqual(stream.shardsWrittenInPlace, 0) }
+            else { XCTAssertEqual(stream.shardsWrittenInPlace, stream.fileNames.count) }
+            let files = try FileManager.default.contentsOfDirectory(atPath: out)
+            XCTAssertEqual(Set(files), Set(stream.fileNames + ["model.safetensors.index.json"]))
+            written.append(Dictionary(uniqueKeysWithValues: try files.map { ($0, [UInt8](try Data(contentsOf: URL(fileURLWithPath: out + "/" + $0)))) }))
+            let store = try TensorStore(directory: out)
+            for (name, t) in ts { XCTAssertEqual(try store.view(name).floats(), t.storage, name) }
+        }
+        XCTAssertEqual(written[0], written[1])
+    }
+
+    /// Whether `path` lies on ext4 or XFS (the longest mount point of /proc/mounts above it), whose
+    /// FALLOC_FL_INSERT_RANGE takes 4 KiB blocks as made by default.
+    static func canInsertRanges(_ path: String) -> Bool {
+        guard let mounts = try? String(contentsOfFile: "/proc/mounts", encoding: .utf8) else { return false }
+        let real = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+        var best = (point: "", type: "")
+        for line in mounts.split(separator: "\n") {
+            let f = line.split(separator: " ").map(String.init)
+            guard f.count > 2, real == f[1] || real.hasPrefix(f[1] == "/" ? "/" : f[1] + "/"), f[1].count > best.point.count else { continue }
+            best = (f[1], f[2])
+        }
+        return ["ext4", "xfs"].contains(best.type)
     }
 }

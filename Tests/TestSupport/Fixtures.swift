@@ -37,3 +37,18 @@ public func maxAbsDifference(_ a: [Float], _ b: [Float]) -> Float {
     return m
 }
 
+
+/// A safetensors file's header JSON without its trailing padding spaces, and its data bytes.
+public func safeTensorsParts(_ path: String) throws -> (header: [UInt8], data: [UInt8]) {
+    let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+    let length = bytes.prefix(8).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
+    var header = Array(bytes[8..<(8 + length)])
+    while header.last == 0x20 { header.removeLast() }
+    return (header, Array(bytes[(8 + length)...]))
+}
+
+/// Whether two safetensors files hold the same header (apart from its padding) and the same data.
+public func sameTensorFile(_ a: String, _ b: String) throws -> Bool {
+    let (x, y) = (try safeTensorsParts(a), try safeTensorsParts(b))
+    return x.header == y.header && x.data == y.data
+}
