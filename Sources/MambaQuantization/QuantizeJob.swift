@@ -5,9 +5,9 @@ import MambaTensors
 
 /// `mambaquant quantize` as the library runs it, in two steps. Opening checks everything before
 /// anything is written: the output is none of the inputs, the model is a float checkpoint, the
-/// stats file belongs to it, the keep-float names exist, and the job fits in memory. Running
-/// streams the pipeline into a checkpoint writer that is abandoned (its temporary directory
-/// removed, --out untouched) on any error.
+/// stats file belongs to it, the keep-float names exist, and the job fits in memory and on disk.
+/// Running streams the pipeline into a checkpoint writer that is abandoned (its temporary
+/// directory removed, --out untouched) on any error.
 public struct QuantizeJob {
     public let model: String
     public let out: String
@@ -68,6 +68,12 @@ public struct QuantizeJob {
         try MemoryEstimate.quantize(c, windows: stats.images?.shape[0] ?? stats.windows.windows.count, seqLength: c.vision?.tokens ?? stats.windows.seqLength,
                                     threads: parallelism.threads, gptq: recipe.weightRounding == .gptq)
             .check(job: "quantize", lower: "--threads or the stats file's windows (calibrate with fewer --samples or a shorter --seq-len)")
+        // At least every parameter at its narrowest width: a lower bound (scales, float vectors
+        // and kept-float modules add to it), so no job that fits is refused. The shards' headers
+        // go in place (ShardedSafeTensorsWriter), so the data is on the disk once.
+        let narrowest = ([recipe.bits.weight] + recipe.moduleWeightBits.values).min()!
+        try DiskSpace.check(Double(weights.parameterCount) * Double(narrowest) / 8, directory: URL(fileURLWithPath: out).deletingLastPathComponent().path,
+                            job: "quantize", writing: "the \(narrowest)-bit weights")
         plan = try planned?.get()
         (self.model, self.out, self.recipe, self.parallelism, self.weights, self.stats) = (model, out, recipe, parallelism, weights, stats)
         // Of the bytes that were parsed.
