@@ -393,7 +393,7 @@ final class Int8OpsTests: XCTestCase {
                 let x = Tensor(shape: [l, e], storage: (0..<(l * e)).map { _ in Float(rng.nextGaussian()) })
                 let want = reference.forward(x, state: &s2, .serial)
                 // Every path and thread count from the same state: the same floats.
-                var outputs: [[Float]] = [], states: [[Float]] = []
+                var outputs: [[Float]] = [], fusedOutputs: [[Float]] = [], states: [[Float]] = []
                 KernelPaths.forEachInt8Level { level in
                     for threads in [1, 2] {
                         var state = s1
@@ -406,10 +406,12 @@ final class Int8OpsTests: XCTestCase {
                         XCTAssertLessThanOrEqual(maxAbsDifference(fused.storage, silu(got).storage), 1e-6 * max(1, want.absMax), "silu e \(e) k \(k) l \(l) level \(level)")
                         XCTAssertEqual(fusedState, state)
                         outputs.append(got.storage)
+                        fusedOutputs.append(fused.storage)
                         states.append(state)
                     }
                 }
                 XCTAssertEqual(Set(outputs).count, 1, "e \(e) k \(k) l \(l): paths disagree")
+                XCTAssertEqual(Set(fusedOutputs).count, 1, "e \(e) k \(k) l \(l): the fused SiLU's paths disagree")
                 XCTAssertEqual(Set(states).count, 1, "e \(e) k \(k) l \(l): states disagree")
                 s1 = states[0]
             }
