@@ -121,16 +121,8 @@ extension ShardedSafeTensorsWriter {
             if [EOPNOTSUPP, EINVAL, ENOSYS, ENODEV, EPERM].contains(errno) { return false }
             throw MambaError(.io, "cannot write \(path): \(String(cString: strerror(errno)))")
         }
-        try head.withUnsafeBytes { buf in
-            var done = 0
-            while done < buf.count {
-                let n = pwrite(fd, buf.baseAddress! + done, buf.count - done, off_t(done))
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else { throw MambaError(.io, "cannot write \(path): \(String(cString: strerror(errno)))") }
-                done += n
-            }
-        }
-        guard fsync(fd) == 0 else { throw MambaError(.io, "cannot write \(path): \(String(cString: strerror(errno)))") }
+        try writeAll(fd, head, path: path, at: 0)
+        try sync(fd, path: path)
         close(fd)
         shards[k].fd = -1
         guard rename(shards[k].dataPath, path) == 0 else {
@@ -151,20 +143,27 @@ extension ShardedSafeTensorsWriter {
             try appendFile(shards[k].dataPath, to: out, bytes: shards[k].dataBytes, path: path)
             unlink(shards[k].dataPath)
         }
-        guard fsync(out) == 0 else { throw MambaError(.io, "cannot write \(path): \(String(cString: strerror(errno)))") }
+        try sync(out, path: path)
     }
 }
 
-private func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws {
+/// All of `bytes` to `fd`: at its current position, or from `offset` on (pwrite).
+private func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String, at offset: Int? = nil) throws {
     try bytes.withUnsafeBytes { buf in
         var done = 0
         while done < buf.count {
-            let n = write(fd, buf.baseAddress! + done, buf.count - done)
+            let n = offset.map { pwrite(fd, buf.baseAddress! + done, buf.count - done, off_t($0 + done)) }
+                ?? write(fd, buf.baseAddress! + done, buf.count - done)
             if n < 0 && errno == EINTR { continue }
             guard n > 0 else { throw MambaError(.io, "cannot write \(path): \(String(cString: strerror(errno)))") }
             done += n
         }
     }
+}
+
+/// fsync(2), a failure thrown as one line naming the file.
+private func sync(_ fd: Int32, path: String) throws {
+    guard fsync(fd) == 0 else { throw MambaError(.io, "cannot write \(path): \(String(cString: strerror(errno)))") }
 }
 
 /// Appends `bytes` bytes of the file at `source` to `out` (copy_file_range, read/write where the
