@@ -123,3 +123,11 @@ extension BLAS {
                     1, a, Int32(transposeA ? m : k), b, Int32(n), 0, c, Int32(n))
     }
 }
+
+extension BLAS {
+    /// x[i] *= factor for i < count (sscal).
+    public static func scale(_ x: UnsafeMutablePointer<Float>, count: Int, by factor: Float) {
+        guard count > 0 else { return }
+        cblas_sscal(Int32(count), factor, x, 1)
+    }
+}

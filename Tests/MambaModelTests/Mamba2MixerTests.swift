@@ -40,22 +40,48 @@ final class Mamba2MixerTests: XCTestCase {
         }
     }
 
-    /// The chunked form (ChunkedSSD.swift) against the Double recurrence: chunk boundaries crossed
-    /// (L 150 = 64 + 64 + 22), exactly one chunk, fewer tokens than a chunk, several groups, odd
-    /// sizes, a carried state, a clamp that binds; the state it leaves too.
+    /// The chunked form (ChunkedSSD.swift) against the Double recurrence at every float kernel path:
+    /// chunk boundaries crossed (L 150 = 64 + 64 + 22), exactly one chunk, fewer tokens than a chunk,
+    /// several groups, odd sizes; a carried state and a zero one (a fresh prompt skips C s_inᵀ);
+    /// dt limits where every head takes the separable form, where most take the masked one, and a
+    /// mix; the state it leaves too.
     func testChunkedSSDMatchesReference() {
         let seed = freshSeed(in: 0...999999)
-        for (i, (l, h, p, n, g)) in [(150, 6, 5, 9, 3), (64, 4, 12, 8, 2), (3, 2, 7, 16, 1), (129, 8, 16, 32, 4)].enumerated() {
-            let s = seed &+ UInt64(31 * i)
-            for (lo, hi) in [(Float(0), Float.infinity), (0.05, 0.5)] {
-                let (scan, x, dt, b, c, state) = randomScan(l: l, h: h, p: p, n: n, g: g, seed: s, limit: (lo, hi))
-                var (s1, s2) = (state, state)
-                let chunked = scan.forward(x: x, dtRaw: dt, b: b, c: c, s: &s1, Parallelism(threads: 2), form: .chunked)
-                let ref = scan.reference(x: x, dtRaw: dt, b: b, c: c, s: &s2)
-                let what = "L\(l) H\(h) P\(p) N\(n) G\(g) limit \(lo)...\(hi) seed \(seed)"
-                XCTAssertLessThan(maxAbsDifference(chunked.storage, ref.storage), 1e-4 * max(1, ref.absMax), what)
-                XCTAssertLessThan(maxAbsDifference(s1, s2), 1e-4 * max(1, Tensor(shape: [s2.count], storage: s2).absMax), what)
+        KernelPaths.forEachFloatLevel { level in
+            for (i, (l, h, p, n, g)) in [(150, 6, 5, 9, 3), (64, 4, 12, 8, 2), (3, 2, 7, 16, 1), (129, 8, 16, 32, 4)].enumerated() {
+                let s = seed &+ UInt64(31 * i)
+                for (lo, hi) in [(Float(0), Float.infinity), (0.05, 0.5), (0.001, 0.02)] {
+                    for zeroState in [false, true] {
+                        let (scan, x, dt, b, c, state) = randomScan(l: l, h: h, p: p, n: n, g: g, seed: s, limit: (lo, hi))
+                        var s1 = zeroState ? [Float](repeating: 0, count: state.count) : state
+                        var s2 = s1
+                        let chunked = scan.forward(x: x, dtRaw: dt, b: b, c: c, s: &s1, Parallelism(threads: 2), form: .chunked)
+                        let ref = scan.reference(x: x, dtRaw: dt, b: b, c: c, s: &s2)
+                        let what = "L\(l) H\(h) P\(p) N\(n) G\(g) limit \(lo)...\(hi) zero state \(zeroState) level \(level) seed \(seed)"
+                        XCTAssertLessThan(maxAbsDifference(chunked.storage, ref.storage), 1e-4 * max(1, ref.absMax), what)
+                        XCTAssertLessThan(maxAbsDifference(s1, s2), 1e-4 * max(1, Tensor(shape: [s2.count], storage: s2).absMax), what)
+                    }
+                }
             }
+        }
+    }
+
+    /// Which heads take the separable form: a chunk whose decay spans up to 80 (exp(-cum_last)), and
+    /// the masked form past it; both give the recurrence's outputs at the span's edge.
+    func testChunkedSSDSeparableSpan() {
+        let (l, h, p, n) = (64, 4, 8, 16)
+        // dt fixed by the clamp (dt_raw large, min = max): each head's span is 64 dt |A|.
+        for span in [Float(79), 81, 200] {
+            let dtValue = span / 64
+            let scan = SSDScan(aLog: Tensor(zeros: [h]), dSkip: Tensor(repeating: 1, shape: [h]), dtBias: Tensor(zeros: [h]), headDim: p, groups: 1,
+                               stateSize: n, timeStepMin: dtValue, timeStepMax: dtValue)
+            let (x, dt) = (randomTensor([l, h * p], seed: 5), Tensor(repeating: 30, shape: [l, h]))
+            let (b, c) = (randomTensor([l, n], seed: 6), randomTensor([l, n], seed: 7))
+            var (s1, s2) = (randomTensor([h * p * n], seed: 8).storage, randomTensor([h * p * n], seed: 8).storage)
+            let chunked = scan.forward(x: x, dtRaw: dt, b: b, c: c, s: &s1, Parallelism(threads: 1), form: .chunked)
+            let ref = scan.reference(x: x, dtRaw: dt, b: b, c: c, s: &s2)
+            XCTAssertLessThan(maxAbsDifference(chunked.storage, ref.storage), 1e-4 * max(1, ref.absMax), "span \(span)")
+            XCTAssertLessThan(maxAbsDifference(s1, s2), 1e-4, "span \(span)")
         }
     }
 

@@ -120,6 +120,39 @@ typedef struct {
 
 void mq_ssd_scan_f32(const mq_ssd_args *args);
 
+/// The chunked SSD's (MambaModel/ChunkedSSD.swift) input pass over one chunk of `rows` tokens and a
+/// range of `heads` heads: per token t and head k, with d = dt[t, k],
+///   xs[t, k, :] = e_neg[k, t] d x[t, k, :]     (exp(r - cum_t) dt x: the intra-chunk product's input)
+///   xe[t, k, :] = to_end[k, t] d x[t, k, :]    (exp(cum_last - cum_t) dt x: the state update's)
+/// x and dt point at the chunk's first token and the range's first head (row strides ldx, ldd);
+/// e_neg and to_end are [heads, q]; xs and xe are [rows, heads * head_dim].
+typedef struct {
+    int rows, heads, head_dim, q;
+    const float *x;
+    int ldx;
+    const float *dt;
+    int ldd;
+    const float *e_neg, *to_end;
+    float *xs, *xe;
+} mq_ssd_chunk_inputs_args;
+
+void mq_ssd_chunk_inputs_f32(const mq_ssd_chunk_inputs_args *args);
+
+/// Its output pass: y[t, k, :] = e_pos[k, t] inter[t, k, :] + e_mid[k, t] intra[t, k, :] + D[k] x[t, k, :]
+/// (inter: the chunk's C s_in^T, or NULL where the state was zero; intra: its causal product; both
+/// with row stride ldw; e_pos and e_mid [heads, q] are exp(cum_t) and exp(cum_t - r)).
+typedef struct {
+    int rows, heads, head_dim, q;
+    const float *inter, *intra;
+    int ldw;
+    const float *e_pos, *e_mid, *D, *x;
+    int ldx;
+    float *y;
+    int ldy;
+} mq_ssd_chunk_output_args;
+
+void mq_ssd_chunk_output_f32(const mq_ssd_chunk_output_args *args);
+
 #ifdef __cplusplus
 }
 #endif
