@@ -307,7 +307,7 @@ static void ssd_scalar(const mq_ssd_args *a) {
             const float *C = a->C + (size_t)t * a->ldc + (size_t)(h / per_group) * N;
             for (int p = 0; p < P; p++) {
                 const size_t ch = (size_t)h * P + p;
-                const float xv = a->x[(size_t)t * H * P + ch], dx = d * xv;
+                const float xv = a->x[(size_t)t * a->ldx + ch], dx = d * xv;
                 float *s = a->s + ch * N, acc = 0.0f;
                 for (int n = 0; n < N; n++) {
                     s[n] = dA * s[n] + dx * B[n];
@@ -331,7 +331,7 @@ MQ_AVX2 static void ssd_avx2(const mq_ssd_args *a) {
             const __m256 vdA = _mm256_set1_ps(dA);
             for (int p = 0; p < P; p++) {
                 const size_t ch = (size_t)h * P + p;
-                const float xv = a->x[(size_t)t * H * P + ch], dx = d * xv;
+                const float xv = a->x[(size_t)t * a->ldx + ch], dx = d * xv;
                 const __m256 vdx = _mm256_set1_ps(dx);
                 float *s = a->s + ch * N;
                 __m256 acc = _mm256_setzero_ps();

@@ -46,23 +46,21 @@ extension SSDScan {
         for i in 0..<count where x[i] <= negligibleDecay { x[i] = 0 }
     }
 
-    /// The chunked scan: x [L, H P], dt [L, H] (discretized), b, c [L, G N], s [H, P, N] updated;
-    /// returns y [L, H P]. Heads split between threads, OpenBLAS single-threaded inside each; within
+    /// The chunked scan: x [L, H P], b, c [L, G N] (`inputs`), dt [L, H] (discretized), s [H, P, N]
+    /// updated; returns y [L, H P]. Heads split between threads, OpenBLAS single-threaded inside each; within
     /// a thread, a group's heads run each product together (columns side by side).
-    func chunkedForward(x: Tensor, dt: [Float], b: Tensor, c: Tensor, s: inout [Float], _ parallelism: Parallelism) -> Tensor {
-        let (l, h, p, n, g) = (x.rows, heads, headDim, stateSize, groups)
-        let (e, gn, perGroup, q) = (h * p, g * n, h / g, Self.chunkTokens)
+    func chunkedForward(_ inputs: Inputs, dt: [Float], s: inout [Float], _ parallelism: Parallelism) -> Tensor {
+        let (l, h, p, n, g) = (inputs.length, heads, headDim, stateSize, groups)
+        let (ldx, ldb, ldc) = (inputs.ldx, inputs.ldb, inputs.ldc)
+        let (e, perGroup, q) = (h * p, h / g, Self.chunkTokens)
         // A fresh prompt starts from a zero state: its first chunk has no C s_inᵀ and no state decay.
         let startsFromZero = !s.contains { $0 != 0 }
         return Tensor(shape: [l, e]) { yb in
-        x.storage.withUnsafeBufferPointer { xb in
         dt.withUnsafeBufferPointer { db in
-        b.storage.withUnsafeBufferPointer { bb in
-        c.storage.withUnsafeBufferPointer { cb in
         dSkip.withUnsafeBufferPointer { skip in
         s.withUnsafeMutableBufferPointer { sb in
-            let (xp, dp, bp, cp, dsk, sp, yp) = (UncheckedSendable(xb.baseAddress!), UncheckedSendable(db.baseAddress!), UncheckedSendable(bb.baseAddress!),
-                                                 UncheckedSendable(cb.baseAddress!), UncheckedSendable(skip.baseAddress!), UncheckedSendable(sb.baseAddress!),
+            let (xp, dp, bp, cp, dsk, sp, yp) = (UncheckedSendable(inputs.x), UncheckedSendable(db.baseAddress!), UncheckedSendable(inputs.b),
+                                                 UncheckedSendable(inputs.c), UncheckedSendable(skip.baseAddress!), UncheckedSendable(sb.baseAddress!),
                                                  UncheckedSendable(yb.baseAddress!))
             BLAS.withThreads(1) {
                 parallelism.forEachChunk(h) { headRange in
@@ -74,7 +72,7 @@ extension SSDScan {
                         let rows = min(q, l - t0)
                         scratch.decays(a: a[headRange], dt: dp.value + t0 * h + h0, ldd: h, rows: rows)
                         var inputs = mq_ssd_chunk_inputs_args(
-                            rows: Int32(rows), heads: Int32(count), head_dim: Int32(p), q: Int32(q), x: xp.value + t0 * e + h0 * p, ldx: Int32(e),
+                            rows: Int32(rows), heads: Int32(count), head_dim: Int32(p), q: Int32(q), x: xp.value + t0 * ldx + h0 * p, ldx: Int32(ldx),
                             dt: dp.value + t0 * h + h0, ldd: Int32(h), e_neg: scratch.eNeg, to_end: scratch.toEnd, xs: scratch.xs, xe: scratch.xe)
                         mq_ssd_chunk_inputs_f32(&inputs)
                         // The heads of one group at a time (a thread's range may start or end inside a group).
@@ -83,16 +81,16 @@ extension SSDScan {
                             let group = first / perGroup
                             let last = min(headRange.upperBound, (group + 1) * perGroup)
                             let (cols, k0) = ((last - first) * p, (first - h0) * p)
-                            let cGroup = cp.value + t0 * gn + group * n, bGroup = bp.value + t0 * gn + group * n
+                            let cGroup = cp.value + t0 * ldc + group * n, bGroup = bp.value + t0 * ldb + group * n
                             let state = sp.value + first * p * n                       // [heads P, N]
                             let (cbt, inter, intra) = (scratch.cbt, scratch.inter + k0, scratch.intra + k0)
                             // C Bᵀ with the causal mask (zero above the diagonal).
-                            BLAS.gemm(m: rows, n: rows, k: n, cGroup, lda: gn, bGroup, ldb: gn, transposeB: true, into: cbt, ldc: q)
+                            BLAS.gemm(m: rows, n: rows, k: n, cGroup, lda: ldc, bGroup, ldb: ldb, transposeB: true, into: cbt, ldc: q)
                             for i in 0..<rows { for j in (i + 1)..<rows { cbt[i * q + j] = 0 } }
                             // inter = C s_inᵀ; intra = (C Bᵀ ∘ causal) xs, in two row halves so that the zero
                             // block above the diagonal is skipped (a quarter of its work).
                             if !zeroState {
-                                BLAS.gemm(m: rows, n: cols, k: n, cGroup, lda: gn, state, ldb: n, transposeB: true, into: inter, ldc: width)
+                                BLAS.gemm(m: rows, n: cols, k: n, cGroup, lda: ldc, state, ldb: n, transposeB: true, into: inter, ldc: width)
                             }
                             let half = rows / 2
                             BLAS.gemm(m: half, n: cols, k: half, cbt, lda: q, scratch.xs + k0, ldb: width, transposeB: false, into: intra, ldc: width)
@@ -102,12 +100,12 @@ extension SSDScan {
                             var output = mq_ssd_chunk_output_args(
                                 rows: Int32(rows), heads: Int32(last - first), head_dim: Int32(p), q: Int32(q), inter: zeroState ? nil : UnsafePointer(inter),
                                 intra: intra, ldw: Int32(width), e_pos: scratch.ePos + (first - h0) * q, e_mid: scratch.eMid + (first - h0) * q,
-                                D: dsk.value + first, x: xp.value + t0 * e + first * p, ldx: Int32(e), y: yp.value + t0 * e + first * p, ldy: Int32(e))
+                                D: dsk.value + first, x: xp.value + t0 * ldx + first * p, ldx: Int32(ldx), y: yp.value + t0 * e + first * p, ldy: Int32(e))
                             mq_ssd_chunk_output_f32(&output)
                             // Heads that decay too fast for the separable form (their xs columns are 0):
                             // y += (C Bᵀ ∘ L) (dt ⊙ X), L[i, j] = exp(cum_i - cum_j) below the diagonal.
                             for head in first..<last where !scratch.separable[head - h0] {
-                                scratch.maskedIntraChunk(head: head - h0, rows: rows, x: xp.value + t0 * e + head * p, ldx: e, dt: dp.value + t0 * h + head, ldd: h)
+                                scratch.maskedIntraChunk(head: head - h0, rows: rows, x: xp.value + t0 * ldx + head * p, ldx: ldx, dt: dp.value + t0 * h + head, ldd: h)
                                 BLAS.gemm(m: rows, n: p, k: rows, scratch.mask, lda: q, scratch.xHead, ldb: p, transposeB: false, beta: 1,
                                           into: yp.value + t0 * e + head * p, ldc: e)
                             }
@@ -115,7 +113,7 @@ extension SSDScan {
                             if !zeroState {
                                 for head in first..<last { BLAS.scale(state + (head - first) * p * n, count: p * n, by: scratch.keep[head - h0]) }
                             }
-                            BLAS.gemmAccumulate(m: cols, n: n, k: rows, scratch.xe + k0, lda: width, transposeA: true, bGroup, ldb: gn,
+                            BLAS.gemmAccumulate(m: cols, n: n, k: rows, scratch.xe + k0, lda: width, transposeA: true, bGroup, ldb: ldb,
                                                 beta: zeroState ? 0 : 1, into: state, ldc: n)
                             first = last
                         }
@@ -123,7 +121,7 @@ extension SSDScan {
                     }
                 }
             }
-        }}}}}}}
+        }}}}
     }
 }
 

@@ -192,14 +192,15 @@ public struct Mamba2Forward: MixerOp {
         // The site is the scaled input: what in_proj reads (and an int8 model quantizes).
         let u = scaled(input, multipliers.input)
         observer?.observe(u, site: .inProjInput, layer: layer)
-        let z: Tensor, convolved: Tensor                                 // [L, E], [L, X]
+        let z: Tensor
+        var xBC: Tensor                                                  // [L, E], [L, X]: the conv's output, X = x, B, C
         var dt: Tensor                                                  // [L, H], before dt_bias and softplus
         let scaledParts = multipliers.parts != Mamba2Multipliers().parts
         if observer == nil, !scaledParts, inProj.quantizesColumns, var xbc = conv.quantizedInput(rows: u.rows, state: state.conv),
            let rest = profiled("in_proj", { inProj.forward(u, quantizing: e..<(e + x), into: &xbc, par) }) {
             // An int8 conv: in_proj's epilogue writes xBC as its integers, z before it and dt after.
             (z, dt) = rest
-            convolved = profiled("conv") { conv.forwardSiLU(xbc, state: &state.conv, par) }
+            xBC = profiled("conv") { conv.forwardSiLU(xbc, state: &state.conv, par) }
         } else {
             var proj = profiled("in_proj") { inProj.forward(u, par) }  // [L, E + X + H]
             if scaledParts {
@@ -211,22 +212,24 @@ public struct Mamba2Forward: MixerOp {
             (z, xbc, dt) = profiled("split") { (proj.columns(0..<e), proj.columns(e..<(e + x)), proj.columns((e + x)..<(e + x + h))) }
             observer?.observe(z, site: .z, layer: layer)
             observer?.observe(xbc, site: .x, layer: layer)
-            convolved = profiled("conv") { conv.forwardSiLU(xbc, state: &state.conv, par) }
+            xBC = profiled("conv") { conv.forwardSiLU(xbc, state: &state.conv, par) }
         }
-        var (xs, b, c) = profiled("split") {                           // [L, E], [L, G N], [L, G N]
-            (convolved.columns(0..<e), convolved.columns(e..<(e + gn)), convolved.columns((e + gn)..<(e + 2 * gn)))
-        }
+        // x, B and C stay where the conv wrote them: the scan inputs' quantization and the scan
+        // read their columns in place.
+        let (xColumns, bColumns, cColumns) = (0..<e, e..<(e + gn), (e + gn)..<(e + 2 * gn))
         profiled("scan inputs") {
-            scanInput.forward(&xs, site: .convOutput)
+            scanInput.forward(&xBC, columns: xColumns, site: .convOutput)
             scanInput.forward(&dt, site: .dt)
-            scanInput.forward(&b, site: .B)
-            scanInput.forward(&c, site: .C)
+            scanInput.forward(&xBC, columns: bColumns, site: .B)
+            scanInput.forward(&xBC, columns: cColumns, site: .C)
         }
-        observer?.observe(xs, site: .convOutput, layer: layer)
-        observer?.observe(dt, site: .dt, layer: layer)
-        observer?.observe(b, site: .B, layer: layer)
-        observer?.observe(c, site: .C, layer: layer)
-        let y = profiled("scan") { scan.forward(x: xs, dtRaw: dt, b: b, c: c, s: &state.ssm, par) } // [L, E], D skip included
+        if let observer {
+            observer.observe(xBC.columns(xColumns), site: .convOutput, layer: layer)
+            observer.observe(dt, site: .dt, layer: layer)
+            observer.observe(xBC.columns(bColumns), site: .B, layer: layer)
+            observer.observe(xBC.columns(cColumns), site: .C, layer: layer)
+        }
+        let y = profiled("scan") { scan.forward(xBC: xBC, dtRaw: dt, s: &state.ssm, par) } // [L, E], D skip included
         observer?.observe(y, site: .y, layer: layer)
         var g = profiled("gate") { gate.forward(y: y, z: z, par) }     // [L, E]: y * silu(z)
         if let norm { g = profiled("gate") { norm.forward(g) } }         // norm(y * silu(z)) * weight
@@ -307,25 +310,55 @@ public struct SSDScan: Sendable {
     /// x [L, E]; dtRaw [L, H] (before dt_bias and softplus); b, c [L, G N]; s [H, P, N] updated.
     /// Returns y [L, E]. Heads are independent, so they are split between threads.
     public func forward(x: Tensor, dtRaw: Tensor, b: Tensor, c: Tensor, s: inout [Float], _ parallelism: Parallelism, form: Form = .auto) -> Tensor {
-        let (l, h, p, n, gn) = (x.rows, heads, headDim, stateSize, groups * stateSize)
-        precondition(x.cols == h * p && dtRaw.cols == h && b.cols == gn && c.cols == gn && s.count == h * p * n)
+        let (h, p, gn) = (heads, headDim, groups * stateSize)
+        precondition(x.cols == h * p && b.cols == gn && c.cols == gn && b.rows == x.rows && c.rows == x.rows)
+        return x.storage.withUnsafeBufferPointer { xp in
+            b.storage.withUnsafeBufferPointer { bp in
+                c.storage.withUnsafeBufferPointer { cp in
+                    forward(Inputs(length: x.rows, x: xp.baseAddress!, ldx: x.cols, b: bp.baseAddress!, ldb: gn, c: cp.baseAddress!, ldc: gn),
+                            dtRaw: dtRaw, s: &s, parallelism, form: form)
+                }
+            }
+        }
+    }
+
+    /// The same on Mamba-2's conv output xBC [L, E + 2 G N] (x, then B, then C), read in place.
+    public func forward(xBC: Tensor, dtRaw: Tensor, s: inout [Float], _ parallelism: Parallelism, form: Form = .auto) -> Tensor {
+        let (e, gn) = (heads * headDim, groups * stateSize)
+        precondition(xBC.cols == e + 2 * gn, "xBC has \(xBC.cols) columns, not E + 2 G N = \(e + 2 * gn)")
+        return xBC.storage.withUnsafeBufferPointer { p in
+            let base = p.baseAddress!
+            return forward(Inputs(length: xBC.rows, x: base, ldx: xBC.cols, b: base + e, ldb: xBC.cols, c: base + e + gn, ldc: xBC.cols),
+                           dtRaw: dtRaw, s: &s, parallelism, form: form)
+        }
+    }
+
+    /// The scan's x [L, E], B and C [L, G N]: where each starts and its row stride (separate tensors,
+    /// or column blocks of the conv's output).
+    struct Inputs {
+        let length: Int
+        let x: UnsafePointer<Float>, ldx: Int
+        let b: UnsafePointer<Float>, ldb: Int
+        let c: UnsafePointer<Float>, ldc: Int
+    }
+
+    func forward(_ inputs: Inputs, dtRaw: Tensor, s: inout [Float], _ parallelism: Parallelism, form: Form) -> Tensor {
+        let (l, h, p, n) = (inputs.length, heads, headDim, stateSize)
+        precondition(dtRaw.rows == l && dtRaw.cols == h && s.count == h * p * n)
         let dt = discretize(dtRaw)
         // A prefill runs the chunked form (ChunkedSSD.swift: matrix products); decode and short
         // prompts the recurrence.
-        if form == .chunked || (form == .auto && l >= Self.chunkTokens) { return chunkedForward(x: x, dt: dt, b: b, c: c, s: &s, parallelism) }
+        if form == .chunked || (form == .auto && l >= Self.chunkTokens) { return chunkedForward(inputs, dt: dt, s: &s, parallelism) }
         var y = Tensor(zeros: [l, h * p])
-        x.storage.withUnsafeBufferPointer { xp in
         dt.withUnsafeBufferPointer { dp in
-        b.storage.withUnsafeBufferPointer { bp in
-        c.storage.withUnsafeBufferPointer { cp in
         a.withUnsafeBufferPointer { ap in
         dSkip.withUnsafeBufferPointer { sp in
         s.withUnsafeMutableBufferPointer { hp in
         y.storage.withUnsafeMutableBufferPointer { yp in
             let args = mq_ssd_args(
                 length: Int32(l), heads: Int32(h), head_dim: Int32(p), state: Int32(n), groups: Int32(groups),
-                head_begin: 0, head_end: Int32(h), x: xp.baseAddress, dt: dp.baseAddress, B: bp.baseAddress, C: cp.baseAddress,
-                ldb: Int32(gn), ldc: Int32(gn), A: ap.baseAddress, D: sp.baseAddress, s: hp.baseAddress, y: yp.baseAddress)
+                head_begin: 0, head_end: Int32(h), x: inputs.x, ldx: Int32(inputs.ldx), dt: dp.baseAddress, B: inputs.b, C: inputs.c,
+                ldb: Int32(inputs.ldb), ldc: Int32(inputs.ldc), A: ap.baseAddress, D: sp.baseAddress, s: hp.baseAddress, y: yp.baseAddress)
             // A decode step of a small model is not worth a thread hand-off.
             parallelism.forEachChunk(h, minimumChunk: l * p * n >= 4096 ? 1 : h) { range in
                 var part = args
@@ -333,7 +366,7 @@ public struct SSDScan: Sendable {
                 part.head_end = Int32(range.upperBound)
                 mq_ssd_scan_f32(&part)
             }
-        }}}}}}}}
+        }}}}}
         return y
     }
 

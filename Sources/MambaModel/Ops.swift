@@ -119,6 +119,17 @@ public protocol EmbeddingOp: Sendable {
 /// in a quantized model.
 public protocol ScanInputOp: Sendable {
     func forward(_ activation: inout Tensor, site: Site)
+    /// The same on columns `columns` of `activation`, in place (Mamba-2's x, B and C are column
+    /// blocks of its conv's output, which the scan reads where they lie).
+    func forward(_ activation: inout Tensor, columns: Range<Int>, site: Site)
+}
+
+extension ScanInputOp {
+    public func forward(_ activation: inout Tensor, columns: Range<Int>, site: Site) {
+        var part = activation.columns(columns)
+        forward(&part, site: site)
+        activation.setColumns(columns, from: part)
+    }
 }
 
 // MARK: - Float ops
@@ -273,6 +284,7 @@ public struct FloatEmbedding: EmbeddingOp {
 public struct IdentityScanInput: ScanInputOp {
     public init() {}
     public func forward(_ activation: inout Tensor, site: Site) {}
+    public func forward(_ activation: inout Tensor, columns: Range<Int>, site: Site) {}
 }
 
 // MARK: - Elementwise helpers

@@ -234,6 +234,34 @@ public struct ActivationQuantizer: Sendable, Equatable {
         }
     }
 
+    /// fakeQuantize of columns `columns` of x, in place. Static and group scales quantize the block
+    /// where it lies (x's row stride; the same bits as on a copy); the kinds whose scales depend on
+    /// the values (dynamic, blocks) quantize a copy and write it back.
+    public func fakeQuantize(_ x: inout Tensor, columns: Range<Int>) {
+        let (rows, c, width, q) = (x.rows, x.cols, columns.count, Int32(qmax(bits: bits)))
+        precondition(columns.lowerBound >= 0 && columns.upperBound <= c, "columns \(columns) of \(c)")
+        let parts: [(offset: Int, scale: Float)]
+        switch scale {
+        case .static(let s): parts = [(0, s)]
+        case .groups(let g):
+            let size = width / g.count
+            precondition(size * g.count == width, "\(g.count) scale groups do not divide \(width) channels")
+            parts = g.enumerated().map { ($0.offset * size, $0.element) }
+        default:
+            var part = x.columns(columns)
+            fakeQuantize(&part)
+            x.setColumns(columns, from: part)
+            return
+        }
+        let size = width / parts.count
+        x.storage.withUnsafeMutableBufferPointer { p in
+            for (offset, s) in parts {
+                var one = s
+                mq_fake_quantize_rows_f32(p.baseAddress! + columns.lowerBound + offset, Int32(rows), Int32(size), Int32(c), &one, 0, q)
+            }
+        }
+    }
+
     /// Scales [rows, ceil(cols / block)]: each block's absmax / qmax (`.dynamicBlocks`).
     public func blockScales(_ x: Tensor, block: Int) -> [Float] {
         let (rows, c) = (x.rows, x.cols)

@@ -59,6 +59,10 @@ public struct ReferenceQuantizedScanInput: ScanInputOp {
     public func forward(_ activation: inout Tensor, site: Site) {
         quantizers[site]?.fakeQuantize(&activation)
     }
+
+    public func forward(_ activation: inout Tensor, columns: Range<Int>, site: Site) {
+        quantizers[site]?.fakeQuantize(&activation, columns: columns)
+    }
 }
 
 /// int8 rows with one scale each: a lookup, dequantized on the way out.

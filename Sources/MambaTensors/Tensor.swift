@@ -46,6 +46,17 @@ public struct Tensor: Sendable, Equatable {
         return Tensor(shape: [range.count] + shape.dropFirst(), storage: Array(storage[(range.lowerBound * c)..<(range.upperBound * c)]))
     }
 
+    /// Columns `range` of a 2-D tensor overwritten with `part` [rows, range.count].
+    public mutating func setColumns(_ range: Range<Int>, from part: Tensor) {
+        precondition(rank == 2 && part.rows == rows && part.cols == range.count && range.upperBound <= cols)
+        let (r, c, w) = (rows, cols, range.count)
+        part.storage.withUnsafeBufferPointer { src in
+            storage.withUnsafeMutableBufferPointer { dst in
+                for i in 0..<r { (dst.baseAddress! + i * c + range.lowerBound).update(from: src.baseAddress! + i * w, count: w) }
+            }
+        }
+    }
+
     /// Columns `range` of a 2-D tensor, copied to a contiguous [rows, range.count].
     public func columns(_ range: Range<Int>) -> Tensor {
         precondition(rank == 2)

@@ -66,6 +66,24 @@ final class Mamba2MixerTests: XCTestCase {
         }
     }
 
+    /// The scan on the conv's output read in place (x, B, C as column blocks of xBC) gives the same
+    /// bits as on the three copied out, in both forms.
+    func testScanReadsTheConvOutputInPlace() {
+        let seed = freshSeed(in: 0...999999)
+        let (l, h, p, n, g) = (70, 4, 6, 8, 2)
+        let (scan, _, dt, _, _, state) = randomScan(l: l, h: h, p: p, n: n, g: g, seed: seed, limit: (0.001, 0.1))
+        let xBC = randomTensor([l, h * p + 2 * g * n], seed: seed + 9)
+        let (e, gn) = (h * p, g * n)
+        for form in [SSDScan.Form.recurrent, .chunked] {
+            var (s1, s2) = (state, state)
+            let inPlace = scan.forward(xBC: xBC, dtRaw: dt, s: &s1, Parallelism(threads: 2), form: form)
+            let copied = scan.forward(x: xBC.columns(0..<e), dtRaw: dt, b: xBC.columns(e..<(e + gn)), c: xBC.columns((e + gn)..<(e + 2 * gn)),
+                                      s: &s2, Parallelism(threads: 2), form: form)
+            XCTAssertEqual(inPlace.storage, copied.storage, "\(form) seed \(seed)")
+            XCTAssertEqual(s1, s2, "\(form) seed \(seed)")
+        }
+    }
+
     /// Which heads take the separable form: a chunk whose decay spans up to 80 (exp(-cum_last)), and
     /// the masked form past it; both give the recurrence's outputs at the span's edge.
     func testChunkedSSDSeparableSpan() {

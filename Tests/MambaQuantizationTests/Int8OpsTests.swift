@@ -322,6 +322,26 @@ final class Int8OpsTests: XCTestCase {
         }
     }
 
+    /// Fake quantization of a column block in place (Mamba-2's x, B and C inside the conv's output)
+    /// gives the same bits as on the block copied out, and leaves the other columns alone: static,
+    /// group, dynamic and block scales, every int8 path.
+    func testFakeQuantizeOfColumnsInPlace() {
+        var rng = SeededRandom(seed: freshSeed())
+        let (m, k, columns) = (5, 47, 9..<33)
+        let x = Tensor(shape: [m, k], storage: (0..<(m * k)).map { _ in Float(rng.nextGaussian() * 3) })
+        KernelPaths.forEachInt8Level { level in
+            for scale in [ActivationScale.static(0.2), .groups([0.1, 0.3, 0.05]), .dynamic, .dynamicBlocks(8)] {
+                let quantizer = ActivationQuantizer(bits: 8, scale: scale)
+                var (inPlace, part, want) = (x, x.columns(columns), x)
+                quantizer.fakeQuantize(&inPlace, columns: columns)
+                quantizer.fakeQuantize(&part)
+                want.setColumns(columns, from: part)
+                XCTAssertEqual(inPlace.storage, want.storage, "\(scale), level \(level)")
+                XCTAssertNotEqual(inPlace.storage, x.storage, "\(scale): nothing quantized")
+            }
+        }
+    }
+
     /// Int8Linear against ReferenceQuantizedLinear (quantize-dequantize in float): the same integers,
     /// so the outputs differ only by float rounding; static and dynamic scales, bias, 1 and 2 threads.
     func testInt8LinearMatchesTheReferenceLinear() {

@@ -98,8 +98,9 @@ void mq_selective_scan_f32(const mq_scan_args *args);
 ///   dA = exp(dt[t, h] * A[h]);  g = h / (H / G)
 ///   s[h, p, n] = dA * s[h, p, n] + dt[t, h] * B[t, g, n] * x[t, h, p]
 ///   y[t, h, p] = sum_n s[h, p, n] * C[t, g, n] + D[h] * x[t, h, p]
-/// x and y are [L, H * P] (head h is channels h*P ..< (h+1)*P); B and C are [L, G * N] with row
-/// strides ldb and ldc; s is the decode state [H, P, N], updated.
+/// x is [L, H * P] with row stride ldx and y [L, H * P] (head h is channels h*P ..< (h+1)*P); B and
+/// C are [L, G * N] with row strides ldb and ldc (all three may be column blocks of the conv's
+/// output); s is the decode state [H, P, N], updated.
 typedef struct {
     int length;          // L
     int heads;           // H
@@ -107,7 +108,8 @@ typedef struct {
     int state;           // N
     int groups;          // G, dividing H
     int head_begin, head_end;
-    const float *x;      // [L, H * P]
+    const float *x;      // [L, H * P] with row stride ldx
+    int ldx;
     const float *dt;     // [L, H], row stride H
     const float *B;      // [L, G * N] with row stride ldb
     const float *C;      // [L, G * N] with row stride ldc
