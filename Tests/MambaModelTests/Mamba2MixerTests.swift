@@ -18,6 +18,20 @@ final class Mamba2MixerTests: XCTestCase {
                 randomTensor([l, g * n], seed: s + 5), randomTensor([l, g * n], seed: s + 6), randomTensor([h * p * n], seed: s + 7).storage)
     }
 
+    /// One random scan's outputs and final state against the Double reference, within `tolerance`
+    /// of the largest reference value (or 1): from its random state, or from zero.
+    func assertScanMatchesReference(l: Int, h: Int, p: Int, n: Int, g: Int, seed: UInt64, limit: (Float, Float), form: SSDScan.Form,
+                                    zeroState: Bool = false, tolerance: Float, _ context: String, line: UInt = #line) {
+        let (scan, x, dt, b, c, state) = randomScan(l: l, h: h, p: p, n: n, g: g, seed: seed, limit: limit)
+        var s1 = zeroState ? [Float](repeating: 0, count: state.count) : state
+        var s2 = s1
+        let fast = scan.forward(x: x, dtRaw: dt, b: b, c: c, s: &s1, Parallelism(threads: 2), form: form)
+        let ref = scan.reference(x: x, dtRaw: dt, b: b, c: c, s: &s2)
+        let what = "L\(l) H\(h) P\(p) N\(n) G\(g) limit \(limit.0)...\(limit.1) \(form) zero state \(zeroState) \(context)"
+        XCTAssertLessThan(maxAbsDifference(fast.storage, ref.storage), tolerance * max(1, ref.absMax), what, line: line)
+        XCTAssertLessThan(maxAbsDifference(s1, s2), tolerance * max(1, Tensor(shape: [s2.count], storage: s2).absMax), what, line: line)
+    }
+
     /// The kernel (AVX2 and scalar) against the Double reference: odd sizes, N not a multiple of 8,
     /// 1 to 3 groups, one step and many, a clamp that binds on both sides, a carried state.
     func testSSDScanMatchesReference() {
@@ -28,13 +42,8 @@ final class Mamba2MixerTests: XCTestCase {
                 let s = seed &+ UInt64(17 * i)
                 let limits: [(Float, Float)] = [(0, .infinity), (0.05, 0.5)]
                 for (lo, hi) in limits {
-                    let (scan, x, dt, b, c, state) = randomScan(l: l, h: h, p: p, n: n, g: g, seed: s, limit: (lo, hi))
-                    var (s1, s2) = (state, state)
-                    let fast = scan.forward(x: x, dtRaw: dt, b: b, c: c, s: &s1, Parallelism(threads: 2))
-                    let ref = scan.reference(x: x, dtRaw: dt, b: b, c: c, s: &s2)
-                    let what = "L\(l) H\(h) P\(p) N\(n) G\(g) limit \(lo)...\(hi) scalar \(scalar) seed \(seed)"
-                    XCTAssertLessThan(maxAbsDifference(fast.storage, ref.storage), 1e-5 * max(1, ref.absMax), what)
-                    XCTAssertLessThan(maxAbsDifference(s1, s2), 1e-5 * max(1, Tensor(shape: [s2.count], storage: s2).absMax), what)
+                    assertScanMatchesReference(l: l, h: h, p: p, n: n, g: g, seed: s, limit: (lo, hi), form: .auto, tolerance: 1e-5,
+                                               "scalar \(scalar) seed \(seed)")
                 }
             }
         }
@@ -52,14 +61,8 @@ final class Mamba2MixerTests: XCTestCase {
                 let s = seed &+ UInt64(31 * i)
                 for (lo, hi) in [(Float(0), Float.infinity), (0.05, 0.5), (0.001, 0.02)] {
                     for zeroState in [false, true] {
-                        let (scan, x, dt, b, c, state) = randomScan(l: l, h: h, p: p, n: n, g: g, seed: s, limit: (lo, hi))
-                        var s1 = zeroState ? [Float](repeating: 0, count: state.count) : state
-                        var s2 = s1
-                        let chunked = scan.forward(x: x, dtRaw: dt, b: b, c: c, s: &s1, Parallelism(threads: 2), form: .chunked)
-                        let ref = scan.reference(x: x, dtRaw: dt, b: b, c: c, s: &s2)
-                        let what = "L\(l) H\(h) P\(p) N\(n) G\(g) limit \(lo)...\(hi) zero state \(zeroState) level \(level) seed \(seed)"
-                        XCTAssertLessThan(maxAbsDifference(chunked.storage, ref.storage), 1e-4 * max(1, ref.absMax), what)
-                        XCTAssertLessThan(maxAbsDifference(s1, s2), 1e-4 * max(1, Tensor(shape: [s2.count], storage: s2).absMax), what)
+                        assertScanMatchesReference(l: l, h: h, p: p, n: n, g: g, seed: s, limit: (lo, hi), form: .chunked, zeroState: zeroState,
+                                                   tolerance: 1e-4, "level \(level) seed \(seed)")
                     }
                 }
             }
