@@ -87,15 +87,17 @@ extension SSDScan {
                             // C Bᵀ with the causal mask (zero above the diagonal).
                             BLAS.gemm(m: rows, n: rows, k: n, cGroup, lda: ldc, bGroup, ldb: ldb, transposeB: true, into: cbt, ldc: q)
                             for i in 0..<rows { for j in (i + 1)..<rows { cbt[i * q + j] = 0 } }
-                            // inter = C s_inᵀ; intra = (C Bᵀ ∘ causal) xs, in two row halves so that the zero
-                            // block above the diagonal is skipped (a quarter of its work).
+                            // inter = C s_inᵀ; intra = (C Bᵀ ∘ causal) xs, in four blocks of rows, each over the
+                            // columns up to its last row, so that the zero blocks above the diagonal are skipped
+                            // (3/8 of the work; measured 3% faster than two halves in five alternated pairs).
                             if !zeroState {
                                 BLAS.gemm(m: rows, n: cols, k: n, cGroup, lda: ldc, state, ldb: n, transposeB: true, into: inter, ldc: width)
                             }
-                            let half = rows / 2
-                            BLAS.gemm(m: half, n: cols, k: half, cbt, lda: q, scratch.xs + k0, ldb: width, transposeB: false, into: intra, ldc: width)
-                            BLAS.gemm(m: rows - half, n: cols, k: rows, cbt + half * q, lda: q, scratch.xs + k0, ldb: width, transposeB: false,
-                                      into: intra + half * width, ldc: width)
+                            for part in 0..<4 {
+                                let (r0, r1) = (rows * part / 4, rows * (part + 1) / 4)
+                                BLAS.gemm(m: r1 - r0, n: cols, k: r1, cbt + r0 * q, lda: q, scratch.xs + k0, ldb: width, transposeB: false,
+                                          into: intra + r0 * width, ldc: width)
+                            }
                             // y = diag(exp(cum)) inter + diag(exp(cum - r)) intra + D x.
                             var output = mq_ssd_chunk_output_args(
                                 rows: Int32(rows), heads: Int32(last - first), head_dim: Int32(p), q: Int32(q), inter: zeroState ? nil : UnsafePointer(inter),
