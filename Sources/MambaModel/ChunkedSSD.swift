@@ -71,10 +71,10 @@ extension SSDScan {
                     for t0 in stride(from: 0, to: l, by: q) {
                         let rows = min(q, l - t0)
                         scratch.decays(a: a[headRange], dt: dp.value + t0 * h + h0, ldd: h, rows: rows)
-                        var inputs = mq_ssd_chunk_inputs_args(
+                        var scaled = mq_ssd_chunk_inputs_args(
                             rows: Int32(rows), heads: Int32(count), head_dim: Int32(p), q: Int32(q), x: xp.value + t0 * ldx + h0 * p, ldx: Int32(ldx),
                             dt: dp.value + t0 * h + h0, ldd: Int32(h), e_neg: scratch.eNeg, to_end: scratch.toEnd, xs: scratch.xs, xe: scratch.xe)
-                        mq_ssd_chunk_inputs_f32(&inputs)
+                        mq_ssd_chunk_inputs_f32(&scaled)
                         // The heads of one group at a time (a thread's range may start or end inside a group).
                         var first = h0
                         while first < headRange.upperBound {
