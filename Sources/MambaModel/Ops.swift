@@ -124,14 +124,6 @@ public protocol ScanInputOp: Sendable {
     func forward(_ activation: inout Tensor, columns: Range<Int>, site: Site)
 }
 
-extension ScanInputOp {
-    public func forward(_ activation: inout Tensor, columns: Range<Int>, site: Site) {
-        var part = activation.columns(columns)
-        forward(&part, site: site)
-        activation.setColumns(columns, from: part)
-    }
-}
-
 // MARK: - Float ops
 
 public struct FloatLinear: LinearOp {
