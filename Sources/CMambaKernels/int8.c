@@ -27,7 +27,7 @@ static int detected_level(void) {
         int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
         int vnni = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                    __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
-        cached = vnni ? 2 : (avx2 ? 1 : 0);
+        cached = vnni ? (mq_amx_usable() ? 3 : 2) : (avx2 ? 1 : 0);
     }
     return cached;
 #else
@@ -350,7 +350,7 @@ void mq_gemm_s8_reference(int m, int n, int k, const int8_t *a, int lda, const i
 
 // Row i's finished floats y[0, cols) of output columns j0.. where g->quantized_columns splits the
 // output: the columns before its range to c, its range to its q as int8, the rest to its `after`.
-static void store_row_split(const mq_gemm_s8_args *g, int i, int j0, int cols, const float *y) {
+void mq_s8_store_row_split(const mq_gemm_s8_args *g, int i, int j0, int cols, const float *y) {
     const mq_s8_column_quantizer *qc = g->quantized_columns;
     for (int j = 0; j < cols;) {
         const int col = j0 + j;
@@ -386,7 +386,7 @@ static inline void store_block(const mq_gemm_s8_args *g, int i0, int mr, int j0,
             for (int j = 0; j < cols; j++) y[j] = (float)sums[r][j] * as * ws[j];
             if (g->bias)
                 for (int j = 0; j < cols; j++) y[j] += g->bias[j0 + j];
-            store_row_split(g, i, j0, cols, y);
+            mq_s8_store_row_split(g, i, j0, cols, y);
             continue;
         }
         float *c = g->c + (size_t)i * g->ldc + j0;
@@ -399,6 +399,10 @@ static inline void store_block(const mq_gemm_s8_args *g, int i0, int mr, int j0,
             for (int j = 0; j < cols; j++) c[j] = (float)sums[r][j] * as * ws[j];
         }
     }
+}
+
+void mq_s8_store_block(const mq_gemm_s8_args *g, int i0, int mr, int j0, int32_t sums[][MQ_S8_PANEL]) {
+    store_block(g, i0, mr, j0, sums);
 }
 
 static void gemm_scalar(const mq_gemm_s8_args *g) {
@@ -684,32 +688,15 @@ MQ_VNNI __attribute__((always_inline)) static inline void block_vnni(
             step_vnni(acc, a, lda, flipped, s, w, MR, NP);
         }
     }
-    // The epilogue in registers: the 128 * col_sum correction, then the raw sums or
-    // acc * a_scale[i] * w_scale[j] (+ bias[j]), masked to the columns below n.
+    // The 128 * col_sum correction, then the shared epilogue (int8_internal.h).
     for (int q = 0; q < NP; q++) {
         const int j = j0 + q * MQ_S8_PANEL;
         const int cols = g->n - j < MQ_S8_PANEL ? g->n - j : MQ_S8_PANEL;
         const __mmask16 mask = (__mmask16)((1u << cols) - 1);
         const __m512i correction = _mm512_slli_epi32(_mm512_maskz_loadu_epi32(mask, g->col_sums + j), 7);
-        if (g->acc) {
-            for (int r = 0; r < MR; r++)
-                _mm512_mask_storeu_epi32(g->acc + (size_t)(i0 + r) * g->ldacc + j, mask, _mm512_sub_epi32(acc[r][q], correction));
-            continue;
-        }
-        const __m512 ws = _mm512_maskz_loadu_ps(mask, g->w_scale + j);
-        const __m512 bias = g->bias ? _mm512_maskz_loadu_ps(mask, g->bias + j) : _mm512_setzero_ps(); // y + 0 = y
-        // (acc * a_scale) * w_scale + bias, unfused, so every path rounds alike (store_block).
-        for (int r = 0; r < MR; r++) {
-            const __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][q], correction));
-            const __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(v, _mm512_set1_ps(g->a_scale[i0 + r])), ws), bias);
-            if (g->quantized_columns) {
-                float row[MQ_S8_PANEL];
-                _mm512_storeu_ps(row, y);
-                store_row_split(g, i0 + r, j, cols, row);
-            } else {
-                _mm512_mask_storeu_ps(g->c + (size_t)(i0 + r) * g->ldc + j, mask, y);
-            }
-        }
+        __m512i sums[6];
+        for (int r = 0; r < MR; r++) sums[r] = _mm512_sub_epi32(acc[r][q], correction);
+        mq_store_panel_rows_vnni(g, i0, MR, j, sums);
     }
 }
 
@@ -775,6 +762,12 @@ void mq_gemm_s8(const mq_gemm_s8_args *args) {
     if (args->m <= 0 || args->panel_begin >= args->panel_end) return;
 #if MQ_X86
     switch (mq_s8_level()) {
+    case 3:
+        // Below a tile's rows (decode) the product is bound by the weights' bytes, which VNNI
+        // streams as fast without the tiles' set-up and a's copy.
+        if (args->m >= MQ_AMX_MIN_ROWS) mq_gemm_s8_amx(args);
+        else gemm_vnni(args);
+        return;
     case 2: gemm_vnni(args); return;
     case 1: gemm_avx2(args); return;
     default: break;
@@ -833,12 +826,12 @@ double mq_s8_peak_gops(double seconds) {
 #if MQ_X86
     const int level = mq_s8_level();
     if (level == 0) return 0;
-    const double macs_per_iteration = level == 2 ? 12.0 * 64 : 8.0 * 16;
+    const double macs_per_iteration = level == 3 ? 4.0 * 16384 : level == 2 ? 12.0 * 64 : 8.0 * 16;
     long iterations = 1 << 16;
     volatile double sink = 0;
     for (;;) {
         const double t0 = now_seconds();
-        sink += level == 2 ? peak_vnni(iterations) : peak_avx2(iterations);
+        sink += level == 3 ? mq_amx_peak(iterations) : level == 2 ? peak_vnni(iterations) : peak_avx2(iterations);
         const double t = now_seconds() - t0;
         if (t >= seconds || iterations > (1L << 40)) return 2.0 * macs_per_iteration * (double)iterations / t / 1e9;
         iterations *= 2;

@@ -3,6 +3,7 @@
 #ifndef MQ_INT8_INTERNAL_H
 #define MQ_INT8_INTERNAL_H
 
+#include "mamba_int8.h"
 #include "simd_math.h"
 #include <stddef.h>
 #include <stdint.h>
@@ -20,6 +21,14 @@ static inline size_t mq_panel_bytes(int k, int weight_bits) {
 /// One int4 panel (mq_s4_pack) back to the int8 panel layout: 16 * mq_s4_padded_k(k) bytes (the
 /// paths that read a panel many times from a scratch copy: scalar, the AVX2 int16 form).
 void mq_s4_unpack_panel(const uint8_t *panel4, int k, int8_t *out);
+
+/// Rows i0..i0+mr-1 of the 16 output columns from j0 (one panel), exact int32 sums, written as
+/// raw int32 or through the float epilogue (int8.c; the scalar and AVX2 GEMMs' store).
+void mq_s8_store_block(const mq_gemm_s8_args *g, int i0, int mr, int j0, int32_t sums[][MQ_S8_PANEL]);
+
+/// Row i's finished floats y[0, cols) of output columns j0.. where g->quantized_columns splits
+/// the output (mamba_int8.h, mq_s8_column_quantizer).
+void mq_s8_store_row_split(const mq_gemm_s8_args *g, int i, int j0, int cols, const float *y);
 
 /// Scratch for one unpacked int4 panel (NULL for int8 weights, which are read in place). The paths
 /// that read a panel from memory many times unpack it once per call into this.
@@ -101,6 +110,71 @@ MQ_VNNI static inline __m512i mq_s4_low_vnni(__m512i v) {
 MQ_VNNI static inline __m512i mq_s4_high_vnni(__m512i v) {
     return _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0F)), _mm512_set1_epi8(8));
 }
+
+/// 16 floats quantized as mq_quantize_rows_s8 does (x * inv, clamped to +-q, rounded half away
+/// from zero: roundscale rounds ties to even, and where |v - r| is exactly 0.5 the tie goes away).
+MQ_VNNI static inline __m128i mq_quantize16_vnni(__m512 x, __m512 inv, __m512 q) {
+    __m512 v = _mm512_mul_ps(x, inv);
+    v = _mm512_min_ps(_mm512_max_ps(v, _mm512_sub_ps(_mm512_setzero_ps(), q)), q);
+    const __m512 r = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 half = _mm512_set1_ps(0.5f);
+    const __mmask16 tie = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(v, r)), half, _CMP_EQ_OQ);
+    const __m512 away = _mm512_add_ps(v, _mm512_castsi512_ps(_mm512_or_si512(
+        _mm512_castps_si512(half), _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32((int32_t)0x80000000u)))));
+    return _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mask_blend_ps(tie, r, away)));
+}
+
+/// mq_s8_store_block in registers (the VNNI and AMX GEMMs): mr rows of one panel's exact sums, from
+/// row i0 and output column j, as raw int32 or as acc * a_scale[i] * w_scale[j] (+ bias[j]),
+/// unfused so that every path rounds alike, masked to the columns below n. Where the output is
+/// split (g->quantized_columns) a panel inside one part is stored there in registers, as int8 in
+/// the quantized range (in_proj's x for the int8 conv: a call per row and panel cost Mamba-2's
+/// in_proj twice its product); a panel across a boundary goes through mq_s8_store_row_split.
+MQ_VNNI __attribute__((always_inline)) static inline void mq_store_panel_rows_vnni(
+    const mq_gemm_s8_args *g, int i0, int mr, int j, const __m512i *sums) {
+    const int cols = g->n - j < MQ_S8_PANEL ? g->n - j : MQ_S8_PANEL;
+    const __mmask16 mask = (__mmask16)((1u << cols) - 1);
+    if (g->acc) {
+        for (int r = 0; r < mr; r++) _mm512_mask_storeu_epi32(g->acc + (size_t)(i0 + r) * g->ldacc + j, mask, sums[r]);
+        return;
+    }
+    const __m512 ws = _mm512_maskz_loadu_ps(mask, g->w_scale + j);
+    const __m512 bias = g->bias ? _mm512_maskz_loadu_ps(mask, g->bias + j) : _mm512_setzero_ps(); // y + 0 = y
+    const mq_s8_column_quantizer *qc = g->quantized_columns;
+    // The panel's part: c (also without a split), the quantized range, `after`, or across a boundary.
+    enum { to_c, to_q, to_after, split } part = to_c;
+    if (qc) part = j + cols <= qc->begin ? to_c : (j >= qc->begin && j + cols <= qc->end) ? to_q : j >= qc->end ? to_after : split;
+    for (int r = 0; r < mr; r++) {
+        const int i = i0 + r;
+        const __m512 v = _mm512_cvtepi32_ps(sums[r]);
+        const __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(v, _mm512_set1_ps(g->a_scale[i])), ws), bias);
+        switch (part) {
+        case to_c: _mm512_mask_storeu_ps(g->c + (size_t)i * g->ldc + j, mask, y); break;
+        case to_after: _mm512_mask_storeu_ps(qc->after + (size_t)i * qc->ldafter + (j - qc->end), mask, y); break;
+        case to_q:
+            _mm_mask_storeu_epi8(qc->q + (size_t)i * qc->ldq + (j - qc->begin), mask,
+                                 mq_quantize16_vnni(y, _mm512_set1_ps(qc->inv_scale), _mm512_set1_ps((float)qc->qmax)));
+            break;
+        case split: {
+            float row[MQ_S8_PANEL];
+            _mm512_storeu_ps(row, y);
+            mq_s8_store_row_split(g, i, j, cols, row);
+            break;
+        }
+        }
+    }
+}
+
+/// Rows from which mq_gemm_s8 takes the AMX tiles on a CPU that has them (level 3).
+#define MQ_AMX_MIN_ROWS 16
+
+/// The CPU has AMX-TILE and AMX-INT8 and the kernel granted this process the tile state
+/// (int8_amx.c; asked once).
+int mq_amx_usable(void);
+/// The packed GEMM on AMX tiles (int8_amx.c).
+void mq_gemm_s8_amx(const mq_gemm_s8_args *args);
+/// `iterations` rounds of four independent TDPBSSD (the AMX roofline of mq_s8_peak_gops).
+double mq_amx_peak(long iterations);
 
 /// out[i, t] = a[i, t] xor 0x80 = a + 128 as unsigned, rows of kp bytes (vpdpbusd's unsigned operand).
 void mq_s8_flip_rows(const int8_t *a, int m, int kp, int lda, int8_t *out);

@@ -11,10 +11,10 @@ extension ModelPreset: ExpressibleByArgument {}
 
 /// `bench --int8-path`: the int8 kernels' best path on this CPU, or a weaker one forced.
 enum Int8PathChoice: String, CaseIterable, ExpressibleByArgument {
-    case auto, avx2, scalar
+    case auto, vnni, avx2, scalar
 
     /// mq_s8_set_max_level's level (-1: no cap).
-    var level: Int32 { switch self { case .auto: -1; case .avx2: 1; case .scalar: 0 } }
+    var level: Int32 { switch self { case .auto: -1; case .vnni: 2; case .avx2: 1; case .scalar: 0 } }
 }
 
 struct BenchCommand: ParsableCommand {

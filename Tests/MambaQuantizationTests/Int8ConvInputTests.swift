@@ -37,7 +37,8 @@ final class Int8ConvInputTests: XCTestCase {
     /// 16-column panels, one row (decode's kernels) and many, the panels in one call or two.
     func testColumnsQuantizedInTheEpilogueAreTheFloatsQuantized() {
         var rng = SeededRandom(seed: freshSeed())
-        for (m, n, k, begin, end) in [(1, 51, 45, 5, 37), (7, 100, 67, 0, 48), (19, 83, 130, 32, 83), (3, 40, 8, 17, 18), (6, 64, 36, 16, 48)] {
+        for (m, n, k, begin, end) in [(1, 51, 45, 5, 37), (7, 100, 67, 0, 48), (19, 83, 130, 32, 83), (3, 40, 8, 17, 18), (6, 64, 36, 16, 48),
+                                         (40, 100, 64, 16, 80), (33, 70, 96, 7, 64)] {
             let kp = Int(mq_s8_padded_k(Int32(k)))
             var a = [Int8](repeating: 0, count: m * kp)
             let values = randomInt8(m * k, &rng)
@@ -89,6 +90,36 @@ final class Int8ConvInputTests: XCTestCase {
                         if q.count >= 16 { XCTAssertTrue(q.contains { $0 == 127 || $0 == -127 } && q.contains { $0 != 0 && abs(Int($0)) < 127 }, context) }
                     }
                 }
+            }
+        }
+    }
+
+    /// Ties round away from zero in the epilogue's quantization as in mq_quantize_rows_s8 (the
+    /// registers' rounding is to even): unit scales and an inverse scale of 0.5 make every odd sum
+    /// a tie, on every path, one row and past the AMX threshold.
+    func testQuantizedColumnsRoundTiesAwayFromZero() {
+        var rng = SeededRandom(seed: freshSeed())
+        for m in [1, 5, 37] {
+            let (n, k) = (48, 8)
+            let a = randomInt8(m * k, &rng, limit: 3)
+            var packed = [Int8](repeating: 0, count: mq_s8_packed_bytes(Int32(n), Int32(k)))
+            var sums = [Int32](repeating: 0, count: n)
+            let w = randomInt8(n * k, &rng, limit: 3)
+            mq_s8_pack(w, Int32(n), Int32(k), Int32(k), &packed, &sums)
+            var acc = [Int32](repeating: 0, count: m * n)
+            mq_gemm_s8_reference(Int32(m), Int32(n), Int32(k), a, Int32(k), w, Int32(k), &acc, Int32(n))
+            let want = acc.map { Int8(($0 < 0 ? -1 : 1) * ((abs(Int($0)) + 1) / 2)) }   // |acc| / 2, halves away from zero
+            XCTAssertTrue(acc.contains { $0 % 2 != 0 }, "some sums are ties")
+            KernelPaths.forEachInt8Level { level in
+                var q = [Int8](repeating: 99, count: m * n)
+                var none: [Float] = []
+                q.withUnsafeMutableBufferPointer { qp in
+                    let quantizer = mq_s8_column_quantizer(begin: 0, end: Int32(n), inv_scale: 0.5, qmax: 127, q: qp.baseAddress, ldq: Int32(n),
+                                                           after: nil, ldafter: 0)
+                    gemm(m: m, n: n, k: k, a: a, packed: packed, sums: sums, aScale: [Float](repeating: 1, count: m),
+                         wScale: [Float](repeating: 1, count: n), bias: nil, panels: [0..<3], quantizer: quantizer, c: &none)
+                }
+                XCTAssertEqual(q, want, "m \(m) level \(level)")
             }
         }
     }

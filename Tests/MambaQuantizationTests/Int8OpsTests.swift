@@ -9,35 +9,37 @@ import TestSupport
 import XCTest
 
 /// The int8 kernels (CMambaKernels/int8.c) against their plain definitions on random data, every
-/// path this CPU has (scalar, AVX2, AVX-512 VNNI), and the int8 model against the reference path.
+/// path this CPU has (scalar, AVX2, AVX-512 VNNI, AMX), and the int8 model against the reference path.
 /// `count` values uniform in [-limit, limit] (never -128: the kernels' contract); Int8ConvInputTests
 /// uses it too.
 func randomInt8(_ count: Int, _ rng: inout SeededRandom, limit: Int = 127) -> [Int8] {
     (0..<count).map { _ in Int8(Int(rng.next() % UInt64(2 * limit + 1)) - limit) }
 }
 
-final class Int8OpsTests: XCTestCase {
-
-    /// The raw int32 sums of mq_gemm_s8 over the given panel ranges (a has row stride padded K).
-    func accumulators(m: Int, n: Int, k: Int, a: [Int8], packed: [Int8], sums: [Int32], panels: [Range<Int32>], weightBits: Int32 = 8) -> [Int32] {
-        var got = [Int32](repeating: -1, count: m * n)
-        a.withUnsafeBufferPointer { ap in
-            packed.withUnsafeBufferPointer { pp in
-                sums.withUnsafeBufferPointer { sp in
-                    got.withUnsafeMutableBufferPointer { gp in
-                        for r in panels {
-                            var args = mq_gemm_s8_args(
-                                m: Int32(m), n: Int32(n), k: Int32(k), a: ap.baseAddress, lda: mq_s8_padded_k(Int32(k)), packed: pp.baseAddress,
-                                col_sums: sp.baseAddress, panel_begin: r.lowerBound, panel_end: r.upperBound, a_scale: nil, w_scale: nil,
-                                bias: nil, c: nil, ldc: 0, acc: gp.baseAddress, ldacc: Int32(n), weight_bits: weightBits, quantized_columns: nil)
-                            mq_gemm_s8(&args)
-                        }
+/// The raw int32 sums of `gemm` (mq_gemm_s8, or one of its paths) over the given panel ranges (a
+/// has row stride padded K); Int8AMXTests uses it too.
+func int8Accumulators(m: Int, n: Int, k: Int, a: [Int8], packed: [Int8], sums: [Int32], panels: [Range<Int32>], weightBits: Int32 = 8,
+                      gemm: (UnsafePointer<mq_gemm_s8_args>) -> Void = { mq_gemm_s8($0) }) -> [Int32] {
+    var got = [Int32](repeating: -1, count: m * n)
+    a.withUnsafeBufferPointer { ap in
+        packed.withUnsafeBufferPointer { pp in
+            sums.withUnsafeBufferPointer { sp in
+                got.withUnsafeMutableBufferPointer { gp in
+                    for r in panels {
+                        var args = mq_gemm_s8_args(
+                            m: Int32(m), n: Int32(n), k: Int32(k), a: ap.baseAddress, lda: mq_s8_padded_k(Int32(k)), packed: pp.baseAddress,
+                            col_sums: sp.baseAddress, panel_begin: r.lowerBound, panel_end: r.upperBound, a_scale: nil, w_scale: nil,
+                            bias: nil, c: nil, ldc: 0, acc: gp.baseAddress, ldacc: Int32(n), weight_bits: weightBits, quantized_columns: nil)
+                        gemm(&args)
                     }
                 }
             }
         }
-        return got
     }
+    return got
+}
+
+final class Int8OpsTests: XCTestCase {
 
     /// Exact int32 sums on odd shapes (M = 1, 3, 17; K not a multiple of 32; N not of 16). One row
     /// runs four accumulator chains over k-steps on VNNI: K of 5, 7, 66 and 385 k-steps leaves
@@ -46,7 +48,8 @@ final class Int8OpsTests: XCTestCase {
     func testGEMMAccumulatorsEqualTheReferenceOnEveryPath() {
         var rng = SeededRandom(seed: freshSeed())
         for (m, n, k) in [(1, 37, 45), (3, 16, 32), (17, 33, 67), (17, 100, 129), (7, 64, 258), (13, 48, 3), (2, 1, 1),
-                          (1, 19, 20), (1, 40, 27), (1, 33, 263), (1, 300, 1537), (1, 117, 70), (1, 177, 33)] {
+                          (1, 19, 20), (1, 40, 27), (1, 33, 263), (1, 300, 1537), (1, 117, 70), (1, 177, 33),
+                          (40, 70, 200), (33, 48, 256)] {
             let kp = Int(mq_s8_padded_k(Int32(k)))
             var a = [Int8](repeating: 0, count: m * kp)
             let values = randomInt8(m * k, &rng)
@@ -61,10 +64,10 @@ final class Int8OpsTests: XCTestCase {
             let panels = Int32((n + 15) / 16)
             KernelPaths.forEachInt8Level { level in
                 // Two calls over disjoint panel ranges, as the threads make them.
-                let got = accumulators(m: m, n: n, k: k, a: a, packed: packed, sums: sums, panels: [0..<(panels / 2), (panels / 2)..<panels])
+                let got = int8Accumulators(m: m, n: n, k: k, a: a, packed: packed, sums: sums, panels: [0..<(panels / 2), (panels / 2)..<panels])
                 XCTAssertEqual(got, reference, "m \(m) n \(n) k \(k) level \(level)")
                 // One row reads several panels at once (MQ_ROW_STREAMS, AVX2): the whole range in one call too.
-                let whole = accumulators(m: m, n: n, k: k, a: a, packed: packed, sums: sums, panels: [0..<panels])
+                let whole = int8Accumulators(m: m, n: n, k: k, a: a, packed: packed, sums: sums, panels: [0..<panels])
                 XCTAssertEqual(whole, reference, "m \(m) n \(n) k \(k) level \(level), one call")
             }
         }
@@ -77,7 +80,7 @@ final class Int8OpsTests: XCTestCase {
     func testInt4GEMMAccumulatorsEqualTheReferenceOnEveryPath() {
         var rng = SeededRandom(seed: freshSeed())
         for (m, n, k) in [(1, 37, 45), (3, 16, 36), (5, 33, 67), (17, 100, 129), (7, 64, 258), (13, 48, 3), (2, 1, 1), (1, 300, 1536),
-                          (1, 21, 24), (1, 35, 100), (1, 17, 1544), (1, 117, 72), (1, 177, 40)] {
+                          (1, 21, 24), (1, 35, 100), (1, 17, 1544), (1, 117, 72), (1, 177, 40), (40, 70, 200)] {
             let kp = Int(mq_s8_padded_k(Int32(k)))
             let extreme = rng.next() % 3 == 0
             var a = [Int8](repeating: 0, count: m * kp)
@@ -94,9 +97,9 @@ final class Int8OpsTests: XCTestCase {
             let panels = Int32((n + 15) / 16)
             XCTAssertEqual(half.count, Int(panels) * 16 * ((k + 7) / 8 * 8) / 2, "int4 panels: half a byte per value, K padded to 8")
             KernelPaths.forEachInt8Level { level in
-                let got = accumulators(m: m, n: n, k: k, a: a, packed: half, sums: sums, panels: [0..<(panels / 2), (panels / 2)..<panels], weightBits: 4)
+                let got = int8Accumulators(m: m, n: n, k: k, a: a, packed: half, sums: sums, panels: [0..<(panels / 2), (panels / 2)..<panels], weightBits: 4)
                 XCTAssertEqual(got, reference, "m \(m) n \(n) k \(k) extreme \(extreme) level \(level)")
-                let whole = accumulators(m: m, n: n, k: k, a: a, packed: half, sums: sums, panels: [0..<panels], weightBits: 4)
+                let whole = int8Accumulators(m: m, n: n, k: k, a: a, packed: half, sums: sums, panels: [0..<panels], weightBits: 4)
                 XCTAssertEqual(whole, reference, "m \(m) n \(n) k \(k) extreme \(extreme) level \(level), one call")
             }
         }
@@ -274,7 +277,7 @@ final class Int8OpsTests: XCTestCase {
         var sums = [Int32](repeating: 0, count: n)
         mq_s8_pack(w, Int32(n), Int32(k), Int32(k), &packed, &sums)
         KernelPaths.forEachInt8Level { level in
-            let got = accumulators(m: m, n: n, k: k, a: a, packed: packed, sums: sums, panels: [0..<2])
+            let got = int8Accumulators(m: m, n: n, k: k, a: a, packed: packed, sums: sums, panels: [0..<2])
             XCTAssertEqual(got, reference, "m \(m) level \(level)")
         }
     }

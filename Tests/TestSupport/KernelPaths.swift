@@ -8,7 +8,7 @@ import Foundation
 public enum KernelPaths {
     private static let lock = NSRecursiveLock()
 
-    /// `body` once per int8 path this CPU runs (0 scalar, 1 AVX2, 2 AVX-512 VNNI), with the path
+    /// `body` once per int8 path this CPU runs (0 scalar, 1 AVX2, 2 AVX-512 VNNI, 3 AMX), with the path
     /// forced for its duration.
     public static func forEachInt8Level(_ body: (Int32) throws -> Void) rethrows {
         lock.lock()

@@ -1,7 +1,8 @@
 // Int8 kernels of the quantized runtime (docs/DESIGN.md section 3): activation quantization and an
-// int8 x int8 -> int32 GEMM with a float epilogue. Three paths chosen at run time, all exact in
-// int32: AVX-512 VNNI (vpdpbusd on a+128 with a column-sum correction), AVX2 (the sign trick:
-// vpsignb + vpmaddubsw + vpmaddwd), and portable scalar code. mq_gemm_s8_reference is the plain
+// int8 x int8 -> int32 GEMM with a float epilogue. Four paths chosen at run time, all exact in
+// int32: Intel AMX tiles (TDPBSSD, for products of 16 rows or more; VNNI below), AVX-512 VNNI
+// (vpdpbusd on a+128 with a column-sum correction), AVX2 (the sign trick: vpsignb + vpmaddubsw +
+// vpmaddwd), and portable scalar code. mq_gemm_s8_reference is the plain
 // definition the tests compare every path with.
 #ifndef MAMBA_INT8_H
 #define MAMBA_INT8_H
@@ -17,7 +18,8 @@ extern "C" {
 #define MQ_S8_PANEL 16
 #define MQ_S8_KSTEP 4
 
-/// 0 scalar, 1 AVX2, 2 AVX-512 VNNI: the best path this CPU has, capped by mq_s8_set_max_level.
+/// 0 scalar, 1 AVX2, 2 AVX-512 VNNI, 3 AMX (and VNNI): the best path this CPU has, capped by
+/// mq_s8_set_max_level.
 int mq_s8_level(void);
 /// Caps the path (tests run every path on the same data); -1 removes the cap.
 void mq_s8_set_max_level(int level);
@@ -117,6 +119,10 @@ typedef struct {
 
 /// The packed GEMM over the panels [panel_begin, panel_end), int8 or int4 weights.
 void mq_gemm_s8(const mq_gemm_s8_args *args);
+
+/// mq_gemm_s8's AMX path with each tile instruction done in plain C, on any CPU (the tests'
+/// check of the tiling, the padding and the tails where the CPU has no tiles; slow).
+void mq_gemm_s8_amx_emulated(const mq_gemm_s8_args *args);
 
 /// The compute roofline of the int8 GEMM on this core, in GOP/s (2 per multiply-add): the path's
 /// multiply-add instruction in independent register chains, no memory traffic (vpdpbusd on VNNI;
