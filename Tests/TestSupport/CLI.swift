@@ -1,4 +1,5 @@
 import Foundation
+import MambaTensors
 
 /// Runs the built `mambaquant` binary (the one `swift build --build-tests` put beside the test bundle).
 public struct CLIResult {
@@ -24,6 +25,14 @@ public enum CLI {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: binary)
         p.arguments = arguments
+        // The child runs this process's OpenBLAS kernels. Where OpenBLAS chose a weak core the
+        // command re-executes itself with a better one (MambaTensors/BLASCore.swift: Debian's
+        // OpenBLAS runs "Prescott" on an Emerald Rapids Xeon), whose sgemm rounds differently, and
+        // a test that compares a command's floats with the same work done in this process failed
+        // there in the last bits.
+        var environment = ProcessInfo.processInfo.environment
+        if environment["OPENBLAS_CORETYPE"] == nil { environment["OPENBLAS_CORETYPE"] = BLASCore.current }
+        p.environment = environment
         // Files rather than pipes: a chatty child can never block on a full pipe.
         let base = NSTemporaryDirectory() + "/mambaquant-cli-\(UUID().uuidString)"
         _ = FileManager.default.createFile(atPath: base + ".out", contents: nil)
