@@ -56,7 +56,7 @@ static int mq_amx_prepare(const mq_gemm_s8_args *g, mq_amx_operands *o) {
     o->a = aligned_alloc(64, a_bytes);
     if (o->a) memset(o->a, 0, a_bytes);
     const int in_place = g->weight_bits != 4 && kp % MQ_AMX_K == 0;
-    o->scratch = in_place ? NULL : malloc((size_t)2 * o->kblocks * MQ_AMX_ROWS * MQ_AMX_K);
+    o->scratch = in_place ? NULL : aligned_alloc(64, (size_t)2 * o->kblocks * MQ_AMX_ROWS * MQ_AMX_K);
     if (!o->a || (!in_place && !o->scratch)) {
         free(o->a);
         free(o->scratch);

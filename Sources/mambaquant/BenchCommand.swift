@@ -48,7 +48,7 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Row counts of the kernel-level GEMM comparison (comma-separated; empty to skip).",
             transform: { $0.isEmpty ? [] : try ArgumentParsing.list(ArgumentParsing.positive(atMost: 1 << 16))($0) })
     var gemmRows: [Int] = [1, 16, 64, 512]
-    @Option(help: "int8 kernel path: auto (the best this CPU has), avx2 or scalar (to measure a CPU without VNNI; pair with OPENBLAS_CORETYPE=Haswell for an AVX2 sgemm).")
+    @Option(help: "int8 kernel path: auto (the best this CPU has), vnni (AVX-512 VNNI without the AMX tiles, on a CPU that has them), avx2 or scalar (to measure a CPU without VNNI; pair with OPENBLAS_CORETYPE=Haswell for an AVX2 sgemm).")
     var int8Path: Int8PathChoice = .auto
     @Flag(help: "Measure float32 under every OpenBLAS core this CPU runs (one child process each) and compare against the fastest.")
     var blasCores = false

@@ -125,8 +125,9 @@ void mq_gemm_s8(const mq_gemm_s8_args *args);
 void mq_gemm_s8_amx_emulated(const mq_gemm_s8_args *args);
 
 /// The compute roofline of the int8 GEMM on this core, in GOP/s (2 per multiply-add): the path's
-/// multiply-add instruction in independent register chains, no memory traffic (vpdpbusd on VNNI;
-/// vpmaddwd + vpaddd, the int16 prefill form, on AVX2), timed for at least `seconds`. 0 on scalar.
+/// multiply-add instruction in independent register chains, no memory traffic (TDPBSSD into four
+/// accumulator tiles on AMX; vpdpbusd on VNNI; vpmaddwd + vpaddd, the int16 prefill form, on AVX2),
+/// timed for at least `seconds`. 0 on scalar.
 double mq_s8_peak_gops(double seconds);
 
 // MARK: Scales per block of K (CMambaKernels/int8_blocked.c)
