@@ -52,9 +52,7 @@ static int mq_amx_prepare(const mq_gemm_s8_args *g, mq_amx_operands *o) {
     o->lda = o->kblocks * MQ_AMX_K;
     const int rows = (g->m + 2 * MQ_AMX_ROWS - 1) / (2 * MQ_AMX_ROWS) * (2 * MQ_AMX_ROWS);
     // Tile rows on 64-byte lines: a row that straddles two lines costs both (unaligned: 6x slower).
-    const size_t a_bytes = (size_t)rows * (size_t)o->lda;
-    o->a = aligned_alloc(64, a_bytes);
-    if (o->a) memset(o->a, 0, a_bytes);
+    o->a = aligned_alloc(64, (size_t)rows * (size_t)o->lda);
     const int in_place = g->weight_bits != 4 && kp % MQ_AMX_K == 0;
     o->scratch = in_place ? NULL : aligned_alloc(64, (size_t)2 * o->kblocks * MQ_AMX_ROWS * MQ_AMX_K);
     if (!o->a || (!in_place && !o->scratch)) {
@@ -62,7 +60,14 @@ static int mq_amx_prepare(const mq_gemm_s8_args *g, mq_amx_operands *o) {
         free(o->scratch);
         return 0;
     }
-    for (int i = 0; i < g->m; i++) memcpy(o->a + (size_t)i * o->lda, g->a + (size_t)i * g->lda, (size_t)kp);
+    // Only the padding is zeroed: a is written once over (zeroing it all first was a memset of
+    // every call's whole copy).
+    for (int i = 0; i < g->m; i++) {
+        int8_t *row = o->a + (size_t)i * o->lda;
+        memcpy(row, g->a + (size_t)i * g->lda, (size_t)kp);
+        memset(row + kp, 0, (size_t)(o->lda - kp));
+    }
+    memset(o->a + (size_t)g->m * o->lda, 0, (size_t)(rows - g->m) * (size_t)o->lda);
     return 1;
 }
 
