@@ -763,8 +763,8 @@ void mq_gemm_s8(const mq_gemm_s8_args *args) {
 #if MQ_X86
     switch (mq_s8_level()) {
     case 3:
-        // Below a tile's rows (decode) the product is bound by the weights' bytes, which VNNI
-        // streams as fast without the tiles' set-up and a's copy.
+        // A few rows (decode) are bound by the weights' bytes, which VNNI streams as fast without
+        // the tiles' set-up and a's copy (MQ_AMX_MIN_ROWS).
         if (args->m >= MQ_AMX_MIN_ROWS) mq_gemm_s8_amx(args);
         else gemm_vnni(args);
         return;

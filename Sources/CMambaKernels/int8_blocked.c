@@ -316,7 +316,7 @@ void mq_gemm_s8_blocked(const mq_gemm_s8_blocked_args *g) {
     if (g->m <= 0 || g->panel_begin >= g->panel_end) return;
 #if MQ_X86
     switch (mq_s8_level()) {
-    case 3:   // the per-block scales' epilogue runs per K block, between the tiles' products: VNNI
+    case 3:   // not on the tiles: each K block's sums would leave them to be scaled (VNNI instead)
     case 2: blocked_vnni(g); return;
     case 1: blocked_avx2(g); return;
     default: break;

@@ -466,7 +466,7 @@ extension QuantizedRuntime: CustomStringConvertible {
         case .reference: return "reference (dequantized float32)"
         case .int8:
             switch mq_s8_level() {
-            case 3: return "int8 (AMX; AVX-512 VNNI below 16 rows)"
+            case 3: return "int8 (AMX; AVX-512 VNNI below 8 rows)"
             case 2: return "int8 (AVX-512 VNNI)"
             case 1: return "int8 (AVX2)"
             default: return "int8 (scalar)"

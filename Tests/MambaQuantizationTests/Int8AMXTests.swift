@@ -6,10 +6,10 @@ import XCTest
 /// The AMX GEMM (CMambaKernels/int8_amx.c): its loop nest over the plain-C tile instructions on
 /// every CPU, and over the hardware tiles where the CPU has them (Int8OpsTests runs every path,
 /// AMX included, on its shapes too). Shapes cover what the tiles pad: M below, at and past 16 and
-/// 32 rows, K short of a 64-byte tile and whole tiles (read in place), an odd panel count (a last
+/// 32 rows (and from 8, where mq_gemm_s8 takes the tiles), K short of a 64-byte tile and whole tiles (read in place), an odd panel count (a last
 /// panel without its pair) and a range starting at an odd panel (the threads' split).
 final class Int8AMXTests: XCTestCase {
-    static let shapes = [(16, 16, 64), (17, 37, 45), (40, 100, 200), (64, 33, 256), (33, 48, 130), (1, 20, 70), (96, 17, 4)]
+    static let shapes = [(16, 16, 64), (17, 37, 45), (40, 100, 200), (64, 33, 256), (33, 48, 130), (1, 20, 70), (96, 17, 4), (9, 40, 100)]
 
     /// Random a [m, padded k] (zero padded), the weights' int8 panels and column sums, and the
     /// definition's sums.
@@ -55,7 +55,7 @@ final class Int8AMXTests: XCTestCase {
         guard mq_s8_level() >= 3 else { throw XCTSkip("this CPU has no AMX tiles (or the kernel did not grant them)") }
         var rng = SeededRandom(seed: freshSeed())
         for int4 in [false, true] {
-            for (m, n, k) in Self.shapes where m >= 16 {
+            for (m, n, k) in Self.shapes where m >= 8 {   // MQ_AMX_MIN_ROWS: mq_gemm_s8 takes the tiles
                 let o = operands(m, n, k, &rng, int4: int4)
                 let panels = Int32((n + 15) / 16)
                 for split in [[0..<panels], [0..<1, 1..<panels]] {

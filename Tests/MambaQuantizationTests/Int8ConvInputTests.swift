@@ -101,15 +101,19 @@ final class Int8ConvInputTests: XCTestCase {
         var rng = SeededRandom(seed: freshSeed())
         for m in [1, 5, 37] {
             let (n, k) = (48, 8)
-            let a = randomInt8(m * k, &rng, limit: 3)
+            // Each row's first value 1 and the others even, so a sum's parity is its weight row's
+            // first value's: odd (a tie) in column 0 always, and in others at random.
+            var a = randomInt8(m * k, &rng, limit: 1).map { 2 * $0 }
+            for i in 0..<m { a[i * k] = 1 }
             var packed = [Int8](repeating: 0, count: mq_s8_packed_bytes(Int32(n), Int32(k)))
             var sums = [Int32](repeating: 0, count: n)
-            let w = randomInt8(n * k, &rng, limit: 3)
+            var w = randomInt8(n * k, &rng, limit: 3)
+            w[0] = 1
             mq_s8_pack(w, Int32(n), Int32(k), Int32(k), &packed, &sums)
             var acc = [Int32](repeating: 0, count: m * n)
             mq_gemm_s8_reference(Int32(m), Int32(n), Int32(k), a, Int32(k), w, Int32(k), &acc, Int32(n))
             let want = acc.map { Int8(($0 < 0 ? -1 : 1) * ((abs(Int($0)) + 1) / 2)) }   // |acc| / 2, halves away from zero
-            XCTAssertTrue(acc.contains { $0 % 2 != 0 }, "some sums are ties")
+            XCTAssertTrue(acc.contains { $0 % 2 != 0 } && acc.contains { $0 % 2 != 0 && $0 < 0 }, "ties of both signs")
             KernelPaths.forEachInt8Level { level in
                 var q = [Int8](repeating: 99, count: m * n)
                 var none: [Float] = []

@@ -1,6 +1,6 @@
 // Int8 kernels of the quantized runtime (docs/DESIGN.md section 3): activation quantization and an
 // int8 x int8 -> int32 GEMM with a float epilogue. Four paths chosen at run time, all exact in
-// int32: Intel AMX tiles (TDPBSSD, for products of 16 rows or more; VNNI below), AVX-512 VNNI
+// int32: Intel AMX tiles (TDPBSSD, for products of 8 rows or more; VNNI below), AVX-512 VNNI
 // (vpdpbusd on a+128 with a column-sum correction), AVX2 (the sign trick: vpsignb + vpmaddubsw +
 // vpmaddwd), and portable scalar code. mq_gemm_s8_reference is the plain
 // definition the tests compare every path with.
