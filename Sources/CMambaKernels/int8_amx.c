@@ -40,9 +40,15 @@ static const int8_t *mq_amx_panel(const mq_gemm_s8_args *g, const mq_amx_operand
     if (!o->scratch) return panel;
     const size_t tile_bytes = (size_t)o->kblocks * MQ_AMX_ROWS * MQ_AMX_K;
     int8_t *out = o->scratch + slot * tile_bytes;
-    memset(out, 0, tile_bytes);
-    if (g->weight_bits == 4) mq_s4_unpack_panel((const uint8_t *)panel, g->k, out);
-    else memcpy(out, panel, stride);
+    // Written once over, then only the rest zeroed (as a's copy in mq_amx_prepare).
+    size_t written = stride;
+    if (g->weight_bits == 4) {
+        mq_s4_unpack_panel((const uint8_t *)panel, g->k, out);
+        written = (size_t)MQ_S8_PANEL * (size_t)mq_s4_padded_k(g->k);
+    } else {
+        memcpy(out, panel, stride);
+    }
+    memset(out + written, 0, tile_bytes - written);
     return out;
 }
 
