@@ -104,22 +104,29 @@ final class OnlineHadamardTests: XCTestCase {
     }
 
     /// The AVX2 path's in-register butterflies (distances 1, 2, 4) do the scalar loop's sums in its
-    /// order, and rows split between threads are rotated alike: the same floats every way.
+    /// order, the AVX-512 path's (and 8) the AVX2 path's sums in its order, and rows split between
+    /// threads are rotated alike: the same floats every way (within rounding against the scalar
+    /// loop where a factor's mix runs with FMAs).
     func testPathsAndThreadsGiveTheSameFloats() {
         var rng = SeededRandom(seed: freshSeed())
-        for n in [8, 16, 40, 96, 384, 1536, 1792] {
+        for n in [8, 16, 40, 80, 96, 384, 1024, 1536, 1792, 2560] {
             let op = OnlineHadamard(signs: (0..<n).map { _ in Float(rng.next() % 2 == 0 ? 1 : -1) }, hadamard: Hadamard(size: n)!)
             let rows = 21
             let x = Tensor(shape: [rows, n], storage: (0..<(rows * n)).map { _ in Float(rng.nextGaussian()) })
-            mq_force_scalar(1)
-            let scalar = op.rotate(x)
-            mq_force_scalar(0)
-            for threads in [1, 2] {
-                let got = op.rotate(x, Parallelism(threads: threads))
-                let tolerance: Float = n % 8 == 0 && Hadamard(size: n)!.factorSize == 1 ? 0 : 1e-6 * max(1, scalar.absMax)
-                XCTAssertLessThanOrEqual(maxAbsDifference(got.storage, scalar.storage), tolerance, "n \(n) threads \(threads)")
-                if threads == 2 { XCTAssertEqual(got, op.rotate(x), "n \(n): threads changed the result") }
+            var byLevel: [Int32: Tensor] = [:]
+            KernelPaths.forEachFloatLevel { level in
+                for threads in [1, 2] {
+                    let got = op.rotate(x, Parallelism(threads: threads))
+                    if let first = byLevel[level] { XCTAssertEqual(got, first, "n \(n) level \(level): threads changed the result") }
+                    byLevel[level] = got
+                }
             }
+            guard let scalar = byLevel[0] else { return XCTFail("no scalar path") }
+            if let avx2 = byLevel[1] {
+                let tolerance: Float = n % 8 == 0 && Hadamard(size: n)!.factorSize == 1 ? 0 : 1e-6 * max(1, scalar.absMax)
+                XCTAssertLessThanOrEqual(maxAbsDifference(avx2.storage, scalar.storage), tolerance, "n \(n) AVX2 against the scalar loop")
+            }
+            if let avx512 = byLevel[2] { XCTAssertEqual(avx512, byLevel[1], "n \(n): AVX-512 against AVX2") }
         }
     }
 }
