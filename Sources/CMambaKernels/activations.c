@@ -48,6 +48,15 @@ MQ_AVX2 static void silu_avx2(const float *x, float *out, size_t n) {
     for (; i < n; i++) out[i] = silu_scalar(x[i]);
 }
 
+MQ_AVX512 static void silu_avx512(const float *x, float *out, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, mq_silu512(_mm512_loadu_ps(x + i)));
+    if (i < n) {
+        const __mmask16 tail = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(out + i, tail, mq_silu512(_mm512_maskz_loadu_ps(tail, x + i)));
+    }
+}
+
 MQ_AVX2 static void softplus_avx2(const float *x, float *out, size_t n) {
     size_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, mq_softplus256(_mm256_loadu_ps(x + i)));
@@ -69,6 +78,7 @@ MQ_AVX2 static void exp_avx2(const float *x, float *out, size_t n) {
 
 void mq_silu_f32(const float *x, float *out, size_t n) {
 #if MQ_X86
+    if (mq_f32_level() >= 2) { silu_avx512(x, out, n); return; }
     if (mq_has_avx2_fma()) { silu_avx2(x, out, n); return; }
 #endif
     for (size_t i = 0; i < n; i++) out[i] = silu_scalar(x[i]);
@@ -112,12 +122,30 @@ MQ_AVX2 static void gate_row_avx2(const float *y, const float *z, const float *s
     }
     for (; j < e; j++) out[j] = gate_scalar(y[j], z[j], s, j);
 }
+
+// mq_silu512's SiLU; with s, silu(s z) / s = z sigmoid(s z) times y, the division by s folded
+// away (the same function, rounded differently from gate_scalar's y / s).
+MQ_AVX512 static void gate_row_avx512(const float *y, const float *z, const float *s, float *out, int e) {
+    for (int j = 0; j < e; j += 16) {
+        const __mmask16 m = e - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (e - j)) - 1);
+        const __m512 zv = _mm512_maskz_loadu_ps(m, z + j), yv = _mm512_maskz_loadu_ps(m, y + j);
+        __m512 g;
+        if (s) {
+            const __m512 sz = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + j), zv);
+            g = _mm512_mul_ps(_mm512_mul_ps(zv, yv), mq_sigmoid512(sz));
+        } else {
+            g = _mm512_mul_ps(mq_silu512(zv), yv);
+        }
+        _mm512_mask_storeu_ps(out + j, m, g);
+    }
+}
 #endif
 
 void mq_gate_rows_f32(const float *y, const float *z, const float *s, float *out, int rows, int e) {
     for (int r = 0; r < rows; r++) {
         const size_t o = (size_t)r * e;
 #if MQ_X86
+        if (mq_f32_level() >= 2) { gate_row_avx512(y + o, z + o, s, out + o, e); continue; }
         if (mq_has_avx2_fma()) { gate_row_avx2(y + o, z + o, s, out + o, e); continue; }
 #endif
         for (int j = 0; j < e; j++) out[o + j] = gate_scalar(y[o + j], z[o + j], s, j);
@@ -165,11 +193,28 @@ MQ_AVX2 static void conv_silu_avx2(const float *history, const float *x, int t0,
         }
     }
 }
+
+// conv_silu_avx2 on 16 lanes (a masked tail instead of the scalar one) with mq_silu512.
+MQ_AVX512 static void conv_silu_avx512(const float *history, const float *x, int t0, int t1, int e, int k, const float *w,
+                                       const float *bias, float *out) {
+    for (int t = t0; t < t1; t++) {
+        float *o = out + (size_t)t * e;
+        for (int c = 0; c < e; c += 16) {
+            const __mmask16 m = e - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (e - c)) - 1);
+            __m512 acc = _mm512_maskz_loadu_ps(m, bias + c);
+            for (int j = 0; j < k; j++)
+                acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + (size_t)j * e + c),
+                                      _mm512_maskz_loadu_ps(m, conv_row(history, x, t + j, k, e) + c), acc);
+            _mm512_mask_storeu_ps(o + c, m, mq_silu512(acc));
+        }
+    }
+}
 #endif
 
 void mq_conv_silu_f32(const float *history, const float *x, int t_begin, int t_end, int e, int k, const float *w,
                       const float *bias, float *out) {
 #if MQ_X86
+    if (mq_f32_level() >= 2) { conv_silu_avx512(history, x, t_begin, t_end, e, k, w, bias, out); return; }
     if (mq_has_avx2_fma()) { conv_silu_avx2(history, x, t_begin, t_end, e, k, w, bias, out); return; }
 #endif
     conv_silu_scalar(history, x, t_begin, t_end, e, k, w, bias, out);

@@ -141,6 +141,28 @@ MQ_AVX512 static inline __m512 mq_softplus512(__m512 v) {
     return _mm512_fmadd_ps(u, p, _mm512_max_ps(v, _mm512_setzero_ps()));
 }
 
+// sigmoid(v) on 16 floats without a division and without overflow: u = exp(-|v|) in (0, 1] as in
+// mq_softplus512 (-|v| log2 e split in two steps; clamped at -104, where u is already 0 in float32),
+// then sigmoid(v) = 1 / (1 + u) for v >= 0 and u / (1 + u) below, the reciprocal from vrcp14ps
+// (14 bits) and one Newton step (about 2^-23 relative: a few ulp from the quotient).
+MQ_AVX512 static inline __m512 mq_sigmoid512(__m512 v) {
+    const __m512 a = _mm512_max_ps(_mm512_or_ps(v, _mm512_set1_ps(-0.0f)), _mm512_set1_ps(-104.0f));   // -|v|
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(a, _mm512_set1_ps(1.44269502162933349609375f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fmsub_ps(a, _mm512_set1_ps(1.44269502162933349609375f), n);
+    r = _mm512_fmadd_ps(a, _mm512_set1_ps(1.925963033500011079e-8f), r);
+    const __m512 u = mq_pow2_512(n, r), one = _mm512_set1_ps(1.0f);
+    const __m512 d = _mm512_add_ps(one, u);
+    __m512 q = _mm512_rcp14_ps(d);
+    q = _mm512_mul_ps(q, _mm512_fnmadd_ps(d, q, _mm512_set1_ps(2.0f)));
+    const __mmask16 negative = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
+    return _mm512_mul_ps(_mm512_mask_mov_ps(one, negative, u), q);
+}
+
+// silu(v) = v sigmoid(v) on 16 floats. Against mq_exp256 and vdivps on 8 lanes (the AVX2 paths):
+// 21 instructions for 16 floats instead of about 40 and no divider (measured in the README).
+MQ_AVX512 static inline __m512 mq_silu512(__m512 v) { return _mm512_mul_ps(v, mq_sigmoid512(v)); }
+
 #else
 #define MQ_X86 0
 #endif

@@ -231,8 +231,9 @@ public struct Mamba2Forward: MixerOp {
         }
         let y = profiled("scan") { scan.forward(xBC: xBC, dtRaw: dt, s: &state.ssm, par) } // [L, E], D skip included
         observer?.observe(y, site: .y, layer: layer)
-        var g = profiled("gate") { gate.forward(y: y, z: z, par) }     // [L, E]: y * silu(z)
-        if let norm { g = profiled("gate") { norm.forward(g) } }         // norm(y * silu(z)) * weight
+        let g = profiled("gate") {                                      // [L, E]: norm(y * silu(z)) * weight, or y * silu(z)
+            norm.map { gate.forward(y: y, z: z, normalizedBy: $0, par) } ?? gate.forward(y: y, z: z, par)
+        }
         return profiled("out_proj") {                                   // [L, D]
             scaled(outProj.forward(g, rotatedBy: outProjRotation, par, observer: observer, site: .outProjInput, layer: layer), multipliers.output)
         }

@@ -103,10 +103,17 @@ public struct QuantizedConvInput: Sendable {
 /// uses S-SiLU (docs/DESIGN.md section 2).
 public protocol GateOp: Sendable {
     func forward(y: Tensor, z: Tensor, _ parallelism: Parallelism) -> Tensor
+    /// norm(forward(y, z)): Mamba-2's gated RMSNorm. The ops here gate and normalize each row in
+    /// one pass while the row is in cache, with the same operations as the two passes.
+    func forward(y: Tensor, z: Tensor, normalizedBy norm: GroupRMSNorm, _ parallelism: Parallelism) -> Tensor
 }
 
 extension GateOp {
     public func forward(y: Tensor, z: Tensor) -> Tensor { forward(y: y, z: z, .serial) }
+
+    public func forward(y: Tensor, z: Tensor, normalizedBy norm: GroupRMSNorm, _ parallelism: Parallelism) -> Tensor {
+        norm.forward(forward(y: y, z: z, parallelism))
+    }
 }
 
 /// Token ids -> [L, D].
@@ -231,26 +238,46 @@ public struct SiLUGate: GateOp {
     public func forward(y: Tensor, z: Tensor, _ parallelism: Parallelism) -> Tensor {
         gateRows(y: y, z: z, smoothing: nil, parallelism)
     }
+
+    public func forward(y: Tensor, z: Tensor, normalizedBy norm: GroupRMSNorm, _ parallelism: Parallelism) -> Tensor {
+        gateRows(y: y, z: z, smoothing: nil, normalizedBy: norm, parallelism)
+    }
 }
 
 /// y * silu(z), or silu(s * z) * (y / s) with a smoothing vector s: rows split between threads.
-public func gateRows(y: Tensor, z: Tensor, smoothing s: [Float]?, _ parallelism: Parallelism) -> Tensor {
+/// With `norm`, each row is normalized right after its gate (one pass over the rows, split between
+/// threads as the gate is; the same kernels, so the same floats as gating every row and then
+/// normalizing every row).
+public func gateRows(y: Tensor, z: Tensor, smoothing s: [Float]?, normalizedBy norm: GroupRMSNorm? = nil,
+                     _ parallelism: Parallelism) -> Tensor {
     precondition(y.shape == z.shape && (s == nil || s!.count == z.cols), "gate: y \(y.shape), z \(z.shape)")
     let e = z.cols
+    precondition(norm.map { e % $0.groups == 0 && $0.weight.count == e } ?? true, "gated norm: \(e) channels, \(norm?.groups ?? 0) groups")
     return Tensor(shape: z.shape) { out in
         y.storage.withUnsafeBufferPointer { yp in
-            z.storage.withUnsafeBufferPointer { zp in
-                let (yv, zv, ov) = (UncheckedSendable(yp.baseAddress!), UncheckedSendable(zp.baseAddress!), UncheckedSendable(out.baseAddress!))
-                func run(_ sp: UncheckedSendable<UnsafePointer<Float>>?) {
-                    parallelism.forEachChunk(z.rows, minimumChunk: 16) { r in
+        z.storage.withUnsafeBufferPointer { zp in
+        (norm?.weight.storage ?? []).withUnsafeBufferPointer { wp in
+            let (yv, zv, ov) = (UncheckedSendable(yp.baseAddress!), UncheckedSendable(zp.baseAddress!), UncheckedSendable(out.baseAddress!))
+            let weight = UncheckedSendable(wp.baseAddress)   // used only with a norm, whose weight has e values
+            func run(_ sp: UncheckedSendable<UnsafePointer<Float>>?) {
+                parallelism.forEachChunk(z.rows, minimumChunk: 16) { r in
+                    guard let norm else {
                         let o = r.lowerBound * e
-                        mq_gate_rows_f32(yv.value + o, zv.value + o, sp?.value, ov.value + o, Int32(r.count), Int32(e))
+                        return mq_gate_rows_f32(yv.value + o, zv.value + o, sp?.value, ov.value + o, Int32(r.count), Int32(e))
+                    }
+                    // Each row gated into a row of scratch (in L1) and normalized from there into the
+                    // output (the norm in place runs 2.5x slower: its loop cannot assume no aliasing).
+                    let gated = UnsafeMutablePointer<Float>.allocate(capacity: e)
+                    defer { gated.deallocate() }
+                    for i in r {
+                        mq_gate_rows_f32(yv.value + i * e, zv.value + i * e, sp?.value, gated, 1, Int32(e))
+                        mq_rmsnorm_f32(gated, 1, Int32(e), Int32(norm.groups), weight.value, norm.eps, ov.value + i * e)
                     }
                 }
-                guard let s else { return run(nil) }
-                s.withUnsafeBufferPointer { run(UncheckedSendable($0.baseAddress!)) }
             }
-        }
+            guard let s else { return run(nil) }
+            s.withUnsafeBufferPointer { run(UncheckedSendable($0.baseAddress!)) }
+        }}}
     }
 }
 
@@ -310,19 +337,14 @@ public func addRowVector(_ x: inout Tensor, _ v: Tensor) {
 public func rmsNorm(_ x: Tensor, weight: Tensor?, eps: Float, groups: Int = 1) -> Tensor {
     let (rows, c) = (x.rows, x.cols)
     precondition(groups > 0 && c % groups == 0 && (weight?.count ?? c) == c, "RMSNorm: \(c) channels, \(groups) groups, weight of \(weight?.count ?? c)")
-    var out = Tensor(zeros: x.shape)
-    x.storage.withUnsafeBufferPointer { xp in
-        out.storage.withUnsafeMutableBufferPointer { op in
-            if let w = weight {
-                w.storage.withUnsafeBufferPointer { wp in
-                    mq_rmsnorm_f32(xp.baseAddress!, Int32(rows), Int32(c), Int32(groups), wp.baseAddress!, eps, op.baseAddress!)
-                }
-            } else {
-                mq_rmsnorm_f32(xp.baseAddress!, Int32(rows), Int32(c), Int32(groups), nil, eps, op.baseAddress!)
+    return Tensor(shape: x.shape) { op in   // every element written
+        x.storage.withUnsafeBufferPointer { xp in
+            guard let weight else { return mq_rmsnorm_f32(xp.baseAddress!, Int32(rows), Int32(c), Int32(groups), nil, eps, op.baseAddress!) }
+            weight.storage.withUnsafeBufferPointer { wp in
+                mq_rmsnorm_f32(xp.baseAddress!, Int32(rows), Int32(c), Int32(groups), wp.baseAddress!, eps, op.baseAddress!)
             }
         }
     }
-    return out
 }
 
 /// `rmsNorm` as a plain loop, one chain per group's sum of squares (what the kernel is tested against).

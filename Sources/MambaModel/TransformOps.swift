@@ -15,6 +15,11 @@ public struct SmoothSiLUGate: GateOp {
         precondition(z.cols == s.count)
         return gateRows(y: y, z: z, smoothing: s, parallelism)   // silu(s z) / s = z * sigmoid(s z)
     }
+
+    public func forward(y: Tensor, z: Tensor, normalizedBy norm: GroupRMSNorm, _ parallelism: Parallelism) -> Tensor {
+        precondition(z.cols == s.count)
+        return gateRows(y: y, z: z, smoothing: s, normalizedBy: norm, parallelism)
+    }
 }
 
 /// The online rotation of out_proj's input (docs/DESIGN.md section 2, R2): g -> (g * signs) H / sqrt(n)

@@ -1,45 +1,68 @@
 import CMambaKernels
+import Foundation
 import MambaModel
 import MambaTensors
 import TestSupport
 import XCTest
 
-/// The fused gate kernel (CMambaKernels/activations.c mq_gate_rows_f32) against the separate passes
-/// it replaced, on both paths and split between threads.
+/// The gate kernel (CMambaKernels/activations.c mq_gate_rows_f32) against its definition in
+/// Double, on every float path and split between threads, and the gated norm (gate and norm in one
+/// pass over the rows) against the two passes.
 final class GateTests: XCTestCase {
-    override func tearDown() { mq_force_scalar(0) }
-
-    /// y * silu(z) and silu(s z) * (y / s), written out with the elementwise SiLU.
-    func definition(y: Tensor, z: Tensor, s: [Float]?) -> Tensor {
+    /// y * silu(z) and silu(s z) * (y / s), in Double.
+    func definition(y: Tensor, z: Tensor, s: [Float]?) -> [Double] {
         let e = z.cols
-        var sz = z
-        if let s { for i in 0..<sz.count { sz.storage[i] *= s[i % e] } }
-        var g = silu(sz)
-        for i in 0..<g.count { g.storage[i] *= s.map { y.storage[i] / $0[i % e] } ?? y.storage[i] }
-        return g
+        return (0..<z.count).map { i in
+            let scale = s.map { Double($0[i % e]) } ?? 1
+            let v = scale * Double(z.storage[i])
+            return v / (1 + Foundation.exp(-v)) * (Double(y.storage[i]) / scale)
+        }
+    }
+
+    func inputs(_ rng: inout SeededRandom, rows: Int, e: Int) -> (y: Tensor, z: Tensor, s: [Float]) {
+        let y = Tensor(shape: [rows, e], storage: (0..<(rows * e)).map { _ in Float(rng.nextGaussian()) })
+        let z = Tensor(shape: [rows, e], storage: (0..<(rows * e)).map { _ in Float(rng.nextGaussian() * 4) })
+        return (y, z, (0..<e).map { _ in Float(rng.nextUnit() * 3 + 0.1) })
     }
 
     func testGateMatchesItsDefinitionOnEveryPath() {
         var rng = SeededRandom(seed: freshSeed())
-        for (rows, e) in [(1, 5), (7, 37), (33, 64), (20, 1536)] {
-            let y = Tensor(shape: [rows, e], storage: (0..<(rows * e)).map { _ in Float(rng.nextGaussian()) })
-            let z = Tensor(shape: [rows, e], storage: (0..<(rows * e)).map { _ in Float(rng.nextGaussian() * 4) })
-            let s = (0..<e).map { _ in Float(rng.nextUnit() * 3 + 0.1) }
+        for (rows, e) in [(1, 5), (7, 37), (33, 64), (3, 100), (20, 1536)] {
+            let (y, z, s) = inputs(&rng, rows: rows, e: e)
             for smoothing in [nil, s] {
                 let want = definition(y: y, z: z, s: smoothing)
-                var results: [Tensor] = []
-                for scalar in [Int32(1), 0] {
-                    mq_force_scalar(scalar)
+                let bound = 1e-6 * max(1, want.map(abs).max()!)
+                KernelPaths.forEachFloatLevel { level in
+                    var results: [Tensor] = []
                     for threads in [1, 2] {
                         let got = smoothing.map { SmoothSiLUGate(s: $0).forward(y: y, z: z, Parallelism(threads: threads)) }
                             ?? SiLUGate().forward(y: y, z: z, Parallelism(threads: threads))
-                        XCTAssertEqual(got.shape, want.shape)
-                        XCTAssertLessThanOrEqual(maxAbsDifference(got.storage, want.storage), 1e-6 * max(1, want.absMax),
-                                                 "rows \(rows) e \(e) smoothing \(smoothing != nil) scalar \(scalar) threads \(threads)")
+                        XCTAssertEqual(got.shape, y.shape)
+                        let worst = zip(got.storage, want).map { abs(Double($0) - $1) }.max()!
+                        XCTAssertLessThanOrEqual(worst, bound, "rows \(rows) e \(e) smoothing \(smoothing != nil) level \(level) threads \(threads)")
                         results.append(got)
                     }
                     // Threads split rows; each row is computed the same way.
-                    XCTAssertEqual(results[results.count - 1], results[results.count - 2], "rows \(rows) e \(e) scalar \(scalar)")
+                    XCTAssertEqual(results[0], results[1], "rows \(rows) e \(e) level \(level)")
+                }
+            }
+        }
+    }
+
+    /// Mamba-2's gated RMSNorm in one pass (GateOp.forward(y:z:normalizedBy:)) gives the floats of
+    /// the gate over all rows and then the norm over all rows, with and without smoothing, groups.
+    func testGatedNormIsTheGateThenTheNorm() {
+        var rng = SeededRandom(seed: freshSeed())
+        for (rows, e, groups) in [(1, 16, 1), (9, 40, 2), (37, 96, 3), (5, 1536, 1)] {
+            let (y, z, s) = inputs(&rng, rows: rows, e: e)
+            let norm = GroupRMSNorm(weight: Tensor(shape: [e], storage: (0..<e).map { _ in Float(rng.nextGaussian()) }), groups: groups, eps: 1e-5)
+            for gate in [SiLUGate() as any GateOp, SmoothSiLUGate(s: s)] {
+                KernelPaths.forEachFloatLevel { level in
+                    let want = norm.forward(gate.forward(y: y, z: z, .serial))
+                    for threads in [1, 2] {
+                        XCTAssertEqual(gate.forward(y: y, z: z, normalizedBy: norm, Parallelism(threads: threads)), want,
+                                       "rows \(rows) e \(e) groups \(groups) \(type(of: gate)) level \(level) threads \(threads)")
+                    }
                 }
             }
         }
@@ -48,10 +71,8 @@ final class GateTests: XCTestCase {
 
 /// The fused conv + SiLU kernel (mq_conv_silu_f32) against silu(causalConv), the two passes it
 /// replaced: odd channel counts (vector tails), kernels of 1 to 5 taps, prompts shorter than the
-/// history, a carried state, both paths, rows split between threads.
+/// history, a carried state, every float path, rows split between threads.
 final class ConvSiLUTests: XCTestCase {
-    override func tearDown() { mq_force_scalar(0) }
-
     func testFusedConvMatchesTheTwoPasses() {
         let seed = freshSeed()
         var rng = SeededRandom(seed: seed)
@@ -63,13 +84,12 @@ final class ConvSiLUTests: XCTestCase {
             let start = (0..<((k - 1) * e)).map { _ in Float(rng.nextGaussian()) }
             var refState = start
             let want = silu(conv.forward(x, state: &refState, .serial))
-            for scalar in [Int32(1), 0] {
-                mq_force_scalar(scalar)
+            KernelPaths.forEachFloatLevel { level in
                 for threads in [1, 2] {
                     var state = start
                     let got = conv.forwardSiLU(x, state: &state, Parallelism(threads: threads))
                     XCTAssertLessThanOrEqual(maxAbsDifference(got.storage, want.storage), 1e-6 * max(1, want.absMax),
-                                             "L \(l) E \(e) K \(k) scalar \(scalar) threads \(threads) seed \(seed)")
+                                             "L \(l) E \(e) K \(k) level \(level) threads \(threads) seed \(seed)")
                     XCTAssertEqual(state, refState, "L \(l) E \(e) K \(k): the carried state")
                 }
             }
