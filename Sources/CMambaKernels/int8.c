@@ -285,7 +285,7 @@ MQ_AVX2 static void conv_rows_avx2(const int8_t *q, int t_begin, int t_end, int 
 // (mq_silu512) goes on each vector before it is stored. The compiler's vectorization of conv_rows
 // at SwiftPM's -O2 ran 2-3x slower than this (a stand-alone timing at Mamba-2's 512 x 1792, K 4).
 MQ_CONV_AVX512 static void conv_rows_avx512(const int8_t *q, int t_begin, int t_end, int e, int k, const int8_t *w,
-                                     const float *out_scale, const float *bias, float *out, int silu) {
+                                            const float *out_scale, const float *bias, float *out, int silu) {
     for (int c = 0; c < e; c += 16) {
         const __mmask16 m = e - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (e - c)) - 1);
         __m512 wj[MQ_CONV_REGISTER_TAPS];

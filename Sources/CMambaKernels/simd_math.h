@@ -114,21 +114,26 @@ MQ_AVX512 static inline __m512 mq_exp2_512_flushed(__m512 x) {
     return mq_pow2_512(n, _mm512_sub_ps(x, n));
 }
 
-// softplus(v) = max(v, 0) + log1p(u), u = exp(-|v|) in (0, 1], for 16 floats. u = 2^(n + r)
-// (mq_pow2_512) with -|v| log2 e = n + r split in two steps (log2 e as a float plus its remainder,
-// so that r keeps its precision at |v| near 87: one product rounded there is 4e-6 off).
+// exp(-|v|) on 16 floats, -|v| clamped below at `floor`: -|v| log2 e = n + r in two steps (log2 e
+// as a float plus its remainder, so that r keeps its precision at |v| near 87: one product rounded
+// there is 4e-6 off), then mq_pow2_512. (mq_softplus512 and mq_sigmoid512 below.)
+MQ_AVX512 static inline __m512 mq_exp_minus_abs512(__m512 v, float floor) {
+    const __m512 a = _mm512_max_ps(_mm512_or_ps(v, _mm512_set1_ps(-0.0f)), _mm512_set1_ps(floor));   // -|v|
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(a, _mm512_set1_ps(1.44269502162933349609375f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fmsub_ps(a, _mm512_set1_ps(1.44269502162933349609375f), n);
+    r = _mm512_fmadd_ps(a, _mm512_set1_ps(1.925963033500011079e-8f), r);
+    return mq_pow2_512(n, r);
+}
+
+// softplus(v) = max(v, 0) + log1p(u), u = exp(-|v|) in (0, 1] (mq_exp_minus_abs512), for 16 floats.
 // log1p(u) = u P(u), P a degree-8 polynomial fitted here (Chebyshev, in double, then checked in
 // float32 Horner) to log1p(u)/u on [0, 1]: relative error 2.0e-7 at most. Past v = 20 the sum
 // rounds to v (u < 2.1e-9), what the threshold of the reference gives. Against the former AVX2 one
 // (exp, log, a division and the log1p correction on 8 lanes): a third of the operations and half
 // the dependent chain, which the scan's dt sits on (scan.c).
 MQ_AVX512 static inline __m512 mq_softplus512(__m512 v) {
-    const __m512 a = _mm512_max_ps(_mm512_or_ps(v, _mm512_set1_ps(-0.0f)), _mm512_set1_ps(-87.3365447504f));   // -|v|
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(a, _mm512_set1_ps(1.44269502162933349609375f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fmsub_ps(a, _mm512_set1_ps(1.44269502162933349609375f), n);
-    r = _mm512_fmadd_ps(a, _mm512_set1_ps(1.925963033500011079e-8f), r);
-    const __m512 u = mq_pow2_512(n, r);
+    const __m512 u = mq_exp_minus_abs512(v, -87.3365447504f);
     __m512 p = _mm512_set1_ps(5.253457929939032e-3f);
     p = _mm512_fmadd_ps(p, u, _mm512_set1_ps(-2.958850748836994e-2f));
     p = _mm512_fmadd_ps(p, u, _mm512_set1_ps(7.836166769266129e-2f));
@@ -141,17 +146,12 @@ MQ_AVX512 static inline __m512 mq_softplus512(__m512 v) {
     return _mm512_fmadd_ps(u, p, _mm512_max_ps(v, _mm512_setzero_ps()));
 }
 
-// sigmoid(v) on 16 floats without a division and without overflow: u = exp(-|v|) in (0, 1] as in
-// mq_softplus512 (-|v| log2 e split in two steps; clamped at -104, where u is already 0 in float32),
-// then sigmoid(v) = 1 / (1 + u) for v >= 0 and u / (1 + u) below, the reciprocal from vrcp14ps
-// (14 bits) and one Newton step (about 2^-23 relative: a few ulp from the quotient).
+// sigmoid(v) on 16 floats without a division and without overflow: u = exp(-|v|) in (0, 1]
+// (mq_exp_minus_abs512, clamped at -104, where u is already 0 in float32), then sigmoid(v) =
+// 1 / (1 + u) for v >= 0 and u / (1 + u) below, the reciprocal from vrcp14ps (14 bits) and one
+// Newton step (about 2^-23 relative: a few ulp from the quotient).
 MQ_AVX512 static inline __m512 mq_sigmoid512(__m512 v) {
-    const __m512 a = _mm512_max_ps(_mm512_or_ps(v, _mm512_set1_ps(-0.0f)), _mm512_set1_ps(-104.0f));   // -|v|
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(a, _mm512_set1_ps(1.44269502162933349609375f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fmsub_ps(a, _mm512_set1_ps(1.44269502162933349609375f), n);
-    r = _mm512_fmadd_ps(a, _mm512_set1_ps(1.925963033500011079e-8f), r);
-    const __m512 u = mq_pow2_512(n, r), one = _mm512_set1_ps(1.0f);
+    const __m512 u = mq_exp_minus_abs512(v, -104.0f), one = _mm512_set1_ps(1.0f);
     const __m512 d = _mm512_add_ps(one, u);
     __m512 q = _mm512_rcp14_ps(d);
     q = _mm512_mul_ps(q, _mm512_fnmadd_ps(d, q, _mm512_set1_ps(2.0f)));
