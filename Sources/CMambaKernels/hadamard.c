@@ -104,12 +104,18 @@ MQ_AVX2 static void hadamard_row_avx2(float *restrict x, int p, int m, const flo
     else mix_blocks(x, p, m, factor, scratch);
 }
 
-MQ_AVX2 static void hadamard_rows_avx2(float *x, int rows, int ld, int p, int m, const float *factor, const float *signs, float *scratch) {
-    float scaled[28 * 28];  // factor x 1/sqrt(n), as mix_blocks computes each entry
+// The rows of either vector path: the factor pre-scaled once (as mix_blocks computes each entry),
+// then one row at a time.
+typedef void (*hadamard_row_fn)(float *restrict x, int p, int m, const float *restrict factor, const float *restrict scaled,
+                                const float *restrict signs, float *restrict scratch);
+
+static void hadamard_rows_with(hadamard_row_fn row, float *x, int rows, int ld, int p, int m, const float *factor,
+                               const float *signs, float *scratch) {
+    float scaled[28 * 28];  // factor x 1/sqrt(n)
     const float norm = 1.0f / sqrtf((float)(m * p));
     if (m <= 28)
         for (int k = 0; k < m * m; k++) scaled[k] = factor[k] * norm;
-    for (int r = 0; r < rows; r++) hadamard_row_avx2(x + (size_t)r * ld, p, m, factor, m <= 28 ? scaled : NULL, signs, scratch);
+    for (int r = 0; r < rows; r++) row(x + (size_t)r * ld, p, m, factor, m <= 28 ? scaled : NULL, signs, scratch);
 }
 
 // The AVX2 path on 16 lanes: the same butterflies and the same sums in the same order (so the
@@ -165,14 +171,6 @@ MQ_AVX512 static void hadamard_row_avx512(float *restrict x, int p, int m, const
     else mix_blocks(x, p, m, factor, scratch);
 }
 
-// Blocks of p >= 16 (every model's p is 64 or more); smaller ones take the AVX2 path.
-MQ_AVX512 static void hadamard_rows_avx512(float *x, int rows, int ld, int p, int m, const float *factor, const float *signs, float *scratch) {
-    float scaled[28 * 28];  // factor x 1/sqrt(n), as mix_blocks computes each entry
-    const float norm = 1.0f / sqrtf((float)(m * p));
-    if (m <= 28)
-        for (int k = 0; k < m * m; k++) scaled[k] = factor[k] * norm;
-    for (int r = 0; r < rows; r++) hadamard_row_avx512(x + (size_t)r * ld, p, m, factor, m <= 28 ? scaled : NULL, signs, scratch);
-}
 #endif
 
 static void hadamard_rows_scalar(float *x, int rows, int ld, int p, int m, const float *factor, const float *signs, float *scratch) {
@@ -181,8 +179,9 @@ static void hadamard_rows_scalar(float *x, int rows, int ld, int p, int m, const
 
 void mq_hadamard_rows_f32(float *x, int rows, int ld, int p, int m, const float *factor, const float *signs, float *scratch) {
 #if MQ_X86
-    if (mq_f32_level() >= 2 && p >= 16) { hadamard_rows_avx512(x, rows, ld, p, m, factor, signs, scratch); return; }
-    if (mq_has_avx2_fma()) { hadamard_rows_avx2(x, rows, ld, p, m, factor, signs, scratch); return; }
+    // AVX-512 for blocks of p >= 16 (every model's p is 64 or more); smaller ones take the AVX2 path.
+    if (mq_f32_level() >= 2 && p >= 16) { hadamard_rows_with(hadamard_row_avx512, x, rows, ld, p, m, factor, signs, scratch); return; }
+    if (mq_has_avx2_fma()) { hadamard_rows_with(hadamard_row_avx2, x, rows, ld, p, m, factor, signs, scratch); return; }
 #endif
     hadamard_rows_scalar(x, rows, ld, p, m, factor, signs, scratch);
 }
