@@ -112,8 +112,9 @@ MQ_VNNI static inline __m512i mq_s4_high_vnni(__m512i v) {
 }
 
 /// 16 floats quantized as mq_quantize_rows_s8 does (x * inv, clamped to +-q, rounded half away
-/// from zero: roundscale rounds ties to even, and where |v - r| is exactly 0.5 the tie goes away).
-MQ_VNNI static inline __m128i mq_quantize16_vnni(__m512 x, __m512 inv, __m512 q) {
+/// from zero: roundscale rounds ties to even, and where |v - r| is exactly 0.5 the tie goes away),
+/// as integral floats; mq_quantize16_vnni narrows them to int8.
+MQ_VNNI static inline __m512 mq_round_clamp16_vnni(__m512 x, __m512 inv, __m512 q) {
     __m512 v = _mm512_mul_ps(x, inv);
     v = _mm512_min_ps(_mm512_max_ps(v, _mm512_sub_ps(_mm512_setzero_ps(), q)), q);
     const __m512 r = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -121,7 +122,11 @@ MQ_VNNI static inline __m128i mq_quantize16_vnni(__m512 x, __m512 inv, __m512 q)
     const __mmask16 tie = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(v, r)), half, _CMP_EQ_OQ);
     const __m512 away = _mm512_add_ps(v, _mm512_castsi512_ps(_mm512_or_si512(
         _mm512_castps_si512(half), _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32((int32_t)0x80000000u)))));
-    return _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mask_blend_ps(tie, r, away)));
+    return _mm512_mask_blend_ps(tie, r, away);
+}
+
+MQ_VNNI static inline __m128i mq_quantize16_vnni(__m512 x, __m512 inv, __m512 q) {
+    return _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(mq_round_clamp16_vnni(x, inv, q)));
 }
 
 /// mq_s8_store_block in registers (the VNNI and AMX GEMMs): mr rows of one panel's exact sums, from
