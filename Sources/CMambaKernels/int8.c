@@ -298,8 +298,8 @@ MQ_AVX2 static void conv_rows_avx2(const int8_t *q, int t_begin, int t_end, int 
 // inputs widened int8 -> int32 -> float and summed with FMAs. Each product and every partial sum
 // is an integer below 2^24 (K < 1024 taps of |w q| <= 2^14), so the float sums are exactly
 // conv_rows' int32 sums, and the epilogue is the same two statements: the same floats. The SiLU
-// (mq_silu512) goes on each vector before it is stored. The compiler's vectorization of conv_rows
-// at SwiftPM's -O2 ran 2-3x slower than this (a stand-alone timing at Mamba-2's 512 x 1792, K 4).
+// (mq_silu512) goes on each vector before it is stored. conv_rows as the compiler vectorizes it ran
+// 2.6x slower than this (a stand-alone timing at Mamba-2's 512 x 1792, K 4, without the SiLU).
 MQ_CONV_AVX512 static void conv_rows_avx512(const int8_t *q, int t_begin, int t_end, int e, int k, const int8_t *w,
                                             const float *out_scale, const float *bias, float *out, int silu) {
     for (int c = 0; c < e; c += 16) {
