@@ -52,7 +52,7 @@ MQ_AVX512 static void silu_avx512(const float *x, float *out, size_t n) {
     size_t i = 0;
     for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, mq_silu512(_mm512_loadu_ps(x + i)));
     if (i < n) {
-        const __mmask16 tail = (__mmask16)((1u << (n - i)) - 1);
+        const __mmask16 tail = mq_mask16((int)(n - i));
         _mm512_mask_storeu_ps(out + i, tail, mq_silu512(_mm512_maskz_loadu_ps(tail, x + i)));
     }
 }
@@ -127,7 +127,7 @@ MQ_AVX2 static void gate_row_avx2(const float *y, const float *z, const float *s
 // away (the same function, rounded differently from gate_scalar's y / s).
 MQ_AVX512 static void gate_row_avx512(const float *y, const float *z, const float *s, float *out, int e) {
     for (int j = 0; j < e; j += 16) {
-        const __mmask16 m = e - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (e - j)) - 1);
+        const __mmask16 m = mq_mask16(e - j);
         const __m512 zv = _mm512_maskz_loadu_ps(m, z + j), yv = _mm512_maskz_loadu_ps(m, y + j);
         __m512 g;
         if (s) {
@@ -200,7 +200,7 @@ MQ_AVX512 static void conv_silu_avx512(const float *history, const float *x, int
     for (int t = t0; t < t1; t++) {
         float *o = out + (size_t)t * e;
         for (int c = 0; c < e; c += 16) {
-            const __mmask16 m = e - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (e - c)) - 1);
+            const __mmask16 m = mq_mask16(e - c);
             __m512 acc = _mm512_maskz_loadu_ps(m, bias + c);
             for (int j = 0; j < k; j++)
                 acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + (size_t)j * e + c),

@@ -199,7 +199,7 @@ MQ_AVX2 static float absmax_row_avx2(const float *x, int k) {
 MQ_VNNI static void fake_quantize_row_vnni(float *x, int k, float scale, float q) {
     const __m512 inv = _mm512_set1_ps(1.0f / scale), qv = _mm512_set1_ps(q), s = _mm512_set1_ps(scale);
     for (int j = 0; j < k; j += 16) {
-        const __mmask16 m = k - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (k - j)) - 1);
+        const __mmask16 m = mq_mask16(k - j);
         // + 0: the other paths convert through an integer, whose 0 is +0; roundscale leaves -0 from
         // (-0.5, 0). (Equal either way; this keeps the paths' bits alike.)
         const __m512 v = _mm512_mul_ps(mq_round_clamp16_vnni(_mm512_maskz_loadu_ps(m, x + j), inv, qv), s);
@@ -303,7 +303,7 @@ MQ_AVX2 static void conv_rows_avx2(const int8_t *q, int t_begin, int t_end, int 
 MQ_CONV_AVX512 static void conv_rows_avx512(const int8_t *q, int t_begin, int t_end, int e, int k, const int8_t *w,
                                             const float *out_scale, const float *bias, float *out, int silu) {
     for (int c = 0; c < e; c += 16) {
-        const __mmask16 m = e - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (e - c)) - 1);
+        const __mmask16 m = mq_mask16(e - c);
         __m512 wj[MQ_CONV_REGISTER_TAPS];
         for (int j = 0; j < k; j++) wj[j] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, w + (size_t)j * e + c)));
         const __m512 scale = _mm512_maskz_loadu_ps(m, out_scale + c), b = _mm512_maskz_loadu_ps(m, bias + c);

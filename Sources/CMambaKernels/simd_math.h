@@ -74,6 +74,12 @@ MQ_AVX2 static inline __m256 mq_softplus256(__m256 v) {
 
 #define MQ_AVX512 __attribute__((target("avx2,fma,avx512f,avx512dq")))
 
+// The lanes of a 16-float step with `remaining` values left: all 16, or the first `remaining`
+// (a row's masked tail).
+static inline __mmask16 mq_mask16(int remaining) {
+    return remaining >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << remaining) - 1);
+}
+
 // mq_exp256 on 16 floats: the same reduction and polynomial; 2^n by vscalefps.
 MQ_AVX512 static inline __m512 mq_exp512(__m512 x) {
     x = _mm512_min_ps(x, _mm512_set1_ps(88.3762626647949f));
