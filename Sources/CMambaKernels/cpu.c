@@ -19,8 +19,8 @@ const char *mq_blas_core_for_cpu(void) {
 // with a prefetch 512 bytes ahead in each: a core reads memory fastest from several streams. On a
 // Zen 3 one stream read 11-12 GB/s where two or more read about 17 and eight with the prefetch 18
 // (about what the int8 decode products, which read three streams, stream there); 2 threads 27-35.
-// The scalar loop below read one stream 8 bytes at a time: 10.8-15.6 GB/s at 1 thread (README,
-// "Decode on every core").
+// The scalar loop below read one stream 8 bytes at a time: 10.8-15.6 GB/s at 1 thread
+// (docs/PERFORMANCE.md, "Long prompts").
 #define MQ_READ_STREAMS 8
 __attribute__((target("avx2"))) static uint64_t read_words_avx2(const uint64_t *p, size_t n, size_t *done) {
     __m256i acc[MQ_READ_STREAMS];

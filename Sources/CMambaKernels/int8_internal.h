@@ -61,7 +61,7 @@ void mq_s8_widen(const int8_t *src, size_t count, int16_t *dst);
 /// alternated runs, medians): decode +11% and +11% at 1 thread, +15% and +2% at 2. 2 KB ahead was
 /// no better; T0 instead of NTA was 7% slower on mamba2-130m, whose [H, P, N] states (19 MB a
 /// token) also want the cache. The VNNI one-row loop has none: on a Zen 4 a prefetch there made
-/// decode slower (README).
+/// decode slower (docs/PERFORMANCE.md, "Long prompts").
 #define MQ_ROW_PREFETCH_AHEAD 1024
 
 /// Panels the AVX2 one-row GEMM reads at once, one from each of as many equal parts of its range
@@ -69,7 +69,7 @@ void mq_s8_widen(const int8_t *src, size_t count, int16_t *dst);
 /// from two or more (a read test); decode of a random mamba-130m w8a8 checkpoint at 1 thread, 1 ->
 /// 2 streams, paired median +20% (`generate`, five alternated pairs); 3 streams about the same at
 /// 1 thread and a few % more than 2 at 2 threads and on mamba2-130m and mamba-1.4b; against one
-/// stream, 3 gave +18% at 1 thread and +8% at 2 (README, "Decode on every core"). The same
+/// stream, 3 gave +18% at 1 thread and +8% at 2 (docs/PERFORMANCE.md, "Long prompts"). The same
 /// integers in any order.
 #define MQ_ROW_STREAMS 3
 

@@ -84,7 +84,8 @@ MQ_AVX2 static void scan_avx2(const mq_scan_args *a) {
 // one after another, dt and dt x first, decays as powers of 2) with eight channels per register.
 // Sixteen state registers fill the sixteen ymm, so the compiler keeps some of a block's state in
 // L1 between steps; the exp is still the work. Measured (bench --steps, mamba-130m shape, L 512,
-// 1 thread, AMD EPYC Zen 3 without AVX-512): see the README's AVX2 scan paragraph.
+// 1 thread, AMD EPYC Zen 3 without AVX-512): docs/PERFORMANCE.md, "Long prompts", the AVX2
+// scan paragraph.
 #define MQ_SCAN_TILE 32
 #define MQ_SCAN_C16_MIN_LENGTH 4
 MQ_AVX2 static void scan_avx2_c8(const mq_scan_args *a) {

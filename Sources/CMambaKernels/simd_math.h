@@ -52,7 +52,8 @@ MQ_AVX2 static inline __m256 mq_exp2_256_flushed(__m256 x) {
 
 // softplus on 8 floats: mq_softplus512's method and coefficients (below, where they are
 // explained), so the AVX2 and AVX-512 paths agree. It replaced exp, log, a division and a
-// log1p correction (measured with the scan, bench --steps on a Zen 3: see the README).
+// log1p correction (measured with the scan, bench --steps on a Zen 3: docs/PERFORMANCE.md,
+// "Long prompts").
 MQ_AVX2 static inline __m256 mq_softplus256(__m256 v) {
     const __m256 a = _mm256_max_ps(_mm256_or_ps(v, _mm256_set1_ps(-0.0f)), _mm256_set1_ps(-87.3365447504f));   // -|v|
     const __m256 n = _mm256_round_ps(_mm256_mul_ps(a, _mm256_set1_ps(1.44269502162933349609375f)),
@@ -166,7 +167,8 @@ MQ_AVX512 static inline __m512 mq_sigmoid512(__m512 v) {
 }
 
 // silu(v) = v sigmoid(v) on 16 floats. Against mq_exp256 and vdivps on 8 lanes (the AVX2 paths):
-// 21 instructions for 16 floats instead of about 40 and no divider (measured in the README).
+// 21 instructions for 16 floats instead of about 40 and no divider (measured in
+// docs/PERFORMANCE.md, "Issue 31: where its targets stood").
 MQ_AVX512 static inline __m512 mq_silu512(__m512 v) { return _mm512_mul_ps(v, mq_sigmoid512(v)); }
 
 #else

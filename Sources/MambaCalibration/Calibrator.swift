@@ -83,7 +83,8 @@ public final class WindowStreams {
     /// layer's bottleneck. Calibration needs them (R1 and R5 come from them); quantize's second
     /// pass does not (its transforms are already fixed by the stats file), and the pooled one is
     /// a Double rank update that the window merge runs one window at a time: 4.4 TFLOP at the
-    /// falcon-mamba-7b shape over 16 x 256 tokens (README, "Big models").
+    /// falcon-mamba-7b shape over 16 x 256 tokens (docs/PERFORMANCE.md, "Big models: quantize
+    /// time").
     public let kltMoments: Bool
     public private(set) var stats: CalibrationStats
 

@@ -122,7 +122,7 @@ public struct MambaLM: Sendable {
     /// scans' rounding at the seams, while each layer's activations stay in cache. A prompt run
     /// whole streams [L, 2E] tensors through memory at every step: 8,192 tokens prefilled at 0.40x
     /// the tokens/s of 512 on the mamba-130m shape (int8); in pieces of 1,024 at 0.53x, of 512 at
-    /// 1.03x (README, "Long prompts").
+    /// 1.03x (docs/PERFORMANCE.md, "Long prompts").
     public static let prefillPiece = 512
 
     /// Runs `tokens` from `state` (prefill when the state is fresh; a decode step is one token)

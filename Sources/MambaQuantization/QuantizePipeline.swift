@@ -101,8 +101,8 @@ extension QuantizedModel {
                                     hessianSites: quantizer.hessianSites(c).union(outer.headByGPTQ ? [.lmHeadInput] : []), kltMoments: false)
         var log = plan.globalLog, kept: [MambaBlock] = [], gptqSeconds = 0.0
         // Layer i's block is handed out (written) while layer i + 1 is read and transformed: the
-        // writing is serial and left a core idle (README, "Big models"). The hand-outs keep their
-        // order and never overlap one another.
+        // writing is serial and left a core idle (docs/PERFORMANCE.md, "Big models: quantize
+        // time"). The hand-outs keep their order and never overlap one another.
         var finished: (layer: Int, block: QuantizedBlock)? = nil
         for i in 0..<c.numLayers {
             var layer: LayerInProgress

@@ -70,7 +70,8 @@ public struct QuantizedMatrix: Sendable, Equatable {
     /// rounding and clamp, vectorized) into `out`, which the winner's integers overwrite last; each
     /// candidate's error is summed in Double in column order, as before, so the same scale wins.
     /// Per value in Swift each rounding was a libm roundf call and a checked conversion (7% of
-    /// quantize's time at the 1.4B shape in 8 bits, README "Big models"; most of the 4-bit search).
+    /// quantize's time at the 1.4B shape in 8 bits, docs/PERFORMANCE.md "Big models: quantize
+    /// time"; most of the 4-bit search).
     static func quantizeGroup(_ x: UnsafePointer<Double>, count: Int, ratios: [Double], qmax q: Double, into out: UnsafeMutablePointer<Int8>) -> Float {
         var absmax = 0.0
         for j in 0..<count { absmax = max(absmax, abs(x[j])) }

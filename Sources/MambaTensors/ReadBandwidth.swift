@@ -5,7 +5,7 @@ import Foundation
 /// far larger than the caches, split between the threads of the budget's spinning workers (the
 /// ones decode's GEMVs use, SpinWorkers.swift), medians of `runs`. Decode is bound by this read;
 /// whether a second thread pays depends on whether the bandwidth grows with it, which differs
-/// between CPUs (README, "Decode on every core").
+/// between CPUs (docs/PERFORMANCE.md, "Decode on every core").
 public struct ReadBandwidth: Sendable, Encodable {
     public let threads: Int
     public let gigabytesPerSecond: Double

@@ -64,8 +64,9 @@ extension SystemMemory {
     /// compare from the start): a prompt's [L, E]-sized temporaries are allocated and freed in
     /// every op of every layer, and glibc maps each one above its mmap threshold afresh or hands
     /// the heap's freed top back to the kernel past its trim threshold, so their pages are faulted
-    /// in and zeroed again op after op (README, "Long prompts": a 512-token prefill 1.2-1.5x faster
-    /// on a Zen 3). Loading runs before it, so a loader's freed integers go back to the system.
+    /// in and zeroed again op after op (docs/PERFORMANCE.md, "Long prompts": a 512-token prefill
+    /// 1.2-1.5x faster on a Zen 3). Loading runs before it, so a loader's freed integers go back
+    /// to the system.
     public static func keepFreedMemoryForReuse() {
         mq_keep_freed_memory()
     }

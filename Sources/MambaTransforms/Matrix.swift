@@ -163,8 +163,9 @@ public func rowTimes(_ v: [Double], _ m: Matrix) -> [Double] {
 
 // The elementwise loops over a layer's Double matrices (widening, narrowing, the smoothings'
 // scalings) ran on one thread between the products, leaving the second core idle for about a
-// tenth of a 7B quantize (README, "Big models"). They run between OpenBLAS's calls, so they take
-// its threads; each value is computed as before, so nothing depends on the thread count.
+// tenth of a 7B quantize (docs/PERFORMANCE.md, "Big models: quantize time"). They run between
+// OpenBLAS's calls, so they take its threads; each value is computed as before, so nothing
+// depends on the thread count.
 extension Matrix {
     /// Below about this many values a second thread costs more to wake than it saves.
     static let parallelElements = 1 << 16
@@ -177,10 +178,10 @@ extension Matrix {
 
 // R1 on the weights in float32. R1 is a dense D x D rotation of every residual reader's input
 // and writer's output, and in Double its products were half of quantize's time (dgemm at D 4096:
-// 825 GFLOP a layer at 7B; README, "Big models"). sgemm runs at twice dgemm's rate, and the
-// rounding it adds (about sqrt(D) float32 ulps of each weight) is far below what the weights'
-// own float32 storage and int8 rounding leave. The products go a block at a time and overwrite
-// the matrix: no second [rows, cols] Double alive at once.
+// 825 GFLOP a layer at 7B; docs/PERFORMANCE.md, "Big models: quantize time"). sgemm runs at
+// twice dgemm's rate, and the rounding it adds (about sqrt(D) float32 ulps of each weight) is far
+// below what the weights' own float32 storage and int8 rounding leave. The products go a block at
+// a time and overwrite the matrix: no second [rows, cols] Double alive at once.
 //
 // The checkpoint must not depend on the thread count, and OpenBLAS's sgemm does: on its Haswell
 // and Zen kernels an output's last bits change with the threads of a call and with how many rows

@@ -144,7 +144,8 @@ extension BlockParameters {
         var w = mixer.weight(reader)
         precondition(n == w.cols)
         // W R row by row through the fast transform (the run time's x R), not a dense product: at
-        // 7B shapes the dense one was most of quantize's time (README, "Big models").
+        // 7B shapes the dense one was most of quantize's time (docs/PERFORMANCE.md, "Big
+        // models: quantize time").
         w.data.withUnsafeMutableBufferPointer { r.rotateRows($0.baseAddress!, rows: w.rows, parallelism: .ofBLAS) }
         mixer.modules[reader]!.weight = w
         mixer.tensors[LayerArtifact.hadamardSigns(reader)] = Tensor(shape: [n], storage: r.signs.map(Float.init))

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# llama.cpp beside `mambaquant bench` on the same weights (README "Decode on every core"): builds
-# llama-bench from the llama.cpp vendored in llama-cpp-python's PyPI sdist, converts a Hugging Face
-# checkpoint with llama.cpp's own convert_hf_to_gguf.py (F32 and Q8_0), and times prefill and decode
-# at the given thread count (llama-bench: pp = prompt tokens/s, tg = generated tokens/s, medians are
-# its averages over -r runs).
+# llama.cpp beside `mambaquant bench` on the same weights (README "Speed", docs/PERFORMANCE.md):
+# builds llama-bench from the llama.cpp vendored in llama-cpp-python's PyPI sdist, converts a
+# Hugging Face checkpoint with llama.cpp's own convert_hf_to_gguf.py (F32 and Q8_0), and times
+# prefill and decode at the given thread count (llama-bench: pp = prompt tokens/s, tg = generated
+# tokens/s, medians are its averages over -r runs).
 #
 #   bash scripts/reference/bench_llama_cpp.sh /tmp/m2-130m 2      # checkpoint dir with tokenizer.json, threads
 #   LLAMA_CPP_TYPES=q8_0 bash scripts/reference/bench_llama_cpp.sh /tmp/granite-1b 1   # Q8_0 only
