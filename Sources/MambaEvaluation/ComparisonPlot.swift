@@ -119,7 +119,8 @@ public enum ComparisonPlot {
         let bottom = ry + rowHeight * Double(max(rows.count, 1)) + 8
         s += line(px(0), ry - 4, px(0), bottom, "#555", dash: true)
         s += line(rx, bottom, rx + rw, bottom, "#333")
-        for v in [lo, 0, hi] where v == 0 || abs(v) > pad {
+        // 0 always; the ends where they stand far enough from 0 for their labels not to touch its.
+        for v in [lo, 0, hi] where v == 0 || (abs(v) > pad && abs(px(v) - px(0)) >= 60) {
             s += text(px(v), bottom + 16, String(format: format, v), size: 10, anchor: "middle")
         }
         for (i, row) in rows.enumerated() {

@@ -56,20 +56,39 @@ extension ComparisonPlot {
             s += text(px(b), y + h + 16, String(format: "%.0f", b), size: 10, anchor: "middle")
         }
         s += text(x + w / 2, y + h + 34, "bits per weight (8 x weight bytes / float parameters)", anchor: "middle")
-        for p in ours {
+        // Points that (nearly) coincide, as rtn's and smoothquant's often do, would print their labels
+        // over each other: each label goes to the first free line at or below its point.
+        let labelY = labelLines(ours.map { (px($0.bitsPerWeight) + 8, py($0.kl) + 4, $0.label) }
+                                + theirs.map { (px($0.bitsPerWeight) + 8, py($0.kl) + 4, $0.name) })
+        for (i, p) in ours.enumerated() {
             let color = palette[(methods.firstIndex(of: p.method) ?? 0) % palette.count]
             let b = p.bitsPerWeight
             s += "<circle cx=\(q(px(b))) cy=\(q(py(p.kl))) r=\"5\" fill=\"\(color)\"><title>\(escape(p.label)): \(String(format: "%.2f", b)) bits, KL \(String(format: "%.6f", p.kl))</title></circle>\n"
-            s += text(px(b) + 8, py(p.kl) + 4, escape(p.label), size: 10)
+            s += text(px(b) + 8, labelY[i], escape(p.label), size: 10)
         }
-        for p in theirs {
+        for (i, p) in theirs.enumerated() {
             s += "<rect x=\(q(px(p.bitsPerWeight) - 5)) y=\(q(py(p.kl) - 5)) width=\"10\" height=\"10\" fill=\"#555\"><title>\(escape(p.name)): \(String(format: "%.2f", p.bitsPerWeight)) bits, KL \(String(format: "%.6f", p.kl))</title></rect>\n"
-            s += text(px(p.bitsPerWeight) + 8, py(p.kl) + 4, escape(p.name), size: 10)
+            s += text(px(p.bitsPerWeight) + 8, labelY[ours.count + i], escape(p.name), size: 10)
         }
         if let reference {
             s += "<rect x=\(q(x + w + 20)) y=\(q(y + 4)) width=\"10\" height=\"10\" fill=\"#555\"/>"
             s += text(x + w + 36, y + 13, escape(reference.source ?? "reference"), size: 11)
         }
         return s
+    }
+
+    /// Baselines for size-10 labels starting at (x, y), in order: each moved down a line (12 px) at a
+    /// time until its box (6 px a character, an estimate for the sans-serif face) overlaps no label
+    /// placed before it.
+    static func labelLines(_ labels: [(x: Double, y: Double, text: String)]) -> [Double] {
+        let (lineHeight, charWidth) = (12.0, 6.0)
+        var placed: [(x0: Double, x1: Double, y: Double)] = []
+        return labels.map { label in
+            let (x0, x1) = (label.x, label.x + charWidth * Double(label.text.count))
+            var y = label.y
+            while placed.contains(where: { $0.x0 < x1 && x0 < $0.x1 && abs($0.y - y) < lineHeight }) { y += lineHeight }
+            placed.append((x0, x1, y))
+            return y
+        }
     }
 }
